@@ -1,0 +1,472 @@
+//===- NNOps.cpp - nn dialect operations ----------------------------------===//
+//
+// Verifiers. Each names the operands and attributes it compares and prints
+// the values it found, so that a front-end bug or a hand-written test points
+// at the exact dimension that is wrong. Dynamic dimensions (`?`) match
+// anything.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/nn/NNOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/TypeUtilities.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallString.h"
+
+using namespace mlir;
+using namespace kiln::nn;
+
+namespace {
+
+RankedTensorType tensorType(Value v) {
+  return cast<RankedTensorType>(v.getType());
+}
+
+/// True when the two dimension sizes may be equal at run time.
+bool dimsMatch(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+/// Prints a dimension size, `?` when dynamic.
+std::string dimStr(int64_t d) {
+  return ShapedType::isDynamic(d) ? "?" : std::to_string(d);
+}
+
+/// Checks that `value` has rank `rank`; `what` names it and the layout.
+LogicalResult expectRank(Operation *op, StringRef what, Value value,
+                         int64_t rank) {
+  RankedTensorType type = tensorType(value);
+  if (type.getRank() == rank)
+    return success();
+  return op->emitOpError() << "expects " << what << " to have rank " << rank
+                           << ", got " << type;
+}
+
+/// Checks that two values have the same element type and compatible shapes.
+LogicalResult expectSameType(Operation *op, StringRef aName, Value a,
+                             StringRef bName, Value b) {
+  Type aType = a.getType(), bType = b.getType();
+  if (getElementTypeOrSelf(aType) == getElementTypeOrSelf(bType) &&
+      succeeded(verifyCompatibleShape(aType, bType)))
+    return success();
+  return op->emitOpError() << "expects " << aName << " and " << bName
+                           << " to have the same type, got " << aType << " and "
+                           << bType;
+}
+
+/// Checks that every named value has the element type of the first one.
+LogicalResult
+expectSameElementType(Operation *op,
+                      ArrayRef<std::pair<StringRef, Value>> namedValues) {
+  auto [firstName, first] = namedValues.front();
+  Type expected = getElementTypeOrSelf(first.getType());
+  for (auto [name, value] : namedValues.drop_front()) {
+    if (!value)
+      continue;
+    Type actual = getElementTypeOrSelf(value.getType());
+    if (actual != expected)
+      return op->emitOpError()
+             << "expects " << name << " to have the element type of "
+             << firstName << " (" << expected << "), got " << actual;
+  }
+  return success();
+}
+
+/// Checks that dimension `dim` of `value` is `expected` (or unknown).
+LogicalResult expectDim(Operation *op, StringRef what, Value value, int64_t dim,
+                        int64_t expected, StringRef expectedWhat) {
+  int64_t actual = tensorType(value).getDimSize(dim);
+  if (dimsMatch(actual, expected))
+    return success();
+  return op->emitOpError() << "expects " << what << " (dimension " << dim
+                           << " of " << tensorType(value) << ") to equal "
+                           << expectedWhat << " (" << dimStr(expected)
+                           << "), got " << dimStr(actual);
+}
+
+/// Checks that `result` has shape `shape` (unknown dimensions match).
+LogicalResult expectResultShape(Operation *op, Value result,
+                                ArrayRef<int64_t> shape, StringRef rule) {
+  ArrayRef<int64_t> actual = tensorType(result).getShape();
+  if (actual.size() == shape.size() &&
+      llvm::all_of(llvm::zip_equal(actual, shape), [](auto pair) {
+        return dimsMatch(std::get<0>(pair), std::get<1>(pair));
+      }))
+    return success();
+  std::string expected;
+  llvm::raw_string_ostream os(expected);
+  llvm::interleave(
+      shape, os, [&](int64_t d) { os << dimStr(d); }, "x");
+  return op->emitOpError() << "expects result shape " << expected << " ("
+                           << rule << "), got " << result.getType();
+}
+
+/// Checks that `value` is a vector of size `size` over the last dimension of
+/// `input` (norm weights and biases).
+LogicalResult expectFeatureVector(Operation *op, StringRef name, Value value,
+                                  Value input) {
+  if (!value)
+    return success();
+  if (failed(expectRank(op, name, value, 1)))
+    return failure();
+  RankedTensorType inputType = tensorType(input);
+  int64_t features = inputType.getDimSize(inputType.getRank() - 1);
+  return expectDim(op, Twine(name + " size").str(), value, 0, features,
+                   "the last dimension of input");
+}
+
+/// Checks that a floating-point attribute is positive; prints it shortest.
+LogicalResult expectPositive(Operation *op, StringRef name,
+                             const APFloat &value) {
+  if (!value.isNegative() && !value.isZero() && !value.isNaN())
+    return success();
+  SmallString<16> text;
+  value.toString(text);
+  return op->emitOpError() << "expects " << name << " to be positive, got "
+                           << text;
+}
+
+/// Shared checks of nn.quantize and nn.dequantize: `tile_shape` has one
+/// positive entry per dimension of `fp8Value` that divides it, and `scale`
+/// has one entry per tile.
+LogicalResult verifyTiling(Operation *op, Value fp8Value, StringRef fp8Name,
+                           Value scale, ArrayRef<int64_t> tileShape) {
+  RankedTensorType type = tensorType(fp8Value);
+  if (static_cast<int64_t>(tileShape.size()) != type.getRank())
+    return op->emitOpError()
+           << "expects tile_shape to have one entry per dimension of "
+           << fp8Name << " (" << type.getRank() << "), got "
+           << tileShape.size();
+  SmallVector<int64_t> scaleShape;
+  for (auto [dim, tile] : llvm::enumerate(tileShape)) {
+    if (tile <= 0)
+      return op->emitOpError() << "expects tile_shape[" << dim
+                               << "] to be positive, got " << tile;
+    int64_t size = type.getDimSize(dim);
+    if (ShapedType::isDynamic(size)) {
+      scaleShape.push_back(ShapedType::kDynamic);
+      continue;
+    }
+    if (size % tile != 0)
+      return op->emitOpError() << "expects tile_shape[" << dim << "] (" << tile
+                               << ") to divide dimension " << dim << " of "
+                               << fp8Name << " (" << size << ")";
+    scaleShape.push_back(size / tile);
+  }
+  ArrayRef<int64_t> actual = tensorType(scale).getShape();
+  if (actual.size() != scaleShape.size() ||
+      !llvm::all_of(llvm::zip_equal(actual, scaleShape), [](auto pair) {
+        return dimsMatch(std::get<0>(pair), std::get<1>(pair));
+      })) {
+    std::string expected;
+    llvm::raw_string_ostream os(expected);
+    llvm::interleave(
+        scaleShape, os, [&](int64_t d) { os << dimStr(d); }, "x");
+    return op->emitOpError()
+           << "expects scale to have one entry per tile, shape " << expected
+           << " (" << fp8Name << " shape / tile_shape), got "
+           << scale.getType();
+  }
+  return success();
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// EmbeddingOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  if (failed(expectRank(*this, "table ([vocab, hidden])", getTable(), 2)) ||
+      failed(expectSameElementType(
+          *this, {{"table", getTable()}, {"result", getResult()}})))
+    return failure();
+  SmallVector<int64_t> shape(tensorType(getIds()).getShape());
+  shape.push_back(tensorType(getTable()).getDimSize(1));
+  return expectResultShape(*this, getResult(), shape,
+                           "ids shape followed by the table's hidden size");
+}
+
+//===----------------------------------------------------------------------===//
+// LinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearOp::verify() {
+  RankedTensorType inputType = tensorType(getInput());
+  if (inputType.getRank() < 1)
+    return emitOpError("expects input to have rank at least 1");
+  if (failed(expectRank(*this, "weight ([out, in])", getWeight(), 2)) ||
+      failed(expectSameElementType(*this, {{"input", getInput()},
+                                           {"weight", getWeight()},
+                                           {"bias", getBias()},
+                                           {"result", getResult()}})))
+    return failure();
+  int64_t inFeatures = inputType.getDimSize(inputType.getRank() - 1);
+  int64_t outFeatures = tensorType(getWeight()).getDimSize(0);
+  if (failed(expectDim(*this, "weight in-features", getWeight(), 1, inFeatures,
+                       "the last dimension of input")))
+    return failure();
+  if (getBias()) {
+    if (failed(expectRank(*this, "bias", getBias(), 1)) ||
+        failed(expectDim(*this, "bias size", getBias(), 0, outFeatures,
+                         "weight out-features")))
+      return failure();
+  }
+  SmallVector<int64_t> shape(inputType.getShape());
+  shape.back() = outFeatures;
+  return expectResultShape(*this, getResult(), shape,
+                           "input shape with the last dimension replaced by "
+                           "weight out-features");
+}
+
+//===----------------------------------------------------------------------===//
+// MatmulOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult MatmulOp::verify() {
+  RankedTensorType lhsType = tensorType(getLhs());
+  RankedTensorType rhsType = tensorType(getRhs());
+  int64_t rank = lhsType.getRank();
+  if (rank < 2)
+    return emitOpError() << "expects lhs to have rank at least 2, got "
+                         << lhsType;
+  if (rhsType.getRank() != rank)
+    return emitOpError() << "expects lhs and rhs to have the same rank, got "
+                         << lhsType << " and " << rhsType;
+  if (failed(expectSameElementType(
+          *this,
+          {{"lhs", getLhs()}, {"rhs", getRhs()}, {"result", getResult()}})))
+    return failure();
+  SmallVector<int64_t> shape;
+  for (int64_t dim = 0; dim < rank - 2; ++dim) {
+    if (!dimsMatch(lhsType.getDimSize(dim), rhsType.getDimSize(dim)))
+      return emitOpError() << "expects batch dimension " << dim
+                           << " of lhs and rhs to match, got "
+                           << dimStr(lhsType.getDimSize(dim)) << " and "
+                           << dimStr(rhsType.getDimSize(dim));
+    shape.push_back(lhsType.getDimSize(dim));
+  }
+  int64_t lhsRows = lhsType.getDimSize(rank - 2);
+  int64_t lhsCols = lhsType.getDimSize(rank - 1);
+  int64_t rhsRows = rhsType.getDimSize(rank - 2);
+  int64_t rhsCols = rhsType.getDimSize(rank - 1);
+  int64_t m = getTransposeLhs() ? lhsCols : lhsRows;
+  int64_t lhsK = getTransposeLhs() ? lhsRows : lhsCols;
+  int64_t rhsK = getTransposeRhs() ? rhsCols : rhsRows;
+  int64_t n = getTransposeRhs() ? rhsRows : rhsCols;
+  if (!dimsMatch(lhsK, rhsK))
+    return emitOpError() << "expects the contraction dimensions of lhs ("
+                         << dimStr(lhsK) << ") and rhs (" << dimStr(rhsK)
+                         << ") to match";
+  shape.push_back(m);
+  shape.push_back(n);
+  return expectResultShape(*this, getResult(), shape,
+                           "batch dimensions, then lhs rows and rhs columns");
+}
+
+//===----------------------------------------------------------------------===//
+// Norms
+//===----------------------------------------------------------------------===//
+
+LogicalResult RMSNormOp::verify() {
+  if (tensorType(getInput()).getRank() < 1)
+    return emitOpError("expects input to have rank at least 1");
+  if (failed(
+          expectSameType(*this, "input", getInput(), "result", getResult())) ||
+      failed(expectSameElementType(
+          *this, {{"input", getInput()}, {"weight", getWeight()}})) ||
+      failed(expectFeatureVector(*this, "weight", getWeight(), getInput())))
+    return failure();
+  return expectPositive(*this, "epsilon", getEpsilon());
+}
+
+LogicalResult LayerNormOp::verify() {
+  if (tensorType(getInput()).getRank() < 1)
+    return emitOpError("expects input to have rank at least 1");
+  if (failed(
+          expectSameType(*this, "input", getInput(), "result", getResult())) ||
+      failed(expectSameElementType(*this, {{"input", getInput()},
+                                           {"weight", getWeight()},
+                                           {"bias", getBias()}})) ||
+      failed(expectFeatureVector(*this, "weight", getWeight(), getInput())) ||
+      failed(expectFeatureVector(*this, "bias", getBias(), getInput())))
+    return failure();
+  return expectPositive(*this, "epsilon", getEpsilon());
+}
+
+//===----------------------------------------------------------------------===//
+// RoPEOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RoPEOp::verify() {
+  if (failed(expectRank(*this, "input ([batch, seq, num_heads * head_dim])",
+                        getInput(), 3)) ||
+      failed(expectSameType(*this, "input", getInput(), "result", getResult())))
+    return failure();
+  int64_t numHeads = getNumHeads();
+  if (numHeads <= 0)
+    return emitOpError() << "expects num_heads to be positive, got "
+                         << numHeads;
+  int64_t hidden = tensorType(getInput()).getDimSize(2);
+  if (!ShapedType::isDynamic(hidden)) {
+    if (hidden % numHeads != 0)
+      return emitOpError() << "expects num_heads (" << numHeads
+                           << ") to divide the hidden size of input (" << hidden
+                           << ")";
+    if ((hidden / numHeads) % 2 != 0)
+      return emitOpError() << "expects an even head_dim to rotate in pairs, "
+                           << "got " << hidden / numHeads << " (" << hidden
+                           << " / num_heads " << numHeads << ")";
+  }
+  if (failed(expectPositive(*this, "theta", getTheta())))
+    return failure();
+  if (Value positions = getPositions()) {
+    if (failed(expectRank(*this, "positions ([batch, seq])", positions, 2)) ||
+        failed(expectDim(*this, "positions batch", positions, 0,
+                         tensorType(getInput()).getDimSize(0),
+                         "the batch size of input")) ||
+        failed(expectDim(*this, "positions length", positions, 1,
+                         tensorType(getInput()).getDimSize(1),
+                         "the sequence length of input")))
+      return failure();
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AttentionOp
+//===----------------------------------------------------------------------===//
+
+int64_t AttentionOp::getHeadDim() {
+  int64_t hidden = tensorType(getQuery()).getDimSize(2);
+  if (ShapedType::isDynamic(hidden) || getNumHeads() <= 0)
+    return ShapedType::kDynamic;
+  return hidden / getNumHeads();
+}
+
+LogicalResult AttentionOp::verify() {
+  for (auto [name, value] : {std::pair<StringRef, Value>{"query", getQuery()},
+                             {"key", getKey()},
+                             {"value", getValue()}})
+    if (failed(expectRank(*this, name, value, 3)))
+      return failure();
+  if (failed(
+          expectSameType(*this, "query", getQuery(), "result", getResult())) ||
+      failed(expectSameType(*this, "key", getKey(), "value", getValue())) ||
+      failed(expectSameElementType(*this,
+                                   {{"query", getQuery()}, {"key", getKey()}})))
+    return failure();
+
+  int64_t numHeads = getNumHeads(), numKvHeads = getNumKvHeads();
+  if (numHeads <= 0 || numKvHeads <= 0)
+    return emitOpError() << "expects num_heads and num_kv_heads to be "
+                         << "positive, got " << numHeads << " and "
+                         << numKvHeads;
+  if (numHeads % numKvHeads != 0)
+    return emitOpError() << "expects num_kv_heads (" << numKvHeads
+                         << ") to divide num_heads (" << numHeads << ")";
+
+  RankedTensorType queryType = tensorType(getQuery());
+  if (failed(expectDim(*this, "key batch", getKey(), 0, queryType.getDimSize(0),
+                       "the batch size of query")) ||
+      failed(expectDim(*this, "key length", getKey(), 1,
+                       queryType.getDimSize(1),
+                       "the sequence length of query")))
+    return failure();
+  int64_t queryHidden = queryType.getDimSize(2);
+  if (!ShapedType::isDynamic(queryHidden) && queryHidden % numHeads != 0)
+    return emitOpError() << "expects num_heads (" << numHeads
+                         << ") to divide the hidden size of query ("
+                         << queryHidden << ")";
+  int64_t headDim = getHeadDim();
+  int64_t kvHidden = ShapedType::isDynamic(headDim) ? ShapedType::kDynamic
+                                                    : numKvHeads * headDim;
+  if (failed(expectDim(*this, "key hidden size", getKey(), 2, kvHidden,
+                       "num_kv_heads x head_dim")))
+    return failure();
+
+  if (std::optional<APFloat> scale = getScale())
+    if (failed(expectPositive(*this, "scale", *scale)))
+      return failure();
+  if (Value cuSeqlens = getCuSeqlens()) {
+    int64_t entries = tensorType(cuSeqlens).getDimSize(0);
+    if (!ShapedType::isDynamic(entries) && entries < 2)
+      return emitOpError() << "expects cu_seqlens to hold at least 2 offsets "
+                           << "(one document), got " << entries;
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult SwiGLUOp::verify() {
+  if (failed(expectSameType(*this, "gate", getGate(), "up", getUp())))
+    return failure();
+  return expectSameType(*this, "gate", getGate(), "result", getResult());
+}
+
+LogicalResult GeluOp::verify() {
+  return expectSameType(*this, "input", getInput(), "result", getResult());
+}
+
+LogicalResult AddOp::verify() {
+  if (failed(expectSameType(*this, "lhs", getLhs(), "rhs", getRhs())))
+    return failure();
+  return expectSameType(*this, "lhs", getLhs(), "result", getResult());
+}
+
+LogicalResult MulOp::verify() {
+  if (failed(expectSameType(*this, "lhs", getLhs(), "rhs", getRhs())))
+    return failure();
+  return expectSameType(*this, "lhs", getLhs(), "result", getResult());
+}
+
+//===----------------------------------------------------------------------===//
+// CrossEntropyOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CrossEntropyOp::verify() {
+  RankedTensorType logitsType = tensorType(getLogits());
+  RankedTensorType targetsType = tensorType(getTargets());
+  if (logitsType.getRank() < 2)
+    return emitOpError() << "expects logits ([..., vocab]) to have rank at "
+                         << "least 2, got " << logitsType;
+  if (targetsType.getRank() != logitsType.getRank() - 1)
+    return emitOpError() << "expects targets to have the leading dimensions "
+                         << "of logits (rank " << logitsType.getRank() - 1
+                         << "), got " << targetsType;
+  for (int64_t dim = 0; dim < targetsType.getRank(); ++dim)
+    if (failed(expectDim(*this, "targets", getTargets(), dim,
+                         logitsType.getDimSize(dim),
+                         "the matching dimension of logits")))
+      return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// QuantizeOp and DequantizeOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult QuantizeOp::verify() {
+  if (failed(
+          verifyCompatibleShape(getInput().getType(), getResult().getType())))
+    return emitOpError() << "expects result to have the shape of input, got "
+                         << getResult().getType() << " for "
+                         << getInput().getType();
+  return verifyTiling(*this, getInput(), "input", getScale(), getTileShape());
+}
+
+LogicalResult DequantizeOp::verify() {
+  if (failed(
+          verifyCompatibleShape(getInput().getType(), getResult().getType())))
+    return emitOpError() << "expects result to have the shape of input, got "
+                         << getResult().getType() << " for "
+                         << getInput().getType();
+  return verifyTiling(*this, getInput(), "input", getScale(), getTileShape());
+}
+
+#define GET_OP_CLASSES
+#include "dialects/nn/NNOps.cpp.inc"

@@ -1,0 +1,3 @@
+//===- Passes.cpp - Kiln pass registration --------------------------------===//
+
+#include "passes/Passes.h"

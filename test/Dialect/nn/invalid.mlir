@@ -1,0 +1,666 @@
+// RUN: kiln-opt %s --split-input-file --verify-diagnostics
+
+// Every verifier rule of the nn dialect, one case each.
+
+//===----------------------------------------------------------------------===//
+// nn.embedding
+//===----------------------------------------------------------------------===//
+
+func.func @embedding_table_rank(%t: tensor<32000xbf16>, %ids: tensor<2x16xi32>) {
+  // expected-error @+1 {{expects table ([vocab, hidden]) to have rank 2, got 'tensor<32000xbf16>'}}
+  %0 = nn.embedding %t, %ids : (tensor<32000xbf16>, tensor<2x16xi32>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @embedding_dtype(%t: tensor<100x64xbf16>, %ids: tensor<2x16xi32>) {
+  // expected-error @+1 {{expects result to have the element type of table ('bf16'), got 'f32'}}
+  %0 = nn.embedding %t, %ids : (tensor<100x64xbf16>, tensor<2x16xi32>) -> tensor<2x16x64xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_result_shape(%t: tensor<100x64xbf16>, %ids: tensor<2x16xi32>) {
+  // expected-error @+1 {{expects result shape 2x16x64 (ids shape followed by the table's hidden size), got 'tensor<2x16x32xbf16>'}}
+  %0 = nn.embedding %t, %ids : (tensor<100x64xbf16>, tensor<2x16xi32>) -> tensor<2x16x32xbf16>
+  return
+}
+
+// -----
+
+func.func @embedding_float_ids(%t: tensor<100x64xbf16>, %ids: tensor<2x16xf32>) {
+  // expected-error @+1 {{operand #1 must be ranked tensor of 32-bit signless integer or 64-bit signless integer values}}
+  %0 = nn.embedding %t, %ids : (tensor<100x64xbf16>, tensor<2x16xf32>) -> tensor<2x16x64xbf16>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// nn.linear
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @linear_scalar_input(%x: tensor<bf16>, %w: tensor<8x4xbf16>) {
+  // expected-error @+1 {{expects input to have rank at least 1}}
+  %0 = nn.linear %x, %w : (tensor<bf16>, tensor<8x4xbf16>) -> tensor<8xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_weight_rank(%x: tensor<2x4xbf16>, %w: tensor<4xbf16>) {
+  // expected-error @+1 {{expects weight ([out, in]) to have rank 2, got 'tensor<4xbf16>'}}
+  %0 = nn.linear %x, %w : (tensor<2x4xbf16>, tensor<4xbf16>) -> tensor<2x4xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_dtype(%x: tensor<2x4xbf16>, %w: tensor<8x4xf32>) {
+  // expected-error @+1 {{expects weight to have the element type of input ('bf16'), got 'f32'}}
+  %0 = nn.linear %x, %w : (tensor<2x4xbf16>, tensor<8x4xf32>) -> tensor<2x8xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_bias_dtype(%x: tensor<2x4xbf16>, %w: tensor<8x4xbf16>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{expects bias to have the element type of input ('bf16'), got 'f32'}}
+  %0 = nn.linear %x, %w, %b : (tensor<2x4xbf16>, tensor<8x4xbf16>, tensor<8xf32>) -> tensor<2x8xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_in_features(%x: tensor<2x5xbf16>, %w: tensor<8x4xbf16>) {
+  // expected-error @+1 {{expects weight in-features (dimension 1 of 'tensor<8x4xbf16>') to equal the last dimension of input (5), got 4}}
+  %0 = nn.linear %x, %w : (tensor<2x5xbf16>, tensor<8x4xbf16>) -> tensor<2x8xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_bias_rank(%x: tensor<2x4xbf16>, %w: tensor<8x4xbf16>, %b: tensor<1x8xbf16>) {
+  // expected-error @+1 {{expects bias to have rank 1, got 'tensor<1x8xbf16>'}}
+  %0 = nn.linear %x, %w, %b : (tensor<2x4xbf16>, tensor<8x4xbf16>, tensor<1x8xbf16>) -> tensor<2x8xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_bias_size(%x: tensor<2x4xbf16>, %w: tensor<8x4xbf16>, %b: tensor<4xbf16>) {
+  // expected-error @+1 {{expects bias size (dimension 0 of 'tensor<4xbf16>') to equal weight out-features (8), got 4}}
+  %0 = nn.linear %x, %w, %b : (tensor<2x4xbf16>, tensor<8x4xbf16>, tensor<4xbf16>) -> tensor<2x8xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_result_shape(%x: tensor<2x4xbf16>, %w: tensor<8x4xbf16>) {
+  // expected-error @+1 {{expects result shape 2x8 (input shape with the last dimension replaced by weight out-features), got 'tensor<2x4xbf16>'}}
+  %0 = nn.linear %x, %w : (tensor<2x4xbf16>, tensor<8x4xbf16>) -> tensor<2x4xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_fp8(%x: tensor<2x4xf8E4M3FN>, %w: tensor<8x4xf8E4M3FN>) {
+  // FP8 operands only reach GEMMs through nn.quantize/nn.dequantize.
+  // expected-error @+1 {{operand #0 must be ranked tensor of bfloat16 type or 32-bit float values}}
+  %0 = nn.linear %x, %w : (tensor<2x4xf8E4M3FN>, tensor<8x4xf8E4M3FN>) -> tensor<2x8xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_f16(%x: tensor<2x4xf16>, %w: tensor<8x4xf16>) {
+  // expected-error @+1 {{operand #0 must be ranked tensor of bfloat16 type or 32-bit float values}}
+  %0 = nn.linear %x, %w : (tensor<2x4xf16>, tensor<8x4xf16>) -> tensor<2x8xf16>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// nn.matmul
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @matmul_rank(%a: tensor<8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{expects lhs to have rank at least 2, got 'tensor<8xf32>'}}
+  %0 = nn.matmul %a, %b : (tensor<8xf32>, tensor<8xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @matmul_rank_mismatch(%a: tensor<2x8x4xf32>, %b: tensor<4x8xf32>) {
+  // expected-error @+1 {{expects lhs and rhs to have the same rank, got 'tensor<2x8x4xf32>' and 'tensor<4x8xf32>'}}
+  %0 = nn.matmul %a, %b : (tensor<2x8x4xf32>, tensor<4x8xf32>) -> tensor<2x8x8xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_dtype(%a: tensor<8x4xf32>, %b: tensor<4x8xbf16>) {
+  // expected-error @+1 {{expects rhs to have the element type of lhs ('f32'), got 'bf16'}}
+  %0 = nn.matmul %a, %b : (tensor<8x4xf32>, tensor<4x8xbf16>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_batch(%a: tensor<2x8x4xf32>, %b: tensor<3x4x8xf32>) {
+  // expected-error @+1 {{expects batch dimension 0 of lhs and rhs to match, got 2 and 3}}
+  %0 = nn.matmul %a, %b : (tensor<2x8x4xf32>, tensor<3x4x8xf32>) -> tensor<2x8x8xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_contraction(%a: tensor<8x4xf32>, %b: tensor<8x4xf32>) {
+  // Without transpose_rhs, rhs rows (8) contract against lhs columns (4).
+  // expected-error @+1 {{expects the contraction dimensions of lhs (4) and rhs (8) to match}}
+  %0 = nn.matmul %a, %b : (tensor<8x4xf32>, tensor<8x4xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_result_shape(%a: tensor<8x4xf32>, %b: tensor<6x4xf32>) {
+  // expected-error @+1 {{expects result shape 8x6 (batch dimensions, then lhs rows and rhs columns), got 'tensor<8x4xf32>'}}
+  %0 = nn.matmul %a, %b {transpose_rhs} : (tensor<8x4xf32>, tensor<6x4xf32>) -> tensor<8x4xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// nn.rms_norm and nn.layer_norm
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @rms_norm_scalar(%x: tensor<f32>, %g: tensor<1xf32>) {
+  // expected-error @+1 {{expects input to have rank at least 1}}
+  %0 = nn.rms_norm %x, %g : (tensor<f32>, tensor<1xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_result(%x: tensor<2x64xbf16>, %g: tensor<64xbf16>) {
+  // expected-error @+1 {{expects input and result to have the same type, got 'tensor<2x64xbf16>' and 'tensor<2x64xf32>'}}
+  %0 = nn.rms_norm %x, %g : (tensor<2x64xbf16>, tensor<64xbf16>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_weight_dtype(%x: tensor<2x64xbf16>, %g: tensor<64xf32>) {
+  // expected-error @+1 {{expects weight to have the element type of input ('bf16'), got 'f32'}}
+  %0 = nn.rms_norm %x, %g : (tensor<2x64xbf16>, tensor<64xf32>) -> tensor<2x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rms_norm_weight_rank(%x: tensor<2x64xbf16>, %g: tensor<1x64xbf16>) {
+  // expected-error @+1 {{expects weight to have rank 1, got 'tensor<1x64xbf16>'}}
+  %0 = nn.rms_norm %x, %g : (tensor<2x64xbf16>, tensor<1x64xbf16>) -> tensor<2x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rms_norm_weight_size(%x: tensor<2x64xbf16>, %g: tensor<32xbf16>) {
+  // expected-error @+1 {{expects weight size (dimension 0 of 'tensor<32xbf16>') to equal the last dimension of input (64), got 32}}
+  %0 = nn.rms_norm %x, %g : (tensor<2x64xbf16>, tensor<32xbf16>) -> tensor<2x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rms_norm_epsilon(%x: tensor<2x64xbf16>, %g: tensor<64xbf16>) {
+  // expected-error @+1 {{expects epsilon to be positive, got -1}}
+  %0 = nn.rms_norm %x, %g {epsilon = -1.0 : f64} : (tensor<2x64xbf16>, tensor<64xbf16>) -> tensor<2x64xbf16>
+  return
+}
+
+// -----
+
+func.func @layer_norm_scalar(%x: tensor<f32>, %g: tensor<1xf32>) {
+  // expected-error @+1 {{expects input to have rank at least 1}}
+  %0 = nn.layer_norm %x, %g : (tensor<f32>, tensor<1xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_result(%x: tensor<2x64xf32>, %g: tensor<64xf32>) {
+  // expected-error @+1 {{expects input and result to have the same type, got 'tensor<2x64xf32>' and 'tensor<2x32xf32>'}}
+  %0 = nn.layer_norm %x, %g : (tensor<2x64xf32>, tensor<64xf32>) -> tensor<2x32xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_bias_dtype(%x: tensor<2x64xf32>, %g: tensor<64xf32>, %b: tensor<64xbf16>) {
+  // expected-error @+1 {{expects bias to have the element type of input ('f32'), got 'bf16'}}
+  %0 = nn.layer_norm %x, %g, %b : (tensor<2x64xf32>, tensor<64xf32>, tensor<64xbf16>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_weight_size(%x: tensor<2x64xf32>, %g: tensor<63xf32>) {
+  // expected-error @+1 {{expects weight size (dimension 0 of 'tensor<63xf32>') to equal the last dimension of input (64), got 63}}
+  %0 = nn.layer_norm %x, %g : (tensor<2x64xf32>, tensor<63xf32>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_bias_size(%x: tensor<2x64xf32>, %g: tensor<64xf32>, %b: tensor<65xf32>) {
+  // expected-error @+1 {{expects bias size (dimension 0 of 'tensor<65xf32>') to equal the last dimension of input (64), got 65}}
+  %0 = nn.layer_norm %x, %g, %b : (tensor<2x64xf32>, tensor<64xf32>, tensor<65xf32>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_epsilon(%x: tensor<2x64xf32>, %g: tensor<64xf32>) {
+  // expected-error @+1 {{expects epsilon to be positive, got 0}}
+  %0 = nn.layer_norm %x, %g {epsilon = 0.0 : f64} : (tensor<2x64xf32>, tensor<64xf32>) -> tensor<2x64xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// nn.rope
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @rope_rank(%x: tensor<2x16x4x16xbf16>) {
+  // expected-error @+1 {{expects input ([batch, seq, num_heads * head_dim]) to have rank 3, got 'tensor<2x16x4x16xbf16>'}}
+  %0 = nn.rope %x {num_heads = 4 : i64} : (tensor<2x16x4x16xbf16>) -> tensor<2x16x4x16xbf16>
+  return
+}
+
+// -----
+
+func.func @rope_result(%x: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects input and result to have the same type, got 'tensor<2x16x64xbf16>' and 'tensor<2x16x64xf32>'}}
+  %0 = nn.rope %x {num_heads = 4 : i64} : (tensor<2x16x64xbf16>) -> tensor<2x16x64xf32>
+  return
+}
+
+// -----
+
+func.func @rope_num_heads(%x: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects num_heads to be positive, got 0}}
+  %0 = nn.rope %x {num_heads = 0 : i64} : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rope_heads_divide(%x: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects num_heads (3) to divide the hidden size of input (64)}}
+  %0 = nn.rope %x {num_heads = 3 : i64} : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rope_odd_head_dim(%x: tensor<2x16x60xbf16>) {
+  // expected-error @+1 {{expects an even head_dim to rotate in pairs, got 15 (60 / num_heads 4)}}
+  %0 = nn.rope %x {num_heads = 4 : i64} : (tensor<2x16x60xbf16>) -> tensor<2x16x60xbf16>
+  return
+}
+
+// -----
+
+func.func @rope_theta(%x: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects theta to be positive, got -1}}
+  %0 = nn.rope %x {num_heads = 4 : i64, theta = -1.0 : f64} : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rope_positions_rank(%x: tensor<2x16x64xbf16>, %p: tensor<32xi32>) {
+  // expected-error @+1 {{expects positions ([batch, seq]) to have rank 2, got 'tensor<32xi32>'}}
+  %0 = nn.rope %x positions(%p) {num_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<32xi32>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rope_positions_batch(%x: tensor<2x16x64xbf16>, %p: tensor<1x16xi32>) {
+  // expected-error @+1 {{expects positions batch (dimension 0 of 'tensor<1x16xi32>') to equal the batch size of input (2), got 1}}
+  %0 = nn.rope %x positions(%p) {num_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<1x16xi32>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rope_positions_length(%x: tensor<2x16x64xbf16>, %p: tensor<2x8xi32>) {
+  // expected-error @+1 {{expects positions length (dimension 1 of 'tensor<2x8xi32>') to equal the sequence length of input (16), got 8}}
+  %0 = nn.rope %x positions(%p) {num_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x8xi32>) -> tensor<2x16x64xbf16>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// nn.attention
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @attention_rank(%q: tensor<2x16x4x16xbf16>, %k: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects query to have rank 3, got 'tensor<2x16x4x16xbf16>'}}
+  %0 = nn.attention %q, %k, %k {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x4x16xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x4x16xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_result(%q: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects query and result to have the same type, got 'tensor<2x16x64xbf16>' and 'tensor<2x16x64xf32>'}}
+  %0 = nn.attention %q, %q, %q {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xf32>
+  return
+}
+
+// -----
+
+func.func @attention_kv_types(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x64xbf16>, %v: tensor<2x16x32xbf16>) {
+  // expected-error @+1 {{expects key and value to have the same type, got 'tensor<2x16x64xbf16>' and 'tensor<2x16x32xbf16>'}}
+  %0 = nn.attention %q, %k, %v {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x32xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_dtype(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x64xf32>) {
+  // expected-error @+1 {{expects key to have the element type of query ('bf16'), got 'f32'}}
+  %0 = nn.attention %q, %k, %k {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xf32>, tensor<2x16x64xf32>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_heads_positive(%q: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects num_heads and num_kv_heads to be positive, got 4 and 0}}
+  %0 = nn.attention %q, %q, %q {num_heads = 4 : i64, num_kv_heads = 0 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_gqa_divide(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x48xbf16>) {
+  // expected-error @+1 {{expects num_kv_heads (3) to divide num_heads (8)}}
+  %0 = nn.attention %q, %k, %k {num_heads = 8 : i64, num_kv_heads = 3 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x48xbf16>, tensor<2x16x48xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_batch(%q: tensor<2x16x64xbf16>, %k: tensor<1x16x64xbf16>) {
+  // expected-error @+1 {{expects key batch (dimension 0 of 'tensor<1x16x64xbf16>') to equal the batch size of query (2), got 1}}
+  %0 = nn.attention %q, %k, %k {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<1x16x64xbf16>, tensor<1x16x64xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_length(%q: tensor<2x16x64xbf16>, %k: tensor<2x8x64xbf16>) {
+  // expected-error @+1 {{expects key length (dimension 1 of 'tensor<2x8x64xbf16>') to equal the sequence length of query (16), got 8}}
+  %0 = nn.attention %q, %k, %k {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x8x64xbf16>, tensor<2x8x64xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_query_heads(%q: tensor<2x16x60xbf16>) {
+  // expected-error @+1 {{expects num_heads (8) to divide the hidden size of query (60)}}
+  %0 = nn.attention %q, %q, %q {num_heads = 8 : i64, num_kv_heads = 8 : i64} : (tensor<2x16x60xbf16>, tensor<2x16x60xbf16>, tensor<2x16x60xbf16>) -> tensor<2x16x60xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_kv_hidden(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x64xbf16>) {
+  // 8 heads of dimension 8 with 2 key/value heads need key hidden size 16.
+  // expected-error @+1 {{expects key hidden size (dimension 2 of 'tensor<2x16x64xbf16>') to equal num_kv_heads x head_dim (16), got 64}}
+  %0 = nn.attention %q, %k, %k {num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_scale(%q: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects scale to be positive, got -0.5}}
+  %0 = nn.attention %q, %q, %q {num_heads = 4 : i64, num_kv_heads = 4 : i64, scale = -0.5 : f64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_cu_seqlens_size(%q: tensor<1x16x64xbf16>, %cu: tensor<1xi32>) {
+  // expected-error @+1 {{expects cu_seqlens to hold at least 2 offsets (one document), got 1}}
+  %0 = nn.attention %q, %q, %q cu_seqlens(%cu) {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<1x16x64xbf16>, tensor<1x16x64xbf16>, tensor<1x16x64xbf16>, tensor<1xi32>) -> tensor<1x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_cu_seqlens_type(%q: tensor<1x16x64xbf16>, %cu: tensor<3xi64>) {
+  // expected-error @+1 {{operand #3 must be 1D tensor of 32-bit signless integer values}}
+  %0 = nn.attention %q, %q, %q cu_seqlens(%cu) {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<1x16x64xbf16>, tensor<1x16x64xbf16>, tensor<1x16x64xbf16>, tensor<3xi64>) -> tensor<1x16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @attention_missing_heads(%q: tensor<1x16x64xbf16>) {
+  // expected-error @+1 {{requires attribute 'num_kv_heads'}}
+  %0 = nn.attention %q, %q, %q {num_heads = 4 : i64} : (tensor<1x16x64xbf16>, tensor<1x16x64xbf16>, tensor<1x16x64xbf16>) -> tensor<1x16x64xbf16>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise ops
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @swiglu_operands(%g: tensor<2x64xbf16>, %u: tensor<2x32xbf16>) {
+  // expected-error @+1 {{expects gate and up to have the same type, got 'tensor<2x64xbf16>' and 'tensor<2x32xbf16>'}}
+  %0 = nn.swiglu %g, %u : (tensor<2x64xbf16>, tensor<2x32xbf16>) -> tensor<2x64xbf16>
+  return
+}
+
+// -----
+
+func.func @swiglu_result(%g: tensor<2x64xbf16>) {
+  // expected-error @+1 {{expects gate and result to have the same type, got 'tensor<2x64xbf16>' and 'tensor<2x64xf32>'}}
+  %0 = nn.swiglu %g, %g : (tensor<2x64xbf16>, tensor<2x64xbf16>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @gelu_result(%x: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects input and result to have the same type, got 'tensor<2x64xf32>' and 'tensor<64x2xf32>'}}
+  %0 = nn.gelu %x : (tensor<2x64xf32>) -> tensor<64x2xf32>
+  return
+}
+
+// -----
+
+func.func @gelu_approximation(%x: tensor<2x64xf32>) {
+  // expected-error @+2 {{expected ::kiln::nn::GeluApproximation to be one of: none, tanh}}
+  // expected-error @+1 {{failed to parse NN_GeluApproximationAttr parameter 'value'}}
+  %0 = nn.gelu %x approximate = sigmoid : (tensor<2x64xf32>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @add_operands(%a: tensor<2x64xf32>, %b: tensor<64xf32>) {
+  // No implicit broadcasting.
+  // expected-error @+1 {{expects lhs and rhs to have the same type, got 'tensor<2x64xf32>' and 'tensor<64xf32>'}}
+  %0 = nn.add %a, %b : (tensor<2x64xf32>, tensor<64xf32>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @add_result(%a: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects lhs and result to have the same type, got 'tensor<2x64xf32>' and 'tensor<2x64xbf16>'}}
+  %0 = nn.add %a, %a : (tensor<2x64xf32>, tensor<2x64xf32>) -> tensor<2x64xbf16>
+  return
+}
+
+// -----
+
+func.func @mul_operands(%a: tensor<2x64xf32>, %b: tensor<2x64xbf16>) {
+  // expected-error @+1 {{expects lhs and rhs to have the same type, got 'tensor<2x64xf32>' and 'tensor<2x64xbf16>'}}
+  %0 = nn.mul %a, %b : (tensor<2x64xf32>, tensor<2x64xbf16>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @mul_result(%a: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects lhs and result to have the same type, got 'tensor<2x64xf32>' and 'tensor<2x32xf32>'}}
+  %0 = nn.mul %a, %a : (tensor<2x64xf32>, tensor<2x64xf32>) -> tensor<2x32xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// nn.cross_entropy
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @cross_entropy_logits_rank(%l: tensor<256xf32>, %t: tensor<i32>) {
+  // expected-error @+1 {{expects logits ([..., vocab]) to have rank at least 2, got 'tensor<256xf32>'}}
+  %0 = nn.cross_entropy %l, %t : (tensor<256xf32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_targets_rank(%l: tensor<2x16x256xf32>, %t: tensor<32xi32>) {
+  // expected-error @+1 {{expects targets to have the leading dimensions of logits (rank 2), got 'tensor<32xi32>'}}
+  %0 = nn.cross_entropy %l, %t : (tensor<2x16x256xf32>, tensor<32xi32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_targets_shape(%l: tensor<2x16x256xf32>, %t: tensor<2x8xi32>) {
+  // expected-error @+1 {{expects targets (dimension 1 of 'tensor<2x8xi32>') to equal the matching dimension of logits (16), got 8}}
+  %0 = nn.cross_entropy %l, %t : (tensor<2x16x256xf32>, tensor<2x8xi32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_result(%l: tensor<2x256xf32>, %t: tensor<2xi32>) {
+  // expected-error @+1 {{result #0 must be 0D tensor of 32-bit float values}}
+  %0 = nn.cross_entropy %l, %t : (tensor<2x256xf32>, tensor<2xi32>) -> tensor<2xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// nn.quantize and nn.dequantize
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @quantize_result_shape(%x: tensor<32x256xbf16>) {
+  // expected-error @+1 {{expects result to have the shape of input, got 'tensor<32x128xf8E4M3FN>' for 'tensor<32x256xbf16>'}}
+  %q, %s = nn.quantize %x {tile_shape = array<i64: 1, 128>} : (tensor<32x256xbf16>) -> (tensor<32x128xf8E4M3FN>, tensor<32x2xf32>)
+  return
+}
+
+// -----
+
+func.func @quantize_tile_rank(%x: tensor<32x256xbf16>) {
+  // expected-error @+1 {{expects tile_shape to have one entry per dimension of input (2), got 1}}
+  %q, %s = nn.quantize %x {tile_shape = array<i64: 128>} : (tensor<32x256xbf16>) -> (tensor<32x256xf8E4M3FN>, tensor<32x2xf32>)
+  return
+}
+
+// -----
+
+func.func @quantize_tile_positive(%x: tensor<32x256xbf16>) {
+  // expected-error @+1 {{expects tile_shape[0] to be positive, got 0}}
+  %q, %s = nn.quantize %x {tile_shape = array<i64: 0, 128>} : (tensor<32x256xbf16>) -> (tensor<32x256xf8E4M3FN>, tensor<32x2xf32>)
+  return
+}
+
+// -----
+
+func.func @quantize_tile_divides(%x: tensor<32x200xbf16>) {
+  // expected-error @+1 {{expects tile_shape[1] (128) to divide dimension 1 of input (200)}}
+  %q, %s = nn.quantize %x {tile_shape = array<i64: 1, 128>} : (tensor<32x200xbf16>) -> (tensor<32x200xf8E4M3FN>, tensor<32x2xf32>)
+  return
+}
+
+// -----
+
+func.func @quantize_scale_shape(%x: tensor<32x256xbf16>) {
+  // expected-error @+1 {{expects scale to have one entry per tile, shape 32x2 (input shape / tile_shape), got 'tensor<32x1xf32>'}}
+  %q, %s = nn.quantize %x {tile_shape = array<i64: 1, 128>} : (tensor<32x256xbf16>) -> (tensor<32x256xf8E4M3FN>, tensor<32x1xf32>)
+  return
+}
+
+// -----
+
+func.func @quantize_result_type(%x: tensor<32x256xbf16>) {
+  // expected-error @+1 {{result #0 must be ranked tensor of f8E4M3FN type or f8E5M2 type values}}
+  %q, %s = nn.quantize %x {tile_shape = array<i64: 1, 128>} : (tensor<32x256xbf16>) -> (tensor<32x256xbf16>, tensor<32x2xf32>)
+  return
+}
+
+// -----
+
+func.func @quantize_scale_type(%x: tensor<32x256xbf16>) {
+  // expected-error @+1 {{result #1 must be ranked tensor of 32-bit float values}}
+  %q, %s = nn.quantize %x {tile_shape = array<i64: 1, 128>} : (tensor<32x256xbf16>) -> (tensor<32x256xf8E4M3FN>, tensor<32x2xbf16>)
+  return
+}
+
+// -----
+
+func.func @dequantize_result_shape(%q: tensor<256x256xf8E4M3FN>, %s: tensor<2x2xf32>) {
+  // expected-error @+1 {{expects result to have the shape of input, got 'tensor<256x128xbf16>' for 'tensor<256x256xf8E4M3FN>'}}
+  %0 = nn.dequantize %q, %s {tile_shape = array<i64: 128, 128>} : (tensor<256x256xf8E4M3FN>, tensor<2x2xf32>) -> tensor<256x128xbf16>
+  return
+}
+
+// -----
+
+func.func @dequantize_tile_divides(%q: tensor<200x256xf8E4M3FN>, %s: tensor<2x2xf32>) {
+  // expected-error @+1 {{expects tile_shape[0] (128) to divide dimension 0 of input (200)}}
+  %0 = nn.dequantize %q, %s {tile_shape = array<i64: 128, 128>} : (tensor<200x256xf8E4M3FN>, tensor<2x2xf32>) -> tensor<200x256xbf16>
+  return
+}
+
+// -----
+
+func.func @dequantize_scale_shape(%q: tensor<256x256xf8E4M3FN>, %s: tensor<2x1xf32>) {
+  // expected-error @+1 {{expects scale to have one entry per tile, shape 2x2 (input shape / tile_shape), got 'tensor<2x1xf32>'}}
+  %0 = nn.dequantize %q, %s {tile_shape = array<i64: 128, 128>} : (tensor<256x256xf8E4M3FN>, tensor<2x1xf32>) -> tensor<256x256xbf16>
+  return
+}
+
+// -----
+
+func.func @dequantize_input_type(%q: tensor<256x256xbf16>, %s: tensor<2x2xf32>) {
+  // expected-error @+1 {{operand #0 must be ranked tensor of f8E4M3FN type or f8E5M2 type values}}
+  %0 = nn.dequantize %q, %s {tile_shape = array<i64: 128, 128>} : (tensor<256x256xbf16>, tensor<2x2xf32>) -> tensor<256x256xbf16>
+  return
+}

@@ -1,0 +1,124 @@
+// RUN: kiln-opt %s | kiln-opt | FileCheck %s
+// RUN: kiln-opt %s --mlir-print-op-generic | kiln-opt | FileCheck %s
+
+// Every nn op in its custom form survives print -> parse -> print, in both the
+// custom and the generic form.
+
+// CHECK-LABEL: func.func @embedding
+func.func @embedding(%table: tensor<32000x64xbf16>, %ids: tensor<2x16xi32>,
+                     %ids64: tensor<?xi64>) -> (tensor<2x16x64xbf16>, tensor<?x64xbf16>) {
+  // CHECK: nn.embedding %{{.*}}, %{{.*}} : (tensor<32000x64xbf16>, tensor<2x16xi32>) -> tensor<2x16x64xbf16>
+  %0 = nn.embedding %table, %ids : (tensor<32000x64xbf16>, tensor<2x16xi32>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.embedding %{{.*}}, %{{.*}} : (tensor<32000x64xbf16>, tensor<?xi64>) -> tensor<?x64xbf16>
+  %1 = nn.embedding %table, %ids64 : (tensor<32000x64xbf16>, tensor<?xi64>) -> tensor<?x64xbf16>
+  return %0, %1 : tensor<2x16x64xbf16>, tensor<?x64xbf16>
+}
+
+// CHECK-LABEL: func.func @linear
+func.func @linear(%x: tensor<2x16x64xbf16>, %w: tensor<96x64xbf16>, %b: tensor<96xbf16>,
+                  %xf: tensor<?x64xf32>, %wf: tensor<96x64xf32>)
+    -> (tensor<2x16x96xbf16>, tensor<2x16x96xbf16>, tensor<?x96xf32>) {
+  // CHECK: nn.linear %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<96x64xbf16>) -> tensor<2x16x96xbf16>
+  %0 = nn.linear %x, %w : (tensor<2x16x64xbf16>, tensor<96x64xbf16>) -> tensor<2x16x96xbf16>
+  // CHECK: nn.linear %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<96x64xbf16>, tensor<96xbf16>) -> tensor<2x16x96xbf16>
+  %1 = nn.linear %x, %w, %b : (tensor<2x16x64xbf16>, tensor<96x64xbf16>, tensor<96xbf16>) -> tensor<2x16x96xbf16>
+  // CHECK: nn.linear %{{.*}}, %{{.*}} : (tensor<?x64xf32>, tensor<96x64xf32>) -> tensor<?x96xf32>
+  %2 = nn.linear %xf, %wf : (tensor<?x64xf32>, tensor<96x64xf32>) -> tensor<?x96xf32>
+  return %0, %1, %2 : tensor<2x16x96xbf16>, tensor<2x16x96xbf16>, tensor<?x96xf32>
+}
+
+// CHECK-LABEL: func.func @matmul
+func.func @matmul(%a: tensor<4x8x16xf32>, %b: tensor<4x16x32xf32>, %bt: tensor<4x32x16xf32>,
+                  %at: tensor<4x16x8xf32>)
+    -> (tensor<4x8x32xf32>, tensor<4x8x32xf32>, tensor<4x8x32xf32>) {
+  // CHECK: nn.matmul %{{.*}}, %{{.*}} : (tensor<4x8x16xf32>, tensor<4x16x32xf32>) -> tensor<4x8x32xf32>
+  %0 = nn.matmul %a, %b : (tensor<4x8x16xf32>, tensor<4x16x32xf32>) -> tensor<4x8x32xf32>
+  // CHECK: nn.matmul %{{.*}}, %{{.*}} {transpose_rhs} : (tensor<4x8x16xf32>, tensor<4x32x16xf32>) -> tensor<4x8x32xf32>
+  %1 = nn.matmul %a, %bt {transpose_rhs} : (tensor<4x8x16xf32>, tensor<4x32x16xf32>) -> tensor<4x8x32xf32>
+  // CHECK: nn.matmul %{{.*}}, %{{.*}} {transpose_lhs, transpose_rhs} : (tensor<4x16x8xf32>, tensor<4x32x16xf32>) -> tensor<4x8x32xf32>
+  %2 = nn.matmul %at, %bt {transpose_lhs, transpose_rhs} : (tensor<4x16x8xf32>, tensor<4x32x16xf32>) -> tensor<4x8x32xf32>
+  return %0, %1, %2 : tensor<4x8x32xf32>, tensor<4x8x32xf32>, tensor<4x8x32xf32>
+}
+
+// CHECK-LABEL: func.func @norms
+func.func @norms(%x: tensor<2x16x64xbf16>, %g: tensor<64xbf16>, %b: tensor<64xbf16>)
+    -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) {
+  // The default epsilon is not printed.
+  // CHECK: nn.rms_norm %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  %0 = nn.rms_norm %x, %g : (tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.rms_norm %{{.*}}, %{{.*}} {epsilon = 1.000000e-05 : f64}
+  %1 = nn.rms_norm %x, %g {epsilon = 1.0e-5 : f64} : (tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.layer_norm %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  %2 = nn.layer_norm %x, %g, %b : (tensor<2x16x64xbf16>, tensor<64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.layer_norm %{{.*}}, %{{.*}} {epsilon = 1.000000e-03 : f64} : (tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  %3 = nn.layer_norm %x, %g {epsilon = 1.0e-3 : f64} : (tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  return %0, %1, %2, %3 : tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>
+}
+
+// CHECK-LABEL: func.func @rope
+func.func @rope(%q: tensor<2x16x64xbf16>, %pos: tensor<2x16xi32>)
+    -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) {
+  // CHECK: nn.rope %{{.*}} {num_heads = 4 : i64} : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  %0 = nn.rope %q {num_heads = 4 : i64} : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.rope %{{.*}} positions(%{{.*}}) {num_heads = 2 : i64, theta = 5.000000e+05 : f64} : (tensor<2x16x64xbf16>, tensor<2x16xi32>) -> tensor<2x16x64xbf16>
+  %1 = nn.rope %q positions(%pos) {num_heads = 2 : i64, theta = 500000.0 : f64} : (tensor<2x16x64xbf16>, tensor<2x16xi32>) -> tensor<2x16x64xbf16>
+  return %0, %1 : tensor<2x16x64xbf16>, tensor<2x16x64xbf16>
+}
+
+// CHECK-LABEL: func.func @attention
+func.func @attention(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x16xbf16>, %v: tensor<2x16x16xbf16>,
+                     %cu: tensor<4xi32>, %qf: tensor<1x?x32xf32>)
+    -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<1x?x32xf32>) {
+  // GQA: 8 query heads of dimension 8 share 2 key/value heads.
+  // CHECK: nn.attention %{{.*}}, %{{.*}}, %{{.*}} {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>) -> tensor<2x16x64xbf16>
+  %0 = nn.attention %q, %k, %v {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>) -> tensor<2x16x64xbf16>
+  // Packed sequences with an explicit scale.
+  // CHECK: nn.attention %{{.*}}, %{{.*}}, %{{.*}} cu_seqlens(%{{.*}}) {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64, scale = 1.250000e-01 : f64} : (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>, tensor<4xi32>) -> tensor<2x16x64xbf16>
+  %1 = nn.attention %q, %k, %v cu_seqlens(%cu) {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64, scale = 0.125 : f64} : (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>, tensor<4xi32>) -> tensor<2x16x64xbf16>
+  // Multi-head, non-causal, dynamic sequence length.
+  // CHECK: nn.attention %{{.*}}, %{{.*}}, %{{.*}} {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<1x?x32xf32>, tensor<1x?x32xf32>, tensor<1x?x32xf32>) -> tensor<1x?x32xf32>
+  %2 = nn.attention %qf, %qf, %qf {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<1x?x32xf32>, tensor<1x?x32xf32>, tensor<1x?x32xf32>) -> tensor<1x?x32xf32>
+  return %0, %1, %2 : tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<1x?x32xf32>
+}
+
+// CHECK-LABEL: func.func @elementwise
+func.func @elementwise(%a: tensor<2x16x64xbf16>, %b: tensor<2x16x64xbf16>)
+    -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) {
+  // CHECK: nn.swiglu %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  %0 = nn.swiglu %a, %b : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.gelu %{{.*}} : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  %1 = nn.gelu %a : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.gelu %{{.*}} approximate = tanh : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  %2 = nn.gelu %a approximate = tanh : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.add %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  %3 = nn.add %a, %b : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.mul %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  %4 = nn.mul %a, %b : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  return %0, %1, %2, %3, %4 : tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>
+}
+
+// CHECK-LABEL: func.func @cross_entropy
+func.func @cross_entropy(%logits: tensor<2x16x256xf32>, %t: tensor<2x16xi32>,
+                         %flat: tensor<32x256xbf16>, %t64: tensor<32xi64>) -> (tensor<f32>, tensor<f32>) {
+  // CHECK: nn.cross_entropy %{{.*}}, %{{.*}} : (tensor<2x16x256xf32>, tensor<2x16xi32>) -> tensor<f32>
+  %0 = nn.cross_entropy %logits, %t : (tensor<2x16x256xf32>, tensor<2x16xi32>) -> tensor<f32>
+  // CHECK: nn.cross_entropy %{{.*}}, %{{.*}} {ignore_index = 0 : i64} : (tensor<32x256xbf16>, tensor<32xi64>) -> tensor<f32>
+  %1 = nn.cross_entropy %flat, %t64 {ignore_index = 0 : i64} : (tensor<32x256xbf16>, tensor<32xi64>) -> tensor<f32>
+  return %0, %1 : tensor<f32>, tensor<f32>
+}
+
+// CHECK-LABEL: func.func @fp8
+func.func @fp8(%x: tensor<32x256xbf16>, %w: tensor<256x256xf32>)
+    -> (tensor<32x256xbf16>, tensor<256x256xf32>) {
+  // Activations: 1x128 tiles, E4M3.
+  // CHECK: %[[Q:.+]], %[[S:.+]] = nn.quantize %{{.*}} {tile_shape = array<i64: 1, 128>} : (tensor<32x256xbf16>) -> (tensor<32x256xf8E4M3FN>, tensor<32x2xf32>)
+  %q, %s = nn.quantize %x {tile_shape = array<i64: 1, 128>} : (tensor<32x256xbf16>) -> (tensor<32x256xf8E4M3FN>, tensor<32x2xf32>)
+  // CHECK: nn.dequantize %[[Q]], %[[S]] {tile_shape = array<i64: 1, 128>} : (tensor<32x256xf8E4M3FN>, tensor<32x2xf32>) -> tensor<32x256xbf16>
+  %x2 = nn.dequantize %q, %s {tile_shape = array<i64: 1, 128>} : (tensor<32x256xf8E4M3FN>, tensor<32x2xf32>) -> tensor<32x256xbf16>
+  // Weights: 128x128 blocks, E5M2.
+  // CHECK: nn.quantize %{{.*}} {tile_shape = array<i64: 128, 128>} : (tensor<256x256xf32>) -> (tensor<256x256xf8E5M2>, tensor<2x2xf32>)
+  %wq, %ws = nn.quantize %w {tile_shape = array<i64: 128, 128>} : (tensor<256x256xf32>) -> (tensor<256x256xf8E5M2>, tensor<2x2xf32>)
+  // CHECK: nn.dequantize %{{.*}}, %{{.*}} {tile_shape = array<i64: 128, 128>} : (tensor<256x256xf8E5M2>, tensor<2x2xf32>) -> tensor<256x256xf32>
+  %w2 = nn.dequantize %wq, %ws {tile_shape = array<i64: 128, 128>} : (tensor<256x256xf8E5M2>, tensor<2x2xf32>) -> tensor<256x256xf32>
+  return %x2, %w2 : tensor<32x256xbf16>, tensor<256x256xf32>
+}

@@ -1,0 +1,27 @@
+# -*- Python -*-
+# lit configuration for Kiln's FileCheck tests.
+
+import os
+
+import lit.formats
+from lit.llvm import llvm_config
+from lit.llvm.subst import ToolSubst
+
+config.name = "Kiln"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.kiln_obj_root, "test")
+# GoogleTest sources live beside the lit tests; ctest runs those.
+config.excludes = ["Runtime", "CMakeLists.txt", "lit.cfg.py",
+                   "lit.site.cfg.py"]
+
+config.substitutions.append(("%PATH%", config.environment["PATH"]))
+llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
+llvm_config.use_default_substitutions()
+
+tool_dirs = [config.kiln_tools_dir, config.llvm_tools_dir]
+# `not` and `count` at the start of a RUN line are found through PATH.
+llvm_config.with_environment("PATH", tool_dirs, append_path=True)
+llvm_config.add_tool_substitutions([ToolSubst("kiln-opt", unresolved="fatal")],
+                                   tool_dirs)
