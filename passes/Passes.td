@@ -10,4 +10,52 @@
 
 include "mlir/Pass/PassBase.td"
 
+def NNAutodiffPass : Pass<"nn-autodiff", "mlir::ModuleOp"> {
+  let summary = "Builds the training step: forward, backward (B and W) and AdamW";
+  let description = [{
+    Training needs the gradient of the loss with respect to every parameter,
+    and an optimizer step. This pass takes the forward function (arguments
+    marked `kiln.param = "<name>"` are parameters; it returns the scalar
+    loss) and adds a function `train_step` that runs the forward pass, the
+    backward pass and one AdamW update, leaving the forward function as it
+    is.
+
+    The backward pass is built by walking the forward ops in reverse and
+    asking each for its operand gradients through
+    `DifferentiableOpInterface`; the pass knows no op by name. Gradients
+    reaching one value from several uses are summed.
+
+    Every op of `train_step` is tagged `kiln.chunk`: `"F"` forward, `"B"`
+    backward work that the gradient of an earlier layer's activations
+    depends on, `"W"` backward work that only parameter gradients depend on
+    (weight and bias gradients), `"O"` the optimizer. A pipeline schedule
+    may delay W work to fill bubbles (zero-bubble scheduling); the split is
+    derived from the dataflow, not from op kinds.
+
+    `train_step` takes the forward arguments, then the first and second
+    AdamW moments of every parameter (`kiln.exp_avg`, `kiln.exp_avg_sq`),
+    then the learning rate and the 1-based step number (`kiln.input =
+    "lr"`, `"step"`), and returns the loss followed by the updated
+    parameters and moments, each result marked like the argument it
+    replaces. Gradients are clipped to a global norm of `max-grad-norm`;
+    weight decay applies to parameters of rank 2 or more (matrices and
+    embeddings), not to norms and biases.
+  }];
+  let options = [
+    Option<"forwardName", "forward", "std::string", "\"forward\"",
+           "Name of the forward function">,
+    Option<"trainStepName", "train-step", "std::string", "\"train_step\"",
+           "Name of the function to create">,
+    Option<"beta1", "beta1", "double", "0.9", "AdamW first-moment decay">,
+    Option<"beta2", "beta2", "double", "0.95", "AdamW second-moment decay">,
+    Option<"epsilon", "epsilon", "double", "1.0e-8", "AdamW epsilon">,
+    Option<"weightDecay", "weight-decay", "double", "0.1",
+           "Decoupled weight decay of matrices and embeddings">,
+    Option<"maxGradNorm", "max-grad-norm", "double", "1.0",
+           "Global gradient-norm clipping threshold (0 disables)">,
+  ];
+  let dependentDialects = ["::kiln::nn::NNDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif // KILN_PASSES

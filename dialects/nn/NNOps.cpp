@@ -9,6 +9,8 @@
 
 #include "dialects/nn/NNOps.h"
 
+#include "dialects/nn/NNInterfaces.cpp.inc"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/STLExtras.h"
@@ -196,16 +198,19 @@ LogicalResult LinearOp::verify() {
   RankedTensorType inputType = tensorType(getInput());
   if (inputType.getRank() < 1)
     return emitOpError("expects input to have rank at least 1");
-  if (failed(expectRank(*this, "weight ([out, in])", getWeight(), 2)) ||
+  StringRef weightLayout =
+      getTransposeWeight() ? "weight ([in, out])" : "weight ([out, in])";
+  if (failed(expectRank(*this, weightLayout, getWeight(), 2)) ||
       failed(expectSameElementType(*this, {{"input", getInput()},
                                            {"weight", getWeight()},
                                            {"bias", getBias()},
                                            {"result", getResult()}})))
     return failure();
   int64_t inFeatures = inputType.getDimSize(inputType.getRank() - 1);
-  int64_t outFeatures = tensorType(getWeight()).getDimSize(0);
-  if (failed(expectDim(*this, "weight in-features", getWeight(), 1, inFeatures,
-                       "the last dimension of input")))
+  int64_t inDim = getTransposeWeight() ? 0 : 1;
+  int64_t outFeatures = tensorType(getWeight()).getDimSize(1 - inDim);
+  if (failed(expectDim(*this, "weight in-features", getWeight(), inDim,
+                       inFeatures, "the last dimension of input")))
     return failure();
   if (getBias()) {
     if (failed(expectRank(*this, "bias", getBias(), 1)) ||
@@ -345,57 +350,79 @@ int64_t AttentionOp::getHeadDim() {
   return hidden / getNumHeads();
 }
 
-LogicalResult AttentionOp::verify() {
-  for (auto [name, value] : {std::pair<StringRef, Value>{"query", getQuery()},
-                             {"key", getKey()},
-                             {"value", getValue()}})
-    if (failed(expectRank(*this, name, value, 3)))
+/// The operand rules nn.attention and nn.attention_grad share.
+static LogicalResult verifyAttentionOperands(Operation *op, Value query,
+                                             Value key, Value value,
+                                             Value cuSeqlens, int64_t numHeads,
+                                             int64_t numKvHeads,
+                                             std::optional<APFloat> scale) {
+  for (auto [name, operand] : {std::pair<StringRef, Value>{"query", query},
+                               {"key", key},
+                               {"value", value}})
+    if (failed(expectRank(op, name, operand, 3)))
       return failure();
-  if (failed(
-          expectSameType(*this, "query", getQuery(), "result", getResult())) ||
-      failed(expectSameType(*this, "key", getKey(), "value", getValue())) ||
-      failed(expectSameElementType(*this,
-                                   {{"query", getQuery()}, {"key", getKey()}})))
+  if (failed(expectSameType(op, "key", key, "value", value)) ||
+      failed(expectSameElementType(op, {{"query", query}, {"key", key}})))
     return failure();
 
-  int64_t numHeads = getNumHeads(), numKvHeads = getNumKvHeads();
   if (numHeads <= 0 || numKvHeads <= 0)
-    return emitOpError() << "expects num_heads and num_kv_heads to be "
-                         << "positive, got " << numHeads << " and "
-                         << numKvHeads;
+    return op->emitOpError()
+           << "expects num_heads and num_kv_heads to be "
+           << "positive, got " << numHeads << " and " << numKvHeads;
   if (numHeads % numKvHeads != 0)
-    return emitOpError() << "expects num_kv_heads (" << numKvHeads
-                         << ") to divide num_heads (" << numHeads << ")";
+    return op->emitOpError() << "expects num_kv_heads (" << numKvHeads
+                             << ") to divide num_heads (" << numHeads << ")";
 
-  RankedTensorType queryType = tensorType(getQuery());
-  if (failed(expectDim(*this, "key batch", getKey(), 0, queryType.getDimSize(0),
+  RankedTensorType queryType = tensorType(query);
+  if (failed(expectDim(op, "key batch", key, 0, queryType.getDimSize(0),
                        "the batch size of query")) ||
-      failed(expectDim(*this, "key length", getKey(), 1,
-                       queryType.getDimSize(1),
+      failed(expectDim(op, "key length", key, 1, queryType.getDimSize(1),
                        "the sequence length of query")))
     return failure();
   int64_t queryHidden = queryType.getDimSize(2);
-  if (!ShapedType::isDynamic(queryHidden) && queryHidden % numHeads != 0)
-    return emitOpError() << "expects num_heads (" << numHeads
-                         << ") to divide the hidden size of query ("
-                         << queryHidden << ")";
-  int64_t headDim = getHeadDim();
-  int64_t kvHidden = ShapedType::isDynamic(headDim) ? ShapedType::kDynamic
-                                                    : numKvHeads * headDim;
-  if (failed(expectDim(*this, "key hidden size", getKey(), 2, kvHidden,
+  if (ShapedType::isDynamic(queryHidden))
+    return success();
+  if (queryHidden % numHeads != 0)
+    return op->emitOpError()
+           << "expects num_heads (" << numHeads
+           << ") to divide the hidden size of query (" << queryHidden << ")";
+  if (failed(expectDim(op, "key hidden size", key, 2,
+                       numKvHeads * (queryHidden / numHeads),
                        "num_kv_heads x head_dim")))
     return failure();
 
-  if (std::optional<APFloat> scale = getScale())
-    if (failed(expectPositive(*this, "scale", *scale)))
-      return failure();
-  if (Value cuSeqlens = getCuSeqlens()) {
+  if (scale && failed(expectPositive(op, "scale", *scale)))
+    return failure();
+  if (cuSeqlens) {
     int64_t entries = tensorType(cuSeqlens).getDimSize(0);
     if (!ShapedType::isDynamic(entries) && entries < 2)
-      return emitOpError() << "expects cu_seqlens to hold at least 2 offsets "
-                           << "(one document), got " << entries;
+      return op->emitOpError()
+             << "expects cu_seqlens to hold at least 2 offsets (one "
+             << "document), got " << entries;
   }
   return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(expectRank(*this, "query", getQuery(), 3)) ||
+      failed(expectSameType(*this, "query", getQuery(), "result", getResult())))
+    return failure();
+  return verifyAttentionOperands(*this, getQuery(), getKey(), getValue(),
+                                 getCuSeqlens(), getNumHeads(), getNumKvHeads(),
+                                 getScale());
+}
+
+LogicalResult AttentionGradOp::verify() {
+  if (failed(verifyAttentionOperands(*this, getQuery(), getKey(), getValue(),
+                                     getCuSeqlens(), getNumHeads(),
+                                     getNumKvHeads(), getScale())) ||
+      failed(expectSameType(*this, "grad", getGrad(), "query", getQuery())) ||
+      failed(expectSameType(*this, "query", getQuery(), "query_grad",
+                            getQueryGrad())) ||
+      failed(expectSameType(*this, "key", getKey(), "key_grad", getKeyGrad())))
+    return failure();
+  return expectSameType(*this, "value", getValue(), "value_grad",
+                        getValueGrad());
 }
 
 //===----------------------------------------------------------------------===//
@@ -428,22 +455,34 @@ LogicalResult MulOp::verify() {
 // CrossEntropyOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult CrossEntropyOp::verify() {
-  RankedTensorType logitsType = tensorType(getLogits());
-  RankedTensorType targetsType = tensorType(getTargets());
+/// The logits/targets rules nn.cross_entropy and its gradient share.
+static LogicalResult verifyLossOperands(Operation *op, Value logits,
+                                        Value targets) {
+  RankedTensorType logitsType = tensorType(logits);
+  RankedTensorType targetsType = tensorType(targets);
   if (logitsType.getRank() < 2)
-    return emitOpError() << "expects logits ([..., vocab]) to have rank at "
-                         << "least 2, got " << logitsType;
+    return op->emitOpError() << "expects logits ([..., vocab]) to have rank "
+                             << "at least 2, got " << logitsType;
   if (targetsType.getRank() != logitsType.getRank() - 1)
-    return emitOpError() << "expects targets to have the leading dimensions "
-                         << "of logits (rank " << logitsType.getRank() - 1
-                         << "), got " << targetsType;
+    return op->emitOpError()
+           << "expects targets to have the leading dimensions of logits (rank "
+           << logitsType.getRank() - 1 << "), got " << targetsType;
   for (int64_t dim = 0; dim < targetsType.getRank(); ++dim)
-    if (failed(expectDim(*this, "targets", getTargets(), dim,
+    if (failed(expectDim(op, "targets", targets, dim,
                          logitsType.getDimSize(dim),
                          "the matching dimension of logits")))
       return failure();
   return success();
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  return verifyLossOperands(*this, getLogits(), getTargets());
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  if (failed(verifyLossOperands(*this, getLogits(), getTargets())))
+    return failure();
+  return expectSameType(*this, "logits", getLogits(), "result", getResult());
 }
 
 //===----------------------------------------------------------------------===//
@@ -466,6 +505,216 @@ LogicalResult DequantizeOp::verify() {
                          << getResult().getType() << " for "
                          << getInput().getType();
   return verifyTiling(*this, getInput(), "input", getScale(), getTileShape());
+}
+
+//===----------------------------------------------------------------------===//
+// CastOp, SplitOp, ConcatOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CastOp::verify() {
+  if (failed(
+          verifyCompatibleShape(getInput().getType(), getResult().getType())))
+    return emitOpError() << "expects result to have the shape of input, got "
+                         << getResult().getType() << " for "
+                         << getInput().getType();
+  return success();
+}
+
+/// Checks that `whole`'s last dimension is the sum of `parts`' last
+/// dimensions and that all other dimensions and the element type agree.
+static LogicalResult verifyLastDimPartition(Operation *op, Value whole,
+                                            StringRef wholeName,
+                                            ValueRange parts,
+                                            StringRef partsName) {
+  if (parts.empty())
+    return op->emitOpError() << "expects at least one " << partsName;
+  RankedTensorType wholeType = tensorType(whole);
+  int64_t rank = wholeType.getRank();
+  if (rank < 1)
+    return op->emitOpError()
+           << "expects " << wholeName << " to have rank at least 1";
+  int64_t sum = 0;
+  for (auto [index, part] : llvm::enumerate(parts)) {
+    RankedTensorType partType = tensorType(part);
+    std::string name = (partsName + " #" + Twine(index)).str();
+    if (partType.getRank() != rank ||
+        partType.getElementType() != wholeType.getElementType())
+      return op->emitOpError()
+             << "expects " << name << " to have the rank and element type of "
+             << wholeName << " (" << wholeType << "), got " << partType;
+    for (int64_t dim = 0; dim + 1 < rank; ++dim)
+      if (failed(expectDim(op, name, part, dim, wholeType.getDimSize(dim),
+                           "the matching dimension of " + wholeName.str())))
+        return failure();
+    int64_t width = partType.getDimSize(rank - 1);
+    if (ShapedType::isDynamic(width) || ShapedType::isDynamic(sum))
+      sum = ShapedType::kDynamic;
+    else
+      sum += width;
+  }
+  int64_t total = wholeType.getDimSize(rank - 1);
+  if (!dimsMatch(sum, total))
+    return op->emitOpError() << "expects the last dimensions of the "
+                             << partsName << "s to add up to that of "
+                             << wholeName << " (" << total << "), got " << sum;
+  return success();
+}
+
+LogicalResult SplitOp::verify() {
+  return verifyLastDimPartition(*this, getInput(), "input", getResults(),
+                                "result");
+}
+
+LogicalResult ConcatOp::verify() {
+  return verifyLastDimPartition(*this, getResult(), "result", getInputs(),
+                                "input");
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingGradOp::verify() {
+  if (failed(expectRank(*this, "result ([vocab, hidden])", getResult(), 2)) ||
+      failed(expectSameElementType(
+          *this, {{"grad", getGrad()}, {"result", getResult()}})))
+    return failure();
+  SmallVector<int64_t> shape(tensorType(getIds()).getShape());
+  shape.push_back(tensorType(getResult()).getDimSize(1));
+  return expectResultShape(*this, getGrad(), shape,
+                           "ids shape followed by the table's hidden size");
+}
+
+LogicalResult LinearWeightGradOp::verify() {
+  RankedTensorType gradType = tensorType(getGrad());
+  RankedTensorType inputType = tensorType(getInput());
+  int64_t rank = gradType.getRank();
+  if (rank < 1 || inputType.getRank() != rank)
+    return emitOpError() << "expects grad and input to have the same rank "
+                         << "(at least 1), got " << gradType << " and "
+                         << inputType;
+  if (failed(expectSameElementType(*this, {{"grad", getGrad()},
+                                           {"input", getInput()},
+                                           {"result", getResult()}})))
+    return failure();
+  for (int64_t dim = 0; dim + 1 < rank; ++dim)
+    if (failed(expectDim(*this, "input", getInput(), dim,
+                         gradType.getDimSize(dim),
+                         "the matching dimension of grad")))
+      return failure();
+  int64_t out = gradType.getDimSize(rank - 1);
+  int64_t in = inputType.getDimSize(rank - 1);
+  SmallVector<int64_t> shape = getTransposeWeight()
+                                   ? SmallVector<int64_t>{in, out}
+                                   : SmallVector<int64_t>{out, in};
+  return expectResultShape(*this, getResult(), shape,
+                           getTransposeWeight() ? "[in, out]" : "[out, in]");
+}
+
+LogicalResult ColumnSumOp::verify() {
+  RankedTensorType inputType = tensorType(getInput());
+  if (inputType.getRank() < 1)
+    return emitOpError("expects input to have rank at least 1");
+  if (failed(expectSameElementType(
+          *this, {{"input", getInput()}, {"result", getResult()}})))
+    return failure();
+  return expectResultShape(*this, getResult(),
+                           {inputType.getDimSize(inputType.getRank() - 1)},
+                           "the last dimension of input");
+}
+
+/// Shared rules of the norm gradients: grad has the input's type, the
+/// optional weight and the result match the op's role.
+static LogicalResult verifyNormGrad(Operation *op, Value grad, Value input,
+                                    Value weight, Value result,
+                                    bool resultIsWeightGrad,
+                                    const APFloat &epsilon) {
+  if (tensorType(input).getRank() < 1)
+    return op->emitOpError("expects input to have rank at least 1");
+  if (failed(expectSameType(op, "grad", grad, "input", input)))
+    return failure();
+  if (weight && (failed(expectSameElementType(
+                     op, {{"input", input}, {"weight", weight}})) ||
+                 failed(expectFeatureVector(op, "weight", weight, input))))
+    return failure();
+  if (resultIsWeightGrad) {
+    if (failed(expectSameElementType(op,
+                                     {{"input", input}, {"result", result}})) ||
+        failed(expectFeatureVector(op, "result", result, input)))
+      return failure();
+  } else if (failed(expectSameType(op, "input", input, "result", result))) {
+    return failure();
+  }
+  return expectPositive(op, "epsilon", epsilon);
+}
+
+LogicalResult RMSNormGradOp::verify() {
+  return verifyNormGrad(*this, getGrad(), getInput(), getWeight(), getResult(),
+                        /*resultIsWeightGrad=*/false, getEpsilon());
+}
+
+LogicalResult RMSNormWeightGradOp::verify() {
+  return verifyNormGrad(*this, getGrad(), getInput(), Value(), getResult(),
+                        /*resultIsWeightGrad=*/true, getEpsilon());
+}
+
+LogicalResult LayerNormGradOp::verify() {
+  return verifyNormGrad(*this, getGrad(), getInput(), getWeight(), getResult(),
+                        /*resultIsWeightGrad=*/false, getEpsilon());
+}
+
+LogicalResult LayerNormWeightGradOp::verify() {
+  return verifyNormGrad(*this, getGrad(), getInput(), Value(), getResult(),
+                        /*resultIsWeightGrad=*/true, getEpsilon());
+}
+
+LogicalResult SwiGLUGradOp::verify() {
+  if (failed(expectSameType(*this, "gate", getGate(), "up", getUp())) ||
+      failed(expectSameType(*this, "gate", getGate(), "grad", getGrad())) ||
+      failed(
+          expectSameType(*this, "gate", getGate(), "gate_grad", getGateGrad())))
+    return failure();
+  return expectSameType(*this, "up", getUp(), "up_grad", getUpGrad());
+}
+
+LogicalResult GeluGradOp::verify() {
+  if (failed(expectSameType(*this, "grad", getGrad(), "input", getInput())))
+    return failure();
+  return expectSameType(*this, "input", getInput(), "result", getResult());
+}
+
+//===----------------------------------------------------------------------===//
+// Optimizer ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult GlobalNormOp::verify() {
+  if (getInputs().empty())
+    return emitOpError("expects at least one input");
+  return success();
+}
+
+LogicalResult AdamWUpdateOp::verify() {
+  for (auto [name, value] : {std::pair<StringRef, Value>{"grad", getGrad()},
+                             {"exp_avg", getExpAvg()},
+                             {"exp_avg_sq", getExpAvgSq()},
+                             {"new_param", getNewParam()},
+                             {"new_exp_avg", getNewExpAvg()},
+                             {"new_exp_avg_sq", getNewExpAvgSq()}})
+    if (failed(expectSameType(*this, "param", getParam(), name, value)))
+      return failure();
+  for (auto [name, beta] :
+       {std::pair<StringRef, double>{"beta1", getBeta1().convertToDouble()},
+        {"beta2", getBeta2().convertToDouble()}})
+    if (!(beta >= 0.0 && beta < 1.0))
+      return emitOpError() << "expects " << name << " in [0, 1), got " << beta;
+  if (failed(expectPositive(*this, "epsilon", getEpsilon())))
+    return failure();
+  if (getWeightDecay().isNegative() || getWeightDecay().isNaN())
+    return emitOpError("expects weight_decay to be non-negative");
+  if (getMaxGradNorm().isNegative() || getMaxGradNorm().isNaN())
+    return emitOpError(
+        "expects max_grad_norm to be non-negative (0 disables clipping)");
+  return success();
 }
 
 #define GET_OP_CLASSES

@@ -10,13 +10,14 @@
 #define KILN_NN_OPS
 
 include "dialects/nn/NNDialect.td"
+include "dialects/nn/NNInterfaces.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
 //===----------------------------------------------------------------------===//
 // Embedding and GEMMs
 //===----------------------------------------------------------------------===//
 
-def NN_EmbeddingOp : NN_Op<"embedding", [Pure]> {
+def NN_EmbeddingOp : NN_Op<"embedding", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Looks up rows of an embedding table by token id";
   let description = [{
     Gathers row `ids[...]` of `table` (`[vocab, hidden]`) for every id. The
@@ -36,7 +37,7 @@ def NN_EmbeddingOp : NN_Op<"embedding", [Pure]> {
   let hasVerifier = 1;
 }
 
-def NN_LinearOp : NN_Op<"linear", [Pure]> {
+def NN_LinearOp : NN_Op<"linear", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Applies a linear layer: x * W^T + b";
   let description = [{
     Multiplies the last dimension of `input` (`[..., in]`) by `weight`, which
@@ -52,7 +53,8 @@ def NN_LinearOp : NN_Op<"linear", [Pure]> {
     ```
   }];
   let arguments = (ins NN_FloatTensor:$input, NN_FloatTensor:$weight,
-                       Optional<NN_FloatTensor>:$bias);
+                       Optional<NN_FloatTensor>:$bias,
+                       UnitAttr:$transpose_weight);
   let results = (outs NN_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $weight (`,` $bias^)? attr-dict `:`
@@ -61,7 +63,7 @@ def NN_LinearOp : NN_Op<"linear", [Pure]> {
   let hasVerifier = 1;
 }
 
-def NN_MatmulOp : NN_Op<"matmul", [Pure]> {
+def NN_MatmulOp : NN_Op<"matmul", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Batched matrix product with optional transposes";
   let description = [{
     Computes `op(lhs) * op(rhs)` over the last two dimensions, where `op`
@@ -87,7 +89,7 @@ def NN_MatmulOp : NN_Op<"matmul", [Pure]> {
 // Normalisation and position encoding
 //===----------------------------------------------------------------------===//
 
-def NN_RMSNormOp : NN_Op<"rms_norm", [Pure]> {
+def NN_RMSNormOp : NN_Op<"rms_norm", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Root-mean-square normalisation over the last dimension";
   let description = [{
     `y = x / sqrt(mean(x^2) + epsilon) * weight`, with the mean over the last
@@ -107,7 +109,7 @@ def NN_RMSNormOp : NN_Op<"rms_norm", [Pure]> {
   let hasVerifier = 1;
 }
 
-def NN_LayerNormOp : NN_Op<"layer_norm", [Pure]> {
+def NN_LayerNormOp : NN_Op<"layer_norm", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Layer normalisation over the last dimension";
   let description = [{
     `y = (x - mean(x)) / sqrt(var(x) + epsilon) * weight + bias` over the last
@@ -131,7 +133,7 @@ def NN_LayerNormOp : NN_Op<"layer_norm", [Pure]> {
   let hasVerifier = 1;
 }
 
-def NN_RoPEOp : NN_Op<"rope", [Pure]> {
+def NN_RoPEOp : NN_Op<"rope", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Applies rotary position embeddings per head";
   let description = [{
     Rotates each head of `input` (`[batch, seq, num_heads * head_dim]`) by
@@ -141,6 +143,7 @@ def NN_RoPEOp : NN_Op<"rope", [Pure]> {
 
     Positions are `0 .. seq-1` unless `positions` (`[batch, seq]`) is given;
     packed sequences pass positions that restart at every document.
+    `inverse` rotates by the negated angles: the gradient of a rotation.
 
     ```mlir
     %qr = nn.rope %q {num_heads = 32 : i64, theta = 500000.0 : f64}
@@ -152,7 +155,8 @@ def NN_RoPEOp : NN_Op<"rope", [Pure]> {
   let arguments = (ins NN_FloatTensor:$input,
                        Optional<NN_IndexTensor>:$positions,
                        I64Attr:$num_heads,
-                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta,
+                       UnitAttr:$inverse);
   let results = (outs NN_FloatTensor:$result);
   let assemblyFormat = [{
     $input (`positions` `(` $positions^ `)`)? attr-dict `:`
@@ -165,7 +169,7 @@ def NN_RoPEOp : NN_Op<"rope", [Pure]> {
 // Attention
 //===----------------------------------------------------------------------===//
 
-def NN_AttentionOp : NN_Op<"attention", [Pure]> {
+def NN_AttentionOp : NN_Op<"attention", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Scaled dot-product attention with GQA, causal masking and "
                 "packed sequences";
   let description = [{
@@ -211,7 +215,7 @@ def NN_AttentionOp : NN_Op<"attention", [Pure]> {
 // Elementwise
 //===----------------------------------------------------------------------===//
 
-def NN_SwiGLUOp : NN_Op<"swiglu", [Pure]> {
+def NN_SwiGLUOp : NN_Op<"swiglu", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Gated SiLU: silu(gate) * up";
   let description = [{
     The SwiGLU activation of Llama-style MLPs, `gate * sigmoid(gate) * up`,
@@ -230,7 +234,7 @@ def NN_SwiGLUOp : NN_Op<"swiglu", [Pure]> {
   let hasVerifier = 1;
 }
 
-def NN_GeluOp : NN_Op<"gelu", [Pure]> {
+def NN_GeluOp : NN_Op<"gelu", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Gaussian error linear unit";
   let description = [{
     `x * Phi(x)`, with `Phi` the exact Gaussian CDF (`approximate = none`,
@@ -253,7 +257,7 @@ def NN_GeluOp : NN_Op<"gelu", [Pure]> {
 }
 
 class NN_BinaryElementwiseOp<string mnemonic, string what, string example>
-    : NN_Op<mnemonic, [Pure]> {
+    : NN_Op<mnemonic, [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Elementwise " # what # " of two tensors of one type";
   let description = "Both operands and the result have the same shape and "
       "element type; there is no implicit broadcasting.\n\n```mlir\n"
@@ -275,7 +279,7 @@ def NN_MulOp : NN_BinaryElementwiseOp<"mul", "product",
 // Loss
 //===----------------------------------------------------------------------===//
 
-def NN_CrossEntropyOp : NN_Op<"cross_entropy", [Pure]> {
+def NN_CrossEntropyOp : NN_Op<"cross_entropy", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Mean softmax cross-entropy of logits against target ids";
   let description = [{
     `mean over positions p with targets[p] != ignore_index of
@@ -340,6 +344,364 @@ def NN_DequantizeOp : NN_Op<"dequantize", [Pure]> {
   let results = (outs NN_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $scale attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Data movement and precision
+//===----------------------------------------------------------------------===//
+
+def NN_CastOp : NN_Op<"cast", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
+  let summary = "Converts a tensor to another floating-point element type";
+  let description = [{
+    Rounds each element to the result's element type (to nearest, ties to
+    even). Mixed-precision training casts the FP32 master weights to BF16 at
+    their use; the gradient of a cast is the cast back.
+
+    ```mlir
+    %w16 = nn.cast %w : (tensor<4096x4096xf32>) -> tensor<4096x4096xbf16>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$input);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_SplitOp : NN_Op<"split", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
+  let summary = "Splits the last dimension into equal parts";
+  let description = [{
+    Cuts the last dimension of `input` into as many equal, contiguous parts as
+    there are results (GPT-2's fused `c_attn` projection into q, k, v).
+
+    ```mlir
+    %q, %k, %v = nn.split %qkv : (tensor<4x1024x2304xf32>)
+        -> (tensor<4x1024x768xf32>, tensor<4x1024x768xf32>, tensor<4x1024x768xf32>)
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$input);
+  let results = (outs Variadic<NN_FloatTensor>:$results);
+  let assemblyFormat = [{
+    $input attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_ConcatOp : NN_Op<"concat", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
+  let summary = "Concatenates tensors along the last dimension";
+  let description = [{
+    The inverse of `nn.split`: all inputs have the same type, and the result's
+    last dimension is the sum of theirs.
+
+    ```mlir
+    %qkv = nn.concat %q, %k, %v : (tensor<4x1024x768xf32>, tensor<4x1024x768xf32>,
+        tensor<4x1024x768xf32>) -> tensor<4x1024x2304xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<NN_FloatTensor>:$inputs);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $inputs attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient ops (built by nn-autodiff)
+//===----------------------------------------------------------------------===//
+
+def NN_EmbeddingGradOp : NN_Op<"embedding_grad", [Pure]> {
+  let summary = "Gradient of an embedding table: scatter-add of rows";
+  let description = [{
+    `result[v, :] = sum of grad[p, :] over positions p with ids[p] == v`; the
+    result has the table's shape `[vocab, hidden]`.
+
+    ```mlir
+    %dwte = nn.embedding_grad %dh, %tokens
+        : (tensor<8x2048x4096xbf16>, tensor<8x2048xi32>) -> tensor<32000x4096xbf16>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_IndexTensor:$ids);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $ids attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_LinearWeightGradOp : NN_Op<"linear_weight_grad", [Pure]> {
+  let summary = "Weight gradient of a linear layer: grad^T * input";
+  let description = [{
+    Sums `grad[p, :]^T input[p, :]` over every leading position `p`: the
+    gradient of `nn.linear`'s weight, `[out, in]`, or `[in, out]` with
+    `transpose_weight`. One GEMM with FP32 accumulation.
+
+    ```mlir
+    %dw = nn.linear_weight_grad %dy, %x
+        : (tensor<8x2048x1024xbf16>, tensor<8x2048x4096xbf16>) -> tensor<1024x4096xbf16>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$input,
+                       UnitAttr:$transpose_weight);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_ColumnSumOp : NN_Op<"column_sum", [Pure]> {
+  let summary = "Sums over every dimension but the last";
+  let description = [{
+    `result[j] = sum of input[..., j]`, accumulated in FP32: the gradient of a
+    bias.
+
+    ```mlir
+    %db = nn.column_sum %dy : (tensor<8x2048x1024xbf16>) -> tensor<1024xbf16>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$input);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_RMSNormGradOp : NN_Op<"rms_norm_grad", [Pure]> {
+  let summary = "Input gradient of nn.rms_norm";
+  let description = [{
+    With `r = 1 / sqrt(mean(x^2) + epsilon)` and `g = grad * weight`:
+    `dx = r * (g - x * r^2 * mean(g * x))`, per row, in FP32.
+
+    ```mlir
+    %dx = nn.rms_norm_grad %dy, %x, %w {epsilon = 1.0e-05 : f64}
+        : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$input,
+                       NN_FloatTensor:$weight,
+                       DefaultValuedAttr<F64Attr, "1.0e-6">:$epsilon);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input `,` $weight attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_RMSNormWeightGradOp : NN_Op<"rms_norm_weight_grad", [Pure]> {
+  let summary = "Weight gradient of nn.rms_norm";
+  let description = [{
+    `dweight[j] = sum over rows of grad[., j] * x[., j] * r`, with `r` the
+    row's inverse RMS.
+
+    ```mlir
+    %dw = nn.rms_norm_weight_grad %dy, %x {epsilon = 1.0e-05 : f64}
+        : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<64xbf16>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$input,
+                       DefaultValuedAttr<F64Attr, "1.0e-6">:$epsilon);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_LayerNormGradOp : NN_Op<"layer_norm_grad", [Pure]> {
+  let summary = "Input gradient of nn.layer_norm";
+  let description = [{
+    With `xhat = (x - mean) * r` and `g = grad * weight`:
+    `dx = r * (g - mean(g) - xhat * mean(g * xhat))`, per row, in FP32.
+
+    ```mlir
+    %dx = nn.layer_norm_grad %dy, %x, %w
+        : (tensor<2x16x64xf32>, tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$input,
+                       NN_FloatTensor:$weight,
+                       DefaultValuedAttr<F64Attr, "1.0e-5">:$epsilon);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input `,` $weight attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_LayerNormWeightGradOp : NN_Op<"layer_norm_weight_grad", [Pure]> {
+  let summary = "Weight gradient of nn.layer_norm";
+  let description = [{
+    `dweight[j] = sum over rows of grad[., j] * xhat[., j]`.
+
+    ```mlir
+    %dw = nn.layer_norm_weight_grad %dy, %x
+        : (tensor<2x16x64xf32>, tensor<2x16x64xf32>) -> tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$input,
+                       DefaultValuedAttr<F64Attr, "1.0e-5">:$epsilon);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_AttentionGradOp : NN_Op<"attention_grad", [Pure]> {
+  let summary = "Gradients of nn.attention with respect to q, k and v";
+  let description = [{
+    Takes the gradient of the attention output and the forward operands with
+    the forward attributes, and returns `dq`, `dk`, `dv`. With GQA, `dk` and
+    `dv` sum over the query heads that share each key/value head.
+
+    ```mlir
+    %dq, %dk, %dv = nn.attention_grad %do, %q, %k, %v {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64}
+        : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>)
+        -> (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>)
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$query,
+                       NN_FloatTensor:$key, NN_FloatTensor:$value,
+                       Optional<NN_I32Vector>:$cu_seqlens,
+                       I64Attr:$num_heads, I64Attr:$num_kv_heads,
+                       UnitAttr:$causal, OptionalAttr<F64Attr>:$scale);
+  let results = (outs NN_FloatTensor:$query_grad, NN_FloatTensor:$key_grad,
+                      NN_FloatTensor:$value_grad);
+  let assemblyFormat = [{
+    $grad `,` $query `,` $key `,` $value (`cu_seqlens` `(` $cu_seqlens^ `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_SwiGLUGradOp : NN_Op<"swiglu_grad", [Pure]> {
+  let summary = "Gradients of nn.swiglu with respect to gate and up";
+  let description = [{
+    `dgate = grad * up * s * (1 + gate * (1 - s))` with `s = sigmoid(gate)`,
+    and `dup = grad * gate * s`.
+
+    ```mlir
+    %dg, %du = nn.swiglu_grad %dy, %g, %u
+        : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>)
+        -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>)
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$gate,
+                       NN_FloatTensor:$up);
+  let results = (outs NN_FloatTensor:$gate_grad, NN_FloatTensor:$up_grad);
+  let assemblyFormat = [{
+    $grad `,` $gate `,` $up attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_GeluGradOp : NN_Op<"gelu_grad", [Pure]> {
+  let summary = "Input gradient of nn.gelu";
+  let description = [{
+    `grad * d/dx gelu(x)` for the same `approximate` mode as the forward op.
+
+    ```mlir
+    %dx = nn.gelu_grad %dy, %x approximate = tanh
+        : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$input,
+                       DefaultValuedAttr<NN_GeluApproximationAttr,
+                           "::kiln::nn::GeluApproximation::none">:$approximate);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input (`approximate` `=` $approximate^)? attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_CrossEntropyGradOp : NN_Op<"cross_entropy_grad", [Pure]> {
+  let summary = "Gradient of nn.cross_entropy with respect to the logits";
+  let description = [{
+    `dlogits[p, :] = grad * (softmax(logits[p, :]) - onehot(targets[p])) / n`
+    for the `n` positions whose target is not `ignore_index`; zero rows for
+    ignored positions.
+
+    ```mlir
+    %dl = nn.cross_entropy_grad %dloss, %logits, %targets
+        : (tensor<f32>, tensor<32x256xbf16>, tensor<32xi32>) -> tensor<32x256xbf16>
+    ```
+  }];
+  let arguments = (ins NN_Scalar:$grad, NN_FloatTensor:$logits,
+                       NN_IndexTensor:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $logits `,` $targets attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Optimizer
+//===----------------------------------------------------------------------===//
+
+def NN_GlobalNormOp : NN_Op<"global_norm", [Pure]> {
+  let summary = "L2 norm of a list of tensors, as one vector";
+  let description = [{
+    `sqrt(sum over all tensors and elements of x^2)` in FP32: the gradient
+    norm that gradient clipping compares with its threshold.
+
+    ```mlir
+    %n = nn.global_norm %g0, %g1 : (tensor<64x64xf32>, tensor<64xf32>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Variadic<NN_FloatTensor>:$inputs);
+  let results = (outs NN_Scalar:$result);
+  let assemblyFormat = [{
+    $inputs attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_AdamWUpdateOp : NN_Op<"adamw_update", [Pure]> {
+  let summary = "One AdamW step of a parameter with gradient clipping";
+  let description = [{
+    With `c = min(1, max_grad_norm / (grad_norm + 1e-6))` (1 when
+    `max_grad_norm` is 0), `g = c * grad`, and `t = step` (1-based):
+
+    ```
+    m' = beta1 * m + (1 - beta1) * g
+    v' = beta2 * v + (1 - beta2) * g^2
+    param' = param - lr * (weight_decay * param
+                           + (m' / (1 - beta1^t)) / (sqrt(v' / (1 - beta2^t)) + epsilon))
+    ```
+
+    All FP32: the master weights and both moments. `lr`, `step` and
+    `grad_norm` are FP32 scalars computed per step (the learning-rate
+    schedule lives in the runtime).
+
+    ```mlir
+    %p2, %m2, %v2 = nn.adamw_update %p, %g, %m, %v, %lr, %step, %norm
+        {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64,
+         weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
+        : (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>,
+           tensor<f32>, tensor<f32>, tensor<f32>)
+        -> (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>)
+    ```
+  }];
+  let arguments = (ins NN_F32Tensor:$param, NN_F32Tensor:$grad,
+                       NN_F32Tensor:$exp_avg, NN_F32Tensor:$exp_avg_sq,
+                       NN_Scalar:$lr, NN_Scalar:$step, NN_Scalar:$grad_norm,
+                       F64Attr:$beta1, F64Attr:$beta2, F64Attr:$epsilon,
+                       F64Attr:$weight_decay, F64Attr:$max_grad_norm);
+  let results = (outs NN_F32Tensor:$new_param, NN_F32Tensor:$new_exp_avg,
+                      NN_F32Tensor:$new_exp_avg_sq);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $exp_avg `,` $exp_avg_sq `,` $lr `,` $step `,`
+    $grad_norm attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

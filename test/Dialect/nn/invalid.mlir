@@ -664,3 +664,224 @@ func.func @dequantize_input_type(%q: tensor<256x256xbf16>, %s: tensor<2x2xf32>) 
   %0 = nn.dequantize %q, %s {tile_shape = array<i64: 128, 128>} : (tensor<256x256xbf16>, tensor<2x2xf32>) -> tensor<256x256xbf16>
   return
 }
+
+//===----------------------------------------------------------------------===//
+// Layout, precision and data movement
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @linear_transposed_weight(%x: tensor<2x64xf32>, %w: tensor<96x64xf32>) {
+  // With transpose_weight the weight is [in, out]: dimension 0 must be 64.
+  // expected-error @+1 {{expects weight in-features (dimension 0 of 'tensor<96x64xf32>') to equal the last dimension of input (64), got 96}}
+  %0 = nn.linear %x, %w {transpose_weight} : (tensor<2x64xf32>, tensor<96x64xf32>) -> tensor<2x64xf32>
+  return
+}
+
+// -----
+
+func.func @cast_shape(%x: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects result to have the shape of input, got 'tensor<64x2xbf16>' for 'tensor<2x64xf32>'}}
+  %0 = nn.cast %x : (tensor<2x64xf32>) -> tensor<64x2xbf16>
+  return
+}
+
+// -----
+
+func.func @split_widths(%x: tensor<2x96xf32>) {
+  // expected-error @+1 {{expects the last dimensions of the results to add up to that of input (96), got 64}}
+  %a, %b = nn.split %x : (tensor<2x96xf32>) -> (tensor<2x32xf32>, tensor<2x32xf32>)
+  return
+}
+
+// -----
+
+func.func @split_leading(%x: tensor<2x96xf32>) {
+  // expected-error @+1 {{expects result #1 (dimension 0 of 'tensor<3x48xf32>') to equal the matching dimension of input (2), got 3}}
+  %a, %b = nn.split %x : (tensor<2x96xf32>) -> (tensor<2x48xf32>, tensor<3x48xf32>)
+  return
+}
+
+// -----
+
+func.func @concat_dtype(%a: tensor<2x32xf32>, %b: tensor<2x32xbf16>) {
+  // expected-error @+1 {{expects input #1 to have the rank and element type of result ('tensor<2x64xf32>'), got 'tensor<2x32xbf16>'}}
+  %0 = nn.concat %a, %b : (tensor<2x32xf32>, tensor<2x32xbf16>) -> tensor<2x64xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient ops
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @embedding_grad_shape(%dy: tensor<2x16x64xbf16>, %ids: tensor<2x8xi32>) {
+  // expected-error @+1 {{expects result shape 2x8x64 (ids shape followed by the table's hidden size), got 'tensor<2x16x64xbf16>'}}
+  %0 = nn.embedding_grad %dy, %ids : (tensor<2x16x64xbf16>, tensor<2x8xi32>) -> tensor<100x64xbf16>
+  return
+}
+
+// -----
+
+func.func @linear_weight_grad_shape(%dy: tensor<2x96xf32>, %x: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects result shape 96x64 ([out, in]), got 'tensor<64x96xf32>'}}
+  %0 = nn.linear_weight_grad %dy, %x : (tensor<2x96xf32>, tensor<2x64xf32>) -> tensor<64x96xf32>
+  return
+}
+
+// -----
+
+func.func @linear_weight_grad_rows(%dy: tensor<3x96xf32>, %x: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects input (dimension 0 of 'tensor<2x64xf32>') to equal the matching dimension of grad (3), got 2}}
+  %0 = nn.linear_weight_grad %dy, %x : (tensor<3x96xf32>, tensor<2x64xf32>) -> tensor<96x64xf32>
+  return
+}
+
+// -----
+
+func.func @column_sum_shape(%x: tensor<2x96xf32>) {
+  // expected-error @+1 {{expects result shape 96 (the last dimension of input), got 'tensor<2xf32>'}}
+  %0 = nn.column_sum %x : (tensor<2x96xf32>) -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_grad_types(%dy: tensor<2x64xf32>, %x: tensor<2x64xbf16>, %w: tensor<64xbf16>) {
+  // expected-error @+1 {{expects grad and input to have the same type, got 'tensor<2x64xf32>' and 'tensor<2x64xbf16>'}}
+  %0 = nn.rms_norm_grad %dy, %x, %w : (tensor<2x64xf32>, tensor<2x64xbf16>, tensor<64xbf16>) -> tensor<2x64xbf16>
+  return
+}
+
+// -----
+
+func.func @rms_norm_weight_grad_shape(%dy: tensor<2x64xf32>, %x: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects result size (dimension 0 of 'tensor<32xf32>') to equal the last dimension of input (64), got 32}}
+  %0 = nn.rms_norm_weight_grad %dy, %x : (tensor<2x64xf32>, tensor<2x64xf32>) -> tensor<32xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_grad_result(%dy: tensor<2x64xf32>, %x: tensor<2x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @+1 {{expects input and result to have the same type, got 'tensor<2x64xf32>' and 'tensor<2x32xf32>'}}
+  %0 = nn.layer_norm_grad %dy, %x, %w : (tensor<2x64xf32>, tensor<2x64xf32>, tensor<64xf32>) -> tensor<2x32xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_weight_grad_epsilon(%dy: tensor<2x64xf32>, %x: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects epsilon to be positive, got 0}}
+  %0 = nn.layer_norm_weight_grad %dy, %x {epsilon = 0.0 : f64} : (tensor<2x64xf32>, tensor<2x64xf32>) -> tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_heads(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x48xbf16>) {
+  // The gradient checks the forward rules too.
+  // expected-error @+1 {{expects num_kv_heads (3) to divide num_heads (8)}}
+  %dq, %dk, %dv = nn.attention_grad %q, %q, %k, %k {num_heads = 8 : i64, num_kv_heads = 3 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x48xbf16>, tensor<2x16x48xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x48xbf16>, tensor<2x16x48xbf16>)
+  return
+}
+
+// -----
+
+func.func @attention_grad_result(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x16xbf16>) {
+  // expected-error @+1 {{expects key and key_grad to have the same type, got 'tensor<2x16x16xbf16>' and 'tensor<2x16x64xbf16>'}}
+  %dq, %dk, %dv = nn.attention_grad %q, %q, %k, %k {num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x16xbf16>)
+  return
+}
+
+// -----
+
+func.func @swiglu_grad_types(%dy: tensor<2x64xf32>, %g: tensor<2x64xf32>, %u: tensor<2x32xf32>) {
+  // expected-error @+1 {{expects gate and up to have the same type, got 'tensor<2x64xf32>' and 'tensor<2x32xf32>'}}
+  %a, %b = nn.swiglu_grad %dy, %g, %u : (tensor<2x64xf32>, tensor<2x64xf32>, tensor<2x32xf32>) -> (tensor<2x64xf32>, tensor<2x32xf32>)
+  return
+}
+
+// -----
+
+func.func @gelu_grad_types(%dy: tensor<2x64xf32>, %x: tensor<2x64xbf16>) {
+  // expected-error @+1 {{expects grad and input to have the same type, got 'tensor<2x64xf32>' and 'tensor<2x64xbf16>'}}
+  %0 = nn.gelu_grad %dy, %x : (tensor<2x64xf32>, tensor<2x64xbf16>) -> tensor<2x64xbf16>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_grad_result(%dl: tensor<f32>, %l: tensor<4x256xbf16>, %t: tensor<4xi32>) {
+  // expected-error @+1 {{expects logits and result to have the same type, got 'tensor<4x256xbf16>' and 'tensor<4x256xf32>'}}
+  %0 = nn.cross_entropy_grad %dl, %l, %t : (tensor<f32>, tensor<4x256xbf16>, tensor<4xi32>) -> tensor<4x256xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// Optimizer ops
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @global_norm_empty() {
+  // expected-error @+1 {{expects at least one input}}
+  %0 = nn.global_norm : () -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @adamw_types(%p: tensor<64x64xf32>, %m: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects param and exp_avg to have the same type, got 'tensor<64x64xf32>' and 'tensor<64xf32>'}}
+  %p2, %m2, %v2 = nn.adamw_update %p, %p, %m, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64xf32>, tensor<64x64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_beta(%p: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects beta2 in [0, 1), got 1}}
+  %p2, %m2, %v2 = nn.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 1.0 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_epsilon(%p: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects epsilon to be positive, got 0}}
+  %p2, %m2, %v2 = nn.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 0.0 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_decay(%p: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects weight_decay to be non-negative}}
+  %p2, %m2, %v2 = nn.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = -0.1 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_clip(%p: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects max_grad_norm to be non-negative (0 disables clipping)}}
+  %p2, %m2, %v2 = nn.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = -1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_bf16(%p: tensor<64xbf16>, %s: tensor<f32>) {
+  // The optimizer state is FP32.
+  // expected-error @+1 {{operand #0 must be ranked tensor of 32-bit float values}}
+  %p2, %m2, %v2 = nn.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xbf16>, tensor<64xbf16>, tensor<64xbf16>, tensor<64xbf16>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xbf16>, tensor<64xbf16>, tensor<64xbf16>)
+  return
+}

@@ -122,3 +122,62 @@ func.func @fp8(%x: tensor<32x256xbf16>, %w: tensor<256x256xf32>)
   %w2 = nn.dequantize %wq, %ws {tile_shape = array<i64: 128, 128>} : (tensor<256x256xf8E5M2>, tensor<2x2xf32>) -> tensor<256x256xf32>
   return %x2, %w2 : tensor<32x256xbf16>, tensor<256x256xf32>
 }
+
+// CHECK-LABEL: func.func @layout_and_precision
+func.func @layout_and_precision(%x: tensor<2x16x64xf32>, %wt: tensor<64x96xf32>, %q: tensor<2x16x64xbf16>)
+    -> (tensor<2x16x96xf32>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x96xf32>) {
+  // GPT-2's Conv1D stores the weight [in, out].
+  // CHECK: nn.linear %{{.*}}, %{{.*}} {transpose_weight} : (tensor<2x16x64xf32>, tensor<64x96xf32>) -> tensor<2x16x96xf32>
+  %0 = nn.linear %x, %wt {transpose_weight} : (tensor<2x16x64xf32>, tensor<64x96xf32>) -> tensor<2x16x96xf32>
+  // CHECK: nn.cast %{{.*}} : (tensor<2x16x64xf32>) -> tensor<2x16x64xbf16>
+  %1 = nn.cast %x : (tensor<2x16x64xf32>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.rope %{{.*}} {inverse, num_heads = 4 : i64}
+  %2 = nn.rope %q {inverse, num_heads = 4 : i64} : (tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: %[[S:.+]]:2 = nn.split %{{.*}} : (tensor<2x16x96xf32>) -> (tensor<2x16x64xf32>, tensor<2x16x32xf32>)
+  %a, %b = nn.split %0 : (tensor<2x16x96xf32>) -> (tensor<2x16x64xf32>, tensor<2x16x32xf32>)
+  // CHECK: nn.concat %[[S]]#0, %[[S]]#1 : (tensor<2x16x64xf32>, tensor<2x16x32xf32>) -> tensor<2x16x96xf32>
+  %3 = nn.concat %a, %b : (tensor<2x16x64xf32>, tensor<2x16x32xf32>) -> tensor<2x16x96xf32>
+  return %0, %1, %2, %3 : tensor<2x16x96xf32>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x96xf32>
+}
+
+// CHECK-LABEL: func.func @gradients
+func.func @gradients(%dy: tensor<2x16x64xbf16>, %x: tensor<2x16x64xbf16>, %w: tensor<64xbf16>,
+                     %ids: tensor<2x16xi32>, %k: tensor<2x16x16xbf16>, %dk: tensor<2x16x96xbf16>,
+                     %dl: tensor<f32>, %logits: tensor<2x16x256xbf16>) {
+  // CHECK: nn.embedding_grad %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16xi32>) -> tensor<100x64xbf16>
+  %0 = nn.embedding_grad %dy, %ids : (tensor<2x16x64xbf16>, tensor<2x16xi32>) -> tensor<100x64xbf16>
+  // CHECK: nn.linear_weight_grad %{{.*}}, %{{.*}} : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<96x64xbf16>
+  %1 = nn.linear_weight_grad %dk, %x : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<96x64xbf16>
+  // CHECK: nn.linear_weight_grad %{{.*}}, %{{.*}} {transpose_weight} : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<64x96xbf16>
+  %2 = nn.linear_weight_grad %dk, %x {transpose_weight} : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<64x96xbf16>
+  // CHECK: nn.column_sum %{{.*}} : (tensor<2x16x96xbf16>) -> tensor<96xbf16>
+  %3 = nn.column_sum %dk : (tensor<2x16x96xbf16>) -> tensor<96xbf16>
+  // CHECK: nn.rms_norm_grad %{{.*}}, %{{.*}}, %{{.*}} {epsilon = 1.000000e-05 : f64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  %4 = nn.rms_norm_grad %dy, %x, %w {epsilon = 1.0e-5 : f64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.rms_norm_weight_grad %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<64xbf16>
+  %5 = nn.rms_norm_weight_grad %dy, %x : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<64xbf16>
+  // CHECK: nn.layer_norm_grad %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  %6 = nn.layer_norm_grad %dy, %x, %w : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.layer_norm_weight_grad %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<64xbf16>
+  %7 = nn.layer_norm_weight_grad %dy, %x : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<64xbf16>
+  // CHECK: nn.attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>)
+  %dq, %dkk, %dv = nn.attention_grad %dy, %x, %k, %k {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>)
+  // CHECK: nn.swiglu_grad %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>)
+  %dg, %du = nn.swiglu_grad %dy, %x, %x : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>)
+  // CHECK: nn.gelu_grad %{{.*}}, %{{.*}} approximate = tanh : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  %8 = nn.gelu_grad %dy, %x approximate = tanh : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.cross_entropy_grad %{{.*}}, %{{.*}}, %{{.*}} {ignore_index = -1 : i64} : (tensor<f32>, tensor<2x16x256xbf16>, tensor<2x16xi32>) -> tensor<2x16x256xbf16>
+  %9 = nn.cross_entropy_grad %dl, %logits, %ids {ignore_index = -1 : i64} : (tensor<f32>, tensor<2x16x256xbf16>, tensor<2x16xi32>) -> tensor<2x16x256xbf16>
+  return
+}
+
+// CHECK-LABEL: func.func @optimizer
+func.func @optimizer(%p: tensor<64x64xf32>, %g: tensor<64x64xf32>, %b: tensor<64xf32>, %s: tensor<f32>)
+    -> (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>) {
+  // CHECK: %[[N:.+]] = nn.global_norm %{{.*}}, %{{.*}} : (tensor<64x64xf32>, tensor<64xf32>) -> tensor<f32>
+  %n = nn.global_norm %g, %b : (tensor<64x64xf32>, tensor<64xf32>) -> tensor<f32>
+  // CHECK: nn.adamw_update %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[N]] {beta1 = 9.000000e-01 : f64, beta2 = 5.000000e-01 : f64, epsilon = 1.000000e-08 : f64, max_grad_norm = 1.000000e+00 : f64, weight_decay = 1.000000e-01 : f64}
+  %p2, %m2, %v2 = nn.adamw_update %p, %g, %g, %g, %s, %s, %n {beta1 = 0.9 : f64, beta2 = 0.5 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>)
+  return %p2, %m2, %v2 : tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>
+}
