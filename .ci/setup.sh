@@ -15,7 +15,7 @@ build_compiler=${KILN_BUILD_COMPILER:-ON}
 
 packages=(
   cmake ninja-build g++ python3
-  libfmt-dev libopenblas-dev libopenmpi-dev openmpi-bin
+  libfmt-dev nlohmann-json3-dev libopenblas-dev libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 if [[ $build_compiler == ON ]]; then

@@ -9,11 +9,11 @@ from lit.llvm.subst import ToolSubst
 
 config.name = "Kiln"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
-config.suffixes = [".mlir"]
+config.suffixes = [".mlir", ".test"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.kiln_obj_root, "test")
 # GoogleTest sources live beside the lit tests; ctest runs those.
-config.excludes = ["Runtime", "CMakeLists.txt", "lit.cfg.py",
+config.excludes = ["Runtime", "Inputs", "CMakeLists.txt", "lit.cfg.py",
                    "lit.site.cfg.py"]
 
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
@@ -23,5 +23,6 @@ llvm_config.use_default_substitutions()
 tool_dirs = [config.kiln_tools_dir, config.llvm_tools_dir]
 # `not` and `count` at the start of a RUN line are found through PATH.
 llvm_config.with_environment("PATH", tool_dirs, append_path=True)
-llvm_config.add_tool_substitutions([ToolSubst("kiln-opt", unresolved="fatal")],
-                                   tool_dirs)
+llvm_config.add_tool_substitutions(
+    [ToolSubst(tool, unresolved="fatal") for tool in ["kiln", "kiln-opt"]],
+    tool_dirs)

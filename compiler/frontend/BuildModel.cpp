@@ -1,0 +1,295 @@
+//===- BuildModel.cpp - Model configs to nn IR ----------------------------===//
+
+#include "compiler/frontend/BuildModel.h"
+
+#include "dialects/nn/NNOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace kiln;
+using llvm::formatv;
+
+int64_t ParameterInfo::numElements() const {
+  int64_t count = 1;
+  for (int64_t d : shape)
+    count *= d;
+  return count;
+}
+
+namespace {
+
+/// Builds the forward function op by op. Parameters become block arguments
+/// as they are first needed, so that their order follows the model.
+class ModelBuilder {
+public:
+  ModelBuilder(MLIRContext &context, const ModelConfig &config,
+               const BatchShape &shape)
+      : context(context), config(config), shape(shape), b(&context),
+        loc(UnknownLoc::get(&context)),
+        computeType(shape.precision == Precision::BF16
+                        ? Type(BFloat16Type::get(&context))
+                        : Type(Float32Type::get(&context))) {}
+
+  OwningOpRef<ModuleOp> build();
+
+private:
+  /// A tensor of the compute type with `shape`.
+  RankedTensorType activation(ArrayRef<int64_t> dims) {
+    return RankedTensorType::get(dims, computeType);
+  }
+  RankedTensorType hiddenType(int64_t width) {
+    return activation({shape.batch, shape.seqLen, width});
+  }
+
+  /// Declares a parameter and returns it in the compute type.
+  Value param(const std::string &name, ArrayRef<int64_t> dims,
+              const std::string &init) {
+    auto type = RankedTensorType::get(dims, Float32Type::get(&context));
+    BlockArgument arg = body->addArgument(type, loc);
+    argAttrs.push_back(b.getDictionaryAttr(
+        {b.getNamedAttr("kiln.param", b.getStringAttr(name)),
+         b.getNamedAttr("kiln.init", b.getStringAttr(init))}));
+    if (type.getElementType() == computeType)
+      return arg;
+    return nn::CastOp::create(b, loc, RankedTensorType::get(dims, computeType),
+                              arg);
+  }
+
+  Value input(StringRef name) {
+    auto type = RankedTensorType::get({shape.batch, shape.seqLen},
+                                      IntegerType::get(&context, 32));
+    BlockArgument arg = body->addArgument(type, loc);
+    argAttrs.push_back(b.getDictionaryAttr(
+        {b.getNamedAttr("kiln.input", b.getStringAttr(name))}));
+    return arg;
+  }
+
+  std::string normalInit(double std) const {
+    return formatv("normal:{0}", llvm::format("%.9g", std)).str();
+  }
+
+  /// `x W^T (+ b)` with an HF `nn.Linear` weight `[out, in]`.
+  Value linear(Value x, const std::string &prefix, int64_t in, int64_t out,
+               bool bias, double initStd) {
+    Value w = param(prefix + ".weight", {out, in}, normalInit(initStd));
+    Value bv = bias ? param(prefix + ".bias", {out}, "zeros") : Value();
+    return nn::LinearOp::create(b, loc, hiddenType(out), x, w, bv,
+                                /*transpose_weight=*/false);
+  }
+
+  /// GPT-2's `Conv1D`: weight stored `[in, out]`, always with a bias.
+  Value conv1d(Value x, const std::string &prefix, int64_t in, int64_t out,
+               double initStd) {
+    Value w = param(prefix + ".weight", {in, out}, normalInit(initStd));
+    Value bv = param(prefix + ".bias", {out}, "zeros");
+    return nn::LinearOp::create(b, loc, hiddenType(out), x, w, bv,
+                                /*transpose_weight=*/true);
+  }
+
+  Value rmsNorm(Value x, const std::string &name) {
+    Value w = param(name + ".weight", {config.hiddenSize}, "ones");
+    return nn::RMSNormOp::create(b, loc, x.getType(), x, w,
+                                 b.getF64FloatAttr(config.normEpsilon));
+  }
+
+  Value layerNorm(Value x, const std::string &name) {
+    Value w = param(name + ".weight", {config.hiddenSize}, "ones");
+    Value bv = param(name + ".bias", {config.hiddenSize}, "zeros");
+    return nn::LayerNormOp::create(b, loc, x.getType(), x, w, bv,
+                                   b.getF64FloatAttr(config.normEpsilon));
+  }
+
+  Value attention(Value q, Value k, Value v) {
+    FloatAttr scale = config.attentionScale > 0
+                          ? b.getF64FloatAttr(config.attentionScale)
+                          : FloatAttr();
+    return nn::AttentionOp::create(
+        b, loc, q.getType(), q, k, v, /*cu_seqlens=*/Value(),
+        b.getI64IntegerAttr(config.numHeads),
+        b.getI64IntegerAttr(config.numKvHeads), b.getUnitAttr(), scale);
+  }
+
+  Value add(Value x, Value y) {
+    return nn::AddOp::create(b, loc, x.getType(), x, y);
+  }
+
+  Value llamaLayer(Value h, int64_t layer);
+  Value gpt2Layer(Value h, int64_t layer);
+
+  MLIRContext &context;
+  const ModelConfig &config;
+  BatchShape shape;
+  OpBuilder b;
+  Location loc;
+  Type computeType;
+  Block *body = nullptr;
+  Value positions;
+  SmallVector<Attribute> argAttrs;
+};
+
+Value ModelBuilder::llamaLayer(Value h, int64_t layer) {
+  std::string prefix = formatv("model.layers.{0}", layer).str();
+  int64_t hidden = config.hiddenSize;
+  int64_t qWidth = config.numHeads * config.headDim;
+  int64_t kvWidth = config.numKvHeads * config.headDim;
+  double std = config.initializerRange;
+
+  Value n = rmsNorm(h, prefix + ".input_layernorm");
+  std::string attn = prefix + ".self_attn";
+  Value q = linear(n, attn + ".q_proj", hidden, qWidth, config.qkvBias, std);
+  Value k = linear(n, attn + ".k_proj", hidden, kvWidth, config.qkvBias, std);
+  Value v = linear(n, attn + ".v_proj", hidden, kvWidth, config.qkvBias, std);
+  auto rope = [&](Value x, int64_t heads) -> Value {
+    return nn::RoPEOp::create(b, loc, x.getType(), x, positions,
+                              b.getI64IntegerAttr(heads),
+                              b.getF64FloatAttr(config.ropeTheta),
+                              /*inverse=*/UnitAttr());
+  };
+  Value a = attention(rope(q, config.numHeads), rope(k, config.numKvHeads), v);
+  h = add(h,
+          linear(a, attn + ".o_proj", qWidth, hidden, config.outputBias, std));
+
+  Value n2 = rmsNorm(h, prefix + ".post_attention_layernorm");
+  std::string mlp = prefix + ".mlp";
+  int64_t inner = config.intermediateSize;
+  Value gate =
+      linear(n2, mlp + ".gate_proj", hidden, inner, config.mlpBias, std);
+  Value up = linear(n2, mlp + ".up_proj", hidden, inner, config.mlpBias, std);
+  Value act = nn::SwiGLUOp::create(b, loc, gate.getType(), gate, up);
+  return add(
+      h, linear(act, mlp + ".down_proj", inner, hidden, config.mlpBias, std));
+}
+
+Value ModelBuilder::gpt2Layer(Value h, int64_t layer) {
+  std::string prefix = formatv("transformer.h.{0}", layer).str();
+  int64_t hidden = config.hiddenSize;
+  double std = config.initializerRange;
+  // GPT-2 scales the init of the projections into the residual stream.
+  double residualStd = std / std::sqrt(2.0 * config.numLayers);
+
+  Value n = layerNorm(h, prefix + ".ln_1");
+  Value qkv = conv1d(n, prefix + ".attn.c_attn", hidden, 3 * hidden, std);
+  Type part = hiddenType(hidden);
+  auto split = nn::SplitOp::create(b, loc, TypeRange{part, part, part}, qkv);
+  Value a =
+      attention(split.getResult(0), split.getResult(1), split.getResult(2));
+  h = add(h, conv1d(a, prefix + ".attn.c_proj", hidden, hidden, residualStd));
+
+  Value n2 = layerNorm(h, prefix + ".ln_2");
+  int64_t inner = config.intermediateSize;
+  Value fc = conv1d(n2, prefix + ".mlp.c_fc", hidden, inner, std);
+  Value act = nn::GeluOp::create(
+      b, loc, fc.getType(), fc,
+      nn::GeluApproximationAttr::get(
+          &context, config.geluTanh ? nn::GeluApproximation::tanh
+                                    : nn::GeluApproximation::none));
+  return add(h,
+             conv1d(act, prefix + ".mlp.c_proj", inner, hidden, residualStd));
+}
+
+OwningOpRef<ModuleOp> ModelBuilder::build() {
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module->getBody());
+  auto func =
+      func::FuncOp::create(b, loc, "forward", b.getFunctionType({}, {}));
+  body = func.addEntryBlock();
+  b.setInsertionPointToStart(body);
+
+  Value tokens = input("tokens");
+  positions = input("positions");
+  Value targets = input("targets");
+  int64_t hidden = config.hiddenSize;
+  double std = config.initializerRange;
+  bool gpt2 = config.architecture == Architecture::GPT2;
+
+  Value table =
+      param(gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight",
+            {config.vocabSize, hidden}, normalInit(std));
+  Value h = nn::EmbeddingOp::create(b, loc, hiddenType(hidden), table, tokens);
+  if (gpt2) {
+    Value wpe = param("transformer.wpe.weight", {config.maxPositions, hidden},
+                      normalInit(std));
+    h = add(
+        h, nn::EmbeddingOp::create(b, loc, hiddenType(hidden), wpe, positions));
+  }
+  for (int64_t layer = 0; layer < config.numLayers; ++layer)
+    h = gpt2 ? gpt2Layer(h, layer) : llamaLayer(h, layer);
+  h = gpt2 ? layerNorm(h, "transformer.ln_f") : rmsNorm(h, "model.norm");
+
+  Value head = config.tieEmbeddings
+                   ? table
+                   : param("lm_head.weight", {config.vocabSize, hidden},
+                           normalInit(std));
+  Value logits =
+      nn::LinearOp::create(b, loc, hiddenType(config.vocabSize), h, head,
+                           Value(), /*transpose_weight=*/false);
+  Value loss = nn::CrossEntropyOp::create(
+      b, loc, RankedTensorType::get({}, Float32Type::get(&context)), logits,
+      targets, b.getI64IntegerAttr(-100));
+  func::ReturnOp::create(b, loc, loss);
+
+  func.setType(b.getFunctionType(body->getArgumentTypes(), {loss.getType()}));
+  func.setAllArgAttrs(argAttrs);
+  return module;
+}
+
+} // namespace
+
+llvm::Expected<OwningOpRef<ModuleOp>>
+kiln::buildForward(MLIRContext &context, const ModelConfig &config,
+                   const BatchShape &shape) {
+  if (shape.batch <= 0 || shape.seqLen <= 0)
+    return llvm::createStringError(
+        formatv("batch ({0}) and sequence length ({1}) must be positive",
+                shape.batch, shape.seqLen)
+            .str());
+  if (config.slidingWindow > 0 && config.slidingWindow < shape.seqLen)
+    return llvm::createStringError(
+        formatv("sliding_window ({0}) is shorter than the sequence length "
+                "({1}); Kiln attends to the whole sequence, so train with "
+                "--seq-len {0} or less",
+                config.slidingWindow, shape.seqLen)
+            .str());
+  if (config.architecture == Architecture::GPT2 &&
+      shape.seqLen > config.maxPositions)
+    return llvm::createStringError(
+        formatv("the sequence length ({0}) exceeds n_positions ({1}), the "
+                "number of learned position embeddings",
+                shape.seqLen, config.maxPositions)
+            .str());
+  context.loadDialect<nn::NNDialect, func::FuncDialect>();
+  OwningOpRef<ModuleOp> module = ModelBuilder(context, config, shape).build();
+  if (failed(verify(*module)))
+    return llvm::createStringError(
+        "internal error: the front end built invalid IR (see the diagnostics "
+        "above)");
+  return module;
+}
+
+std::vector<ParameterInfo> kiln::listParameters(ModuleOp module) {
+  std::vector<ParameterInfo> params;
+  auto func = module.lookupSymbol<func::FuncOp>("forward");
+  if (!func)
+    return params;
+  for (BlockArgument arg : func.getArguments()) {
+    auto name =
+        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "kiln.param");
+    if (!name)
+      continue;
+    auto init =
+        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "kiln.init");
+    auto type = cast<RankedTensorType>(arg.getType());
+    params.push_back(
+        {name.str(),
+         std::vector<int64_t>(type.getShape().begin(), type.getShape().end()),
+         init ? init.str() : std::string()});
+  }
+  return params;
+}

@@ -1,0 +1,52 @@
+//===- BuildModel.h - Model configs to nn IR --------------------*- C++ -*-===//
+//
+// The front end: builds the forward pass of a supported model, from token ids
+// to the mean cross-entropy loss, as a function in the nn dialect.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_COMPILER_FRONTEND_BUILDMODEL_H
+#define KILN_COMPILER_FRONTEND_BUILDMODEL_H
+
+#include "compiler/frontend/ModelConfig.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+namespace kiln {
+
+/// The precision the forward pass computes in. Parameters are always FP32
+/// master weights; with BF16 they are cast at their use and activations are
+/// BF16 (reductions accumulate in FP32 inside each op).
+enum class Precision { BF16, FP32 };
+
+struct BatchShape {
+  int64_t batch = 1;
+  int64_t seqLen = 1024;
+  Precision precision = Precision::BF16;
+};
+
+/// Builds `func.func @forward(tokens, positions, targets, params...) -> loss`.
+/// Inputs are `tensor<batch x seq x i32>` marked `kiln.input`; parameters are
+/// FP32 tensors marked `kiln.param` with their Hugging Face name and
+/// `kiln.init` with their initialisation (`normal:<std>`, `ones`, `zeros`).
+/// Fails when the shape contradicts the config (e.g. a sliding window shorter
+/// than the sequence).
+llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
+buildForward(mlir::MLIRContext &context, const ModelConfig &config,
+             const BatchShape &shape);
+
+/// One parameter of a built forward function.
+struct ParameterInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string init;
+  int64_t numElements() const;
+};
+
+/// The parameters of a function built by buildForward, in argument order.
+std::vector<ParameterInfo> listParameters(mlir::ModuleOp module);
+
+} // namespace kiln
+
+#endif // KILN_COMPILER_FRONTEND_BUILDMODEL_H

@@ -1,0 +1,374 @@
+//===- ModelConfig.cpp - Hugging Face model configurations ----------------===//
+
+#include "compiler/frontend/ModelConfig.h"
+
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Regex.h"
+
+#include <optional>
+
+using namespace kiln;
+using llvm::Error;
+using llvm::Expected;
+using llvm::StringRef;
+using llvm::json::Object;
+using llvm::json::Value;
+
+StringRef kiln::architectureName(Architecture arch) {
+  switch (arch) {
+  case Architecture::Llama:
+    return "LlamaForCausalLM";
+  case Architecture::Mistral:
+    return "MistralForCausalLM";
+  case Architecture::Qwen2:
+    return "Qwen2ForCausalLM";
+  case Architecture::GPT2:
+    return "GPT2LMHeadModel";
+  }
+  return "unknown";
+}
+
+namespace {
+
+/// Prints a number as a person would write it (0.1, 1e-05, 10000).
+std::string formatNumber(double value) {
+  return llvm::formatv("{0}", llvm::format("%g", value)).str();
+}
+
+/// Typed access to the keys of a config object; the first problem found is
+/// kept and reported with the file and key.
+class ConfigReader {
+public:
+  ConfigReader(const Object &object, StringRef path)
+      : object(object), path(path.str()) {}
+
+  /// A required positive integer.
+  int64_t positive(StringRef key) {
+    std::optional<int64_t> value = optionalInteger(key);
+    if (!value && !error)
+      fail(key, "is required");
+    if (value && *value <= 0)
+      fail(key, llvm::formatv("must be positive, got {0}", *value).str());
+    return value.value_or(1);
+  }
+
+  /// An optional positive integer (absent or null gives `fallback`).
+  int64_t positiveOr(StringRef key, int64_t fallback) {
+    std::optional<int64_t> value = optionalInteger(key);
+    if (value && *value <= 0)
+      fail(key, llvm::formatv("must be positive, got {0}", *value).str());
+    return value.value_or(fallback);
+  }
+
+  std::optional<int64_t> optionalInteger(StringRef key) {
+    const Value *value = object.get(key);
+    if (!value || value->kind() == Value::Null)
+      return std::nullopt;
+    if (std::optional<int64_t> integer = value->getAsInteger())
+      return integer;
+    fail(key, "must be an integer, got " + describe(*value));
+    return std::nullopt;
+  }
+
+  double numberOr(StringRef key, double fallback) {
+    const Value *value = object.get(key);
+    if (!value || value->kind() == Value::Null)
+      return fallback;
+    if (std::optional<double> number = value->getAsNumber())
+      return *number;
+    fail(key, "must be a number, got " + describe(*value));
+    return fallback;
+  }
+
+  bool boolOr(StringRef key, bool fallback) {
+    const Value *value = object.get(key);
+    if (!value || value->kind() == Value::Null)
+      return fallback;
+    if (std::optional<bool> flag = value->getAsBoolean())
+      return *flag;
+    fail(key, "must be true or false, got " + describe(*value));
+    return fallback;
+  }
+
+  std::optional<std::string> optionalString(StringRef key) {
+    const Value *value = object.get(key);
+    if (!value || value->kind() == Value::Null)
+      return std::nullopt;
+    if (std::optional<StringRef> text = value->getAsString())
+      return text->str();
+    fail(key, "must be a string, got " + describe(*value));
+    return std::nullopt;
+  }
+
+  bool has(StringRef key) const {
+    const Value *value = object.get(key);
+    return value && value->kind() != Value::Null;
+  }
+
+  const Value *get(StringRef key) const { return object.get(key); }
+
+  /// Records a problem with `key`; only the first one is reported.
+  void fail(StringRef key, const std::string &problem) {
+    if (!error)
+      error = llvm::formatv("{0}: '{1}' {2}", path, key, problem).str();
+  }
+
+  Error takeError() {
+    if (!error)
+      return Error::success();
+    return llvm::createStringError(*error);
+  }
+
+  static std::string describe(const Value &value) {
+    switch (value.kind()) {
+    case Value::Null:
+      return "null";
+    case Value::Boolean:
+      return *value.getAsBoolean() ? "true" : "false";
+    case Value::Number:
+      return formatNumber(*value.getAsNumber());
+    case Value::String:
+      return ("the string \"" + *value.getAsString() + "\"").str();
+    case Value::Array:
+      return "an array";
+    case Value::Object:
+      return "an object";
+    }
+    return "a value";
+  }
+
+private:
+  const Object &object;
+  std::string path;
+  std::optional<std::string> error;
+};
+
+/// Refuses keys whose meaning Kiln does not implement.
+void refuseUnsupported(ConfigReader &reader) {
+  for (StringRef key :
+       {"num_local_experts", "num_experts", "num_experts_per_tok",
+        "n_routed_experts", "moe_intermediate_size"})
+    if (reader.has(key))
+      reader.fail(key, "asks for a mixture-of-experts model, which Kiln "
+                       "does not support");
+  if (const Value *scaling = reader.get("rope_scaling");
+      scaling && scaling->kind() != Value::Null) {
+    std::string type = "an unknown";
+    if (const Object *object = scaling->getAsObject()) {
+      for (StringRef typeKey : {"rope_type", "type"})
+        if (std::optional<StringRef> name = object->getString(typeKey))
+          type = ("type '" + *name + "'").str();
+      if (type == "type 'default'")
+        return;
+    }
+    reader.fail("rope_scaling", "asks for " + type +
+                                    " RoPE scaling; Kiln implements "
+                                    "unscaled RoPE only (set it to null)");
+  }
+  if (double factor = reader.numberOr("partial_rotary_factor", 1.0);
+      factor != 1.0)
+    reader.fail("partial_rotary_factor",
+                "is " + formatNumber(factor) + "; Kiln rotates the whole head");
+  if (double dropout = reader.numberOr("attention_dropout", 0.0);
+      dropout != 0.0)
+    reader.fail("attention_dropout",
+                "is " + formatNumber(dropout) +
+                    "; Kiln does not apply attention dropout");
+}
+
+Expected<ModelConfig> parseLlamaFamily(ConfigReader &reader,
+                                       Architecture arch) {
+  ModelConfig config;
+  config.architecture = arch;
+  config.vocabSize = reader.positive("vocab_size");
+  config.hiddenSize = reader.positive("hidden_size");
+  config.intermediateSize = reader.positive("intermediate_size");
+  config.numLayers = reader.positive("num_hidden_layers");
+  config.numHeads = reader.positive("num_attention_heads");
+  config.numKvHeads = reader.positiveOr("num_key_value_heads", config.numHeads);
+  config.headDim = reader.positiveOr(
+      "head_dim", std::max<int64_t>(1, config.hiddenSize / config.numHeads));
+  config.maxPositions = reader.positiveOr("max_position_embeddings", 4096);
+  config.normEpsilon = reader.numberOr("rms_norm_eps", 1e-6);
+  config.ropeTheta = reader.numberOr("rope_theta", 10000.0);
+  config.tieEmbeddings = reader.boolOr("tie_word_embeddings", false);
+  config.initializerRange = reader.numberOr("initializer_range", 0.02);
+  if (std::optional<std::string> act = reader.optionalString("hidden_act");
+      act && *act != "silu")
+    reader.fail("hidden_act", "is \"" + *act +
+                                  "\"; Kiln implements the SiLU-gated MLP "
+                                  "(\"silu\") of this architecture");
+  switch (arch) {
+  case Architecture::Llama:
+    config.qkvBias = config.outputBias = reader.boolOr("attention_bias", false);
+    config.mlpBias = reader.boolOr("mlp_bias", false);
+    break;
+  case Architecture::Mistral:
+    config.slidingWindow = reader.optionalInteger("sliding_window").value_or(0);
+    break;
+  case Architecture::Qwen2:
+    config.qkvBias = true;
+    if (reader.boolOr("use_sliding_window", false))
+      config.slidingWindow =
+          reader.optionalInteger("sliding_window").value_or(0);
+    break;
+  case Architecture::GPT2:
+    break;
+  }
+  refuseUnsupported(reader);
+  if (Error error = reader.takeError())
+    return std::move(error);
+  if (config.normEpsilon <= 0)
+    reader.fail("rms_norm_eps", "must be positive");
+  if (config.ropeTheta <= 0)
+    reader.fail("rope_theta", "must be positive");
+  if (config.numHeads % config.numKvHeads != 0)
+    reader.fail("num_key_value_heads",
+                llvm::formatv("({0}) must divide num_attention_heads ({1})",
+                              config.numKvHeads, config.numHeads)
+                    .str());
+  if (config.headDim % 2 != 0)
+    reader.fail("head_dim",
+                llvm::formatv("({0}) must be even for rotary embeddings",
+                              config.headDim)
+                    .str());
+  if (!reader.has("head_dim") && config.hiddenSize % config.numHeads != 0)
+    reader.fail("num_attention_heads",
+                llvm::formatv("({0}) must divide hidden_size ({1})",
+                              config.numHeads, config.hiddenSize)
+                    .str());
+  if (Error error = reader.takeError())
+    return std::move(error);
+  return config;
+}
+
+Expected<ModelConfig> parseGPT2(ConfigReader &reader) {
+  ModelConfig config;
+  config.architecture = Architecture::GPT2;
+  config.vocabSize = reader.positive("vocab_size");
+  config.hiddenSize = reader.positive("n_embd");
+  config.numLayers = reader.positive("n_layer");
+  config.numHeads = reader.positive("n_head");
+  config.numKvHeads = config.numHeads;
+  config.headDim = std::max<int64_t>(1, config.hiddenSize / config.numHeads);
+  config.intermediateSize = reader.positiveOr("n_inner", 4 * config.hiddenSize);
+  config.maxPositions = reader.positiveOr("n_positions", 1024);
+  config.normEpsilon = reader.numberOr("layer_norm_epsilon", 1e-5);
+  config.tieEmbeddings = reader.boolOr("tie_word_embeddings", true);
+  config.initializerRange = reader.numberOr("initializer_range", 0.02);
+  config.qkvBias = config.outputBias = config.mlpBias = true;
+  std::string act =
+      reader.optionalString("activation_function").value_or("gelu_new");
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast")
+    config.geluTanh = true;
+  else if (act == "gelu")
+    config.geluTanh = false;
+  else
+    reader.fail("activation_function",
+                "is \"" + act +
+                    "\"; Kiln supports \"gelu_new\" (tanh GELU) and \"gelu\"");
+  if (!reader.boolOr("scale_attn_weights", true))
+    config.attentionScale = 1.0;
+  if (reader.boolOr("scale_attn_by_inverse_layer_idx", false))
+    reader.fail("scale_attn_by_inverse_layer_idx",
+                "is true; Kiln scales every layer's attention alike");
+  if (reader.boolOr("add_cross_attention", false))
+    reader.fail("add_cross_attention",
+                "is true; Kiln builds decoder-only models");
+  for (StringRef key : {"resid_pdrop", "embd_pdrop", "attn_pdrop"})
+    if (double p = reader.numberOr(key, 0.0); p != 0.0)
+      config.notes.push_back(
+          (key + " = " + formatNumber(p) + ": dropout is not applied").str());
+  refuseUnsupported(reader);
+  if (Error error = reader.takeError())
+    return std::move(error);
+  if (config.hiddenSize % config.numHeads != 0)
+    reader.fail("n_head", llvm::formatv("({0}) must divide n_embd ({1})",
+                                        config.numHeads, config.hiddenSize)
+                              .str());
+  if (config.normEpsilon <= 0)
+    reader.fail("layer_norm_epsilon", "must be positive");
+  if (Error error = reader.takeError())
+    return std::move(error);
+  return config;
+}
+
+} // namespace
+
+Expected<ModelConfig> kiln::parseModelConfig(StringRef text, StringRef path) {
+  Expected<Value> json = llvm::json::parse(text);
+  if (!json) {
+    // llvm::json reports "[line:column, byte=offset]: message"; show it as
+    // a compiler would, "file:line:column: invalid JSON: message".
+    std::string message = llvm::toString(json.takeError());
+    llvm::SmallVector<StringRef> match;
+    if (llvm::Regex("^\\[([0-9]+):([0-9]+), byte=[0-9]+\\]: (.*)$")
+            .match(message, &match))
+      return llvm::createStringError(
+          llvm::formatv("{0}:{1}:{2}: invalid JSON: {3}", path, match[1],
+                        match[2], match[3])
+              .str());
+    return llvm::createStringError(
+        llvm::formatv("{0}: invalid JSON: {1}", path, message).str());
+  }
+  const Object *object = json->getAsObject();
+  if (!object)
+    return llvm::createStringError(
+        llvm::formatv("{0}: expected a JSON object at the top level", path)
+            .str());
+  ConfigReader reader(*object, path);
+
+  // The architecture: `architectures[0]`, else `model_type`.
+  std::string name;
+  if (const Value *archs = object->get("architectures")) {
+    const llvm::json::Array *array = archs->getAsArray();
+    if (!array || array->empty() || !(*array)[0].getAsString())
+      return llvm::createStringError(
+          llvm::formatv("{0}: 'architectures' must be a non-empty array of "
+                        "strings",
+                        path)
+              .str());
+    name = (*array)[0].getAsString()->str();
+  } else if (std::optional<std::string> type =
+                 reader.optionalString("model_type")) {
+    name = *type;
+  } else {
+    if (Error error = reader.takeError())
+      return std::move(error);
+    return llvm::createStringError(
+        llvm::formatv("{0}: neither 'architectures' nor 'model_type' says "
+                      "which model this is",
+                      path)
+            .str());
+  }
+  std::optional<Architecture> arch =
+      llvm::StringSwitch<std::optional<Architecture>>(name)
+          .Cases({"LlamaForCausalLM", "llama"}, Architecture::Llama)
+          .Cases({"MistralForCausalLM", "mistral"}, Architecture::Mistral)
+          .Cases({"Qwen2ForCausalLM", "qwen2"}, Architecture::Qwen2)
+          .Cases({"GPT2LMHeadModel", "gpt2"}, Architecture::GPT2)
+          .Default(std::nullopt);
+  if (!arch)
+    return llvm::createStringError(
+        llvm::formatv("{0}: unsupported architecture '{1}' (Kiln supports "
+                      "LlamaForCausalLM, MistralForCausalLM, "
+                      "Qwen2ForCausalLM and GPT2LMHeadModel)",
+                      path, name)
+            .str());
+  if (*arch == Architecture::GPT2)
+    return parseGPT2(reader);
+  return parseLlamaFamily(reader, *arch);
+}
+
+Expected<ModelConfig> kiln::readModelConfig(StringRef path) {
+  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer =
+      llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return llvm::createStringError(llvm::formatv("{0}: cannot read: {1}", path,
+                                                 buffer.getError().message())
+                                       .str());
+  return parseModelConfig((*buffer)->getBuffer(), path);
+}
