@@ -58,4 +58,44 @@ def NNAutodiffPass : Pass<"nn-autodiff", "mlir::ModuleOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def NNLowerToTilePass : Pass<"nn-lower-to-tile", "mlir::ModuleOp"> {
+  let summary = "Lowers the nn training step to kernel-granularity tile ops";
+  let description = [{
+    Decides what becomes one kernel. Linear layers, their weight gradients
+    and batched matmuls become `tile.gemm` with explicit geometry (batch, m,
+    n, k), layouts and a bias epilogue; attention becomes `tile.attention`,
+    which also returns the log-sum-exp that `tile.attention_grad` reuses
+    instead of recomputing the softmax statistics; losses, embedding
+    gradients, the gradient norm and AdamW become their kernels; every other
+    op is elementwise or row-wise and is wrapped in its own `tile.fused`
+    region, for `nn-fuse` to merge. `kiln.chunk` tags carry over. All shapes
+    must be static.
+  }];
+  let dependentDialects = ["::kiln::tile::TileDialect"];
+}
+
+def TilePlanMemoryPass : Pass<"tile-plan-memory", "mlir::ModuleOp"> {
+  let summary = "Assigns every tensor of the training step an arena offset";
+  let description = [{
+    The runtime runs a step in one preallocated arena, so that no kernel
+    allocates. Function arguments (parameters, optimizer moments, inputs)
+    get their own persistent buffers; every other value gets an offset that
+    it shares with values whose lifetimes do not overlap (first fit in
+    program order, buffers freed after their last use). `tile.adamw` updates
+    in place: its results take the offsets of the tensors they replace.
+
+    Attributes written: `kiln.offset` on each argument, `kiln.offsets` on
+    each op with results, `kiln.arena_bytes` and `kiln.persistent_bytes` on
+    the function. With `report`, prints the peak and the largest buffers.
+  }];
+  let options = [
+    Option<"function", "function", "std::string", "\"train_step\"",
+           "Function to plan">,
+    Option<"alignment", "alignment", "int64_t", "256",
+           "Byte alignment of every buffer (a GPU's preferred vector access)">,
+    Option<"report", "report", "bool", "false",
+           "Print what was planned and why">,
+  ];
+}
+
 #endif // KILN_PASSES

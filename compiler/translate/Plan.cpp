@@ -1,0 +1,309 @@
+//===- Plan.cpp - tile IR to the runtime's plan ---------------------------===//
+
+#include "compiler/translate/Plan.h"
+
+#include "dialects/nn/NNDialect.h"
+#include "dialects/tile/TileOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Tools/mlir-translate/Translation.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/Support/JSON.h"
+
+using namespace mlir;
+using namespace kiln;
+namespace json = llvm::json;
+
+namespace {
+
+std::string dtypeName(Type type) {
+  if (type.isF32())
+    return "f32";
+  if (type.isBF16())
+    return "bf16";
+  if (type.isInteger(32))
+    return "i32";
+  if (type.isInteger(64))
+    return "i64";
+  if (isa<Float8E4M3FNType>(type))
+    return "f8e4m3";
+  if (isa<Float8E5M2Type>(type))
+    return "f8e5m2";
+  std::string name;
+  llvm::raw_string_ostream os(name);
+  os << type;
+  return name;
+}
+
+json::Object tensorJson(Type type) {
+  auto tensor = cast<RankedTensorType>(type);
+  json::Array shape;
+  for (int64_t d : tensor.getShape())
+    shape.push_back(d);
+  return json::Object{{"dtype", dtypeName(tensor.getElementType())},
+                      {"shape", std::move(shape)}};
+}
+
+/// The op's own attributes as JSON (Kiln's bookkeeping `kiln.*` attributes
+/// are left out; they appear in their own fields).
+json::Object attrsJson(Operation *op) {
+  json::Object attrs;
+  for (NamedAttribute named : op->getAttrs()) {
+    StringRef name = named.getName().getValue();
+    if (name.starts_with("kiln."))
+      continue;
+    Attribute attr = named.getValue();
+    if (auto integer = dyn_cast<IntegerAttr>(attr)) {
+      attrs[name] = integer.getInt();
+    } else if (auto number = dyn_cast<FloatAttr>(attr)) {
+      attrs[name] = number.getValueAsDouble();
+    } else if (isa<UnitAttr>(attr)) {
+      attrs[name] = true;
+    } else if (auto flag = dyn_cast<BoolAttr>(attr)) {
+      attrs[name] = flag.getValue();
+    } else if (auto array = dyn_cast<DenseI64ArrayAttr>(attr)) {
+      json::Array values;
+      for (int64_t v : array.asArrayRef())
+        values.push_back(v);
+      attrs[name] = std::move(values);
+    } else {
+      // Enums and the rest: their printed value (`tanh`).
+      std::string text;
+      llvm::raw_string_ostream os(text);
+      attr.print(os, /*elideType=*/true);
+      StringRef value(text);
+      if (value.starts_with("#") && value.contains('<'))
+        value = value.drop_until([](char c) { return c == '<'; })
+                    .drop_front()
+                    .drop_back()
+                    .rsplit(' ')
+                    .second;
+      attrs[name] = value.str();
+    }
+  }
+  return attrs;
+}
+
+/// The kernel name of an op: its name without the dialect prefix.
+std::string kernelName(Operation *op) {
+  return op->getName().stripDialect().str();
+}
+
+class PlanWriter {
+public:
+  explicit PlanWriter(func::FuncOp func) : func(func) {}
+  FailureOr<json::Object> build();
+
+private:
+  int64_t idOf(Value v) { return ids.lookup(v); }
+  int64_t addValue(Value v, int64_t offset);
+  FailureOr<json::Object> fusedStep(tile::FusedOp fused);
+
+  func::FuncOp func;
+  llvm::DenseMap<Value, int64_t> ids;
+  json::Array values;
+};
+
+int64_t PlanWriter::addValue(Value v, int64_t offset) {
+  int64_t id = values.size();
+  ids[v] = id;
+  json::Object value = tensorJson(v.getType());
+  value["id"] = id;
+  value["offset"] = offset;
+  values.push_back(std::move(value));
+  return id;
+}
+
+FailureOr<json::Object> PlanWriter::fusedStep(tile::FusedOp fused) {
+  // Body values are numbered: block arguments first, then each result.
+  Block &block = fused.getBody().front();
+  llvm::DenseMap<Value, int64_t> local;
+  json::Array temps;
+  for (BlockArgument arg : block.getArguments())
+    local[arg] = local.size();
+  json::Array body;
+  for (Operation &op : block.without_terminator()) {
+    json::Array operands, results;
+    for (Value operand : op.getOperands())
+      operands.push_back(local.lookup(operand));
+    for (Value result : op.getResults()) {
+      int64_t index = local.size();
+      local[result] = index;
+      results.push_back(index);
+      json::Object temp = tensorJson(result.getType());
+      temp["index"] = index;
+      temps.push_back(std::move(temp));
+    }
+    body.push_back(json::Object{{"op", kernelName(&op)},
+                                {"operands", std::move(operands)},
+                                {"results", std::move(results)},
+                                {"attrs", attrsJson(&op)}});
+  }
+  json::Array yields;
+  for (Value v : block.getTerminator()->getOperands())
+    yields.push_back(local.lookup(v));
+  return json::Object{{"body", std::move(body)},
+                      {"temporaries", std::move(temps)},
+                      {"yield", std::move(yields)}};
+}
+
+FailureOr<json::Object> PlanWriter::build() {
+  Block &block = func.getBody().front();
+  json::Array inputs, parameters, outputs, steps;
+  llvm::StringMap<size_t> paramIndex;
+
+  for (BlockArgument arg : block.getArguments()) {
+    auto offset =
+        func.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), "kiln.offset");
+    if (!offset)
+      return func.emitError("plan: argument #")
+             << arg.getArgNumber()
+             << " has no kiln.offset; run tile-plan-memory first";
+    int64_t id = addValue(arg, offset.getInt());
+    auto attr = [&](StringRef name) {
+      return func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), name);
+    };
+    if (StringAttr name = attr("kiln.input")) {
+      inputs.push_back(json::Object{{"name", name.str()}, {"value", id}});
+    } else if (StringAttr name = attr("kiln.param")) {
+      StringAttr init = attr("kiln.init");
+      paramIndex[name.getValue()] = parameters.size();
+      parameters.push_back(
+          json::Object{{"name", name.str()},
+                       {"value", id},
+                       {"init", init ? init.str() : std::string("zeros")}});
+    } else if (StringAttr name = attr("kiln.exp_avg")) {
+      (*parameters[paramIndex.lookup(name.getValue())]
+            .getAsObject())["exp_avg"] = id;
+    } else if (StringAttr name = attr("kiln.exp_avg_sq")) {
+      (*parameters[paramIndex.lookup(name.getValue())]
+            .getAsObject())["exp_avg_sq"] = id;
+    } else {
+      return func.emitError("plan: argument #")
+             << arg.getArgNumber()
+             << " is neither an input, a parameter nor optimizer state";
+    }
+  }
+
+  for (Operation &op : block.without_terminator()) {
+    auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("kiln.offsets");
+    if (!offsets || offsets.size() != static_cast<int64_t>(op.getNumResults()))
+      return op.emitOpError("has no kiln.offsets; run tile-plan-memory first");
+    json::Array in, out;
+    for (Value operand : op.getOperands())
+      in.push_back(idOf(operand));
+    for (auto [result, offset] :
+         llvm::zip_equal(op.getResults(), offsets.asArrayRef()))
+      out.push_back(addValue(result, offset));
+    auto chunk = op.getAttrOfType<StringAttr>("kiln.chunk");
+    json::Object step{{"kernel", kernelName(&op)},
+                      {"chunk", chunk ? chunk.str() : std::string("F")},
+                      {"inputs", std::move(in)},
+                      {"outputs", std::move(out)}};
+    if (auto constant = dyn_cast<arith::ConstantOp>(op)) {
+      auto splat = dyn_cast<SplatElementsAttr>(constant.getValue());
+      if (!splat || !isa<FloatType>(splat.getElementType()))
+        return op.emitOpError("plan: only splat float constants are "
+                              "supported");
+      step["kernel"] = "fill";
+      step["attrs"] = json::Object{
+          {"value", splat.getSplatValue<APFloat>().convertToDouble()}};
+    } else if (auto fused = dyn_cast<tile::FusedOp>(op)) {
+      FailureOr<json::Object> region = fusedStep(fused);
+      if (failed(region))
+        return failure();
+      for (auto &entry : *region)
+        step[entry.first] = std::move(entry.second);
+    } else if (op.getDialect() && op.getDialect()->getNamespace() == "tile") {
+      step["attrs"] = attrsJson(&op);
+      if (auto adamw = dyn_cast<tile::AdamWOp>(op)) {
+        auto param = dyn_cast<BlockArgument>(adamw.getParam());
+        StringAttr name = param ? func.getArgAttrOfType<StringAttr>(
+                                      param.getArgNumber(), "kiln.param")
+                                : StringAttr();
+        if (!name)
+          return op.emitOpError("plan: updates a value that is not a "
+                                "parameter argument");
+        (*parameters[paramIndex.lookup(name.getValue())]
+              .getAsObject())["grad"] = idOf(adamw.getGrad());
+      }
+    } else {
+      return op.emitOpError("plan: not a kernel (lower to tile first)");
+    }
+    steps.push_back(std::move(step));
+  }
+
+  auto results = func.getBody().front().getTerminator()->getOperands();
+  for (auto [index, result] : llvm::enumerate(results))
+    if (auto name = func.getResultAttrOfType<StringAttr>(index, "kiln.output"))
+      outputs.push_back(
+          json::Object{{"name", name.str()}, {"value", idOf(result)}});
+
+  auto intAttr = [&](StringRef name) -> int64_t {
+    auto attr = func->getAttrOfType<IntegerAttr>(name);
+    return attr ? attr.getInt() : 0;
+  };
+  json::Object plan{
+      {"format", "kiln-plan"},
+      {"version", kPlanVersion},
+      {"function", func.getSymName().str()},
+      {"arena_bytes", intAttr("kiln.arena_bytes")},
+      {"persistent_bytes", intAttr("kiln.persistent_bytes")},
+      {"largest_buffer_bytes", intAttr("kiln.largest_buffer_bytes")},
+      {"values", std::move(values)},
+      {"inputs", std::move(inputs)},
+      {"parameters", std::move(parameters)},
+      {"outputs", std::move(outputs)},
+      {"steps", std::move(steps)}};
+  return plan;
+}
+
+/// Module-level facts the front end recorded (`kiln.model`), as JSON.
+json::Object modelJson(ModuleOp module) {
+  json::Object model;
+  if (auto dict = module->getAttrOfType<DictionaryAttr>("kiln.model"))
+    for (NamedAttribute named : dict) {
+      Attribute attr = named.getValue();
+      StringRef name = named.getName().getValue();
+      if (auto integer = dyn_cast<IntegerAttr>(attr))
+        model[name] = integer.getInt();
+      else if (auto number = dyn_cast<FloatAttr>(attr))
+        model[name] = number.getValueAsDouble();
+      else if (auto text = dyn_cast<StringAttr>(attr))
+        model[name] = text.str();
+      else if (auto flag = dyn_cast<BoolAttr>(attr))
+        model[name] = flag.getValue();
+    }
+  return model;
+}
+
+} // namespace
+
+LogicalResult kiln::writePlan(ModuleOp module, llvm::raw_ostream &os,
+                              StringRef function) {
+  auto func = module.lookupSymbol<func::FuncOp>(function);
+  if (!func)
+    return module.emitError("plan: no function @") << function;
+  FailureOr<json::Object> plan = PlanWriter(func).build();
+  if (failed(plan))
+    return failure();
+  (*plan)["model"] = modelJson(module);
+  os << llvm::formatv("{0:1}", json::Value(std::move(*plan))) << "\n";
+  return success();
+}
+
+void kiln::registerTileToPlanTranslation() {
+  TranslateFromMLIRRegistration registration(
+      "tile-to-plan", "Write the runtime plan of a memory-planned tile module",
+      [](Operation *op, llvm::raw_ostream &os) -> LogicalResult {
+        auto module = dyn_cast<ModuleOp>(op);
+        if (!module)
+          return op->emitError("plan: expects a module");
+        return writePlan(module, os);
+      },
+      [](DialectRegistry &registry) {
+        registry.insert<kiln::nn::NNDialect, kiln::tile::TileDialect,
+                        arith::ArithDialect, func::FuncDialect>();
+      });
+}

@@ -1,0 +1,31 @@
+//===- Plan.h - tile IR to the runtime's plan -------------------*- C++ -*-===//
+//
+// The plan is the one contract between compiler and runtime: a JSON
+// manifest of the training step's values (arena offsets, dtypes, shapes),
+// its inputs, parameters (Hugging Face names, init, optimizer state,
+// gradient) and outputs, and the ordered kernel steps with everything a
+// kernel needs. docs/plan.md describes the format.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_COMPILER_TRANSLATE_PLAN_H
+#define KILN_COMPILER_TRANSLATE_PLAN_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace kiln {
+
+/// The plan format version this compiler writes.
+constexpr int kPlanVersion = 1;
+
+/// Writes the plan of `function` (lowered to tile and memory-planned).
+mlir::LogicalResult writePlan(mlir::ModuleOp module, llvm::raw_ostream &os,
+                              llvm::StringRef function = "train_step");
+
+/// Registers `--tile-to-plan` with mlir-translate's registry.
+void registerTileToPlanTranslation();
+
+} // namespace kiln
+
+#endif // KILN_COMPILER_TRANSLATE_PLAN_H

@@ -1,0 +1,234 @@
+//===- TileOps.td - tile dialect operations -----------------*- tablegen -*-===//
+
+#ifndef KILN_TILE_OPS
+#define KILN_TILE_OPS
+
+include "dialects/tile/TileDialect.td"
+include "dialects/nn/NNDialect.td"
+include "mlir/IR/RegionKindInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+def Tile_GemmOp : Tile_Op<"gemm", [Pure]> {
+  let summary = "Batched GEMM with FP32 accumulation and a bias epilogue";
+  let description = [{
+    For each of `batch` problems, `C[m, n] = op(A) op(B) (+ bias[n])`, where
+    `A` holds `m x k` elements (`k x m` with `transpose_a`), `B` holds `k x n`
+    (`n x k` with `transpose_b`), all row-major and contiguous, consecutive
+    problems consecutive in memory. Operand tensors may have any shape with
+    the right number of elements: a linear layer's `[batch, seq, in]`
+    activations are an `m = batch * seq` by `k = in` matrix.
+
+    ```mlir
+    %y = tile.gemm %x, %w bias(%b) {batch = 1, m = 32, n = 96, k = 64, transpose_b}
+        : (tensor<2x16x64xbf16>, tensor<96x64xbf16>, tensor<96xbf16>) -> tensor<2x16x96xbf16>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$a, NN_FloatTensor:$b,
+                       Optional<NN_FloatTensor>:$bias,
+                       I64Attr:$batch, I64Attr:$m, I64Attr:$n, I64Attr:$k,
+                       UnitAttr:$transpose_a, UnitAttr:$transpose_b);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $a `,` $b (`bias` `(` $bias^ `)`)? attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tile_AttentionOp : Tile_Op<"attention", [Pure]> {
+  let summary = "Attention forward: output and per-row log-sum-exp";
+  let description = [{
+    The kernel of `nn.attention`. Besides the output it returns the
+    log-sum-exp of every query row's scores (`[batch, num_heads, seq]`,
+    FP32), which is all the backward kernel needs to rebuild the
+    probabilities.
+
+    ```mlir
+    %o, %lse = tile.attention %q, %k, %v {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+        : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>)
+        -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$query, NN_FloatTensor:$key,
+                       NN_FloatTensor:$value,
+                       Optional<NN_I32Vector>:$cu_seqlens,
+                       I64Attr:$num_heads, I64Attr:$num_kv_heads,
+                       UnitAttr:$causal, OptionalAttr<F64Attr>:$scale);
+  let results = (outs NN_FloatTensor:$result, NN_F32Tensor:$lse);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value (`cu_seqlens` `(` $cu_seqlens^ `)`)? attr-dict
+    `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tile_AttentionGradOp : Tile_Op<"attention_grad", [Pure]> {
+  let summary = "Attention backward from the saved output and log-sum-exp";
+  let description = [{
+    `dq`, `dk`, `dv` of `tile.attention` given the output gradient, the
+    forward operands, and the forward's output and log-sum-exp.
+
+    ```mlir
+    %dq, %dk, %dv = tile.attention_grad %do, %q, %k, %v, %o, %lse {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+        : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>,
+           tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+        -> (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>)
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$query,
+                       NN_FloatTensor:$key, NN_FloatTensor:$value,
+                       NN_FloatTensor:$output, NN_F32Tensor:$lse,
+                       Optional<NN_I32Vector>:$cu_seqlens,
+                       I64Attr:$num_heads, I64Attr:$num_kv_heads,
+                       UnitAttr:$causal, OptionalAttr<F64Attr>:$scale);
+  let results = (outs NN_FloatTensor:$query_grad, NN_FloatTensor:$key_grad,
+                      NN_FloatTensor:$value_grad);
+  let assemblyFormat = [{
+    $grad `,` $query `,` $key `,` $value `,` $output `,` $lse
+    (`cu_seqlens` `(` $cu_seqlens^ `)`)? attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tile_CrossEntropyOp : Tile_Op<"cross_entropy", [Pure]> {
+  let summary = "Mean cross-entropy loss kernel";
+  let description = [{
+    The kernel of `nn.cross_entropy`: one pass over each logits row (online
+    log-sum-exp), then the mean over non-ignored rows.
+
+    ```mlir
+    %l = tile.cross_entropy %logits, %t : (tensor<32x256xbf16>, tensor<32xi32>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$logits, NN_IndexTensor:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs NN_Scalar:$loss);
+  let assemblyFormat = [{
+    $logits `,` $targets attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def Tile_CrossEntropyGradOp : Tile_Op<"cross_entropy_grad", [Pure]> {
+  let summary = "Gradient of the cross-entropy loss with respect to the logits";
+  let description = [{
+    ```mlir
+    %dl = tile.cross_entropy_grad %one, %logits, %t
+        : (tensor<f32>, tensor<32x256xbf16>, tensor<32xi32>) -> tensor<32x256xbf16>
+    ```
+  }];
+  let arguments = (ins NN_Scalar:$grad, NN_FloatTensor:$logits,
+                       NN_IndexTensor:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $logits `,` $targets attr-dict `:`
+    functional-type(operands, results)
+  }];
+}
+
+def Tile_EmbeddingGradOp : Tile_Op<"embedding_grad", [Pure]> {
+  let summary = "Scatter-add of row gradients into an embedding table";
+  let description = [{
+    ```mlir
+    %dt = tile.embedding_grad %dh, %ids : (tensor<2x16x64xbf16>, tensor<2x16xi32>) -> tensor<320x64xbf16>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_IndexTensor:$ids);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $ids attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def Tile_GlobalNormOp : Tile_Op<"global_norm", [Pure]> {
+  let summary = "L2 norm over a list of tensors";
+  let description = [{
+    ```mlir
+    %n = tile.global_norm %g0, %g1 : (tensor<64x64xf32>, tensor<64xf32>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Variadic<NN_FloatTensor>:$inputs);
+  let results = (outs NN_Scalar:$result);
+  let assemblyFormat = [{
+    $inputs attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
+  let summary = "AdamW update kernel, in place on the parameter and moments";
+  let description = [{
+    The kernel of `nn.adamw_update`. Its results reuse the buffers of
+    `param`, `exp_avg` and `exp_avg_sq` (tile-plan-memory gives them the same
+    offsets), so the optimizer needs no extra memory.
+
+    ```mlir
+    %p2, %m2, %v2 = tile.adamw %p, %g, %m, %v, %lr, %step, %n
+        {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64,
+         weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
+        : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>,
+           tensor<f32>, tensor<f32>, tensor<f32>)
+        -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+    ```
+  }];
+  let arguments = (ins NN_F32Tensor:$param, NN_F32Tensor:$grad,
+                       NN_F32Tensor:$exp_avg, NN_F32Tensor:$exp_avg_sq,
+                       NN_Scalar:$lr, NN_Scalar:$step, NN_Scalar:$grad_norm,
+                       F64Attr:$beta1, F64Attr:$beta2, F64Attr:$epsilon,
+                       F64Attr:$weight_decay, F64Attr:$max_grad_norm);
+  let results = (outs NN_F32Tensor:$new_param, NN_F32Tensor:$new_exp_avg,
+                      NN_F32Tensor:$new_exp_avg_sq);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $exp_avg `,` $exp_avg_sq `,` $lr `,` $step `,`
+    $grad_norm attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def Tile_FusedOp : Tile_Op<"fused", [IsolatedFromAbove,
+    SingleBlockImplicitTerminator<"YieldOp">]> {
+  let summary = "A region of elementwise and row-wise nn ops run as one kernel";
+  let description = [{
+    The body's block arguments are the operands; `tile.yield` gives the
+    results. Values inside the body never reach memory: on the GPU they live
+    in registers and shared memory, on the host in temporaries. The body may
+    hold only ops that work row by row or element by element (norms and
+    their gradients, RoPE, activations, casts, elementwise arithmetic,
+    embedding gathers, splits, concatenations and column sums).
+    `nn-lower-to-tile` makes one region per op; `nn-fuse` merges them.
+
+    ```mlir
+    %n = tile.fused %h, %g : (tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16> {
+    ^bb0(%x: tensor<2x16x64xbf16>, %w: tensor<64xbf16>):
+      %y = nn.rms_norm %x, %w : (tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+      tile.yield %y : tensor<2x16x64xbf16>
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs);
+  let results = (outs Variadic<AnyRankedTensor>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $inputs attr-dict `:` functional-type($inputs, $results) $body
+  }];
+  let hasVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [
+    OpBuilder<(ins "::mlir::TypeRange":$resultTypes,
+                   "::mlir::ValueRange":$inputs)>
+  ];
+}
+
+def Tile_YieldOp : Tile_Op<"yield", [Pure, Terminator,
+    HasParent<"FusedOp">]> {
+  let summary = "Returns the results of a tile.fused region";
+  let description = [{
+    ```mlir
+    tile.yield %y : tensor<2x16x64xbf16>
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$values);
+  let builders = [OpBuilder<(ins), [{ /* empty yield */ }]>];
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
+#endif // KILN_TILE_OPS

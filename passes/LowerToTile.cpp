@@ -1,0 +1,255 @@
+//===- LowerToTile.cpp - nn-lower-to-tile ---------------------------------===//
+//
+// Lowers nn ops to tile kernels: GEMMs with explicit geometry, attention
+// that saves its log-sum-exp, loss/optimizer kernels, and one tile.fused
+// region per elementwise or row-wise op.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/nn/NNOps.h"
+#include "dialects/tile/TileOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_NNLOWERTOTILEPASS
+#include "passes/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+using namespace kiln;
+
+namespace {
+
+constexpr StringLiteral kChunkAttr = "kiln.chunk";
+
+/// Carries the chunk tag of the op being lowered to its replacement.
+void copyChunk(Operation *from, Operation *to) {
+  if (Attribute chunk = from->getAttr(kChunkAttr))
+    to->setAttr(kChunkAttr, chunk);
+}
+
+int64_t lastDim(Value v) {
+  return cast<RankedTensorType>(v.getType()).getShape().back();
+}
+
+int64_t numElements(Value v) {
+  return cast<RankedTensorType>(v.getType()).getNumElements();
+}
+
+/// `x W^T + b` (or `x W + b` with transpose_weight): one GEMM with the
+/// activations viewed as a [tokens, in] matrix.
+struct LowerLinear : OpRewritePattern<nn::LinearOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(nn::LinearOp op,
+                                PatternRewriter &rewriter) const override {
+    int64_t k = lastDim(op.getInput());
+    int64_t n = lastDim(op.getResult());
+    int64_t m = numElements(op.getInput()) / k;
+    auto gemm = rewriter.replaceOpWithNewOp<tile::GemmOp>(
+        op, op.getType(), op.getInput(), op.getWeight(), op.getBias(),
+        /*batch=*/1, m, n, k, /*transpose_a=*/false,
+        /*transpose_b=*/!op.getTransposeWeight());
+    copyChunk(op, gemm);
+    return success();
+  }
+};
+
+/// dW = dy^T x summed over tokens ([out, in]), or x^T dy for a weight stored
+/// [in, out]: the tokens are the GEMM's contraction dimension.
+struct LowerLinearWeightGrad : OpRewritePattern<nn::LinearWeightGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(nn::LinearWeightGradOp op,
+                                PatternRewriter &rewriter) const override {
+    Value dy = op.getGrad(), x = op.getInput();
+    int64_t tokens = numElements(x) / lastDim(x);
+    Value a = op.getTransposeWeight() ? x : dy;
+    Value b = op.getTransposeWeight() ? dy : x;
+    auto gemm = rewriter.replaceOpWithNewOp<tile::GemmOp>(
+        op, op.getType(), a, b, /*bias=*/Value(), /*batch=*/1, lastDim(a),
+        lastDim(b), tokens, /*transpose_a=*/true, /*transpose_b=*/false);
+    copyChunk(op, gemm);
+    return success();
+  }
+};
+
+struct LowerMatmul : OpRewritePattern<nn::MatmulOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(nn::MatmulOp op,
+                                PatternRewriter &rewriter) const override {
+    auto lhs = cast<RankedTensorType>(op.getLhs().getType());
+    auto result = cast<RankedTensorType>(op.getType());
+    int64_t rank = result.getRank();
+    int64_t m = result.getDimSize(rank - 2), n = result.getDimSize(rank - 1);
+    int64_t k = op.getTransposeLhs() ? lhs.getDimSize(rank - 2)
+                                     : lhs.getDimSize(rank - 1);
+    int64_t batch = result.getNumElements() / (m * n);
+    auto gemm = rewriter.replaceOpWithNewOp<tile::GemmOp>(
+        op, op.getType(), op.getLhs(), op.getRhs(), Value(), batch, m, n, k,
+        op.getTransposeLhs(), op.getTransposeRhs());
+    copyChunk(op, gemm);
+    return success();
+  }
+};
+
+/// The log-sum-exp type of an attention: [batch, num_heads, seq] FP32.
+RankedTensorType lseType(Value query, int64_t numHeads) {
+  auto type = cast<RankedTensorType>(query.getType());
+  return RankedTensorType::get(
+      {type.getDimSize(0), numHeads, type.getDimSize(1)},
+      Float32Type::get(query.getContext()));
+}
+
+struct LowerAttention : OpRewritePattern<nn::AttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(nn::AttentionOp op,
+                                PatternRewriter &rewriter) const override {
+    auto attention = tile::AttentionOp::create(
+        rewriter, op.getLoc(), op.getType(),
+        lseType(op.getQuery(), op.getNumHeads()), op.getQuery(), op.getKey(),
+        op.getValue(), op.getCuSeqlens(), op.getNumHeadsAttr(),
+        op.getNumKvHeadsAttr(), op.getCausalAttr(), op.getScaleAttr());
+    copyChunk(op, attention);
+    rewriter.replaceOp(op, attention.getResult());
+    return success();
+  }
+};
+
+/// Finds the forward kernel of the same attention, whose output and
+/// log-sum-exp the backward kernel reuses.
+tile::AttentionOp findForward(nn::AttentionGradOp op) {
+  for (Operation *user : op.getQuery().getUsers()) {
+    auto forward = dyn_cast<tile::AttentionOp>(user);
+    if (forward && forward.getKey() == op.getKey() &&
+        forward.getValue() == op.getValue() &&
+        forward.getCuSeqlens() == op.getCuSeqlens() &&
+        forward.getNumHeads() == op.getNumHeads() &&
+        forward.getNumKvHeads() == op.getNumKvHeads() &&
+        forward.getCausal() == op.getCausal() &&
+        forward.getScaleAttr() == op.getScaleAttr())
+      return forward;
+  }
+  return {};
+}
+
+struct LowerAttentionGrad : OpRewritePattern<nn::AttentionGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(nn::AttentionGradOp op,
+                                PatternRewriter &rewriter) const override {
+    tile::AttentionOp forward = findForward(op);
+    if (!forward) {
+      // No forward kernel to reuse (the gradient was built by hand):
+      // recompute the output and statistics.
+      forward = tile::AttentionOp::create(
+          rewriter, op.getLoc(), op.getQuery().getType(),
+          lseType(op.getQuery(), op.getNumHeads()), op.getQuery(), op.getKey(),
+          op.getValue(), op.getCuSeqlens(), op.getNumHeadsAttr(),
+          op.getNumKvHeadsAttr(), op.getCausalAttr(), op.getScaleAttr());
+      copyChunk(op, forward);
+    }
+    auto grad = rewriter.replaceOpWithNewOp<tile::AttentionGradOp>(
+        op, op.getResultTypes(), op.getGrad(), op.getQuery(), op.getKey(),
+        op.getValue(), forward.getResult(), forward.getLse(), op.getCuSeqlens(),
+        op.getNumHeadsAttr(), op.getNumKvHeadsAttr(), op.getCausalAttr(),
+        op.getScaleAttr());
+    copyChunk(op, grad);
+    return success();
+  }
+};
+
+/// One-to-one lowering of an nn op to the tile kernel with the same
+/// operands and attributes.
+template <typename From, typename To>
+struct LowerOneToOne : OpRewritePattern<From> {
+  using OpRewritePattern<From>::OpRewritePattern;
+  LogicalResult matchAndRewrite(From op,
+                                PatternRewriter &rewriter) const override {
+    auto lowered = To::create(rewriter, op.getLoc(), op->getResultTypes(),
+                              op->getOperands(), op->getAttrs());
+    rewriter.replaceOp(op, lowered->getResults());
+    return success();
+  }
+};
+
+/// Wraps an elementwise or row-wise op in its own tile.fused region.
+struct WrapInFused : RewritePattern {
+  WrapInFused(MLIRContext *context)
+      : RewritePattern(MatchAnyOpTypeTag(), /*benefit=*/1, context) {}
+  LogicalResult matchAndRewrite(Operation *op,
+                                PatternRewriter &rewriter) const override {
+    if (!tile::isFusible(op) || op->getParentOfType<tile::FusedOp>())
+      return rewriter.notifyMatchFailure(op, "not a fusible op at top level");
+    auto fused = tile::FusedOp::create(rewriter, op->getLoc(),
+                                       op->getResultTypes(), op->getOperands());
+    copyChunk(op, fused);
+    Block &body = fused.getBody().front();
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPointToStart(&body);
+    IRMapping mapping;
+    mapping.map(op->getOperands(), body.getArguments());
+    Operation *inner = rewriter.clone(*op, mapping);
+    inner->removeAttr(kChunkAttr);
+    tile::YieldOp::create(rewriter, op->getLoc(), inner->getResults());
+    rewriter.replaceOp(op, fused.getResults());
+    return success();
+  }
+};
+
+struct NNLowerToTilePass
+    : kiln::impl::NNLowerToTilePassBase<NNLowerToTilePass> {
+  void runOnOperation() final {
+    ModuleOp module = getOperation();
+    bool dynamic = false;
+    module.walk([&](Operation *op) {
+      if (op->getDialect() && op->getDialect()->getNamespace() == "nn")
+        for (Type type : op->getOperandTypes())
+          if (auto tensor = dyn_cast<RankedTensorType>(type);
+              tensor && !tensor.hasStaticShape()) {
+            op->emitOpError("nn-lower-to-tile needs static shapes, got ")
+                << tensor;
+            dynamic = true;
+          }
+    });
+    if (dynamic)
+      return signalPassFailure();
+
+    GreedyRewriteConfig config;
+    config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
+    config.enableFolding(false);
+    // Forward attention first, so that every backward kernel finds the
+    // forward kernel whose statistics it reuses.
+    RewritePatternSet forwardPatterns(&getContext());
+    forwardPatterns.add<LowerAttention>(&getContext());
+    if (failed(
+            applyPatternsGreedily(module, std::move(forwardPatterns), config)))
+      return signalPassFailure();
+
+    RewritePatternSet patterns(&getContext());
+    patterns.add<
+        LowerLinear, LowerLinearWeightGrad, LowerMatmul, LowerAttentionGrad,
+        WrapInFused, LowerOneToOne<nn::CrossEntropyOp, tile::CrossEntropyOp>,
+        LowerOneToOne<nn::CrossEntropyGradOp, tile::CrossEntropyGradOp>,
+        LowerOneToOne<nn::EmbeddingGradOp, tile::EmbeddingGradOp>,
+        LowerOneToOne<nn::GlobalNormOp, tile::GlobalNormOp>,
+        LowerOneToOne<nn::AdamWUpdateOp, tile::AdamWOp>>(&getContext());
+    if (failed(applyPatternsGreedily(module, std::move(patterns), config)))
+      return signalPassFailure();
+
+    // Every nn op is now a kernel or inside one.
+    WalkResult left = module.walk([&](Operation *op) {
+      if (op->getDialect() && op->getDialect()->getNamespace() == "nn" &&
+          !op->getParentOfType<tile::FusedOp>()) {
+        op->emitOpError("has no lowering to the tile dialect");
+        return WalkResult::interrupt();
+      }
+      return WalkResult::advance();
+    });
+    if (left.wasInterrupted())
+      return signalPassFailure();
+  }
+};
+
+} // namespace

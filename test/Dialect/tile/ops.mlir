@@ -1,0 +1,59 @@
+// RUN: kiln-opt %s | kiln-opt | FileCheck %s
+// RUN: kiln-opt %s --mlir-print-op-generic | kiln-opt | FileCheck %s
+
+// Every tile op round-trips in its custom and generic forms.
+
+// CHECK-LABEL: func.func @gemm
+func.func @gemm(%x: tensor<2x16x64xbf16>, %w: tensor<96x64xbf16>, %b: tensor<96xbf16>,
+                %a: tensor<4x8x16xf32>, %c: tensor<4x16x32xf32>) -> (tensor<2x16x96xbf16>, tensor<4x8x32xf32>) {
+  // CHECK: tile.gemm %{{.*}}, %{{.*}} bias(%{{.*}}) {batch = 1 : i64, k = 64 : i64, m = 32 : i64, n = 96 : i64, transpose_b} : (tensor<2x16x64xbf16>, tensor<96x64xbf16>, tensor<96xbf16>) -> tensor<2x16x96xbf16>
+  %0 = tile.gemm %x, %w bias(%b) {batch = 1 : i64, m = 32 : i64, n = 96 : i64, k = 64 : i64, transpose_b} : (tensor<2x16x64xbf16>, tensor<96x64xbf16>, tensor<96xbf16>) -> tensor<2x16x96xbf16>
+  // CHECK: tile.gemm %{{.*}}, %{{.*}} {batch = 4 : i64, k = 16 : i64, m = 8 : i64, n = 32 : i64} : (tensor<4x8x16xf32>, tensor<4x16x32xf32>) -> tensor<4x8x32xf32>
+  %1 = tile.gemm %a, %c {batch = 4 : i64, m = 8 : i64, n = 32 : i64, k = 16 : i64} : (tensor<4x8x16xf32>, tensor<4x16x32xf32>) -> tensor<4x8x32xf32>
+  return %0, %1 : tensor<2x16x96xbf16>, tensor<4x8x32xf32>
+}
+
+// CHECK-LABEL: func.func @attention
+func.func @attention(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x32xbf16>, %cu: tensor<3xi32>) {
+  // CHECK: %[[O:.+]], %[[LSE:.+]] = tile.attention %{{.*}}, %{{.*}}, %{{.*}} {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+  %o, %lse = tile.attention %q, %k, %k {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+  // CHECK: tile.attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[O]], %[[LSE]] cu_seqlens(%{{.*}}) {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+  %dq, %dk, %dv = tile.attention_grad %o, %q, %k, %k, %o, %lse cu_seqlens(%cu) {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+      : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>, tensor<2x16x64xbf16>, tensor<2x4x16xf32>, tensor<3xi32>)
+      -> (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>)
+  return
+}
+
+// CHECK-LABEL: func.func @loss_and_optimizer
+func.func @loss_and_optimizer(%l: tensor<32x256xbf16>, %t: tensor<32xi32>, %dy: tensor<32x64xbf16>,
+                              %p: tensor<64xf32>, %s: tensor<f32>) {
+  // CHECK: %[[LOSS:.+]] = tile.cross_entropy %{{.*}}, %{{.*}} : (tensor<32x256xbf16>, tensor<32xi32>) -> tensor<f32>
+  %loss = tile.cross_entropy %l, %t : (tensor<32x256xbf16>, tensor<32xi32>) -> tensor<f32>
+  // CHECK: tile.cross_entropy_grad %[[LOSS]], %{{.*}}, %{{.*}} {ignore_index = 0 : i64}
+  %dl = tile.cross_entropy_grad %loss, %l, %t {ignore_index = 0 : i64} : (tensor<f32>, tensor<32x256xbf16>, tensor<32xi32>) -> tensor<32x256xbf16>
+  // CHECK: tile.embedding_grad %{{.*}}, %{{.*}} : (tensor<32x64xbf16>, tensor<32xi32>) -> tensor<320x64xbf16>
+  %de = tile.embedding_grad %dy, %t : (tensor<32x64xbf16>, tensor<32xi32>) -> tensor<320x64xbf16>
+  // CHECK: %[[N:.+]] = tile.global_norm %{{.*}}, %{{.*}} : (tensor<64xf32>, tensor<64xf32>) -> tensor<f32>
+  %n = tile.global_norm %p, %p : (tensor<64xf32>, tensor<64xf32>) -> tensor<f32>
+  // CHECK: tile.adamw {{.*}}, %[[N]] {beta1 = 9.000000e-01 : f64
+  %p2, %m2, %v2 = tile.adamw %p, %p, %p, %p, %s, %s, %n {beta1 = 0.9 : f64, beta2 = 0.5 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// CHECK-LABEL: func.func @fused
+func.func @fused(%h: tensor<2x16x64xbf16>, %r: tensor<2x16x64xbf16>, %g: tensor<64xbf16>) -> tensor<2x16x64xbf16> {
+  // A residual add and an RMSNorm as one kernel.
+  // CHECK: tile.fused %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16> {
+  // CHECK-NEXT: ^bb0(%[[X:.+]]: tensor<2x16x64xbf16>, %[[Y:.+]]: tensor<2x16x64xbf16>, %[[W:.+]]: tensor<64xbf16>):
+  // CHECK-NEXT: %[[S:.+]] = nn.add %[[X]], %[[Y]]
+  // CHECK-NEXT: %[[N:.+]] = nn.rms_norm %[[S]], %[[W]]
+  // CHECK-NEXT: tile.yield %[[N]] : tensor<2x16x64xbf16>
+  %0 = tile.fused %h, %r, %g : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16> {
+  ^bb0(%x: tensor<2x16x64xbf16>, %y: tensor<2x16x64xbf16>, %w: tensor<64xbf16>):
+    %s = nn.add %x, %y : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16>
+    %n = nn.rms_norm %s, %w : (tensor<2x16x64xbf16>, tensor<64xbf16>) -> tensor<2x16x64xbf16>
+    tile.yield %n : tensor<2x16x64xbf16>
+  }
+  return %0 : tensor<2x16x64xbf16>
+}

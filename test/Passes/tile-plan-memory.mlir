@@ -1,0 +1,52 @@
+// RUN: kiln-opt %s --tile-plan-memory="function=step alignment=256" | FileCheck %s
+// RUN: kiln-opt %s --tile-plan-memory="function=step report" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REPORT
+// RUN: not kiln-opt %s --tile-plan-memory="function=missing" 2>&1 | FileCheck %s --check-prefix=MISSING
+
+// Arguments are persistent: 1 KiB each (16x16 f32), then the scalar in one
+// 256-byte block at 3072, so temporaries start at 3328.
+// CHECK-LABEL: func.func @step(
+// CHECK-SAME: {kiln.offset = 0 : i64}
+// CHECK-SAME: {kiln.offset = 1024 : i64}
+// CHECK-SAME: {kiln.offset = 2048 : i64}
+// CHECK-SAME: {kiln.offset = 3072 : i64}
+// CHECK-SAME: kiln.arena_bytes = 6400 : i64, kiln.largest_buffer_bytes = 1024 : i64, kiln.persistent_bytes = 3328 : i64
+// %a and %b are live together.
+// CHECK: %[[A:.+]] = tile.fused {{.*}}kiln.offsets = array<i64: 3328>
+// CHECK: %[[B:.+]] = tile.fused {{.*}}kiln.offsets = array<i64: 4352>
+// A result never shares memory with its op's operands: %c gets new space;
+// %a and %b die there, so %d reuses %a's.
+// CHECK: %[[C:.+]] = tile.fused {{.*}}kiln.offsets = array<i64: 5376>
+// CHECK: %[[D:.+]] = tile.fused {{.*}}kiln.offsets = array<i64: 3328>
+// AdamW updates in place: its results take the offsets of param, exp_avg and exp_avg_sq.
+// CHECK: tile.adamw {{.*}}kiln.offsets = array<i64: 0, 1024, 2048>
+
+// REPORT: tile-plan-memory: @step: arena 6400 bytes = 3328 persistent (parameters, optimizer state, inputs) + 3072 peak temporaries
+// REPORT: tile-plan-memory: largest buffer 1024 bytes (tensor<16x16xf32>), from tile.fused
+
+// MISSING: error: tile-plan-memory: no function @missing
+
+func.func @step(%p: tensor<16x16xf32>, %m: tensor<16x16xf32>, %v: tensor<16x16xf32>, %s: tensor<f32>) -> (tensor<16x16xf32>, tensor<16x16xf32>) {
+  %a = tile.fused %p : (tensor<16x16xf32>) -> tensor<16x16xf32> {
+  ^bb0(%x: tensor<16x16xf32>):
+    %y = nn.add %x, %x : (tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<16x16xf32>
+    tile.yield %y : tensor<16x16xf32>
+  }
+  %b = tile.fused %a : (tensor<16x16xf32>) -> tensor<16x16xf32> {
+  ^bb0(%x: tensor<16x16xf32>):
+    %y = nn.mul %x, %x : (tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<16x16xf32>
+    tile.yield %y : tensor<16x16xf32>
+  }
+  %c = tile.fused %a, %b : (tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<16x16xf32> {
+  ^bb0(%x: tensor<16x16xf32>, %y: tensor<16x16xf32>):
+    %z = nn.add %x, %y : (tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<16x16xf32>
+    tile.yield %z : tensor<16x16xf32>
+  }
+  %d = tile.fused %c : (tensor<16x16xf32>) -> tensor<16x16xf32> {
+  ^bb0(%x: tensor<16x16xf32>):
+    %y = nn.add %x, %x : (tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<16x16xf32>
+    tile.yield %y : tensor<16x16xf32>
+  }
+  %p2, %m2, %v2 = tile.adamw %p, %d, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 0.0 : f64}
+      : (tensor<16x16xf32>, tensor<16x16xf32>, tensor<16x16xf32>, tensor<16x16xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<16x16xf32>, tensor<16x16xf32>, tensor<16x16xf32>)
+  return %p2, %m2 : tensor<16x16xf32>, tensor<16x16xf32>
+}
