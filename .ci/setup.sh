@@ -15,8 +15,9 @@ build_compiler=${KILN_BUILD_COMPILER:-ON}
 
 packages=(
   cmake ninja-build g++ python3
-  libfmt-dev nlohmann-json3-dev libopenblas-dev libopenmpi-dev openmpi-bin
+  libfmt-dev nlohmann-json3-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
+  python3-torch python3-numpy
 )
 if [[ $build_compiler == ON ]]; then
   packages+=(llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools)

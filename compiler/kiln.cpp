@@ -1,13 +1,18 @@
 //===- kiln.cpp - The Kiln driver -----------------------------------------===//
 //
-//   kiln inspect [--json] <config.json>     parameters, counts, shapes
-//   kiln compile <config.json> --emit=nn|train   the IR after each stage
+//   kiln train <config.json> --data <files>  compile and train
+//   kiln compile <config.json> --emit=...     the IR or plan of a stage
+//   kiln inspect [--json] <config.json>     parameters, counts, memory
+//   kiln tokenize <text files> -o <shard>   byte-level llm.c token shards
 //
 //===----------------------------------------------------------------------===//
 
 #include "compiler/frontend/BuildModel.h"
+#include "compiler/translate/Plan.h"
 #include "dialects/nn/NNDialect.h"
+#include "dialects/tile/TileDialect.h"
 #include "passes/Passes.h"
+#include "runtime/train/Trainer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -18,8 +23,11 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
+
+#include <unistd.h>
 
 using namespace mlir;
 using namespace kiln;
@@ -27,37 +35,101 @@ namespace cl = llvm::cl;
 
 namespace {
 
-cl::SubCommand inspectCommand("inspect",
-                              "Print a model's parameters (Hugging Face "
-                              "names, shapes) and their count");
+cl::SubCommand trainCommand("train",
+                            "Compile a model's training step and train it "
+                            "on token data");
 cl::SubCommand compileCommand("compile",
                               "Compile a model's training step and print the "
-                              "IR of a stage");
+                              "IR or the plan of a stage");
+cl::SubCommand inspectCommand("inspect",
+                              "Print a model's parameters (Hugging Face "
+                              "names, shapes), their count and the memory "
+                              "of its training step");
+cl::SubCommand tokenizeCommand("tokenize",
+                               "Turn text files into an llm.c token shard "
+                               "(byte-level tokens)");
 
 cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.json>"),
                                 cl::Required, cl::sub(inspectCommand),
-                                cl::sub(compileCommand));
+                                cl::sub(compileCommand), cl::sub(trainCommand));
 cl::opt<bool> jsonOutput("json", cl::desc("Print JSON"),
                          cl::sub(inspectCommand));
-cl::opt<int64_t> batchSize("batch", cl::desc("Sequences per step"), cl::init(1),
-                           cl::sub(inspectCommand), cl::sub(compileCommand));
+cl::opt<int64_t> batchSize("batch", cl::desc("Sequences per step"), cl::init(8),
+                           cl::sub(inspectCommand), cl::sub(compileCommand),
+                           cl::sub(trainCommand));
 cl::opt<int64_t> seqLen("seq-len", cl::desc("Tokens per sequence"),
-                        cl::init(256), cl::sub(inspectCommand),
-                        cl::sub(compileCommand));
+                        cl::init(128), cl::sub(inspectCommand),
+                        cl::sub(compileCommand), cl::sub(trainCommand));
+cl::opt<std::string> precision(
+    "precision",
+    cl::desc("Compute precision: bf16 (default; FP32 master weights and "
+             "accumulation) or fp32"),
+    cl::init("bf16"), cl::sub(compileCommand), cl::sub(trainCommand),
+    cl::sub(inspectCommand));
 
-enum class Stage { NN, Train };
-cl::opt<Stage>
-    emitStage("emit", cl::desc("Stage to print"), cl::init(Stage::Train),
-              cl::values(clEnumValN(Stage::NN, "nn", "the forward pass in nn"),
-                         clEnumValN(Stage::Train, "train",
-                                    "the training step after nn-autodiff")),
-              cl::sub(compileCommand));
-cl::opt<std::string>
-    precision("precision",
-              cl::desc("Compute precision: bf16 (default) or fp32"),
-              cl::init("bf16"), cl::sub(compileCommand));
+enum class Stage { NN, Train, Tile, Plan };
+cl::opt<Stage> emitStage(
+    "emit", cl::desc("What to print"), cl::init(Stage::Plan),
+    cl::values(clEnumValN(Stage::NN, "nn", "the forward pass in nn"),
+               clEnumValN(Stage::Train, "train",
+                          "the training step after nn-autodiff"),
+               clEnumValN(Stage::Tile, "tile",
+                          "the step lowered to tile kernels, memory planned"),
+               clEnumValN(Stage::Plan, "plan",
+                          "the plan the runtime executes (JSON)")),
+    cl::sub(compileCommand));
 cl::opt<std::string> outputPath("o", cl::desc("Output file (default stdout)"),
-                                cl::init("-"), cl::sub(compileCommand));
+                                cl::init("-"), cl::sub(compileCommand),
+                                cl::sub(tokenizeCommand));
+
+// Optimizer settings, compiled into the step.
+cl::opt<double> weightDecay("weight-decay",
+                            cl::desc("AdamW weight decay of matrices"),
+                            cl::init(0.1), cl::sub(compileCommand),
+                            cl::sub(trainCommand));
+cl::opt<double> maxGradNorm("grad-clip",
+                            cl::desc("Clip gradients to this global norm "
+                                     "(0: off)"),
+                            cl::init(1.0), cl::sub(compileCommand),
+                            cl::sub(trainCommand));
+
+// Training.
+cl::list<std::string> dataPaths("data",
+                                cl::desc("Token shards (.bin), directories "
+                                         "of them, or text files"),
+                                cl::CommaSeparated, cl::sub(trainCommand));
+cl::opt<int64_t> steps("steps", cl::desc("Optimizer steps"), cl::init(200),
+                       cl::sub(trainCommand));
+cl::opt<double> learningRate("lr", cl::desc("Peak learning rate"),
+                             cl::init(1e-3), cl::sub(trainCommand));
+cl::opt<int64_t> warmup("warmup",
+                        cl::desc("Warmup steps (default: a tenth of the "
+                                 "steps, at most 100)"),
+                        cl::init(-1), cl::sub(trainCommand));
+cl::opt<uint64_t> seed("seed", cl::desc("Seed of the initialisation"),
+                       cl::init(0), cl::sub(trainCommand));
+cl::opt<std::string> outDir("out", cl::desc("Output directory"),
+                            cl::init("out"), cl::sub(trainCommand));
+cl::opt<std::string> initPath("init",
+                              cl::desc("Initial weights (safetensors, "
+                                       "Hugging Face names)"),
+                              cl::sub(trainCommand));
+cl::opt<std::string> saveGrads("save-grads",
+                               cl::desc("Write the first step's tokens, loss "
+                                        "and gradients (safetensors)"),
+                               cl::sub(trainCommand));
+cl::opt<std::string> resumeDir("resume",
+                               cl::desc("Continue a run from its output "
+                                        "directory or a checkpoint"),
+                               cl::sub(trainCommand));
+cl::opt<int64_t> saveEvery("save-every",
+                           cl::desc("Checkpoint every N steps (0: at the "
+                                    "end only)"),
+                           cl::init(0), cl::sub(trainCommand));
+
+cl::list<std::string> tokenizeInputs(cl::Positional, cl::OneOrMore,
+                                     cl::desc("<text files>"),
+                                     cl::sub(tokenizeCommand));
 
 int fail(const llvm::Twine &message) {
   llvm::WithColor::error(llvm::errs(), "kiln") << message << "\n";
@@ -127,30 +199,87 @@ int runInspect(MLIRContext &context) {
   return 0;
 }
 
+/// Builds the model and runs the pipeline up to `stage`.
+FailureOr<OwningOpRef<ModuleOp>>
+compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
+  if (precision != "bf16" && precision != "fp32") {
+    fail("--precision must be bf16 or fp32, got '" + precision + "'");
+    return failure();
+  }
+  BatchShape shape{batchSize, seqLen,
+                   precision == "fp32" ? Precision::FP32 : Precision::BF16};
+  auto module = buildForward(context, config, shape);
+  if (!module) {
+    fail(module.takeError());
+    return failure();
+  }
+  if (stage == Stage::NN)
+    return std::move(*module);
+  PassManager pm(&context);
+  NNAutodiffPassOptions autodiff;
+  autodiff.weightDecay = weightDecay;
+  autodiff.maxGradNorm = maxGradNorm;
+  pm.addPass(createNNAutodiffPass(autodiff));
+  if (stage != Stage::Train) {
+    pm.addPass(createNNLowerToTilePass());
+    pm.addPass(createTilePlanMemoryPass());
+  }
+  if (failed(pm.run(**module))) {
+    fail("compilation failed (see the diagnostics above)");
+    return failure();
+  }
+  return std::move(*module);
+}
+
 int runCompile(MLIRContext &context) {
   llvm::Expected<ModelConfig> config = readModelConfig(configPath);
   if (!config)
     return fail(config.takeError());
-  if (precision != "bf16" && precision != "fp32")
-    return fail("--precision must be bf16 or fp32, got '" + precision + "'");
-  BatchShape shape{batchSize, seqLen,
-                   precision == "fp32" ? Precision::FP32 : Precision::BF16};
-  auto module = buildForward(context, *config, shape);
-  if (!module)
-    return fail(module.takeError());
-  if (emitStage == Stage::Train) {
-    PassManager pm(&context);
-    pm.addPass(createNNAutodiffPass());
-    if (failed(pm.run(**module)))
-      return fail("compilation failed (see the diagnostics above)");
-  }
+  auto module = compileModel(context, *config, emitStage);
+  if (failed(module))
+    return 1;
   std::string error;
   auto output = openOutputFile(outputPath, &error);
   if (!output)
     return fail(error);
-  (*module)->print(output->os());
+  if (emitStage == Stage::Plan) {
+    if (failed(writePlan(**module, output->os())))
+      return fail("cannot write the plan (see the diagnostics above)");
+  } else {
+    (*module)->print(output->os());
+  }
   output->keep();
   return 0;
+}
+
+int runTrain(MLIRContext &context) {
+  llvm::Expected<ModelConfig> config = readModelConfig(configPath);
+  if (!config)
+    return fail(config.takeError());
+  for (const std::string &note : config->notes)
+    llvm::WithColor::note(llvm::errs(), "kiln") << note << "\n";
+  auto module = compileModel(context, *config, Stage::Plan);
+  if (failed(module))
+    return 1;
+  rt::TrainOptions options;
+  llvm::raw_string_ostream plan(options.planText);
+  if (failed(writePlan(**module, plan)))
+    return fail("cannot write the plan (see the diagnostics above)");
+  auto configText = llvm::MemoryBuffer::getFile(configPath);
+  if (configText)
+    options.configText = (*configText)->getBuffer().str();
+  options.data.assign(dataPaths.begin(), dataPaths.end());
+  options.outDir = outDir;
+  options.steps = steps;
+  options.lr = learningRate;
+  options.warmupSteps = warmup;
+  options.seed = seed;
+  options.initPath = initPath;
+  options.saveGradsPath = saveGrads;
+  options.resumeDir = resumeDir;
+  options.saveEvery = saveEvery;
+  options.progressBar = isatty(STDERR_FILENO);
+  return rt::runTraining(options);
 }
 
 } // namespace
@@ -161,12 +290,20 @@ int main(int argc, char **argv) {
       argc, argv,
       "kiln: a JIT-compiling graph compiler for transformer training\n");
   MLIRContext context;
-  context.loadDialect<kiln::nn::NNDialect, func::FuncDialect,
-                      arith::ArithDialect>();
+  context.loadDialect<kiln::nn::NNDialect, kiln::tile::TileDialect,
+                      func::FuncDialect, arith::ArithDialect>();
+  if (trainCommand)
+    return runTrain(context);
   if (inspectCommand)
     return runInspect(context);
   if (compileCommand)
     return runCompile(context);
+  if (tokenizeCommand) {
+    if (outputPath == "-")
+      return fail("kiln tokenize: give the shard to write with -o <file.bin>");
+    return rt::runTokenize({tokenizeInputs.begin(), tokenizeInputs.end()},
+                           outputPath);
+  }
   cl::PrintHelpMessage();
   return 1;
 }

@@ -24,5 +24,20 @@ tool_dirs = [config.kiln_tools_dir, config.llvm_tools_dir]
 # `not` and `count` at the start of a RUN line are found through PATH.
 llvm_config.with_environment("PATH", tool_dirs, append_path=True)
 llvm_config.add_tool_substitutions(
-    [ToolSubst(tool, unresolved="fatal") for tool in ["kiln", "kiln-opt"]],
+    [ToolSubst(tool, unresolved="fatal") for tool in ["kiln", "kiln-opt", "kiln-translate"]],
     tool_dirs)
+
+# Python with PyTorch (Debian's python3-torch) for the comparisons with an
+# independent implementation; tests that need it say `REQUIRES: torch`.
+import subprocess
+
+python = "/usr/bin/python3"
+config.substitutions.append(("%python", python))
+config.substitutions.append(("%kiln_src", os.path.dirname(config.test_source_root)))
+try:
+    subprocess.run([python, "-c", "import torch, numpy"], check=True,
+                   capture_output=True)
+    config.available_features.add("torch")
+except (OSError, subprocess.CalledProcessError):
+    lit_config.note("PyTorch not found: the comparisons with PyTorch are "
+                    "skipped (install python3-torch)")

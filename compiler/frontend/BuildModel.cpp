@@ -237,6 +237,30 @@ OwningOpRef<ModuleOp> ModelBuilder::build() {
 
   func.setType(b.getFunctionType(body->getArgumentTypes(), {loss.getType()}));
   func.setAllArgAttrs(argAttrs);
+
+  // What the runtime needs to know about the model beyond the step itself.
+  auto integer = [&](StringRef name, int64_t value) {
+    return b.getNamedAttr(name, b.getI64IntegerAttr(value));
+  };
+  (*module)->setAttr(
+      "kiln.model",
+      b.getDictionaryAttr(
+          {b.getNamedAttr("architecture", b.getStringAttr(architectureName(
+                                              config.architecture))),
+           integer("vocab_size", config.vocabSize),
+           integer("hidden_size", config.hiddenSize),
+           integer("intermediate_size", config.intermediateSize),
+           integer("num_layers", config.numLayers),
+           integer("num_heads", config.numHeads),
+           integer("num_kv_heads", config.numKvHeads),
+           integer("head_dim", config.headDim), integer("batch", shape.batch),
+           integer("seq_len", shape.seqLen),
+           b.getNamedAttr("precision",
+                          b.getStringAttr(shape.precision == Precision::BF16
+                                              ? "bf16"
+                                              : "fp32")),
+           b.getNamedAttr("tie_word_embeddings",
+                          b.getBoolAttr(config.tieEmbeddings))}));
   return module;
 }
 

@@ -1,0 +1,266 @@
+//===- Plan.cpp - The training-step plan ----------------------------------===//
+
+#include "runtime/Plan.h"
+
+#include "runtime/Error.h"
+
+#include <fmt/format.h>
+
+namespace kiln::rt {
+
+std::size_t elemSize(ElemType type) {
+  switch (type) {
+  case ElemType::F32:
+  case ElemType::I32:
+    return 4;
+  case ElemType::BF16:
+    return 2;
+  case ElemType::I64:
+    return 8;
+  case ElemType::F8E4M3:
+  case ElemType::F8E5M2:
+    return 1;
+  }
+  return 0;
+}
+
+const char *elemName(ElemType type) {
+  switch (type) {
+  case ElemType::F32:
+    return "f32";
+  case ElemType::BF16:
+    return "bf16";
+  case ElemType::I32:
+    return "i32";
+  case ElemType::I64:
+    return "i64";
+  case ElemType::F8E4M3:
+    return "f8e4m3";
+  case ElemType::F8E5M2:
+    return "f8e5m2";
+  }
+  return "?";
+}
+
+int64_t TensorInfo::numElements() const {
+  int64_t count = 1;
+  for (int64_t d : shape)
+    count *= d;
+  return count;
+}
+
+namespace {
+
+using nlohmann::json;
+
+/// Typed access to plan JSON that names what is wrong and where.
+class Reader {
+public:
+  explicit Reader(std::string source) : source(std::move(source)) {}
+
+  [[noreturn]] void fail(const std::string &where,
+                         const std::string &problem) const {
+    throw Error(fmt::format("{}: {}: {}", source, where, problem));
+  }
+
+  const json &field(const json &object, const char *key,
+                    const std::string &where) const {
+    if (!object.is_object() || !object.contains(key))
+      fail(where, fmt::format("missing '{}'", key));
+    return object.at(key);
+  }
+
+  int64_t integer(const json &object, const char *key,
+                  const std::string &where) const {
+    const json &value = field(object, key, where);
+    if (!value.is_number_integer())
+      fail(where, fmt::format("'{}' must be an integer", key));
+    return value.get<int64_t>();
+  }
+
+  std::string string(const json &object, const char *key,
+                     const std::string &where) const {
+    const json &value = field(object, key, where);
+    if (!value.is_string())
+      fail(where, fmt::format("'{}' must be a string", key));
+    return value.get<std::string>();
+  }
+
+  std::vector<int64_t> integers(const json &object, const char *key,
+                                const std::string &where) const {
+    const json &value = field(object, key, where);
+    if (!value.is_array())
+      fail(where, fmt::format("'{}' must be an array", key));
+    std::vector<int64_t> result;
+    for (const json &item : value) {
+      if (!item.is_number_integer())
+        fail(where, fmt::format("'{}' must hold integers", key));
+      result.push_back(item.get<int64_t>());
+    }
+    return result;
+  }
+
+  TensorInfo tensor(const json &object, const std::string &where) const {
+    TensorInfo info;
+    std::string dtype = string(object, "dtype", where);
+    static const std::map<std::string, ElemType> kTypes = {
+        {"f32", ElemType::F32},       {"bf16", ElemType::BF16},
+        {"i32", ElemType::I32},       {"i64", ElemType::I64},
+        {"f8e4m3", ElemType::F8E4M3}, {"f8e5m2", ElemType::F8E5M2}};
+    auto it = kTypes.find(dtype);
+    if (it == kTypes.end())
+      fail(where, fmt::format("unknown dtype '{}'", dtype));
+    info.dtype = it->second;
+    info.shape = integers(object, "shape", where);
+    for (int64_t d : info.shape)
+      if (d < 0)
+        fail(where, "negative dimension");
+    return info;
+  }
+
+private:
+  std::string source;
+};
+
+} // namespace
+
+Plan Plan::parse(const std::string &text, const std::string &source) {
+  json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  Reader reader(source);
+  if (root.is_discarded())
+    reader.fail("plan", "not valid JSON");
+  if (!root.is_object() || root.value("format", "") != "kiln-plan")
+    reader.fail("plan", "not a Kiln plan (no \"format\": \"kiln-plan\")");
+  int64_t version = reader.integer(root, "version", "plan");
+  if (version != kPlanVersion)
+    reader.fail("plan", fmt::format("format version {} is not the version "
+                                    "this runtime reads ({}); recompile",
+                                    version, kPlanVersion));
+  Plan plan;
+  plan.model = root.value("model", json::object());
+  plan.arenaBytes = reader.integer(root, "arena_bytes", "plan");
+  plan.persistentBytes = reader.integer(root, "persistent_bytes", "plan");
+  plan.largestBufferBytes = root.value("largest_buffer_bytes", int64_t(0));
+
+  const json &values = reader.field(root, "values", "plan");
+  for (const json &v : values) {
+    int64_t id = reader.integer(v, "id", "values");
+    std::string where = fmt::format("value {}", id);
+    if (id != static_cast<int64_t>(plan.values.size()))
+      reader.fail(where, "values must be numbered 0, 1, 2, ... in order");
+    ValueInfo info;
+    static_cast<TensorInfo &>(info) = reader.tensor(v, where);
+    info.offset = reader.integer(v, "offset", where);
+    if (info.offset < 0 || info.offset + info.bytes() > plan.arenaBytes)
+      reader.fail(where, fmt::format("buffer [{}, {}) lies outside the "
+                                     "arena ({} bytes)",
+                                     info.offset, info.offset + info.bytes(),
+                                     plan.arenaBytes));
+    plan.values.push_back(std::move(info));
+  }
+  auto checkId = [&](int64_t id, const std::string &where) {
+    if (id < 0 || id >= static_cast<int64_t>(plan.values.size()))
+      reader.fail(where, fmt::format("refers to value {}, but the plan has "
+                                     "{} values",
+                                     id, plan.values.size()));
+    return id;
+  };
+
+  for (const char *kind : {"inputs", "outputs"})
+    for (const json &entry : reader.field(root, kind, "plan")) {
+      std::string name = reader.string(entry, "name", kind);
+      int64_t id = checkId(reader.integer(entry, "value", kind),
+                           fmt::format("{} '{}'", kind, name));
+      (std::string(kind) == "inputs" ? plan.inputs : plan.outputs)[name] = id;
+    }
+
+  for (const json &entry : reader.field(root, "parameters", "plan")) {
+    Parameter param;
+    param.name = reader.string(entry, "name", "parameters");
+    std::string where = fmt::format("parameter '{}'", param.name);
+    param.init = entry.value("init", "zeros");
+    param.value = checkId(reader.integer(entry, "value", where), where);
+    param.expAvg = checkId(reader.integer(entry, "exp_avg", where), where);
+    param.expAvgSq = checkId(reader.integer(entry, "exp_avg_sq", where), where);
+    param.grad = checkId(reader.integer(entry, "grad", where), where);
+    if (plan.values[param.value].dtype != ElemType::F32)
+      reader.fail(where, "master weights must be f32");
+    plan.parameters.push_back(std::move(param));
+  }
+
+  for (const json &entry : reader.field(root, "steps", "plan")) {
+    Step step;
+    std::string where = fmt::format("step {}", plan.steps.size());
+    step.kernel = reader.string(entry, "kernel", where);
+    where += " (" + step.kernel + ")";
+    std::string chunk = entry.value("chunk", "F");
+    if (chunk.size() != 1 ||
+        std::string("FBWO").find(chunk[0]) == std::string::npos)
+      reader.fail(where, fmt::format("unknown chunk '{}'", chunk));
+    step.chunk = chunk[0];
+    step.inputs = reader.integers(entry, "inputs", where);
+    step.outputs = reader.integers(entry, "outputs", where);
+    for (int64_t id : step.inputs)
+      checkId(id, where);
+    for (int64_t id : step.outputs)
+      checkId(id, where);
+    step.attrs = entry.value("attrs", json::object());
+    if (step.kernel == "fused") {
+      int64_t locals = static_cast<int64_t>(step.inputs.size());
+      for (const json &temp : reader.field(entry, "temporaries", where)) {
+        int64_t index = reader.integer(temp, "index", where);
+        step.temporaries[index] = reader.tensor(temp, where);
+        locals = std::max(locals, index + 1);
+      }
+      auto checkLocal = [&](int64_t index) {
+        if (index < 0 || index >= locals)
+          reader.fail(where, fmt::format("refers to local value {}", index));
+      };
+      for (const json &op : reader.field(entry, "body", where)) {
+        BodyOp body;
+        body.op = reader.string(op, "op", where);
+        body.operands = reader.integers(op, "operands", where);
+        body.results = reader.integers(op, "results", where);
+        body.attrs = op.value("attrs", json::object());
+        for (int64_t index : body.operands)
+          checkLocal(index);
+        for (int64_t index : body.results)
+          if (!step.temporaries.count(index))
+            reader.fail(where, fmt::format("result {} of '{}' has no "
+                                           "temporary",
+                                           index, body.op));
+        step.body.push_back(std::move(body));
+      }
+      step.yield = reader.integers(entry, "yield", where);
+      if (step.yield.size() != step.outputs.size())
+        reader.fail(where, "yields a different number of values than it "
+                           "has outputs");
+      for (int64_t index : step.yield)
+        checkLocal(index);
+    }
+    plan.steps.push_back(std::move(step));
+  }
+  return plan;
+}
+
+int64_t Plan::input(const std::string &name) const {
+  auto it = inputs.find(name);
+  if (it == inputs.end())
+    throw Error(fmt::format("the plan has no input '{}'", name));
+  return it->second;
+}
+
+int64_t Plan::output(const std::string &name) const {
+  auto it = outputs.find(name);
+  if (it == outputs.end())
+    throw Error(fmt::format("the plan has no output '{}'", name));
+  return it->second;
+}
+
+int64_t Plan::modelInt(const std::string &key) const {
+  if (!model.contains(key) || !model[key].is_number_integer())
+    throw Error(fmt::format("the plan's model description has no '{}'", key));
+  return model[key].get<int64_t>();
+}
+
+} // namespace kiln::rt

@@ -1,0 +1,117 @@
+//===- CrossEntropy.cpp - Mean token cross-entropy and its gradient -------===//
+
+#include "runtime/host/KernelSupport.h"
+#include "runtime/host/Kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace kiln::rt::host {
+
+using detail::checkSize;
+using detail::kMinParallelWork;
+
+namespace {
+
+/// Checks the sizes and every target; returns the number of rows that count.
+std::int64_t countTargets(const char *kernel, const std::int32_t *targets,
+                          std::int64_t rows, std::int64_t vocab,
+                          std::int64_t ignoreIndex) {
+  checkSize(kernel, "rows", rows);
+  checkSize(kernel, "vocab", vocab);
+  std::int64_t count = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (targets[r] == ignoreIndex)
+      continue;
+    if (targets[r] < 0 || targets[r] >= vocab)
+      throw Error(fmt::format("{}: target {} at row {} is outside the "
+                              "vocabulary (vocab_size {}) and is not "
+                              "ignore_index ({})",
+                              kernel, targets[r], r, vocab, ignoreIndex));
+    ++count;
+  }
+  return count;
+}
+
+/// The maximum and log(sum(exp(x - max))) of one row, in double.
+struct RowLogSumExp {
+  double max;
+  double logSum;
+};
+
+template <typename T>
+RowLogSumExp rowLogSumExp(const T *row, std::int64_t vocab) {
+  double max = -std::numeric_limits<double>::infinity();
+  for (std::int64_t j = 0; j < vocab; ++j)
+    max = std::max(max, static_cast<double>(row[j]));
+  double sum = 0;
+  for (std::int64_t j = 0; j < vocab; ++j)
+    sum += std::exp(static_cast<double>(row[j]) - max);
+  return {max, std::log(sum)};
+}
+
+} // namespace
+
+template <typename T>
+double crossEntropy(const T *logits, const std::int32_t *targets,
+                    std::int64_t rows, std::int64_t vocab,
+                    std::int64_t ignoreIndex) {
+  std::int64_t count =
+      countTargets("crossEntropy", targets, rows, vocab, ignoreIndex);
+  if (count == 0)
+    return 0.0;
+  std::vector<double> losses(rows, 0.0);
+#pragma omp parallel for schedule(static) if (rows * vocab >= kMinParallelWork)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (targets[r] == ignoreIndex)
+      continue;
+    const T *row = logits + r * vocab;
+    RowLogSumExp lse = rowLogSumExp(row, vocab);
+    losses[r] = lse.max + lse.logSum - static_cast<double>(row[targets[r]]);
+  }
+  // Summed in row order on one thread: the same for any number of threads.
+  double total = 0;
+  for (double loss : losses)
+    total += loss;
+  return total / static_cast<double>(count);
+}
+
+template <typename T>
+void crossEntropyGrad(double dloss, const T *logits,
+                      const std::int32_t *targets, T *dlogits,
+                      std::int64_t rows, std::int64_t vocab,
+                      std::int64_t ignoreIndex) {
+  std::int64_t count =
+      countTargets("crossEntropyGrad", targets, rows, vocab, ignoreIndex);
+  double scale = count > 0 ? dloss / static_cast<double>(count) : 0.0;
+#pragma omp parallel for schedule(static) if (rows * vocab >= kMinParallelWork)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T *row = logits + r * vocab;
+    T *grad = dlogits + r * vocab;
+    if (targets[r] == ignoreIndex) {
+      std::fill(grad, grad + vocab, T(0));
+      continue;
+    }
+    RowLogSumExp lse = rowLogSumExp(row, vocab);
+    double shift = lse.max + lse.logSum;
+    for (std::int64_t j = 0; j < vocab; ++j) {
+      double p = std::exp(static_cast<double>(row[j]) - shift);
+      double onehot = j == targets[r] ? 1.0 : 0.0;
+      grad[j] = static_cast<T>(scale * (p - onehot));
+    }
+  }
+}
+
+#define KILN_INSTANTIATE(T)                                                    \
+  template double crossEntropy<T>(const T *, const std::int32_t *,             \
+                                  std::int64_t, std::int64_t, std::int64_t);   \
+  template void crossEntropyGrad<T>(double, const T *, const std::int32_t *,   \
+                                    T *, std::int64_t, std::int64_t,           \
+                                    std::int64_t);
+KILN_INSTANTIATE(float)
+KILN_INSTANTIATE(double)
+#undef KILN_INSTANTIATE
+
+} // namespace kiln::rt::host

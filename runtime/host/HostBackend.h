@@ -1,0 +1,65 @@
+//===- HostBackend.h - Runs a plan on the CPU -------------------*- C++ -*-===//
+//
+// The reference backend: one arena for the whole step, every kernel step run
+// by the host kernels in FP32 with the plan's storage types emulated exactly
+// (BF16 values are rounded to nearest-even when stored, as the GPU's stores
+// round them).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_HOST_HOSTBACKEND_H
+#define KILN_RUNTIME_HOST_HOSTBACKEND_H
+
+#include "runtime/Plan.h"
+
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace kiln::rt {
+
+class HostBackend {
+public:
+  /// Checks that every step's kernel and operands are ones this backend
+  /// runs, and allocates the arena (zeroed).
+  explicit HostBackend(const Plan &plan);
+  ~HostBackend();
+
+  const Plan &plan() const { return planRef; }
+
+  /// The bytes of a value in the arena.
+  std::span<std::byte> bytes(int64_t value);
+
+  /// A value converted to FP32, and FP32 data stored into a value (rounded
+  /// to its element type).
+  std::vector<float> read(int64_t value) const;
+  void write(int64_t value, std::span<const float> data);
+  void writeInt32(int64_t value, std::span<const int32_t> data);
+
+  /// Runs every step in order. `beforeChunk`, if set, is called before the
+  /// first step of each chunk kind ('F', 'B', 'W', 'O') that starts a run of
+  /// steps, so callers can look at gradients before the optimizer consumes
+  /// them.
+  void run(const std::function<void(char chunk)> &beforeChunk = {});
+
+  /// Seconds spent per kernel kind (fused regions by their ops) over all
+  /// runs so far, for profiles.
+  const std::map<std::string, double> &kernelSeconds() const { return seconds; }
+
+private:
+  void runStep(const Step &step);
+  void runFused(const Step &step);
+
+  const Plan &planRef;
+  std::unique_ptr<std::byte[], void (*)(std::byte *)> arena;
+  std::vector<std::string> stepKeys;
+  std::map<std::string, double> seconds;
+};
+
+} // namespace kiln::rt
+
+#endif // KILN_RUNTIME_HOST_HOSTBACKEND_H
