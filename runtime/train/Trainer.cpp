@@ -445,6 +445,8 @@ int runTokenize(const std::vector<std::string> &inputs,
     if (inputs.empty())
       throw Error("no input files to tokenize");
     std::vector<uint32_t> tokens = tokenizeFiles(inputs);
+    if (fs::path parent = fs::path(output).parent_path(); !parent.empty())
+      fs::create_directories(parent);
     writeTokenShard(output, tokens, /*version=*/1);
     std::fprintf(stderr, "wrote %zu tokens (byte-level, vocabulary %u) to %s\n",
                  tokens.size(), kByteVocabSize, output.c_str());

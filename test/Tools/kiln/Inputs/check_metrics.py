@@ -6,10 +6,13 @@
   check_metrics.py same METRICS_A METRICS_B STEPS  both runs logged the same
       losses at every step (bit for bit)
   check_metrics.py names MODEL.safetensors CONFIG  the checkpoint has exactly
-      the Hugging Face parameters of CONFIG, with their shapes, in FP32
+      the Hugging Face parameters of CONFIG, with their shapes, in FP32, and
+      PyTorch loads it by name into the reference model, whose loss on
+      English-like bytes is finite and well below uniform
 """
 
 import json
+import math
 import os
 import struct
 import sys
@@ -52,7 +55,17 @@ def main():
         for name, shape in expected.items():
             assert tuple(header[name]["shape"]) == tuple(shape), name
             assert header[name]["dtype"] == "F32", name
-        print(f"{len(expected)} parameters with Hugging Face names")
+        import torch
+        config = json.load(open(sys.argv[3]))
+        params = hf_reference.read_safetensors(sys.argv[2])
+        text = b"It is a truth universally acknowledged, that a single man"
+        tokens = torch.tensor([list(text)], dtype=torch.long)
+        loss = hf_reference.loss(config, params, tokens[:, :-1],
+                                 tokens[:, 1:]).item()
+        uniform = math.log(config["vocab_size"])
+        print(f"{len(expected)} parameters with Hugging Face names; PyTorch "
+              f"loss {loss:.3f} (uniform {uniform:.3f})")
+        assert math.isfinite(loss) and loss < uniform - 1.0
     else:
         sys.exit(f"unknown command {command}")
 
