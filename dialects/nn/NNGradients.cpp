@@ -94,43 +94,45 @@ LogicalResult MatmulOp::buildGradients(OpBuilder &b,
   return success();
 }
 
+/// The gradients of a norm: the input gradient (B work) and the weight
+/// gradient (W work) are separate ops; a bias gradient is a column sum.
+template <typename InputGrad, typename WeightGrad, typename Norm>
+static LogicalResult buildNormGradients(Norm op, OpBuilder &b, Value bias,
+                                        ArrayRef<Value> resultGrads,
+                                        ArrayRef<bool> needsGrad,
+                                        SmallVectorImpl<Value> &grads) {
+  Location loc = op.getLoc();
+  Value dy = resultGrads[0];
+  Value dx, dw;
+  if (needsGrad[0])
+    dx = InputGrad::create(b, loc, op.getInput().getType(), dy, op.getInput(),
+                           op.getWeight(), op.getEpsilonAttr());
+  if (needsGrad[1])
+    dw = WeightGrad::create(b, loc, op.getWeight().getType(), dy, op.getInput(),
+                            op.getEpsilonAttr());
+  grads.append({dx, dw});
+  if (bias)
+    push(grads, needsGrad,
+         needsGrad[2]
+             ? ColumnSumOp::create(b, loc, bias.getType(), dy).getResult()
+             : Value());
+  return success();
+}
+
 LogicalResult RMSNormOp::buildGradients(OpBuilder &b,
                                         ArrayRef<Value> resultGrads,
                                         ArrayRef<bool> needsGrad,
                                         SmallVectorImpl<Value> &grads) {
-  Location loc = getLoc();
-  Value dy = resultGrads[0];
-  Value dx, dw;
-  if (needsGrad[0])
-    dx = RMSNormGradOp::create(b, loc, getInput().getType(), dy, getInput(),
-                               getWeight(), getEpsilonAttr());
-  if (needsGrad[1])
-    dw = RMSNormWeightGradOp::create(b, loc, getWeight().getType(), dy,
-                                     getInput(), getEpsilonAttr());
-  grads.append({dx, dw});
-  return success();
+  return buildNormGradients<RMSNormGradOp, RMSNormWeightGradOp>(
+      *this, b, /*bias=*/Value(), resultGrads, needsGrad, grads);
 }
 
 LogicalResult LayerNormOp::buildGradients(OpBuilder &b,
                                           ArrayRef<Value> resultGrads,
                                           ArrayRef<bool> needsGrad,
                                           SmallVectorImpl<Value> &grads) {
-  Location loc = getLoc();
-  Value dy = resultGrads[0];
-  Value dx, dw;
-  if (needsGrad[0])
-    dx = LayerNormGradOp::create(b, loc, getInput().getType(), dy, getInput(),
-                                 getWeight(), getEpsilonAttr());
-  if (needsGrad[1])
-    dw = LayerNormWeightGradOp::create(b, loc, getWeight().getType(), dy,
-                                       getInput(), getEpsilonAttr());
-  grads.append({dx, dw});
-  if (getBias())
-    push(grads, needsGrad,
-         needsGrad[2]
-             ? ColumnSumOp::create(b, loc, getBias().getType(), dy).getResult()
-             : Value());
-  return success();
+  return buildNormGradients<LayerNormGradOp, LayerNormWeightGradOp>(
+      *this, b, getBias(), resultGrads, needsGrad, grads);
 }
 
 LogicalResult RoPEOp::buildGradients(OpBuilder &b, ArrayRef<Value> resultGrads,

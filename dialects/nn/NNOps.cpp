@@ -179,15 +179,25 @@ LogicalResult verifyTiling(Operation *op, Value fp8Value, StringRef fp8Name,
 // EmbeddingOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult EmbeddingOp::verify() {
-  if (failed(expectRank(*this, "table ([vocab, hidden])", getTable(), 2)) ||
-      failed(expectSameElementType(
-          *this, {{"table", getTable()}, {"result", getResult()}})))
+/// The rules nn.embedding and nn.embedding_grad share: `table` is
+/// [vocab, hidden] and `rows` (the gathered rows or their gradients) has the
+/// shape of `ids` followed by hidden.
+static LogicalResult verifyEmbedding(Operation *op, StringRef tableName,
+                                     Value table, Value ids, StringRef rowsName,
+                                     Value rows) {
+  if (failed(
+          expectRank(op, (tableName + " ([vocab, hidden])").str(), table, 2)) ||
+      failed(expectSameElementType(op, {{tableName, table}, {rowsName, rows}})))
     return failure();
-  SmallVector<int64_t> shape(tensorType(getIds()).getShape());
-  shape.push_back(tensorType(getTable()).getDimSize(1));
-  return expectResultShape(*this, getResult(), shape,
+  SmallVector<int64_t> shape(tensorType(ids).getShape());
+  shape.push_back(tensorType(table).getDimSize(1));
+  return expectResultShape(op, rows, shape,
                            "ids shape followed by the table's hidden size");
+}
+
+LogicalResult EmbeddingOp::verify() {
+  return verifyEmbedding(*this, "table", getTable(), getIds(), "result",
+                         getResult());
 }
 
 //===----------------------------------------------------------------------===//
@@ -575,14 +585,8 @@ LogicalResult ConcatOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult EmbeddingGradOp::verify() {
-  if (failed(expectRank(*this, "result ([vocab, hidden])", getResult(), 2)) ||
-      failed(expectSameElementType(
-          *this, {{"grad", getGrad()}, {"result", getResult()}})))
-    return failure();
-  SmallVector<int64_t> shape(tensorType(getIds()).getShape());
-  shape.push_back(tensorType(getResult()).getDimSize(1));
-  return expectResultShape(*this, getGrad(), shape,
-                           "ids shape followed by the table's hidden size");
+  return verifyEmbedding(*this, "result", getResult(), getIds(), "grad",
+                         getGrad());
 }
 
 LogicalResult LinearWeightGradOp::verify() {
