@@ -160,6 +160,29 @@ struct LowerAttentionGrad : OpRewritePattern<nn::AttentionGradOp> {
   }
 };
 
+/// The embedding gradient accumulates rows that share an id, so its kernel
+/// accumulates into FP32; a BF16 table gets the sum rounded once by a cast,
+/// as the host's FP32 accumulation does.
+struct LowerEmbeddingGrad : OpRewritePattern<nn::EmbeddingGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(nn::EmbeddingGradOp op,
+                                PatternRewriter &rewriter) const override {
+    auto type = cast<RankedTensorType>(op.getType());
+    auto f32Type = type.clone(rewriter.getF32Type());
+    auto grad = tile::EmbeddingGradOp::create(rewriter, op.getLoc(), f32Type,
+                                              op.getGrad(), op.getIds());
+    copyChunk(op, grad);
+    if (f32Type == type) {
+      rewriter.replaceOp(op, grad.getResult());
+      return success();
+    }
+    auto cast = nn::CastOp::create(rewriter, op.getLoc(), type, grad);
+    copyChunk(op, cast);
+    rewriter.replaceOp(op, cast.getResult());
+    return success();
+  }
+};
+
 /// One-to-one lowering of an nn op to the tile kernel with the same
 /// operands and attributes.
 template <typename From, typename To>
@@ -232,8 +255,7 @@ struct NNLowerToTilePass
         LowerLinear, LowerLinearWeightGrad, LowerMatmul, LowerAttentionGrad,
         WrapInFused, LowerOneToOne<nn::CrossEntropyOp, tile::CrossEntropyOp>,
         LowerOneToOne<nn::CrossEntropyGradOp, tile::CrossEntropyGradOp>,
-        LowerOneToOne<nn::EmbeddingGradOp, tile::EmbeddingGradOp>,
-        LowerOneToOne<nn::GlobalNormOp, tile::GlobalNormOp>,
+        LowerEmbeddingGrad, LowerOneToOne<nn::GlobalNormOp, tile::GlobalNormOp>,
         LowerOneToOne<nn::AdamWUpdateOp, tile::AdamWOp>>(&getContext());
     if (failed(applyPatternsGreedily(module, std::move(patterns), config)))
       return signalPassFailure();

@@ -1,6 +1,7 @@
 //===- Plan.cpp - tile IR to the runtime's plan ---------------------------===//
 
 #include "compiler/translate/Plan.h"
+#include "compiler/translate/CudaEmitter.h"
 
 #include "dialects/nn/NNDialect.h"
 #include "dialects/tile/TileOps.h"
@@ -103,6 +104,7 @@ private:
   func::FuncOp func;
   llvm::DenseMap<Value, int64_t> ids;
   json::Array values;
+  CudaEmitter cuda{ids};
 };
 
 int64_t PlanWriter::addValue(Value v, int64_t offset) {
@@ -152,6 +154,7 @@ FailureOr<json::Object> PlanWriter::build() {
   Block &block = func.getBody().front();
   json::Array inputs, parameters, outputs, steps;
   llvm::StringMap<size_t> paramIndex;
+  int64_t maxScratch = 0;
 
   for (BlockArgument arg : block.getArguments()) {
     auto offset =
@@ -231,8 +234,24 @@ FailureOr<json::Object> PlanWriter::build() {
     } else {
       return op.emitOpError("plan: not a kernel (lower to tile first)");
     }
+    FailureOr<CudaStep> launches = cuda.emit(&op);
+    if (failed(launches))
+      return failure();
+    maxScratch = std::max(maxScratch, launches->scratchBytes);
+    json::Object cudaStep{{"launches", std::move(launches->launches)}};
+    if (!launches->library.empty())
+      cudaStep["library"] = launches->library;
+    if (launches->scratchBytes)
+      cudaStep["scratch_bytes"] = launches->scratchBytes;
+    if (launches->usesErrorFlag)
+      cudaStep["error_flag"] = true;
+    step["cuda"] = std::move(cudaStep);
     steps.push_back(std::move(step));
   }
+
+  json::Array kernels;
+  for (const auto &[name, source] : cuda.kernels())
+    kernels.push_back(json::Object{{"name", name}, {"source", source}});
 
   auto results = func.getBody().front().getTerminator()->getOperands();
   for (auto [index, result] : llvm::enumerate(results))
@@ -255,7 +274,10 @@ FailureOr<json::Object> PlanWriter::build() {
       {"inputs", std::move(inputs)},
       {"parameters", std::move(parameters)},
       {"outputs", std::move(outputs)},
-      {"steps", std::move(steps)}};
+      {"steps", std::move(steps)},
+      {"cuda", json::Object{{"header", kDeviceHeader},
+                            {"scratch_bytes", maxScratch},
+                            {"kernels", std::move(kernels)}}}};
   return plan;
 }
 
@@ -293,6 +315,26 @@ LogicalResult kiln::writePlan(ModuleOp module, llvm::raw_ostream &os,
   return success();
 }
 
+LogicalResult kiln::writeCudaSources(ModuleOp module, llvm::raw_ostream &os,
+                                     StringRef function) {
+  auto func = module.lookupSymbol<func::FuncOp>(function);
+  if (!func)
+    return module.emitError("cuda: no function @") << function;
+  llvm::DenseMap<Value, int64_t> ids;
+  for (BlockArgument arg : func.getArguments())
+    ids[arg] = ids.size();
+  CudaEmitter emitter(ids);
+  for (Operation &op : func.getBody().front().without_terminator()) {
+    for (Value result : op.getResults())
+      ids[result] = ids.size();
+    if (failed(emitter.emit(&op)))
+      return failure();
+  }
+  for (const auto &[name, source] : emitter.kernels())
+    os << "// ----- kernel " << name << "\n" << source << "\n";
+  return success();
+}
+
 void kiln::registerTileToPlanTranslation() {
   TranslateFromMLIRRegistration registration(
       "tile-to-plan", "Write the runtime plan of a memory-planned tile module",
@@ -301,6 +343,19 @@ void kiln::registerTileToPlanTranslation() {
         if (!module)
           return op->emitError("plan: expects a module");
         return writePlan(module, os);
+      },
+      [](DialectRegistry &registry) {
+        registry.insert<kiln::nn::NNDialect, kiln::tile::TileDialect,
+                        arith::ArithDialect, func::FuncDialect>();
+      });
+  TranslateFromMLIRRegistration cuda(
+      "tile-to-cuda",
+      "Write the CUDA C++ source of every kernel of a tile module",
+      [](Operation *op, llvm::raw_ostream &os) -> LogicalResult {
+        auto module = dyn_cast<ModuleOp>(op);
+        if (!module)
+          return op->emitError("cuda: expects a module");
+        return writeCudaSources(module, os);
       },
       [](DialectRegistry &registry) {
         registry.insert<kiln::nn::NNDialect, kiln::tile::TileDialect,

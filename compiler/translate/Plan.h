@@ -23,7 +23,14 @@ constexpr int kPlanVersion = 1;
 mlir::LogicalResult writePlan(mlir::ModuleOp module, llvm::raw_ostream &os,
                               llvm::StringRef function = "train_step");
 
-/// Registers `--tile-to-plan` with mlir-translate's registry.
+/// Writes the CUDA source of every kernel of `function` (lowered to tile),
+/// each after a `// ----- kernel <name>` line.
+mlir::LogicalResult writeCudaSources(mlir::ModuleOp module,
+                                     llvm::raw_ostream &os,
+                                     llvm::StringRef function = "train_step");
+
+/// Registers `--tile-to-plan` and `--tile-to-cuda` with mlir-translate's
+/// registry.
 void registerTileToPlanTranslation();
 
 } // namespace kiln
