@@ -127,6 +127,11 @@ cl::opt<int64_t> saveEvery("save-every",
                                     "end only)"),
                            cl::init(0), cl::sub(trainCommand));
 
+cl::opt<std::string> backendChoice(
+    "backend",
+    cl::desc("auto (cuda if a usable GPU exists, else host), host or cuda"),
+    cl::init("auto"), cl::sub(trainCommand));
+
 cl::list<std::string> tokenizeInputs(cl::Positional, cl::OneOrMore,
                                      cl::desc("<text files>"),
                                      cl::sub(tokenizeCommand));
@@ -279,6 +284,7 @@ int runTrain(MLIRContext &context) {
   options.resumeDir = resumeDir;
   options.saveEvery = saveEvery;
   options.progressBar = isatty(STDERR_FILENO);
+  options.backend = backendChoice;
   return rt::runTraining(options);
 }
 

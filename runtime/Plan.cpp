@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include <span>
+
 namespace kiln::rt {
 
 std::size_t elemSize(ElemType type) {
@@ -124,6 +126,60 @@ private:
 
 } // namespace
 
+std::string encodeBase64(std::span<const std::byte> bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    uint32_t chunk = std::to_integer<uint32_t>(bytes[i]) << 16;
+    if (i + 1 < bytes.size())
+      chunk |= std::to_integer<uint32_t>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size())
+      chunk |= std::to_integer<uint32_t>(bytes[i + 2]);
+    out += kAlphabet[(chunk >> 18) & 63];
+    out += kAlphabet[(chunk >> 12) & 63];
+    out += i + 1 < bytes.size() ? kAlphabet[(chunk >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? kAlphabet[chunk & 63] : '=';
+  }
+  return out;
+}
+
+std::vector<std::byte> decodeBase64(std::string_view text,
+                                    const std::string &source) {
+  auto value = [&](char c) -> uint32_t {
+    if (c >= 'A' && c <= 'Z')
+      return c - 'A';
+    if (c >= 'a' && c <= 'z')
+      return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+      return c - '0' + 52;
+    if (c == '+')
+      return 62;
+    if (c == '/')
+      return 63;
+    throw Error(
+        fmt::format("{}: malformed base64 in a precompiled cubin", source));
+  };
+  if (text.size() % 4 != 0)
+    throw Error(
+        fmt::format("{}: malformed base64 in a precompiled cubin", source));
+  std::vector<std::byte> out;
+  for (std::size_t i = 0; i < text.size(); i += 4) {
+    uint32_t chunk = value(text[i]) << 18 | value(text[i + 1]) << 12;
+    out.push_back(std::byte(chunk >> 16));
+    if (text[i + 2] != '=') {
+      chunk |= value(text[i + 2]) << 6;
+      out.push_back(std::byte((chunk >> 8) & 0xff));
+      if (text[i + 3] != '=') {
+        chunk |= value(text[i + 3]);
+        out.push_back(std::byte(chunk & 0xff));
+      }
+    }
+  }
+  return out;
+}
+
 Plan Plan::parse(const std::string &text, const std::string &source) {
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
   Reader reader(source);
@@ -238,7 +294,71 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
       for (int64_t index : step.yield)
         checkLocal(index);
     }
+    if (entry.contains("cuda")) {
+      const json &cuda = entry.at("cuda");
+      step.cudaLibrary = cuda.value("library", "");
+      step.cudaErrorFlag = cuda.value("error_flag", false);
+      for (const json &launch : reader.field(cuda, "launches", where)) {
+        CudaLaunch l;
+        l.kernel = reader.string(launch, "kernel", where);
+        std::vector<int64_t> grid = reader.integers(launch, "grid", where);
+        std::vector<int64_t> block = reader.integers(launch, "block", where);
+        if (grid.size() != 3 || block.size() != 3)
+          reader.fail(where, "a launch needs 3 grid and 3 block sizes");
+        for (int i = 0; i < 3; ++i) {
+          if (grid[i] <= 0 || block[i] <= 0 || grid[i] > 0x7fffffff ||
+              block[i] > 1024)
+            reader.fail(where, "launch geometry out of range");
+          l.grid[i] = static_cast<unsigned>(grid[i]);
+          l.block[i] = static_cast<unsigned>(block[i]);
+        }
+        for (const json &arg : reader.field(launch, "args", where)) {
+          CudaArg a;
+          if (arg.contains("value")) {
+            a.kind = CudaArg::Kind::Value;
+            a.integer = checkId(reader.integer(arg, "value", where), where);
+          } else if (arg.contains("scratch")) {
+            a.kind = CudaArg::Kind::Scratch;
+            a.integer = reader.integer(arg, "scratch", where);
+          } else if (arg.contains("error_flag")) {
+            a.kind = CudaArg::Kind::ErrorFlag;
+          } else if (arg.contains("i64")) {
+            a.kind = CudaArg::Kind::Int;
+            a.integer = reader.integer(arg, "i64", where);
+          } else if (arg.contains("f32")) {
+            a.kind = CudaArg::Kind::Float;
+            a.number = arg.at("f32").get<double>();
+          } else if (arg.contains("null")) {
+            a.kind = CudaArg::Kind::Null;
+          } else {
+            reader.fail(where, "unknown launch argument " + arg.dump());
+          }
+          l.args.push_back(a);
+        }
+        step.cudaLaunches.push_back(std::move(l));
+      }
+    }
     plan.steps.push_back(std::move(step));
+  }
+
+  if (root.contains("cuda")) {
+    const json &cuda = root.at("cuda");
+    plan.hasCuda = true;
+    plan.cudaHeader = cuda.value("header", "kiln_device.cuh");
+    plan.cudaScratchBytes = cuda.value("scratch_bytes", int64_t(0));
+    for (const json &kernel : reader.field(cuda, "kernels", "cuda"))
+      plan.cudaKernels[reader.string(kernel, "name", "cuda kernels")] =
+          reader.string(kernel, "source", "cuda kernels");
+    if (cuda.contains("cubins"))
+      for (const auto &[arch, kernels] : cuda.at("cubins").items())
+        for (const auto &[name, encoded] : kernels.items())
+          plan.cudaCubins[arch][name] =
+              decodeBase64(encoded.get<std::string>(), source);
+    for (const Step &step : plan.steps)
+      for (const CudaLaunch &launch : step.cudaLaunches)
+        if (!plan.cudaKernels.count(launch.kernel))
+          reader.fail("cuda", "a step launches '" + launch.kernel +
+                                  "', which the plan has no source for");
   }
   return plan;
 }

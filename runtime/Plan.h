@@ -15,7 +15,9 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kiln::rt {
@@ -48,6 +50,21 @@ struct BodyOp {
   nlohmann::json attrs;
 };
 
+/// An argument of a CUDA kernel launch.
+struct CudaArg {
+  enum class Kind { Value, Null, Scratch, ErrorFlag, Int, Float };
+  Kind kind = Kind::Null;
+  int64_t integer = 0; ///< value id, scratch offset or the integer
+  double number = 0;
+};
+
+struct CudaLaunch {
+  std::string kernel;
+  unsigned grid[3] = {1, 1, 1};
+  unsigned block[3] = {1, 1, 1};
+  std::vector<CudaArg> args;
+};
+
 struct Step {
   std::string kernel;
   char chunk =
@@ -59,6 +76,10 @@ struct Step {
   std::vector<BodyOp> body;
   std::map<int64_t, TensorInfo> temporaries;
   std::vector<int64_t> yield;
+  // How the CUDA backend runs it: a library ("cublasLt") or launches.
+  std::string cudaLibrary;
+  std::vector<CudaLaunch> cudaLaunches;
+  bool cudaErrorFlag = false;
 };
 
 struct Parameter {
@@ -81,6 +102,15 @@ struct Plan {
   std::vector<Parameter> parameters;
   std::vector<Step> steps;
 
+  // The CUDA kernels (name -> NVRTC source) and precompiled cubins
+  // (arch -> name -> cubin), when the plan was compiled for CUDA.
+  bool hasCuda = false;
+  std::string cudaHeader;
+  int64_t cudaScratchBytes = 0;
+  std::map<std::string, std::string> cudaKernels;
+  std::map<std::string, std::map<std::string, std::vector<std::byte>>>
+      cudaCubins;
+
   /// Parses and validates plan JSON; `source` names it in errors.
   static Plan parse(const std::string &text, const std::string &source);
 
@@ -89,6 +119,11 @@ struct Plan {
   int64_t output(const std::string &name) const;
   int64_t modelInt(const std::string &key) const;
 };
+
+/// Base64 (RFC 4648) for cubins embedded in a plan.
+std::string encodeBase64(std::span<const std::byte> bytes);
+std::vector<std::byte> decodeBase64(std::string_view text,
+                                    const std::string &source);
 
 } // namespace kiln::rt
 

@@ -24,7 +24,7 @@ tool_dirs = [config.kiln_tools_dir, config.llvm_tools_dir]
 # `not` and `count` at the start of a RUN line are found through PATH.
 llvm_config.with_environment("PATH", tool_dirs, append_path=True)
 llvm_config.add_tool_substitutions(
-    [ToolSubst(tool, unresolved="fatal") for tool in ["kiln", "kiln-opt", "kiln-translate"]],
+    [ToolSubst(tool, unresolved="fatal") for tool in ["kiln", "kiln-opt", "kiln-translate", "kiln-run"]],
     tool_dirs)
 
 # Python with PyTorch (Debian's python3-torch) for the comparisons with an

@@ -7,6 +7,7 @@
 #include "runtime/host/Kernels.h"
 
 #include <fmt/format.h>
+#include <omp.h>
 
 #include <chrono>
 #include <cmath>
@@ -189,12 +190,16 @@ HostBackend::HostBackend(const Plan &plan)
 
 HostBackend::~HostBackend() = default;
 
+std::string HostBackend::describe() const {
+  return fmt::format("host ({} OpenMP threads)", omp_get_max_threads());
+}
+
 std::span<std::byte> HostBackend::bytes(int64_t value) {
   const ValueInfo &info = planRef.values.at(value);
   return {arena.get() + info.offset, static_cast<std::size_t>(info.bytes())};
 }
 
-std::vector<float> HostBackend::read(int64_t value) const {
+std::vector<float> HostBackend::read(int64_t value) {
   const ValueInfo &info = planRef.values.at(value);
   std::vector<float> data(info.numElements());
   widen(info.dtype, arena.get() + info.offset, data.data(), data.size());

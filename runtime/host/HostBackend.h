@@ -10,7 +10,7 @@
 #ifndef KILN_RUNTIME_HOST_HOSTBACKEND_H
 #define KILN_RUNTIME_HOST_HOSTBACKEND_H
 
-#include "runtime/Plan.h"
+#include "runtime/Backend.h"
 
 #include <cstddef>
 #include <functional>
@@ -22,29 +22,30 @@
 
 namespace kiln::rt {
 
-class HostBackend {
+class HostBackend final : public Backend {
 public:
   /// Checks that every step's kernel and operands are ones this backend
   /// runs, and allocates the arena (zeroed).
   explicit HostBackend(const Plan &plan);
   ~HostBackend();
 
-  const Plan &plan() const { return planRef; }
+  const Plan &plan() const override { return planRef; }
+  std::string describe() const override;
 
   /// The bytes of a value in the arena.
   std::span<std::byte> bytes(int64_t value);
 
   /// A value converted to FP32, and FP32 data stored into a value (rounded
   /// to its element type).
-  std::vector<float> read(int64_t value) const;
-  void write(int64_t value, std::span<const float> data);
-  void writeInt32(int64_t value, std::span<const int32_t> data);
+  std::vector<float> read(int64_t value) override;
+  void write(int64_t value, std::span<const float> data) override;
+  void writeInt32(int64_t value, std::span<const int32_t> data) override;
 
   /// Runs every step in order. `beforeChunk`, if set, is called before the
   /// first step of each chunk kind ('F', 'B', 'W', 'O') that starts a run of
   /// steps, so callers can look at gradients before the optimizer consumes
   /// them.
-  void run(const std::function<void(char chunk)> &beforeChunk = {});
+  void run(const std::function<void(char chunk)> &beforeChunk) override;
 
   /// Seconds spent per kernel kind (fused regions by their ops) over all
   /// runs so far, for profiles.

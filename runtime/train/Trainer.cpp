@@ -2,9 +2,9 @@
 
 #include "runtime/train/Trainer.h"
 
+#include "runtime/Backend.h"
 #include "runtime/Error.h"
 #include "runtime/Plan.h"
-#include "runtime/host/HostBackend.h"
 #include "runtime/io/AtomicFile.h"
 #include "runtime/io/ByteTokenizer.h"
 #include "runtime/io/InputFile.h"
@@ -66,7 +66,7 @@ std::string shapeString(const std::vector<int64_t> &shape) {
 
 /// Loads a tensor of a safetensors file into an f32 value of the step,
 /// checking its shape.
-void loadTensor(HostBackend &backend, int64_t value, const SafeTensors &file,
+void loadTensor(Backend &backend, int64_t value, const SafeTensors &file,
                 const std::string &name, const std::string &path) {
   const Tensor *tensor = file.find(name);
   if (!tensor)
@@ -155,7 +155,7 @@ private:
   const TrainOptions &options;
   fs::path outDir;
   Plan plan;
-  std::optional<HostBackend> backend;
+  std::unique_ptr<Backend> backend;
   std::optional<TokenStream> stream;
   std::optional<ProgressBar> progress;
   LrSchedule schedule{};
@@ -174,9 +174,9 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
     throw Error(fmt::format("cannot create the output directory {}: {}",
                             outDir.string(),
                             ec ? ec.message() : "not a directory"));
-  plan = Plan::parse(options.planText, "compiled plan");
+  plan = Plan::parse(options.planText, options.planSource);
   writeFileAtomic((outDir / "plan.json").string(), toBytes(options.planText));
-  backend.emplace(plan);
+  backend = createBackend(plan, options.backend);
   batch = plan.modelInt("batch");
   seqLen = plan.modelInt("seq_len");
   vocab = plan.modelInt("vocab_size");
@@ -349,6 +349,10 @@ void Trainer::run() {
                             "before --steps {}",
                             firstStep - 1, options.steps));
   progress.emplace(options.steps, firstStep, options.progressBar);
+  log(fmt::format("training {} on {}: batch {} x {} tokens, steps {}-{}",
+                  plan.model.value("architecture", "the model"),
+                  backend->describe(), batch, seqLen, firstStep,
+                  options.steps));
 
   int64_t lossValue = plan.output("loss");
   int64_t logEvery = std::max<int64_t>(1, options.steps / 20);

@@ -18,7 +18,8 @@
 namespace kiln::rt {
 
 struct TrainOptions {
-  std::string planText;   ///< the compiled plan (JSON)
+  std::string planText;                     ///< the compiled plan (JSON)
+  std::string planSource = "compiled plan"; ///< names the plan in errors
   std::string configText; ///< the model's config.json, copied to checkpoints
   std::vector<std::string> data; ///< token shards, directories or text files
   std::string outDir = "out";
@@ -32,7 +33,8 @@ struct TrainOptions {
   std::string resumeDir;     ///< an output directory or a checkpoint in it
   int64_t saveEvery = 0;     ///< 0: only at the end
   int keepCheckpoints = 2;
-  bool progressBar = false; ///< redraw a bar (a terminal); else log lines
+  bool progressBar = false;     ///< redraw a bar (a terminal); else log lines
+  std::string backend = "auto"; ///< auto, host or cuda
 };
 
 /// Trains; returns the process exit status. Errors are printed to stderr as

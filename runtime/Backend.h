@@ -1,0 +1,58 @@
+//===- Backend.h - What runs a plan -----------------------------*- C++ -*-===//
+//
+// The runtime runs one plan on one of two backends behind this interface:
+// `host` (the reference, CPU) and `cuda` (NVRTC-compiled kernels and
+// cuBLASLt on an NVIDIA GPU). The trainer sees only this.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_BACKEND_H
+#define KILN_RUNTIME_BACKEND_H
+
+#include "runtime/Plan.h"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace kiln::rt {
+
+class Backend {
+public:
+  virtual ~Backend() = default;
+
+  virtual const Plan &plan() const = 0;
+  /// A description for logs: "host (2 threads)", "cuda (NVIDIA H100, sm_90a)".
+  virtual std::string describe() const = 0;
+
+  /// A value converted to FP32; FP32 data stored into a value (rounded to
+  /// its element type); token ids stored into an i32 value.
+  virtual std::vector<float> read(int64_t value) = 0;
+  virtual void write(int64_t value, std::span<const float> data) = 0;
+  virtual void writeInt32(int64_t value, std::span<const int32_t> data) = 0;
+
+  /// Runs every step in order; `beforeChunk` is called before each run of
+  /// steps of one chunk kind ('F', 'B', 'W', 'O'), e.g. to read gradients
+  /// before the optimizer consumes them.
+  virtual void run(const std::function<void(char chunk)> &beforeChunk) = 0;
+
+  /// Seconds per kernel kind over all runs, for profiles.
+  virtual const std::map<std::string, double> &kernelSeconds() const = 0;
+};
+
+/// Which backend `--backend auto|host|cuda` selects: auto is cuda when the
+/// runtime was built with CUDA support, the plan has CUDA kernels and a
+/// usable GPU exists, host otherwise. Throws Error when cuda is asked for and
+/// cannot be had, saying why.
+std::unique_ptr<Backend> createBackend(const Plan &plan,
+                                       const std::string &choice);
+
+/// Whether a usable GPU exists; `why` says why not.
+bool cudaUsable(std::string *why);
+
+} // namespace kiln::rt
+
+#endif // KILN_RUNTIME_BACKEND_H

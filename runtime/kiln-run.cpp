@@ -1,0 +1,120 @@
+//===- kiln-run.cpp - Train from a compiled plan --------------------------===//
+//
+// The runtime's own driver, for machines without the compiler (GPU machines
+// have no LLVM/MLIR): `kiln compile -o plan.json` there, `kiln-run plan.json
+// --data ...` here. Takes kiln train's runtime options.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/train/Trainer.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+
+namespace {
+
+constexpr const char *kUsage =
+    "usage: kiln-run <plan.json> --data <files,...> [--steps N] [--lr X]\n"
+    "                [--warmup N] [--seed N] [--out DIR] [--init FILE]\n"
+    "                [--save-grads FILE] [--resume DIR] [--save-every N]\n"
+    "                [--backend auto|host|cuda] [--config config.json]\n"
+    "Trains with a plan compiled by `kiln compile --emit=plan` (the batch,\n"
+    "sequence length and precision are the plan's).\n";
+
+bool readFile(const std::string &path, std::string &text) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return false;
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  text = buffer.str();
+  return true;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  kiln::rt::TrainOptions options;
+  std::string planPath, configPath;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg.rfind("--", 0) != 0) {
+      if (!planPath.empty()) {
+        std::fprintf(stderr,
+                     "kiln-run: error: two plans given ('%s', '%s')\n%s",
+                     planPath.c_str(), arg.c_str(), kUsage);
+        return 1;
+      }
+      planPath = arg;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "kiln-run: error: %s needs a value\n%s", arg.c_str(),
+                   kUsage);
+      return 1;
+    }
+    std::string value = argv[++i];
+    try {
+      if (arg == "--data") {
+        std::stringstream list(value);
+        for (std::string item; std::getline(list, item, ',');)
+          options.data.push_back(item);
+      } else if (arg == "--steps") {
+        options.steps = std::stoll(value);
+      } else if (arg == "--lr") {
+        options.lr = std::stod(value);
+      } else if (arg == "--warmup") {
+        options.warmupSteps = std::stoll(value);
+      } else if (arg == "--seed") {
+        options.seed = std::stoull(value);
+      } else if (arg == "--out") {
+        options.outDir = value;
+      } else if (arg == "--init") {
+        options.initPath = value;
+      } else if (arg == "--save-grads") {
+        options.saveGradsPath = value;
+      } else if (arg == "--resume") {
+        options.resumeDir = value;
+      } else if (arg == "--save-every") {
+        options.saveEvery = std::stoll(value);
+      } else if (arg == "--backend") {
+        options.backend = value;
+      } else if (arg == "--config") {
+        configPath = value;
+      } else {
+        std::fprintf(stderr, "kiln-run: error: unknown option %s\n%s",
+                     arg.c_str(), kUsage);
+        return 1;
+      }
+    } catch (const std::exception &) {
+      std::fprintf(stderr, "kiln-run: error: %s: '%s' is not a number\n",
+                   arg.c_str(), value.c_str());
+      return 1;
+    }
+  }
+  if (planPath.empty()) {
+    std::fputs(kUsage, stderr);
+    return 1;
+  }
+  options.planSource = planPath;
+  if (!readFile(planPath, options.planText)) {
+    std::fprintf(stderr, "kiln-run: error: %s: cannot read the plan\n",
+                 planPath.c_str());
+    return 1;
+  }
+  if (!configPath.empty() && !readFile(configPath, options.configText)) {
+    std::fprintf(stderr, "kiln-run: error: %s: cannot read\n",
+                 configPath.c_str());
+    return 1;
+  }
+  options.progressBar = isatty(STDERR_FILENO);
+  return kiln::rt::runTraining(options);
+}
