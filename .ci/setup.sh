@@ -16,7 +16,7 @@ build_compiler=${KILN_BUILD_COMPILER:-ON}
 packages=(
   cmake ninja-build g++ python3
   libfmt-dev nlohmann-json3-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
   python3-torch python3-numpy
 )
 if [[ $build_compiler == ON ]]; then

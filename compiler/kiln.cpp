@@ -12,6 +12,7 @@
 #include "dialects/nn/NNDialect.h"
 #include "dialects/tile/TileDialect.h"
 #include "passes/Passes.h"
+#include "runtime/Precompile.h"
 #include "runtime/train/Trainer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -81,6 +82,17 @@ cl::opt<Stage> emitStage(
 cl::opt<std::string> outputPath("o", cl::desc("Output file (default stdout)"),
                                 cl::init("-"), cl::sub(compileCommand),
                                 cl::sub(tokenizeCommand));
+
+cl::opt<std::string>
+    target("target",
+           cl::desc("Precompile the CUDA kernels into the plan: cuda:sm_90a, "
+                    "cuda:sm_80, ... (NVRTC, no GPU needed); prints ptxas' "
+                    "registers and spills per kernel"),
+           cl::sub(compileCommand));
+cl::opt<bool> failOnSpills("fail-on-spills",
+                           cl::desc("With --target: fail if any kernel "
+                                    "spills registers"),
+                           cl::sub(compileCommand));
 
 // Optimizer settings, compiled into the step.
 cl::opt<double> weightDecay("weight-decay",
@@ -248,8 +260,26 @@ int runCompile(MLIRContext &context) {
   if (!output)
     return fail(error);
   if (emitStage == Stage::Plan) {
-    if (failed(writePlan(**module, output->os())))
+    std::string plan;
+    llvm::raw_string_ostream planStream(plan);
+    if (failed(writePlan(**module, planStream)))
       return fail("cannot write the plan (see the diagnostics above)");
+    if (!target.empty()) {
+      llvm::StringRef arch(target);
+      if (!arch.consume_front("cuda:") || !arch.starts_with("sm_"))
+        return fail("--target must be cuda:sm_XY (e.g. cuda:sm_90a), got '" +
+                    target + "'");
+      rt::PrecompileResult result;
+      std::string error;
+      if (!rt::precompileCuda(plan, arch.str(), result, error))
+        return fail("--target " + target + ": " + error);
+      llvm::errs() << result.report;
+      if (failOnSpills && result.spillingKernels > 0)
+        return fail(llvm::Twine(result.spillingKernels) +
+                    " kernels spill registers (see above)");
+      plan = std::move(result.planText);
+    }
+    output->os() << plan;
   } else {
     (*module)->print(output->os());
   }

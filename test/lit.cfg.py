@@ -41,3 +41,18 @@ try:
 except (OSError, subprocess.CalledProcessError):
     lit_config.note("PyTorch not found: the comparisons with PyTorch are "
                     "skipped (install python3-torch)")
+
+# NVRTC (the CUDA toolkit) in a runtime built with CUDA support: the
+# CPU-only checks of generated CUDA code.
+import glob
+
+cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+if config.kiln_enable_cuda in ("1", "ON", "TRUE") and glob.glob(
+        os.path.join(cuda_home, "lib64", "libnvrtc.so*")):
+    config.available_features.add("nvrtc")
+else:
+    lit_config.note("NVRTC or CUDA support missing: the CUDA compile checks "
+                    "are skipped")
+# Tests compile into a kernel cache in the build tree, never ~/.cache.
+config.environment["KILN_CACHE_DIR"] = os.path.join(config.test_exec_root,
+                                                    "kernel-cache")

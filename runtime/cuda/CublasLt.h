@@ -1,0 +1,66 @@
+//===- CublasLt.h - Row-major GEMMs through cuBLASLt ------------*- C++ -*-===//
+//
+// The cuda backend's GEMM: the host backend's gemm (host/Kernels.h) with
+// the same row-major operands, run by cuBLASLt with FP32 accumulation.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_CUDA_CUBLASLT_H
+#define KILN_RUNTIME_CUDA_CUBLASLT_H
+
+#include "runtime/Plan.h"
+
+#include <cublasLt.h>
+#include <cuda.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+namespace kiln::rt::cuda {
+
+/// A cuBLASLt handle and the algorithm it chose for each GEMM shape. Not
+/// thread-safe; the device's context must be current.
+class LtGemm {
+public:
+  /// Creates the handle; throws Error if cuBLASLt is missing or fails.
+  LtGemm();
+  ~LtGemm();
+  LtGemm(const LtGemm &) = delete;
+  LtGemm &operator=(const LtGemm &) = delete;
+
+  /// For each p < batch, on `stream`:
+  ///
+  ///   C_p[m, n] = op(A_p) op(B_p) (+ bias[n] on every row)
+  ///
+  /// all row-major and contiguous: op(A_p) is A_p stored [m, k], or with
+  /// transA stored [k, m]; op(B_p) is B_p stored [k, n], or with transB
+  /// stored [n, k]; batch strides m*k, k*n and m*n elements. `bias` (n
+  /// elements, the dtype of C) may be null. `dtype` is F32 (exact FP32: no
+  /// TF32) or BF16 (BF16 in and out); both accumulate in FP32. Throws Error
+  /// for another dtype, a negative size, or a failed cuBLASLt call (such as
+  /// no algorithm fitting `workspaceBytes`).
+  void run(CUstream stream, ElemType dtype, std::int64_t batch,
+           std::int64_t m, std::int64_t n, std::int64_t k, bool transA,
+           bool transB, const void *a, const void *b, void *c,
+           const void *bias, void *workspace, std::size_t workspaceBytes);
+
+  /// How many shapes have an algorithm chosen.
+  std::size_t cachedAlgorithms() const { return algorithms_.size(); }
+
+private:
+  /// Everything the heuristic's choice depends on: the problem, and the
+  /// alignment of each buffer that it may assume.
+  using ShapeKey =
+      std::tuple<ElemType, std::int64_t, std::int64_t, std::int64_t,
+                 std::int64_t, bool, bool, bool, std::size_t, std::uint32_t,
+                 std::uint32_t, std::uint32_t, std::uint32_t>;
+
+  cublasLtHandle_t handle_ = nullptr;
+  std::map<ShapeKey, cublasLtMatmulAlgo_t> algorithms_;
+};
+
+} // namespace kiln::rt::cuda
+
+#endif // KILN_RUNTIME_CUDA_CUBLASLT_H

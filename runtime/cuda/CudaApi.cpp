@@ -1,0 +1,393 @@
+//===- CudaApi.cpp - Loading the CUDA libraries, checking their results ---===//
+
+#include "runtime/cuda/CudaApi.h"
+
+#include "runtime/Error.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <string_view>
+#include <utility>
+
+#include <dlfcn.h>
+
+namespace kiln::rt::cuda {
+
+//===----------------------------------------------------------------------===//
+// Library
+//===----------------------------------------------------------------------===//
+
+Library::Library(const std::vector<std::string> &candidates) {
+  std::string failures;
+  for (const std::string &candidate : candidates) {
+    handle_ = ::dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle_) {
+      path_ = candidate;
+      return;
+    }
+    const char *reason = ::dlerror();
+    failures += fmt::format("{}dlopen({}) failed: {}",
+                            failures.empty() ? "" : "; ", candidate,
+                            reason ? reason : "unknown reason");
+  }
+  if (candidates.empty())
+    failures = "no library candidates given";
+  throw Error(failures);
+}
+
+Library::~Library() {
+  if (handle_)
+    ::dlclose(handle_);
+}
+
+Library::Library(Library &&other) noexcept
+    : handle_(std::exchange(other.handle_, nullptr)),
+      path_(std::move(other.path_)) {}
+
+Library &Library::operator=(Library &&other) noexcept {
+  if (this != &other) {
+    if (handle_)
+      ::dlclose(handle_);
+    handle_ = std::exchange(other.handle_, nullptr);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+void *Library::symbol(const char *name) const {
+  ::dlerror(); // clear any earlier error
+  void *address = ::dlsym(handle_, name);
+  if (!address) {
+    const char *reason = ::dlerror();
+    throw Error(fmt::format("{} lacks the function {}: {}", path_, name,
+                            reason ? reason : "symbol is null"));
+  }
+  return address;
+}
+
+//===----------------------------------------------------------------------===//
+// Function tables
+//===----------------------------------------------------------------------===//
+
+// Two levels, so that the argument's macros (cuMemAlloc -> cuMemAlloc_v2)
+// are expanded before it becomes a string.
+#define KILN_CUDA_STRINGIFY_EXPANDED(x) KILN_CUDA_STRINGIFY(x)
+#define KILN_CUDA_STRINGIFY(x) #x
+#define KILN_CUDA_LOAD_FUNCTION(fn)                                            \
+  api.fn = reinterpret_cast<decltype(api.fn)>(                                 \
+      library.symbol(KILN_CUDA_STRINGIFY_EXPANDED(fn)));
+#define KILN_CUDA_SYMBOL_NAME(fn) names.push_back(KILN_CUDA_STRINGIFY_EXPANDED(fn));
+
+DriverApi loadDriverApi(const Library &library) {
+  DriverApi api;
+  KILN_CUDA_DRIVER_FUNCTIONS(KILN_CUDA_LOAD_FUNCTION)
+  return api;
+}
+
+NvrtcApi loadNvrtcApi(const Library &library) {
+  NvrtcApi api;
+  KILN_NVRTC_FUNCTIONS(KILN_CUDA_LOAD_FUNCTION)
+  return api;
+}
+
+CublasLtApi loadCublasLtApi(const Library &library) {
+  CublasLtApi api;
+  KILN_CUBLASLT_FUNCTIONS(KILN_CUDA_LOAD_FUNCTION)
+  return api;
+}
+
+std::vector<std::string> driverSymbolNames() {
+  std::vector<std::string> names;
+  KILN_CUDA_DRIVER_FUNCTIONS(KILN_CUDA_SYMBOL_NAME)
+  return names;
+}
+
+std::vector<std::string> nvrtcSymbolNames() {
+  std::vector<std::string> names;
+  KILN_NVRTC_FUNCTIONS(KILN_CUDA_SYMBOL_NAME)
+  return names;
+}
+
+std::vector<std::string> cublasLtSymbolNames() {
+  std::vector<std::string> names;
+  KILN_CUBLASLT_FUNCTIONS(KILN_CUDA_SYMBOL_NAME)
+  return names;
+}
+
+#undef KILN_CUDA_SYMBOL_NAME
+#undef KILN_CUDA_LOAD_FUNCTION
+#undef KILN_CUDA_STRINGIFY
+#undef KILN_CUDA_STRINGIFY_EXPANDED
+
+//===----------------------------------------------------------------------===//
+// The process-wide libraries
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// A library and its function table, or why they did not load.
+template <typename Api> struct Loaded {
+  std::unique_ptr<Library> library;
+  Api api;
+  std::string error;
+
+  const Api &get() const {
+    if (!library)
+      throw Error(error);
+    return api;
+  }
+};
+
+/// Opens the first loadable candidate and resolves `Api` in it; on failure
+/// records "<what> not found: <dlopen failures>; <hint>" (or the missing
+/// function). Never closes the library.
+template <typename Api>
+Loaded<Api> *loadOnce(const std::vector<std::string> &candidates,
+                      Api (*resolve)(const Library &), const char *what,
+                      const char *hint) {
+  auto *loaded = new Loaded<Api>; // intentionally never freed
+  std::unique_ptr<Library> library;
+  try {
+    library = std::make_unique<Library>(candidates);
+  } catch (const Error &error) {
+    loaded->error = fmt::format("{} not found: {}; {}", what, error.what(), hint);
+    return loaded;
+  }
+  try {
+    loaded->api = resolve(*library);
+  } catch (const Error &error) {
+    loaded->error = fmt::format("{} is unusable: {}; {}", what, error.what(),
+                                "it is older than the Kiln runtime needs");
+    return loaded;
+  }
+  loaded->library = std::move(library);
+  return loaded;
+}
+
+/// The CUDA toolkit's root: $CUDA_HOME, else /usr/local/cuda.
+std::string toolkitRoot() {
+  const char *home = std::getenv("CUDA_HOME");
+  return home && *home ? home : "/usr/local/cuda";
+}
+
+Loaded<NvrtcApi> &nvrtcLoaded() {
+  static Loaded<NvrtcApi> *loaded = [] {
+    std::vector<std::string> candidates = toolkitLibraryCandidates("libnvrtc.so.13");
+    for (std::string &c : toolkitLibraryCandidates("libnvrtc.so"))
+      candidates.push_back(std::move(c));
+    return loadOnce<NvrtcApi>(candidates, loadNvrtcApi, "NVRTC",
+                              "is the CUDA toolkit's NVRTC installed (set "
+                              "CUDA_HOME to its root)?");
+  }();
+  return *loaded;
+}
+
+Loaded<CublasLtApi> &cublasLtLoaded() {
+  static Loaded<CublasLtApi> *loaded = [] {
+    std::vector<std::string> candidates =
+        toolkitLibraryCandidates("libcublasLt.so.13");
+    for (std::string &c : toolkitLibraryCandidates("libcublasLt.so"))
+      candidates.push_back(std::move(c));
+    return loadOnce<CublasLtApi>(candidates, loadCublasLtApi, "cuBLASLt",
+                                 "is the CUDA toolkit's cuBLAS installed (set "
+                                 "CUDA_HOME to its root)?");
+  }();
+  return *loaded;
+}
+
+} // namespace
+
+std::vector<std::string> toolkitLibraryCandidates(const std::string &soname) {
+  std::vector<std::string> candidates = {soname};
+  for (const std::string &root : {toolkitRoot(), std::string("/usr/local/cuda")}) {
+    std::string path = root + "/lib64/" + soname;
+    if (std::find(candidates.begin(), candidates.end(), path) == candidates.end())
+      candidates.push_back(path);
+  }
+  return candidates;
+}
+
+const DriverApi &driver() {
+  // Only the versioned name: the unversioned libcuda.so is the toolkit's
+  // link-time stub (in lib64/stubs), whose every call fails.
+  static Loaded<DriverApi> *loaded =
+      loadOnce<DriverApi>({"libcuda.so.1"}, loadDriverApi, "CUDA driver",
+                          "is an NVIDIA driver installed?");
+  return loaded->get();
+}
+
+const NvrtcApi &nvrtc() { return nvrtcLoaded().get(); }
+
+const CublasLtApi &cublasLt() { return cublasLtLoaded().get(); }
+
+const std::string &nvrtcLibraryPath() {
+  nvrtcLoaded().get();
+  return nvrtcLoaded().library->path();
+}
+
+const std::string &cublasLtLibraryPath() {
+  cublasLtLoaded().get();
+  return cublasLtLoaded().library->path();
+}
+
+//===----------------------------------------------------------------------===//
+// Checking results
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// "cuMemAlloc(&p, n)" from "driver().cuMemAlloc(&p, n)": the accessor adds
+/// nothing to a message.
+std::string_view callText(std::string_view call) {
+  for (std::string_view accessor : {"driver().", "nvrtc().", "cublasLt()."}) {
+    if (call.starts_with(accessor))
+      return call.substr(accessor.size());
+  }
+  return call;
+}
+
+/// The file name of a __FILE__ path.
+std::string_view baseName(std::string_view file) {
+  size_t slash = file.find_last_of('/');
+  return slash == std::string_view::npos ? file : file.substr(slash + 1);
+}
+
+[[noreturn]] void throwCallError(const char *call, const char *file, int line,
+                                 const std::string &text) {
+  throw Error(fmt::format("{} failed at {}:{}: {}", callText(call),
+                          baseName(file), line, text));
+}
+
+} // namespace
+
+std::string driverErrorText(CUresult result) {
+  const char *name = nullptr;
+  const char *text = nullptr;
+  try {
+    const DriverApi &api = driver();
+    api.cuGetErrorName(result, &name);
+    api.cuGetErrorString(result, &text);
+  } catch (const Error &) {
+    // No driver: only the number is known.
+  }
+  if (!name)
+    return fmt::format("CUresult {}", static_cast<int>(result));
+  return text ? fmt::format("{}: {}", name, text) : std::string(name);
+}
+
+namespace detail {
+
+void throwDriverError(CUresult result, const char *call, const char *file,
+                      int line) {
+  throwCallError(call, file, line, driverErrorText(result));
+}
+
+void throwNvrtcError(nvrtcResult result, const char *call, const char *file,
+                     int line) {
+  std::string text = fmt::format("nvrtcResult {}", static_cast<int>(result));
+  try {
+    text = nvrtc().nvrtcGetErrorString(result);
+  } catch (const Error &) {
+  }
+  throwCallError(call, file, line, text);
+}
+
+void throwCublasError(cublasStatus_t status, const char *call,
+                      const char *file, int line) {
+  std::string text = fmt::format("cublasStatus_t {}", static_cast<int>(status));
+  try {
+    const CublasLtApi &api = cublasLt();
+    text = fmt::format("{}: {}", api.cublasLtGetStatusName(status),
+                       api.cublasLtGetStatusString(status));
+  } catch (const Error &) {
+  }
+  throwCallError(call, file, line, text);
+}
+
+} // namespace detail
+
+//===----------------------------------------------------------------------===//
+// Probing for a device
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// The text of a driver result through `api` (which may be a stub).
+std::string resultText(const DriverApi &api, CUresult result) {
+  const char *name = nullptr;
+  const char *text = nullptr;
+  if (api.cuGetErrorName(result, &name) != CUDA_SUCCESS || !name)
+    return fmt::format("CUresult {}", static_cast<int>(result));
+  if (api.cuGetErrorString(result, &text) != CUDA_SUCCESS || !text)
+    return name;
+  return fmt::format("{}: {}", name, text);
+}
+
+} // namespace
+
+std::optional<DeviceInfo> probeDevice(const DriverApi &api,
+                                      std::string *whyNot, int ordinal) {
+  auto fail = [&](std::string reason) -> std::optional<DeviceInfo> {
+    if (whyNot)
+      *whyNot = std::move(reason);
+    return std::nullopt;
+  };
+  try {
+    if (CUresult r = api.cuInit(0); r != CUDA_SUCCESS)
+      return fail(fmt::format("the CUDA driver found no usable GPU: cuInit "
+                              "failed: {}",
+                              resultText(api, r)));
+    DeviceInfo info;
+    info.ordinal = ordinal;
+    if (CUresult r = api.cuDriverGetVersion(&info.driverVersion);
+        r != CUDA_SUCCESS)
+      return fail("cuDriverGetVersion failed: " + resultText(api, r));
+    int count = 0;
+    if (CUresult r = api.cuDeviceGetCount(&count); r != CUDA_SUCCESS)
+      return fail("cuDeviceGetCount failed: " + resultText(api, r));
+    if (count == 0)
+      return fail("the CUDA driver reports no GPU");
+    if (ordinal < 0 || ordinal >= count)
+      return fail(fmt::format("no GPU {}: the CUDA driver reports {}", ordinal,
+                              count));
+    CUdevice device;
+    char name[256] = {};
+    CUresult r = api.cuDeviceGet(&device, ordinal);
+    if (r == CUDA_SUCCESS)
+      r = api.cuDeviceGetName(name, sizeof(name), device);
+    if (r == CUDA_SUCCESS)
+      r = api.cuDeviceGetAttribute(
+          &info.major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device);
+    if (r == CUDA_SUCCESS)
+      r = api.cuDeviceGetAttribute(
+          &info.minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device);
+    if (r == CUDA_SUCCESS)
+      r = api.cuDeviceGetAttribute(
+          &info.smCount, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device);
+    if (r == CUDA_SUCCESS)
+      r = api.cuDeviceTotalMem(&info.totalMemory, device);
+    if (r != CUDA_SUCCESS)
+      return fail(fmt::format("cannot query GPU {}: {}", ordinal,
+                              resultText(api, r)));
+    info.name = name;
+    return info;
+  } catch (const std::exception &error) {
+    return fail(error.what());
+  }
+}
+
+std::optional<DeviceInfo> probeDevice(std::string *whyNot, int ordinal) {
+  try {
+    return probeDevice(driver(), whyNot, ordinal);
+  } catch (const std::exception &error) {
+    if (whyNot)
+      *whyNot = error.what();
+    return std::nullopt;
+  }
+}
+
+} // namespace kiln::rt::cuda

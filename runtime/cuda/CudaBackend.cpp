@@ -1,0 +1,294 @@
+//===- CudaBackend.cpp - Runs a plan on an NVIDIA GPU ---------------------===//
+
+#include "runtime/cuda/CudaBackend.h"
+
+#include "runtime/Error.h"
+#include "runtime/Numerics.h"
+#include "runtime/cuda/CublasLt.h"
+#include "runtime/cuda/CudaApi.h"
+#include "runtime/cuda/Device.h"
+#include "runtime/cuda/KernelCache.h"
+#include "runtime/cuda/Nvrtc.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+namespace kiln::rt::cuda {
+
+namespace {
+
+/// cuBLASLt's workspace: enough for its split-K and stream-K algorithms.
+constexpr std::size_t kGemmWorkspaceBytes = 32u << 20;
+
+class CudaBackend final : public Backend {
+public:
+  explicit CudaBackend(const Plan &plan);
+  ~CudaBackend() override;
+
+  const Plan &plan() const override { return planRef; }
+  std::string describe() const override {
+    return fmt::format("cuda ({}, {})", device.name, device.arch());
+  }
+  std::vector<float> read(int64_t value) override;
+  void write(int64_t value, std::span<const float> data) override;
+  void writeInt32(int64_t value, std::span<const int32_t> data) override;
+  void run(const std::function<void(char)> &beforeChunk) override;
+  const std::map<std::string, double> &kernelSeconds() const override {
+    return seconds;
+  }
+
+private:
+  void loadKernels();
+  void launchStep(const Step &step);
+  CUdeviceptr address(int64_t value) const {
+    return arena + planRef.values.at(value).offset;
+  }
+
+  const Plan &planRef;
+  DeviceInfo device;
+  CUcontext context = nullptr;
+  CUstream stream = nullptr;
+  CUdeviceptr arena = 0, scratch = 0, errorFlag = 0, workspace = 0;
+  std::vector<CUmodule> modules;
+  std::map<std::string, CUfunction> functions;
+  std::unique_ptr<LtGemm> gemm;
+  std::map<std::string, double> seconds;
+};
+
+CudaBackend::CudaBackend(const Plan &plan) : planRef(plan) {
+  std::string why;
+  std::optional<DeviceInfo> info = probeDevice(&why);
+  if (!info)
+    throw Error("--backend cuda: no usable GPU: " + why);
+  device = *info;
+  const DriverApi &cu = driver();
+  CUdevice handle;
+  KILN_CUDA_CHECK(cu.cuDeviceGet(&handle, device.ordinal));
+  KILN_CUDA_CHECK(cu.cuDevicePrimaryCtxRetain(&context, handle));
+  KILN_CUDA_CHECK(cu.cuCtxSetCurrent(context));
+  KILN_CUDA_CHECK(cu.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+  KILN_CUDA_CHECK(
+      cu.cuMemAlloc(&arena, std::max<int64_t>(plan.arenaBytes, 256)));
+  KILN_CUDA_CHECK(
+      cu.cuMemsetD8(arena, 0, std::max<int64_t>(plan.arenaBytes, 256)));
+  KILN_CUDA_CHECK(
+      cu.cuMemAlloc(&scratch, std::max<int64_t>(plan.cudaScratchBytes, 256)));
+  KILN_CUDA_CHECK(cu.cuMemAlloc(&errorFlag, sizeof(int)));
+  KILN_CUDA_CHECK(cu.cuMemsetD8(errorFlag, 0, sizeof(int)));
+  KILN_CUDA_CHECK(cu.cuMemAlloc(&workspace, kGemmWorkspaceBytes));
+  gemm = std::make_unique<LtGemm>();
+  loadKernels();
+}
+
+CudaBackend::~CudaBackend() {
+  const DriverApi &cu = driver();
+  // Teardown errors are not actionable; release what can be released.
+  if (stream)
+    cu.cuStreamSynchronize(stream);
+  gemm.reset();
+  for (CUmodule module : modules)
+    cu.cuModuleUnload(module);
+  for (CUdeviceptr p : {arena, scratch, errorFlag, workspace})
+    if (p)
+      cu.cuMemFree(p);
+  if (stream)
+    cu.cuStreamDestroy(stream);
+  if (context) {
+    CUdevice handle;
+    if (cu.cuDeviceGet(&handle, device.ordinal) == CUDA_SUCCESS)
+      cu.cuDevicePrimaryCtxRelease(handle);
+  }
+}
+
+void CudaBackend::loadKernels() {
+  // Cubins precompiled into the plan for this architecture are used as they
+  // are; the rest compile with NVRTC (in parallel, through the cache).
+  const auto precompiled = planRef.cudaCubins.find(device.arch());
+  std::vector<CompileRequest> requests;
+  std::map<std::string, std::vector<std::byte>> cubins;
+  for (const auto &[name, source] : planRef.cudaKernels) {
+    if (precompiled != planRef.cudaCubins.end() &&
+        precompiled->second.count(name)) {
+      cubins[name] = precompiled->second.at(name);
+      continue;
+    }
+    requests.push_back(
+        CompileRequest{name,
+                       source,
+                       device.arch(),
+                       {},
+                       {{planRef.cudaHeader, deviceHeaderSource()}}});
+  }
+  if (!requests.empty()) {
+    KernelCache cache;
+    int threads = std::max(1u, std::thread::hardware_concurrency());
+    for (CompiledKernel &kernel : compileKernels(requests, &cache, threads))
+      cubins[kernel.name] = std::move(kernel.cubin);
+  }
+  const DriverApi &cu = driver();
+  for (const auto &[name, cubin] : cubins) {
+    CUmodule module;
+    KILN_CUDA_CHECK(cu.cuModuleLoadData(&module, cubin.data()));
+    modules.push_back(module);
+    CUfunction function;
+    KILN_CUDA_CHECK(cu.cuModuleGetFunction(&function, module, name.c_str()));
+    functions[name] = function;
+  }
+}
+
+std::vector<float> CudaBackend::read(int64_t value) {
+  const ValueInfo &info = planRef.values.at(value);
+  std::vector<std::byte> bytes(info.bytes());
+  const DriverApi &cu = driver();
+  KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
+  KILN_CUDA_CHECK(cu.cuMemcpyDtoH(bytes.data(), address(value), bytes.size()));
+  std::vector<float> data(info.numElements());
+  if (info.dtype == ElemType::F32) {
+    std::memcpy(data.data(), bytes.data(), bytes.size());
+  } else if (info.dtype == ElemType::BF16) {
+    const auto *bits = reinterpret_cast<const uint16_t *>(bytes.data());
+    for (std::size_t i = 0; i < data.size(); ++i)
+      data[i] = bf16ToFloat(bits[i]);
+  } else {
+    throw Error(fmt::format("cannot read {} value {} as floating point",
+                            elemName(info.dtype), value));
+  }
+  return data;
+}
+
+void CudaBackend::write(int64_t value, std::span<const float> data) {
+  const ValueInfo &info = planRef.values.at(value);
+  if (static_cast<int64_t>(data.size()) != info.numElements())
+    throw Error(fmt::format("value {} holds {} elements, got {}", value,
+                            info.numElements(), data.size()));
+  std::vector<std::byte> bytes(info.bytes());
+  if (info.dtype == ElemType::F32) {
+    std::memcpy(bytes.data(), data.data(), bytes.size());
+  } else if (info.dtype == ElemType::BF16) {
+    auto *bits = reinterpret_cast<uint16_t *>(bytes.data());
+    for (std::size_t i = 0; i < data.size(); ++i)
+      bits[i] = floatToBf16(data[i]);
+  } else {
+    throw Error(
+        fmt::format("cannot store floating point as {}", elemName(info.dtype)));
+  }
+  const DriverApi &cu = driver();
+  KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
+  KILN_CUDA_CHECK(cu.cuMemcpyHtoD(address(value), bytes.data(), bytes.size()));
+}
+
+void CudaBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
+  const ValueInfo &info = planRef.values.at(value);
+  if (info.dtype != ElemType::I32 ||
+      static_cast<int64_t>(data.size()) != info.numElements())
+    throw Error(fmt::format("value {} is {} x {}, not {} i32", value,
+                            info.numElements(), elemName(info.dtype),
+                            data.size()));
+  const DriverApi &cu = driver();
+  KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
+  KILN_CUDA_CHECK(
+      cu.cuMemcpyHtoD(address(value), data.data(), data.size_bytes()));
+}
+
+void CudaBackend::launchStep(const Step &step) {
+  const DriverApi &cu = driver();
+  if (step.cudaLibrary == "cublasLt") {
+    auto attr = [&](const char *key) {
+      return step.attrs.at(key).get<int64_t>();
+    };
+    auto flag = [&](const char *key) {
+      return step.attrs.contains(key) && step.attrs.at(key).get<bool>();
+    };
+    const void *bias =
+        step.inputs.size() > 2
+            ? reinterpret_cast<const void *>(address(step.inputs[2]))
+            : nullptr;
+    gemm->run(stream, planRef.values.at(step.outputs[0]).dtype, attr("batch"),
+              attr("m"), attr("n"), attr("k"), flag("transpose_a"),
+              flag("transpose_b"),
+              reinterpret_cast<const void *>(address(step.inputs[0])),
+              reinterpret_cast<const void *>(address(step.inputs[1])),
+              reinterpret_cast<void *>(address(step.outputs[0])), bias,
+              reinterpret_cast<void *>(workspace), kGemmWorkspaceBytes);
+    return;
+  }
+  if (!step.cudaLibrary.empty())
+    throw Error("unknown CUDA library '" + step.cudaLibrary + "'");
+  for (const CudaLaunch &launch : step.cudaLaunches) {
+    // Argument storage: every parameter is 8 bytes (a pointer or a long
+    // long) or 4 (a float); cuLaunchKernel takes their addresses.
+    std::vector<uint64_t> words(launch.args.size());
+    std::vector<float> floats(launch.args.size());
+    std::vector<void *> params(launch.args.size());
+    for (std::size_t i = 0; i < launch.args.size(); ++i) {
+      const CudaArg &arg = launch.args[i];
+      switch (arg.kind) {
+      case CudaArg::Kind::Value:
+        words[i] = address(arg.integer);
+        break;
+      case CudaArg::Kind::Null:
+        words[i] = 0;
+        break;
+      case CudaArg::Kind::Scratch:
+        words[i] = scratch + arg.integer;
+        break;
+      case CudaArg::Kind::ErrorFlag:
+        words[i] = errorFlag;
+        break;
+      case CudaArg::Kind::Int:
+        words[i] = static_cast<uint64_t>(arg.integer);
+        break;
+      case CudaArg::Kind::Float:
+        floats[i] = static_cast<float>(arg.number);
+        params[i] = &floats[i];
+        continue;
+      }
+      params[i] = &words[i];
+    }
+    KILN_CUDA_CHECK(cu.cuLaunchKernel(
+        functions.at(launch.kernel), launch.grid[0], launch.grid[1],
+        launch.grid[2], launch.block[0], launch.block[1], launch.block[2],
+        /*sharedMemBytes=*/0, stream, params.data(), nullptr));
+  }
+}
+
+void CudaBackend::run(const std::function<void(char)> &beforeChunk) {
+  const DriverApi &cu = driver();
+  char current = 0;
+  for (std::size_t i = 0; i < planRef.steps.size(); ++i) {
+    const Step &step = planRef.steps[i];
+    if (beforeChunk && step.chunk != current)
+      beforeChunk(step.chunk);
+    current = step.chunk;
+    try {
+      launchStep(step);
+    } catch (const Error &error) {
+      throw Error(
+          fmt::format("step {} ({}): {}", i, step.kernel, error.what()));
+    }
+  }
+  KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
+  int flag = 0;
+  KILN_CUDA_CHECK(cu.cuMemcpyDtoH(&flag, errorFlag, sizeof(flag)));
+  if (flag != 0) {
+    KILN_CUDA_CHECK(cu.cuMemsetD8(errorFlag, 0, sizeof(int)));
+    throw Error(fmt::format("a token id or target outside the vocabulary "
+                            "(vocab_size {}) at flat position {} of the "
+                            "batch",
+                            planRef.model.value("vocab_size", int64_t(0)),
+                            flag - 1));
+  }
+}
+
+} // namespace
+
+std::unique_ptr<Backend> createCudaBackend(const Plan &plan) {
+  if (!plan.hasCuda)
+    throw Error("--backend cuda: the plan has no CUDA kernels; recompile it");
+  return std::make_unique<CudaBackend>(plan);
+}
+
+} // namespace kiln::rt::cuda
