@@ -264,19 +264,56 @@ std::string_view baseName(std::string_view file) {
 
 } // namespace
 
-std::string driverErrorText(CUresult result) {
+namespace {
+
+/// The text of `result` when the driver cannot name it (it is missing, or
+/// the toolkit's stub, whose cuGetErrorName fails too): the names of the
+/// results a probe or a first allocation meets, else the number.
+std::string fallbackResultText(CUresult result) {
+  const char *name = nullptr;
+  switch (result) {
+  case CUDA_ERROR_OUT_OF_MEMORY:
+    name = "CUDA_ERROR_OUT_OF_MEMORY";
+    break;
+  case CUDA_ERROR_NOT_INITIALIZED:
+    name = "CUDA_ERROR_NOT_INITIALIZED";
+    break;
+  case CUDA_ERROR_STUB_LIBRARY:
+    name = "CUDA_ERROR_STUB_LIBRARY (the toolkit's stub libcuda, not a "
+           "driver)";
+    break;
+  case CUDA_ERROR_INSUFFICIENT_DRIVER:
+    name = "CUDA_ERROR_INSUFFICIENT_DRIVER";
+    break;
+  case CUDA_ERROR_NO_DEVICE:
+    name = "CUDA_ERROR_NO_DEVICE";
+    break;
+  default:
+    return fmt::format("CUresult {}", static_cast<int>(result));
+  }
+  return fmt::format("{} (CUresult {})", name, static_cast<int>(result));
+}
+
+/// The text of a driver result through `api`: "CUDA_ERROR_OUT_OF_MEMORY:
+/// out of memory".
+std::string resultText(const DriverApi &api, CUresult result) {
   const char *name = nullptr;
   const char *text = nullptr;
+  if (api.cuGetErrorName(result, &name) != CUDA_SUCCESS || !name)
+    return fallbackResultText(result);
+  if (api.cuGetErrorString(result, &text) != CUDA_SUCCESS || !text)
+    return name;
+  return fmt::format("{}: {}", name, text);
+}
+
+} // namespace
+
+std::string driverErrorText(CUresult result) {
   try {
-    const DriverApi &api = driver();
-    api.cuGetErrorName(result, &name);
-    api.cuGetErrorString(result, &text);
+    return resultText(driver(), result);
   } catch (const Error &) {
-    // No driver: only the number is known.
+    return fallbackResultText(result); // no driver
   }
-  if (!name)
-    return fmt::format("CUresult {}", static_cast<int>(result));
-  return text ? fmt::format("{}: {}", name, text) : std::string(name);
 }
 
 namespace detail {
@@ -313,21 +350,6 @@ void throwCublasError(cublasStatus_t status, const char *call,
 //===----------------------------------------------------------------------===//
 // Probing for a device
 //===----------------------------------------------------------------------===//
-
-namespace {
-
-/// The text of a driver result through `api` (which may be a stub).
-std::string resultText(const DriverApi &api, CUresult result) {
-  const char *name = nullptr;
-  const char *text = nullptr;
-  if (api.cuGetErrorName(result, &name) != CUDA_SUCCESS || !name)
-    return fmt::format("CUresult {}", static_cast<int>(result));
-  if (api.cuGetErrorString(result, &text) != CUDA_SUCCESS || !text)
-    return name;
-  return fmt::format("{}: {}", name, text);
-}
-
-} // namespace
 
 std::optional<DeviceInfo> probeDevice(const DriverApi &api,
                                       std::string *whyNot, int ordinal) {

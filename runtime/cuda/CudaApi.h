@@ -249,7 +249,8 @@ inline void checkCublas(cublasStatus_t status, const char *call,
 } // namespace detail
 
 /// The text of a driver result: "CUDA_ERROR_OUT_OF_MEMORY: out of memory"
-/// (the bare number if the driver is not loaded).
+/// (without a driver to ask, the name of a few common results, or the
+/// number).
 std::string driverErrorText(CUresult result);
 
 /// Throws Error unless `call` (a CUresult expression) returns CUDA_SUCCESS.

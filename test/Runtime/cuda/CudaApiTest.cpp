@@ -94,7 +94,7 @@ TEST(CudaApiTest, DriverTableResolvesInTheToolkitStub) {
   std::optional<DeviceInfo> device;
   EXPECT_NO_THROW(device = probeDevice(api, &why, 0));
   EXPECT_FALSE(device.has_value());
-  EXPECT_THAT(why, HasSubstr("cuInit failed"));
+  EXPECT_THAT(why, HasSubstr("cuInit failed: CUDA_ERROR_STUB_LIBRARY"));
 }
 
 // Without a driver library, driver() throws one clear Error, every time.
@@ -186,12 +186,14 @@ TEST(CudaApiTest, CheckMacrosNameCallPlaceAndError) {
               MatchesRegex("unsupportedGemm\\(\\) failed at CudaApiTest.cpp:"
                            "[0-9]+: CUBLAS_STATUS_NOT_SUPPORTED: .+"));
 
-  // Without a driver the result's name is unknown: its number is given.
+  // Without a driver to ask, common results are still named.
   message = errorOf([] { KILN_CUDA_CHECK(outOfMemory()); });
   EXPECT_THAT(message, StartsWith("outOfMemory() failed at CudaApiTest.cpp:"));
   EXPECT_THAT(message, HasSubstr(driverInstalled()
                                      ? "CUDA_ERROR_OUT_OF_MEMORY: out of memory"
-                                     : "CUresult 2"));
+                                     : "CUDA_ERROR_OUT_OF_MEMORY (CUresult 2)"));
+  EXPECT_THAT(driverErrorText(static_cast<CUresult>(12345)),
+              HasSubstr("12345"));
 }
 
 // Without a GPU cuBLASLt refuses a handle, and LtGemm reports it.
