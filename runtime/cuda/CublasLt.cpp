@@ -59,8 +59,8 @@ struct Layout {
   Layout(cudaDataType type, std::int64_t rows, std::int64_t cols,
          std::int64_t batch, std::int64_t stride) {
     const CublasLtApi &api = cublasLt();
-    KILN_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&layout, type, rows, cols,
-                                                     rows));
+    KILN_CUBLAS_CHECK(
+        api.cublasLtMatrixLayoutCreate(&layout, type, rows, cols, rows));
     auto count = static_cast<std::int32_t>(batch);
     KILN_CUBLAS_CHECK(api.cublasLtMatrixLayoutSetAttribute(
         layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
@@ -196,10 +196,10 @@ void LtGemm::run(CUstream stream, ElemType dtype, std::int64_t batch,
   }
 
   const float alpha = 1.0f, beta = 0.0f;
-  KILN_CUBLAS_CHECK(api.cublasLtMatmul(
-      handle_, desc.desc, &alpha, b, ltA.layout, a, ltB.layout, &beta, c,
-      ltD.layout, c, ltD.layout, &found->second, workspace, workspaceBytes,
-      stream));
+  KILN_CUBLAS_CHECK(
+      api.cublasLtMatmul(handle_, desc.desc, &alpha, b, ltA.layout, a,
+                         ltB.layout, &beta, c, ltD.layout, c, ltD.layout,
+                         &found->second, workspace, workspaceBytes, stream));
 }
 
 } // namespace kiln::rt::cuda

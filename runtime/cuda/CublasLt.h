@@ -41,10 +41,10 @@ public:
   /// TF32) or BF16 (BF16 in and out); both accumulate in FP32. Throws Error
   /// for another dtype, a negative size, or a failed cuBLASLt call (such as
   /// no algorithm fitting `workspaceBytes`).
-  void run(CUstream stream, ElemType dtype, std::int64_t batch,
-           std::int64_t m, std::int64_t n, std::int64_t k, bool transA,
-           bool transB, const void *a, const void *b, void *c,
-           const void *bias, void *workspace, std::size_t workspaceBytes);
+  void run(CUstream stream, ElemType dtype, std::int64_t batch, std::int64_t m,
+           std::int64_t n, std::int64_t k, bool transA, bool transB,
+           const void *a, const void *b, void *c, const void *bias,
+           void *workspace, std::size_t workspaceBytes);
 
   /// How many shapes have an algorithm chosen.
   std::size_t cachedAlgorithms() const { return algorithms_.size(); }

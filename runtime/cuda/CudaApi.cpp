@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -30,9 +31,9 @@ Library::Library(const std::vector<std::string> &candidates) {
       return;
     }
     const char *reason = ::dlerror();
-    failures += fmt::format("{}dlopen({}) failed: {}",
-                            failures.empty() ? "" : "; ", candidate,
-                            reason ? reason : "unknown reason");
+    failures +=
+        fmt::format("{}dlopen({}) failed: {}", failures.empty() ? "" : "; ",
+                    candidate, reason ? reason : "unknown reason");
   }
   if (candidates.empty())
     failures = "no library candidates given";
@@ -80,7 +81,8 @@ void *Library::symbol(const char *name) const {
 #define KILN_CUDA_LOAD_FUNCTION(fn)                                            \
   api.fn = reinterpret_cast<decltype(api.fn)>(                                 \
       library.symbol(KILN_CUDA_STRINGIFY_EXPANDED(fn)));
-#define KILN_CUDA_SYMBOL_NAME(fn) names.push_back(KILN_CUDA_STRINGIFY_EXPANDED(fn));
+#define KILN_CUDA_SYMBOL_NAME(fn)                                              \
+  names.push_back(KILN_CUDA_STRINGIFY_EXPANDED(fn));
 
 DriverApi loadDriverApi(const Library &library) {
   DriverApi api;
@@ -154,7 +156,8 @@ Loaded<Api> *loadOnce(const std::vector<std::string> &candidates,
   try {
     library = std::make_unique<Library>(candidates);
   } catch (const Error &error) {
-    loaded->error = fmt::format("{} not found: {}; {}", what, error.what(), hint);
+    loaded->error =
+        fmt::format("{} not found: {}; {}", what, error.what(), hint);
     return loaded;
   }
   try {
@@ -176,7 +179,8 @@ std::string toolkitRoot() {
 
 Loaded<NvrtcApi> &nvrtcLoaded() {
   static Loaded<NvrtcApi> *loaded = [] {
-    std::vector<std::string> candidates = toolkitLibraryCandidates("libnvrtc.so.13");
+    std::vector<std::string> candidates =
+        toolkitLibraryCandidates("libnvrtc.so.13");
     for (std::string &c : toolkitLibraryCandidates("libnvrtc.so"))
       candidates.push_back(std::move(c));
     return loadOnce<NvrtcApi>(candidates, loadNvrtcApi, "NVRTC",
@@ -203,9 +207,11 @@ Loaded<CublasLtApi> &cublasLtLoaded() {
 
 std::vector<std::string> toolkitLibraryCandidates(const std::string &soname) {
   std::vector<std::string> candidates = {soname};
-  for (const std::string &root : {toolkitRoot(), std::string("/usr/local/cuda")}) {
+  for (const std::string &root :
+       {toolkitRoot(), std::string("/usr/local/cuda")}) {
     std::string path = root + "/lib64/" + soname;
-    if (std::find(candidates.begin(), candidates.end(), path) == candidates.end())
+    if (std::find(candidates.begin(), candidates.end(), path) ==
+        candidates.end())
       candidates.push_back(path);
   }
   return candidates;
@@ -240,14 +246,27 @@ const std::string &cublasLtLibraryPath() {
 
 namespace {
 
-/// "cuMemAlloc(&p, n)" from "driver().cuMemAlloc(&p, n)": the accessor adds
-/// nothing to a message.
+/// "cuMemAlloc(&p, n)" from "driver().cuMemAlloc(&p, n)" or
+/// "api.cuMemAlloc(&p, n)": the function table adds nothing to a message.
 std::string_view callText(std::string_view call) {
-  for (std::string_view accessor : {"driver().", "nvrtc().", "cublasLt()."}) {
-    if (call.starts_with(accessor))
-      return call.substr(accessor.size());
+  while (true) {
+    std::size_t length = 0;
+    while (length < call.size() &&
+           (std::isalnum(static_cast<unsigned char>(call[length])) ||
+            call[length] == '_' || call[length] == ':'))
+      ++length;
+    std::string_view rest = call.substr(length);
+    if (length == 0)
+      return call;
+    if (rest.starts_with("()"))
+      rest.remove_prefix(2);
+    if (rest.starts_with("."))
+      call = rest.substr(1);
+    else if (rest.starts_with("->"))
+      call = rest.substr(2);
+    else
+      return call;
   }
-  return call;
 }
 
 /// The file name of a __FILE__ path.
@@ -282,8 +301,8 @@ std::string fallbackResultText(CUresult result) {
     name = "CUDA_ERROR_STUB_LIBRARY (the toolkit's stub libcuda, not a "
            "driver)";
     break;
-  case CUDA_ERROR_INSUFFICIENT_DRIVER:
-    name = "CUDA_ERROR_INSUFFICIENT_DRIVER";
+  case CUDA_ERROR_SYSTEM_DRIVER_MISMATCH:
+    name = "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH";
     break;
   case CUDA_ERROR_NO_DEVICE:
     name = "CUDA_ERROR_NO_DEVICE";
@@ -333,8 +352,8 @@ void throwNvrtcError(nvrtcResult result, const char *call, const char *file,
   throwCallError(call, file, line, text);
 }
 
-void throwCublasError(cublasStatus_t status, const char *call,
-                      const char *file, int line) {
+void throwCublasError(cublasStatus_t status, const char *call, const char *file,
+                      int line) {
   std::string text = fmt::format("cublasStatus_t {}", static_cast<int>(status));
   try {
     const CublasLtApi &api = cublasLt();
@@ -351,8 +370,8 @@ void throwCublasError(cublasStatus_t status, const char *call,
 // Probing for a device
 //===----------------------------------------------------------------------===//
 
-std::optional<DeviceInfo> probeDevice(const DriverApi &api,
-                                      std::string *whyNot, int ordinal) {
+std::optional<DeviceInfo> probeDevice(const DriverApi &api, std::string *whyNot,
+                                      int ordinal) {
   auto fail = [&](std::string reason) -> std::optional<DeviceInfo> {
     if (whyNot)
       *whyNot = std::move(reason);
@@ -374,8 +393,8 @@ std::optional<DeviceInfo> probeDevice(const DriverApi &api,
     if (count == 0)
       return fail("the CUDA driver reports no GPU");
     if (ordinal < 0 || ordinal >= count)
-      return fail(fmt::format("no GPU {}: the CUDA driver reports {}", ordinal,
-                              count));
+      return fail(
+          fmt::format("no GPU {}: the CUDA driver reports {}", ordinal, count));
     CUdevice device;
     char name[256] = {};
     CUresult r = api.cuDeviceGet(&device, ordinal);
@@ -393,8 +412,8 @@ std::optional<DeviceInfo> probeDevice(const DriverApi &api,
     if (r == CUDA_SUCCESS)
       r = api.cuDeviceTotalMem(&info.totalMemory, device);
     if (r != CUDA_SUCCESS)
-      return fail(fmt::format("cannot query GPU {}: {}", ordinal,
-                              resultText(api, r)));
+      return fail(
+          fmt::format("cannot query GPU {}: {}", ordinal, resultText(api, r)));
     info.name = name;
     return info;
   } catch (const std::exception &error) {

@@ -216,8 +216,8 @@ std::vector<std::string> toolkitLibraryCandidates(const std::string &soname);
 
 /// The probe of Device.h with an explicit driver table (tests load the
 /// toolkit's stub libcuda.so). Calls cuInit(0); never throws.
-std::optional<DeviceInfo> probeDevice(const DriverApi &api,
-                                      std::string *whyNot, int ordinal);
+std::optional<DeviceInfo> probeDevice(const DriverApi &api, std::string *whyNot,
+                                      int ordinal);
 
 //===----------------------------------------------------------------------===//
 // Checking results

@@ -123,9 +123,16 @@ void CudaBackend::loadKernels() {
                        {{planRef.cudaHeader, deviceHeaderSource()}}});
   }
   if (!requests.empty()) {
-    KernelCache cache;
+    // Without a cache directory (no KILN_CACHE_DIR, XDG_CACHE_HOME or HOME)
+    // kernels compile every run.
+    std::optional<KernelCache> cache;
+    try {
+      cache.emplace();
+    } catch (const Error &) {
+    }
     int threads = std::max(1u, std::thread::hardware_concurrency());
-    for (CompiledKernel &kernel : compileKernels(requests, &cache, threads))
+    for (CompiledKernel &kernel :
+         compileKernels(requests, cache ? &*cache : nullptr, threads))
       cubins[kernel.name] = std::move(kernel.cubin);
   }
   const DriverApi &cu = driver();

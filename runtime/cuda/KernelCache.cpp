@@ -146,8 +146,7 @@ std::filesystem::path KernelCache::entryPath(std::string_view key) const {
   return directory_ / (std::string(key) + ".cubin");
 }
 
-std::optional<std::vector<std::byte>>
-KernelCache::load(std::string_view key) {
+std::optional<std::vector<std::byte>> KernelCache::load(std::string_view key) {
   std::filesystem::path path = entryPath(key);
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error)) {

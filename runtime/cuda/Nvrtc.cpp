@@ -95,8 +95,7 @@ CompiledKernel compileWithNvrtc(const CompileRequest &request) {
       hint = "\n(no CUDA headers found: set CUDA_HOME to the toolkit's root)";
     throw Error(fmt::format("NVRTC cannot compile kernel '{}' for {}: {}\n{}{}",
                             request.name, request.arch,
-                            api.nvrtcGetErrorString(result), kernel.log,
-                            hint));
+                            api.nvrtcGetErrorString(result), kernel.log, hint));
   }
 
   size_t size = 0;
@@ -134,8 +133,8 @@ std::string cudaIncludeDirectory() {
     roots.emplace_back(home);
   roots.emplace_back("/usr/local/cuda");
   for (const auto &root : roots)
-    for (const char *sub :
-         {"include", "targets/x86_64-linux/include", "targets/sbsa-linux/include"}) {
+    for (const char *sub : {"include", "targets/x86_64-linux/include",
+                            "targets/sbsa-linux/include"}) {
       std::error_code error;
       if (std::filesystem::exists(root / sub / "cuda_bf16.h", error))
         return (root / sub).string();
@@ -149,8 +148,7 @@ std::vector<std::string> compileOptions(const CompileRequest &request) {
                  defaultOptions().end());
   if (std::string include = cudaIncludeDirectory(); !include.empty())
     options.push_back("-I" + include);
-  options.insert(options.end(), request.options.begin(),
-                 request.options.end());
+  options.insert(options.end(), request.options.begin(), request.options.end());
   return options;
 }
 
@@ -159,8 +157,8 @@ std::string cacheKey(const CompileRequest &request) {
   addField(hash, fmt::format("kiln-cubin-v{}", kCacheFormatVersion));
   addField(hash, fmt::format("nvrtc-{}", nvrtcVersion()));
   addField(hash, request.arch);
-  addField(hash, fmt::format("{} options", defaultOptions().size() +
-                                               request.options.size()));
+  addField(hash, fmt::format("{} options",
+                             defaultOptions().size() + request.options.size()));
   for (const std::string &option : defaultOptions())
     addField(hash, option);
   for (const std::string &option : request.options)
@@ -188,15 +186,16 @@ CompiledKernel compileKernel(const CompileRequest &request,
     try {
       cache->store(key, kernel.cubin);
     } catch (const Error &error) {
-      kernel.log += fmt::format("\nkiln: kernel not cached: {}\n", error.what());
+      kernel.log +=
+          fmt::format("\nkiln: kernel not cached: {}\n", error.what());
     }
   }
   return kernel;
 }
 
 std::vector<CompiledKernel>
-compileKernels(const std::vector<CompileRequest> &requests,
-               KernelCache *cache, int threads) {
+compileKernels(const std::vector<CompileRequest> &requests, KernelCache *cache,
+               int threads) {
   std::size_t count = requests.size();
   std::vector<CompiledKernel> kernels(count);
   std::vector<std::exception_ptr> failures(count);
@@ -228,8 +227,8 @@ compileKernels(const std::vector<CompileRequest> &requests,
   if (failed.size() == 1)
     std::rethrow_exception(failed.front());
   if (!failed.empty()) {
-    std::string message =
-        fmt::format("{} of {} kernels failed to compile:", failed.size(), count);
+    std::string message = fmt::format(
+        "{} of {} kernels failed to compile:", failed.size(), count);
     for (const std::exception_ptr &failure : failed) {
       try {
         std::rethrow_exception(failure);
@@ -252,7 +251,8 @@ namespace {
 
 /// The number that ends right before `phrase` in `line` ("24" before
 /// " registers" in "Used 24 registers, ...").
-std::optional<int> numberBefore(std::string_view line, std::string_view phrase) {
+std::optional<int> numberBefore(std::string_view line,
+                                std::string_view phrase) {
   std::size_t end = line.find(phrase);
   if (end == std::string_view::npos)
     return std::nullopt;
@@ -293,9 +293,10 @@ std::optional<PtxasStats> parsePtxasStats(const std::string &log,
 
   const std::string entry = "Compiling entry function '" + kernelName + "'";
   const std::string properties = "Function properties for " + kernelName;
-  auto start = std::find_if(lines.begin(), lines.end(), [&](std::string_view l) {
-    return l.find(entry) != std::string_view::npos;
-  });
+  auto start =
+      std::find_if(lines.begin(), lines.end(), [&](std::string_view l) {
+        return l.find(entry) != std::string_view::npos;
+      });
   if (start == lines.end())
     return std::nullopt;
 
@@ -308,7 +309,8 @@ std::optional<PtxasStats> parsePtxasStats(const std::string &log,
     if (line.ends_with(properties) && it + 1 != lines.end()) {
       std::string_view frame = *(it + 1);
       stats.stackBytes = numberBefore(frame, " bytes stack frame").value_or(0);
-      stats.spillStores = numberBefore(frame, " bytes spill stores").value_or(0);
+      stats.spillStores =
+          numberBefore(frame, " bytes spill stores").value_or(0);
       stats.spillLoads = numberBefore(frame, " bytes spill loads").value_or(0);
     }
     if (std::optional<int> registers = numberBefore(line, " registers");

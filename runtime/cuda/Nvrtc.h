@@ -89,8 +89,8 @@ CompiledKernel compileKernel(const CompileRequest &request,
 /// results in the order of `requests`. If any fails, all are finished and
 /// one Error is thrown carrying every failure.
 std::vector<CompiledKernel>
-compileKernels(const std::vector<CompileRequest> &requests,
-               KernelCache *cache, int threads = 0);
+compileKernels(const std::vector<CompileRequest> &requests, KernelCache *cache,
+               int threads = 0);
 
 /// How many times this process has called nvrtcCompileProgram.
 std::uint64_t nvrtcCompileCount();

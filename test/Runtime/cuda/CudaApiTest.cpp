@@ -8,9 +8,9 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/cuda/CudaApi.h"
 #include "runtime/Error.h"
 #include "runtime/cuda/CublasLt.h"
-#include "runtime/cuda/CudaApi.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -170,16 +170,22 @@ TEST(CudaApiTest, CheckMacrosNameCallPlaceAndError) {
 
   int line = __LINE__ + 1;
   std::string message = errorOf([] { KILN_NVRTC_CHECK(failingCompile(3)); });
-  EXPECT_EQ(message,
-            "failingCompile(3) failed at CudaApiTest.cpp:" +
-                std::to_string(line) + ": NVRTC_ERROR_COMPILATION");
+  EXPECT_EQ(message, "failingCompile(3) failed at CudaApiTest.cpp:" +
+                         std::to_string(line) + ": NVRTC_ERROR_COMPILATION");
 
-  // A real call through the table: the accessor is left out of the message.
-  message = errorOf(
-      [] { KILN_NVRTC_CHECK(nvrtc().nvrtcCompileProgram(nullptr, 0, nullptr)); });
+  // A real call through the table: the table is left out of the message.
+  message = errorOf([] {
+    KILN_NVRTC_CHECK(nvrtc().nvrtcCompileProgram(nullptr, 0, nullptr));
+  });
   EXPECT_THAT(message, MatchesRegex("nvrtcCompileProgram\\(nullptr, 0, "
                                     "nullptr\\) failed at CudaApiTest.cpp:"
                                     "[0-9]+: NVRTC_ERROR_INVALID_PROGRAM"));
+
+  message = errorOf([] {
+    const NvrtcApi &api = nvrtc();
+    KILN_NVRTC_CHECK(api.nvrtcDestroyProgram(nullptr));
+  });
+  EXPECT_THAT(message, StartsWith("nvrtcDestroyProgram(nullptr) failed at "));
 
   message = errorOf([] { KILN_CUBLAS_CHECK(unsupportedGemm()); });
   EXPECT_THAT(message,
@@ -189,9 +195,10 @@ TEST(CudaApiTest, CheckMacrosNameCallPlaceAndError) {
   // Without a driver to ask, common results are still named.
   message = errorOf([] { KILN_CUDA_CHECK(outOfMemory()); });
   EXPECT_THAT(message, StartsWith("outOfMemory() failed at CudaApiTest.cpp:"));
-  EXPECT_THAT(message, HasSubstr(driverInstalled()
-                                     ? "CUDA_ERROR_OUT_OF_MEMORY: out of memory"
-                                     : "CUDA_ERROR_OUT_OF_MEMORY (CUresult 2)"));
+  EXPECT_THAT(message,
+              HasSubstr(driverInstalled()
+                            ? "CUDA_ERROR_OUT_OF_MEMORY: out of memory"
+                            : "CUDA_ERROR_OUT_OF_MEMORY (CUresult 2)"));
   EXPECT_THAT(driverErrorText(static_cast<CUresult>(12345)),
               HasSubstr("12345"));
 }

@@ -1,4 +1,4 @@
-//===- CudaTestSupport.h - Environment, kernels and files for CUDA tests -*- C++ -*-===//
+//===- CudaTestSupport.h - Helpers for CUDA tests without a GPU -*- C++ -*-===//
 //
 // What the CPU-only tests of the CUDA layer share: an environment variable
 // set for one test, small kernel sources, and the ELF check of a cubin.

@@ -52,8 +52,8 @@ TEST_F(DriverGpuTest, CompilesLoadsAndLaunchesABf16Kernel) {
   CUdeviceptr xPointer = xDevice.get(), yPointer = yDevice.get();
   void *params[] = {&xPointer, &yPointer, &a, &n};
   KILN_CUDA_CHECK(api.cuEventRecord(start, stream_));
-  KILN_CUDA_CHECK(api.cuLaunchKernel(function, (n + 127) / 128, 1, 1, 128, 1,
-                                     1, 0, stream_, params, nullptr));
+  KILN_CUDA_CHECK(api.cuLaunchKernel(function, (n + 127) / 128, 1, 1, 128, 1, 1,
+                                     0, stream_, params, nullptr));
   KILN_CUDA_CHECK(api.cuEventRecord(stop, stream_));
   KILN_CUDA_CHECK(api.cuEventSynchronize(stop));
   float milliseconds = -1;

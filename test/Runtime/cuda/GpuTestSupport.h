@@ -60,15 +60,17 @@ public:
   template <typename T>
   explicit DeviceBuffer(const std::vector<T> &values)
       : DeviceBuffer(values.size() * sizeof(T)) {
-    KILN_CUDA_CHECK(
-        driver().cuMemcpyHtoD(pointer_, values.data(), values.size() * sizeof(T)));
+    KILN_CUDA_CHECK(driver().cuMemcpyHtoD(pointer_, values.data(),
+                                          values.size() * sizeof(T)));
   }
   ~DeviceBuffer() { driver().cuMemFree(pointer_); }
   DeviceBuffer(const DeviceBuffer &) = delete;
   DeviceBuffer &operator=(const DeviceBuffer &) = delete;
 
   /// Every byte 0xff: NaN in F32 and BF16, so unwritten outputs show.
-  void poison() { KILN_CUDA_CHECK(driver().cuMemsetD8(pointer_, 0xff, bytes_)); }
+  void poison() {
+    KILN_CUDA_CHECK(driver().cuMemsetD8(pointer_, 0xff, bytes_));
+  }
 
   /// The first `count` elements (synchronous).
   template <typename T> std::vector<T> download(std::size_t count) const {

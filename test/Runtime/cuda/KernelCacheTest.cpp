@@ -8,8 +8,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/Error.h"
 #include "runtime/cuda/KernelCache.h"
+#include "runtime/Error.h"
 #include "runtime/cuda/Nvrtc.h"
 
 #include "CudaTestSupport.h"
@@ -42,10 +42,9 @@ TEST(Sha256Test, FipsVectors) {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(toHex(Sha256::of("")),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(
-      toHex(Sha256::of(
-          "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
-      "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(toHex(Sha256::of(
+                "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   // One million 'a', fed in uneven pieces.
   Sha256 hash;
   std::string piece(999, 'a');
@@ -67,7 +66,8 @@ TEST(KernelCacheTest, StoresAndLoads) {
   TempDir dir;
   KernelCache cache(dir.path() / "kernels"); // created by the first store
   EXPECT_FALSE(cache.load(kKey).has_value());
-  std::vector<std::byte> cubin = bytesOf("\x7f" "ELF and the rest of a cubin");
+  std::vector<std::byte> cubin = bytesOf("\x7f"
+                                         "ELF and the rest of a cubin");
   cache.store(kKey, cubin);
   EXPECT_TRUE(std::filesystem::exists(cache.entryPath(kKey)));
   EXPECT_EQ(cache.entryPath(kKey), dir.path() / "kernels" / (kKey + ".cubin"));
@@ -101,13 +101,21 @@ struct Damage {
 };
 
 const Damage kDamages[] = {
-    {"flipped payload byte", [](std::vector<std::byte> &e) { e.back() ^= std::byte{1}; }},
-    {"flipped checksum byte", [](std::vector<std::byte> &e) { e[30] ^= std::byte{0x80}; }},
-    {"truncated payload", [](std::vector<std::byte> &e) { e.resize(e.size() - 3); }},
+    {"flipped payload byte",
+     [](std::vector<std::byte> &e) { e.back() ^= std::byte{1}; }},
+    {"flipped checksum byte",
+     [](std::vector<std::byte> &e) { e[30] ^= std::byte{0x80}; }},
+    {"truncated payload",
+     [](std::vector<std::byte> &e) { e.resize(e.size() - 3); }},
     {"truncated header", [](std::vector<std::byte> &e) { e.resize(20); }},
-    {"appended bytes", [](std::vector<std::byte> &e) { e.push_back(std::byte{0}); }},
-    {"garbage", [](std::vector<std::byte> &e) { e = bytesOf("not a cache entry at all, just text"); }},
-    {"other format version", [](std::vector<std::byte> &e) { e[8] = std::byte{99}; }},
+    {"appended bytes",
+     [](std::vector<std::byte> &e) { e.push_back(std::byte{0}); }},
+    {"garbage",
+     [](std::vector<std::byte> &e) {
+       e = bytesOf("not a cache entry at all, just text");
+     }},
+    {"other format version",
+     [](std::vector<std::byte> &e) { e[8] = std::byte{99}; }},
     {"empty file", [](std::vector<std::byte> &e) { e.clear(); }},
 };
 

@@ -78,8 +78,8 @@ TEST_F(LtGemmGpuTest, MatchesHostGemm) {
   seedFromTestName();
   LtGemm gemm;
   DeviceBuffer workspace(kWorkspaceBytes);
-  const Shape shapes[] = {{1, 1, 1, 1},   {1, 3, 5, 7},    {2, 4, 3, 6},
-                          {3, 17, 9, 13}, {1, 64, 48, 80}, {2, 33, 31, 37},
+  const Shape shapes[] = {{1, 1, 1, 1},     {1, 3, 5, 7},    {2, 4, 3, 6},
+                          {3, 17, 9, 13},   {1, 64, 48, 80}, {2, 33, 31, 37},
                           {1, 128, 256, 96}};
   for (ElemType dtype : {ElemType::F32, ElemType::BF16})
     for (Shape s : shapes)

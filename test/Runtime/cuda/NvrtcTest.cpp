@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/Error.h"
 #include "runtime/cuda/Nvrtc.h"
+#include "runtime/Error.h"
 
 #include "CudaTestSupport.h"
 
@@ -73,8 +73,11 @@ TEST(NvrtcTest, CompilesBf16KernelForSm80AndSm90a) {
 // A syntax error throws with the kernel, the arch and NVRTC's whole log.
 TEST(NvrtcTest, SyntaxErrorCarriesTheLog) {
   CompileRequest request{
-      "broken", "extern \"C\" __global__ void f(int *x) { x[0] = ; }\n",
-      "sm_90a", {}, {}};
+      "broken",
+      "extern \"C\" __global__ void f(int *x) { x[0] = ; }\n",
+      "sm_90a",
+      {},
+      {}};
   std::string message = errorOf([&] { compileKernel(request); });
   EXPECT_THAT(message,
               AllOf(HasSubstr("kernel 'broken'"), HasSubstr("sm_90a"),
