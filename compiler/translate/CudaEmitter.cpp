@@ -1,6 +1,7 @@
 //===- CudaEmitter.cpp - CUDA C++ for tile kernels ------------------------===//
 
 #include "compiler/translate/CudaEmitter.h"
+#include "compiler/translate/Plan.h"
 
 #include "dialects/nn/NNOps.h"
 #include "dialects/tile/TileOps.h"
@@ -53,16 +54,6 @@ std::string cudaType(Type type) {
   if (type.isInteger(64))
     return "long long";
   return "";
-}
-
-std::string typeTag(Type type) {
-  if (type.isF32())
-    return "f32";
-  if (type.isBF16())
-    return "bf16";
-  if (type.isInteger(32))
-    return "i32";
-  return "x";
 }
 
 /// Threads for a block that works on one row of `width` elements, each
@@ -293,7 +284,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     k.integer("n", numElements(out));
     k.number("value", splat.getSplatValue<APFloat>().convertToDouble());
     k.launch(
-        "kiln_fill_" + typeTag(elementType(out)),
+        "kiln_fill_" + planDtypeName(elementType(out)),
         formatv("  kiln::dev::fill<{0}>(out, n, value);\n", t).str(),
         {std::min(kMaxGrid, ceilDiv(numElements(out), kElementwiseThreads))},
         kElementwiseThreads);
@@ -329,16 +320,16 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     cu ? k.value(cu, false, "cuSeqlens") : k.null("int", "cuSeqlens");
     k.integer("numCuSeqlens", cu ? numElements(cu) : 0);
     constexpr int64_t threads = 128;
-    k.launch(
-        formatv("kiln_attention_fwd_{0}_d{1}", typeTag(elementType(q)), headDim)
-            .str(),
-        formatv("  kiln::dev::attentionForward<{0}, {1}, {2}>(q, k, v, "
-                "out, lse, (int)batch, (int)seq, (int)heads, "
-                "(int)kvHeads, scale, causal != 0, cuSeqlens, "
-                "(int)numCuSeqlens);\n",
-                t, headDim, threads)
-            .str(),
-        {shape[1], heads, shape[0]}, threads);
+    k.launch(formatv("kiln_attention_fwd_{0}_d{1}",
+                     planDtypeName(elementType(q)), headDim)
+                 .str(),
+             formatv("  kiln::dev::attentionForward<{0}, {1}, {2}>(q, k, v, "
+                     "out, lse, (int)batch, (int)seq, (int)heads, "
+                     "(int)kvHeads, scale, causal != 0, cuSeqlens, "
+                     "(int)numCuSeqlens);\n",
+                     t, headDim, threads)
+                 .str(),
+             {shape[1], heads, shape[0]}, threads);
     return step;
   }
 
@@ -350,7 +341,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     double scale = grad.getScale() ? grad.getScale()->convertToDouble()
                                    : 1.0 / std::sqrt(double(headDim));
     std::string t = cudaType(elementType(q));
-    std::string tag = typeTag(elementType(q));
+    std::string tag = planDtypeName(elementType(q));
     int64_t rows = shape[0] * heads * shape[1];
     step.scratchBytes = rows * 4; // delta = rowsum(dout * out)
     constexpr int64_t threads = 128;
@@ -426,7 +417,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     k.integer("ignoreIndex", loss.getIgnoreIndex());
     k.errorFlag();
     k.launch(formatv("kiln_cross_entropy_rows_{0}_t{1}",
-                     typeTag(elementType(logits)), threads)
+                     planDtypeName(elementType(logits)), threads)
                  .str(),
              formatv("  kiln::dev::crossEntropyRows<{0}, {1}>(logits, "
                      "targets, rowLoss, rows, (int)vocab, ignoreIndex, "
@@ -469,7 +460,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     k.integer("vocab", vocab);
     k.integer("ignoreIndex", grad.getIgnoreIndex());
     k.launch(formatv("kiln_cross_entropy_grad_{0}_t{1}",
-                     typeTag(elementType(logits)), threads)
+                     planDtypeName(elementType(logits)), threads)
                  .str(),
              formatv("  kiln::dev::crossEntropyGrad<{0}, {1}>(dloss, count, "
                      "logits, targets, dlogits, rows, (int)vocab, "
@@ -492,7 +483,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     k.integer("numIds", numElements(grad.getIds()));
     k.integer("vocab", cast<RankedTensorType>(table.getType()).getDimSize(0));
     k.integer("dim", dim);
-    k.launch("kiln_embedding_grad_" + typeTag(elementType(dy)),
+    k.launch("kiln_embedding_grad_" + planDtypeName(elementType(dy)),
              formatv("  kiln::dev::embeddingGradColumns<{0}>(dy, ids, dtable, "
                      "numIds, (int)vocab, (int)dim);\n",
                      cudaType(elementType(dy)))
@@ -508,7 +499,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
       k.value(input, false, "x");
       k.integer("n", numElements(input));
       k.scratch("float", "partials", index * kNormPartials * 4);
-      k.launch("kiln_squared_norm_" + typeTag(elementType(input)),
+      k.launch("kiln_squared_norm_" + planDtypeName(elementType(input)),
                formatv("  kiln::dev::squaredNormPartial<{0}, 256>(x, n, "
                        "partials);\n",
                        cudaType(elementType(input)))
@@ -608,7 +599,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     os << "  }\n";
     std::string signature = text;
     for (Value v : llvm::concat<Value>(fused.getInputs(), fused.getResults()))
-      signature += " " + typeTag(elementType(v));
+      signature += " " + planDtypeName(elementType(v));
     std::string name = hashedName("ew", signature);
     for (auto [index, input] : llvm::enumerate(fused.getInputs()))
       k.value(input, false, formatv("in{0}", index).str());
@@ -636,7 +627,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
 
   Value x = in(0);
   std::string t = cudaType(elementType(x));
-  std::string tag = typeTag(elementType(x));
+  std::string tag = planDtypeName(elementType(x));
   int64_t dim = lastDim(x), rows = numElements(x) / std::max<int64_t>(dim, 1);
   int64_t threads = rowThreads(dim);
   auto rowGrid = SmallVector<int64_t>{std::min(rows, kMaxGrid)};

@@ -16,9 +16,7 @@ using namespace mlir;
 using namespace kiln;
 namespace json = llvm::json;
 
-namespace {
-
-std::string dtypeName(Type type) {
+std::string kiln::planDtypeName(Type type) {
   if (type.isF32())
     return "f32";
   if (type.isBF16())
@@ -37,12 +35,14 @@ std::string dtypeName(Type type) {
   return name;
 }
 
+namespace {
+
 json::Object tensorJson(Type type) {
   auto tensor = cast<RankedTensorType>(type);
   json::Array shape;
   for (int64_t d : tensor.getShape())
     shape.push_back(d);
-  return json::Object{{"dtype", dtypeName(tensor.getElementType())},
+  return json::Object{{"dtype", planDtypeName(tensor.getElementType())},
                       {"shape", std::move(shape)}};
 }
 

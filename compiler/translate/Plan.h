@@ -19,6 +19,9 @@ namespace kiln {
 /// The plan format version this compiler writes.
 constexpr int kPlanVersion = 1;
 
+/// The plan's name of an element type: f32, bf16, i32, i64, f8e4m3, f8e5m2.
+std::string planDtypeName(mlir::Type type);
+
 /// Writes the plan of `function` (lowered to tile and memory-planned).
 mlir::LogicalResult writePlan(mlir::ModuleOp module, llvm::raw_ostream &os,
                               llvm::StringRef function = "train_step");

@@ -3,7 +3,7 @@
 #include "runtime/cuda/CudaBackend.h"
 
 #include "runtime/Error.h"
-#include "runtime/Numerics.h"
+#include "runtime/Storage.h"
 #include "runtime/cuda/CublasLt.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/Device.h"
@@ -153,16 +153,7 @@ std::vector<float> CudaBackend::read(int64_t value) {
   KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
   KILN_CUDA_CHECK(cu.cuMemcpyDtoH(bytes.data(), address(value), bytes.size()));
   std::vector<float> data(info.numElements());
-  if (info.dtype == ElemType::F32) {
-    std::memcpy(data.data(), bytes.data(), bytes.size());
-  } else if (info.dtype == ElemType::BF16) {
-    const auto *bits = reinterpret_cast<const uint16_t *>(bytes.data());
-    for (std::size_t i = 0; i < data.size(); ++i)
-      data[i] = bf16ToFloat(bits[i]);
-  } else {
-    throw Error(fmt::format("cannot read {} value {} as floating point",
-                            elemName(info.dtype), value));
-  }
+  widenToFloat(info.dtype, bytes.data(), data.data(), data.size());
   return data;
 }
 
@@ -172,16 +163,7 @@ void CudaBackend::write(int64_t value, std::span<const float> data) {
     throw Error(fmt::format("value {} holds {} elements, got {}", value,
                             info.numElements(), data.size()));
   std::vector<std::byte> bytes(info.bytes());
-  if (info.dtype == ElemType::F32) {
-    std::memcpy(bytes.data(), data.data(), bytes.size());
-  } else if (info.dtype == ElemType::BF16) {
-    auto *bits = reinterpret_cast<uint16_t *>(bytes.data());
-    for (std::size_t i = 0; i < data.size(); ++i)
-      bits[i] = floatToBf16(data[i]);
-  } else {
-    throw Error(
-        fmt::format("cannot store floating point as {}", elemName(info.dtype)));
-  }
+  narrowFromFloat(info.dtype, data.data(), bytes.data(), data.size());
   const DriverApi &cu = driver();
   KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
   KILN_CUDA_CHECK(cu.cuMemcpyHtoD(address(value), bytes.data(), bytes.size()));

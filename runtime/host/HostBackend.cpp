@@ -4,6 +4,7 @@
 
 #include "runtime/Error.h"
 #include "runtime/Numerics.h"
+#include "runtime/Storage.h"
 #include "runtime/host/Kernels.h"
 
 #include <fmt/format.h>
@@ -29,63 +30,6 @@ struct FloatView {
   std::vector<float> storage;
 };
 
-/// Converts `count` elements of `type` at `src` to FP32.
-void widen(ElemType type, const std::byte *src, float *dst, int64_t count) {
-  switch (type) {
-  case ElemType::F32:
-    std::memcpy(dst, src, count * sizeof(float));
-    return;
-  case ElemType::BF16: {
-    const auto *bits = reinterpret_cast<const uint16_t *>(src);
-    for (int64_t i = 0; i < count; ++i)
-      dst[i] = bf16ToFloat(bits[i]);
-    return;
-  }
-  case ElemType::F8E4M3:
-  case ElemType::F8E5M2: {
-    Fp8Format format =
-        type == ElemType::F8E4M3 ? Fp8Format::E4M3 : Fp8Format::E5M2;
-    const auto *bits = reinterpret_cast<const uint8_t *>(src);
-    for (int64_t i = 0; i < count; ++i)
-      dst[i] = fp8ToFloat(bits[i], format);
-    return;
-  }
-  case ElemType::I32:
-  case ElemType::I64:
-    break;
-  }
-  throw Error(
-      fmt::format("cannot read {} values as floating point", elemName(type)));
-}
-
-/// Stores FP32 data as `type`, rounding to nearest-even.
-void narrow(ElemType type, const float *src, std::byte *dst, int64_t count) {
-  switch (type) {
-  case ElemType::F32:
-    std::memcpy(dst, src, count * sizeof(float));
-    return;
-  case ElemType::BF16: {
-    auto *bits = reinterpret_cast<uint16_t *>(dst);
-    for (int64_t i = 0; i < count; ++i)
-      bits[i] = floatToBf16(src[i]);
-    return;
-  }
-  case ElemType::F8E4M3:
-  case ElemType::F8E5M2: {
-    Fp8Format format =
-        type == ElemType::F8E4M3 ? Fp8Format::E4M3 : Fp8Format::E5M2;
-    auto *bits = reinterpret_cast<uint8_t *>(dst);
-    for (int64_t i = 0; i < count; ++i)
-      bits[i] = floatToFp8(src[i], format);
-    return;
-  }
-  case ElemType::I32:
-  case ElemType::I64:
-    break;
-  }
-  throw Error(fmt::format("cannot store floating point as {}", elemName(type)));
-}
-
 /// Rounds FP32 data in place to what `type` can hold.
 void roundTo(ElemType type, std::vector<float> &data) {
   if (type == ElemType::F32)
@@ -96,8 +40,8 @@ void roundTo(ElemType type, std::vector<float> &data) {
     return;
   }
   std::vector<std::byte> tmp(data.size() * elemSize(type));
-  narrow(type, data.data(), tmp.data(), data.size());
-  widen(type, tmp.data(), data.data(), data.size());
+  narrowFromFloat(type, data.data(), tmp.data(), data.size());
+  widenToFloat(type, tmp.data(), data.data(), data.size());
 }
 
 int64_t lastDim(const TensorInfo &info) {
@@ -202,7 +146,7 @@ std::span<std::byte> HostBackend::bytes(int64_t value) {
 std::vector<float> HostBackend::read(int64_t value) {
   const ValueInfo &info = planRef.values.at(value);
   std::vector<float> data(info.numElements());
-  widen(info.dtype, arena.get() + info.offset, data.data(), data.size());
+  widenToFloat(info.dtype, arena.get() + info.offset, data.data(), data.size());
   return data;
 }
 
@@ -211,7 +155,8 @@ void HostBackend::write(int64_t value, std::span<const float> data) {
   if (static_cast<int64_t>(data.size()) != info.numElements())
     throw Error(fmt::format("value {} holds {} elements, got {}", value,
                             info.numElements(), data.size()));
-  narrow(info.dtype, data.data(), arena.get() + info.offset, data.size());
+  narrowFromFloat(info.dtype, data.data(), arena.get() + info.offset,
+                  data.size());
 }
 
 void HostBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
