@@ -11,6 +11,7 @@
 #include "compiler/translate/Plan.h"
 #include "dialects/nn/NNDialect.h"
 #include "dialects/tile/TileDialect.h"
+#include "passes/CostModel.h"
 #include "passes/Passes.h"
 #include "runtime/Precompile.h"
 #include "runtime/train/Trainer.h"
@@ -89,6 +90,23 @@ cl::opt<std::string>
                     "cuda:sm_80, ... (NVRTC, no GPU needed); prints ptxas' "
                     "registers and spills per kernel"),
            cl::sub(compileCommand));
+cl::opt<std::string> tuningDb(
+    "tuning-db",
+    cl::desc("Tuning database of tile sizes (JSON), before the cost model"),
+    cl::sub(compileCommand), cl::sub(trainCommand), cl::sub(inspectCommand));
+cl::opt<bool> reportChoices(
+    "report", cl::desc("Print what the planning passes chose and why"),
+    cl::sub(compileCommand), cl::sub(trainCommand), cl::sub(inspectCommand));
+
+/// The target whose memories size the kernels' tiles: that of --target when
+/// compiling for a GPU, else the host.
+std::string tileTarget() {
+  llvm::StringRef arch(target);
+  if (arch.consume_front("cuda:"))
+    return targetForArch(arch);
+  return "host";
+}
+
 cl::opt<bool> failOnSpills("fail-on-spills",
                            cl::desc("With --target: fail if any kernel "
                                     "spills registers"),
@@ -155,6 +173,29 @@ int fail(const llvm::Twine &message) {
 
 int fail(llvm::Error error) { return fail(llvm::toString(std::move(error))); }
 
+FailureOr<OwningOpRef<ModuleOp>>
+compileModel(MLIRContext &context, const ModelConfig &config, Stage stage);
+
+/// Memory of the planned training step: the arena (persistent parameters,
+/// optimizer state and inputs plus the peak of the temporaries) and its
+/// largest single buffer.
+struct StepMemory {
+  int64_t peak = 0, persistent = 0, largest = 0;
+};
+
+FailureOr<StepMemory> planStepMemory(MLIRContext &context,
+                                     const ModelConfig &config) {
+  auto module = compileModel(context, config, Stage::Tile);
+  if (failed(module))
+    return failure();
+  auto step = (*module)->lookupSymbol<func::FuncOp>("train_step");
+  auto attr = [&](StringRef name) {
+    return step->getAttrOfType<IntegerAttr>(name).getInt();
+  };
+  return StepMemory{attr("kiln.arena_bytes"), attr("kiln.persistent_bytes"),
+                    attr("kiln.largest_buffer_bytes")};
+}
+
 int runInspect(MLIRContext &context) {
   llvm::Expected<ModelConfig> config = readModelConfig(configPath);
   if (!config)
@@ -167,6 +208,9 @@ int runInspect(MLIRContext &context) {
   int64_t total = 0;
   for (const ParameterInfo &p : params)
     total += p.numElements();
+  FailureOr<StepMemory> memory = planStepMemory(context, *config);
+  if (failed(memory))
+    return 1;
 
   llvm::raw_ostream &os = llvm::outs();
   if (jsonOutput) {
@@ -181,6 +225,12 @@ int runInspect(MLIRContext &context) {
       json.attribute("head_dim", config->headDim);
       json.attribute("vocab_size", config->vocabSize);
       json.attribute("tie_word_embeddings", config->tieEmbeddings);
+      json.attribute("batch", static_cast<int64_t>(batchSize));
+      json.attribute("seq_len", static_cast<int64_t>(seqLen));
+      json.attribute("precision", std::string(precision));
+      json.attribute("peak_memory_bytes", memory->peak);
+      json.attribute("persistent_memory_bytes", memory->persistent);
+      json.attribute("largest_buffer_bytes", memory->largest);
       json.attributeArray("notes", [&] {
         for (const std::string &note : config->notes)
           json.value(note);
@@ -206,6 +256,12 @@ int runInspect(MLIRContext &context) {
      << " tensors\n";
   for (const std::string &note : config->notes)
     os << "note: " << note << "\n";
+  os << llvm::formatv("training step (batch {0} x {1} tokens, {2}): {3:N} "
+                      "bytes planned = {4:N} parameters, optimizer state and "
+                      "inputs + {5:N} peak temporaries; largest buffer {6:N}\n",
+                      batchSize, seqLen, precision, memory->peak,
+                      memory->persistent, memory->peak - memory->persistent,
+                      memory->largest);
   for (const ParameterInfo &p : params) {
     std::string dims;
     llvm::raw_string_ostream dimsStream(dims);
@@ -238,6 +294,11 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   autodiff.maxGradNorm = maxGradNorm;
   pm.addPass(createNNAutodiffPass(autodiff));
   if (stage != Stage::Train) {
+    NNTileAttentionPassOptions attention;
+    attention.target = tileTarget();
+    attention.tuningDb = tuningDb;
+    attention.report = reportChoices;
+    pm.addPass(createNNTileAttentionPass(attention));
     pm.addPass(createNNLowerToTilePass());
     pm.addPass(createTilePlanMemoryPass());
   }

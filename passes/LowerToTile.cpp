@@ -95,71 +95,6 @@ struct LowerMatmul : OpRewritePattern<nn::MatmulOp> {
   }
 };
 
-/// The log-sum-exp type of an attention: [batch, num_heads, seq] FP32.
-RankedTensorType lseType(Value query, int64_t numHeads) {
-  auto type = cast<RankedTensorType>(query.getType());
-  return RankedTensorType::get(
-      {type.getDimSize(0), numHeads, type.getDimSize(1)},
-      Float32Type::get(query.getContext()));
-}
-
-struct LowerAttention : OpRewritePattern<nn::AttentionOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(nn::AttentionOp op,
-                                PatternRewriter &rewriter) const override {
-    auto attention = tile::AttentionOp::create(
-        rewriter, op.getLoc(), op.getType(),
-        lseType(op.getQuery(), op.getNumHeads()), op.getQuery(), op.getKey(),
-        op.getValue(), op.getCuSeqlens(), op.getNumHeadsAttr(),
-        op.getNumKvHeadsAttr(), op.getCausalAttr(), op.getScaleAttr());
-    copyChunk(op, attention);
-    rewriter.replaceOp(op, attention.getResult());
-    return success();
-  }
-};
-
-/// Finds the forward kernel of the same attention, whose output and
-/// log-sum-exp the backward kernel reuses.
-tile::AttentionOp findForward(nn::AttentionGradOp op) {
-  for (Operation *user : op.getQuery().getUsers()) {
-    auto forward = dyn_cast<tile::AttentionOp>(user);
-    if (forward && forward.getKey() == op.getKey() &&
-        forward.getValue() == op.getValue() &&
-        forward.getCuSeqlens() == op.getCuSeqlens() &&
-        forward.getNumHeads() == op.getNumHeads() &&
-        forward.getNumKvHeads() == op.getNumKvHeads() &&
-        forward.getCausal() == op.getCausal() &&
-        forward.getScaleAttr() == op.getScaleAttr())
-      return forward;
-  }
-  return {};
-}
-
-struct LowerAttentionGrad : OpRewritePattern<nn::AttentionGradOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(nn::AttentionGradOp op,
-                                PatternRewriter &rewriter) const override {
-    tile::AttentionOp forward = findForward(op);
-    if (!forward) {
-      // No forward kernel to reuse (the gradient was built by hand):
-      // recompute the output and statistics.
-      forward = tile::AttentionOp::create(
-          rewriter, op.getLoc(), op.getQuery().getType(),
-          lseType(op.getQuery(), op.getNumHeads()), op.getQuery(), op.getKey(),
-          op.getValue(), op.getCuSeqlens(), op.getNumHeadsAttr(),
-          op.getNumKvHeadsAttr(), op.getCausalAttr(), op.getScaleAttr());
-      copyChunk(op, forward);
-    }
-    auto grad = rewriter.replaceOpWithNewOp<tile::AttentionGradOp>(
-        op, op.getResultTypes(), op.getGrad(), op.getQuery(), op.getKey(),
-        op.getValue(), forward.getResult(), forward.getLse(), op.getCuSeqlens(),
-        op.getNumHeadsAttr(), op.getNumKvHeadsAttr(), op.getCausalAttr(),
-        op.getScaleAttr());
-    copyChunk(op, grad);
-    return success();
-  }
-};
-
 /// The embedding gradient accumulates rows that share an id, so its kernel
 /// accumulates into FP32; a BF16 table gets the sum rounded once by a cast,
 /// as the host's FP32 accumulation does.
@@ -239,21 +174,26 @@ struct NNLowerToTilePass
     if (dynamic)
       return signalPassFailure();
 
+    // Attention has its own pass, which picks tile sizes for a target.
+    WalkResult attention = module.walk([&](Operation *op) {
+      if (isa<nn::AttentionOp, nn::AttentionGradOp>(op)) {
+        op->emitOpError("is lowered by nn-tile-attention, which must run "
+                        "before nn-lower-to-tile");
+        return WalkResult::interrupt();
+      }
+      return WalkResult::advance();
+    });
+    if (attention.wasInterrupted())
+      return signalPassFailure();
+
     GreedyRewriteConfig config;
     config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
     config.enableFolding(false);
-    // Forward attention first, so that every backward kernel finds the
-    // forward kernel whose statistics it reuses.
-    RewritePatternSet forwardPatterns(&getContext());
-    forwardPatterns.add<LowerAttention>(&getContext());
-    if (failed(
-            applyPatternsGreedily(module, std::move(forwardPatterns), config)))
-      return signalPassFailure();
 
     RewritePatternSet patterns(&getContext());
     patterns.add<
-        LowerLinear, LowerLinearWeightGrad, LowerMatmul, LowerAttentionGrad,
-        WrapInFused, LowerOneToOne<nn::CrossEntropyOp, tile::CrossEntropyOp>,
+        LowerLinear, LowerLinearWeightGrad, LowerMatmul, WrapInFused,
+        LowerOneToOne<nn::CrossEntropyOp, tile::CrossEntropyOp>,
         LowerOneToOne<nn::CrossEntropyGradOp, tile::CrossEntropyGradOp>,
         LowerEmbeddingGrad, LowerOneToOne<nn::GlobalNormOp, tile::GlobalNormOp>,
         LowerOneToOne<nn::AdamWUpdateOp, tile::AdamWOp>>(&getContext());

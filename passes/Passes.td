@@ -58,18 +58,44 @@ def NNAutodiffPass : Pass<"nn-autodiff", "mlir::ModuleOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def NNTileAttentionPass : Pass<"nn-tile-attention", "mlir::ModuleOp"> {
+  let summary = "Lowers attention to IO-aware FlashAttention kernels";
+  let description = [{
+    Naive attention materialises a seq x seq score matrix per head: memory
+    quadratic in the sequence and, on a GPU, traffic that dwarfs the useful
+    work. This pass lowers `nn.attention` and `nn.attention_grad` to
+    `tile.flash_attention_fwd` / `tile.flash_attention_bwd` (FlashAttention-2:
+    online softmax over K/V tiles, only the output and the per-row
+    log-sum-exp saved, the probabilities recomputed tile by tile in the
+    backward), with explicit block sizes, warps and pipeline stages. The
+    sizes come from the tuning database when it has an entry for the
+    target, head dimension and dtype (`kiln tune` writes it), else from the
+    cost model: the largest tiles whose working set fits the target's shared
+    memory (GPU) or L2 share (host). The backward reuses the forward kernel's
+    output and log-sum-exp. `report` prints every choice, where it came from
+    and the predicted FLOPs and time.
+  }];
+  let options = [
+    Option<"target", "target", "std::string", "\"host\"",
+           "Target whose memories size the tiles: host, a100, h100, h200">,
+    Option<"tuningDb", "tuning-db", "std::string", "\"\"",
+           "Tuning database (JSON) consulted before the cost model">,
+    Option<"report", "report", "bool", "false",
+           "Print the tile sizes chosen, their source and the prediction">,
+  ];
+  let dependentDialects = ["::kiln::tile::TileDialect"];
+}
+
 def NNLowerToTilePass : Pass<"nn-lower-to-tile", "mlir::ModuleOp"> {
   let summary = "Lowers the nn training step to kernel-granularity tile ops";
   let description = [{
     Decides what becomes one kernel. Linear layers, their weight gradients
     and batched matmuls become `tile.gemm` with explicit geometry (batch, m,
-    n, k), layouts and a bias epilogue; attention becomes `tile.attention`,
-    which also returns the log-sum-exp that `tile.attention_grad` reuses
-    instead of recomputing the softmax statistics; losses, embedding
+    n, k), layouts and a bias epilogue; losses, embedding
     gradients, the gradient norm and AdamW become their kernels; every other
     op is elementwise or row-wise and is wrapped in its own `tile.fused`
     region, for `nn-fuse` to merge. `kiln.chunk` tags carry over. All shapes
-    must be static.
+    must be static; attention must already be lowered by nn-tile-attention.
   }];
   let dependentDialects = ["::kiln::tile::TileDialect"];
 }

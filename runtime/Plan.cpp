@@ -328,6 +328,9 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
           } else if (arg.contains("f32")) {
             a.kind = CudaArg::Kind::Float;
             a.number = arg.at("f32").get<double>();
+          } else if (arg.contains("f64")) {
+            a.kind = CudaArg::Kind::Double;
+            a.number = arg.at("f64").get<double>();
           } else if (arg.contains("null")) {
             a.kind = CudaArg::Kind::Null;
           } else {

@@ -52,7 +52,7 @@ struct BodyOp {
 
 /// An argument of a CUDA kernel launch.
 struct CudaArg {
-  enum class Kind { Value, Null, Scratch, ErrorFlag, Int, Float };
+  enum class Kind { Value, Null, Scratch, ErrorFlag, Int, Float, Double };
   Kind kind = Kind::Null;
   int64_t integer = 0; ///< value id, scratch offset or the integer
   double number = 0;

@@ -179,6 +179,13 @@ public:
     args.push_back(json::Object{{"f32", v}});
     return name.str();
   }
+  /// A double, for constants FP32 cannot hold well enough (AdamW's betas:
+  /// 1 - 0.999f is off by 1e-5 relative).
+  std::string real(StringRef name, double v) {
+    params.push_back(formatv("double {0}", name).str());
+    args.push_back(json::Object{{"f64", v}});
+    return name.str();
+  }
 
   /// Registers the kernel `name` with `body` and records its launch.
   void launch(StringRef name, StringRef body, ArrayRef<int64_t> grid,
@@ -296,7 +303,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     return step;
   }
 
-  if (auto attention = dyn_cast<tile::AttentionOp>(op)) {
+  if (auto attention = dyn_cast<tile::FlashAttentionFwdOp>(op)) {
     Value q = attention.getQuery();
     auto shape = cast<RankedTensorType>(q.getType()).getShape();
     int64_t heads = attention.getNumHeads();
@@ -333,7 +340,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     return step;
   }
 
-  if (auto grad = dyn_cast<tile::AttentionGradOp>(op)) {
+  if (auto grad = dyn_cast<tile::FlashAttentionBwdOp>(op)) {
     Value q = grad.getQuery();
     auto shape = cast<RankedTensorType>(q.getType()).getShape();
     int64_t heads = grad.getNumHeads(), kvHeads = grad.getNumKvHeads();
@@ -527,11 +534,11 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     k.value(adamw.getLr(), false, "lr");
     k.value(adamw.getStep(), false, "step");
     k.value(adamw.getGradNorm(), false, "gradNorm");
-    k.number("beta1", adamw.getBeta1().convertToDouble());
-    k.number("beta2", adamw.getBeta2().convertToDouble());
-    k.number("eps", adamw.getEpsilon().convertToDouble());
-    k.number("weightDecay", adamw.getWeightDecay().convertToDouble());
-    k.number("maxGradNorm", adamw.getMaxGradNorm().convertToDouble());
+    k.real("beta1", adamw.getBeta1().convertToDouble());
+    k.real("beta2", adamw.getBeta2().convertToDouble());
+    k.real("eps", adamw.getEpsilon().convertToDouble());
+    k.real("weightDecay", adamw.getWeightDecay().convertToDouble());
+    k.real("maxGradNorm", adamw.getMaxGradNorm().convertToDouble());
     k.launch("kiln_adamw",
              "  kiln::dev::adamw(param, grad, expAvg, expAvgSq, n, lr, step, "
              "gradNorm, beta1, beta2, eps, weightDecay, maxGradNorm);\n",

@@ -61,10 +61,17 @@ LogicalResult GemmOp::verify() {
   return success();
 }
 
-/// The rules tile.attention and tile.attention_grad share: head counts and
+/// The rules the flash attention kernels share: head counts, tile sizes and
 /// the log-sum-exp shape [batch, num_heads, seq].
 static LogicalResult verifyAttention(Operation *op, Value query, Value lse,
-                                     int64_t numHeads, int64_t numKvHeads) {
+                                     int64_t numHeads, int64_t numKvHeads,
+                                     int64_t blockQ, int64_t blockK,
+                                     int64_t warps, int64_t stages) {
+  if (blockQ <= 0 || blockK <= 0 || warps <= 0 || stages <= 0)
+    return op->emitOpError()
+           << "expects positive block_q, block_k, num_warps and num_stages, "
+              "got "
+           << blockQ << ", " << blockK << ", " << warps << " and " << stages;
   auto queryType = cast<RankedTensorType>(query.getType());
   if (queryType.getRank() != 3)
     return op->emitOpError()
@@ -85,14 +92,16 @@ static LogicalResult verifyAttention(Operation *op, Value query, Value lse,
   return success();
 }
 
-LogicalResult AttentionOp::verify() {
+LogicalResult FlashAttentionFwdOp::verify() {
   return verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
-                         getNumKvHeads());
+                         getNumKvHeads(), getBlockQ(), getBlockK(),
+                         getNumWarps(), getNumStages());
 }
 
-LogicalResult AttentionGradOp::verify() {
+LogicalResult FlashAttentionBwdOp::verify() {
   return verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
-                         getNumKvHeads());
+                         getNumKvHeads(), getBlockQ(), getBlockK(),
+                         getNumWarps(), getNumStages());
 }
 
 void FusedOp::build(OpBuilder &builder, OperationState &state,

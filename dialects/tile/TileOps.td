@@ -35,16 +35,23 @@ def Tile_GemmOp : Tile_Op<"gemm", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tile_AttentionOp : Tile_Op<"attention", [Pure]> {
-  let summary = "Attention forward: output and per-row log-sum-exp";
+def Tile_FlashAttentionFwdOp : Tile_Op<"flash_attention_fwd", [Pure]> {
+  let summary = "IO-aware attention forward: output and per-row log-sum-exp";
   let description = [{
-    The kernel of `nn.attention`. Besides the output it returns the
-    log-sum-exp of every query row's scores (`[batch, num_heads, seq]`,
-    FP32), which is all the backward kernel needs to rebuild the
-    probabilities.
+    The FlashAttention-2 forward kernel of `nn.attention`: for each block of
+    `block_q` queries it streams the keys and values in blocks of `block_k`,
+    keeping a running maximum, sum and output accumulator (online softmax),
+    so no `seq x seq` score matrix exists anywhere. Key blocks entirely after
+    every query of a causal block are skipped; GQA reads the shared K/V
+    heads directly; packed documents (`cu_seqlens`) never share a tile.
+    Besides the output it returns the log-sum-exp of every query row
+    (`[batch, num_heads, seq]`, FP32), all the backward needs to rebuild the
+    probabilities. `num_warps` and `num_stages` shape the GPU kernel (warps
+    per block, software-pipelining depth of the K/V loads).
 
     ```mlir
-    %o, %lse = tile.attention %q, %k, %v {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+    %o, %lse = tile.flash_attention_fwd %q, %k, %v {block_k = 64 : i64, block_q = 64 : i64, causal,
+        num_heads = 4 : i64, num_kv_heads = 2 : i64, num_stages = 2 : i64, num_warps = 4 : i64}
         : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>)
         -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
     ```
@@ -53,7 +60,9 @@ def Tile_AttentionOp : Tile_Op<"attention", [Pure]> {
                        NN_FloatTensor:$value,
                        Optional<NN_I32Vector>:$cu_seqlens,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads,
-                       UnitAttr:$causal, OptionalAttr<F64Attr>:$scale);
+                       UnitAttr:$causal, OptionalAttr<F64Attr>:$scale,
+                       I64Attr:$block_q, I64Attr:$block_k,
+                       I64Attr:$num_warps, I64Attr:$num_stages);
   let results = (outs NN_FloatTensor:$result, NN_F32Tensor:$lse);
   let assemblyFormat = [{
     $query `,` $key `,` $value (`cu_seqlens` `(` $cu_seqlens^ `)`)? attr-dict
@@ -62,14 +71,19 @@ def Tile_AttentionOp : Tile_Op<"attention", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tile_AttentionGradOp : Tile_Op<"attention_grad", [Pure]> {
-  let summary = "Attention backward from the saved output and log-sum-exp";
+def Tile_FlashAttentionBwdOp : Tile_Op<"flash_attention_bwd", [Pure]> {
+  let summary = "IO-aware attention backward from the saved log-sum-exp";
   let description = [{
-    `dq`, `dk`, `dv` of `tile.attention` given the output gradient, the
-    forward operands, and the forward's output and log-sum-exp.
+    The FlashAttention-2 backward kernel: `dq`, `dk`, `dv` from the output
+    gradient, the forward operands, and the forward's output and log-sum-exp.
+    The probabilities are recomputed tile by tile from the log-sum-exp; each
+    key block accumulates its `dk`/`dv` over the query blocks (and GQA query
+    heads) that see it, and `dq` over the key blocks, so every gradient
+    element has one writer.
 
     ```mlir
-    %dq, %dk, %dv = tile.attention_grad %do, %q, %k, %v, %o, %lse {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+    %dq, %dk, %dv = tile.flash_attention_bwd %do, %q, %k, %v, %o, %lse {block_k = 64 : i64, block_q = 64 : i64,
+        causal, num_heads = 4 : i64, num_kv_heads = 2 : i64, num_stages = 2 : i64, num_warps = 4 : i64}
         : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>,
            tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
         -> (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>)
@@ -80,7 +94,9 @@ def Tile_AttentionGradOp : Tile_Op<"attention_grad", [Pure]> {
                        NN_FloatTensor:$output, NN_F32Tensor:$lse,
                        Optional<NN_I32Vector>:$cu_seqlens,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads,
-                       UnitAttr:$causal, OptionalAttr<F64Attr>:$scale);
+                       UnitAttr:$causal, OptionalAttr<F64Attr>:$scale,
+                       I64Attr:$block_q, I64Attr:$block_k,
+                       I64Attr:$num_warps, I64Attr:$num_stages);
   let results = (outs NN_FloatTensor:$query_grad, NN_FloatTensor:$key_grad,
                       NN_FloatTensor:$value_grad);
   let assemblyFormat = [{

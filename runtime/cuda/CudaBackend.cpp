@@ -234,6 +234,9 @@ void CudaBackend::launchStep(const Step &step) {
         floats[i] = static_cast<float>(arg.number);
         params[i] = &floats[i];
         continue;
+      case CudaArg::Kind::Double:
+        std::memcpy(&words[i], &arg.number, sizeof(double));
+        break;
       }
       params[i] = &words[i];
     }

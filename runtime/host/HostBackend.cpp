@@ -67,11 +67,16 @@ bool attrFlag(const nlohmann::json &attrs, const char *key) {
 }
 
 const std::set<std::string> &hostKernels() {
-  static const std::set<std::string> kernels = {
-      "fill",           "gemm",          "attention",
-      "attention_grad", "cross_entropy", "cross_entropy_grad",
-      "embedding_grad", "global_norm",   "adamw",
-      "fused"};
+  static const std::set<std::string> kernels = {"fill",
+                                                "gemm",
+                                                "flash_attention_fwd",
+                                                "flash_attention_bwd",
+                                                "cross_entropy",
+                                                "cross_entropy_grad",
+                                                "embedding_grad",
+                                                "global_norm",
+                                                "adamw",
+                                                "fused"};
   return kernels;
 }
 
@@ -241,8 +246,9 @@ void HostBackend::runStep(const Step &step) {
                       attrFlag(attrs, "transpose_b"),
                       bias ? bias->data : nullptr, /*accumulate=*/false);
     store(out[0], c);
-  } else if (step.kernel == "attention" || step.kernel == "attention_grad") {
-    bool backward = step.kernel == "attention_grad";
+  } else if (step.kernel == "flash_attention_fwd" ||
+             step.kernel == "flash_attention_bwd") {
+    bool backward = step.kernel == "flash_attention_bwd";
     std::size_t first = backward ? 1 : 0; // the query operand
     const ValueInfo &query = values[in[first]];
     int64_t batch = query.shape[0], seq = query.shape[1];

@@ -30,33 +30,6 @@ func.func @matmul(%a: tensor<2x3x8x16xf32>, %b: tensor<2x3x32x16xf32>) -> tensor
 
 // -----
 
-// The backward kernel reuses the forward kernel's output and log-sum-exp.
-// CHECK-LABEL: func.func @attention
-// CHECK: %[[O:.+]], %[[LSE:.+]] = tile.attention %arg0, %arg1, %arg2 {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : {{.*}} -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
-// CHECK-NOT: tile.attention %
-// CHECK: tile.attention_grad %arg3, %arg0, %arg1, %arg2, %[[O]], %[[LSE]] {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
-func.func @attention(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x32xbf16>, %v: tensor<2x16x32xbf16>, %do: tensor<2x16x64xbf16>)
-    -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) {
-  %o = nn.attention %q, %k, %v {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>) -> tensor<2x16x64xbf16>
-  %dq, %dk, %dv = nn.attention_grad %do, %q, %k, %v {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
-      : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>)
-  return %o, %dq : tensor<2x16x64xbf16>, tensor<2x16x64xbf16>
-}
-
-// -----
-
-// Without a forward kernel to reuse, the backward recomputes the statistics.
-// CHECK-LABEL: func.func @attention_grad_alone
-// CHECK: %[[O:.+]], %[[LSE:.+]] = tile.attention %arg1, %arg2, %arg2
-// CHECK: tile.attention_grad %arg0, %arg1, %arg2, %arg2, %[[O]], %[[LSE]]
-func.func @attention_grad_alone(%do: tensor<1x8x16xf32>, %q: tensor<1x8x16xf32>, %k: tensor<1x8x16xf32>) -> tensor<1x8x16xf32> {
-  %dq, %dk, %dv = nn.attention_grad %do, %q, %k, %k {num_heads = 2 : i64, num_kv_heads = 2 : i64}
-      : (tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>) -> (tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>)
-  return %dq : tensor<1x8x16xf32>
-}
-
-// -----
-
 // Elementwise and row-wise ops each become a one-op fused region; losses,
 // embedding gradients and the optimizer become their kernels.
 // CHECK-LABEL: func.func @kernels
@@ -80,6 +53,26 @@ func.func @kernels(%x: tensor<4x64xf32>, %g: tensor<64xf32>, %t: tensor<4xi32>, 
   %p, %m, %v = nn.adamw_update %g, %g, %g, %g, %s, %s, %norm {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
       : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
   return %p, %de : tensor<64xf32>, tensor<10x64xf32>
+}
+
+// -----
+
+func.func @attention(%q: tensor<1x8x16xf32>) -> tensor<1x8x16xf32> {
+  // expected-error @+1 {{'nn.attention' op is lowered by nn-tile-attention, which must run before nn-lower-to-tile}}
+  %o = nn.attention %q, %q, %q {num_heads = 2 : i64, num_kv_heads = 2 : i64} : (tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>) -> tensor<1x8x16xf32>
+  return %o : tensor<1x8x16xf32>
+}
+
+// -----
+
+// A BF16 embedding gradient accumulates in FP32, then is rounded once.
+// CHECK-LABEL: func.func @embedding_grad
+// CHECK: %[[G:.+]] = tile.embedding_grad %arg0, %arg1 : (tensor<4x8xbf16>, tensor<4xi32>) -> tensor<16x8xf32>
+// CHECK: tile.fused %[[G]] : (tensor<16x8xf32>) -> tensor<16x8xbf16>
+// CHECK: nn.cast
+func.func @embedding_grad(%dy: tensor<4x8xbf16>, %ids: tensor<4xi32>) -> tensor<16x8xbf16> {
+  %0 = nn.embedding_grad %dy, %ids : (tensor<4x8xbf16>, tensor<4xi32>) -> tensor<16x8xbf16>
+  return %0 : tensor<16x8xbf16>
 }
 
 // -----

@@ -58,7 +58,7 @@ module attributes {kiln.model = {vocab_size = 16 : i64}} {
       tile.yield %r : tensor<1x4x32xbf16>
     }
     %p = tile.gemm %n, %w {batch = 1 : i64, m = 4 : i64, n = 32 : i64, k = 32 : i64, transpose_b} : (tensor<1x4x32xbf16>, tensor<32x32xbf16>) -> tensor<1x4x32xbf16>
-    %o, %lse = tile.attention %p, %p, %p {causal, num_heads = 2 : i64, num_kv_heads = 2 : i64} : (tensor<1x4x32xbf16>, tensor<1x4x32xbf16>, tensor<1x4x32xbf16>) -> (tensor<1x4x32xbf16>, tensor<1x2x4xf32>)
+    %o, %lse = tile.flash_attention_fwd %p, %p, %p {block_q = 16 : i64, block_k = 16 : i64, num_warps = 1 : i64, num_stages = 1 : i64, causal, num_heads = 2 : i64, num_kv_heads = 2 : i64} : (tensor<1x4x32xbf16>, tensor<1x4x32xbf16>, tensor<1x4x32xbf16>) -> (tensor<1x4x32xbf16>, tensor<1x2x4xf32>)
     %s = tile.fused %o, %p : (tensor<1x4x32xbf16>, tensor<1x4x32xbf16>) -> tensor<1x4x32xbf16> {
     ^bb0(%a: tensor<1x4x32xbf16>, %b: tensor<1x4x32xbf16>):
       %r = nn.swiglu %a, %b : (tensor<1x4x32xbf16>, tensor<1x4x32xbf16>) -> tensor<1x4x32xbf16>

@@ -7,15 +7,20 @@
 //   - is C++17 and includes only <cuda_bf16.h>: no host standard headers, no
 //     <cstdint> (sizes are `long long` and `int`), no printf;
 //   - consists of `__device__ __forceinline__` functions and templates only,
-//     so it can be included by any number of translation units.
+//     so it can be included by any number of translation units;
+//   - needs no NVRTC option beyond -std=c++17 and CUDA's include directory
+//     (for cuda_bf16.h): no lambdas, so not even -default-device.
 //
 // Numerics follow the host reference backend (runtime/host/Kernels.h), which
 // GPU kernels are tested against: storage is `float` (f32) or
 // `__nv_bfloat16` (bf16); every kernel computes in FP32 and rounds what it
 // stores to the storage type, bf16 to nearest-even (__float2bfloat16_rn).
 // Where the host accumulates in double the device accumulates in FP32, in a
-// fixed order that depends only on the launch configuration: no atomics on
-// data, so every result is bit-for-bit reproducible run to run.
+// fixed order that depends only on the launch configuration and the
+// buffers' alignment (below): no atomics on data, so every result is
+// bit-for-bit reproducible run to run. No fast-math intrinsics: expf, erff,
+// tanhf and sqrtf are the accurate ones, 1/sqrt is __frsqrt_rn (correctly
+// rounded), rope's angles and sin/cos are double.
 //
 // Launch conventions (the wrapper passes its block size as kThreads, a
 // multiple of 32 and at most 1024, and must be launched with exactly that
@@ -34,7 +39,8 @@
 // the row length is a multiple of Vec<T>::kWidth and every pointer the row
 // touches is 16-byte aligned; otherwise element by element. The choice is
 // made at run time, per row, from the actual addresses, so any buffer
-// offset is correct and aligned buffers are fast.
+// offset is correct and aligned buffers are fast. The two paths split a row
+// among threads differently, so their FP32 sums may differ in the last bits.
 //
 //===----------------------------------------------------------------------===//
 
@@ -1001,9 +1007,12 @@ crossEntropyGrad(const float *dloss, const float *count, const T *logits,
 // Exact and naive: a block owns one row of one head; its warps take the
 // keys (or queries) in turn, each lane holding headDim / 32 dimensions
 // (d = lane + 32 e), and the warps' partial results are combined in warp
-// order through shared memory. q and out are [batch, seq, heads * headDim],
-// k and v [batch, seq, kvHeads * headDim], lse and delta
-// [batch, heads, seq]; query head h reads kv head h / (heads / kvHeads).
+// order through shared memory. The head dimension is the template's
+// kHeadDim (any value up to 512; multiples of 32 waste no lanes). q and out
+// are [batch, seq, heads * kHeadDim], k and v [batch, seq, kvHeads *
+// kHeadDim], lse and delta [batch, heads, seq] (FP32); query head h reads kv
+// head h / (heads / kvHeads). Each row's result depends on neither the grid
+// nor the other rows: any grid gives the same bits.
 //
 // A query at flattened token t = b * seq + i of document [begin, end) sees
 // the keys [begin, causal ? t + 1 : end). Documents are the batch rows, or

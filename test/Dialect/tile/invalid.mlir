@@ -42,7 +42,7 @@ func.func @gemm_sizes(%a: tensor<8x4xf32>, %b: tensor<4x8xf32>) {
 
 func.func @attention_lse(%q: tensor<2x16x64xbf16>) {
   // expected-error @+1 {{expects lse of shape [batch, num_heads, seq] (2x4x16), got 'tensor<2x16x4xf32>'}}
-  %o, %lse = tile.attention %q, %q, %q {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x4xf32>)
+  %o, %lse = tile.flash_attention_fwd %q, %q, %q {block_q = 16 : i64, block_k = 16 : i64, num_warps = 1 : i64, num_stages = 1 : i64, num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x16x4xf32>)
   return
 }
 
@@ -50,7 +50,15 @@ func.func @attention_lse(%q: tensor<2x16x64xbf16>) {
 
 func.func @attention_heads(%q: tensor<2x16x64xbf16>) {
   // expected-error @+1 {{expects positive head counts with num_kv_heads dividing num_heads, got 4 and 3}}
-  %o, %lse = tile.attention %q, %q, %q {num_heads = 4 : i64, num_kv_heads = 3 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+  %o, %lse = tile.flash_attention_fwd %q, %q, %q {block_q = 16 : i64, block_k = 16 : i64, num_warps = 1 : i64, num_stages = 1 : i64, num_heads = 4 : i64, num_kv_heads = 3 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+  return
+}
+
+// -----
+
+func.func @attention_blocks(%q: tensor<2x16x64xbf16>) {
+  // expected-error @+1 {{expects positive block_q, block_k, num_warps and num_stages, got 0, 16, 1 and 1}}
+  %o, %lse = tile.flash_attention_fwd %q, %q, %q {block_q = 0 : i64, block_k = 16 : i64, num_warps = 1 : i64, num_stages = 1 : i64, num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
   return
 }
 

@@ -15,10 +15,10 @@ func.func @gemm(%x: tensor<2x16x64xbf16>, %w: tensor<96x64xbf16>, %b: tensor<96x
 
 // CHECK-LABEL: func.func @attention
 func.func @attention(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x32xbf16>, %cu: tensor<3xi32>) {
-  // CHECK: %[[O:.+]], %[[LSE:.+]] = tile.attention %{{.*}}, %{{.*}}, %{{.*}} {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
-  %o, %lse = tile.attention %q, %k, %k {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
-  // CHECK: tile.attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[O]], %[[LSE]] cu_seqlens(%{{.*}}) {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
-  %dq, %dk, %dv = tile.attention_grad %o, %q, %k, %k, %o, %lse cu_seqlens(%cu) {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+  // CHECK: %[[O:.+]], %[[LSE:.+]] = tile.flash_attention_fwd %{{.*}}, %{{.*}}, %{{.*}} {block_k = 16 : i64, block_q = 16 : i64, causal, num_heads = 4 : i64, num_kv_heads = 2 : i64, num_stages = 2 : i64, num_warps = 4 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+  %o, %lse = tile.flash_attention_fwd %q, %k, %k {block_q = 16 : i64, block_k = 16 : i64, num_warps = 4 : i64, num_stages = 2 : i64, causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+  // CHECK: tile.flash_attention_bwd %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[O]], %[[LSE]] cu_seqlens(%{{.*}}) {block_k = 32 : i64, block_q = 16 : i64, causal, num_heads = 4 : i64, num_kv_heads = 2 : i64, num_stages = 1 : i64, num_warps = 1 : i64}
+  %dq, %dk, %dv = tile.flash_attention_bwd %o, %q, %k, %k, %o, %lse cu_seqlens(%cu) {block_q = 16 : i64, block_k = 32 : i64, num_warps = 1 : i64, num_stages = 1 : i64, causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
       : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>, tensor<2x16x64xbf16>, tensor<2x4x16xf32>, tensor<3xi32>)
       -> (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>)
   return

@@ -1,11 +1,12 @@
 //===- DeviceKernelTest.cpp - The device library against the host kernels -===//
 //
-// Compiles DeviceKernels.cu (a wrapper per kiln::dev template instantiation)
-// with NVRTC for the GPU at hand, with the device library the runtime
-// embeds, launches every kernel on fresh random data with its outputs
-// poisoned (NaN), and compares with the host reference kernels in FP64
-// (runtime/host/Kernels.h) on the same inputs: both sides read values the
-// storage type holds exactly. Bounds, max |got - ref| / max |ref|:
+// Compiles DeviceKernels.cu (a wrapper per kiln::dev template instantiation,
+// built into the test: DeviceKernelsSource.cpp.in) with NVRTC for the GPU at
+// hand, with the device library the runtime embeds, launches every kernel on
+// fresh random data with its outputs poisoned (NaN), and compares with the host
+// reference kernels in FP64 (runtime/host/Kernels.h) on the same inputs: both
+// sides read values the storage type holds exactly. Bounds, max |got - ref| /
+// max |ref|:
 //   - f32 outputs: 1e-5 (FP32 arithmetic and accumulation: a few ulps of
 //     rounding per reduction level over at most a few thousand terms);
 //   - bf16 outputs: 2e-2 (one bf16 rounding of the output, 2^-9 relative,
@@ -21,6 +22,7 @@
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/Device.h"
+#include "runtime/cuda/KernelCache.h"
 #include "runtime/cuda/Nvrtc.h"
 #include "runtime/host/Kernels.h"
 
@@ -31,7 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <fstream>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -44,9 +46,10 @@ using kiln::rt::host::testing::randomIds;
 using kiln::rt::host::testing::randomVector;
 using kiln::rt::host::testing::relativeError;
 
-#ifndef KILN_DEVICE_KERNELS_SOURCE
-#error "KILN_DEVICE_KERNELS_SOURCE must name DeviceKernels.cu"
-#endif
+namespace kiln::rt::cuda::testing {
+/// The text of DeviceKernels.cu (generated from DeviceKernelsSource.cpp.in).
+const char *deviceKernelsSource();
+} // namespace kiln::rt::cuda::testing
 
 namespace {
 
@@ -121,18 +124,17 @@ private:
     KILN_CUDA_CHECK(driver().cuDevicePrimaryCtxRetain(&context, handle));
     KILN_CUDA_CHECK(driver().cuCtxSetCurrent(context));
 
-    std::ifstream in(KILN_DEVICE_KERNELS_SOURCE);
-    if (!in)
-      throw Error(std::string("cannot read ") + KILN_DEVICE_KERNELS_SOURCE);
-    std::ostringstream source;
-    source << in.rdbuf();
     CompileRequest request{"DeviceKernels",
-                           source.str(),
+                           kiln::rt::cuda::testing::deviceKernelsSource(),
                            device->arch(),
                            {},
                            {{"kiln_device.cuh", deviceHeaderSource()}}};
+    // ctest runs each test in its own process: compile once, then hit the
+    // on-disk cache (keyed by everything that determines the cubin).
+    KernelCache cache(std::filesystem::temp_directory_path() /
+                      "kiln-device-kernel-test");
     std::vector<CompiledKernel> compiled =
-        compileKernels({request}, /*cache=*/nullptr, /*threads=*/1);
+        compileKernels({request}, &cache, /*threads=*/1);
     cubin = std::move(compiled.at(0).cubin);
     KILN_CUDA_CHECK(driver().cuModuleLoadData(&module, cubin.data()));
   }
@@ -367,8 +369,11 @@ struct NormShape {
 
 /// Odd and tiny rows (scalar path), rows of whole vectors (vector path),
 /// rows longer than every block, and a misaligned copy of a vector shape.
+/// No row is shorter than 3: with 1 (RMSNorm) or 2 (LayerNorm) elements
+/// the input gradient is a cancellation of order eps / (var + eps), which
+/// no relative bound fits.
 constexpr NormShape kNormShapes[] = {
-    {1, 1, false},    {3, 7, false},   {5, 64, false},  {37, 1000, false},
+    {1, 3, false},    {3, 7, false},   {5, 64, false},  {37, 1000, false},
     {8, 4096, false}, {4, 4104, true}, {6, 8200, false}};
 
 std::string describe(const NormShape &s) {
@@ -776,16 +781,16 @@ struct AttentionCase {
   long long rows() const { return static_cast<long long>(batch) * heads * seq; }
   float scale() const { return 1.0f / std::sqrt(static_cast<float>(headDim)); }
   std::string describe() const {
-    std::string text = "batch " + std::to_string(batch) + " seq " +
-                       std::to_string(seq) + " heads " + std::to_string(heads) +
-                       " kvHeads " + std::to_string(kvHeads) + " headDim " +
-                       std::to_string(headDim) + (causal ? " causal" : " full");
+    std::ostringstream text;
+    text << "batch " << batch << " seq " << seq << " heads " << heads
+         << " kvHeads " << kvHeads << " headDim " << headDim
+         << (causal ? " causal" : " full");
     if (!cuSeqlens.empty()) {
-      text += " cu_seqlens";
+      text << " cu_seqlens";
       for (std::int32_t value : cuSeqlens)
-        text += " " + std::to_string(value);
+        text << " " << value;
     }
-    return text;
+    return text.str();
   }
 };
 

@@ -1,0 +1,174 @@
+//===- CostModel.cpp - What a target can do, and what ops cost ------------===//
+
+#include "passes/CostModel.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace kiln;
+using llvm::formatv;
+
+llvm::Expected<Target> kiln::lookupTarget(llvm::StringRef name) {
+  // Datasheet figures (dense BF16; SXM parts); shared memory per block is the
+  // opt-in maximum. The host: 2 cores of a current x86 at ~100 GFLOP/s FP32
+  // each, and a quarter of a 1 MiB L2 for one tile's working set.
+  if (name == "host")
+    return Target{"host", false, 256 << 10, 200e9, 20e9};
+  if (name == "a100")
+    return Target{"a100", true, 163 << 10, 312e12, 2.0e12};
+  if (name == "h100")
+    return Target{"h100", true, 227 << 10, 989e12, 3.35e12};
+  if (name == "h200")
+    return Target{"h200", true, 227 << 10, 989e12, 4.8e12};
+  return llvm::createStringError(
+      formatv("unknown target '{0}' (known: host, a100, h100, h200)", name)
+          .str());
+}
+
+std::string kiln::targetForArch(llvm::StringRef arch) {
+  if (arch.starts_with("sm_8"))
+    return "a100";
+  if (arch.starts_with("sm_9"))
+    return "h100";
+  return "host";
+}
+
+namespace {
+/// Rounds up to a multiple of 16, the granularity of the tiles (an MMA
+/// fragment's rows).
+int64_t roundUp16(int64_t x) { return (x + 15) / 16 * 16; }
+} // namespace
+
+AttentionTiles kiln::chooseAttentionTiles(const Target &target,
+                                          const AttentionShape &shape) {
+  int64_t d = shape.headDim;
+  int64_t bytes = shape.elementBytes;
+  // No block larger than the sequence (rounded up to the tile granularity).
+  int64_t cap = std::max<int64_t>(16, roundUp16(shape.seqLen));
+  AttentionTiles tiles;
+  if (target.gpu) {
+    // FlashAttention-2 on tensor cores: 128-query blocks (16 rows per
+    // warp), 128-key blocks for small heads and 64 for large ones, K/V
+    // loads double-buffered; shrink until Q + stages x (K + V) fit.
+    tiles.blockQ = std::min<int64_t>(128, cap);
+    tiles.blockK = std::min<int64_t>(d <= 64 ? 128 : 64, cap);
+    tiles.numStages = 2;
+    auto smem = [&] {
+      return (tiles.blockQ * d + 2 * tiles.numStages * tiles.blockK * d) *
+             bytes;
+    };
+    while (smem() > target.tileMemoryBytes && tiles.blockK > 16)
+      tiles.blockK /= 2;
+    while (smem() > target.tileMemoryBytes && tiles.blockQ > 16)
+      tiles.blockQ /= 2;
+    tiles.numWarps = std::max<int64_t>(1, tiles.blockQ / 16);
+    tiles.reason = formatv(
+        "cost model for {0}: Q tile {1}x{2} + {3} stages of K and V tiles "
+        "{4}x{2} use {5} KiB of {6} KiB shared memory; {7} warps of 16 "
+        "query rows",
+        target.name, tiles.blockQ, d, tiles.numStages, tiles.blockK,
+        smem() >> 10, target.tileMemoryBytes >> 10, tiles.numWarps);
+    return tiles;
+  }
+  // Host: square blocks whose FP32 working set (Q, K, V, the score tile and
+  // the output accumulator) stays in a core's share of L2.
+  auto working = [&](int64_t b) { return (4 * b * d + b * b) * 4; };
+  int64_t block = 128;
+  while (block > 16 && working(block) > target.tileMemoryBytes)
+    block /= 2;
+  tiles.blockQ = tiles.blockK = std::min(block, cap);
+  tiles.numWarps = 1;
+  tiles.numStages = 1;
+  tiles.reason = formatv("cost model for {0}: {1}x{1} blocks keep Q, K, V, "
+                         "the score tile and the accumulator ({2} KiB FP32) "
+                         "within {3} KiB of L2",
+                         target.name, tiles.blockQ, working(tiles.blockQ) >> 10,
+                         target.tileMemoryBytes >> 10);
+  return tiles;
+}
+
+llvm::Expected<std::optional<AttentionTiles>>
+kiln::lookupTunedAttention(llvm::StringRef path, const Target &target,
+                           const AttentionShape &shape) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return llvm::createStringError(
+        formatv("{0}: cannot read the tuning database: {1}", path,
+                buffer.getError().message())
+            .str());
+  llvm::Expected<llvm::json::Value> root =
+      llvm::json::parse((*buffer)->getBuffer());
+  if (!root)
+    return llvm::createStringError(formatv("{0}: invalid JSON: {1}", path,
+                                           llvm::toString(root.takeError()))
+                                       .str());
+  const llvm::json::Object *object = root->getAsObject();
+  const llvm::json::Array *entries =
+      object ? object->getArray("attention") : nullptr;
+  if (!entries)
+    return llvm::createStringError(
+        formatv("{0}: expected an object with an 'attention' array", path)
+            .str());
+  std::optional<AttentionTiles> best;
+  int64_t bestDistance = INT64_MAX;
+  for (auto [index, value] : llvm::enumerate(*entries)) {
+    const llvm::json::Object *entry = value.getAsObject();
+    auto integer = [&](llvm::StringRef key) -> std::optional<int64_t> {
+      return entry ? entry->getInteger(key) : std::nullopt;
+    };
+    std::optional<int64_t> blockQ = integer("block_q"),
+                           blockK = integer("block_k"),
+                           warps = integer("num_warps"),
+                           stages = integer("num_stages");
+    if (!entry || !entry->getString("target") || !integer("head_dim") ||
+        !blockQ || !blockK || !warps || !stages || *blockQ <= 0 ||
+        *blockK <= 0 || *warps <= 0 || *stages <= 0)
+      return llvm::createStringError(
+          formatv("{0}: attention entry {1} needs target, head_dim and "
+                  "positive block_q, block_k, num_warps, num_stages",
+                  path, index)
+              .str());
+    if (*entry->getString("target") != target.name ||
+        *integer("head_dim") != shape.headDim ||
+        integer("dtype_bytes").value_or(shape.elementBytes) !=
+            shape.elementBytes ||
+        entry->getBoolean("causal").value_or(shape.causal) != shape.causal)
+      continue;
+    int64_t distance =
+        std::abs(integer("seq_len").value_or(shape.seqLen) - shape.seqLen);
+    if (distance >= bestDistance)
+      continue;
+    bestDistance = distance;
+    best = AttentionTiles{*blockQ, *blockK, *warps, *stages,
+                          formatv("tuning database {0}, entry {1} (measured "
+                                  "for seq_len {2})",
+                                  path, index,
+                                  integer("seq_len").value_or(shape.seqLen))
+                              .str()};
+  }
+  return best;
+}
+
+double kiln::attentionFlops(const AttentionShape &shape, bool backward) {
+  double flops = (backward ? 10.0 : 4.0) * shape.batch * shape.numHeads *
+                 double(shape.seqLen) * shape.seqLen * shape.headDim;
+  return shape.causal ? flops / 2 : flops;
+}
+
+double kiln::attentionBytes(const AttentionShape &shape, bool backward) {
+  double q = double(shape.batch) * shape.seqLen * shape.numHeads *
+             shape.headDim * shape.elementBytes;
+  double kv = q / shape.numHeads * shape.numKvHeads;
+  double lse = double(shape.batch) * shape.numHeads * shape.seqLen * 4;
+  // Forward: read q, k, v, write o and lse. Backward: read those and do,
+  // write dq, dk, dv.
+  return backward ? 3 * q + 4 * kv + lse : 2 * q + 2 * kv + lse;
+}
+
+double kiln::predictSeconds(const Target &target, double flops, double bytes) {
+  return std::max(flops / target.peakFlops, bytes / target.memoryBandwidth);
+}

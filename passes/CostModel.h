@@ -1,0 +1,75 @@
+//===- CostModel.h - What a target can do, and what ops cost ----*- C++ -*-===//
+//
+// The planners' shared model of a target: its memories and peak rates, and
+// from them FLOPs, bytes and predicted times of ops and the tile sizes of
+// the IO-aware kernels. Predictions are labelled as such wherever reported.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_PASSES_COSTMODEL_H
+#define KILN_PASSES_COSTMODEL_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace kiln {
+
+struct Target {
+  std::string name;
+  bool gpu = false;
+  /// Fast memory one tile may use: shared memory per block on a GPU, a
+  /// share of a core's L2 cache on the host.
+  int64_t tileMemoryBytes = 0;
+  /// Dense matrix rate (BF16 tensor cores on a GPU, FP32 on the host) and
+  /// main-memory bandwidth, from datasheets or measurements.
+  double peakFlops = 0;
+  double memoryBandwidth = 0;
+};
+
+/// `host`, `a100`, `h100` or `h200`; an error naming the known targets.
+llvm::Expected<Target> lookupTarget(llvm::StringRef name);
+
+/// The target of a CUDA architecture (`sm_80` -> a100, `sm_90a` -> h100).
+std::string targetForArch(llvm::StringRef arch);
+
+struct AttentionTiles {
+  int64_t blockQ = 64, blockK = 64, numWarps = 4, numStages = 2;
+  /// Where the sizes came from and why, with the numbers.
+  std::string reason;
+};
+
+struct AttentionShape {
+  int64_t batch, seqLen, numHeads, numKvHeads, headDim;
+  unsigned elementBytes;
+  bool causal;
+};
+
+/// Tile sizes of FlashAttention for `shape` on `target` from the cost model:
+/// the largest blocks whose working set fits the target's tile memory.
+AttentionTiles chooseAttentionTiles(const Target &target,
+                                    const AttentionShape &shape);
+
+/// Looks `shape` up in a tuning database (JSON written by `kiln tune`):
+/// `{"attention": [{"target", "head_dim", "dtype_bytes", "causal",
+/// "seq_len" (optional), "block_q", "block_k", "num_warps", "num_stages"}]}`.
+/// The entry with the nearest seq_len wins. Errors name the file and entry.
+llvm::Expected<std::optional<AttentionTiles>>
+lookupTunedAttention(llvm::StringRef path, const Target &target,
+                     const AttentionShape &shape);
+
+/// FLOPs of attention forward or backward (4 or 10 b*h*s^2*d, halved when
+/// causal) and the fewest bytes it must move (q, k, v, o, lse once).
+double attentionFlops(const AttentionShape &shape, bool backward);
+double attentionBytes(const AttentionShape &shape, bool backward);
+
+/// Predicted seconds of work with `flops` and `bytes` on `target`: the
+/// larger of compute time and memory time (a roofline).
+double predictSeconds(const Target &target, double flops, double bytes);
+
+} // namespace kiln
+
+#endif // KILN_PASSES_COSTMODEL_H

@@ -1,0 +1,577 @@
+//===- DeviceEmulationTest.cpp - The device library on the CPU ------------===//
+//
+// Every kiln::dev kernel function, run under DeviceEmulation.h (blocks in
+// turn, threads as fibers) on fresh random data with poisoned outputs and
+// compared with the host reference kernels in FP64, for f32 and bf16
+// storage: the logic of the GPU code (row and column splits, vector and
+// scalar paths, block reductions, online softmax, GQA, causal and packed
+// documents, error flags) is tested on machines without a GPU. Bounds are
+// DeviceKernelTest.cpp's: 1e-5 for f32 outputs and FP32 results of exact
+// inputs, 2e-2 for bf16 outputs. Shapes are small (emulation switches
+// fibers at every shuffle) but cover several warps and blocks per row.
+//
+//===----------------------------------------------------------------------===//
+
+#include "DeviceEmulation.h"
+
+#include "runtime/cuda/device/kiln_device.cuh"
+#include "runtime/host/Kernels.h"
+
+#include "../../host/KernelTestSupport.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+using kiln::rt::host::testing::KernelTest;
+using kiln::rt::host::testing::randomIds;
+using kiln::rt::host::testing::randomVector;
+using kiln::rt::host::testing::relativeError;
+namespace dev = kiln::dev;
+namespace host = kiln::rt::host;
+
+namespace {
+
+template <typename T>
+constexpr double kTolerance = std::is_same_v<T, float> ? 1e-5 : 2e-2;
+/// FP32 results (statistics, lse, losses, norms) of exact inputs.
+constexpr double kFloatTolerance = 1e-5;
+
+/// The value T holds for x.
+template <typename T> double representable(double x) {
+  return dev::toFloat(dev::fromFloat<T>(static_cast<float>(x)));
+}
+
+/// n values uniform in [lo, hi) that T holds exactly.
+template <typename T>
+std::vector<double> randomValues(std::int64_t n, double lo = -1.0,
+                                 double hi = 1.0) {
+  std::vector<double> values = randomVector<double>(n, lo, hi);
+  for (double &x : values)
+    x = representable<T>(x);
+  return values;
+}
+
+template <typename T> std::vector<double> widen(const T *p, std::int64_t n) {
+  std::vector<double> values(n);
+  for (std::int64_t i = 0; i < n; ++i)
+    values[i] = dev::toFloat(p[i]);
+  return values;
+}
+
+/// A device-style buffer of T: NaN-poisoned, its data starting `offset`
+/// elements past a 16-byte boundary (1 makes the vector path impossible).
+template <typename T> class Buffer {
+public:
+  Buffer(std::int64_t n, int offset)
+      : n(n), offset(offset), storage(new (std::align_val_t(16)) T[n + 8]) {
+    std::fill(storage.get(), storage.get() + n + 8,
+              dev::fromFloat<T>(std::numeric_limits<float>::quiet_NaN()));
+  }
+  Buffer(const std::vector<double> &values, int offset)
+      : Buffer(static_cast<std::int64_t>(values.size()), offset) {
+    for (std::int64_t i = 0; i < n; ++i)
+      data()[i] = dev::fromFloat<T>(static_cast<float>(values[i]));
+  }
+  T *data() { return storage.get() + offset; }
+  std::vector<double> values() { return widen(data(), n); }
+
+private:
+  struct AlignedDelete {
+    void operator()(T *p) const {
+      ::operator delete[](p, std::align_val_t(16));
+    }
+  };
+  std::int64_t n;
+  int offset;
+  std::unique_ptr<T[], AlignedDelete> storage;
+};
+
+/// FP32 outputs (statistics, losses) poisoned with NaN.
+std::vector<float> poisonedFloats(std::int64_t n) {
+  return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
+}
+
+std::vector<double> widen(const std::vector<float> &v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+template <typename T> class DeviceEmulationTest : public KernelTest {};
+using StorageTypes = ::testing::Types<float, __nv_bfloat16>;
+struct StorageTypeNames {
+  template <typename T> static std::string GetName(int) {
+    return std::is_same_v<T, float> ? "f32" : "bf16";
+  }
+};
+TYPED_TEST_SUITE(DeviceEmulationTest, StorageTypes, StorageTypeNames);
+
+#define EXPECT_CLOSE(got, ref, tolerance)                                      \
+  EXPECT_LE(relativeError((got), (ref)), (tolerance)) << #got
+
+//===----------------------------------------------------------------------===//
+// Norms
+//===----------------------------------------------------------------------===//
+
+/// Every norm function on rows x dim with kThreads per row block; offset 1
+/// forces the scalar path. The row grid is half the rows (the row loop
+/// strides), the column grid at most two blocks of 64.
+template <typename T, int kThreads>
+void checkNorms(std::int64_t rows, int dim, int offset) {
+  SCOPED_TRACE("rows " + std::to_string(rows) + " dim " + std::to_string(dim) +
+               " offset " + std::to_string(offset) + " threads " +
+               std::to_string(kThreads));
+  const float eps = 1e-5f;
+  const std::int64_t n = rows * dim;
+  std::vector<double> x = randomValues<T>(n, 1, 3), dy = randomValues<T>(n);
+  std::vector<double> w = randomValues<T>(dim, 0.5, 1.5),
+                      b = randomValues<T>(dim);
+  Buffer<T> dX(x, offset), dDy(dy, offset), dW(w, offset), dB(b, offset);
+  const EmulatedDim3 rowGrid{
+      static_cast<unsigned>(std::max<std::int64_t>(1, rows / 2))};
+  const EmulatedDim3 columnGrid{
+      std::min(2u, static_cast<unsigned>((dim + 63) / 64))};
+  std::vector<double> ref(n), columnRef(dim);
+
+  Buffer<T> y(n, offset);
+  emulateKernel(rowGrid, kThreads, [&] {
+    dev::rmsNorm<T, kThreads>(dX.data(), dW.data(), y.data(), rows, dim, eps);
+  });
+  host::rmsNorm<double>(x.data(), w.data(), ref.data(), rows, dim, eps);
+  EXPECT_CLOSE(y.values(), ref, kTolerance<T>);
+
+  Buffer<T> dx(n, offset);
+  emulateKernel(rowGrid, kThreads, [&] {
+    dev::rmsNormGrad<T, kThreads>(dDy.data(), dX.data(), dW.data(), dx.data(),
+                                  rows, dim, eps);
+  });
+  host::rmsNormGrad<double>(dy.data(), x.data(), w.data(), ref.data(), rows,
+                            dim, eps);
+  EXPECT_CLOSE(dx.values(), ref, kTolerance<T>);
+
+  for (bool withBias : {true, false}) {
+    Buffer<T> ln(n, offset);
+    emulateKernel(rowGrid, kThreads, [&] {
+      dev::layerNorm<T, kThreads>(dX.data(), dW.data(),
+                                  withBias ? dB.data() : nullptr, ln.data(),
+                                  rows, dim, eps);
+    });
+    host::layerNorm<double>(x.data(), w.data(), withBias ? b.data() : nullptr,
+                            ref.data(), rows, dim, eps);
+    EXPECT_CLOSE(ln.values(), ref, kTolerance<T>) << "bias " << withBias;
+  }
+
+  Buffer<T> lnDx(n, offset);
+  emulateKernel(rowGrid, kThreads, [&] {
+    dev::layerNormGrad<T, kThreads>(dDy.data(), dX.data(), dW.data(),
+                                    lnDx.data(), rows, dim, eps);
+  });
+  host::layerNormGrad<double>(dy.data(), x.data(), w.data(), ref.data(), rows,
+                              dim, eps);
+  EXPECT_CLOSE(lnDx.values(), ref, kTolerance<T>);
+
+  std::vector<float> rstd = poisonedFloats(rows);
+  Buffer<T> dw(dim, offset);
+  emulateKernel(rowGrid, kThreads, [&] {
+    dev::rmsRowStats<T, kThreads>(dX.data(), rstd.data(), rows, dim, eps);
+  });
+  emulateKernel(columnGrid, 64, [&] {
+    dev::rmsNormWeightGradColumns<T>(dDy.data(), dX.data(), rstd.data(),
+                                     dw.data(), rows, dim);
+  });
+  host::rmsNormWeightGrad<double>(dy.data(), x.data(), columnRef.data(), rows,
+                                  dim, eps);
+  EXPECT_CLOSE(dw.values(), columnRef, kTolerance<T>);
+
+  std::vector<float> mean = poisonedFloats(rows),
+                     layerRstd = poisonedFloats(rows);
+  Buffer<T> lnDw(dim, offset);
+  emulateKernel(rowGrid, kThreads, [&] {
+    dev::layerRowStats<T, kThreads>(dX.data(), mean.data(), layerRstd.data(),
+                                    rows, dim, eps);
+  });
+  emulateKernel(columnGrid, 64, [&] {
+    dev::layerNormWeightGradColumns<T>(dDy.data(), dX.data(), mean.data(),
+                                       layerRstd.data(), lnDw.data(), rows,
+                                       dim);
+  });
+  host::layerNormWeightGrad<double>(dy.data(), x.data(), columnRef.data(), rows,
+                                    dim, eps);
+  EXPECT_CLOSE(lnDw.values(), columnRef, kTolerance<T>);
+
+  Buffer<T> bias(dim, offset);
+  emulateKernel(columnGrid, 64,
+                [&] { dev::columnSum<T>(dDy.data(), bias.data(), rows, dim); });
+  host::columnSum<double>(dy.data(), columnRef.data(), rows, dim);
+  EXPECT_CLOSE(bias.values(), columnRef, kTolerance<T>);
+}
+
+// Rows shorter than a vector, shorter and longer than the block, of whole
+// vectors and not. (No row under 3: see DeviceKernelTest.cpp.)
+TYPED_TEST(DeviceEmulationTest, Norms) {
+  using T = TypeParam;
+  const std::pair<std::int64_t, int> shapes[] = {
+      {1, 3}, {3, 7}, {5, 64}, {7, 1000}, {3, 4104}};
+  for (auto [rows, dim] : shapes)
+    for (int offset : {0, 1}) {
+      checkNorms<T, 32>(rows, dim, offset);
+      checkNorms<T, 64>(rows, dim, offset);
+    }
+  checkNorms<T, 256>(4, 2048, 0);
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise math and fill
+//===----------------------------------------------------------------------===//
+
+TYPED_TEST(DeviceEmulationTest, ElementwiseAndFill) {
+  using T = TypeParam;
+  const std::int64_t n = 1001;
+  std::vector<double> x = randomValues<T>(n, -4, 4),
+                      up = randomValues<T>(n, -2, 2), dy = randomValues<T>(n);
+  std::vector<double> got(n), got2(n), ref(n), ref2(n);
+  auto stored = [](float value) { return representable<T>(value); };
+  for (bool tanhApprox : {false, true}) {
+    for (std::int64_t i = 0; i < n; ++i)
+      got[i] = stored(dev::gelu(x[i], tanhApprox));
+    host::gelu<double>(x.data(), ref.data(), n, tanhApprox);
+    EXPECT_CLOSE(got, ref, kTolerance<T>);
+    for (std::int64_t i = 0; i < n; ++i)
+      got[i] = stored(dev::geluGrad(dy[i], x[i], tanhApprox));
+    host::geluGrad<double>(dy.data(), x.data(), ref.data(), n, tanhApprox);
+    EXPECT_CLOSE(got, ref, kTolerance<T>);
+  }
+  for (std::int64_t i = 0; i < n; ++i)
+    got[i] = stored(dev::swiglu(x[i], up[i]));
+  host::swiglu<double>(x.data(), up.data(), ref.data(), n);
+  EXPECT_CLOSE(got, ref, kTolerance<T>);
+  for (std::int64_t i = 0; i < n; ++i) {
+    got[i] = stored(dev::swigluGate(dy[i], x[i], up[i]));
+    got2[i] = stored(dev::swigluUp(dy[i], x[i]));
+  }
+  host::swigluGrad<double>(dy.data(), x.data(), up.data(), ref.data(),
+                           ref2.data(), n);
+  EXPECT_CLOSE(got, ref, kTolerance<T>);
+  EXPECT_CLOSE(got2, ref2, kTolerance<T>);
+
+  Buffer<T> filled(n, 1);
+  emulateKernel({3}, 64, [&] { dev::fill<T>(filled.data(), n, 0.3f); });
+  EXPECT_EQ(filled.values(), std::vector<double>(n, stored(0.3f)));
+}
+
+//===----------------------------------------------------------------------===//
+// Rope, embedding, cross-entropy
+//===----------------------------------------------------------------------===//
+
+TYPED_TEST(DeviceEmulationTest, Rope) {
+  using T = TypeParam;
+  struct RopeCase {
+    int batch, seq, heads, headDim;
+    float theta;
+    bool positions, inverse, inPlace;
+  };
+  const RopeCase cases[] = {{2, 5, 3, 64, 10000, false, false, false},
+                            {1, 7, 4, 128, 500000, true, true, true},
+                            {1, 3, 2, 256, 10000, true, false, false},
+                            {3, 2, 2, 6, 10000, true, true, false}};
+  for (const RopeCase &c : cases) {
+    SCOPED_TRACE("headDim " + std::to_string(c.headDim));
+    const std::int64_t tokens = std::int64_t(c.batch) * c.seq;
+    const std::int64_t n = tokens * c.heads * c.headDim;
+    std::vector<double> x = randomValues<T>(n);
+    std::vector<std::int32_t> positions = randomIds(tokens, 200000);
+    Buffer<T> dX(x, 0), y(n, 0);
+    T *out = c.inPlace ? dX.data() : y.data();
+    emulateKernel(
+        {static_cast<unsigned>(std::max<std::int64_t>(1, tokens / 2))}, 32,
+        [&] {
+          dev::rope<T, 32>(dX.data(), c.positions ? positions.data() : nullptr,
+                           out, c.batch, c.seq, c.heads, c.headDim, c.theta,
+                           c.inverse);
+        });
+    std::vector<double> ref(n);
+    host::rope<double>(x.data(), c.positions ? positions.data() : nullptr,
+                       ref.data(), c.batch, c.seq, c.heads, c.headDim, c.theta,
+                       c.inverse);
+    EXPECT_CLOSE(c.inPlace ? dX.values() : y.values(), ref, kTolerance<T>);
+  }
+}
+
+TYPED_TEST(DeviceEmulationTest, EmbeddingAndItsGradient) {
+  using T = TypeParam;
+  const int vocab = 50;
+  const std::int64_t numIds = 67;
+  for (int dim : {7, 64, 200})
+    for (int offset : {0, 1}) {
+      SCOPED_TRACE("dim " + std::to_string(dim) + " offset " +
+                   std::to_string(offset));
+      std::vector<double> table = randomValues<T>(vocab * dim);
+      std::vector<std::int32_t> ids = randomIds(numIds, vocab);
+      ids[5] = -1;
+      ids[9] = vocab;
+      Buffer<T> dTable(table, offset), y(numIds * dim, offset);
+      int flag = 0;
+      emulateKernel({30}, 32, [&] {
+        dev::embedding<T, 32>(dTable.data(), ids.data(), y.data(), numIds,
+                              vocab, dim, &flag);
+      });
+      EXPECT_EQ(flag, 6); // blocks run in order: position 5 comes first
+      std::vector<double> got = y.values();
+      for (std::int64_t p = 0; p < numIds; ++p)
+        for (int j = 0; j < dim; ++j)
+          ASSERT_EQ(got[p * dim + j],
+                    (p == 5 || p == 9) ? 0.0 : table[ids[p] * dim + j]);
+
+      ids[5] = ids[6]; // repeats, all valid
+      ids[9] = ids[6];
+      std::vector<double> dy = randomValues<T>(numIds * dim);
+      Buffer<T> dDy(dy, offset);
+      std::vector<float> dtable = poisonedFloats(vocab * dim);
+      emulateKernel({2}, 64, [&] {
+        dev::embeddingGradColumns<T>(dDy.data(), ids.data(), dtable.data(),
+                                     numIds, vocab, dim);
+      });
+      std::vector<double> ref(vocab * dim);
+      host::embeddingGrad<double>(dy.data(), ids.data(), ref.data(), numIds,
+                                  vocab, dim);
+      EXPECT_CLOSE(widen(dtable), ref, kFloatTolerance);
+    }
+}
+
+template <typename T, int kThreads> void checkCrossEntropy(int vocab) {
+  SCOPED_TRACE("vocab " + std::to_string(vocab) + " threads " +
+               std::to_string(kThreads));
+  const std::int64_t rows = 13, ignoreIndex = -100;
+  std::vector<double> logits = randomValues<T>(rows * vocab, -4, 4);
+  std::vector<std::int32_t> targets = randomIds(rows, vocab);
+  for (std::int64_t r = 0; r < rows; r += 5)
+    targets[r] = ignoreIndex;
+  Buffer<T> dLogits(logits, 0);
+  std::vector<float> rowLoss = poisonedFloats(rows), loss = poisonedFloats(1),
+                     count = poisonedFloats(1);
+  int flag = 0;
+  emulateKernel({5}, kThreads, [&] {
+    dev::crossEntropyRows<T, kThreads>(dLogits.data(), targets.data(),
+                                       rowLoss.data(), rows, vocab, ignoreIndex,
+                                       &flag);
+  });
+  EXPECT_EQ(flag, 0);
+  emulateKernel({1}, 64, [&] {
+    dev::crossEntropyReduce<64>(rowLoss.data(), targets.data(), loss.data(),
+                                rows, ignoreIndex);
+  });
+  emulateKernel({1}, 32, [&] {
+    dev::countValid<32>(targets.data(), rows, ignoreIndex, count.data());
+  });
+  EXPECT_CLOSE(widen(loss),
+               std::vector<double>{host::crossEntropy<double>(
+                   logits.data(), targets.data(), rows, vocab, ignoreIndex)},
+               kFloatTolerance);
+  EXPECT_EQ(count[0], static_cast<float>(std::count_if(
+                          targets.begin(), targets.end(),
+                          [&](std::int32_t t) { return t != ignoreIndex; })));
+
+  const float dloss = 0.75f;
+  Buffer<T> dlogits(rows * vocab, 0);
+  emulateKernel({4}, kThreads, [&] {
+    dev::crossEntropyGrad<T, kThreads>(&dloss, count.data(), dLogits.data(),
+                                       targets.data(), dlogits.data(), rows,
+                                       vocab, ignoreIndex);
+  });
+  std::vector<double> ref(rows * vocab);
+  host::crossEntropyGrad<double>(dloss, logits.data(), targets.data(),
+                                 ref.data(), rows, vocab, ignoreIndex);
+  EXPECT_CLOSE(dlogits.values(), ref, kTolerance<T>);
+}
+
+TYPED_TEST(DeviceEmulationTest, CrossEntropy) {
+  using T = TypeParam;
+  for (int vocab : {8, 1000, 5003}) {
+    checkCrossEntropy<T, 32>(vocab);
+    checkCrossEntropy<T, 128>(vocab);
+  }
+  // A target outside the vocabulary: flagged (row + 1), NaN loss.
+  const std::int64_t rows = 4;
+  const int vocab = 10;
+  Buffer<T> logits(randomValues<T>(rows * vocab), 0);
+  std::vector<std::int32_t> targets = {1, 2, vocab, 3};
+  std::vector<float> rowLoss = poisonedFloats(rows);
+  int flag = 0;
+  emulateKernel({4}, 32, [&] {
+    dev::crossEntropyRows<T, 32>(logits.data(), targets.data(), rowLoss.data(),
+                                 rows, vocab, -100, &flag);
+  });
+  EXPECT_EQ(flag, 3);
+  EXPECT_TRUE(std::isnan(rowLoss[2]));
+  EXPECT_TRUE(std::isfinite(rowLoss[3]));
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+/// Forward, both delta launches, and the backward of one case against
+/// host::attentionForward / attentionBackward.
+template <typename T, int kHeadDim, int kThreads>
+void checkAttention(int batch, int seq, int heads, int kvHeads, bool causal,
+                    std::vector<std::int32_t> cuSeqlens = {}) {
+  SCOPED_TRACE("batch " + std::to_string(batch) + " seq " +
+               std::to_string(seq) + " heads " + std::to_string(heads) +
+               " kvHeads " + std::to_string(kvHeads) + " headDim " +
+               std::to_string(kHeadDim) + (causal ? " causal" : " full") +
+               (cuSeqlens.empty() ? "" : " cu_seqlens"));
+  const std::int64_t qSize = std::int64_t(batch) * seq * heads * kHeadDim;
+  const std::int64_t kvSize = std::int64_t(batch) * seq * kvHeads * kHeadDim;
+  const std::int64_t rows = std::int64_t(batch) * heads * seq;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  const std::int32_t *cu = cuSeqlens.empty() ? nullptr : cuSeqlens.data();
+  const int numCu = static_cast<int>(cuSeqlens.size());
+  const EmulatedDim3 grid{unsigned(seq), unsigned(heads), unsigned(batch)};
+  const EmulatedDim3 kvGrid{unsigned(seq), unsigned(kvHeads), unsigned(batch)};
+
+  std::vector<double> q = randomValues<T>(qSize, -2, 2),
+                      k = randomValues<T>(kvSize, -2, 2),
+                      v = randomValues<T>(kvSize),
+                      dout = randomValues<T>(qSize);
+  Buffer<T> dQ(q, 0), dK(k, 0), dV(v, 0), dDout(dout, 0), out(qSize, 0);
+  std::vector<float> lse = poisonedFloats(rows);
+  emulateKernel(grid, kThreads, [&] {
+    dev::attentionForward<T, kHeadDim, kThreads>(
+        dQ.data(), dK.data(), dV.data(), out.data(), lse.data(), batch, seq,
+        heads, kvHeads, scale, causal, cu, numCu);
+  });
+  std::vector<double> outRef(qSize);
+  std::vector<float> lseRef(rows);
+  host::attentionForward<double>(q.data(), k.data(), v.data(), outRef.data(),
+                                 lseRef.data(), batch, seq, heads, kvHeads,
+                                 kHeadDim, scale, causal, cu, numCu);
+  EXPECT_CLOSE(out.values(), outRef, kTolerance<T>);
+  EXPECT_CLOSE(widen(lse), widen(lseRef), kFloatTolerance);
+
+  // The backward reads the reference's out as T stores it, and its lse.
+  std::vector<double> outStored = outRef;
+  for (double &x : outStored)
+    x = representable<T>(x);
+  Buffer<T> dOut(outStored, 0);
+  std::vector<float> delta = poisonedFloats(rows),
+                     delta1d = poisonedFloats(rows);
+  emulateKernel(grid, 32, [&] {
+    dev::attentionBackwardPreprocess<T, 32>(
+        dDout.data(), dOut.data(), delta.data(), batch, seq, heads, kHeadDim);
+  });
+  emulateKernel({3}, 64, [&] {
+    dev::attentionBackwardPreprocess<T, 64>(
+        dDout.data(), dOut.data(), delta1d.data(), batch, seq, heads, kHeadDim);
+  });
+  EXPECT_EQ(widen(delta1d), widen(delta));
+
+  Buffer<T> dq(qSize, 0), dk(kvSize, 0), dv(kvSize, 0);
+  emulateKernel(grid, kThreads, [&] {
+    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
+        dDout.data(), dQ.data(), dK.data(), dV.data(), lseRef.data(),
+        delta.data(), dq.data(), batch, seq, heads, kvHeads, scale, causal, cu,
+        numCu);
+  });
+  emulateKernel(kvGrid, kThreads, [&] {
+    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
+        dDout.data(), dQ.data(), dK.data(), dV.data(), lseRef.data(),
+        delta.data(), dk.data(), dv.data(), batch, seq, heads, kvHeads, scale,
+        causal, cu, numCu);
+  });
+  std::vector<double> dqRef(qSize), dkRef(kvSize), dvRef(kvSize);
+  host::attentionBackward<double>(dout.data(), q.data(), k.data(), v.data(),
+                                  outStored.data(), lseRef.data(), dqRef.data(),
+                                  dkRef.data(), dvRef.data(), batch, seq, heads,
+                                  kvHeads, kHeadDim, scale, causal, cu, numCu);
+  EXPECT_CLOSE(dq.values(), dqRef, kTolerance<T>);
+  EXPECT_CLOSE(dk.values(), dkRef, kTolerance<T>);
+  EXPECT_CLOSE(dv.values(), dvRef, kTolerance<T>);
+}
+
+// GQA groups 1, 2 and 4; sequences shorter and longer than the warps of a
+// block; packed documents (an empty one, one crossing batch rows, single
+// tokens); head dims 64 and 128.
+TYPED_TEST(DeviceEmulationTest, Attention) {
+  using T = TypeParam;
+  for (bool causal : {false, true}) {
+    for (int kvHeads : {4, 2, 1})
+      for (int seq : {1, 3, 9})
+        checkAttention<T, 64, 64>(2, seq, 4, kvHeads, causal);
+    checkAttention<T, 128, 128>(1, 6, 2, 1, causal);
+    checkAttention<T, 64, 128>(2, 10, 2, 1, causal, {0, 3, 3, 14, 20});
+    checkAttention<T, 128, 64>(2, 6, 2, 2, causal, {0, 12});
+    checkAttention<T, 64, 32>(1, 4, 2, 2, causal, {0, 1, 2, 3, 4});
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Optimizer
+//===----------------------------------------------------------------------===//
+
+TYPED_TEST(DeviceEmulationTest, GradientNorm) {
+  using T = TypeParam;
+  for (int offset : {0, 1})
+    for (std::int64_t n : {1, 1001, 70000}) {
+      SCOPED_TRACE("n " + std::to_string(n) + " offset " +
+                   std::to_string(offset));
+      std::vector<double> x = randomValues<T>(n);
+      Buffer<T> dX(x, offset);
+      std::vector<float> partials = poisonedFloats(16),
+                         norm = poisonedFloats(1);
+      emulateKernel({16}, 64, [&] {
+        dev::squaredNormPartial<T, 64>(dX.data(), n, partials.data());
+      });
+      emulateKernel({1}, 64, [&] {
+        dev::finishNorm<64>(partials.data(), 16, norm.data());
+      });
+      EXPECT_CLOSE(widen(norm),
+                   std::vector<double>{
+                       std::sqrt(host::sumOfSquares<double>(x.data(), n))},
+                   kFloatTolerance);
+    }
+}
+
+// AdamW is FP32 only; the updates (not the barely moving parameters) are
+// compared.
+TEST(DeviceEmulationAdamWTest, MatchesHost) {
+  kiln::rt::host::testing::seedFromTestName();
+  struct AdamCase {
+    float step;
+    double beta2, maxGradNorm;
+  };
+  const AdamCase cases[] = {{1, 0.95, 1.0}, {3, 0.999, 0.0}, {7, 0.95, 10.0}};
+  const std::int64_t n = 3001;
+  const float lr = 0.05f, gradNorm = 2.5f;
+  for (const AdamCase &c : cases) {
+    SCOPED_TRACE("step " + std::to_string(c.step));
+    std::vector<double> param = randomValues<float>(n),
+                        grad = randomValues<float>(n),
+                        m = randomValues<float>(n, -0.1, 0.1),
+                        v = randomValues<float>(n, 0, 0.01);
+    std::vector<float> p(param.begin(), param.end()),
+        g(grad.begin(), grad.end()), m32(m.begin(), m.end()),
+        v32(v.begin(), v.end());
+    emulateKernel({3}, 64, [&] {
+      dev::adamw(p.data(), g.data(), m32.data(), v32.data(), n, &lr, &c.step,
+                 &gradNorm, 0.9, c.beta2, 1e-8, 0.1, c.maxGradNorm);
+    });
+    std::vector<double> paramRef = param, mRef = m, vRef = v;
+    host::adamw<double>(paramRef.data(), grad.data(), mRef.data(), vRef.data(),
+                        n, lr, c.step, gradNorm, 0.9, c.beta2, 1e-8, 0.1,
+                        c.maxGradNorm);
+    std::vector<double> update(n), updateRef(n);
+    for (std::int64_t i = 0; i < n; ++i) {
+      update[i] = p[i] - param[i];
+      updateRef[i] = paramRef[i] - param[i];
+    }
+    EXPECT_CLOSE(update, updateRef, kFloatTolerance);
+    EXPECT_CLOSE(widen(m32), mRef, kFloatTolerance);
+    EXPECT_CLOSE(widen(v32), vRef, kFloatTolerance);
+  }
+}
+
+} // namespace
