@@ -18,6 +18,7 @@
 namespace kiln::rt::host {
 
 using detail::checkSize;
+using detail::documentBounds;
 
 namespace {
 
@@ -42,47 +43,6 @@ void checkShape(const char *kernel, const AttentionShape &s) {
     throw Error(fmt::format("{}: expects kvHeads ({}) to be positive and to "
                             "divide heads ({})",
                             kernel, s.kvHeads, s.heads));
-}
-
-/// Document boundaries in the flattened token stream: the batch rows without
-/// cuSeqlens, else cuSeqlens after checking it.
-std::vector<std::int64_t> documentBounds(const char *kernel,
-                                         const AttentionShape &s,
-                                         const std::int32_t *cuSeqlens,
-                                         std::int64_t numCuSeqlens) {
-  std::int64_t tokens = s.batch * s.seq;
-  std::vector<std::int64_t> bounds;
-  if (!cuSeqlens) {
-    for (std::int64_t b = 0; b <= s.batch; ++b)
-      bounds.push_back(b * s.seq);
-    return bounds;
-  }
-  if (numCuSeqlens < 2)
-    throw Error(fmt::format("{}: cu_seqlens needs at least 2 entries (0 and "
-                            "batch * seq), got {}",
-                            kernel, numCuSeqlens));
-  for (std::int64_t i = 0; i < numCuSeqlens; ++i) {
-    std::int64_t value = cuSeqlens[i];
-    if (value < 0 || value > tokens)
-      throw Error(fmt::format("{}: cu_seqlens[{}] = {} is outside [0, {}] "
-                              "(batch * seq = {} * {})",
-                              kernel, i, value, tokens, s.batch, s.seq));
-    if (i > 0 && value < bounds.back())
-      throw Error(fmt::format("{}: cu_seqlens[{}] = {} is less than "
-                              "cu_seqlens[{}] = {}; document boundaries must "
-                              "not decrease",
-                              kernel, i, value, i - 1, bounds.back()));
-    bounds.push_back(value);
-  }
-  if (bounds.front() != 0)
-    throw Error(fmt::format("{}: cu_seqlens must start at 0, got "
-                            "cu_seqlens[0] = {}",
-                            kernel, bounds.front()));
-  if (bounds.back() != tokens)
-    throw Error(fmt::format("{}: cu_seqlens must end at batch * seq = {}, got "
-                            "cu_seqlens[{}] = {}",
-                            kernel, tokens, numCuSeqlens - 1, bounds.back()));
-  return bounds;
 }
 
 std::int64_t longestDocument(const std::vector<std::int64_t> &bounds) {
@@ -110,8 +70,8 @@ void attentionForward(const T *q, const T *k, const T *v, T *out, float *lse,
                       std::int64_t numCuSeqlens) {
   AttentionShape s{batch, seq, heads, kvHeads, headDim};
   checkShape("attentionForward", s);
-  std::vector<std::int64_t> bounds =
-      documentBounds("attentionForward", s, cuSeqlens, numCuSeqlens);
+  std::vector<std::int64_t> bounds = documentBounds(
+      "attentionForward", s.batch, s.seq, cuSeqlens, numCuSeqlens);
   std::int64_t numDocs = static_cast<std::int64_t>(bounds.size()) - 1;
   std::int64_t longest = longestDocument(bounds);
   std::int64_t work = batch * seq * heads * headDim * longest;
@@ -169,8 +129,8 @@ void attentionBackward(const T *dout, const T *q, const T *k, const T *v,
                        std::int64_t numCuSeqlens) {
   AttentionShape s{batch, seq, heads, kvHeads, headDim};
   checkShape("attentionBackward", s);
-  std::vector<std::int64_t> bounds =
-      documentBounds("attentionBackward", s, cuSeqlens, numCuSeqlens);
+  std::vector<std::int64_t> bounds = documentBounds(
+      "attentionBackward", s.batch, s.seq, cuSeqlens, numCuSeqlens);
   std::int64_t numDocs = static_cast<std::int64_t>(bounds.size()) - 1;
   std::int64_t longest = longestDocument(bounds);
   std::int64_t work = batch * seq * heads * headDim * longest;

@@ -257,6 +257,9 @@ void HostBackend::runStep(const Step &step) {
     int64_t headDim = query.shape[2] / heads;
     double scale = attrDouble(attrs, "scale", 1.0 / std::sqrt(double(headDim)));
     bool causal = attrFlag(attrs, "causal");
+    // The tiled algorithm with the tile sizes nn-tile-attention chose.
+    host::FlashBlocks blocks{attrInt(attrs, "block_q"),
+                             attrInt(attrs, "block_k")};
     std::size_t numOperands = backward ? 6 : 3;
     const int32_t *cu = nullptr;
     int64_t numCu = 0;
@@ -267,19 +270,19 @@ void HostBackend::runStep(const Step &step) {
     if (!backward) {
       FloatView q = view(in[0]), k = view(in[1]), v = view(in[2]);
       std::vector<float> o = outBuffer(out[0]);
-      host::attentionForward<float>(q.data, k.data, v.data, o.data(),
-                                    f32(out[1]), batch, seq, heads, kvHeads,
-                                    headDim, scale, causal, cu, numCu);
+      host::flashAttentionForward<float>(
+          q.data, k.data, v.data, o.data(), f32(out[1]), batch, seq, heads,
+          kvHeads, headDim, scale, causal, cu, numCu, blocks);
       store(out[0], o);
     } else {
       FloatView dout = view(in[0]), q = view(in[1]), k = view(in[2]),
                 v = view(in[3]), o = view(in[4]);
       std::vector<float> dq = outBuffer(out[0]), dk = outBuffer(out[1]),
                          dv = outBuffer(out[2]);
-      host::attentionBackward<float>(dout.data, q.data, k.data, v.data, o.data,
-                                     f32(in[5]), dq.data(), dk.data(),
-                                     dv.data(), batch, seq, heads, kvHeads,
-                                     headDim, scale, causal, cu, numCu);
+      host::flashAttentionBackward<float>(
+          dout.data, q.data, k.data, v.data, o.data, f32(in[5]), dq.data(),
+          dk.data(), dv.data(), batch, seq, heads, kvHeads, headDim, scale,
+          causal, cu, numCu, blocks);
       store(out[0], dq);
       store(out[1], dk);
       store(out[2], dv);

@@ -64,6 +64,48 @@ void reduceColumns(std::int64_t rows, std::int64_t cols, T *out,
   }
 }
 
+/// Document boundaries in the flattened batch * seq token stream of an
+/// attention kernel: the batch rows without cuSeqlens, else cuSeqlens after
+/// checking it (at least two entries, from 0 to batch * seq, never
+/// decreasing); errors name `kernel` and the offending entry.
+inline std::vector<std::int64_t>
+documentBounds(const char *kernel, std::int64_t batch, std::int64_t seq,
+               const std::int32_t *cuSeqlens, std::int64_t numCuSeqlens) {
+  std::int64_t tokens = batch * seq;
+  std::vector<std::int64_t> bounds;
+  if (!cuSeqlens) {
+    for (std::int64_t b = 0; b <= batch; ++b)
+      bounds.push_back(b * seq);
+    return bounds;
+  }
+  if (numCuSeqlens < 2)
+    throw Error(fmt::format("{}: cu_seqlens needs at least 2 entries (0 and "
+                            "batch * seq), got {}",
+                            kernel, numCuSeqlens));
+  for (std::int64_t i = 0; i < numCuSeqlens; ++i) {
+    std::int64_t value = cuSeqlens[i];
+    if (value < 0 || value > tokens)
+      throw Error(fmt::format("{}: cu_seqlens[{}] = {} is outside [0, {}] "
+                              "(batch * seq = {} * {})",
+                              kernel, i, value, tokens, batch, seq));
+    if (i > 0 && value < bounds.back())
+      throw Error(fmt::format("{}: cu_seqlens[{}] = {} is less than "
+                              "cu_seqlens[{}] = {}; document boundaries must "
+                              "not decrease",
+                              kernel, i, value, i - 1, bounds.back()));
+    bounds.push_back(value);
+  }
+  if (bounds.front() != 0)
+    throw Error(fmt::format("{}: cu_seqlens must start at 0, got "
+                            "cu_seqlens[0] = {}",
+                            kernel, bounds.front()));
+  if (bounds.back() != tokens)
+    throw Error(fmt::format("{}: cu_seqlens must end at batch * seq = {}, got "
+                            "cu_seqlens[{}] = {}",
+                            kernel, tokens, numCuSeqlens - 1, bounds.back()));
+  return bounds;
+}
+
 } // namespace kiln::rt::host::detail
 
 #endif // KILN_RUNTIME_HOST_KERNELSUPPORT_H

@@ -222,6 +222,62 @@ void adamw(T *param, const T *grad, T *expAvg, T *expAvgSq, std::int64_t n,
            double lr, double step, double gradNorm, double beta1, double beta2,
            double eps, double weightDecay, double maxGradNorm);
 
+//===----------------------------------------------------------------------===//
+// Tiled attention (FlashAttention-2)
+//===----------------------------------------------------------------------===//
+
+/// The tile sizes of the flash kernels: queries per tile (blockQ) and keys
+/// per tile (blockK). Any positive sizes work, whatever the sequence length.
+struct FlashBlocks {
+  std::int64_t blockQ = 64;
+  std::int64_t blockK = 64;
+};
+
+/// attentionForward by the FlashAttention-2 algorithm: the same arguments,
+/// layouts, GQA mapping, causal and cu_seqlens semantics and lse, computed
+/// tile by tile (blockQ queries against blockK keys, never crossing a
+/// document) with the online softmax, in a per-thread workspace of
+/// flashWorkspaceBytes; nothing of size seq^2 is allocated. With `causal`,
+/// key tiles that lie entirely after every query of a query tile are
+/// skipped. Unlike the reference kernels it accumulates in T, as the GPU
+/// kernels accumulate in FP32; every output still has one writer and one
+/// summation order, so results do not depend on the number of threads.
+template <typename T>
+void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
+                           float *lse, std::int64_t batch, std::int64_t seq,
+                           std::int64_t heads, std::int64_t kvHeads,
+                           std::int64_t headDim, double scale, bool causal,
+                           const std::int32_t *cuSeqlens,
+                           std::int64_t numCuSeqlens, FlashBlocks blocks);
+
+/// attentionBackward by the FlashAttention-2 algorithm: D = rowsum(dout *
+/// out) first; then dk and dv per (document, kv head, key tile) over every
+/// query head of the group and every query tile that sees the keys; then dq
+/// per (document, query head, query tile) over the key tiles. P is
+/// recomputed from lse in both passes, so each of dq, dk and dv has one
+/// writer per element. Besides the per-thread workspace it allocates D,
+/// batch * seq * heads values of T. dq, dk and dv are overwritten.
+template <typename T>
+void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
+                            const T *out, const float *lse, T *dq, T *dk, T *dv,
+                            std::int64_t batch, std::int64_t seq,
+                            std::int64_t heads, std::int64_t kvHeads,
+                            std::int64_t headDim, double scale, bool causal,
+                            const std::int32_t *cuSeqlens,
+                            std::int64_t numCuSeqlens, FlashBlocks blocks);
+
+/// Bytes of working memory the flash kernels use per thread (the larger of
+/// the forward's and the backward's tiles), for elements of `elementBytes`
+/// (sizeof(T)). It depends on headDim and the blocks only, never on seq.
+std::int64_t flashWorkspaceBytes(std::int64_t headDim, FlashBlocks blocks,
+                                 std::int64_t elementBytes = sizeof(float));
+
+/// The number of score tiles (one query tile of one head against one key
+/// tile) that the calling thread's last flashAttentionForward or
+/// flashAttentionBackward skipped because causality hid all of them. The
+/// backward counts each of its two passes: twice the forward's number.
+std::int64_t lastSkippedTiles();
+
 } // namespace kiln::rt::host
 
 #endif // KILN_RUNTIME_HOST_KERNELS_H
