@@ -70,4 +70,15 @@ void narrowFromFloat(ElemType type, const float *src, std::byte *dst,
   throw Error(fmt::format("cannot store floating point as {}", elemName(type)));
 }
 
+const ValueInfo &checkWrite(const Plan &plan, int64_t value, std::size_t count,
+                            bool int32) {
+  const ValueInfo &info = plan.values.at(value);
+  if (static_cast<int64_t>(count) != info.numElements() ||
+      (int32 && info.dtype != ElemType::I32))
+    throw Error(fmt::format("value {} holds {} {} elements, got {}{}", value,
+                            info.numElements(), elemName(info.dtype), count,
+                            int32 ? " i32 ids" : ""));
+  return info;
+}
+
 } // namespace kiln::rt

@@ -26,6 +26,11 @@ void widenToFloat(ElemType type, const std::byte *src, float *dst,
 void narrowFromFloat(ElemType type, const float *src, std::byte *dst,
                      int64_t count);
 
+/// Checks that `count` elements may be written to plan value `value` (and,
+/// with `int32`, that it holds i32 ids); throws Error naming both otherwise.
+const ValueInfo &checkWrite(const Plan &plan, int64_t value, std::size_t count,
+                            bool int32 = false);
+
 } // namespace kiln::rt
 
 #endif // KILN_RUNTIME_STORAGE_H

@@ -158,10 +158,7 @@ std::vector<float> CudaBackend::read(int64_t value) {
 }
 
 void CudaBackend::write(int64_t value, std::span<const float> data) {
-  const ValueInfo &info = planRef.values.at(value);
-  if (static_cast<int64_t>(data.size()) != info.numElements())
-    throw Error(fmt::format("value {} holds {} elements, got {}", value,
-                            info.numElements(), data.size()));
+  const ValueInfo &info = checkWrite(planRef, value, data.size());
   std::vector<std::byte> bytes(info.bytes());
   narrowFromFloat(info.dtype, data.data(), bytes.data(), data.size());
   const DriverApi &cu = driver();
@@ -170,12 +167,7 @@ void CudaBackend::write(int64_t value, std::span<const float> data) {
 }
 
 void CudaBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
-  const ValueInfo &info = planRef.values.at(value);
-  if (info.dtype != ElemType::I32 ||
-      static_cast<int64_t>(data.size()) != info.numElements())
-    throw Error(fmt::format("value {} is {} x {}, not {} i32", value,
-                            info.numElements(), elemName(info.dtype),
-                            data.size()));
+  checkWrite(planRef, value, data.size(), /*int32=*/true);
   const DriverApi &cu = driver();
   KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
   KILN_CUDA_CHECK(

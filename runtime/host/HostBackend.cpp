@@ -156,21 +156,14 @@ std::vector<float> HostBackend::read(int64_t value) {
 }
 
 void HostBackend::write(int64_t value, std::span<const float> data) {
-  const ValueInfo &info = planRef.values.at(value);
-  if (static_cast<int64_t>(data.size()) != info.numElements())
-    throw Error(fmt::format("value {} holds {} elements, got {}", value,
-                            info.numElements(), data.size()));
+  const ValueInfo &info = checkWrite(planRef, value, data.size());
   narrowFromFloat(info.dtype, data.data(), arena.get() + info.offset,
                   data.size());
 }
 
 void HostBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
-  const ValueInfo &info = planRef.values.at(value);
-  if (info.dtype != ElemType::I32 ||
-      static_cast<int64_t>(data.size()) != info.numElements())
-    throw Error(fmt::format("value {} is {} x {}, not {} i32", value,
-                            info.numElements(), elemName(info.dtype),
-                            data.size()));
+  const ValueInfo &info =
+      checkWrite(planRef, value, data.size(), /*int32=*/true);
   std::memcpy(arena.get() + info.offset, data.data(), data.size_bytes());
 }
 
