@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cuda/CudaApi.h"
+#include "../io/IoTestSupport.h"
 #include "runtime/Error.h"
 #include "runtime/cuda/CublasLt.h"
 
@@ -23,6 +24,7 @@
 
 using namespace kiln::rt;
 using namespace kiln::rt::cuda;
+using kiln::rt::testing::errorMessage;
 using ::testing::AllOf;
 using ::testing::Contains;
 using ::testing::HasSubstr;
@@ -30,17 +32,6 @@ using ::testing::MatchesRegex;
 using ::testing::StartsWith;
 
 namespace {
-
-/// The message of the Error `action` throws ("" and a failure if none).
-template <typename Action> std::string errorOf(Action &&action) {
-  try {
-    action();
-  } catch (const Error &error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a kiln::rt::Error";
-  return "";
-}
 
 /// Whether this machine has a driver library at all.
 bool driverInstalled() {
@@ -103,13 +94,13 @@ TEST(CudaApiTest, MissingDriverIsAClearError) {
     EXPECT_NO_THROW(driver());
     GTEST_SKIP() << "this machine has libcuda.so.1";
   }
-  std::string message = errorOf([] { driver(); });
+  std::string message = errorMessage([] { driver(); });
   EXPECT_THAT(message,
               AllOf(StartsWith("CUDA driver not found: dlopen(libcuda.so.1) "
                                "failed: "),
                     HasSubstr("libcuda.so.1"),
                     HasSubstr("is an NVIDIA driver installed?")));
-  EXPECT_EQ(errorOf([] { driver(); }), message);
+  EXPECT_EQ(errorMessage([] { driver(); }), message);
 
   std::string why;
   EXPECT_FALSE(probeDevice(&why).has_value());
@@ -130,7 +121,7 @@ TEST(CudaApiTest, LoadsNvrtcAndCublasLt) {
 
 // Library lists every candidate's failure, and names a missing function.
 TEST(CudaApiTest, LibraryErrorsNameWhatFailed) {
-  std::string message = errorOf([] {
+  std::string message = errorMessage([] {
     Library({"libkiln-no-such-library.so.7", "/nonexistent/libother.so"});
   });
   EXPECT_THAT(message, AllOf(HasSubstr("dlopen(libkiln-no-such-library.so.7) "
@@ -140,7 +131,7 @@ TEST(CudaApiTest, LibraryErrorsNameWhatFailed) {
 
   Library library(toolkitLibraryCandidates("libnvrtc.so.13"));
   EXPECT_NE(library.symbol("nvrtcVersion"), nullptr);
-  EXPECT_THAT(errorOf([&] { library.symbol("kilnNoSuchFunction"); }),
+  EXPECT_THAT(errorMessage([&] { library.symbol("kilnNoSuchFunction"); }),
               AllOf(HasSubstr(library.path()),
                     HasSubstr("lacks the function kilnNoSuchFunction")));
 
@@ -168,32 +159,33 @@ TEST(CudaApiTest, CheckMacrosNameCallPlaceAndError) {
   EXPECT_NO_THROW(KILN_CUBLAS_CHECK(CUBLAS_STATUS_SUCCESS));
   EXPECT_NO_THROW(KILN_CUDA_CHECK(CUDA_SUCCESS));
 
-  int line = __LINE__ + 1;
-  std::string message = errorOf([] { KILN_NVRTC_CHECK(failingCompile(3)); });
+  int line = __LINE__ + 2; // the line of the check below
+  std::string message =
+      errorMessage([] { KILN_NVRTC_CHECK(failingCompile(3)); });
   EXPECT_EQ(message, "failingCompile(3) failed at CudaApiTest.cpp:" +
                          std::to_string(line) + ": NVRTC_ERROR_COMPILATION");
 
   // A real call through the table: the table is left out of the message.
-  message = errorOf([] {
+  message = errorMessage([] {
     KILN_NVRTC_CHECK(nvrtc().nvrtcCompileProgram(nullptr, 0, nullptr));
   });
   EXPECT_THAT(message, MatchesRegex("nvrtcCompileProgram\\(nullptr, 0, "
                                     "nullptr\\) failed at CudaApiTest.cpp:"
                                     "[0-9]+: NVRTC_ERROR_INVALID_PROGRAM"));
 
-  message = errorOf([] {
+  message = errorMessage([] {
     const NvrtcApi &api = nvrtc();
     KILN_NVRTC_CHECK(api.nvrtcDestroyProgram(nullptr));
   });
   EXPECT_THAT(message, StartsWith("nvrtcDestroyProgram(nullptr) failed at "));
 
-  message = errorOf([] { KILN_CUBLAS_CHECK(unsupportedGemm()); });
+  message = errorMessage([] { KILN_CUBLAS_CHECK(unsupportedGemm()); });
   EXPECT_THAT(message,
               MatchesRegex("unsupportedGemm\\(\\) failed at CudaApiTest.cpp:"
                            "[0-9]+: CUBLAS_STATUS_NOT_SUPPORTED: .+"));
 
   // Without a driver to ask, common results are still named.
-  message = errorOf([] { KILN_CUDA_CHECK(outOfMemory()); });
+  message = errorMessage([] { KILN_CUDA_CHECK(outOfMemory()); });
   EXPECT_THAT(message, StartsWith("outOfMemory() failed at CudaApiTest.cpp:"));
   EXPECT_THAT(message,
               HasSubstr(driverInstalled()
@@ -207,7 +199,7 @@ TEST(CudaApiTest, CheckMacrosNameCallPlaceAndError) {
 TEST(CudaApiTest, LtGemmWithoutGpuIsAClearError) {
   if (probeDevice())
     GTEST_SKIP() << "this machine has a GPU (the gpu tests cover LtGemm)";
-  EXPECT_THAT(errorOf([] { LtGemm gemm; }),
+  EXPECT_THAT(errorMessage([] { LtGemm gemm; }),
               MatchesRegex("cublasLtCreate\\(&handle_\\) failed at "
                            "CublasLt.cpp:[0-9]+: CUBLAS_STATUS_.+"));
 }

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cuda/Nvrtc.h"
+#include "../io/IoTestSupport.h"
 #include "runtime/Error.h"
 
 #include "CudaTestSupport.h"
@@ -19,6 +20,7 @@
 
 using namespace kiln::rt;
 using namespace kiln::rt::cuda;
+using kiln::rt::testing::errorMessage;
 using namespace kiln::rt::cuda::testing;
 using ::testing::AllOf;
 using ::testing::Contains;
@@ -26,17 +28,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 namespace {
-
-/// The message of the Error `action` throws ("" and a failure if none).
-template <typename Action> std::string errorOf(Action &&action) {
-  try {
-    action();
-  } catch (const Error &error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a kiln::rt::Error";
-  return "";
-}
 
 TEST(NvrtcTest, ReportsItsVersion) {
   int version = nvrtcVersion();
@@ -78,7 +69,7 @@ TEST(NvrtcTest, SyntaxErrorCarriesTheLog) {
       "sm_90a",
       {},
       {}};
-  std::string message = errorOf([&] { compileKernel(request); });
+  std::string message = errorMessage([&] { compileKernel(request); });
   EXPECT_THAT(message,
               AllOf(HasSubstr("kernel 'broken'"), HasSubstr("sm_90a"),
                     HasSubstr("NVRTC_ERROR_COMPILATION"),
@@ -89,16 +80,16 @@ TEST(NvrtcTest, SyntaxErrorCarriesTheLog) {
 // Only real architectures make CUBIN; NVRTC's own refusal is reported too.
 TEST(NvrtcTest, RejectsArchitecturesWithoutCubin) {
   CompileRequest request = axpyRequest("compute_90");
-  EXPECT_THAT(errorOf([&] { compileKernel(request); }),
+  EXPECT_THAT(errorMessage([&] { compileKernel(request); }),
               AllOf(HasSubstr("kernel 'axpy_bf16'"),
                     HasSubstr("'compute_90' is not a GPU architecture")));
   request.arch = "sm_1000";
-  EXPECT_THAT(errorOf([&] { compileKernel(request); }),
+  EXPECT_THAT(errorMessage([&] { compileKernel(request); }),
               AllOf(HasSubstr("NVRTC_ERROR_INVALID_OPTION"),
                     HasSubstr("invalid value for --gpu-architecture")));
   request.arch = "sm_90a";
   request.options = {"--no-such-option"};
-  EXPECT_THAT(errorOf([&] { compileKernel(request); }),
+  EXPECT_THAT(errorMessage([&] { compileKernel(request); }),
               HasSubstr("unrecognized option --no-such-option"));
 }
 
@@ -114,7 +105,7 @@ TEST(NvrtcTest, InMemoryHeaders) {
                          {{"kiln_test.h", "constexpr int kAnswer = 42;\n"}}};
   EXPECT_TRUE(isCudaElf(compileKernel(request).cubin));
   request.headers.clear();
-  EXPECT_THAT(errorOf([&] { compileKernel(request); }),
+  EXPECT_THAT(errorMessage([&] { compileKernel(request); }),
               HasSubstr("cannot open source file \"kiln_test.h\""));
 }
 
@@ -211,10 +202,10 @@ TEST(NvrtcTest, BatchFailuresNameEveryKernel) {
   std::vector<CompileRequest> requests = {constantKernel(1), constantKernel(2),
                                           constantKernel(3)};
   requests[1].source = "this is not CUDA";
-  EXPECT_THAT(errorOf([&] { compileKernels(requests, nullptr, 2); }),
+  EXPECT_THAT(errorMessage([&] { compileKernels(requests, nullptr, 2); }),
               AllOf(HasSubstr("kernel 'store_2'"), Not(HasSubstr("of 3"))));
   requests[2].source = "nor is this";
-  EXPECT_THAT(errorOf([&] { compileKernels(requests, nullptr, 2); }),
+  EXPECT_THAT(errorMessage([&] { compileKernels(requests, nullptr, 2); }),
               AllOf(HasSubstr("2 of 3 kernels failed to compile"),
                     HasSubstr("kernel 'store_2'"),
                     HasSubstr("kernel 'store_3'")));
