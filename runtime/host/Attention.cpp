@@ -17,33 +17,12 @@
 
 namespace kiln::rt::host {
 
+using detail::AttentionShape;
+using detail::checkAttentionShape;
 using detail::checkSize;
 using detail::documentBounds;
 
 namespace {
-
-/// The shape arguments both directions take, checked once.
-struct AttentionShape {
-  std::int64_t batch, seq, heads, kvHeads, headDim;
-
-  std::int64_t group() const { return heads / kvHeads; }
-  std::int64_t qStride() const { return heads * headDim; }
-  std::int64_t kvStride() const { return kvHeads * headDim; }
-  /// Index into lse [batch, heads, seq] of flattened token t and head h.
-  std::int64_t lseIndex(std::int64_t t, std::int64_t h) const {
-    return ((t / seq) * heads + h) * seq + t % seq;
-  }
-};
-
-void checkShape(const char *kernel, const AttentionShape &s) {
-  checkSize(kernel, "batch", s.batch);
-  checkSize(kernel, "seq", s.seq);
-  checkSize(kernel, "headDim", s.headDim);
-  if (s.heads <= 0 || s.kvHeads <= 0 || s.heads % s.kvHeads != 0)
-    throw Error(fmt::format("{}: expects kvHeads ({}) to be positive and to "
-                            "divide heads ({})",
-                            kernel, s.kvHeads, s.heads));
-}
 
 std::int64_t longestDocument(const std::vector<std::int64_t> &bounds) {
   std::int64_t longest = 0;
@@ -69,7 +48,7 @@ void attentionForward(const T *q, const T *k, const T *v, T *out, float *lse,
                       bool causal, const std::int32_t *cuSeqlens,
                       std::int64_t numCuSeqlens) {
   AttentionShape s{batch, seq, heads, kvHeads, headDim};
-  checkShape("attentionForward", s);
+  checkAttentionShape("attentionForward", s);
   std::vector<std::int64_t> bounds = documentBounds(
       "attentionForward", s.batch, s.seq, cuSeqlens, numCuSeqlens);
   std::int64_t numDocs = static_cast<std::int64_t>(bounds.size()) - 1;
@@ -128,7 +107,7 @@ void attentionBackward(const T *dout, const T *q, const T *k, const T *v,
                        bool causal, const std::int32_t *cuSeqlens,
                        std::int64_t numCuSeqlens) {
   AttentionShape s{batch, seq, heads, kvHeads, headDim};
-  checkShape("attentionBackward", s);
+  checkAttentionShape("attentionBackward", s);
   std::vector<std::int64_t> bounds = documentBounds(
       "attentionBackward", s.batch, s.seq, cuSeqlens, numCuSeqlens);
   std::int64_t numDocs = static_cast<std::int64_t>(bounds.size()) - 1;

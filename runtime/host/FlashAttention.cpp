@@ -35,6 +35,8 @@
 
 namespace kiln::rt::host {
 
+using detail::AttentionShape;
+using detail::checkAttentionShape;
 using detail::checkSize;
 using detail::documentBounds;
 
@@ -44,27 +46,9 @@ namespace {
 /// lastSkippedTiles().
 thread_local std::int64_t skippedTilesOfLastCall = 0;
 
-/// The shape arguments every flash kernel takes, checked once.
-struct FlashShape {
-  std::int64_t batch, seq, heads, kvHeads, headDim;
-
-  std::int64_t group() const { return heads / kvHeads; }
-  std::int64_t qStride() const { return heads * headDim; }
-  std::int64_t kvStride() const { return kvHeads * headDim; }
-  /// Index into lse [batch, heads, seq] of flattened token t and head h.
-  std::int64_t lseIndex(std::int64_t t, std::int64_t h) const {
-    return ((t / seq) * heads + h) * seq + t % seq;
-  }
-};
-
-void checkShape(const char *kernel, const FlashShape &s, FlashBlocks blocks) {
-  checkSize(kernel, "batch", s.batch);
-  checkSize(kernel, "seq", s.seq);
-  checkSize(kernel, "headDim", s.headDim);
-  if (s.heads <= 0 || s.kvHeads <= 0 || s.heads % s.kvHeads != 0)
-    throw Error(fmt::format("{}: expects kvHeads ({}) to be positive and to "
-                            "divide heads ({})",
-                            kernel, s.kvHeads, s.heads));
+void checkShape(const char *kernel, const AttentionShape &s,
+                FlashBlocks blocks) {
+  checkAttentionShape(kernel, s);
   if (blocks.blockQ <= 0 || blocks.blockK <= 0)
     throw Error(fmt::format("{}: expects positive block sizes, got blockQ {} "
                             "and blockK {}",
@@ -95,7 +79,7 @@ std::vector<Block> blocksOf(const std::vector<std::int64_t> &bounds,
 std::int64_t ceilDiv(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 /// Work below which a flash kernel runs on one thread, as attentionForward.
-std::int64_t parallelWork(const FlashShape &s,
+std::int64_t parallelWork(const AttentionShape &s,
                           const std::vector<std::int64_t> &bounds) {
   std::int64_t longest = 0;
   for (std::size_t i = 1; i < bounds.size(); ++i)
@@ -339,7 +323,7 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
                            const std::int32_t *cuSeqlens,
                            std::int64_t numCuSeqlens, FlashBlocks blocks) {
   const char *kernel = "flashAttentionForward";
-  FlashShape s{batch, seq, heads, kvHeads, headDim};
+  AttentionShape s{batch, seq, heads, kvHeads, headDim};
   checkShape(kernel, s, blocks);
   std::vector<std::int64_t> bounds =
       documentBounds(kernel, s.batch, s.seq, cuSeqlens, numCuSeqlens);
@@ -444,7 +428,7 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
                             const std::int32_t *cuSeqlens,
                             std::int64_t numCuSeqlens, FlashBlocks blocks) {
   const char *kernel = "flashAttentionBackward";
-  FlashShape s{batch, seq, heads, kvHeads, headDim};
+  AttentionShape s{batch, seq, heads, kvHeads, headDim};
   checkShape(kernel, s, blocks);
   std::vector<std::int64_t> bounds =
       documentBounds(kernel, s.batch, s.seq, cuSeqlens, numCuSeqlens);

@@ -64,6 +64,29 @@ void reduceColumns(std::int64_t rows, std::int64_t cols, T *out,
   }
 }
 
+/// The shape arguments of the attention kernels (naive and flash).
+struct AttentionShape {
+  std::int64_t batch, seq, heads, kvHeads, headDim;
+
+  std::int64_t group() const { return heads / kvHeads; }
+  std::int64_t qStride() const { return heads * headDim; }
+  std::int64_t kvStride() const { return kvHeads * headDim; }
+  /// Index into lse [batch, heads, seq] of flattened token t and head h.
+  std::int64_t lseIndex(std::int64_t t, std::int64_t h) const {
+    return ((t / seq) * heads + h) * seq + t % seq;
+  }
+};
+
+inline void checkAttentionShape(const char *kernel, const AttentionShape &s) {
+  checkSize(kernel, "batch", s.batch);
+  checkSize(kernel, "seq", s.seq);
+  checkSize(kernel, "headDim", s.headDim);
+  if (s.heads <= 0 || s.kvHeads <= 0 || s.heads % s.kvHeads != 0)
+    throw Error(fmt::format("{}: expects kvHeads ({}) to be positive and to "
+                            "divide heads ({})",
+                            kernel, s.kvHeads, s.heads));
+}
+
 /// Document boundaries in the flattened batch * seq token stream of an
 /// attention kernel: the batch rows without cuSeqlens, else cuSeqlens after
 /// checking it (at least two entries, from 0 to batch * seq, never
