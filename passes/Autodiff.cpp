@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/nn/NNOps.h"
+#include "passes/Chunks.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -27,8 +28,6 @@ using namespace kiln::nn;
 
 namespace {
 
-/// The chunk tags of DESIGN.md's pipeline schedule.
-constexpr StringLiteral kChunkAttr = "kiln.chunk";
 constexpr StringLiteral kParamAttr = "kiln.param";
 constexpr StringLiteral kExpAvgAttr = "kiln.exp_avg";
 constexpr StringLiteral kExpAvgSqAttr = "kiln.exp_avg_sq";

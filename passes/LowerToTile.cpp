@@ -8,6 +8,7 @@
 
 #include "dialects/nn/NNOps.h"
 #include "dialects/tile/TileOps.h"
+#include "passes/Chunks.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/IRMapping.h"
@@ -23,14 +24,6 @@ using namespace mlir;
 using namespace kiln;
 
 namespace {
-
-constexpr StringLiteral kChunkAttr = "kiln.chunk";
-
-/// Carries the chunk tag of the op being lowered to its replacement.
-void copyChunk(Operation *from, Operation *to) {
-  if (Attribute chunk = from->getAttr(kChunkAttr))
-    to->setAttr(kChunkAttr, chunk);
-}
 
 int64_t lastDim(Value v) {
   return cast<RankedTensorType>(v.getType()).getShape().back();

@@ -7,6 +7,7 @@
 
 #include "dialects/nn/NNOps.h"
 #include "dialects/tile/TileOps.h"
+#include "passes/Chunks.h"
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
 
@@ -25,8 +26,6 @@ using namespace mlir;
 using namespace kiln;
 
 namespace {
-
-constexpr StringLiteral kChunkAttr = "kiln.chunk";
 
 /// What the patterns share: the target, the tuning database and the report.
 struct TilePolicy {
@@ -76,11 +75,6 @@ struct TilePolicy {
     return *tiles;
   }
 };
-
-void copyChunk(Operation *from, Operation *to) {
-  if (Attribute chunk = from->getAttr(kChunkAttr))
-    to->setAttr(kChunkAttr, chunk);
-}
 
 RankedTensorType lseType(Value query, int64_t numHeads) {
   auto type = cast<RankedTensorType>(query.getType());
