@@ -43,35 +43,100 @@ namespace {
 int64_t roundUp16(int64_t x) { return (x + 15) / 16 * 16; }
 } // namespace
 
+bool kiln::hasFlashKernel(int64_t headDim, unsigned elementBytes) {
+  return elementBytes == 2 &&
+         (headDim == 16 || headDim == 32 || headDim == 64 || headDim == 128);
+}
+
+namespace {
+/// x rounded down to a multiple of 16 in [16, 128].
+int64_t blockOf(int64_t x) { return std::clamp<int64_t>(x / 16 * 16, 16, 128); }
+/// The largest power of two <= x in [16, 128].
+int64_t powerOfTwoBlockOf(int64_t x) {
+  int64_t block = 16;
+  while (block * 2 <= std::min<int64_t>(x, 128))
+    block *= 2;
+  return block;
+}
+} // namespace
+
+AttentionTiles kiln::fitFlashKernelTiles(AttentionTiles tiles, int64_t headDim,
+                                         bool backward) {
+  if (backward) {
+    tiles.blockK = powerOfTwoBlockOf(tiles.blockK);
+    tiles.blockQ = blockOf(tiles.blockQ);
+    tiles.numWarps = tiles.blockK / 16;
+    tiles.numStages = 1;
+  } else {
+    tiles.blockQ = blockOf(tiles.blockQ);
+    tiles.blockK = blockOf(tiles.blockK);
+    tiles.numWarps = tiles.blockQ / 16;
+    tiles.numStages = std::clamp<int64_t>(tiles.numStages, 1, 2);
+  }
+  return tiles;
+}
+
+int64_t kiln::flashKernelSharedBytes(const AttentionTiles &tiles,
+                                     int64_t headDim, bool backward) {
+  // As flashForwardSharedBytes and flashBackwardSharedBytes in
+  // kiln_device.cuh: bf16 tiles, then the backward's per-row FP32 and int
+  // statistics.
+  if (backward)
+    return (2 * tiles.blockK * headDim + 2 * tiles.blockQ * headDim +
+            tiles.blockQ * tiles.blockK) *
+               2 +
+           tiles.blockQ * 16;
+  return (tiles.blockQ + 2 * tiles.numStages * tiles.blockK) * headDim * 2;
+}
+
 AttentionTiles kiln::chooseAttentionTiles(const Target &target,
-                                          const AttentionShape &shape) {
+                                          const AttentionShape &shape,
+                                          bool backward) {
   int64_t d = shape.headDim;
-  int64_t bytes = shape.elementBytes;
   // No block larger than the sequence (rounded up to the tile granularity).
   int64_t cap = std::max<int64_t>(16, roundUp16(shape.seqLen));
   AttentionTiles tiles;
   if (target.gpu) {
-    // FlashAttention-2 on tensor cores: 128-query blocks (16 rows per
-    // warp), 128-key blocks for small heads and 64 for large ones, K/V
-    // loads double-buffered; shrink until Q + stages x (K + V) fit.
-    tiles.blockQ = std::min<int64_t>(128, cap);
-    tiles.blockK = std::min<int64_t>(d <= 64 ? 128 : 64, cap);
-    tiles.numStages = 2;
-    auto smem = [&] {
-      return (tiles.blockQ * d + 2 * tiles.numStages * tiles.blockK * d) *
-             bytes;
-    };
-    while (smem() > target.tileMemoryBytes && tiles.blockK > 16)
-      tiles.blockK /= 2;
+    // FlashAttention-2 on tensor cores (mma.sync m16n8k16), a warp per 16
+    // rows. Forward: 128-query blocks, 128-key blocks for small heads and
+    // 64 for large ones (the FP32 output accumulator grows with the head
+    // dim), K/V double-buffered. Backward: 128-key blocks (the dK and dV
+    // accumulators take head-dim registers per thread) against 64-query
+    // tiles, worked 16 queries at a time. Shrink until the tiles fit shared
+    // memory.
+    if (backward) {
+      tiles.blockK = std::min<int64_t>(128, cap);
+      tiles.blockQ = std::min<int64_t>(64, cap);
+    } else {
+      tiles.blockQ = std::min<int64_t>(128, cap);
+      tiles.blockK = std::min<int64_t>(d <= 64 ? 128 : 64, cap);
+      tiles.numStages = 2;
+    }
+    tiles = fitFlashKernelTiles(tiles, d, backward);
+    auto smem = [&] { return flashKernelSharedBytes(tiles, d, backward); };
     while (smem() > target.tileMemoryBytes && tiles.blockQ > 16)
-      tiles.blockQ /= 2;
-    tiles.numWarps = std::max<int64_t>(1, tiles.blockQ / 16);
-    tiles.reason = formatv(
-        "cost model for {0}: Q tile {1}x{2} + {3} stages of K and V tiles "
-        "{4}x{2} use {5} KiB of {6} KiB shared memory; {7} warps of 16 "
-        "query rows",
-        target.name, tiles.blockQ, d, tiles.numStages, tiles.blockK,
-        smem() >> 10, target.tileMemoryBytes >> 10, tiles.numWarps);
+      tiles = fitFlashKernelTiles(
+          AttentionTiles{tiles.blockQ / 2, tiles.blockK, 0, tiles.numStages}, d,
+          backward);
+    while (smem() > target.tileMemoryBytes && tiles.blockK > 16)
+      tiles = fitFlashKernelTiles(
+          AttentionTiles{tiles.blockQ, tiles.blockK / 2, 0, tiles.numStages}, d,
+          backward);
+    tiles.reason =
+        backward
+            ? formatv("cost model for {0}: blocks of {1} keys (a warp per 16) "
+                      "against {2}-query tiles; K, V, Q, dO and dS tiles use "
+                      "{3} KiB of {4} KiB shared memory",
+                      target.name, tiles.blockK, tiles.blockQ, smem() >> 10,
+                      target.tileMemoryBytes >> 10)
+                  .str()
+            : formatv("cost model for {0}: Q tile {1}x{2} + {3} stages of K "
+                      "and V tiles {4}x{2} use {5} KiB of {6} KiB shared "
+                      "memory; {7} warps of 16 query rows",
+                      target.name, tiles.blockQ, d, tiles.numStages,
+                      tiles.blockK, smem() >> 10, target.tileMemoryBytes >> 10,
+                      tiles.numWarps)
+                  .str();
     return tiles;
   }
   // Host: square blocks whose FP32 working set (Q, K, V, the score tile and

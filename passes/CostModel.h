@@ -49,9 +49,27 @@ struct AttentionShape {
 };
 
 /// Tile sizes of FlashAttention for `shape` on `target` from the cost model:
-/// the largest blocks whose working set fits the target's tile memory.
+/// the largest blocks whose working set fits the target's tile memory (and,
+/// on a GPU, the registers of the tensor-core kernels).
 AttentionTiles chooseAttentionTiles(const Target &target,
-                                    const AttentionShape &shape);
+                                    const AttentionShape &shape, bool backward);
+
+/// Whether the tensor-core FlashAttention kernels (runtime/cuda/device/
+/// kiln_device.cuh) handle this head dim and element size: BF16 and head
+/// dims 16, 32, 64 or 128.
+bool hasFlashKernel(int64_t headDim, unsigned elementBytes);
+
+/// `tiles` made valid for the tensor-core kernels of `headDim`: blocks
+/// multiples of 16 in [16, 128] (the backward's key block a power of two),
+/// warps one per 16 rows of the block a warp owns (the forward's queries,
+/// the backward's keys), at most 2 stages forward and 1 backward. Tiles the
+/// GPU cost model chose come back unchanged.
+AttentionTiles fitFlashKernelTiles(AttentionTiles tiles, int64_t headDim,
+                                   bool backward);
+
+/// Dynamic shared memory of the tensor-core kernel for `tiles`, in bytes.
+int64_t flashKernelSharedBytes(const AttentionTiles &tiles, int64_t headDim,
+                               bool backward);
 
 /// Looks `shape` up in a tuning database (JSON written by `kiln tune`):
 /// `{"attention": [{"target", "head_dim", "dtype_bytes", "causal",

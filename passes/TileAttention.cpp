@@ -57,7 +57,7 @@ struct TilePolicy {
       }
     }
     if (!tiles)
-      tiles = chooseAttentionTiles(target, shape);
+      tiles = chooseAttentionTiles(target, shape, backward);
     if (report) {
       double flops = attentionFlops(shape, backward);
       double seconds =

@@ -312,6 +312,10 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
           l.grid[i] = static_cast<unsigned>(grid[i]);
           l.block[i] = static_cast<unsigned>(block[i]);
         }
+        int64_t shared = launch.value("shared_bytes", int64_t(0));
+        if (shared < 0 || shared > (1 << 20))
+          reader.fail(where, "shared_bytes out of range");
+        l.sharedBytes = static_cast<unsigned>(shared);
         for (const json &arg : reader.field(launch, "args", where)) {
           CudaArg a;
           if (arg.contains("value")) {

@@ -62,6 +62,8 @@ struct CudaLaunch {
   std::string kernel;
   unsigned grid[3] = {1, 1, 1};
   unsigned block[3] = {1, 1, 1};
+  /// Dynamic shared memory, bytes.
+  unsigned sharedBytes = 0;
   std::vector<CudaArg> args;
 };
 

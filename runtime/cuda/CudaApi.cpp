@@ -410,6 +410,10 @@ std::optional<DeviceInfo> probeDevice(const DriverApi &api, std::string *whyNot,
       r = api.cuDeviceGetAttribute(
           &info.smCount, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device);
     if (r == CUDA_SUCCESS)
+      r = api.cuDeviceGetAttribute(
+          &info.sharedMemoryPerBlockOptin,
+          CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, device);
+    if (r == CUDA_SUCCESS)
       r = api.cuDeviceTotalMem(&info.totalMemory, device);
     if (r != CUDA_SUCCESS)
       return fail(

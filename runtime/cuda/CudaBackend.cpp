@@ -104,6 +104,27 @@ CudaBackend::~CudaBackend() {
 }
 
 void CudaBackend::loadKernels() {
+  // What the kernels need of the device: tensor cores for BF16 (the flash
+  // attention kernels) and the dynamic shared memory of each launch.
+  std::map<std::string, unsigned> sharedBytes;
+  for (const Step &step : planRef.steps)
+    for (const CudaLaunch &launch : step.cudaLaunches) {
+      if (launch.kernel.starts_with("kiln_flash_") && device.major < 8)
+        throw Error(fmt::format(
+            "kernel {} needs BF16 tensor cores (compute capability 8.0 or "
+            "newer); {} is {}.{}: train with --precision fp32 on this GPU",
+            launch.kernel, device.name, device.major, device.minor));
+      if (launch.sharedBytes >
+          static_cast<unsigned>(device.sharedMemoryPerBlockOptin))
+        throw Error(fmt::format(
+            "kernel {} needs {} KiB of shared memory per block; {} allows "
+            "{} KiB: recompile the plan for this GPU (kiln compile --target "
+            "cuda:{})",
+            launch.kernel, launch.sharedBytes / 1024, device.name,
+            device.sharedMemoryPerBlockOptin / 1024, device.arch()));
+      unsigned &most = sharedBytes[launch.kernel];
+      most = std::max(most, launch.sharedBytes);
+    }
   // Cubins precompiled into the plan for this architecture are used as they
   // are; the rest compile with NVRTC (in parallel, through the cache).
   const auto precompiled = planRef.cudaCubins.find(device.arch());
@@ -143,6 +164,11 @@ void CudaBackend::loadKernels() {
     CUfunction function;
     KILN_CUDA_CHECK(cu.cuModuleGetFunction(&function, module, name.c_str()));
     functions[name] = function;
+    // Above 48 KiB a kernel must opt in to its dynamic shared memory.
+    if (unsigned bytes = sharedBytes[name]; bytes > 48 * 1024)
+      KILN_CUDA_CHECK(cu.cuFuncSetAttribute(
+          function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+          static_cast<int>(bytes)));
   }
 }
 
@@ -235,7 +261,7 @@ void CudaBackend::launchStep(const Step &step) {
     KILN_CUDA_CHECK(cu.cuLaunchKernel(
         functions.at(launch.kernel), launch.grid[0], launch.grid[1],
         launch.grid[2], launch.block[0], launch.block[1], launch.block[2],
-        /*sharedMemBytes=*/0, stream, params.data(), nullptr));
+        launch.sharedBytes, stream, params.data(), nullptr));
   }
 }
 

@@ -24,6 +24,8 @@ struct DeviceInfo {
   /// Compute capability.
   int major = 0, minor = 0;
   int smCount = 0;
+  /// The most shared memory one block may opt in to, bytes.
+  int sharedMemoryPerBlockOptin = 0;
   std::size_t totalMemory = 0;
   /// The driver's CUDA version, as CUDA_VERSION spells it (13000 for 13.0).
   int driverVersion = 0;

@@ -5,15 +5,11 @@
 // shared by every step that launches them (two RMSNorms of one shape, one
 // kernel); GEMMs go to cuBLASLt and need no source.
 
-// CHECK-LABEL: // ----- kernel kiln_attention_fwd_bf16_d16
-// CHECK: #include "kiln_device.cuh"
-// CHECK: extern "C" __global__ void __launch_bounds__(128)
-// CHECK-NEXT: kiln_attention_fwd_bf16_d16(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v, __nv_bfloat16 *__restrict__ out, float *__restrict__ lse, long long batch, long long seq, long long heads, long long kvHeads, float scale, long long causal, const int *cuSeqlens, long long numCuSeqlens)
-// CHECK-NEXT: kiln::dev::attentionForward<__nv_bfloat16, 16, 128>(q, k, v, out, lse, (int)batch, (int)seq, (int)heads, (int)kvHeads, scale, causal != 0, cuSeqlens, (int)numCuSeqlens);
+// (Attention kernels: tile-to-cuda-attention.mlir.)
+// CHECK-LABEL: // ----- kernel kiln_ew_
 
 // An elementwise region: 16-byte vector loads and stores of 8 elements,
 // FP32 arithmetic, BF16 rounding of BF16 results.
-// CHECK-LABEL: // ----- kernel kiln_ew_
 // CHECK: __device__ __forceinline__ void kilnLoad(const __nv_bfloat16 *p, float *v) {
 // CHECK: uint4 raw = *reinterpret_cast<const uint4 *>(p);
 // CHECK: (const __nv_bfloat16 *__restrict__ in0, const __nv_bfloat16 *__restrict__ in1, __nv_bfloat16 *__restrict__ out0, long long n)
@@ -31,7 +27,7 @@
 // PLAN: "cuda": {
 // PLAN: "header": "kiln_device.cuh",
 // PLAN: "kernels": [
-// PLAN: "name": "kiln_attention_fwd_bf16_d16",
+// PLAN: "name": "kiln_flash_attention_fwd_d16_q16_k16_s1",
 // PLAN: "scratch_bytes": 0
 // PLAN: "steps": [
 // PLAN: "cuda": {

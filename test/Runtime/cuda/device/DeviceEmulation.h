@@ -14,6 +14,12 @@
 //     it; __shfl_xor_sync when all 32 lanes of the warp wait at one. A
 //     barrier some threads never reach aborts with "deadlock": divergent
 //     barriers are bugs on the GPU too.
+//   - The warp-level matrix instructions of the tensor-core kernels
+//     (mma.sync m16n8k16 BF16, ldmatrix .x4 with and without .trans) gather
+//     the 32 lanes' registers at a warp barrier and compute each lane's
+//     result from the PTX ISA's fragment layouts (FP32 sums in k order);
+//     cp.async copies at once; dynamic shared memory is a per-block buffer
+//     poisoned with NaNs.
 //   - Math is the host's (glibc's expf, erff, sincos; __frsqrt_rn through
 //     double), so results match the GPU's to a few ulps, not bit for bit.
 //     cuda_bf16.h's host code does the BF16 conversions, as on the device.
@@ -29,6 +35,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -38,6 +45,9 @@
 #include <memory>
 #include <ucontext.h>
 #include <vector>
+
+/// kiln_device.cuh leaves the warp-level instructions to this header.
+#define KILN_DEVICE_EMULATION 1
 
 // The CUDA keywords kiln_device.cuh uses, for a host compiler.
 #undef __device__
@@ -68,6 +78,10 @@ struct Block {
   ucontext_t scheduler;
   std::vector<Fiber> fibers;
   std::vector<float> shuffleSlots; // one per thread
+  /// What each thread contributes to a warp-level matrix instruction.
+  std::vector<std::array<unsigned, 6>> matrixSlots;
+  /// The dynamic shared memory of the running block.
+  std::vector<unsigned char> dynamicShared;
   unsigned current = 0;
   const std::function<void()> *body = nullptr;
 };
@@ -148,6 +162,123 @@ inline float __shfl_xor_sync(unsigned, float value, int laneMask) {
   return other;
 }
 
+namespace kiln::dev::emulation {
+
+/// The 32 lanes' `mine` (the running warp's), gathered at a warp barrier.
+inline std::array<std::array<unsigned, 6>, 32>
+gatherWarp(const std::array<unsigned, 6> &mine) {
+  const unsigned t = threadIdx.x;
+  runningBlock->matrixSlots[t] = mine;
+  park(FiberState::AtShuffle);
+  std::array<std::array<unsigned, 6>, 32> all;
+  for (unsigned lane = 0; lane < 32; ++lane)
+    all[lane] = runningBlock->matrixSlots[(t & ~31u) | lane];
+  park(FiberState::AtShuffle); // nobody overwrites a slot still to be read
+  return all;
+}
+
+/// Element `half` (0: bits 0-15) of a register of two bf16, as a float.
+inline float bf16Half(unsigned reg, int half) {
+  __nv_bfloat16_raw raw;
+  raw.x = static_cast<unsigned short>(half ? reg >> 16 : reg & 0xffffu);
+  return __bfloat162float(__nv_bfloat16(raw));
+}
+
+/// The 16-bit element `col` of the shared-memory row at `address`.
+inline unsigned rowElement(unsigned long long address, int col) {
+  unsigned short value;
+  std::memcpy(&value,
+              reinterpret_cast<const unsigned char *>(address) + 2 * col,
+              sizeof value);
+  return value;
+}
+
+/// ldmatrix .x4 (.trans when `transpose`): lanes 8i..8i+7 give matrix i's
+/// row addresses.
+inline void loadMatrices(unsigned (&r)[4], const void *row, bool transpose) {
+  const auto address = reinterpret_cast<unsigned long long>(row);
+  const auto all =
+      gatherWarp({static_cast<unsigned>(address),
+                  static_cast<unsigned>(address >> 32), 0, 0, 0, 0});
+  auto rowAddress = [&](int lane) {
+    return static_cast<unsigned long long>(all[lane][0]) |
+           static_cast<unsigned long long>(all[lane][1]) << 32;
+  };
+  const int lane = threadIdx.x % 32, group = lane / 4, pair = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    unsigned lo, hi;
+    if (transpose) { // rows 2 pair and 2 pair + 1, column group
+      lo = rowElement(rowAddress(8 * i + 2 * pair), group);
+      hi = rowElement(rowAddress(8 * i + 2 * pair + 1), group);
+    } else { // row group, columns 2 pair and 2 pair + 1
+      lo = rowElement(rowAddress(8 * i + group), 2 * pair);
+      hi = rowElement(rowAddress(8 * i + group), 2 * pair + 1);
+    }
+    r[i] = lo | hi << 16;
+  }
+}
+
+} // namespace kiln::dev::emulation
+
+namespace kiln::dev::detail {
+
+/// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, d += a * b: lane
+/// (group g = lane / 4, pair p = lane % 4) holds A rows g and g + 8,
+/// columns 2p, 2p + 1 (a[0], a[1]) and 2p + 8, 2p + 9 (a[2], a[3]); B
+/// column g, rows 2p, 2p + 1 (b0) and 2p + 8, 2p + 9 (b1); D rows g
+/// (d[0], d[1]) and g + 8 (d[2], d[3]), columns 2p and 2p + 1.
+inline void mmaBf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                    unsigned b1) {
+  const auto all = emulation::gatherWarp({a[0], a[1], a[2], a[3], b0, b1});
+  auto aAt = [&](int row, int k) {
+    const auto &regs = all[4 * (row % 8) + (k % 8) / 2];
+    return emulation::bf16Half(regs[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)],
+                               k % 2);
+  };
+  auto bAt = [&](int k, int col) {
+    const auto &regs = all[4 * col + (k % 8) / 2];
+    return emulation::bf16Half(regs[k >= 8 ? 5 : 4], k % 2);
+  };
+  const int lane = threadIdx.x % 32, group = lane / 4, pair = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = group + (i >= 2 ? 8 : 0), col = 2 * pair + i % 2;
+    float sum = d[i];
+    for (int k = 0; k < 16; ++k)
+      sum += aAt(row, k) * bAt(k, col);
+    d[i] = sum;
+  }
+}
+
+inline void loadMatrixX4(unsigned (&r)[4], const void *row) {
+  emulation::loadMatrices(r, row, false);
+}
+inline void loadMatrixX4Trans(unsigned (&r)[4], const void *row) {
+  emulation::loadMatrices(r, row, true);
+}
+
+/// cp.async: the copy happens at once.
+inline void copyAsync16(void *dst, const void *src, bool valid) {
+  if (valid)
+    std::memcpy(dst, src, 16);
+  else
+    std::memset(dst, 0, 16);
+}
+inline void copyAsyncCommit() {}
+template <int kPending> void copyAsyncWait() {}
+
+inline unsigned char *dynamicSharedMemory() {
+  return emulation::runningBlock->dynamicShared.data();
+}
+
+} // namespace kiln::dev::detail
+
+/// Fibers never run at the same time: a plain add.
+inline float atomicAdd(float *address, float value) {
+  float old = *address;
+  *address = old + value;
+  return old;
+}
+
 inline float __int_as_float(int bits) {
   float value;
   std::memcpy(&value, &bits, sizeof value);
@@ -168,15 +299,18 @@ inline int atomicCAS(int *address, int compare, int value) {
 }
 
 /// Runs body() as a kernel of grid.x * grid.y * grid.z blocks of `threads`
-/// threads (blockDim.x = threads); returns when every block has finished.
+/// threads (blockDim.x = threads) with `sharedBytes` of dynamic shared
+/// memory; returns when every block has finished.
 inline void emulateKernel(EmulatedDim3 grid, unsigned threads,
-                          const std::function<void()> &body) {
+                          const std::function<void()> &body,
+                          std::size_t sharedBytes = 0) {
   using namespace kiln::dev::emulation;
   gridDim = {std::max(grid.x, 1u), std::max(grid.y, 1u), std::max(grid.z, 1u)};
   blockDim = {threads, 1, 1};
   Block block;
   block.fibers.resize(threads);
   block.shuffleSlots.resize(threads);
+  block.matrixSlots.resize(threads);
   block.body = &body;
   for (Fiber &fiber : block.fibers)
     fiber.stack.reset(new char[kFiberStackBytes]);
@@ -185,6 +319,8 @@ inline void emulateKernel(EmulatedDim3 grid, unsigned threads,
     for (unsigned y = 0; y < gridDim.y; ++y)
       for (unsigned x = 0; x < gridDim.x; ++x) {
         blockIdx = {x, y, z};
+        // 0xff bytes: NaN as bf16 and as float, like garbage on a GPU.
+        block.dynamicShared.assign(sharedBytes, 0xff);
         for (Fiber &fiber : block.fibers)
           startFiber(fiber, block);
         for (;;) {

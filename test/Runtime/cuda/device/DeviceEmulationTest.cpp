@@ -509,6 +509,132 @@ TYPED_TEST(DeviceEmulationTest, Attention) {
 }
 
 //===----------------------------------------------------------------------===//
+// FlashAttention on tensor cores
+//===----------------------------------------------------------------------===//
+
+/// Bounds of the flash kernels: BF16 outputs, from probabilities and dS
+/// rounded to BF16 for the tensor cores (worst seen: 4.5e-3), and lse,
+/// from FP32 sums of exact products (worst seen: 1.8e-7).
+constexpr double kFlashTolerance = 1e-2, kFlashLseTolerance = 1e-6;
+
+/// Tile sizes of one flash configuration: forward (block_q, block_k,
+/// stages) and backward (block_q, block_k).
+template <int Q, int K, int S, int BQ, int BK> struct FlashTiles {
+  static constexpr int kBlockQ = Q, kBlockK = K, kStages = S, kBwdBlockQ = BQ,
+                       kBwdBlockK = BK;
+};
+
+/// The flash kernels (BF16 storage) of one case against the host's FP64
+/// reference: forward out and lse, then delta with the dq accumulator
+/// zeroed, the backward and the dq finish. `fullGrid` false launches a
+/// single block, which must stride over all the work.
+template <int kHeadDim, typename Tiles>
+void checkFlashAttention(int batch, int seq, int heads, int kvHeads,
+                         bool causal, std::vector<std::int32_t> cuSeqlens = {},
+                         bool fullGrid = true) {
+  using T = __nv_bfloat16;
+  SCOPED_TRACE(
+      "batch " + std::to_string(batch) + " seq " + std::to_string(seq) +
+      " heads " + std::to_string(heads) + " kvHeads " +
+      std::to_string(kvHeads) + " headDim " + std::to_string(kHeadDim) +
+      " blocks " + std::to_string(Tiles::kBlockQ) + "x" +
+      std::to_string(Tiles::kBlockK) + "/" + std::to_string(Tiles::kBwdBlockQ) +
+      "x" + std::to_string(Tiles::kBwdBlockK) + (causal ? " causal" : " full") +
+      (cuSeqlens.empty() ? "" : " cu_seqlens") +
+      (fullGrid ? "" : " one block"));
+  const std::int64_t qSize = std::int64_t(batch) * seq * heads * kHeadDim;
+  const std::int64_t kvSize = std::int64_t(batch) * seq * kvHeads * kHeadDim;
+  const std::int64_t rows = std::int64_t(batch) * heads * seq;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  const std::int32_t *cu = cuSeqlens.empty() ? nullptr : cuSeqlens.data();
+  const int numCu = static_cast<int>(cuSeqlens.size());
+  auto grid = [&](int block, int y) {
+    return fullGrid ? EmulatedDim3{unsigned((seq + block - 1) / block),
+                                   unsigned(y), unsigned(batch)}
+                    : EmulatedDim3{1, 1, 1};
+  };
+
+  std::vector<double> q = randomValues<T>(qSize, -2, 2),
+                      k = randomValues<T>(kvSize, -2, 2),
+                      v = randomValues<T>(kvSize),
+                      dout = randomValues<T>(qSize);
+  Buffer<T> dQ(q, 0), dK(k, 0), dV(v, 0), dDout(dout, 0), out(qSize, 0);
+  std::vector<float> lse = poisonedFloats(rows);
+  emulateKernel(
+      grid(Tiles::kBlockQ, heads), Tiles::kBlockQ / 16 * 32,
+      [&] {
+        dev::flashAttentionForward<kHeadDim, Tiles::kBlockQ, Tiles::kBlockK,
+                                   Tiles::kStages>(
+            dQ.data(), dK.data(), dV.data(), out.data(), lse.data(), batch, seq,
+            heads, kvHeads, scale, causal, cu, numCu);
+      },
+      dev::flashForwardSharedBytes(kHeadDim, Tiles::kBlockQ, Tiles::kBlockK,
+                                   Tiles::kStages));
+  std::vector<double> outRef(qSize);
+  std::vector<float> lseRef(rows);
+  host::attentionForward<double>(q.data(), k.data(), v.data(), outRef.data(),
+                                 lseRef.data(), batch, seq, heads, kvHeads,
+                                 kHeadDim, scale, causal, cu, numCu);
+  EXPECT_CLOSE(out.values(), outRef, kFlashTolerance);
+  EXPECT_CLOSE(widen(lse), widen(lseRef), kFlashLseTolerance);
+
+  std::vector<double> outStored = outRef;
+  for (double &x : outStored)
+    x = representable<T>(x);
+  Buffer<T> dOut(outStored, 0);
+  std::vector<float> delta = poisonedFloats(rows),
+                     dqAccum = poisonedFloats(qSize);
+  emulateKernel({3}, 64, [&] {
+    dev::attentionBackwardPreprocess<T, 64>(dDout.data(), dOut.data(),
+                                            delta.data(), batch, seq, heads,
+                                            kHeadDim, dqAccum.data());
+  });
+  Buffer<T> dq(qSize, 0), dk(kvSize, 0), dv(kvSize, 0);
+  emulateKernel(
+      grid(Tiles::kBwdBlockK, kvHeads), Tiles::kBwdBlockK / 16 * 32,
+      [&] {
+        dev::flashAttentionBackward<kHeadDim, Tiles::kBwdBlockQ,
+                                    Tiles::kBwdBlockK>(
+            dDout.data(), dQ.data(), dK.data(), dV.data(), lseRef.data(),
+            delta.data(), dqAccum.data(), dk.data(), dv.data(), batch, seq,
+            heads, kvHeads, scale, causal, cu, numCu);
+      },
+      dev::flashBackwardSharedBytes(kHeadDim, Tiles::kBwdBlockQ,
+                                    Tiles::kBwdBlockK));
+  emulateKernel({2}, 64, [&] {
+    dev::flashAttentionFinishDq<T>(dqAccum.data(), dq.data(), qSize, scale);
+  });
+  std::vector<double> dqRef(qSize), dkRef(kvSize), dvRef(kvSize);
+  host::attentionBackward<double>(dout.data(), q.data(), k.data(), v.data(),
+                                  outStored.data(), lseRef.data(), dqRef.data(),
+                                  dkRef.data(), dvRef.data(), batch, seq, heads,
+                                  kvHeads, kHeadDim, scale, causal, cu, numCu);
+  EXPECT_CLOSE(dq.values(), dqRef, kFlashTolerance);
+  EXPECT_CLOSE(dk.values(), dkRef, kFlashTolerance);
+  EXPECT_CLOSE(dv.values(), dvRef, kFlashTolerance);
+}
+
+// Sequences around and across the block sizes, GQA 1, 2 and 4, causal and
+// not, packed documents (uneven, one crossing the batch rows, an empty one),
+// head dims 16 to 128, one and two pipeline stages, several warps, and a
+// single block striding over everything.
+TEST(DeviceEmulationFlashTest, FlashAttention) {
+  using Small = FlashTiles<16, 16, 2, 16, 16>;
+  using Warps = FlashTiles<32, 16, 1, 16, 32>;
+  using Wide = FlashTiles<32, 32, 2, 32, 32>;
+  for (bool causal : {false, true}) {
+    for (int seq : {1, 15, 16, 17, 33})
+      checkFlashAttention<64, Small>(2, seq, 4, seq % 2 ? 1 : 4, causal);
+    checkFlashAttention<64, Warps>(2, 37, 4, 2, causal);
+    checkFlashAttention<128, Wide>(1, 40, 2, 1, causal);
+    checkFlashAttention<32, Wide>(2, 70, 2, 2, causal);
+    checkFlashAttention<16, Small>(1, 24, 2, 1, causal);
+    checkFlashAttention<64, Warps>(2, 20, 2, 1, causal, {0, 7, 7, 29, 40});
+    checkFlashAttention<64, Small>(2, 19, 4, 2, causal, {0, 5, 38}, false);
+  }
+}
+
+//===----------------------------------------------------------------------===//
 // Optimizer
 //===----------------------------------------------------------------------===//
 
