@@ -63,8 +63,10 @@ int64_t powerOfTwoBlockOf(int64_t x) {
 AttentionTiles kiln::fitFlashKernelTiles(AttentionTiles tiles, int64_t headDim,
                                          bool backward) {
   if (backward) {
-    tiles.blockK = powerOfTwoBlockOf(tiles.blockK);
-    tiles.blockQ = blockOf(tiles.blockQ);
+    // At least 32 keys and queries: NVRTC spills registers in the 16-row
+    // variants.
+    tiles.blockK = std::max<int64_t>(32, powerOfTwoBlockOf(tiles.blockK));
+    tiles.blockQ = std::max<int64_t>(32, blockOf(tiles.blockQ));
     tiles.numWarps = tiles.blockK / 16;
     tiles.numStages = 1;
   } else {

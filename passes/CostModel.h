@@ -60,7 +60,8 @@ AttentionTiles chooseAttentionTiles(const Target &target,
 bool hasFlashKernel(int64_t headDim, unsigned elementBytes);
 
 /// `tiles` made valid for the tensor-core kernels of `headDim`: blocks
-/// multiples of 16 in [16, 128] (the backward's key block a power of two),
+/// multiples of 16 in [16, 128] (backward: at least 32, the key block a
+/// power of two),
 /// warps one per 16 rows of the block a warp owns (the forward's queries,
 /// the backward's keys), at most 2 stages forward and 1 backward. Tiles the
 /// GPU cost model chose come back unchanged.

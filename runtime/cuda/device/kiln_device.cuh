@@ -1487,11 +1487,19 @@ template <int kPending> __device__ __forceinline__ void copyAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
-/// The block's dynamic shared memory.
+/// The block's dynamic shared memory, and its size.
 __device__ __forceinline__ unsigned char *dynamicSharedMemory() {
   extern __shared__ __align__(128) unsigned char kilnDynamicShared[];
   return kilnDynamicShared;
 }
+__device__ __forceinline__ unsigned dynamicSharedBytes() {
+  unsigned bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+  return bytes;
+}
+
+/// Stops the kernel with an error (cudaErrorIllegalInstruction).
+__device__ __forceinline__ void trap() { __trap(); }
 #endif // KILN_DEVICE_EMULATION
 
 /// Whether kWidth bf16 make rows the swizzle can permute.
@@ -1636,14 +1644,15 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 /// Dynamic shared memory of flashAttentionForward: the Q tile and kStages
 /// K and V tiles.
-constexpr int flashForwardSharedBytes(int headDim, int blockQ, int blockK,
-                                      int stages) {
+__host__ __device__ constexpr int
+flashForwardSharedBytes(int headDim, int blockQ, int blockK, int stages) {
   return (blockQ + 2 * stages * blockK) * headDim * 2;
 }
 
 /// Dynamic shared memory of flashAttentionBackward: K, V, Q, dO and dS
 /// tiles, then per query row lse, delta (FP32) and the block's keys it sees.
-constexpr int flashBackwardSharedBytes(int headDim, int blockQ, int blockK) {
+__host__ __device__ constexpr int
+flashBackwardSharedBytes(int headDim, int blockQ, int blockK) {
   return (2 * blockK * headDim + 2 * blockQ * headDim + blockQ * blockK) * 2 +
          blockQ * (4 + 4 + 4 + 4);
 }
@@ -1668,6 +1677,11 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
   constexpr int kThreads = kBlockQ / 16 * 32;
   constexpr int kTileK = kBlockK * kHeadDim;
 
+  // A launch with less shared memory would corrupt memory: stop instead.
+  if (detail::dynamicSharedBytes() <
+      static_cast<unsigned>(
+          flashForwardSharedBytes(kHeadDim, kBlockQ, kBlockK, kStages)))
+    detail::trap();
   bf16 *qTile = reinterpret_cast<bf16 *>(detail::dynamicSharedMemory());
   bf16 *kTiles = qTile + kBlockQ * kHeadDim;
   bf16 *vTiles = kTiles + kStages * kTileK;
@@ -1873,6 +1887,10 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                 "kBlockQ: a multiple of 16 up to 128");
   constexpr int kWarps = kBlockK / 16, kThreads = kWarps * 32;
 
+  if (detail::dynamicSharedBytes() <
+      static_cast<unsigned>(
+          flashBackwardSharedBytes(kHeadDim, kBlockQ, kBlockK)))
+    detail::trap();
   bf16 *kTile = reinterpret_cast<bf16 *>(detail::dynamicSharedMemory());
   bf16 *vTile = kTile + kBlockK * kHeadDim;
   bf16 *qTile = vTile + kBlockK * kHeadDim;

@@ -51,9 +51,11 @@
 
 // The CUDA keywords kiln_device.cuh uses, for a host compiler.
 #undef __device__
+#undef __host__
 #undef __forceinline__
 #undef __shared__
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #define __shared__ static
 
@@ -268,6 +270,13 @@ template <int kPending> void copyAsyncWait() {}
 
 inline unsigned char *dynamicSharedMemory() {
   return emulation::runningBlock->dynamicShared.data();
+}
+inline unsigned dynamicSharedBytes() {
+  return static_cast<unsigned>(emulation::runningBlock->dynamicShared.size());
+}
+[[noreturn]] inline void trap() {
+  std::fprintf(stderr, "emulateKernel: the kernel trapped\n");
+  std::abort();
 }
 
 } // namespace kiln::dev::detail

@@ -246,13 +246,25 @@ struct Grid {
 /// must have the wrapper's exact parameter types: CUdeviceptr for pointers,
 /// long long, int, float, double, bool.
 template <typename... Args>
-void launch(const std::string &name, Grid grid, unsigned threads,
-            Args... args) {
+void launchShared(const std::string &name, Grid grid, unsigned threads,
+                  unsigned sharedBytes, Args... args) {
   CUfunction f = DeviceModule::get().function(name);
+  if (sharedBytes > 48 * 1024)
+    KILN_CUDA_CHECK(driver().cuFuncSetAttribute(
+        f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        static_cast<int>(sharedBytes)));
   void *params[] = {static_cast<void *>(&args)..., nullptr};
   KILN_CUDA_CHECK(driver().cuLaunchKernel(f, grid.x, grid.y, grid.z, threads, 1,
-                                          1, 0, nullptr, params, nullptr));
+                                          1, sharedBytes, nullptr, params,
+                                          nullptr));
   KILN_CUDA_CHECK(driver().cuCtxSynchronize());
+}
+
+/// launchShared without dynamic shared memory.
+template <typename... Args>
+void launch(const std::string &name, Grid grid, unsigned threads,
+            Args... args) {
+  launchShared(name, grid, threads, 0, args...);
 }
 
 unsigned ceilDiv(std::int64_t a, std::int64_t b) {
@@ -901,6 +913,114 @@ TEST_F(DeviceKernelTest, AttentionForwardAndBackward) {
       EXPECT_CLOSE(dq.download(), dqRef, toleranceOf(type));
       EXPECT_CLOSE(dk.download(), dkRef, toleranceOf(type));
       EXPECT_CLOSE(dv.download(), dvRef, toleranceOf(type));
+    }
+}
+
+/// A flash configuration of DeviceKernels.cu: forward and backward tile
+/// sizes for one head dim.
+struct FlashConfig {
+  int headDim, blockQ, blockK, stages, bwdBlockQ, bwdBlockK;
+  std::string forward() const {
+    return "flashAttentionForward_d" + std::to_string(headDim) + "_q" +
+           std::to_string(blockQ) + "_k" + std::to_string(blockK) + "_s" +
+           std::to_string(stages);
+  }
+  /// As flashForwardSharedBytes and flashBackwardSharedBytes of
+  /// kiln_device.cuh (whose kernels trap when launched with less).
+  unsigned forwardSharedBytes() const {
+    return (blockQ + 2 * stages * blockK) * headDim * 2;
+  }
+  unsigned backwardSharedBytes() const {
+    return (2 * bwdBlockK * headDim + 2 * bwdBlockQ * headDim +
+            bwdBlockQ * bwdBlockK) *
+               2 +
+           bwdBlockQ * 16;
+  }
+  std::string backward() const {
+    return "flashAttentionBackward_d" + std::to_string(headDim) + "_q" +
+           std::to_string(bwdBlockQ) + "_k" + std::to_string(bwdBlockK);
+  }
+};
+constexpr FlashConfig kFlashConfigs[] = {{64, 128, 128, 2, 64, 128},
+                                         {128, 128, 64, 2, 64, 128},
+                                         {64, 16, 16, 1, 32, 32},
+                                         {128, 64, 32, 1, 32, 32}};
+/// BF16 outputs of the flash kernels, whose probabilities and dS are
+/// rounded to BF16 for the tensor cores (the CPU emulation's bound).
+constexpr double kFlashTolerance = 1e-2;
+
+// The tensor-core kernels on the attention grid, each configuration of its
+// head dim, as the code generator launches them: forward, delta with the
+// dq accumulator zeroed, backward, dq finish; against the FP64 host
+// reference.
+TEST_F(DeviceKernelTest, FlashAttentionMatchesHost) {
+  const DType type = DType::BF16;
+  for (const AttentionCase &c : attentionCases())
+    for (const FlashConfig &config : kFlashConfigs) {
+      if (config.headDim != c.headDim)
+        continue;
+      SCOPED_TRACE(config.forward() + " " + config.backward() + " " +
+                   c.describe());
+      std::vector<double> q = randomValues(c.qSize(), type, -2, 2);
+      std::vector<double> k = randomValues(c.kvSize(), type, -2, 2);
+      std::vector<double> v = randomValues(c.kvSize(), type);
+      std::vector<double> dout = randomValues(c.qSize(), type);
+      DeviceTensor dQ = toDevice(q, type), dK = toDevice(k, type),
+                   dV = toDevice(v, type), dDout = toDevice(dout, type);
+      DeviceInts cu(c.cuSeqlens);
+      const CUdeviceptr cuPtr = c.cuSeqlens.empty() ? kNull : cu.ptr();
+      const int numCu = static_cast<int>(c.cuSeqlens.size());
+      const float scale = c.scale();
+      const std::int32_t *hostCu =
+          c.cuSeqlens.empty() ? nullptr : c.cuSeqlens.data();
+
+      std::vector<double> outRef(c.qSize());
+      std::vector<float> lseRef(c.rows());
+      host::attentionForward<double>(
+          q.data(), k.data(), v.data(), outRef.data(), lseRef.data(), c.batch,
+          c.seq, c.heads, c.kvHeads, c.headDim, scale, c.causal, hostCu, numCu);
+      DeviceTensor out(type, c.qSize()), lse(DType::F32, c.rows());
+      launchShared(
+          config.forward(),
+          {ceilDiv(c.seq, config.blockQ), unsigned(c.heads), unsigned(c.batch)},
+          config.blockQ / 16 * 32, config.forwardSharedBytes(), dQ.ptr(),
+          dK.ptr(), dV.ptr(), out.ptr(), lse.ptr(), c.batch, c.seq, c.heads,
+          c.kvHeads, scale, c.causal, cuPtr, numCu);
+      EXPECT_CLOSE(out.download(), outRef, kFlashTolerance);
+      EXPECT_CLOSE(lse.download(),
+                   std::vector<double>(lseRef.begin(), lseRef.end()),
+                   kFloatTolerance);
+
+      std::vector<double> outStored = representableAll(outRef, type);
+      DeviceTensor dOut = toDevice(outStored, type);
+      DeviceTensor dLse = toDevice(
+          std::vector<double>(lseRef.begin(), lseRef.end()), DType::F32);
+      DeviceTensor delta(DType::F32, c.rows()), dqAccum(DType::F32, c.qSize());
+      launch("flashAttentionPreprocess_bf16",
+             {unsigned(c.seq), unsigned(c.heads), unsigned(c.batch)}, 32,
+             dDout.ptr(), dOut.ptr(), delta.ptr(), c.batch, c.seq, c.heads,
+             c.headDim, dqAccum.ptr());
+      DeviceTensor dq(type, c.qSize()), dk(type, c.kvSize()),
+          dv(type, c.kvSize());
+      launchShared(config.backward(),
+                   {ceilDiv(c.seq, config.bwdBlockK), unsigned(c.kvHeads),
+                    unsigned(c.batch)},
+                   config.bwdBlockK / 16 * 32, config.backwardSharedBytes(),
+                   dDout.ptr(), dQ.ptr(), dK.ptr(), dV.ptr(), dLse.ptr(),
+                   delta.ptr(), dqAccum.ptr(), dk.ptr(), dv.ptr(), c.batch,
+                   c.seq, c.heads, c.kvHeads, scale, c.causal, cuPtr, numCu);
+      launch("flashAttentionFinishDq_bf16", {ceilDiv(c.qSize(), 256)},
+             kColumnThreads, dqAccum.ptr(), dq.ptr(), c.qSize(), scale);
+
+      std::vector<double> dqRef(c.qSize()), dkRef(c.kvSize()),
+          dvRef(c.kvSize());
+      host::attentionBackward<double>(
+          dout.data(), q.data(), k.data(), v.data(), outStored.data(),
+          lseRef.data(), dqRef.data(), dkRef.data(), dvRef.data(), c.batch,
+          c.seq, c.heads, c.kvHeads, c.headDim, scale, c.causal, hostCu, numCu);
+      EXPECT_CLOSE(dq.download(), dqRef, kFlashTolerance);
+      EXPECT_CLOSE(dk.download(), dkRef, kFlashTolerance);
+      EXPECT_CLOSE(dv.download(), dvRef, kFlashTolerance);
     }
 }
 

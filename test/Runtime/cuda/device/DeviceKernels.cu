@@ -2,7 +2,8 @@
 //
 // The `extern "C" __global__` wrappers a generated kernel module would hold,
 // one per template instantiation Kiln uses: both storage types (f32, bf16),
-// head dims 64 and 128, and the block sizes the launches below name. Two
+// head dims 64 and 128, and the block sizes the launches below name (the
+// flash kernels: bf16, the tile sizes in their names). Two
 // tests share this file:
 //   - compile_check.sh compiles it with nvcc for sm_80 and sm_90a (-Xptxas
 //     -v, warnings as errors) and with NVRTC, and fails on any spill;
@@ -236,6 +237,59 @@ using bf16 = __nv_bfloat16;
 
 KILN_ALL(float, f32)
 KILN_ALL(bf16, bf16)
+
+//===----------------------------------------------------------------------===//
+// FlashAttention on tensor cores (bf16): the cost model's tile sizes for
+// head dims 64 and 128 on A100/H100, and small blocks
+//===----------------------------------------------------------------------===//
+
+#define KILN_FLASH_FORWARD(D, Q, K, S)                                         \
+  KILN_LAUNCH(Q / 16 * 32)                                                     \
+  flashAttentionForward_d##D##_q##Q##_k##K##_s##S(                             \
+      const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, float *lse,      \
+      int batch, int seq, int heads, int kvHeads, float scale, bool causal,    \
+      const int *cuSeqlens, int numCuSeqlens) {                                \
+    kiln::dev::flashAttentionForward<D, Q, K, S>(q, k, v, out, lse, batch,     \
+                                                 seq, heads, kvHeads, scale,   \
+                                                 causal, cuSeqlens,            \
+                                                 numCuSeqlens);                \
+  }
+
+#define KILN_FLASH_BACKWARD(D, Q, K)                                           \
+  KILN_LAUNCH(K / 16 * 32)                                                     \
+  flashAttentionBackward_d##D##_q##Q##_k##K(                                   \
+      const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,           \
+      const float *lse, const float *delta, float *dqAccum, bf16 *dk,          \
+      bf16 *dv, int batch, int seq, int heads, int kvHeads, float scale,       \
+      bool causal, const int *cuSeqlens, int numCuSeqlens) {                   \
+    kiln::dev::flashAttentionBackward<D, Q, K>(                                \
+        dout, q, k, v, lse, delta, dqAccum, dk, dv, batch, seq, heads,         \
+        kvHeads, scale, causal, cuSeqlens, numCuSeqlens);                      \
+  }
+
+KILN_FLASH_FORWARD(64, 128, 128, 2)
+KILN_FLASH_FORWARD(128, 128, 64, 2)
+KILN_FLASH_FORWARD(64, 16, 16, 1)
+KILN_FLASH_FORWARD(128, 64, 32, 1)
+KILN_FLASH_BACKWARD(64, 64, 128)
+KILN_FLASH_BACKWARD(128, 64, 128)
+KILN_FLASH_BACKWARD(64, 32, 32)
+KILN_FLASH_BACKWARD(128, 32, 32)
+
+/// The code generator's delta launch, zeroing the dq accumulator.
+KILN_LAUNCH(32)
+flashAttentionPreprocess_bf16(const bf16 *dout, const bf16 *out, float *delta,
+                              int batch, int seq, int heads, int headDim,
+                              float *dqAccum) {
+  kiln::dev::attentionBackwardPreprocess<bf16, 32>(dout, out, delta, batch, seq,
+                                                   heads, headDim, dqAccum);
+}
+
+KILN_LAUNCH(KILN_COLUMN_THREADS)
+flashAttentionFinishDq_bf16(const float *dqAccum, bf16 *dq, long long n,
+                            float scale) {
+  kiln::dev::flashAttentionFinishDq<bf16>(dqAccum, dq, n, scale);
+}
 
 //===----------------------------------------------------------------------===//
 // Type-independent kernels
