@@ -12,11 +12,12 @@ bundle=${KILN_GPU_BUNDLE:-$root/build-gpu-bundle}
 arch=${KILN_GPU_ARCH:-sm_90a}
 
 "$root/.ci/setup.sh" >/dev/null
-cmake --build "$build" --target kiln kiln-run kiln-gpu-tests kiln-gemm-bench
+cmake --build "$build" --target kiln kiln-run kiln-gpu-tests kiln-gemm-bench \
+  kiln-flash-bench
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/plans/test" "$bundle/plans/bench"
 
-for tool in kiln-run kiln-gpu-tests kiln-gemm-bench; do
+for tool in kiln-run kiln-gpu-tests kiln-gemm-bench kiln-flash-bench; do
   cp "$build/bin/$tool" "$bundle/bin/" 2>/dev/null ||
     cp "$build/test/Runtime/$tool" "$bundle/bin/"
 done

@@ -40,7 +40,13 @@ python3 "$root/bench/gpu/torch_bench.py" --bin "$bin" --plans "$plans/bench" \
   --out "$out" 2>&1 | tee "$out/bench.log"
 bench_rc=${PIPESTATUS[0]}
 
+echo "== attention benchmark"
+python3 "$root/bench/gpu/flash_bench.py" --bin "$bin" --out "$out" 2>&1 |
+  tee "$out/attention.log"
+attention_rc=${PIPESTATUS[0]}
+
 echo "== summary (full logs in $out)"
 grep -E "PASSED|FAILED|SKIPPED" "$out/gpu-tests.log" | tail -3
 sed -n '/^| /,$p' "$out/bench.log"
-exit $(( tests_rc || bench_rc ))
+sed -n '/^| /,$p' "$out/attention.log"
+exit $(( tests_rc || bench_rc || attention_rc ))
