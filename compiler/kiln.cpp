@@ -14,6 +14,7 @@
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
 #include "runtime/Precompile.h"
+#include "runtime/cuda/Device.h"
 #include "runtime/train/Trainer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -98,15 +99,6 @@ cl::opt<bool> reportChoices(
     "report", cl::desc("Print what the planning passes chose and why"),
     cl::sub(compileCommand), cl::sub(trainCommand), cl::sub(inspectCommand));
 
-/// The target whose memories size the kernels' tiles: that of --target when
-/// compiling for a GPU, else the host.
-std::string tileTarget() {
-  llvm::StringRef arch(target);
-  if (arch.consume_front("cuda:"))
-    return targetForArch(arch);
-  return "host";
-}
-
 cl::opt<bool> failOnSpills("fail-on-spills",
                            cl::desc("With --target: fail if any kernel "
                                     "spills registers"),
@@ -161,6 +153,20 @@ cl::opt<std::string> backendChoice(
     "backend",
     cl::desc("auto (cuda if a usable GPU exists, else host), host or cuda"),
     cl::init("auto"), cl::sub(trainCommand));
+
+/// The target whose memories size the kernels' tiles: that of --target when
+/// compiling for a GPU; when training on a GPU (--backend cuda, or auto with
+/// a usable GPU), that GPU's; else the host.
+std::string tileTarget() {
+  llvm::StringRef arch(target);
+  if (arch.consume_front("cuda:"))
+    return targetForArch(arch);
+  if (trainCommand && backendChoice != "host")
+    if (std::optional<kiln::rt::cuda::DeviceInfo> device =
+            kiln::rt::cuda::probeDevice())
+      return targetForArch(device->arch());
+  return "host";
+}
 
 cl::list<std::string> tokenizeInputs(cl::Positional, cl::OneOrMore,
                                      cl::desc("<text files>"),
