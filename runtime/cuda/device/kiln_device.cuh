@@ -1054,6 +1054,17 @@ __device__ __forceinline__ void documentOf(long long t, int batch, int seq,
   end = cuSeqlens[lo] > tokens ? tokens : cuSeqlens[lo];
 }
 
+/// The keys flattened token t sees: [begin, last) of its document, up to t
+/// itself when causal.
+__device__ __forceinline__ void visibleKeys(long long t, int batch, int seq,
+                                            bool causal, const int *cuSeqlens,
+                                            int numCuSeqlens, long long &begin,
+                                            long long &last) {
+  long long end;
+  documentOf(t, batch, seq, cuSeqlens, numCuSeqlens, begin, end);
+  last = causal && t + 1 < end ? t + 1 : end;
+}
+
 /// Index into [batch, heads, seq] of flattened token t and head h.
 __device__ __forceinline__ long long headRowIndex(long long t, int h, int seq,
                                                   int heads) {
@@ -1109,9 +1120,9 @@ attentionForward(const T *q, const T *k, const T *v, T *out, float *lse,
       for (int i = blockIdx.x; i < seq; i += gridDim.x) {
         const long long t = static_cast<long long>(b) * seq + i;
         const long long kvOffset = static_cast<long long>(h / group) * kHeadDim;
-        long long begin, end;
-        detail::documentOf(t, batch, seq, cuSeqlens, numCuSeqlens, begin, end);
-        const long long last = causal && t + 1 < end ? t + 1 : end;
+        long long begin, last;
+        detail::visibleKeys(t, batch, seq, causal, cuSeqlens, numCuSeqlens,
+                            begin, last);
 
         float qr[kPerLane];
         detail::loadHeadRow<kHeadDim>(q + t * qStride + h * kHeadDim, lane, qr);
@@ -1245,9 +1256,9 @@ attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
       for (int i = blockIdx.x; i < seq; i += gridDim.x) {
         const long long t = static_cast<long long>(b) * seq + i;
         const long long kvOffset = static_cast<long long>(h / group) * kHeadDim;
-        long long begin, end;
-        detail::documentOf(t, batch, seq, cuSeqlens, numCuSeqlens, begin, end);
-        const long long last = causal && t + 1 < end ? t + 1 : end;
+        long long begin, last;
+        detail::visibleKeys(t, batch, seq, causal, cuSeqlens, numCuSeqlens,
+                            begin, last);
         const long long rowIndex = detail::headRowIndex(t, h, seq, heads);
         const float rowLse = lse[rowIndex], rowDelta = delta[rowIndex];
         const long long qOffset = t * qStride + h * kHeadDim;
@@ -1616,22 +1627,6 @@ __device__ __forceinline__ float quadSum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-/// The keys flattened token t sees: [begin, last), empty (0, 0) when t is
-/// not a token of the batch (t >= tokens).
-__device__ __forceinline__ void visibleKeys(long long t, long long tokens,
-                                            int batch, int seq, bool causal,
-                                            const int *cuSeqlens,
-                                            int numCuSeqlens, long long &begin,
-                                            long long &last) {
-  if (t >= tokens) {
-    begin = last = 0;
-    return;
-  }
-  long long end;
-  documentOf(t, batch, seq, cuSeqlens, numCuSeqlens, begin, end);
-  last = causal && t + 1 < end ? t + 1 : end;
-}
-
 /// x clamped to [0, size]: a key offset from a tile's first key.
 __device__ __forceinline__ int clampToTile(long long x, int size) {
   return x < 0 ? 0 : x > size ? size : static_cast<int>(x);
@@ -1690,7 +1685,6 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
   const int group = heads / kvHeads;
   const long long qStride = static_cast<long long>(heads) * kHeadDim;
   const long long kvStride = static_cast<long long>(kvHeads) * kHeadDim;
-  const long long tokens = static_cast<long long>(batch) * seq;
   const float scaleLog2 = scale * detail::kLog2e;
   const int qTiles = (seq + kBlockQ - 1) / kBlockQ;
   const detail::Fragments<kHeadDim> headTiles;
@@ -1709,18 +1703,19 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
         // This lane's rows (quadRow and quadRow + 8 of its warp's 16) and
         // the keys any row of the block sees: the documents' begins and
         // ends grow with the token, so the first and last rows bound them.
-        long long row[2], begin[2], last[2];
+        // Rows past the sequence see no key.
+        long long row[2], begin[2] = {0, 0}, last[2] = {0, 0};
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           row[r] = t0 + warp * 16 + quadRow + 8 * r;
-          detail::visibleKeys(row[r] < tEnd ? row[r] : tokens, tokens, batch,
-                              seq, causal, cuSeqlens, numCuSeqlens, begin[r],
-                              last[r]);
+          if (row[r] < tEnd)
+            detail::visibleKeys(row[r], batch, seq, causal, cuSeqlens,
+                                numCuSeqlens, begin[r], last[r]);
         }
         long long kLo, unused, kHi, lastBegin;
-        detail::visibleKeys(t0, tokens, batch, seq, causal, cuSeqlens,
-                            numCuSeqlens, kLo, unused);
-        detail::visibleKeys(tEnd - 1, tokens, batch, seq, causal, cuSeqlens,
+        detail::visibleKeys(t0, batch, seq, causal, cuSeqlens, numCuSeqlens,
+                            kLo, unused);
+        detail::visibleKeys(tEnd - 1, batch, seq, causal, cuSeqlens,
                             numCuSeqlens, lastBegin, kHi);
         if (kHi < kLo)
           kHi = kLo;
@@ -1741,10 +1736,7 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
 #pragma unroll
         for (int kk = 0; kk < kHeadDim / 16; ++kk)
           headTiles.loadA(qFrag[kk], qTile, warp * 16, kk * 16);
-        float o[kHeadDim / 8][4];
-#pragma unroll
-        for (int n = 0; n < kHeadDim / 8; ++n)
-          o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+        float o[kHeadDim / 8][4] = {};
         float rowMax[2] = {negativeInfinity(), negativeInfinity()};
         float rowSum[2] = {0.0f, 0.0f};
 
@@ -1770,10 +1762,7 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
           const bf16 *vTile = vTiles + (it % kStages) * kTileK;
 
           // S = Q K^T for this warp's 16 rows and the tile's keys.
-          float s[kBlockK / 8][4];
-#pragma unroll
-          for (int n = 0; n < kBlockK / 8; ++n)
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+          float s[kBlockK / 8][4] = {};
 #pragma unroll
           for (int kk = 0; kk < kHeadDim / 16; ++kk)
 #pragma unroll
@@ -1906,7 +1895,6 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
   const int group = heads / kvHeads;
   const long long qStride = static_cast<long long>(heads) * kHeadDim;
   const long long kvStride = static_cast<long long>(kvHeads) * kHeadDim;
-  const long long tokens = static_cast<long long>(batch) * seq;
   const float scaleLog2 = scale * detail::kLog2e;
   const int keyTiles = (seq + kBlockK - 1) / kBlockK;
   const detail::Fragments<kHeadDim> headTiles;
@@ -1932,18 +1920,11 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
         // This lane's keys: rows quadRow and quadRow + 8 of its warp's 16.
         const int keyCol[2] = {warp * 16 + quadRow, warp * 16 + quadRow + 8};
 
-        detail::loadTileAsync<kBlockK, kHeadDim, kThreads>(
-            kTile, k + kvOffset, kvStride, j0, j0, jEnd);
-        detail::loadTileAsync<kBlockK, kHeadDim, kThreads>(
-            vTile, v + kvOffset, kvStride, j0, j0, jEnd);
+        detail::loadKeyValueTiles<kBlockK, kHeadDim, kThreads>(
+            kTile, vTile, k + kvOffset, v + kvOffset, kvStride, j0, j0, jEnd);
         detail::copyAsyncCommit();
 
-        float dkAcc[kHeadDim / 8][4], dvAcc[kHeadDim / 8][4];
-#pragma unroll
-        for (int n = 0; n < kHeadDim / 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            dkAcc[n][e] = dvAcc[n][e] = 0.0f;
+        float dkAcc[kHeadDim / 8][4] = {}, dvAcc[kHeadDim / 8][4] = {};
 
         for (int hh = 0; hh < group; ++hh) {
           const int h = kvh * group + hh;
@@ -1959,7 +1940,7 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
               long long visibleBegin = 0, visibleLast = 0;
               float rowLse = 0.0f, rowDelta = 0.0f;
               if (t < qHi) {
-                detail::visibleKeys(t, tokens, batch, seq, causal, cuSeqlens,
+                detail::visibleKeys(t, batch, seq, causal, cuSeqlens,
                                     numCuSeqlens, visibleBegin, visibleLast);
                 const long long index = detail::headRowIndex(t, h, seq, heads);
                 rowLse = lse[index] * detail::kLog2e;
