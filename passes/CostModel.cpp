@@ -1,6 +1,7 @@
 //===- CostModel.cpp - What a target can do, and what ops cost ------------===//
 
 #include "passes/CostModel.h"
+#include "runtime/cuda/FlashAttention.h"
 
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
@@ -43,9 +44,8 @@ namespace {
 int64_t roundUp16(int64_t x) { return (x + 15) / 16 * 16; }
 } // namespace
 
-bool kiln::hasFlashKernel(int64_t headDim, unsigned elementBytes) {
-  return elementBytes == 2 &&
-         (headDim == 16 || headDim == 32 || headDim == 64 || headDim == 128);
+bool kiln::hasFlashKernel(int64_t headDim) {
+  return headDim == 16 || headDim == 32 || headDim == 64 || headDim == 128;
 }
 
 namespace {
@@ -80,15 +80,10 @@ AttentionTiles kiln::fitFlashKernelTiles(AttentionTiles tiles, int64_t headDim,
 
 int64_t kiln::flashKernelSharedBytes(const AttentionTiles &tiles,
                                      int64_t headDim, bool backward) {
-  // As flashForwardSharedBytes and flashBackwardSharedBytes in
-  // kiln_device.cuh: bf16 tiles, then the backward's per-row FP32 and int
-  // statistics.
-  if (backward)
-    return (2 * tiles.blockK * headDim + 2 * tiles.blockQ * headDim +
-            tiles.blockQ * tiles.blockK) *
-               2 +
-           tiles.blockQ * 16;
-  return (tiles.blockQ + 2 * tiles.numStages * tiles.blockK) * headDim * 2;
+  return backward ? rt::cuda::flashBackwardSharedBytes(headDim, tiles.blockQ,
+                                                       tiles.blockK)
+                  : rt::cuda::flashForwardSharedBytes(
+                        headDim, tiles.blockQ, tiles.blockK, tiles.numStages);
 }
 
 AttentionTiles kiln::chooseAttentionTiles(const Target &target,
@@ -116,14 +111,18 @@ AttentionTiles kiln::chooseAttentionTiles(const Target &target,
     }
     tiles = fitFlashKernelTiles(tiles, d, backward);
     auto smem = [&] { return flashKernelSharedBytes(tiles, d, backward); };
-    while (smem() > target.tileMemoryBytes && tiles.blockQ > 16)
-      tiles = fitFlashKernelTiles(
-          AttentionTiles{tiles.blockQ / 2, tiles.blockK, 0, tiles.numStages}, d,
-          backward);
-    while (smem() > target.tileMemoryBytes && tiles.blockK > 16)
-      tiles = fitFlashKernelTiles(
-          AttentionTiles{tiles.blockQ, tiles.blockK / 2, 0, tiles.numStages}, d,
-          backward);
+    // Halve the query block, then the key block, while the kernels accept
+    // the smaller size.
+    for (int64_t AttentionTiles::*block :
+         {&AttentionTiles::blockQ, &AttentionTiles::blockK})
+      while (smem() > target.tileMemoryBytes) {
+        AttentionTiles smaller = tiles;
+        smaller.*block /= 2;
+        smaller = fitFlashKernelTiles(smaller, d, backward);
+        if (smaller.*block >= tiles.*block)
+          break;
+        tiles = smaller;
+      }
     tiles.reason =
         backward
             ? formatv("cost model for {0}: blocks of {1} keys (a warp per 16) "

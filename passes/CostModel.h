@@ -55,16 +55,15 @@ AttentionTiles chooseAttentionTiles(const Target &target,
                                     const AttentionShape &shape, bool backward);
 
 /// Whether the tensor-core FlashAttention kernels (runtime/cuda/device/
-/// kiln_device.cuh) handle this head dim and element size: BF16 and head
-/// dims 16, 32, 64 or 128.
-bool hasFlashKernel(int64_t headDim, unsigned elementBytes);
+/// kiln_device.cuh), which take BF16 storage, handle this head dim: 16, 32,
+/// 64 or 128.
+bool hasFlashKernel(int64_t headDim);
 
 /// `tiles` made valid for the tensor-core kernels of `headDim`: blocks
 /// multiples of 16 in [16, 128] (backward: at least 32, the key block a
-/// power of two),
-/// warps one per 16 rows of the block a warp owns (the forward's queries,
-/// the backward's keys), at most 2 stages forward and 1 backward. Tiles the
-/// GPU cost model chose come back unchanged.
+/// power of two), warps one per 16 rows of the block a warp owns (the
+/// forward's queries, the backward's keys), at most 2 stages forward and 1
+/// backward. Tiles the GPU cost model chose come back unchanged.
 AttentionTiles fitFlashKernelTiles(AttentionTiles tiles, int64_t headDim,
                                    bool backward);
 

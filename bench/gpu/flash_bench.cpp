@@ -26,6 +26,7 @@
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/Device.h"
+#include "runtime/cuda/FlashAttention.h"
 #include "runtime/cuda/Nvrtc.h"
 
 #include <fmt/format.h>
@@ -209,9 +210,10 @@ int main(int argc, char **argv) {
               static_cast<int>(sharedBytes)));
         return f;
       };
-      const unsigned fwdShared = (t.fwdQ + 2 * t.stages * t.fwdK) * d * 2;
-      const unsigned bwdShared =
-          (2 * t.bwdK * d + 2 * t.bwdQ * d + t.bwdQ * t.bwdK) * 2 + t.bwdQ * 16;
+      const auto fwdShared = static_cast<unsigned>(
+          flashForwardSharedBytes(d, t.fwdQ, t.fwdK, t.stages));
+      const auto bwdShared =
+          static_cast<unsigned>(flashBackwardSharedBytes(d, t.bwdQ, t.bwdK));
       CUfunction fwd = function(compiled[0], name + "_fwd", fwdShared);
       CUfunction delta = function(compiled[1], name + "_bwd_delta", 0);
       CUfunction bwd = function(compiled[1], name + "_bwd", bwdShared);

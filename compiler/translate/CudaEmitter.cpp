@@ -274,6 +274,22 @@ SmallVector<std::string> elementExpressions(Operation *op,
       .Default([](Operation *) { return SmallVector<std::string>{}; });
 }
 
+/// Whether attention on `query` with `headDim` runs the tensor-core
+/// FlashAttention kernels: BF16 storage and a head dim they take.
+bool usesFlashKernel(Value query, int64_t headDim) {
+  return elementType(query).isBF16() && hasFlashKernel(headDim);
+}
+
+/// The tile sizes of an attention op, fitted to the tensor-core kernels.
+template <typename AttentionOp>
+AttentionTiles flashTiles(AttentionOp op, int64_t headDim, bool backward) {
+  return fitFlashKernelTiles({static_cast<int64_t>(op.getBlockQ()),
+                              static_cast<int64_t>(op.getBlockK()),
+                              static_cast<int64_t>(op.getNumWarps()),
+                              static_cast<int64_t>(op.getNumStages())},
+                             headDim, backward);
+}
+
 /// A name for a generated body: its kind and a hash of its text, so that
 /// identical regions share one kernel.
 std::string hashedName(StringRef kind, StringRef body) {
@@ -335,14 +351,9 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     std::string args = "(q, k, v, out, lse, (int)batch, (int)seq, (int)heads, "
                        "(int)kvHeads, scale, causal != 0, cuSeqlens, "
                        "(int)numCuSeqlens);\n";
-    if (hasFlashKernel(headDim, elementType(q).getIntOrFloatBitWidth() / 8)) {
+    if (usesFlashKernel(q, headDim)) {
       // FlashAttention-2 on tensor cores with the op's tile sizes.
-      AttentionTiles tiles =
-          fitFlashKernelTiles({static_cast<int64_t>(attention.getBlockQ()),
-                               static_cast<int64_t>(attention.getBlockK()),
-                               static_cast<int64_t>(attention.getNumWarps()),
-                               static_cast<int64_t>(attention.getNumStages())},
-                              headDim, /*backward=*/false);
+      AttentionTiles tiles = flashTiles(attention, headDim, /*backward=*/false);
       k.launch(formatv("kiln_flash_attention_fwd_d{0}_q{1}_k{2}_s{3}", headDim,
                        tiles.blockQ, tiles.blockK, tiles.numStages)
                    .str(),
@@ -377,8 +388,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
                                    : 1.0 / std::sqrt(double(headDim));
     std::string t = cudaType(elementType(q));
     std::string tag = planDtypeName(elementType(q));
-    const bool flash =
-        hasFlashKernel(headDim, elementType(q).getIntOrFloatBitWidth() / 8);
+    const bool flash = usesFlashKernel(q, headDim);
     // Scratch: delta = rowsum(dout * out), then (flash) the FP32 dq
     // accumulator at a 256-byte boundary.
     int64_t rows = shape[0] * heads * shape[1];
@@ -395,26 +405,26 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     k.integer("headDim", headDim);
     if (flash)
       k.scratch("float", "dqAccum", accumOffset);
-    else
-      k.null("float", "dqAccum");
     k.launch("kiln_attention_bwd_delta_" + tag,
              formatv("  kiln::dev::attentionBackwardPreprocess<{0}, 32>(dout, "
                      "out, delta, (int)batch, (int)seq, (int)heads, "
-                     "(int)headDim, (float *)dqAccum);\n",
-                     t)
+                     "(int)headDim, {1});\n",
+                     t, flash ? "dqAccum" : "nullptr")
                  .str(),
              {shape[1], heads, shape[0]}, 32);
 
-    auto common = [&](StringRef outputs) {
+    // The parameters of the main kernels: dq (or, flash, its accumulator)
+    // unless keyValue, dk and dv if keyValue.
+    auto common = [&](bool keyValue) {
       k.value(grad.getGrad(), false, "dout");
       k.value(q, false, "q");
       k.value(grad.getKey(), false, "k");
       k.value(grad.getValue(), false, "v");
       k.value(grad.getLse(), false, "lse");
       k.scratch("const float", "delta", 0);
-      if (outputs.contains("dqAccum"))
+      if (flash)
         k.scratch("float", "dqAccum", accumOffset);
-      if (outputs.contains("dk")) {
+      if (keyValue) {
         k.value(grad.getKeyGrad(), true, "dk");
         k.value(grad.getValueGrad(), true, "dv");
       } else {
@@ -433,13 +443,8 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     std::string tail = "(int)batch, (int)seq, (int)heads, (int)kvHeads, "
                        "scale, causal != 0, cuSeqlens, (int)numCuSeqlens);\n";
     if (flash) {
-      AttentionTiles tiles =
-          fitFlashKernelTiles({static_cast<int64_t>(grad.getBlockQ()),
-                               static_cast<int64_t>(grad.getBlockK()),
-                               static_cast<int64_t>(grad.getNumWarps()),
-                               static_cast<int64_t>(grad.getNumStages())},
-                              headDim, /*backward=*/true);
-      common("dqAccum dk dv");
+      AttentionTiles tiles = flashTiles(grad, headDim, /*backward=*/true);
+      common(/*keyValue=*/true);
       k.launch(formatv("kiln_flash_attention_bwd_d{0}_q{1}_k{2}", headDim,
                        tiles.blockQ, tiles.blockK)
                    .str(),
@@ -464,14 +469,14 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
           kElementwiseThreads);
       return step;
     }
-    common("dq");
+    common(/*keyValue=*/false);
     k.launch(formatv("kiln_attention_bwd_q_{0}_d{1}", tag, headDim).str(),
              formatv("  kiln::dev::attentionBackwardQuery<{0}, {1}, {2}>("
                      "dout, q, k, v, lse, delta, dq, {3}",
                      t, headDim, threads, tail)
                  .str(),
              {shape[1], heads, shape[0]}, threads);
-    common("dk dv");
+    common(/*keyValue=*/true);
     k.launch(formatv("kiln_attention_bwd_kv_{0}_d{1}", tag, headDim).str(),
              formatv("  kiln::dev::attentionBackwardKeyValue<{0}, {1}, {2}>("
                      "dout, q, k, v, lse, delta, dk, dv, {3}",

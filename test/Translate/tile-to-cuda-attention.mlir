@@ -8,9 +8,11 @@
 // FP32 storage keeps the exact per-row kernels.
 
 // CHECK-LABEL: // ----- kernel kiln_attention_bwd_delta_bf16
-// CHECK: kiln::dev::attentionBackwardPreprocess<__nv_bfloat16, 32>(dout, out, delta, (int)batch, (int)seq, (int)heads, (int)headDim, (float *)dqAccum);
+// CHECK: (const __nv_bfloat16 *__restrict__ dout, const __nv_bfloat16 *__restrict__ out, float *delta, long long batch, long long seq, long long heads, long long headDim, float *dqAccum)
+// CHECK-NEXT: kiln::dev::attentionBackwardPreprocess<__nv_bfloat16, 32>(dout, out, delta, (int)batch, (int)seq, (int)heads, (int)headDim, dqAccum);
 // CHECK-LABEL: // ----- kernel kiln_attention_bwd_delta_f32
-// CHECK: (const float *__restrict__ dout, const float *__restrict__ out, float *delta, long long batch, long long seq, long long heads, long long headDim, const float *dqAccum)
+// CHECK: (const float *__restrict__ dout, const float *__restrict__ out, float *delta, long long batch, long long seq, long long heads, long long headDim)
+// CHECK-NEXT: kiln::dev::attentionBackwardPreprocess<float, 32>(dout, out, delta, (int)batch, (int)seq, (int)heads, (int)headDim, nullptr);
 // CHECK-LABEL: // ----- kernel kiln_attention_bwd_kv_f32_d64
 // CHECK: kiln::dev::attentionBackwardKeyValue<float, 64, 128>(
 // CHECK-LABEL: // ----- kernel kiln_attention_bwd_q_f32_d64

@@ -14,6 +14,7 @@
 
 #include "DeviceEmulation.h"
 
+#include "runtime/cuda/FlashAttention.h"
 #include "runtime/cuda/device/kiln_device.cuh"
 #include "runtime/host/Kernels.h"
 
@@ -632,6 +633,25 @@ TEST(DeviceEmulationFlashTest, FlashAttention) {
     checkFlashAttention<64, Warps>(2, 20, 2, 1, causal, {0, 7, 7, 29, 40});
     checkFlashAttention<64, Small>(2, 19, 4, 2, causal, {0, 5, 38}, false);
   }
+}
+
+// The host's copy of the flash kernels' shared-memory sizes
+// (runtime/cuda/FlashAttention.h: the cost model, the code generator and the
+// GPU tests use it) is the device library's, over every tile the kernels
+// take.
+TEST(DeviceEmulationFlashTest, SharedMemorySizesMatchTheHost) {
+  for (int headDim : {16, 32, 64, 128})
+    for (int blockQ = 16; blockQ <= 128; blockQ += 16)
+      for (int blockK = 16; blockK <= 128; blockK += 16) {
+        for (int stages : {1, 2})
+          EXPECT_EQ(
+              dev::flashForwardSharedBytes(headDim, blockQ, blockK, stages),
+              kiln::rt::cuda::flashForwardSharedBytes(headDim, blockQ, blockK,
+                                                      stages));
+        EXPECT_EQ(
+            dev::flashBackwardSharedBytes(headDim, blockQ, blockK),
+            kiln::rt::cuda::flashBackwardSharedBytes(headDim, blockQ, blockK));
+      }
 }
 
 //===----------------------------------------------------------------------===//

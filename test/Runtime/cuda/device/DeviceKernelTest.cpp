@@ -22,6 +22,7 @@
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/Device.h"
+#include "runtime/cuda/FlashAttention.h"
 #include "runtime/cuda/KernelCache.h"
 #include "runtime/cuda/Nvrtc.h"
 #include "runtime/host/Kernels.h"
@@ -925,16 +926,13 @@ struct FlashConfig {
            std::to_string(blockQ) + "_k" + std::to_string(blockK) + "_s" +
            std::to_string(stages);
   }
-  /// As flashForwardSharedBytes and flashBackwardSharedBytes of
-  /// kiln_device.cuh (whose kernels trap when launched with less).
   unsigned forwardSharedBytes() const {
-    return (blockQ + 2 * stages * blockK) * headDim * 2;
+    return static_cast<unsigned>(kiln::rt::cuda::flashForwardSharedBytes(
+        headDim, blockQ, blockK, stages));
   }
   unsigned backwardSharedBytes() const {
-    return (2 * bwdBlockK * headDim + 2 * bwdBlockQ * headDim +
-            bwdBlockQ * bwdBlockK) *
-               2 +
-           bwdBlockQ * 16;
+    return static_cast<unsigned>(kiln::rt::cuda::flashBackwardSharedBytes(
+        headDim, bwdBlockQ, bwdBlockK));
   }
   std::string backward() const {
     return "flashAttentionBackward_d" + std::to_string(headDim) + "_q" +
