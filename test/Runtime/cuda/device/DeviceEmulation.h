@@ -11,7 +11,8 @@
 //     at warp shuffles, so `__shared__` (made `static`) is the running
 //     block's shared memory.
 //   - __syncthreads releases when every live thread of the block waits at
-//     it; __shfl_xor_sync when all 32 lanes of the warp wait at one. A
+//     it; a warp-level exchange (__shfl_xor_sync, and the matrix
+//     instructions below) when all 32 lanes of the warp wait at one. A
 //     barrier some threads never reach aborts with "deadlock": divergent
 //     barriers are bugs on the GPU too.
 //   - The warp-level matrix instructions of the tensor-core kernels
@@ -75,13 +76,16 @@ struct Fiber {
   FiberState state = FiberState::Runnable;
 };
 
+/// What each lane gives to a warp-level exchange: a shuffled value, or the
+/// registers or address of a matrix instruction.
+using LaneWords = std::array<unsigned, 6>;
+
 /// The block being run.
 struct Block {
   ucontext_t scheduler;
   std::vector<Fiber> fibers;
-  std::vector<float> shuffleSlots; // one per thread
-  /// What each thread contributes to a warp-level matrix instruction.
-  std::vector<std::array<unsigned, 6>> matrixSlots;
+  /// What each thread gives to the warp-level exchange in progress.
+  std::vector<LaneWords> warpSlots;
   /// The dynamic shared memory of the running block.
   std::vector<unsigned char> dynamicShared;
   unsigned current = 0;
@@ -148,36 +152,26 @@ inline bool releaseBarriers(Block &block) {
   return atSync;
 }
 
+/// The 32 lanes' `mine` (the running warp's), gathered at a warp barrier:
+/// every warp-level exchange (shuffles, mma, ldmatrix) goes through here.
+inline std::array<LaneWords, 32> gatherWarp(const LaneWords &mine) {
+  const unsigned t = threadIdx.x;
+  runningBlock->warpSlots[t] = mine;
+  park(FiberState::AtShuffle);
+  std::array<LaneWords, 32> all;
+  for (unsigned lane = 0; lane < 32; ++lane)
+    all[lane] = runningBlock->warpSlots[(t & ~31u) | lane];
+  park(FiberState::AtShuffle); // nobody overwrites a slot still to be read
+  return all;
+}
+
 } // namespace kiln::dev::emulation
 
 inline void __syncthreads() {
   kiln::dev::emulation::park(kiln::dev::emulation::FiberState::AtSyncThreads);
 }
 
-inline float __shfl_xor_sync(unsigned, float value, int laneMask) {
-  using namespace kiln::dev::emulation;
-  const unsigned t = threadIdx.x;
-  runningBlock->shuffleSlots[t] = value;
-  park(FiberState::AtShuffle);
-  float other = runningBlock->shuffleSlots[(t & ~31u) | ((t & 31u) ^ laneMask)];
-  park(FiberState::AtShuffle); // nobody overwrites a slot still to be read
-  return other;
-}
-
 namespace kiln::dev::emulation {
-
-/// The 32 lanes' `mine` (the running warp's), gathered at a warp barrier.
-inline std::array<std::array<unsigned, 6>, 32>
-gatherWarp(const std::array<unsigned, 6> &mine) {
-  const unsigned t = threadIdx.x;
-  runningBlock->matrixSlots[t] = mine;
-  park(FiberState::AtShuffle);
-  std::array<std::array<unsigned, 6>, 32> all;
-  for (unsigned lane = 0; lane < 32; ++lane)
-    all[lane] = runningBlock->matrixSlots[(t & ~31u) | lane];
-  park(FiberState::AtShuffle); // nobody overwrites a slot still to be read
-  return all;
-}
 
 /// Element `half` (0: bits 0-15) of a register of two bf16, as a float.
 inline float bf16Half(unsigned reg, int half) {
@@ -288,6 +282,15 @@ inline float atomicAdd(float *address, float value) {
   return old;
 }
 
+inline float __shfl_xor_sync(unsigned, float value, int laneMask) {
+  kiln::dev::emulation::LaneWords mine{};
+  std::memcpy(&mine[0], &value, sizeof value);
+  const auto all = kiln::dev::emulation::gatherWarp(mine);
+  float other;
+  std::memcpy(&other, &all[(threadIdx.x % 32) ^ laneMask][0], sizeof other);
+  return other;
+}
+
 inline float __int_as_float(int bits) {
   float value;
   std::memcpy(&value, &bits, sizeof value);
@@ -318,8 +321,7 @@ inline void emulateKernel(EmulatedDim3 grid, unsigned threads,
   blockDim = {threads, 1, 1};
   Block block;
   block.fibers.resize(threads);
-  block.shuffleSlots.resize(threads);
-  block.matrixSlots.resize(threads);
+  block.warpSlots.resize(threads);
   block.body = &body;
   for (Fiber &fiber : block.fibers)
     fiber.stack.reset(new char[kFiberStackBytes]);
