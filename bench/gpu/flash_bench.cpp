@@ -22,10 +22,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/Numerics.h"
-#include "runtime/cuda/CudaApi.h"
+#include "BenchSupport.h"
+
 #include "runtime/cuda/CudaBackend.h"
-#include "runtime/cuda/Device.h"
 #include "runtime/cuda/FlashAttention.h"
 #include "runtime/cuda/Nvrtc.h"
 
@@ -42,6 +41,7 @@
 
 using namespace kiln::rt;
 using namespace kiln::rt::cuda;
+namespace bench = kiln::bench;
 
 namespace {
 
@@ -147,14 +147,20 @@ int main(int argc, char **argv) {
                  "[...]\n");
     return 1;
   }
+  // The forward's key block, unless given: the cost model's for the head
+  // dim.
+  auto tilesFor = [&](int d) {
+    Tiles t = tiles;
+    if (!fwdGiven)
+      t.fwdK = d <= 64 ? 128 : 64;
+    return t;
+  };
   try {
     if (!compileOnly.empty()) {
       for (; arg + 5 < argc; arg += 6) {
         const int d = std::atoi(argv[arg + 4]);
-        Tiles t = tiles;
-        if (!fwdGiven)
-          t.fwdK = d <= 64 ? 128 : 64;
-        std::vector<CompileRequest> requests = requestsFor(d, t, compileOnly);
+        std::vector<CompileRequest> requests =
+            requestsFor(d, tilesFor(d), compileOnly);
         for (CompileRequest &request : requests)
           request.options.push_back("--ptxas-options=-v");
         for (const CompiledKernel &kernel :
@@ -164,25 +170,14 @@ int main(int argc, char **argv) {
       }
       return 0;
     }
-    std::string why;
-    std::optional<DeviceInfo> device = probeDevice(&why);
-    if (!device) {
-      std::fprintf(stderr, "kiln-flash-bench: no usable GPU: %s\n",
-                   why.c_str());
+    std::optional<bench::Gpu> gpu = bench::openGpu("kiln-flash-bench");
+    if (!gpu)
       return 2;
-    }
     const DriverApi &cu = driver();
-    CUdevice handle;
-    CUcontext context;
-    CUstream stream;
-    KILN_CUDA_CHECK(cu.cuDeviceGet(&handle, device->ordinal));
-    KILN_CUDA_CHECK(cu.cuDevicePrimaryCtxRetain(&context, handle));
-    KILN_CUDA_CHECK(cu.cuCtxSetCurrent(context));
-    KILN_CUDA_CHECK(cu.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+    const CUstream stream = gpu->stream;
     std::printf("# %s (%s), Kiln flash kernels (NVRTC), BF16, median of 20\n",
-                device->name.c_str(), device->arch().c_str());
+                gpu->device.name.c_str(), gpu->device.arch().c_str());
     std::mt19937 rng(1);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
 
     for (; arg + 5 < argc; arg += 6) {
       const long long batch = std::atoll(argv[arg]),
@@ -191,17 +186,17 @@ int main(int argc, char **argv) {
                       kvHeads = std::atoll(argv[arg + 3]);
       const int d = std::atoi(argv[arg + 4]);
       const long long causal = std::atoi(argv[arg + 5]) != 0;
-      Tiles t = tiles;
-      if (!fwdGiven)
-        t.fwdK = d <= 64 ? 128 : 64;
+      const Tiles t = tilesFor(d);
       const float scale = 1.0f / std::sqrt(static_cast<float>(d));
       const std::string name = fmt::format("kiln_flash_d{}", d);
-      std::vector<CompiledKernel> compiled =
-          compileKernels(requestsFor(d, t, device->arch()), nullptr, 2);
-      auto function = [&](const CompiledKernel &kernel, const std::string &fn,
+      std::vector<CUmodule> modules;
+      for (const CompiledKernel &kernel :
+           compileKernels(requestsFor(d, t, gpu->device.arch()), nullptr, 2)) {
+        KILN_CUDA_CHECK(
+            cu.cuModuleLoadData(&modules.emplace_back(), kernel.cubin.data()));
+      }
+      auto function = [&](CUmodule module, const std::string &fn,
                           unsigned sharedBytes) {
-        CUmodule module;
-        KILN_CUDA_CHECK(cu.cuModuleLoadData(&module, kernel.cubin.data()));
         CUfunction f;
         KILN_CUDA_CHECK(cu.cuModuleGetFunction(&f, module, fn.c_str()));
         if (sharedBytes > 48 * 1024)
@@ -214,10 +209,10 @@ int main(int argc, char **argv) {
           flashForwardSharedBytes(d, t.fwdQ, t.fwdK, t.stages));
       const auto bwdShared =
           static_cast<unsigned>(flashBackwardSharedBytes(d, t.bwdQ, t.bwdK));
-      CUfunction fwd = function(compiled[0], name + "_fwd", fwdShared);
-      CUfunction delta = function(compiled[1], name + "_bwd_delta", 0);
-      CUfunction bwd = function(compiled[1], name + "_bwd", bwdShared);
-      CUfunction finish = function(compiled[1], name + "_bwd_dq", 0);
+      CUfunction fwd = function(modules[0], name + "_fwd", fwdShared);
+      CUfunction delta = function(modules[1], name + "_bwd_delta", 0);
+      CUfunction bwd = function(modules[1], name + "_bwd", bwdShared);
+      CUfunction finish = function(modules[1], name + "_bwd_dq", 0);
 
       const long long qCount = batch * seq * heads * d,
                       kvCount = batch * seq * kvHeads * d,
@@ -230,12 +225,7 @@ int main(int argc, char **argv) {
         return p;
       };
       auto upload = [&](long long count) {
-        std::vector<uint16_t> host(count);
-        for (uint16_t &x : host)
-          x = floatToBf16(normal(rng));
-        CUdeviceptr p = alloc(count * 2);
-        KILN_CUDA_CHECK(cu.cuMemcpyHtoD(p, host.data(), count * 2));
-        return p;
+        return buffers.emplace_back(bench::uploadRandomBf16(count, rng));
       };
       CUdeviceptr q = upload(qCount), k = upload(kvCount), v = upload(kvCount),
                   dout = upload(qCount), out = alloc(qCount * 2),
@@ -268,29 +258,9 @@ int main(int argc, char **argv) {
         launch(finish, std::min<long long>((n + 255) / 256, 65535 * 16), 1, 1,
                256, 0, {&dqAccum, &dq, &n, (void *)&scale});
       };
-      auto median = [&](const std::function<void()> &work) {
-        for (int w = 0; w < 3; ++w)
-          work();
-        CUevent start, stop;
-        KILN_CUDA_CHECK(cu.cuEventCreate(&start, CU_EVENT_DEFAULT));
-        KILN_CUDA_CHECK(cu.cuEventCreate(&stop, CU_EVENT_DEFAULT));
-        std::vector<float> times;
-        for (int r = 0; r < 20; ++r) {
-          KILN_CUDA_CHECK(cu.cuEventRecord(start, stream));
-          work();
-          KILN_CUDA_CHECK(cu.cuEventRecord(stop, stream));
-          KILN_CUDA_CHECK(cu.cuEventSynchronize(stop));
-          float ms;
-          KILN_CUDA_CHECK(cu.cuEventElapsedTime(&ms, start, stop));
-          times.push_back(ms);
-        }
-        cu.cuEventDestroy(start);
-        cu.cuEventDestroy(stop);
-        std::sort(times.begin(), times.end());
-        return static_cast<double>(times[times.size() / 2]);
-      };
       forward(); // out and lse for the backward
-      const double fwdMs = median(forward), bwdMs = median(backward);
+      const double fwdMs = bench::medianMilliseconds(stream, forward, 3, 20),
+                   bwdMs = bench::medianMilliseconds(stream, backward, 3, 20);
       const double fwdFlops =
           4.0 * batch * heads * double(seq) * seq * d / (causal ? 2.0 : 1.0);
       std::printf("%lld %lld %lld %lld %d %lld %.4f %.1f %.4f %.1f\n", batch,
@@ -300,6 +270,8 @@ int main(int argc, char **argv) {
       std::fflush(stdout);
       for (CUdeviceptr p : buffers)
         cu.cuMemFree(p);
+      for (CUmodule module : modules)
+        cu.cuModuleUnload(module);
     }
     return 0;
   } catch (const std::exception &e) {

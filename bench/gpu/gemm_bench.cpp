@@ -9,20 +9,16 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/Numerics.h"
-#include "runtime/cuda/CublasLt.h"
-#include "runtime/cuda/CudaApi.h"
-#include "runtime/cuda/Device.h"
+#include "BenchSupport.h"
 
-#include <algorithm>
+#include "runtime/cuda/CublasLt.h"
+
 #include <cstdio>
 #include <cstdlib>
-#include <random>
-#include <string>
-#include <vector>
 
 using namespace kiln::rt;
 using namespace kiln::rt::cuda;
+namespace bench = kiln::bench;
 
 int main(int argc, char **argv) {
   if (argc < 4 || (argc - 1) % 3 != 0) {
@@ -30,69 +26,36 @@ int main(int argc, char **argv) {
     return 1;
   }
   try {
-    std::string why;
-    std::optional<DeviceInfo> device = probeDevice(&why);
-    if (!device) {
-      std::fprintf(stderr, "kiln-gemm-bench: no usable GPU: %s\n", why.c_str());
+    std::optional<bench::Gpu> gpu = bench::openGpu("kiln-gemm-bench");
+    if (!gpu)
       return 2;
-    }
     const DriverApi &cu = driver();
-    CUdevice handle;
-    CUcontext context;
-    CUstream stream;
-    KILN_CUDA_CHECK(cu.cuDeviceGet(&handle, device->ordinal));
-    KILN_CUDA_CHECK(cu.cuDevicePrimaryCtxRetain(&context, handle));
-    KILN_CUDA_CHECK(cu.cuCtxSetCurrent(context));
-    KILN_CUDA_CHECK(cu.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
     LtGemm gemm;
     constexpr std::size_t kWorkspace = 32u << 20;
     CUdeviceptr workspace;
     KILN_CUDA_CHECK(cu.cuMemAlloc(&workspace, kWorkspace));
     std::mt19937 rng(1);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
     std::printf("# %s (%s), BF16 GEMMs through cuBLASLt, median of 20\n",
-                device->name.c_str(), device->arch().c_str());
+                gpu->device.name.c_str(), gpu->device.arch().c_str());
     for (int i = 1; i + 2 < argc; i += 3) {
       int64_t m = std::atoll(argv[i]), n = std::atoll(argv[i + 1]),
               k = std::atoll(argv[i + 2]);
-      auto upload = [&](int64_t count) {
-        std::vector<uint16_t> host(count);
-        for (uint16_t &x : host)
-          x = floatToBf16(normal(rng));
-        CUdeviceptr p;
-        KILN_CUDA_CHECK(cu.cuMemAlloc(&p, count * 2));
-        KILN_CUDA_CHECK(cu.cuMemcpyHtoD(p, host.data(), count * 2));
-        return p;
-      };
-      CUdeviceptr a = upload(m * k), b = upload(n * k), c = upload(m * n);
-      auto once = [&] {
-        gemm.run(stream, ElemType::BF16, 1, m, n, k, false, true,
-                 reinterpret_cast<const void *>(a),
-                 reinterpret_cast<const void *>(b), reinterpret_cast<void *>(c),
-                 nullptr, reinterpret_cast<void *>(workspace), kWorkspace);
-      };
-      for (int w = 0; w < 5; ++w)
-        once();
-      std::vector<float> times;
-      CUevent start, stop;
-      KILN_CUDA_CHECK(cu.cuEventCreate(&start, CU_EVENT_DEFAULT));
-      KILN_CUDA_CHECK(cu.cuEventCreate(&stop, CU_EVENT_DEFAULT));
-      for (int r = 0; r < 20; ++r) {
-        KILN_CUDA_CHECK(cu.cuEventRecord(start, stream));
-        once();
-        KILN_CUDA_CHECK(cu.cuEventRecord(stop, stream));
-        KILN_CUDA_CHECK(cu.cuEventSynchronize(stop));
-        float ms;
-        KILN_CUDA_CHECK(cu.cuEventElapsedTime(&ms, start, stop));
-        times.push_back(ms);
-      }
-      std::sort(times.begin(), times.end());
-      double ms = times[times.size() / 2];
+      CUdeviceptr a = bench::uploadRandomBf16(m * k, rng),
+                  b = bench::uploadRandomBf16(n * k, rng),
+                  c = bench::uploadRandomBf16(m * n, rng);
+      const double ms = bench::medianMilliseconds(
+          gpu->stream,
+          [&] {
+            gemm.run(gpu->stream, ElemType::BF16, 1, m, n, k, false, true,
+                     reinterpret_cast<const void *>(a),
+                     reinterpret_cast<const void *>(b),
+                     reinterpret_cast<void *>(c), nullptr,
+                     reinterpret_cast<void *>(workspace), kWorkspace);
+          },
+          /*warmup=*/5, /*runs=*/20);
       std::printf("%lld %lld %lld %.4f %.1f\n", static_cast<long long>(m),
                   static_cast<long long>(n), static_cast<long long>(k), ms,
                   2.0 * m * n * k / (ms * 1e-3) / 1e12);
-      cu.cuEventDestroy(start);
-      cu.cuEventDestroy(stop);
       for (CUdeviceptr p : {a, b, c})
         cu.cuMemFree(p);
     }
