@@ -415,51 +415,80 @@ TYPED_TEST(DeviceEmulationTest, CrossEntropy) {
 // Attention
 //===----------------------------------------------------------------------===//
 
+/// One attention case: its shape, random inputs that T holds exactly, and
+/// the FP64 host reference (host::attentionForward, then
+/// host::attentionBackward from the reference's out as T stores it).
+template <typename T> struct AttentionCase {
+  int batch, seq, heads, kvHeads, headDim;
+  bool causal;
+  std::vector<std::int32_t> cuSeqlens; ///< empty: none
+  std::int64_t qSize, kvSize, rows;
+  float scale;
+  std::vector<double> q, k, v, dout, out, outStored, dq, dk, dv;
+  std::vector<float> lse;
+
+  AttentionCase(int batch, int seq, int heads, int kvHeads, int headDim,
+                bool causal, std::vector<std::int32_t> cuSeqlensIn)
+      : batch(batch), seq(seq), heads(heads), kvHeads(kvHeads),
+        headDim(headDim), causal(causal), cuSeqlens(std::move(cuSeqlensIn)),
+        qSize(std::int64_t(batch) * seq * heads * headDim),
+        kvSize(std::int64_t(batch) * seq * kvHeads * headDim),
+        rows(std::int64_t(batch) * heads * seq),
+        scale(1.0f / std::sqrt(static_cast<float>(headDim))),
+        q(randomValues<T>(qSize, -2, 2)), k(randomValues<T>(kvSize, -2, 2)),
+        v(randomValues<T>(kvSize)), dout(randomValues<T>(qSize)), out(qSize),
+        dq(qSize), dk(kvSize), dv(kvSize), lse(rows) {
+    host::attentionForward<double>(q.data(), k.data(), v.data(), out.data(),
+                                   lse.data(), batch, seq, heads, kvHeads,
+                                   headDim, scale, causal, cu(), numCu());
+    outStored = out;
+    for (double &x : outStored)
+      x = representable<T>(x);
+    host::attentionBackward<double>(
+        dout.data(), q.data(), k.data(), v.data(), outStored.data(), lse.data(),
+        dq.data(), dk.data(), dv.data(), batch, seq, heads, kvHeads, headDim,
+        scale, causal, cu(), numCu());
+  }
+
+  const std::int32_t *cu() const {
+    return cuSeqlens.empty() ? nullptr : cuSeqlens.data();
+  }
+  int numCu() const { return static_cast<int>(cuSeqlens.size()); }
+  std::string describe() const {
+    return "batch " + std::to_string(batch) + " seq " + std::to_string(seq) +
+           " heads " + std::to_string(heads) + " kvHeads " +
+           std::to_string(kvHeads) + " headDim " + std::to_string(headDim) +
+           (causal ? " causal" : " full") +
+           (cuSeqlens.empty() ? "" : " cu_seqlens");
+  }
+};
+
 /// Forward, both delta launches, and the backward of one case against
-/// host::attentionForward / attentionBackward.
+/// the host reference.
 template <typename T, int kHeadDim, int kThreads>
 void checkAttention(int batch, int seq, int heads, int kvHeads, bool causal,
                     std::vector<std::int32_t> cuSeqlens = {}) {
-  SCOPED_TRACE("batch " + std::to_string(batch) + " seq " +
-               std::to_string(seq) + " heads " + std::to_string(heads) +
-               " kvHeads " + std::to_string(kvHeads) + " headDim " +
-               std::to_string(kHeadDim) + (causal ? " causal" : " full") +
-               (cuSeqlens.empty() ? "" : " cu_seqlens"));
-  const std::int64_t qSize = std::int64_t(batch) * seq * heads * kHeadDim;
-  const std::int64_t kvSize = std::int64_t(batch) * seq * kvHeads * kHeadDim;
-  const std::int64_t rows = std::int64_t(batch) * heads * seq;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
-  const std::int32_t *cu = cuSeqlens.empty() ? nullptr : cuSeqlens.data();
-  const int numCu = static_cast<int>(cuSeqlens.size());
+  const AttentionCase<T> c(batch, seq, heads, kvHeads, kHeadDim, causal,
+                           std::move(cuSeqlens));
+  SCOPED_TRACE(c.describe());
   const EmulatedDim3 grid{unsigned(seq), unsigned(heads), unsigned(batch)};
   const EmulatedDim3 kvGrid{unsigned(seq), unsigned(kvHeads), unsigned(batch)};
 
-  std::vector<double> q = randomValues<T>(qSize, -2, 2),
-                      k = randomValues<T>(kvSize, -2, 2),
-                      v = randomValues<T>(kvSize),
-                      dout = randomValues<T>(qSize);
-  Buffer<T> dQ(q, 0), dK(k, 0), dV(v, 0), dDout(dout, 0), out(qSize, 0);
-  std::vector<float> lse = poisonedFloats(rows);
+  Buffer<T> dQ(c.q, 0), dK(c.k, 0), dV(c.v, 0), dDout(c.dout, 0),
+      out(c.qSize, 0);
+  std::vector<float> lse = poisonedFloats(c.rows);
   emulateKernel(grid, kThreads, [&] {
     dev::attentionForward<T, kHeadDim, kThreads>(
         dQ.data(), dK.data(), dV.data(), out.data(), lse.data(), batch, seq,
-        heads, kvHeads, scale, causal, cu, numCu);
+        heads, kvHeads, c.scale, causal, c.cu(), c.numCu());
   });
-  std::vector<double> outRef(qSize);
-  std::vector<float> lseRef(rows);
-  host::attentionForward<double>(q.data(), k.data(), v.data(), outRef.data(),
-                                 lseRef.data(), batch, seq, heads, kvHeads,
-                                 kHeadDim, scale, causal, cu, numCu);
-  EXPECT_CLOSE(out.values(), outRef, kTolerance<T>);
-  EXPECT_CLOSE(widen(lse), widen(lseRef), kFloatTolerance);
+  EXPECT_CLOSE(out.values(), c.out, kTolerance<T>);
+  EXPECT_CLOSE(widen(lse), widen(c.lse), kFloatTolerance);
 
   // The backward reads the reference's out as T stores it, and its lse.
-  std::vector<double> outStored = outRef;
-  for (double &x : outStored)
-    x = representable<T>(x);
-  Buffer<T> dOut(outStored, 0);
-  std::vector<float> delta = poisonedFloats(rows),
-                     delta1d = poisonedFloats(rows);
+  Buffer<T> dOut(c.outStored, 0);
+  std::vector<float> delta = poisonedFloats(c.rows),
+                     delta1d = poisonedFloats(c.rows);
   emulateKernel(grid, 32, [&] {
     dev::attentionBackwardPreprocess<T, 32>(
         dDout.data(), dOut.data(), delta.data(), batch, seq, heads, kHeadDim);
@@ -470,27 +499,22 @@ void checkAttention(int batch, int seq, int heads, int kvHeads, bool causal,
   });
   EXPECT_EQ(widen(delta1d), widen(delta));
 
-  Buffer<T> dq(qSize, 0), dk(kvSize, 0), dv(kvSize, 0);
+  Buffer<T> dq(c.qSize, 0), dk(c.kvSize, 0), dv(c.kvSize, 0);
   emulateKernel(grid, kThreads, [&] {
     dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
-        dDout.data(), dQ.data(), dK.data(), dV.data(), lseRef.data(),
-        delta.data(), dq.data(), batch, seq, heads, kvHeads, scale, causal, cu,
-        numCu);
+        dDout.data(), dQ.data(), dK.data(), dV.data(), c.lse.data(),
+        delta.data(), dq.data(), batch, seq, heads, kvHeads, c.scale, causal,
+        c.cu(), c.numCu());
   });
   emulateKernel(kvGrid, kThreads, [&] {
     dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
-        dDout.data(), dQ.data(), dK.data(), dV.data(), lseRef.data(),
-        delta.data(), dk.data(), dv.data(), batch, seq, heads, kvHeads, scale,
-        causal, cu, numCu);
+        dDout.data(), dQ.data(), dK.data(), dV.data(), c.lse.data(),
+        delta.data(), dk.data(), dv.data(), batch, seq, heads, kvHeads, c.scale,
+        causal, c.cu(), c.numCu());
   });
-  std::vector<double> dqRef(qSize), dkRef(kvSize), dvRef(kvSize);
-  host::attentionBackward<double>(dout.data(), q.data(), k.data(), v.data(),
-                                  outStored.data(), lseRef.data(), dqRef.data(),
-                                  dkRef.data(), dvRef.data(), batch, seq, heads,
-                                  kvHeads, kHeadDim, scale, causal, cu, numCu);
-  EXPECT_CLOSE(dq.values(), dqRef, kTolerance<T>);
-  EXPECT_CLOSE(dk.values(), dkRef, kTolerance<T>);
-  EXPECT_CLOSE(dv.values(), dvRef, kTolerance<T>);
+  EXPECT_CLOSE(dq.values(), c.dq, kTolerance<T>);
+  EXPECT_CLOSE(dk.values(), c.dk, kTolerance<T>);
+  EXPECT_CLOSE(dv.values(), c.dv, kTolerance<T>);
 }
 
 // GQA groups 1, 2 and 4; sequences shorter and longer than the warps of a
@@ -534,85 +558,60 @@ void checkFlashAttention(int batch, int seq, int heads, int kvHeads,
                          bool causal, std::vector<std::int32_t> cuSeqlens = {},
                          bool fullGrid = true) {
   using T = __nv_bfloat16;
+  const AttentionCase<T> c(batch, seq, heads, kvHeads, kHeadDim, causal,
+                           std::move(cuSeqlens));
   SCOPED_TRACE(
-      "batch " + std::to_string(batch) + " seq " + std::to_string(seq) +
-      " heads " + std::to_string(heads) + " kvHeads " +
-      std::to_string(kvHeads) + " headDim " + std::to_string(kHeadDim) +
-      " blocks " + std::to_string(Tiles::kBlockQ) + "x" +
+      c.describe() + " blocks " + std::to_string(Tiles::kBlockQ) + "x" +
       std::to_string(Tiles::kBlockK) + "/" + std::to_string(Tiles::kBwdBlockQ) +
-      "x" + std::to_string(Tiles::kBwdBlockK) + (causal ? " causal" : " full") +
-      (cuSeqlens.empty() ? "" : " cu_seqlens") +
-      (fullGrid ? "" : " one block"));
-  const std::int64_t qSize = std::int64_t(batch) * seq * heads * kHeadDim;
-  const std::int64_t kvSize = std::int64_t(batch) * seq * kvHeads * kHeadDim;
-  const std::int64_t rows = std::int64_t(batch) * heads * seq;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
-  const std::int32_t *cu = cuSeqlens.empty() ? nullptr : cuSeqlens.data();
-  const int numCu = static_cast<int>(cuSeqlens.size());
+      "x" + std::to_string(Tiles::kBwdBlockK) + (fullGrid ? "" : " one block"));
   auto grid = [&](int block, int y) {
     return fullGrid ? EmulatedDim3{unsigned((seq + block - 1) / block),
                                    unsigned(y), unsigned(batch)}
                     : EmulatedDim3{1, 1, 1};
   };
 
-  std::vector<double> q = randomValues<T>(qSize, -2, 2),
-                      k = randomValues<T>(kvSize, -2, 2),
-                      v = randomValues<T>(kvSize),
-                      dout = randomValues<T>(qSize);
-  Buffer<T> dQ(q, 0), dK(k, 0), dV(v, 0), dDout(dout, 0), out(qSize, 0);
-  std::vector<float> lse = poisonedFloats(rows);
+  Buffer<T> dQ(c.q, 0), dK(c.k, 0), dV(c.v, 0), dDout(c.dout, 0),
+      out(c.qSize, 0);
+  std::vector<float> lse = poisonedFloats(c.rows);
   emulateKernel(
       grid(Tiles::kBlockQ, heads), Tiles::kBlockQ / 16 * 32,
       [&] {
         dev::flashAttentionForward<kHeadDim, Tiles::kBlockQ, Tiles::kBlockK,
                                    Tiles::kStages>(
             dQ.data(), dK.data(), dV.data(), out.data(), lse.data(), batch, seq,
-            heads, kvHeads, scale, causal, cu, numCu);
+            heads, kvHeads, c.scale, causal, c.cu(), c.numCu());
       },
       dev::flashForwardSharedBytes(kHeadDim, Tiles::kBlockQ, Tiles::kBlockK,
                                    Tiles::kStages));
-  std::vector<double> outRef(qSize);
-  std::vector<float> lseRef(rows);
-  host::attentionForward<double>(q.data(), k.data(), v.data(), outRef.data(),
-                                 lseRef.data(), batch, seq, heads, kvHeads,
-                                 kHeadDim, scale, causal, cu, numCu);
-  EXPECT_CLOSE(out.values(), outRef, kFlashTolerance);
-  EXPECT_CLOSE(widen(lse), widen(lseRef), kFlashLseTolerance);
+  EXPECT_CLOSE(out.values(), c.out, kFlashTolerance);
+  EXPECT_CLOSE(widen(lse), widen(c.lse), kFlashLseTolerance);
 
-  std::vector<double> outStored = outRef;
-  for (double &x : outStored)
-    x = representable<T>(x);
-  Buffer<T> dOut(outStored, 0);
-  std::vector<float> delta = poisonedFloats(rows),
-                     dqAccum = poisonedFloats(qSize);
+  Buffer<T> dOut(c.outStored, 0);
+  std::vector<float> delta = poisonedFloats(c.rows),
+                     dqAccum = poisonedFloats(c.qSize);
   emulateKernel({3}, 64, [&] {
     dev::attentionBackwardPreprocess<T, 64>(dDout.data(), dOut.data(),
                                             delta.data(), batch, seq, heads,
                                             kHeadDim, dqAccum.data());
   });
-  Buffer<T> dq(qSize, 0), dk(kvSize, 0), dv(kvSize, 0);
+  Buffer<T> dq(c.qSize, 0), dk(c.kvSize, 0), dv(c.kvSize, 0);
   emulateKernel(
       grid(Tiles::kBwdBlockK, kvHeads), Tiles::kBwdBlockK / 16 * 32,
       [&] {
         dev::flashAttentionBackward<kHeadDim, Tiles::kBwdBlockQ,
                                     Tiles::kBwdBlockK>(
-            dDout.data(), dQ.data(), dK.data(), dV.data(), lseRef.data(),
+            dDout.data(), dQ.data(), dK.data(), dV.data(), c.lse.data(),
             delta.data(), dqAccum.data(), dk.data(), dv.data(), batch, seq,
-            heads, kvHeads, scale, causal, cu, numCu);
+            heads, kvHeads, c.scale, causal, c.cu(), c.numCu());
       },
       dev::flashBackwardSharedBytes(kHeadDim, Tiles::kBwdBlockQ,
                                     Tiles::kBwdBlockK));
   emulateKernel({2}, 64, [&] {
-    dev::flashAttentionFinishDq<T>(dqAccum.data(), dq.data(), qSize, scale);
+    dev::flashAttentionFinishDq<T>(dqAccum.data(), dq.data(), c.qSize, c.scale);
   });
-  std::vector<double> dqRef(qSize), dkRef(kvSize), dvRef(kvSize);
-  host::attentionBackward<double>(dout.data(), q.data(), k.data(), v.data(),
-                                  outStored.data(), lseRef.data(), dqRef.data(),
-                                  dkRef.data(), dvRef.data(), batch, seq, heads,
-                                  kvHeads, kHeadDim, scale, causal, cu, numCu);
-  EXPECT_CLOSE(dq.values(), dqRef, kFlashTolerance);
-  EXPECT_CLOSE(dk.values(), dkRef, kFlashTolerance);
-  EXPECT_CLOSE(dv.values(), dvRef, kFlashTolerance);
+  EXPECT_CLOSE(dq.values(), c.dq, kFlashTolerance);
+  EXPECT_CLOSE(dk.values(), c.dk, kFlashTolerance);
+  EXPECT_CLOSE(dv.values(), c.dv, kFlashTolerance);
 }
 
 // Sequences around and across the block sizes, GQA 1, 2 and 4, causal and
