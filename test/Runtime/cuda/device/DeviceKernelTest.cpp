@@ -830,46 +830,65 @@ std::string attentionKernel(const char *function, DType type, int headDim) {
          std::to_string(headDim);
 }
 
+/// Random inputs of one attention case in `type` (on the host and the
+/// device) and the FP64 host reference: the forward's out and lse, and the
+/// backward's gradients from out as `type` stores it (also on the device,
+/// with lse, for the backward kernels).
+struct AttentionData {
+  AttentionData(const AttentionCase &c, DType type)
+      : q(randomValues(c.qSize(), type, -2, 2)),
+        k(randomValues(c.kvSize(), type, -2, 2)),
+        v(randomValues(c.kvSize(), type)), dout(randomValues(c.qSize(), type)),
+        outRef(c.qSize()), dqRef(c.qSize()), dkRef(c.kvSize()),
+        dvRef(c.kvSize()), lseRef(c.rows()), dQ(toDevice(q, type)),
+        dK(toDevice(k, type)), dV(toDevice(v, type)),
+        dDout(toDevice(dout, type)), cu(c.cuSeqlens),
+        cuPtr(c.cuSeqlens.empty() ? kNull : cu.ptr()),
+        numCu(static_cast<int>(c.cuSeqlens.size())) {
+    const std::int32_t *hostCu =
+        c.cuSeqlens.empty() ? nullptr : c.cuSeqlens.data();
+    std::vector<float> lse(c.rows());
+    host::attentionForward<double>(
+        q.data(), k.data(), v.data(), outRef.data(), lse.data(), c.batch, c.seq,
+        c.heads, c.kvHeads, c.headDim, c.scale(), c.causal, hostCu, numCu);
+    lseRef.assign(lse.begin(), lse.end());
+    outStored = representableAll(outRef, type);
+    host::attentionBackward<double>(
+        dout.data(), q.data(), k.data(), v.data(), outStored.data(), lse.data(),
+        dqRef.data(), dkRef.data(), dvRef.data(), c.batch, c.seq, c.heads,
+        c.kvHeads, c.headDim, c.scale(), c.causal, hostCu, numCu);
+    dOut = toDevice(outStored, type);
+    dLse = toDevice(lseRef, DType::F32);
+  }
+
+  std::vector<double> q, k, v, dout, outRef, outStored, dqRef, dkRef, dvRef;
+  std::vector<double> lseRef; ///< FP32 values
+  DeviceTensor dQ, dK, dV, dDout;
+  std::optional<DeviceTensor> dOut, dLse;
+  DeviceInts cu;
+  CUdeviceptr cuPtr;
+  int numCu;
+};
+
 TEST_F(DeviceKernelTest, AttentionForwardAndBackward) {
   for (DType type : kDTypes)
     for (const AttentionCase &c : attentionCases()) {
       SCOPED_TRACE(std::string(tagOf(type)) + " " + c.describe());
-      std::vector<double> q = randomValues(c.qSize(), type, -2, 2);
-      std::vector<double> k = randomValues(c.kvSize(), type, -2, 2);
-      std::vector<double> v = randomValues(c.kvSize(), type);
-      std::vector<double> dout = randomValues(c.qSize(), type);
-      DeviceTensor dQ = toDevice(q, type), dK = toDevice(k, type),
-                   dV = toDevice(v, type), dDout = toDevice(dout, type);
-      DeviceInts cu(c.cuSeqlens);
-      const CUdeviceptr cuPtr = c.cuSeqlens.empty() ? kNull : cu.ptr();
-      const int numCu = static_cast<int>(c.cuSeqlens.size());
+      const AttentionData a(c, type);
       const float scale = c.scale();
       const unsigned seq = c.seq, heads = c.heads, batch = c.batch,
                      kvHeads = c.kvHeads;
-      const std::int32_t *hostCu =
-          c.cuSeqlens.empty() ? nullptr : c.cuSeqlens.data();
 
       // Forward.
-      std::vector<double> outRef(c.qSize());
-      std::vector<float> lseRef(c.rows());
-      host::attentionForward<double>(
-          q.data(), k.data(), v.data(), outRef.data(), lseRef.data(), c.batch,
-          c.seq, c.heads, c.kvHeads, c.headDim, scale, c.causal, hostCu, numCu);
       DeviceTensor out(type, c.qSize()), lse(DType::F32, c.rows());
       launch(attentionKernel("attentionForward", type, c.headDim),
-             {seq, heads, batch}, kAttentionThreads, dQ.ptr(), dK.ptr(),
-             dV.ptr(), out.ptr(), lse.ptr(), c.batch, c.seq, c.heads, c.kvHeads,
-             scale, c.causal, cuPtr, numCu);
-      EXPECT_CLOSE(out.download(), outRef, toleranceOf(type));
-      EXPECT_CLOSE(lse.download(),
-                   std::vector<double>(lseRef.begin(), lseRef.end()),
-                   kFloatTolerance);
+             {seq, heads, batch}, kAttentionThreads, a.dQ.ptr(), a.dK.ptr(),
+             a.dV.ptr(), out.ptr(), lse.ptr(), c.batch, c.seq, c.heads,
+             c.kvHeads, scale, c.causal, a.cuPtr, a.numCu);
+      EXPECT_CLOSE(out.download(), a.outRef, toleranceOf(type));
+      EXPECT_CLOSE(lse.download(), a.lseRef, kFloatTolerance);
 
       // Backward, from the reference's out (as the type stores it) and lse.
-      std::vector<double> outStored = representableAll(outRef, type);
-      DeviceTensor dOut = toDevice(outStored, type);
-      DeviceTensor dLse = toDevice(
-          std::vector<double>(lseRef.begin(), lseRef.end()), DType::F32);
       std::vector<double> deltaRef(c.rows());
       for (int b = 0; b < c.batch; ++b)
         for (int h = 0; h < c.heads; ++h)
@@ -879,41 +898,37 @@ TEST_F(DeviceKernelTest, AttentionForwardAndBackward) {
                 c.headDim;
             double sum = 0;
             for (int d = 0; d < c.headDim; ++d)
-              sum += dout[offset + d] * outStored[offset + d];
+              sum += a.dout[offset + d] * a.outStored[offset + d];
             deltaRef[(static_cast<long long>(b) * c.heads + h) * c.seq + i] =
                 sum;
           }
       // The warp-per-row launch of the code generator, then a 1-D one.
       DeviceTensor delta(DType::F32, c.rows());
       launch(kernel("attentionBackwardPreprocess", type, "_t32"),
-             {seq, heads, batch}, 32, dDout.ptr(), dOut.ptr(), delta.ptr(),
+             {seq, heads, batch}, 32, a.dDout.ptr(), a.dOut->ptr(), delta.ptr(),
              c.batch, c.seq, c.heads, c.headDim);
       EXPECT_CLOSE(delta.download(), deltaRef, kFloatTolerance);
       DeviceTensor delta1d(DType::F32, c.rows());
       launch(kernel("attentionBackwardPreprocess", type),
-             {std::min(5u, ceilDiv(c.rows(), 8))}, 256, dDout.ptr(), dOut.ptr(),
-             delta1d.ptr(), c.batch, c.seq, c.heads, c.headDim);
+             {std::min(5u, ceilDiv(c.rows(), 8))}, 256, a.dDout.ptr(),
+             a.dOut->ptr(), delta1d.ptr(), c.batch, c.seq, c.heads, c.headDim);
       EXPECT_EQ(delta1d.download(), delta.download());
 
-      std::vector<double> dqRef(c.qSize()), dkRef(c.kvSize()),
-          dvRef(c.kvSize());
-      host::attentionBackward<double>(
-          dout.data(), q.data(), k.data(), v.data(), outStored.data(),
-          lseRef.data(), dqRef.data(), dkRef.data(), dvRef.data(), c.batch,
-          c.seq, c.heads, c.kvHeads, c.headDim, scale, c.causal, hostCu, numCu);
       DeviceTensor dq(type, c.qSize()), dk(type, c.kvSize()),
           dv(type, c.kvSize());
       launch(attentionKernel("attentionBackwardQuery", type, c.headDim),
-             {seq, heads, batch}, kAttentionThreads, dDout.ptr(), dQ.ptr(),
-             dK.ptr(), dV.ptr(), dLse.ptr(), delta.ptr(), dq.ptr(), c.batch,
-             c.seq, c.heads, c.kvHeads, scale, c.causal, cuPtr, numCu);
+             {seq, heads, batch}, kAttentionThreads, a.dDout.ptr(), a.dQ.ptr(),
+             a.dK.ptr(), a.dV.ptr(), a.dLse->ptr(), delta.ptr(), dq.ptr(),
+             c.batch, c.seq, c.heads, c.kvHeads, scale, c.causal, a.cuPtr,
+             a.numCu);
       launch(attentionKernel("attentionBackwardKeyValue", type, c.headDim),
-             {seq, kvHeads, batch}, kAttentionThreads, dDout.ptr(), dQ.ptr(),
-             dK.ptr(), dV.ptr(), dLse.ptr(), delta.ptr(), dk.ptr(), dv.ptr(),
-             c.batch, c.seq, c.heads, c.kvHeads, scale, c.causal, cuPtr, numCu);
-      EXPECT_CLOSE(dq.download(), dqRef, toleranceOf(type));
-      EXPECT_CLOSE(dk.download(), dkRef, toleranceOf(type));
-      EXPECT_CLOSE(dv.download(), dvRef, toleranceOf(type));
+             {seq, kvHeads, batch}, kAttentionThreads, a.dDout.ptr(),
+             a.dQ.ptr(), a.dK.ptr(), a.dV.ptr(), a.dLse->ptr(), delta.ptr(),
+             dk.ptr(), dv.ptr(), c.batch, c.seq, c.heads, c.kvHeads, scale,
+             c.causal, a.cuPtr, a.numCu);
+      EXPECT_CLOSE(dq.download(), a.dqRef, toleranceOf(type));
+      EXPECT_CLOSE(dk.download(), a.dkRef, toleranceOf(type));
+      EXPECT_CLOSE(dv.download(), a.dvRef, toleranceOf(type));
     }
 }
 
@@ -959,44 +974,23 @@ TEST_F(DeviceKernelTest, FlashAttentionMatchesHost) {
         continue;
       SCOPED_TRACE(config.forward() + " " + config.backward() + " " +
                    c.describe());
-      std::vector<double> q = randomValues(c.qSize(), type, -2, 2);
-      std::vector<double> k = randomValues(c.kvSize(), type, -2, 2);
-      std::vector<double> v = randomValues(c.kvSize(), type);
-      std::vector<double> dout = randomValues(c.qSize(), type);
-      DeviceTensor dQ = toDevice(q, type), dK = toDevice(k, type),
-                   dV = toDevice(v, type), dDout = toDevice(dout, type);
-      DeviceInts cu(c.cuSeqlens);
-      const CUdeviceptr cuPtr = c.cuSeqlens.empty() ? kNull : cu.ptr();
-      const int numCu = static_cast<int>(c.cuSeqlens.size());
+      const AttentionData a(c, type);
       const float scale = c.scale();
-      const std::int32_t *hostCu =
-          c.cuSeqlens.empty() ? nullptr : c.cuSeqlens.data();
 
-      std::vector<double> outRef(c.qSize());
-      std::vector<float> lseRef(c.rows());
-      host::attentionForward<double>(
-          q.data(), k.data(), v.data(), outRef.data(), lseRef.data(), c.batch,
-          c.seq, c.heads, c.kvHeads, c.headDim, scale, c.causal, hostCu, numCu);
       DeviceTensor out(type, c.qSize()), lse(DType::F32, c.rows());
       launchShared(
           config.forward(),
           {ceilDiv(c.seq, config.blockQ), unsigned(c.heads), unsigned(c.batch)},
-          config.blockQ / 16 * 32, config.forwardSharedBytes(), dQ.ptr(),
-          dK.ptr(), dV.ptr(), out.ptr(), lse.ptr(), c.batch, c.seq, c.heads,
-          c.kvHeads, scale, c.causal, cuPtr, numCu);
-      EXPECT_CLOSE(out.download(), outRef, kFlashTolerance);
-      EXPECT_CLOSE(lse.download(),
-                   std::vector<double>(lseRef.begin(), lseRef.end()),
-                   kFloatTolerance);
+          config.blockQ / 16 * 32, config.forwardSharedBytes(), a.dQ.ptr(),
+          a.dK.ptr(), a.dV.ptr(), out.ptr(), lse.ptr(), c.batch, c.seq, c.heads,
+          c.kvHeads, scale, c.causal, a.cuPtr, a.numCu);
+      EXPECT_CLOSE(out.download(), a.outRef, kFlashTolerance);
+      EXPECT_CLOSE(lse.download(), a.lseRef, kFloatTolerance);
 
-      std::vector<double> outStored = representableAll(outRef, type);
-      DeviceTensor dOut = toDevice(outStored, type);
-      DeviceTensor dLse = toDevice(
-          std::vector<double>(lseRef.begin(), lseRef.end()), DType::F32);
       DeviceTensor delta(DType::F32, c.rows()), dqAccum(DType::F32, c.qSize());
       launch("flashAttentionPreprocess_bf16",
              {unsigned(c.seq), unsigned(c.heads), unsigned(c.batch)}, 32,
-             dDout.ptr(), dOut.ptr(), delta.ptr(), c.batch, c.seq, c.heads,
+             a.dDout.ptr(), a.dOut->ptr(), delta.ptr(), c.batch, c.seq, c.heads,
              c.headDim, dqAccum.ptr());
       DeviceTensor dq(type, c.qSize()), dk(type, c.kvSize()),
           dv(type, c.kvSize());
@@ -1004,21 +998,15 @@ TEST_F(DeviceKernelTest, FlashAttentionMatchesHost) {
                    {ceilDiv(c.seq, config.bwdBlockK), unsigned(c.kvHeads),
                     unsigned(c.batch)},
                    config.bwdBlockK / 16 * 32, config.backwardSharedBytes(),
-                   dDout.ptr(), dQ.ptr(), dK.ptr(), dV.ptr(), dLse.ptr(),
-                   delta.ptr(), dqAccum.ptr(), dk.ptr(), dv.ptr(), c.batch,
-                   c.seq, c.heads, c.kvHeads, scale, c.causal, cuPtr, numCu);
+                   a.dDout.ptr(), a.dQ.ptr(), a.dK.ptr(), a.dV.ptr(),
+                   a.dLse->ptr(), delta.ptr(), dqAccum.ptr(), dk.ptr(),
+                   dv.ptr(), c.batch, c.seq, c.heads, c.kvHeads, scale,
+                   c.causal, a.cuPtr, a.numCu);
       launch("flashAttentionFinishDq_bf16", {ceilDiv(c.qSize(), 256)},
              kColumnThreads, dqAccum.ptr(), dq.ptr(), c.qSize(), scale);
-
-      std::vector<double> dqRef(c.qSize()), dkRef(c.kvSize()),
-          dvRef(c.kvSize());
-      host::attentionBackward<double>(
-          dout.data(), q.data(), k.data(), v.data(), outStored.data(),
-          lseRef.data(), dqRef.data(), dkRef.data(), dvRef.data(), c.batch,
-          c.seq, c.heads, c.kvHeads, c.headDim, scale, c.causal, hostCu, numCu);
-      EXPECT_CLOSE(dq.download(), dqRef, kFlashTolerance);
-      EXPECT_CLOSE(dk.download(), dkRef, kFlashTolerance);
-      EXPECT_CLOSE(dv.download(), dvRef, kFlashTolerance);
+      EXPECT_CLOSE(dq.download(), a.dqRef, kFlashTolerance);
+      EXPECT_CLOSE(dk.download(), a.dkRef, kFlashTolerance);
+      EXPECT_CLOSE(dv.download(), a.dvRef, kFlashTolerance);
     }
 }
 
