@@ -30,6 +30,24 @@ bool cudaUsable(std::string *why) {
 #endif
 }
 
+void Backend::run(const std::function<void(char)> &beforeChunk) {
+  const Plan &planned = plan();
+  char current = 0;
+  for (std::size_t i = 0; i < planned.steps.size(); ++i) {
+    const Step &step = planned.steps[i];
+    if (beforeChunk && step.chunk != current)
+      beforeChunk(step.chunk);
+    current = step.chunk;
+    try {
+      runStep(i, step);
+    } catch (const Error &error) {
+      throw Error(
+          fmt::format("step {} ({}): {}", i, step.kernel, error.what()));
+    }
+  }
+  finishRun();
+}
+
 std::unique_ptr<Backend> createBackend(const Plan &plan,
                                        const std::string &choice) {
   if (choice != "auto" && choice != "host" && choice != "cuda")

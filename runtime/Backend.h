@@ -36,11 +36,18 @@ public:
 
   /// Runs every step in order; `beforeChunk` is called before each run of
   /// steps of one chunk kind ('F', 'B', 'W', 'O'), e.g. to read gradients
-  /// before the optimizer consumes them.
-  virtual void run(const std::function<void(char chunk)> &beforeChunk) = 0;
+  /// before the optimizer consumes them. A step's error names the step.
+  void run(const std::function<void(char chunk)> &beforeChunk);
 
   /// Seconds per kernel kind over all runs, for profiles.
   virtual const std::map<std::string, double> &kernelSeconds() const = 0;
+
+protected:
+  /// Runs (or, on a GPU, queues) step `index` of the plan.
+  virtual void runStep(std::size_t index, const Step &step) = 0;
+  /// After the last step of a run: waits for queued work, reports what it
+  /// found wrong.
+  virtual void finishRun() {}
 };
 
 /// Which backend `--backend auto|host|cuda` selects: auto is cuda when the

@@ -35,14 +35,18 @@ public:
   std::vector<float> read(int64_t value) override;
   void write(int64_t value, std::span<const float> data) override;
   void writeInt32(int64_t value, std::span<const int32_t> data) override;
-  void run(const std::function<void(char)> &beforeChunk) override;
   const std::map<std::string, double> &kernelSeconds() const override {
     return seconds;
   }
 
+protected:
+  /// Queues the step's launches (or its cuBLASLt GEMM) on the stream.
+  void runStep(std::size_t index, const Step &step) override;
+  /// Waits for the stream, then reports a bad token id a kernel flagged.
+  void finishRun() override;
+
 private:
   void loadKernels();
-  void launchStep(const Step &step);
   CUdeviceptr address(int64_t value) const {
     return arena + planRef.values.at(value).offset;
   }
@@ -200,7 +204,7 @@ void CudaBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
       cu.cuMemcpyHtoD(address(value), data.data(), data.size_bytes()));
 }
 
-void CudaBackend::launchStep(const Step &step) {
+void CudaBackend::runStep(std::size_t, const Step &step) {
   const DriverApi &cu = driver();
   if (step.cudaLibrary == "cublasLt") {
     auto attr = [&](const char *key) {
@@ -265,21 +269,8 @@ void CudaBackend::launchStep(const Step &step) {
   }
 }
 
-void CudaBackend::run(const std::function<void(char)> &beforeChunk) {
+void CudaBackend::finishRun() {
   const DriverApi &cu = driver();
-  char current = 0;
-  for (std::size_t i = 0; i < planRef.steps.size(); ++i) {
-    const Step &step = planRef.steps[i];
-    if (beforeChunk && step.chunk != current)
-      beforeChunk(step.chunk);
-    current = step.chunk;
-    try {
-      launchStep(step);
-    } catch (const Error &error) {
-      throw Error(
-          fmt::format("step {} ({}): {}", i, step.kernel, error.what()));
-    }
-  }
   KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
   int flag = 0;
   KILN_CUDA_CHECK(cu.cuMemcpyDtoH(&flag, errorFlag, sizeof(flag)));

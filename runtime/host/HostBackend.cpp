@@ -167,27 +167,15 @@ void HostBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
   std::memcpy(arena.get() + info.offset, data.data(), data.size_bytes());
 }
 
-void HostBackend::run(const std::function<void(char)> &beforeChunk) {
-  char current = 0;
-  for (std::size_t i = 0; i < planRef.steps.size(); ++i) {
-    const Step &step = planRef.steps[i];
-    if (beforeChunk && step.chunk != current)
-      beforeChunk(step.chunk);
-    current = step.chunk;
-    try {
-      auto start = std::chrono::steady_clock::now();
-      runStep(step);
-      seconds[stepKeys[i]] += std::chrono::duration<double>(
-                                  std::chrono::steady_clock::now() - start)
-                                  .count();
-    } catch (const Error &error) {
-      throw Error(
-          fmt::format("step {} ({}): {}", i, step.kernel, error.what()));
-    }
-  }
+void HostBackend::runStep(std::size_t index, const Step &step) {
+  auto start = std::chrono::steady_clock::now();
+  execute(step);
+  seconds[stepKeys[index]] +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
 }
 
-void HostBackend::runStep(const Step &step) {
+void HostBackend::execute(const Step &step) {
   const auto &values = planRef.values;
   auto view = [&](int64_t id) {
     const ValueInfo &info = values[id];

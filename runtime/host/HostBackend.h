@@ -41,18 +41,16 @@ public:
   void write(int64_t value, std::span<const float> data) override;
   void writeInt32(int64_t value, std::span<const int32_t> data) override;
 
-  /// Runs every step in order. `beforeChunk`, if set, is called before the
-  /// first step of each chunk kind ('F', 'B', 'W', 'O') that starts a run of
-  /// steps, so callers can look at gradients before the optimizer consumes
-  /// them.
-  void run(const std::function<void(char chunk)> &beforeChunk) override;
-
   /// Seconds spent per kernel kind (fused regions by their ops) over all
   /// runs so far, for profiles.
   const std::map<std::string, double> &kernelSeconds() const { return seconds; }
 
+protected:
+  /// Runs the step, adding its time to kernelSeconds.
+  void runStep(std::size_t index, const Step &step) override;
+
 private:
-  void runStep(const Step &step);
+  void execute(const Step &step);
   void runFused(const Step &step);
 
   const Plan &planRef;
