@@ -152,35 +152,55 @@ template <int N> __device__ __forceinline__ int rowBegin() {
 // Reductions
 //===----------------------------------------------------------------------===//
 
-/// The sum over the 32 lanes of a warp, returned to every lane. A butterfly:
-/// every lane adds the same pairs, so all lanes get the same bits. Every
-/// lane of the warp must call it.
+/// The operations of the reductions (functors: the library uses no
+/// lambdas).
+struct Sum {
+  __device__ __forceinline__ float operator()(float a, float b) const {
+    return a + b;
+  }
+};
+struct Max {
+  __device__ __forceinline__ float operator()(float a, float b) const {
+    return fmaxf(a, b);
+  }
+};
+
+/// `op` over each group of kLanes consecutive lanes (a power of two up to
+/// 32), returned to every lane of the group. A butterfly: every lane
+/// combines the same pairs, so all lanes get the same bits. Every lane of
+/// the warp must call it.
+template <int kLanes, typename Op>
+__device__ __forceinline__ float laneReduce(float v, Op op) {
+  static_assert(kLanes >= 2 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
+                "kLanes must be a power of two in [2, 32]");
+#pragma unroll
+  for (int offset = kLanes / 2; offset > 0; offset /= 2)
+    v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+/// The sum and the maximum over the 32 lanes of a warp, returned to every
+/// lane.
 __device__ __forceinline__ float warpSum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
+  return laneReduce<32>(v, Sum{});
 }
-
-/// The maximum over the 32 lanes of a warp, returned to every lane.
 __device__ __forceinline__ float warpMax(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
+  return laneReduce<32>(v, Max{});
 }
 
-/// The sum over the block's kThreads threads, returned to every thread:
-/// warp sums, then the sum of the warp sums in warp order. The order depends
-/// only on kThreads, so the result is reproducible. `sharedScratch` holds at
-/// least kThreads / 32 floats of shared memory; every thread must call, and
-/// the scratch may be reused as soon as the call returns.
-template <int kThreads>
-__device__ __forceinline__ float blockSum(float v, float *sharedScratch) {
+/// `op` over the block's kThreads threads, returned to every thread: warp
+/// results, then `op` over the warp results in warp order (`identity` pads
+/// the missing lanes). The order depends only on kThreads, so the result is
+/// reproducible. `sharedScratch` holds at least kThreads / 32 floats of
+/// shared memory; every thread must call, and the scratch may be reused as
+/// soon as the call returns.
+template <int kThreads, typename Op>
+__device__ __forceinline__ float blockReduce(float v, float *sharedScratch,
+                                             Op op, float identity) {
   static_assert(kThreads % 32 == 0 && kThreads >= 32 && kThreads <= 1024,
                 "kThreads must be a multiple of 32 in [32, 1024]");
   constexpr int kWarps = kThreads / 32;
-  v = warpSum(v);
+  v = laneReduce<32>(v, op);
   if constexpr (kWarps == 1) {
     return v;
   } else {
@@ -188,33 +208,21 @@ __device__ __forceinline__ float blockSum(float v, float *sharedScratch) {
     if (lane == 0)
       sharedScratch[threadIdx.x / 32] = v;
     __syncthreads();
-    float total = lane < kWarps ? sharedScratch[lane] : 0.0f;
-    total = warpSum(total);
+    float total = lane < kWarps ? sharedScratch[lane] : identity;
+    total = laneReduce<32>(total, op);
     __syncthreads(); // the scratch is free again
     return total;
   }
 }
 
-/// The maximum over the block's threads, returned to every thread (see
-/// blockSum).
+/// The sum and the maximum over the block's threads (see blockReduce).
+template <int kThreads>
+__device__ __forceinline__ float blockSum(float v, float *sharedScratch) {
+  return blockReduce<kThreads>(v, sharedScratch, Sum{}, 0.0f);
+}
 template <int kThreads>
 __device__ __forceinline__ float blockMax(float v, float *sharedScratch) {
-  static_assert(kThreads % 32 == 0 && kThreads >= 32 && kThreads <= 1024,
-                "kThreads must be a multiple of 32 in [32, 1024]");
-  constexpr int kWarps = kThreads / 32;
-  v = warpMax(v);
-  if constexpr (kWarps == 1) {
-    return v;
-  } else {
-    const int lane = threadIdx.x % 32;
-    if (lane == 0)
-      sharedScratch[threadIdx.x / 32] = v;
-    __syncthreads();
-    float total = lane < kWarps ? sharedScratch[lane] : negativeInfinity();
-    total = warpMax(total);
-    __syncthreads();
-    return total;
-  }
+  return blockReduce<kThreads>(v, sharedScratch, Max{}, negativeInfinity());
 }
 
 //===----------------------------------------------------------------------===//
@@ -1616,17 +1624,6 @@ accumulatorsAsA(unsigned (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
   a[3] = packBf16(c1[2], c1[3]);
 }
 
-/// The max and the sum over the 4 lanes (lane % 4) that share a row of
-/// accumulator fragments.
-__device__ __forceinline__ float quadMax(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quadSum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
 /// x clamped to [0, size]: a key offset from a tile's first key.
 __device__ __forceinline__ int clampToTile(long long x, int size) {
   return x < 0 ? 0 : x > size ? size : static_cast<int>(x);
@@ -1796,7 +1793,9 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                                                          : negativeInfinity();
                 tileMax = fmaxf(tileMax, x);
               }
-            const float newMax = fmaxf(rowMax[r], detail::quadMax(tileMax));
+            // The 4 lanes (lane % 4) holding a row share its maximum.
+            const float newMax =
+                fmaxf(rowMax[r], laneReduce<4>(tileMax, Max{}));
             const float base = newMax == negativeInfinity() ? 0.0f : newMax;
             const float rescale = exp2f(rowMax[r] - base);
             rowMax[r] = newMax;
@@ -1835,7 +1834,7 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
 
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const float sum = detail::quadSum(rowSum[r]);
+          const float sum = laneReduce<4>(rowSum[r], Sum{});
           if (row[r] >= tEnd)
             continue;
           const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
