@@ -27,35 +27,6 @@ namespace {
 /// lse is FP32 for every T: one rounding to 2^-24 relative.
 constexpr double kLseTolerance = 1e-6;
 
-struct AttentionCase {
-  std::int64_t batch, seq, heads, kvHeads, headDim;
-  bool causal;
-  std::vector<std::int32_t> cuSeqlens; ///< empty: none
-
-  std::int64_t qSize() const { return batch * seq * heads * headDim; }
-  std::int64_t kvSize() const { return batch * seq * kvHeads * headDim; }
-  std::int64_t lseSize() const { return batch * heads * seq; }
-  double scale() const { return 1.0 / std::sqrt(double(headDim)); }
-  const std::int32_t *cu() const {
-    return cuSeqlens.empty() ? nullptr : cuSeqlens.data();
-  }
-  std::int64_t numCu() const {
-    return static_cast<std::int64_t>(cuSeqlens.size());
-  }
-  std::string describe() const {
-    std::ostringstream text;
-    text << "batch " << batch << " seq " << seq << " heads " << heads
-         << " kvHeads " << kvHeads << " headDim " << headDim
-         << (causal ? " causal" : " full");
-    if (!cuSeqlens.empty()) {
-      text << " cu_seqlens";
-      for (std::int32_t value : cuSeqlens)
-        text << " " << value;
-    }
-    return text.str();
-  }
-};
-
 /// The document of flattened token t: its batch row, or its cu_seqlens
 /// interval.
 std::int64_t documentOf(const AttentionCase &c, std::int64_t t) {

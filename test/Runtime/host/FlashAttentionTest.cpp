@@ -56,43 +56,9 @@ std::string describe(FlashBlocks blocks) {
          std::to_string(blocks.blockK);
 }
 
-struct FlashCase {
-  std::int64_t batch, seq, heads, kvHeads, headDim;
-  bool causal;
-  std::vector<std::int32_t> cuSeqlens; ///< empty: none
-
-  std::int64_t tokens() const { return batch * seq; }
-  std::int64_t qSize() const { return tokens() * heads * headDim; }
-  std::int64_t kvSize() const { return tokens() * kvHeads * headDim; }
-  std::int64_t lseSize() const { return batch * heads * seq; }
-  double scale() const { return 1.0 / std::sqrt(double(headDim)); }
-  const std::int32_t *cu() const {
-    return cuSeqlens.empty() ? nullptr : cuSeqlens.data();
-  }
-  std::int64_t numCu() const {
-    return static_cast<std::int64_t>(cuSeqlens.size());
-  }
-  /// Index into lse [batch, heads, seq] of flattened token t and head h.
-  std::int64_t lseIndex(std::int64_t t, std::int64_t h) const {
-    return (t / seq * heads + h) * seq + t % seq;
-  }
-  std::string describe() const {
-    std::ostringstream text;
-    text << "batch " << batch << " seq " << seq << " heads " << heads
-         << " kvHeads " << kvHeads << " headDim " << headDim
-         << (causal ? " causal" : " full");
-    if (!cuSeqlens.empty()) {
-      text << " cu_seqlens";
-      for (std::int32_t value : cuSeqlens)
-        text << " " << value;
-    }
-    return text.str();
-  }
-};
-
 /// The keys flattened token t sees: [begin, end) of its document (its batch
 /// row, or its cu_seqlens interval), cut after t when causal.
-std::pair<std::int64_t, std::int64_t> visibleKeys(const FlashCase &c,
+std::pair<std::int64_t, std::int64_t> visibleKeys(const AttentionCase &c,
                                                   std::int64_t t) {
   std::int64_t begin = t / c.seq * c.seq, end = begin + c.seq;
   if (!c.cuSeqlens.empty()) {
@@ -110,7 +76,7 @@ std::pair<std::int64_t, std::int64_t> visibleKeys(const FlashCase &c,
 struct FlashInputs {
   std::vector<float> q, k, v, dout;
 
-  explicit FlashInputs(const FlashCase &c)
+  explicit FlashInputs(const AttentionCase &c)
       : q(randomVector<float>(c.qSize(), -2.0, 2.0)),
         k(randomVector<float>(c.kvSize(), -2.0, 2.0)),
         v(randomVector<float>(c.kvSize())),
@@ -118,7 +84,7 @@ struct FlashInputs {
 };
 
 /// Softmax attention in FP64, one query row at a time over its visible keys.
-void referenceForward(const FlashCase &c, const FlashInputs &in,
+void referenceForward(const AttentionCase &c, const FlashInputs &in,
                       std::vector<double> &out, std::vector<double> &lse) {
   std::int64_t d = c.headDim, group = c.heads / c.kvHeads;
   out.assign(c.qSize(), 0.0);
@@ -154,7 +120,7 @@ void referenceForward(const FlashCase &c, const FlashInputs &in,
 /// attentionBackward's definition in FP64, from the given out and lse:
 /// P = exp(scale q.k - lse), dS = P (dout.v - dout.out), dq = scale dS k,
 /// dk = scale dS^T q, dv = P^T dout.
-void referenceBackward(const FlashCase &c, const FlashInputs &in,
+void referenceBackward(const AttentionCase &c, const FlashInputs &in,
                        const std::vector<float> &out,
                        const std::vector<float> &lse, std::vector<double> &dq,
                        std::vector<double> &dk, std::vector<double> &dv) {
@@ -201,7 +167,7 @@ struct FlashReference {
   std::vector<double> out, lse, dq, dk, dv;
   std::vector<float> roundedOut, roundedLse;
 
-  FlashReference(const FlashCase &c, const FlashInputs &in) {
+  FlashReference(const AttentionCase &c, const FlashInputs &in) {
     referenceForward(c, in, out, lse);
     roundedOut.assign(out.begin(), out.end());
     roundedLse.assign(lse.begin(), lse.end());
@@ -212,7 +178,7 @@ struct FlashReference {
 /// Runs both flash kernels in T with `blocks` on poisoned outputs and
 /// expects them to match the references.
 template <typename T>
-void expectFlashMatches(const FlashCase &c, const FlashInputs &in,
+void expectFlashMatches(const AttentionCase &c, const FlashInputs &in,
                         const FlashReference &ref, FlashBlocks blocks) {
   SCOPED_TRACE(std::string(typeName<T>()) + " " + describe(blocks));
   auto q = as<T>(in.q), k = as<T>(in.k), v = as<T>(in.v);
@@ -238,7 +204,7 @@ void expectFlashMatches(const FlashCase &c, const FlashInputs &in,
 }
 
 /// One reference, checked against both dtypes and every block shape.
-void expectFlashMatchesForAllBlocks(const FlashCase &c) {
+void expectFlashMatchesForAllBlocks(const AttentionCase &c) {
   SCOPED_TRACE(c.describe());
   FlashInputs in(c);
   FlashReference ref(c, in);
@@ -302,7 +268,7 @@ TEST_F(FlashAttentionTest, PackedDocumentsMatchReference) {
 
 // cu_seqlens at the batch rows means the same as no cu_seqlens, bit for bit.
 TEST_F(FlashAttentionTest, RowAlignedDocumentsEqualBatchRows) {
-  FlashCase c{3, 70, 4, 2, 64, true, {0, 70, 140, 210}};
+  AttentionCase c{3, 70, 4, 2, 64, true, {0, 70, 140, 210}};
   FlashInputs in(c);
   auto run = [&](const std::int32_t *cu, std::int64_t numCu) {
     auto out = poisoned<float>(c.qSize());
@@ -330,7 +296,7 @@ TEST_F(FlashAttentionTest, RowAlignedDocumentsEqualBatchRows) {
 /// Runs the naive and the flash kernels on the same inputs in T. The
 /// backwards both start from the naive forward's out and lse.
 template <typename T>
-void expectAgreesWithNaive(const FlashCase &c, FlashBlocks blocks) {
+void expectAgreesWithNaive(const AttentionCase &c, FlashBlocks blocks) {
   SCOPED_TRACE(c.describe() + " " + typeName<T>() + " " + describe(blocks));
   FlashInputs in(c);
   auto q = as<T>(in.q), k = as<T>(in.k), v = as<T>(in.v), dout = as<T>(in.dout);
@@ -381,13 +347,13 @@ template <typename T> class FlashAgreementTest : public KernelTest {};
 TYPED_TEST_SUITE(FlashAgreementTest, KernelTypes, KernelTypeNames);
 
 TYPED_TEST(FlashAgreementTest, MatchesAttentionKernels) {
-  const FlashCase cases[] = {
+  const AttentionCase cases[] = {
       {2, 100, 8, 2, 64, true, {}},
       {2, 100, 4, 4, 128, false, {}},
       {2, 100, 8, 1, 64, true, {0, 1, 37, 150, 151, 200}},
       {1, 257, 4, 2, 64, false, {0, 64, 65, 257}},
   };
-  for (const FlashCase &c : cases)
+  for (const AttentionCase &c : cases)
     for (FlashBlocks blocks : kBlockShapes)
       expectAgreesWithNaive<TypeParam>(c, blocks);
 }
@@ -413,7 +379,7 @@ std::int64_t countHiddenTiles(const std::vector<std::int64_t> &bounds,
 
 /// Runs forward and backward of `c` with `blocks` and returns the skipped
 /// tiles each reported.
-std::pair<std::int64_t, std::int64_t> skippedTiles(const FlashCase &c,
+std::pair<std::int64_t, std::int64_t> skippedTiles(const AttentionCase &c,
                                                    FlashBlocks blocks) {
   FlashInputs in(c);
   auto out = poisoned<float>(c.qSize());
@@ -435,7 +401,7 @@ std::pair<std::int64_t, std::int64_t> skippedTiles(const FlashCase &c,
 // seq 256 in blocks of 64: of the 4 x 4 tiles per head and row, the 6 above
 // the diagonal are never computed; the backward skips them in both passes.
 TEST_F(FlashAttentionTest, CausalSkipsTilesAboveTheDiagonal) {
-  FlashCase c{2, 256, 4, 2, 16, true, {}};
+  AttentionCase c{2, 256, 4, 2, 16, true, {}};
   auto [forward, backward] = skippedTiles(c, {64, 64});
   EXPECT_EQ(forward, 6 * c.heads * c.batch);
   EXPECT_EQ(backward, 2 * forward);
@@ -448,7 +414,7 @@ TEST_F(FlashAttentionTest, CausalSkipsTilesAboveTheDiagonal) {
 
 // Uneven blocks and packed documents: the count matches enumeration.
 TEST_F(FlashAttentionTest, SkippedTilesMatchEnumeration) {
-  FlashCase c{2, 150, 2, 1, 16, true, {0, 1, 70, 230, 230, 231, 300}};
+  AttentionCase c{2, 150, 2, 1, 16, true, {0, 1, 70, 230, 230, 231, 300}};
   std::vector<std::int64_t> bounds(c.cuSeqlens.begin(), c.cuSeqlens.end());
   for (FlashBlocks blocks : kBlockShapes) {
     SCOPED_TRACE(describe(blocks));
@@ -469,7 +435,7 @@ TEST_F(FlashAttentionTest, SkippedTilesMatchEnumeration) {
 // Every output has one writer and one summation order: 1, 2 and 3 threads
 // give the same bits.
 TEST_F(FlashAttentionTest, SameBitsForAnyThreadCount) {
-  FlashCase c{2, 100, 4, 2, 64, true, {0, 30, 31, 130, 200}};
+  AttentionCase c{2, 100, 4, 2, 64, true, {0, 30, 31, 130, 200}};
   FlashInputs in(c);
   auto run = [&] {
     auto out = poisoned<float>(c.qSize());
@@ -537,7 +503,7 @@ TEST_F(FlashAttentionTest, MemoryDoesNotGrowWithSeqSquared) {
             2 * flashWorkspaceBytes(64, {64, 64}));
   EXPECT_LT(flashWorkspaceBytes(128, {128, 128}), 1 << 20);
 
-  FlashCase c{1, 4096, 1, 1, 64, true, {}};
+  AttentionCase c{1, 4096, 1, 1, 64, true, {}};
   std::int64_t scoreMatrixBytes = c.seq * c.seq * sizeof(float);
   constexpr std::int64_t kAllowedGrowth = 16 << 20;
   FlashInputs in(c);

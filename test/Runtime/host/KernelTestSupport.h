@@ -17,6 +17,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -86,6 +87,43 @@ inline std::vector<std::int32_t> randomIds(std::int64_t n, std::int64_t vocab) {
     id = dist(rng());
   return ids;
 }
+
+/// The shape of one attention test case (q, out [batch, seq, heads *
+/// headDim]; k, v [batch, seq, kvHeads * headDim]; lse [batch, heads, seq]),
+/// with its packed documents.
+struct AttentionCase {
+  std::int64_t batch, seq, heads, kvHeads, headDim;
+  bool causal;
+  std::vector<std::int32_t> cuSeqlens; ///< empty: none
+
+  std::int64_t tokens() const { return batch * seq; }
+  std::int64_t qSize() const { return tokens() * heads * headDim; }
+  std::int64_t kvSize() const { return tokens() * kvHeads * headDim; }
+  std::int64_t lseSize() const { return batch * heads * seq; }
+  double scale() const { return 1.0 / std::sqrt(double(headDim)); }
+  const std::int32_t *cu() const {
+    return cuSeqlens.empty() ? nullptr : cuSeqlens.data();
+  }
+  std::int64_t numCu() const {
+    return static_cast<std::int64_t>(cuSeqlens.size());
+  }
+  /// Index into lse [batch, heads, seq] of flattened token t and head h.
+  std::int64_t lseIndex(std::int64_t t, std::int64_t h) const {
+    return (t / seq * heads + h) * seq + t % seq;
+  }
+  std::string describe() const {
+    std::ostringstream text;
+    text << "batch " << batch << " seq " << seq << " heads " << heads
+         << " kvHeads " << kvHeads << " headDim " << headDim
+         << (causal ? " causal" : " full");
+    if (!cuSeqlens.empty()) {
+      text << " cu_seqlens";
+      for (std::int32_t value : cuSeqlens)
+        text << " " << value;
+    }
+    return text.str();
+  }
+};
 
 /// A buffer of n NaNs: an output the kernel must overwrite.
 template <typename T> std::vector<T> poisoned(std::int64_t n) {
