@@ -81,29 +81,24 @@ const double kUnclippedExpAvg[2][4] = {{0.05, -0.025, 0.15, -0.2},
 const double kUnclippedExpAvgSq[2][4] = {
     {0.0125, 0.003125, 0.1125, 0.2}, {0.015, 0.03109375, 0.156875, 0.19078125}};
 
+/// The expectation for gradient norms whose clip coefficient is 1 (or with
+/// clipping off): the unclipped states above.
+AdamWExpectation unclipped(double norm0, double norm1, double maxGradNorm) {
+  AdamWExpectation e{{norm0, norm1}, maxGradNorm, {}, {}, {}};
+  for (int step = 0; step < 2; ++step)
+    for (int i = 0; i < 4; ++i) {
+      e.param[step][i] = kUnclippedParam[step][i];
+      e.expAvg[step][i] = kUnclippedExpAvg[step][i];
+      e.expAvgSq[step][i] = kUnclippedExpAvgSq[step][i];
+    }
+  return e;
+}
+
 // Norms under max 1 (0.5, 0.25): clip_coef > 1 is clamped to 1.
-const AdamWExpectation kUnderMax = {
-    {0.5, 0.25},
-    1.0,
-    {{kUnclippedParam[0][0], kUnclippedParam[0][1], kUnclippedParam[0][2],
-      kUnclippedParam[0][3]},
-     {kUnclippedParam[1][0], kUnclippedParam[1][1], kUnclippedParam[1][2],
-      kUnclippedParam[1][3]}},
-    {{0.05, -0.025, 0.15, -0.2}, {0.02, 0.0525, 0.235, -0.1675}},
-    {{0.0125, 0.003125, 0.1125, 0.2},
-     {0.015, 0.03109375, 0.156875, 0.19078125}}};
+const AdamWExpectation kUnderMax = unclipped(0.5, 0.25, 1.0);
 
 // max_grad_norm 0 switches clipping off, whatever the norm.
-const AdamWExpectation kClippingOff = {
-    {3.0, 2.0},
-    0.0,
-    {{kUnclippedParam[0][0], kUnclippedParam[0][1], kUnclippedParam[0][2],
-      kUnclippedParam[0][3]},
-     {kUnclippedParam[1][0], kUnclippedParam[1][1], kUnclippedParam[1][2],
-      kUnclippedParam[1][3]}},
-    {{0.05, -0.025, 0.15, -0.2}, {0.02, 0.0525, 0.235, -0.1675}},
-    {{0.0125, 0.003125, 0.1125, 0.2},
-     {0.015, 0.03109375, 0.156875, 0.19078125}}};
+const AdamWExpectation kClippingOff = unclipped(3.0, 2.0, 0.0);
 
 template <typename T> void expectTwoSteps(const AdamWExpectation &e) {
   // FP32 stores each state in 2^-24 relative; FP64 only reorders roundings.
