@@ -14,12 +14,13 @@ halved when causal. Prints a markdown table last, with Kiln / torch ratios.
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 
 import torch
 import torch.nn.functional as F
+
+from torch_bench import time_cuda
 
 HEADS, HEAD_DIM, TOKENS = 16, 128, 16384
 SEQS = (4096, 8192, 16384)
@@ -35,21 +36,6 @@ def flash_only():
             enable_flash=True, enable_math=False, enable_mem_efficient=False)
 
 
-def median_ms(work, warmup=3, runs=20):
-    for _ in range(warmup):
-        work()
-    times = []
-    for _ in range(runs):
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        start.record()
-        work()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
-
-
 def torch_attention(batch, seq, causal):
     """(forward ms, backward ms) of SDPA's flash backend, inputs laid out
     as Kiln's ([batch, seq, heads, head_dim], viewed as b h s d)."""
@@ -60,12 +46,14 @@ def torch_attention(batch, seq, causal):
     q, k, v = make(), make(), make()
     dout = torch.randn_like(q)
     with flash_only():
-        forward = median_ms(
-            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+        forward = time_cuda(
+            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+            warmup=3)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        backward = median_ms(
+        backward = time_cuda(
             lambda: torch.autograd.grad(out, (q, k, v), dout,
-                                        retain_graph=True))
+                                        retain_graph=True),
+            warmup=3)
     return forward, backward
 
 

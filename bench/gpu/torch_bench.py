@@ -42,8 +42,10 @@ def peak_flops():
     return name, None
 
 
-def time_cuda(fn, repeat=20):
-    for _ in range(5):
+def time_cuda(fn, repeat=20, warmup=5):
+    """Median milliseconds of `repeat` CUDA-event timings of fn() after
+    `warmup` untimed calls."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
