@@ -37,7 +37,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -780,6 +779,8 @@ TEST_F(DeviceKernelTest, CrossEntropyReportsBadTargets) {
 // Attention
 //===----------------------------------------------------------------------===//
 
+/// An attention case with the kernels' parameter types (int sizes, a float
+/// scale), which launches pass as they are; described as the host tests'.
 struct AttentionCase {
   int batch, seq, heads, kvHeads, headDim;
   bool causal;
@@ -794,16 +795,9 @@ struct AttentionCase {
   long long rows() const { return static_cast<long long>(batch) * heads * seq; }
   float scale() const { return 1.0f / std::sqrt(static_cast<float>(headDim)); }
   std::string describe() const {
-    std::ostringstream text;
-    text << "batch " << batch << " seq " << seq << " heads " << heads
-         << " kvHeads " << kvHeads << " headDim " << headDim
-         << (causal ? " causal" : " full");
-    if (!cuSeqlens.empty()) {
-      text << " cu_seqlens";
-      for (std::int32_t value : cuSeqlens)
-        text << " " << value;
-    }
-    return text.str();
+    return kiln::rt::host::testing::AttentionCase{
+        batch, seq, heads, kvHeads, headDim, causal, cuSeqlens}
+        .describe();
   }
 };
 
