@@ -221,28 +221,33 @@ LogicalResult NNAutodiffPass::buildTrainStep(func::FuncOp forward) {
   auto argDict = [&](StringRef key, Attribute value) {
     return DictionaryAttr::get(ctx, {NamedAttribute(key, value)});
   };
-  SmallVector<BlockArgument> expAvg, expAvgSq;
-  for (auto [key, moments] :
-       {std::pair<StringRef, SmallVector<BlockArgument> *>{kExpAvgAttr,
-                                                           &expAvg},
-        {kExpAvgSqAttr, &expAvgSq}}) {
-    for (auto [param, name] : llvm::zip_equal(params, paramNames)) {
-      unsigned index = step.getNumArguments();
-      if (failed(step.insertArgument(index, param.getType(), argDict(key, name),
-                                     param.getLoc())))
-        return failure();
-      moments->push_back(step.getArgument(index));
-    }
-  }
-  SmallVector<Value> scalars;
-  for (StringRef input : {"lr", "step"}) {
-    unsigned index = step.getNumArguments();
-    if (failed(step.insertArgument(
-            index, scalarF32, argDict(kInputAttr, StringAttr::get(ctx, input)),
-            step.getLoc())))
-      return failure();
-    scalars.push_back(step.getArgument(index));
-  }
+  // All in one insertArguments: inserting one at a time rebuilds the
+  // function type and argument attributes each time, quadratic in the
+  // number of parameters (51 s for 1000 layers).
+  SmallVector<unsigned> indices;
+  SmallVector<Type> types;
+  SmallVector<DictionaryAttr> attrs;
+  SmallVector<Location> locs;
+  auto addArgument = [&](Type type, DictionaryAttr attr, Location loc) {
+    indices.push_back(step.getNumArguments());
+    types.push_back(type);
+    attrs.push_back(attr);
+    locs.push_back(loc);
+  };
+  for (StringRef key : {kExpAvgAttr, kExpAvgSqAttr})
+    for (auto [param, name] : llvm::zip_equal(params, paramNames))
+      addArgument(param.getType(), argDict(key, name), param.getLoc());
+  for (StringRef input : {"lr", "step"})
+    addArgument(scalarF32, argDict(kInputAttr, StringAttr::get(ctx, input)),
+                step.getLoc());
+  unsigned first = step.getNumArguments();
+  if (failed(step.insertArguments(indices, types, attrs, locs)))
+    return failure();
+  auto added = step.getArguments().drop_front(first);
+  SmallVector<BlockArgument> expAvg(added.take_front(params.size()));
+  SmallVector<BlockArgument> expAvgSq(
+      added.drop_front(params.size()).take_front(params.size()));
+  SmallVector<Value> scalars(added.take_back(2));
 
   // Gradient clipping and AdamW.
   b.setInsertionPoint(stepReturn);

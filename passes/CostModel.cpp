@@ -3,12 +3,14 @@
 #include "passes/CostModel.h"
 #include "runtime/cuda/FlashAttention.h"
 
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 using namespace kiln;
 using llvm::formatv;
@@ -80,6 +82,12 @@ AttentionTiles kiln::fitFlashKernelTiles(AttentionTiles tiles, int64_t headDim,
 
 int64_t kiln::flashKernelSharedBytes(const AttentionTiles &tiles,
                                      int64_t headDim, bool backward) {
+  // Past 2^20 the kernels' formulas could overflow; no GPU has shared
+  // memory for such tiles, so they need "more than any".
+  constexpr int64_t kLargest = int64_t(1) << 20;
+  for (int64_t size : {headDim, tiles.blockQ, tiles.blockK, tiles.numStages})
+    if (size > kLargest)
+      return std::numeric_limits<int64_t>::max();
   return backward ? rt::cuda::flashBackwardSharedBytes(headDim, tiles.blockQ,
                                                        tiles.blockK)
                   : rt::cuda::flashForwardSharedBytes(
@@ -90,8 +98,10 @@ AttentionTiles kiln::chooseAttentionTiles(const Target &target,
                                           const AttentionShape &shape,
                                           bool backward) {
   int64_t d = shape.headDim;
-  // No block larger than the sequence (rounded up to the tile granularity).
-  int64_t cap = std::max<int64_t>(16, roundUp16(shape.seqLen));
+  // No block larger than the sequence (rounded up to the tile granularity);
+  // no block exceeds 128 either, which keeps the rounding from overflowing.
+  int64_t cap =
+      std::max<int64_t>(16, roundUp16(std::min<int64_t>(shape.seqLen, 128)));
   AttentionTiles tiles;
   if (target.gpu) {
     // FlashAttention-2 on tensor cores (mma.sync m16n8k16), a warp per 16
@@ -142,7 +152,14 @@ AttentionTiles kiln::chooseAttentionTiles(const Target &target,
   }
   // Host: square blocks whose FP32 working set (Q, K, V, the score tile and
   // the output accumulator) stays in a core's share of L2.
-  auto working = [&](int64_t b) { return (4 * b * d + b * b) * 4; };
+  // Saturating at INT64_MAX: the working set of a head too large for 64
+  // bits fits no cache.
+  auto working = [&](int64_t b) {
+    std::optional<int64_t> elements = llvm::checkedMulAdd(4 * b, d, b * b);
+    std::optional<int64_t> bytes =
+        elements ? llvm::checkedMul<int64_t>(*elements, 4) : std::nullopt;
+    return bytes.value_or(std::numeric_limits<int64_t>::max());
+  };
   int64_t block = 128;
   while (block > 16 && working(block) > target.tileMemoryBytes)
     block /= 2;
@@ -190,13 +207,20 @@ kiln::lookupTunedAttention(llvm::StringRef path, const Target &target,
                            blockK = integer("block_k"),
                            warps = integer("num_warps"),
                            stages = integer("num_stages");
+    // Bounds far above any kernel's, so that the kernels' workspaces
+    // (block_q x block_k scores) cannot overflow.
+    constexpr int64_t kMaxBlock = 4096, kMaxWarps = 32, kMaxStages = 8;
+    auto within = [](std::optional<int64_t> value, int64_t most) {
+      return value && *value > 0 && *value <= most;
+    };
     if (!entry || !entry->getString("target") || !integer("head_dim") ||
-        !blockQ || !blockK || !warps || !stages || *blockQ <= 0 ||
-        *blockK <= 0 || *warps <= 0 || *stages <= 0)
+        !within(blockQ, kMaxBlock) || !within(blockK, kMaxBlock) ||
+        !within(warps, kMaxWarps) || !within(stages, kMaxStages))
       return llvm::createStringError(
           formatv("{0}: attention entry {1} needs target, head_dim and "
-                  "positive block_q, block_k, num_warps, num_stages",
-                  path, index)
+                  "block_q, block_k in [1, {2}], num_warps in [1, {3}] and "
+                  "num_stages in [1, {4}]",
+                  path, index, kMaxBlock, kMaxWarps, kMaxStages)
               .str());
     if (*entry->getString("target") != target.name ||
         *integer("head_dim") != shape.headDim ||
@@ -204,8 +228,12 @@ kiln::lookupTunedAttention(llvm::StringRef path, const Target &target,
             shape.elementBytes ||
         entry->getBoolean("causal").value_or(shape.causal) != shape.causal)
       continue;
-    int64_t distance =
-        std::abs(integer("seq_len").value_or(shape.seqLen) - shape.seqLen);
+    // |entry's seq_len - ours|, the largest distance where that overflows.
+    std::optional<int64_t> difference = llvm::checkedSub(
+        integer("seq_len").value_or(shape.seqLen), shape.seqLen);
+    int64_t distance = difference && *difference != INT64_MIN
+                           ? std::abs(*difference)
+                           : std::numeric_limits<int64_t>::max();
     if (distance >= bestDistance)
       continue;
     bestDistance = distance;

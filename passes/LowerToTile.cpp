@@ -14,6 +14,7 @@
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "llvm/Support/CheckedArithmetic.h"
 
 namespace kiln {
 #define GEN_PASS_DEF_NNLOWERTOTILEPASS
@@ -33,6 +34,42 @@ int64_t numElements(Value v) {
   return cast<RankedTensorType>(v.getType()).getNumElements();
 }
 
+/// Checks what the patterns multiply and divide: every tensor of `op` has
+/// an element count that fits in int64, and a GEMM's are not empty (its m,
+/// n and k must be positive). Shapes must be static.
+LogicalResult checkSizes(Operation *op) {
+  bool gemm = isa<nn::LinearOp, nn::LinearWeightGradOp, nn::MatmulOp>(op);
+  auto check = [&](Value value, StringRef kind,
+                   unsigned index) -> LogicalResult {
+    auto type = dyn_cast<RankedTensorType>(value.getType());
+    if (!type)
+      return success();
+    if (!type.hasStaticShape())
+      return op->emitOpError()
+             << "nn-lower-to-tile needs static shapes, got " << type;
+    std::optional<int64_t> elements = 1;
+    for (int64_t dim : type.getShape())
+      if (elements)
+        elements = llvm::checkedMul(*elements, dim);
+    if (!elements)
+      return op->emitOpError()
+             << "nn-lower-to-tile: " << kind << " #" << index << " (" << type
+             << ") has more than 2^63 elements";
+    if (gemm && *elements == 0)
+      return op->emitOpError()
+             << "nn-lower-to-tile: " << kind << " #" << index << " (" << type
+             << ") is empty; a GEMM needs positive m, n and k";
+    return success();
+  };
+  for (OpOperand &operand : op->getOpOperands())
+    if (failed(check(operand.get(), "operand", operand.getOperandNumber())))
+      return failure();
+  for (OpResult result : op->getResults())
+    if (failed(check(result, "result", result.getResultNumber())))
+      return failure();
+  return success();
+}
+
 /// `x W^T + b` (or `x W + b` with transpose_weight): one GEMM with the
 /// activations viewed as a [tokens, in] matrix.
 struct LowerLinear : OpRewritePattern<nn::LinearOp> {
@@ -42,11 +79,13 @@ struct LowerLinear : OpRewritePattern<nn::LinearOp> {
     int64_t k = lastDim(op.getInput());
     int64_t n = lastDim(op.getResult());
     int64_t m = numElements(op.getInput()) / k;
-    auto gemm = rewriter.replaceOpWithNewOp<tile::GemmOp>(
-        op, op.getType(), op.getInput(), op.getWeight(), op.getBias(),
-        /*batch=*/1, m, n, k, /*transpose_a=*/false,
-        /*transpose_b=*/!op.getTransposeWeight());
-    copyChunk(op, gemm);
+    auto gemm =
+        tile::GemmOp::create(rewriter, op.getLoc(), op.getType(), op.getInput(),
+                             op.getWeight(), op.getBias(),
+                             /*batch=*/1, m, n, k, /*transpose_a=*/false,
+                             /*transpose_b=*/!op.getTransposeWeight());
+    copyChunk(op, gemm); // before replaceOp, which erases `op`
+    rewriter.replaceOp(op, gemm.getResult());
     return success();
   }
 };
@@ -61,10 +100,12 @@ struct LowerLinearWeightGrad : OpRewritePattern<nn::LinearWeightGradOp> {
     int64_t tokens = numElements(x) / lastDim(x);
     Value a = op.getTransposeWeight() ? x : dy;
     Value b = op.getTransposeWeight() ? dy : x;
-    auto gemm = rewriter.replaceOpWithNewOp<tile::GemmOp>(
-        op, op.getType(), a, b, /*bias=*/Value(), /*batch=*/1, lastDim(a),
-        lastDim(b), tokens, /*transpose_a=*/true, /*transpose_b=*/false);
-    copyChunk(op, gemm);
+    auto gemm = tile::GemmOp::create(rewriter, op.getLoc(), op.getType(), a, b,
+                                     /*bias=*/Value(), /*batch=*/1, lastDim(a),
+                                     lastDim(b), tokens, /*transpose_a=*/true,
+                                     /*transpose_b=*/false);
+    copyChunk(op, gemm); // before replaceOp, which erases `op`
+    rewriter.replaceOp(op, gemm.getResult());
     return success();
   }
 };
@@ -80,10 +121,11 @@ struct LowerMatmul : OpRewritePattern<nn::MatmulOp> {
     int64_t k = op.getTransposeLhs() ? lhs.getDimSize(rank - 2)
                                      : lhs.getDimSize(rank - 1);
     int64_t batch = result.getNumElements() / (m * n);
-    auto gemm = rewriter.replaceOpWithNewOp<tile::GemmOp>(
-        op, op.getType(), op.getLhs(), op.getRhs(), Value(), batch, m, n, k,
-        op.getTransposeLhs(), op.getTransposeRhs());
-    copyChunk(op, gemm);
+    auto gemm = tile::GemmOp::create(
+        rewriter, op.getLoc(), op.getType(), op.getLhs(), op.getRhs(), Value(),
+        batch, m, n, k, op.getTransposeLhs(), op.getTransposeRhs());
+    copyChunk(op, gemm); // before replaceOp, which erases `op`
+    rewriter.replaceOp(op, gemm.getResult());
     return success();
   }
 };
@@ -165,6 +207,15 @@ struct NNLowerToTilePass
           }
     });
     if (dynamic)
+      return signalPassFailure();
+
+    bool badSize = false;
+    module.walk([&](Operation *op) {
+      if (op->getDialect() && op->getDialect()->getNamespace() == "nn" &&
+          failed(checkSizes(op)))
+        badSize = true;
+    });
+    if (badSize)
       return signalPassFailure();
 
     // Attention has its own pass, which picks tile sizes for a target.

@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <map>
@@ -26,25 +27,47 @@ using namespace kiln;
 
 namespace {
 
-/// Bytes of a tensor value in memory.
-int64_t byteSize(Value value) {
+/// Bytes of a tensor value in memory, in checked arithmetic: nullopt when
+/// they do not fit in int64. The shape must be static.
+std::optional<int64_t> byteSize(Value value) {
   auto type = cast<RankedTensorType>(value.getType());
   int64_t bits = type.getElementTypeBitWidth();
-  return (type.getNumElements() * bits + 7) / 8;
+  std::optional<int64_t> elements = 1;
+  for (int64_t dim : type.getShape())
+    if (elements)
+      elements = llvm::checkedMul(*elements, dim);
+  if (!elements)
+    return std::nullopt;
+  // Whole bytes per element (all but sub-byte types) need no bit count,
+  // which would overflow eight times sooner.
+  if (bits % 8 == 0)
+    return llvm::checkedMul<int64_t>(*elements, bits / 8);
+  std::optional<int64_t> totalBits =
+      llvm::checkedMulAdd<int64_t>(*elements, bits, 7);
+  return totalBits ? std::optional<int64_t>(*totalBits / 8) : std::nullopt;
 }
 
-int64_t alignTo(int64_t value, int64_t alignment) {
-  return (value + alignment - 1) / alignment * alignment;
+/// `value` rounded up to a multiple of `alignment`; nullopt on overflow.
+std::optional<int64_t> alignTo(int64_t value, int64_t alignment) {
+  std::optional<int64_t> padded = llvm::checkedAdd(value, alignment - 1);
+  return padded ? std::optional<int64_t>(*padded / alignment * alignment)
+                : std::nullopt;
 }
 
-/// First-fit allocator over [base, infinity) with coalescing free list.
+/// First-fit allocator over [base, 2^63) with coalescing free list.
 class ArenaAllocator {
 public:
   ArenaAllocator(int64_t base, int64_t alignment)
       : alignment(alignment), top(base) {}
 
-  int64_t allocate(int64_t bytes) {
-    bytes = alignTo(std::max<int64_t>(bytes, 1), alignment);
+  /// The offset of a new block of `bytes`; nullopt when the arena would
+  /// pass 2^63 bytes.
+  std::optional<int64_t> allocate(int64_t bytes) {
+    std::optional<int64_t> aligned =
+        alignTo(std::max<int64_t>(bytes, 1), alignment);
+    if (!aligned)
+      return std::nullopt;
+    bytes = *aligned;
     for (auto it = freeBlocks.begin(); it != freeBlocks.end(); ++it) {
       auto [offset, size] = *it;
       if (size < bytes)
@@ -54,13 +77,17 @@ public:
         freeBlocks[offset + bytes] = size - bytes;
       return offset;
     }
+    std::optional<int64_t> end = llvm::checkedAdd(top, bytes);
+    if (!end)
+      return std::nullopt;
     int64_t offset = top;
-    top += bytes;
+    top = *end;
     return offset;
   }
 
+  /// Frees a block allocate() returned (so its aligned end fits).
   void release(int64_t offset, int64_t bytes) {
-    bytes = alignTo(std::max<int64_t>(bytes, 1), alignment);
+    bytes = *alignTo(std::max<int64_t>(bytes, 1), alignment);
     auto [it, inserted] = freeBlocks.emplace(offset, bytes);
     (void)inserted;
     // Merge with the following and the preceding free block.
@@ -108,15 +135,60 @@ void TilePlanMemoryPass::runOnOperation() {
   Block &body = func.getBody().front();
   Builder b(&getContext());
 
+  // The size of every value, each error at its own location.
+  llvm::DenseMap<Value, int64_t> sizes;
+  bool badSize = false;
+  auto measure = [&](Value value, InFlightDiagnostic (*emit)(Value),
+                     const llvm::Twine &what) {
+    auto type = dyn_cast<RankedTensorType>(value.getType());
+    if (!type || !type.hasStaticShape()) {
+      emit(value) << "tile-plan-memory: " << what
+                  << " must be a tensor of static shape, got "
+                  << value.getType();
+      badSize = true;
+    } else if (std::optional<int64_t> bytes = byteSize(value)) {
+      sizes[value] = *bytes;
+    } else {
+      emit(value) << "tile-plan-memory: " << what << " (" << type
+                  << ") takes more than 2^63 bytes";
+      badSize = true;
+    }
+  };
+  auto atArgument = [](Value value) { return emitError(value.getLoc()); };
+  auto atOp = [](Value value) { return value.getDefiningOp()->emitOpError(); };
+  for (BlockArgument arg : body.getArguments())
+    measure(arg, atArgument, "argument #" + llvm::Twine(arg.getArgNumber()));
+  for (Operation &op : body.getOperations())
+    for (OpResult result : op.getResults())
+      measure(result, atOp, "result #" + llvm::Twine(result.getResultNumber()));
+  if (badSize)
+    return signalPassFailure();
+  auto sizeOf = [&](Value value) { return sizes.lookup(value); };
+
   // Persistent region: every argument, in order.
+  // The argument attributes are set all at once: setArgAttr per argument
+  // rebuilds the whole array each time (quadratic in the parameters).
   llvm::DenseMap<Value, int64_t> offsets;
+  SmallVector<DictionaryAttr> argAttrs;
   int64_t persistent = 0;
   for (BlockArgument arg : body.getArguments()) {
     offsets[arg] = persistent;
-    func.setArgAttr(arg.getArgNumber(), "kiln.offset",
-                    b.getI64IntegerAttr(persistent));
-    persistent = alignTo(persistent + byteSize(arg), alignment);
+    NamedAttrList attrs(func.getArgAttrDict(arg.getArgNumber()));
+    attrs.set("kiln.offset", b.getI64IntegerAttr(persistent));
+    argAttrs.push_back(attrs.getDictionary(&getContext()));
+    std::optional<int64_t> end = llvm::checkedAdd(persistent, sizeOf(arg));
+    if (end)
+      end = alignTo(*end, alignment);
+    if (!end) {
+      emitError(arg.getLoc())
+          << "tile-plan-memory: argument #" << arg.getArgNumber() << " ("
+          << sizeOf(arg) << " bytes at offset " << persistent
+          << ") makes the arena larger than 2^63 bytes";
+      return signalPassFailure();
+    }
+    persistent = *end;
   }
+  func.setAllArgAttrs(argAttrs);
 
   // Last use of every value in program order; returned values live to the
   // end.
@@ -146,12 +218,20 @@ void TilePlanMemoryPass::runOnOperation() {
                                       : adamw.getExpAvgSq();
         offset = offsets.lookup(replaced);
       } else {
-        offset = arena.allocate(byteSize(result));
+        std::optional<int64_t> allocated = arena.allocate(sizeOf(result));
+        if (!allocated) {
+          op.emitOpError() << "tile-plan-memory: result #" << index << " ("
+                           << sizeOf(result) << " bytes, with " << arena.peak()
+                           << " allocated) makes the arena larger than 2^63 "
+                              "bytes";
+          return signalPassFailure();
+        }
+        offset = *allocated;
       }
       offsets[result] = offset;
       resultOffsets.push_back(offset);
-      if (byteSize(result) > largest) {
-        largest = byteSize(result);
+      if (sizeOf(result) > largest) {
+        largest = sizeOf(result);
         largestValue = result;
       }
     }
@@ -164,12 +244,12 @@ void TilePlanMemoryPass::runOnOperation() {
         continue;
       if (isa_and_nonnull<tile::AdamWOp>(operand.getDefiningOp()))
         continue;
-      arena.release(offsets.lookup(operand), byteSize(operand));
+      arena.release(offsets.lookup(operand), sizeOf(operand));
     }
     // A result nobody uses is dead at once.
     for (Value result : op.getResults())
       if (result.use_empty() && !adamw)
-        arena.release(offsets.lookup(result), byteSize(result));
+        arena.release(offsets.lookup(result), sizeOf(result));
   }
 
   func->setAttr("kiln.arena_bytes", b.getI64IntegerAttr(arena.peak()));

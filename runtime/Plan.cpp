@@ -5,7 +5,9 @@
 #include "runtime/Error.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <limits>
 #include <span>
 
 namespace kiln::rt {
@@ -44,11 +46,41 @@ const char *elemName(ElemType type) {
   return "?";
 }
 
-int64_t TensorInfo::numElements() const {
-  int64_t count = 1;
+namespace {
+
+/// The element count of `shape` and its bytes at `elementBytes` each;
+/// false where either overflows int64.
+bool checkedSizes(const std::vector<int64_t> &shape, int64_t elementBytes,
+                  int64_t &elements, int64_t &bytes) {
+  elements = 1;
   for (int64_t d : shape)
-    count *= d;
-  return count;
+    if (__builtin_mul_overflow(elements, d, &elements))
+      return false;
+  return !__builtin_mul_overflow(elements, elementBytes, &bytes);
+}
+
+std::string shapeText(const std::vector<int64_t> &shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+} // namespace
+
+int64_t TensorInfo::numElements() const {
+  int64_t elements, bytes;
+  if (!checkedSizes(shape, 1, elements, bytes))
+    throw Error(fmt::format("a tensor of shape {} has more than 2^63 elements",
+                            shapeText(shape)));
+  return elements;
+}
+
+int64_t TensorInfo::bytes() const {
+  int64_t elements, bytes;
+  if (!checkedSizes(shape, static_cast<int64_t>(elemSize(dtype)), elements,
+                    bytes))
+    throw Error(fmt::format("a {} tensor of shape {} takes more than 2^63 "
+                            "bytes",
+                            elemName(dtype), shapeText(shape)));
+  return bytes;
 }
 
 namespace {
@@ -78,6 +110,17 @@ public:
     if (!value.is_number_integer())
       fail(where, fmt::format("'{}' must be an integer", key));
     return value.get<int64_t>();
+  }
+
+  /// An optional integer in [0, `most`]; `fallback` when absent.
+  int64_t size(const json &object, const char *key, int64_t fallback,
+               int64_t most, const std::string &where) const {
+    if (!object.is_object() || !object.contains(key))
+      return fallback;
+    int64_t value = integer(object, key, where);
+    if (value < 0 || value > most)
+      fail(where, fmt::format("'{}' is {}, outside [0, {}]", key, value, most));
+    return value;
   }
 
   std::string string(const json &object, const char *key,
@@ -117,6 +160,17 @@ public:
     for (int64_t d : info.shape)
       if (d < 0)
         fail(where, "negative dimension");
+    int64_t elements, bytes;
+    if (!checkedSizes(info.shape, static_cast<int64_t>(elemSize(info.dtype)),
+                      elements, bytes))
+      fail(where, fmt::format("a {} tensor of shape {} takes more than 2^63 "
+                              "bytes",
+                              dtype, shapeText(info.shape)));
+    // The compiler writes no empty tensor, and the kernels divide by their
+    // dimensions.
+    if (elements == 0)
+      fail(where, fmt::format("a {} tensor of shape {} is empty", dtype,
+                              shapeText(info.shape)));
     return info;
   }
 
@@ -180,7 +234,11 @@ std::vector<std::byte> decodeBase64(std::string_view text,
   return out;
 }
 
-Plan Plan::parse(const std::string &text, const std::string &source) {
+namespace {
+
+/// Plan::parse's work. Reader checks every field it reads; nlohmann's own
+/// type errors (a mistyped optional field) reach Plan::parse as exceptions.
+Plan parsePlan(const std::string &text, const std::string &source) {
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
   Reader reader(source);
   if (root.is_discarded())
@@ -194,9 +252,16 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
                                     version, kPlanVersion));
   Plan plan;
   plan.model = root.value("model", json::object());
-  plan.arenaBytes = reader.integer(root, "arena_bytes", "plan");
-  plan.persistentBytes = reader.integer(root, "persistent_bytes", "plan");
-  plan.largestBufferBytes = root.value("largest_buffer_bytes", int64_t(0));
+  constexpr int64_t kMaxBytes = std::numeric_limits<int64_t>::max();
+  plan.arenaBytes = reader.size(root, "arena_bytes", -1, kMaxBytes, "plan");
+  if (plan.arenaBytes < 0)
+    reader.fail("plan", "missing 'arena_bytes'");
+  plan.persistentBytes =
+      reader.size(root, "persistent_bytes", -1, plan.arenaBytes, "plan");
+  if (plan.persistentBytes < 0)
+    reader.fail("plan", "missing 'persistent_bytes'");
+  plan.largestBufferBytes =
+      reader.size(root, "largest_buffer_bytes", 0, plan.arenaBytes, "plan");
 
   const json &values = reader.field(root, "values", "plan");
   for (const json &v : values) {
@@ -207,11 +272,14 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
     ValueInfo info;
     static_cast<TensorInfo &>(info) = reader.tensor(v, where);
     info.offset = reader.integer(v, "offset", where);
-    if (info.offset < 0 || info.offset + info.bytes() > plan.arenaBytes)
-      reader.fail(where, fmt::format("buffer [{}, {}) lies outside the "
-                                     "arena ({} bytes)",
-                                     info.offset, info.offset + info.bytes(),
-                                     plan.arenaBytes));
+    int64_t end;
+    if (info.offset < 0 ||
+        __builtin_add_overflow(info.offset, info.bytes(), &end) ||
+        end > plan.arenaBytes)
+      reader.fail(where,
+                  fmt::format("buffer of {} bytes at offset {} lies "
+                              "outside the arena ({} bytes)",
+                              info.bytes(), info.offset, plan.arenaBytes));
     plan.values.push_back(std::move(info));
   }
   auto checkId = [&](int64_t id, const std::string &where) {
@@ -229,6 +297,26 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
                            fmt::format("{} '{}'", kind, name));
       (std::string(kind) == "inputs" ? plan.inputs : plan.outputs)[name] = id;
     }
+
+  // The trainer sizes its batches by the model's batch x seq_len: they must
+  // be positive, and their product the element count of the tokens.
+  if (plan.model.contains("batch") || plan.model.contains("seq_len")) {
+    int64_t batch = reader.integer(plan.model, "batch", "model");
+    int64_t seqLen = reader.integer(plan.model, "seq_len", "model");
+    int64_t tokens;
+    if (batch <= 0 || seqLen <= 0 ||
+        __builtin_mul_overflow(batch, seqLen, &tokens))
+      reader.fail("model", fmt::format("batch ({}) x seq_len ({}) is not a "
+                                       "positive 64-bit size",
+                                       batch, seqLen));
+    if (auto input = plan.inputs.find("tokens"); input != plan.inputs.end())
+      if (int64_t held = plan.values[input->second].numElements();
+          held != tokens)
+        reader.fail("model", fmt::format("batch ({}) x seq_len ({}) is {} "
+                                         "tokens, but input 'tokens' holds "
+                                         "{}",
+                                         batch, seqLen, tokens, held));
+  }
 
   for (const json &entry : reader.field(root, "parameters", "plan")) {
     Parameter param;
@@ -262,9 +350,17 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
       checkId(id, where);
     step.attrs = entry.value("attrs", json::object());
     if (step.kernel == "fused") {
+      // Local values: the step's inputs, then its temporaries.
       int64_t locals = static_cast<int64_t>(step.inputs.size());
-      for (const json &temp : reader.field(entry, "temporaries", where)) {
+      const json &temporaries = reader.field(entry, "temporaries", where);
+      int64_t end = locals + static_cast<int64_t>(temporaries.size());
+      for (const json &temp : temporaries) {
         int64_t index = reader.integer(temp, "index", where);
+        if (index < static_cast<int64_t>(step.inputs.size()) || index >= end)
+          reader.fail(where, fmt::format("temporary {} is not one of the "
+                                         "local values [{}, {}) after the "
+                                         "inputs",
+                                         index, step.inputs.size(), end));
         step.temporaries[index] = reader.tensor(temp, where);
         locals = std::max(locals, index + 1);
       }
@@ -352,7 +448,8 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
     const json &cuda = root.at("cuda");
     plan.hasCuda = true;
     plan.cudaHeader = cuda.value("header", "kiln_device.cuh");
-    plan.cudaScratchBytes = cuda.value("scratch_bytes", int64_t(0));
+    plan.cudaScratchBytes =
+        reader.size(cuda, "scratch_bytes", 0, kMaxBytes, "cuda");
     for (const json &kernel : reader.field(cuda, "kernels", "cuda"))
       plan.cudaKernels[reader.string(kernel, "name", "cuda kernels")] =
           reader.string(kernel, "source", "cuda kernels");
@@ -362,12 +459,35 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
           plan.cudaCubins[arch][name] =
               decodeBase64(encoded.get<std::string>(), source);
     for (const Step &step : plan.steps)
-      for (const CudaLaunch &launch : step.cudaLaunches)
+      for (const CudaLaunch &launch : step.cudaLaunches) {
         if (!plan.cudaKernels.count(launch.kernel))
           reader.fail("cuda", "a step launches '" + launch.kernel +
                                   "', which the plan has no source for");
+        for (const CudaArg &arg : launch.args)
+          if (arg.kind == CudaArg::Kind::Scratch &&
+              (arg.integer < 0 || arg.integer > plan.cudaScratchBytes))
+            reader.fail("cuda", fmt::format("'{}' takes scratch offset {}, "
+                                            "outside the {}-byte scratch "
+                                            "buffer",
+                                            launch.kernel, arg.integer,
+                                            plan.cudaScratchBytes));
+      }
   }
   return plan;
+}
+
+} // namespace
+
+Plan Plan::parse(const std::string &text, const std::string &source) {
+  try {
+    return parsePlan(text, source);
+  } catch (const json::exception &e) {
+    // "[json.exception.type_error.302] type must be string, but is number"
+    std::string_view message = e.what();
+    if (std::size_t close = message.find("] "); close != message.npos)
+      message.remove_prefix(close + 2);
+    throw Error(fmt::format("{}: malformed plan: {}", source, message));
+  }
 }
 
 int64_t Plan::input(const std::string &name) const {

@@ -33,8 +33,10 @@ const char *elemName(ElemType type);
 struct TensorInfo {
   ElemType dtype = ElemType::F32;
   std::vector<int64_t> shape;
+  /// Element count and bytes; throw Error where they overflow int64 (never
+  /// for a parsed plan, whose tensors Plan::parse checked).
   int64_t numElements() const;
-  int64_t bytes() const { return numElements() * elemSize(dtype); }
+  int64_t bytes() const;
 };
 
 struct ValueInfo : TensorInfo {

@@ -7,23 +7,64 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
+#include <limits>
+#include <optional>
 
 using namespace mlir;
 using namespace kiln;
 using llvm::formatv;
 
 int64_t ParameterInfo::numElements() const {
-  int64_t count = 1;
+  std::optional<int64_t> count = 1;
   for (int64_t d : shape)
-    count *= d;
-  return count;
+    if (count)
+      count = llvm::checkedMul(*count, d);
+  return count.value_or(std::numeric_limits<int64_t>::max());
 }
 
 namespace {
+
+/// Checked arithmetic on sizes: nullopt once anything overflowed int64.
+using Size = std::optional<int64_t>;
+Size operator*(Size a, Size b) {
+  return a && b ? llvm::checkedMul(*a, *b) : std::nullopt;
+}
+Size operator+(Size a, Size b) {
+  return a && b ? llvm::checkedAdd(*a, *b) : std::nullopt;
+}
+
+/// The bytes of activations the forward pass of one step computes: every
+/// result of every op, as ModelBuilder builds them (the backward computes
+/// as much again). nullopt when that overflows int64.
+Size forwardActivationBytes(const ModelConfig &config,
+                            const BatchShape &shape) {
+  Size h = config.hiddenSize, inner = config.intermediateSize;
+  Size qWidth = Size(config.numHeads) * config.headDim;
+  Size kvWidth = Size(config.numKvHeads) * config.headDim;
+  Size layer, outside;
+  if (config.architecture == Architecture::GPT2) {
+    // ln_1, c_attn, its split, attention, c_proj, the residual add, ln_2,
+    // c_fc, GELU, c_proj, add; outside the layers: wte, wpe and their sum,
+    // ln_f.
+    layer = Size(12) * h + Size(2) * inner;
+    outside = Size(4) * h;
+  } else {
+    // The norm, q, k, v, RoPE of q and k, attention, o_proj, add, the
+    // second norm, gate, up, SwiGLU, down_proj, add; outside: the embedding
+    // and the final norm.
+    layer = Size(6) * h + Size(3) * (qWidth + kvWidth) + Size(3) * inner;
+    outside = Size(2) * h;
+  }
+  // Per token: the layers, what is outside them and a row of logits.
+  Size perToken = layer * config.numLayers + outside + config.vocabSize;
+  int64_t elementBytes = shape.precision == Precision::BF16 ? 2 : 4;
+  return perToken * shape.batch * shape.seqLen * elementBytes;
+}
 
 /// Builds the forward function op by op. Parameters become block arguments
 /// as they are first needed, so that their order follows the model.
@@ -273,6 +314,17 @@ kiln::buildForward(MLIRContext &context, const ModelConfig &config,
     return llvm::createStringError(
         formatv("batch ({0}) and sequence length ({1}) must be positive",
                 shape.batch, shape.seqLen)
+            .str());
+  if (Size bytes = forwardActivationBytes(config, shape);
+      !bytes || *bytes > kMaxStepActivationBytes)
+    return llvm::createStringError(
+        formatv("the training step (batch {0} x {1} tokens) computes {2} bytes "
+                "of activations; Kiln plans steps of at most {3:N} (lower "
+                "--batch or --seq-len)",
+                shape.batch, shape.seqLen,
+                bytes ? formatv("{0:N}", *bytes).str()
+                      : std::string("more than 2^63"),
+                kMaxStepActivationBytes)
             .str());
   if (config.slidingWindow > 0 && config.slidingWindow < shape.seqLen)
     return llvm::createStringError(

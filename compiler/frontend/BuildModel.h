@@ -26,12 +26,19 @@ struct BatchShape {
   Precision precision = Precision::BF16;
 };
 
+/// The most bytes of activations a training step may compute (10^15, a
+/// petabyte: thousands of times what one GPU holds). A step beyond it is
+/// refused before any IR exists; within it and kMaxParameters, every
+/// tensor's size and the arena's fit in 64 bits.
+constexpr int64_t kMaxStepActivationBytes = 1'000'000'000'000'000;
+
 /// Builds `func.func @forward(tokens, positions, targets, params...) -> loss`.
 /// Inputs are `tensor<batch x seq x i32>` marked `kiln.input`; parameters are
 /// FP32 tensors marked `kiln.param` with their Hugging Face name and
 /// `kiln.init` with their initialisation (`normal:<std>`, `ones`, `zeros`).
 /// Fails when the shape contradicts the config (e.g. a sliding window shorter
-/// than the sequence).
+/// than the sequence, or the step's activations exceed
+/// kMaxStepActivationBytes).
 llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
 buildForward(mlir::MLIRContext &context, const ModelConfig &config,
              const BatchShape &shape);
@@ -41,6 +48,8 @@ struct ParameterInfo {
   std::string name;
   std::vector<int64_t> shape;
   std::string init;
+  /// The product of the shape, saturating at INT64_MAX (which buildForward's
+  /// size limits keep its parameters far from).
   int64_t numElements() const;
 };
 

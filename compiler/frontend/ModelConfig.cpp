@@ -3,11 +3,14 @@
 #include "compiler/frontend/ModelConfig.h"
 
 #include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Regex.h"
 
+#include <cmath>
+#include <limits>
 #include <optional>
 
 using namespace kiln;
@@ -39,36 +42,54 @@ std::string formatNumber(double value) {
 }
 
 /// Typed access to the keys of a config object; the first problem found is
-/// kept and reported with the file and key.
+/// kept and reported with the file and key. A reader that failed returns
+/// placeholders: nothing may be computed from its values before
+/// takeError() says they are sound.
 class ConfigReader {
 public:
   ConfigReader(const Object &object, StringRef path)
       : object(object), path(path.str()) {}
 
-  /// A required positive integer.
+  /// A required positive integer; 1 after a failure.
   int64_t positive(StringRef key) {
-    std::optional<int64_t> value = optionalInteger(key);
-    if (!value && !error)
+    if (!has(key)) {
       fail(key, "is required");
-    if (value && *value <= 0)
-      fail(key, llvm::formatv("must be positive, got {0}", *value).str());
-    return value.value_or(1);
+      return 1;
+    }
+    return optionalPositive(key).value_or(1);
   }
 
-  /// An optional positive integer (absent or null gives `fallback`).
-  int64_t positiveOr(StringRef key, int64_t fallback) {
+  /// An optional positive integer; nullopt when absent, null or invalid.
+  std::optional<int64_t> optionalPositive(StringRef key) {
     std::optional<int64_t> value = optionalInteger(key);
-    if (value && *value <= 0)
+    if (value && *value <= 0) {
       fail(key, llvm::formatv("must be positive, got {0}", *value).str());
-    return value.value_or(fallback);
+      return std::nullopt;
+    }
+    return value;
   }
 
   std::optional<int64_t> optionalInteger(StringRef key) {
     const Value *value = object.get(key);
     if (!value || value->kind() == Value::Null)
       return std::nullopt;
+    // getAsInteger converts a double of exactly 2^63 to int64, which is
+    // undefined: a double from 2^63 up is too large before it is asked (an
+    // integer literal that large is a uint64, which getAsUINT64 returns).
+    if (std::optional<double> number = value->getAsNumber();
+        number && *number >= 0x1p63 && !value->getAsUINT64()) {
+      fail(key, "is " + describe(*value) + ", too large for a 64-bit integer");
+      return std::nullopt;
+    }
     if (std::optional<int64_t> integer = value->getAsInteger())
       return integer;
+    // A whole number that int64 cannot hold (1e30, 2^64 - 1) is too large,
+    // not a fraction.
+    if (std::optional<double> number = value->getAsNumber();
+        number && std::isfinite(*number) && std::trunc(*number) == *number) {
+      fail(key, "is " + describe(*value) + ", too large for a 64-bit integer");
+      return std::nullopt;
+    }
     fail(key, "must be an integer, got " + describe(*value));
     return std::nullopt;
   }
@@ -77,8 +98,12 @@ public:
     const Value *value = object.get(key);
     if (!value || value->kind() == Value::Null)
       return fallback;
-    if (std::optional<double> number = value->getAsNumber())
-      return *number;
+    if (std::optional<double> number = value->getAsNumber()) {
+      if (std::isfinite(*number))
+        return *number;
+      fail(key, "must be a finite number, got " + describe(*value));
+      return fallback;
+    }
     fail(key, "must be a number, got " + describe(*value));
     return fallback;
   }
@@ -179,6 +204,116 @@ void refuseUnsupported(ConfigReader &reader) {
                     "; Kiln does not apply attention dropout");
 }
 
+/// One factor of a parameter tensor's size: a config key and its value.
+/// Derived sizes (a default head_dim) have no key and are never blamed.
+struct Factor {
+  StringRef key;
+  int64_t value;
+};
+
+/// Counts a model's parameters in checked arithmetic, term by term, and
+/// remembers the largest factor of the largest term: the field to blame
+/// when the model is too large.
+class ParameterCount {
+public:
+  /// Adds `tensors` tensors of the product of `factors` elements each.
+  void add(int64_t tensors, std::initializer_list<Factor> factors) {
+    std::optional<int64_t> term = tensors;
+    const Factor *largest = nullptr;
+    for (const Factor &factor : factors) {
+      if (term)
+        term = llvm::checkedMul(*term, factor.value);
+      if (!factor.key.empty() && (!largest || factor.value > largest->value))
+        largest = &factor;
+    }
+    // An overflowed term (nullopt) is larger than any other.
+    bool larger = !blamed || (largestTerm && (!term || *term > *largestTerm));
+    if (largest && larger) {
+      blamed = *largest;
+      largestTerm = term;
+    }
+    if (total)
+      total = term ? llvm::checkedAdd(*total, *term) : std::nullopt;
+  }
+
+  /// The count; nullopt when it overflows int64.
+  std::optional<int64_t> total = 0;
+  std::optional<Factor> blamed;
+
+private:
+  std::optional<int64_t> largestTerm;
+};
+
+/// Refuses models beyond kMaxLayers layers or kMaxParameters parameters,
+/// counting them as buildForward will build them, before any IR exists.
+/// `keys` spell the fields as the config's architecture does.
+struct SizeKeys {
+  StringRef vocab, hidden, inner, layers, heads, kvHeads, headDim, positions;
+};
+
+void checkModelSize(ConfigReader &reader, const ModelConfig &config,
+                    const SizeKeys &keys) {
+  if (config.numLayers > kMaxLayers) {
+    reader.fail(keys.layers, llvm::formatv("is {0}; Kiln builds at most {1:N} "
+                                           "layers",
+                                           config.numLayers, kMaxLayers)
+                                 .str());
+    return;
+  }
+  Factor vocab{keys.vocab, config.vocabSize};
+  Factor hidden{keys.hidden, config.hiddenSize};
+  Factor inner{keys.inner, config.intermediateSize};
+  Factor layers{keys.layers, config.numLayers};
+  Factor heads{keys.heads, config.numHeads};
+  Factor kvHeads{keys.kvHeads, config.numKvHeads};
+  Factor headDim{keys.headDim, config.headDim};
+  ParameterCount count;
+  count.add(config.tieEmbeddings ? 1 : 2, {vocab, hidden});
+  if (config.architecture == Architecture::GPT2) {
+    // wte (and lm_head), wpe, ln_f; per layer ln_1 and ln_2, c_attn
+    // [h, 3h] + bias, c_proj, c_fc and the MLP's c_proj, each with a bias.
+    count.add(1, {Factor{keys.positions, config.maxPositions}, hidden});
+    count.add(2, {hidden});
+    count.add(4, {layers, hidden});
+    count.add(3, {layers, hidden, hidden});
+    count.add(3, {layers, hidden});
+    count.add(1, {layers, hidden, hidden});
+    count.add(1, {layers, hidden});
+    count.add(2, {layers, hidden, inner});
+    count.add(1, {layers, inner});
+    count.add(1, {layers, hidden});
+  } else {
+    // embed_tokens (and lm_head), the final norm; per layer two norms,
+    // q_proj and o_proj, k_proj and v_proj, the three MLP projections and
+    // the biases the architecture has.
+    count.add(1, {hidden});
+    count.add(2, {layers, hidden});
+    count.add(2, {layers, hidden, heads, headDim});
+    count.add(2, {layers, hidden, kvHeads, headDim});
+    count.add(3, {layers, hidden, inner});
+    if (config.qkvBias) {
+      count.add(1, {layers, heads, headDim});
+      count.add(2, {layers, kvHeads, headDim});
+    }
+    if (config.outputBias)
+      count.add(1, {layers, hidden});
+    if (config.mlpBias) {
+      count.add(2, {layers, inner});
+      count.add(1, {layers, hidden});
+    }
+  }
+  if (count.total && *count.total <= kMaxParameters)
+    return;
+  std::string parameters = count.total
+                               ? llvm::formatv("{0:N}", *count.total).str()
+                               : std::string("more than 2^63");
+  reader.fail(count.blamed->key,
+              llvm::formatv("({0}) gives the model {1} parameters; Kiln "
+                            "builds at most {2:N}",
+                            count.blamed->value, parameters, kMaxParameters)
+                  .str());
+}
+
 Expected<ModelConfig> parseLlamaFamily(ConfigReader &reader,
                                        Architecture arch) {
   ModelConfig config;
@@ -188,10 +323,11 @@ Expected<ModelConfig> parseLlamaFamily(ConfigReader &reader,
   config.intermediateSize = reader.positive("intermediate_size");
   config.numLayers = reader.positive("num_hidden_layers");
   config.numHeads = reader.positive("num_attention_heads");
-  config.numKvHeads = reader.positiveOr("num_key_value_heads", config.numHeads);
-  config.headDim = reader.positiveOr(
-      "head_dim", std::max<int64_t>(1, config.hiddenSize / config.numHeads));
-  config.maxPositions = reader.positiveOr("max_position_embeddings", 4096);
+  std::optional<int64_t> numKvHeads =
+      reader.optionalPositive("num_key_value_heads");
+  std::optional<int64_t> headDim = reader.optionalPositive("head_dim");
+  config.maxPositions =
+      reader.optionalPositive("max_position_embeddings").value_or(4096);
   config.normEpsilon = reader.numberOr("rms_norm_eps", 1e-6);
   config.ropeTheta = reader.numberOr("rope_theta", 10000.0);
   config.tieEmbeddings = reader.boolOr("tie_word_embeddings", false);
@@ -207,39 +343,63 @@ Expected<ModelConfig> parseLlamaFamily(ConfigReader &reader,
     config.mlpBias = reader.boolOr("mlp_bias", false);
     break;
   case Architecture::Mistral:
-    config.slidingWindow = reader.optionalInteger("sliding_window").value_or(0);
+    config.slidingWindow =
+        reader.optionalPositive("sliding_window").value_or(0);
     break;
   case Architecture::Qwen2:
     config.qkvBias = true;
     if (reader.boolOr("use_sliding_window", false))
       config.slidingWindow =
-          reader.optionalInteger("sliding_window").value_or(0);
+          reader.optionalPositive("sliding_window").value_or(0);
     break;
   case Architecture::GPT2:
     break;
   }
   refuseUnsupported(reader);
+  // What follows derives sizes from the values above; a failed read must
+  // stop it (a zero head count would divide by zero).
   if (Error error = reader.takeError())
     return std::move(error);
   if (config.normEpsilon <= 0)
     reader.fail("rms_norm_eps", "must be positive");
   if (config.ropeTheta <= 0)
     reader.fail("rope_theta", "must be positive");
+  config.numKvHeads = numKvHeads.value_or(config.numHeads);
   if (config.numHeads % config.numKvHeads != 0)
     reader.fail("num_key_value_heads",
                 llvm::formatv("({0}) must divide num_attention_heads ({1})",
                               config.numKvHeads, config.numHeads)
                     .str());
-  if (config.headDim % 2 != 0)
-    reader.fail("head_dim",
-                llvm::formatv("({0}) must be even for rotary embeddings",
-                              config.headDim)
-                    .str());
-  if (!reader.has("head_dim") && config.hiddenSize % config.numHeads != 0)
+  if (headDim) {
+    config.headDim = *headDim;
+    if (config.headDim % 2 != 0)
+      reader.fail("head_dim",
+                  llvm::formatv("({0}) must be even for rotary embeddings",
+                                config.headDim)
+                      .str());
+  } else if (config.hiddenSize % config.numHeads != 0) {
     reader.fail("num_attention_heads",
                 llvm::formatv("({0}) must divide hidden_size ({1})",
                               config.numHeads, config.hiddenSize)
                     .str());
+  } else {
+    config.headDim = config.hiddenSize / config.numHeads;
+    if (config.headDim % 2 != 0)
+      reader.fail("num_attention_heads",
+                  llvm::formatv("({0}) gives head_dim = hidden_size / "
+                                "num_attention_heads = {1}, which must be "
+                                "even for rotary embeddings",
+                                config.numHeads, config.headDim)
+                      .str());
+  }
+  if (Error error = reader.takeError())
+    return std::move(error);
+  checkModelSize(reader, config,
+                 {"vocab_size", "hidden_size", "intermediate_size",
+                  "num_hidden_layers", "num_attention_heads",
+                  // Derived sizes are never blamed: their source is.
+                  numKvHeads ? "num_key_value_heads" : "",
+                  headDim ? "head_dim" : "", "max_position_embeddings"});
   if (Error error = reader.takeError())
     return std::move(error);
   return config;
@@ -252,10 +412,8 @@ Expected<ModelConfig> parseGPT2(ConfigReader &reader) {
   config.hiddenSize = reader.positive("n_embd");
   config.numLayers = reader.positive("n_layer");
   config.numHeads = reader.positive("n_head");
-  config.numKvHeads = config.numHeads;
-  config.headDim = std::max<int64_t>(1, config.hiddenSize / config.numHeads);
-  config.intermediateSize = reader.positiveOr("n_inner", 4 * config.hiddenSize);
-  config.maxPositions = reader.positiveOr("n_positions", 1024);
+  std::optional<int64_t> inner = reader.optionalPositive("n_inner");
+  config.maxPositions = reader.optionalPositive("n_positions").value_or(1024);
   config.normEpsilon = reader.numberOr("layer_norm_epsilon", 1e-5);
   config.tieEmbeddings = reader.boolOr("tie_word_embeddings", true);
   config.initializerRange = reader.numberOr("initializer_range", 0.02);
@@ -283,6 +441,8 @@ Expected<ModelConfig> parseGPT2(ConfigReader &reader) {
       config.notes.push_back(
           (key + " = " + formatNumber(p) + ": dropout is not applied").str());
   refuseUnsupported(reader);
+  // What follows derives sizes from the values above; a failed read must
+  // stop it (a zero head count would divide by zero).
   if (Error error = reader.takeError())
     return std::move(error);
   if (config.hiddenSize % config.numHeads != 0)
@@ -291,6 +451,18 @@ Expected<ModelConfig> parseGPT2(ConfigReader &reader) {
                               .str());
   if (config.normEpsilon <= 0)
     reader.fail("layer_norm_epsilon", "must be positive");
+  if (Error error = reader.takeError())
+    return std::move(error);
+  config.numKvHeads = config.numHeads;
+  config.headDim = config.hiddenSize / config.numHeads;
+  // n_inner defaults to 4 x n_embd; past 2^63 / 4 that is too large anyway,
+  // so saturate and let the size check name n_embd.
+  config.intermediateSize =
+      inner.value_or(llvm::checkedMul<int64_t>(4, config.hiddenSize)
+                         .value_or(std::numeric_limits<int64_t>::max()));
+  checkModelSize(reader, config,
+                 {"vocab_size", "n_embd", inner ? "n_inner" : "", "n_layer",
+                  "n_head", "", "", "n_positions"});
   if (Error error = reader.takeError())
     return std::move(error);
   return config;

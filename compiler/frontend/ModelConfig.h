@@ -54,6 +54,17 @@ struct ModelConfig {
   std::vector<std::string> notes;
 };
 
+/// The largest models Kiln builds. A config beyond them is refused before
+/// any IR exists, naming the field that makes it so large: such a config is
+/// a typo, and building it would take minutes and gigabytes (10^9 layers)
+/// or overflow the sizes the compiler computes. Within them, every element
+/// count and byte size of a parameter fits in 64 bits with room to spare.
+/// The largest published dense models have about 130 layers; 10^4 tiny
+/// layers compile in under a minute on 2 cores (the passes are not all
+/// linear in the op count, so 10^6 would take hours).
+constexpr int64_t kMaxParameters = 10'000'000'000'000; // 10^13
+constexpr int64_t kMaxLayers = 10'000;
+
 /// Parses `path`. Errors name the file, the key and the problem.
 llvm::Expected<ModelConfig> readModelConfig(llvm::StringRef path);
 

@@ -10,6 +10,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Tools/mlir-translate/Translation.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/JSON.h"
 
 using namespace mlir;
@@ -37,6 +38,11 @@ std::string kiln::planDtypeName(Type type) {
 
 namespace {
 
+/// The largest value a plan holds: 2^56 bytes (64 PiB) is past any
+/// device's memory, and leaves the kernels' size arithmetic (FP32 scratch
+/// per element, byte addresses) 7 bits of headroom in int64.
+constexpr int64_t kMaxValueBytes = int64_t(1) << 56;
+
 json::Object tensorJson(Type type) {
   auto tensor = cast<RankedTensorType>(type);
   json::Array shape;
@@ -55,14 +61,15 @@ json::Object attrsJson(Operation *op) {
     if (name.starts_with("kiln."))
       continue;
     Attribute attr = named.getValue();
-    if (auto integer = dyn_cast<IntegerAttr>(attr)) {
+    // A BoolAttr is an i1 IntegerAttr: test for it first.
+    if (auto flag = dyn_cast<BoolAttr>(attr)) {
+      attrs[name] = flag.getValue();
+    } else if (auto integer = dyn_cast<IntegerAttr>(attr)) {
       attrs[name] = integer.getInt();
     } else if (auto number = dyn_cast<FloatAttr>(attr)) {
       attrs[name] = number.getValueAsDouble();
     } else if (isa<UnitAttr>(attr)) {
       attrs[name] = true;
-    } else if (auto flag = dyn_cast<BoolAttr>(attr)) {
-      attrs[name] = flag.getValue();
     } else if (auto array = dyn_cast<DenseI64ArrayAttr>(attr)) {
       json::Array values;
       for (int64_t v : array.asArrayRef())
@@ -98,7 +105,7 @@ public:
 
 private:
   int64_t idOf(Value v) { return ids.lookup(v); }
-  int64_t addValue(Value v, int64_t offset);
+  FailureOr<int64_t> addValue(Value v, int64_t offset, Location loc);
   FailureOr<json::Object> fusedStep(tile::FusedOp fused);
 
   func::FuncOp func;
@@ -107,7 +114,37 @@ private:
   CudaEmitter cuda{ids};
 };
 
-int64_t PlanWriter::addValue(Value v, int64_t offset) {
+/// Numbers `v` and records it at `offset`, which must leave its bytes inside
+/// the arena (the runtime refuses a plan where they are not); errors at
+/// `loc`.
+FailureOr<int64_t> PlanWriter::addValue(Value v, int64_t offset, Location loc) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  if (!type || !type.hasStaticShape())
+    return emitError(loc) << "plan: value " << values.size()
+                          << " must be a tensor of static shape, got "
+                          << v.getType();
+  std::optional<int64_t> bytes = 1;
+  for (int64_t dim : type.getShape())
+    if (bytes)
+      bytes = llvm::checkedMul(*bytes, dim);
+  if (bytes)
+    bytes = llvm::checkedMul<int64_t>(
+        *bytes, llvm::divideCeil(type.getElementTypeBitWidth(), 8));
+  if (!bytes || *bytes > kMaxValueBytes)
+    return emitError(loc) << "plan: value " << values.size() << " (" << type
+                          << ") takes more than 2^56 bytes, more than any "
+                             "device holds";
+  if (*bytes == 0)
+    return emitError(loc) << "plan: value " << values.size() << " (" << type
+                          << ") is empty; the kernels need at least one "
+                             "element";
+  auto arena = func->getAttrOfType<IntegerAttr>("kiln.arena_bytes");
+  std::optional<int64_t> end = llvm::checkedAdd(offset, *bytes);
+  if (offset < 0 || !end || (arena && *end > arena.getInt()))
+    return emitError(loc) << "plan: value " << values.size() << " (" << type
+                          << ", " << *bytes << " bytes at offset " << offset
+                          << ") lies outside the arena ("
+                          << (arena ? arena.getInt() : 0) << " bytes)";
   int64_t id = values.size();
   ids[v] = id;
   json::Object value = tensorJson(v.getType());
@@ -163,7 +200,10 @@ FailureOr<json::Object> PlanWriter::build() {
       return func.emitError("plan: argument #")
              << arg.getArgNumber()
              << " has no kiln.offset; run tile-plan-memory first";
-    int64_t id = addValue(arg, offset.getInt());
+    FailureOr<int64_t> added = addValue(arg, offset.getInt(), arg.getLoc());
+    if (failed(added))
+      return failure();
+    int64_t id = *added;
     auto attr = [&](StringRef name) {
       return func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), name);
     };
@@ -197,8 +237,12 @@ FailureOr<json::Object> PlanWriter::build() {
     for (Value operand : op.getOperands())
       in.push_back(idOf(operand));
     for (auto [result, offset] :
-         llvm::zip_equal(op.getResults(), offsets.asArrayRef()))
-      out.push_back(addValue(result, offset));
+         llvm::zip_equal(op.getResults(), offsets.asArrayRef())) {
+      FailureOr<int64_t> added = addValue(result, offset, op.getLoc());
+      if (failed(added))
+        return failure();
+      out.push_back(*added);
+    }
     auto chunk = op.getAttrOfType<StringAttr>("kiln.chunk");
     json::Object step{{"kernel", kernelName(&op)},
                       {"chunk", chunk ? chunk.str() : std::string("F")},
@@ -288,14 +332,15 @@ json::Object modelJson(ModuleOp module) {
     for (NamedAttribute named : dict) {
       Attribute attr = named.getValue();
       StringRef name = named.getName().getValue();
-      if (auto integer = dyn_cast<IntegerAttr>(attr))
+      // A BoolAttr is an i1 IntegerAttr: test for it first.
+      if (auto flag = dyn_cast<BoolAttr>(attr))
+        model[name] = flag.getValue();
+      else if (auto integer = dyn_cast<IntegerAttr>(attr))
         model[name] = integer.getInt();
       else if (auto number = dyn_cast<FloatAttr>(attr))
         model[name] = number.getValueAsDouble();
       else if (auto text = dyn_cast<StringAttr>(attr))
         model[name] = text.str();
-      else if (auto flag = dyn_cast<BoolAttr>(attr))
-        model[name] = flag.getValue();
     }
   return model;
 }

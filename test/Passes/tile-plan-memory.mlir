@@ -1,6 +1,7 @@
 // RUN: kiln-opt %s --tile-plan-memory="function=step alignment=256" | FileCheck %s
 // RUN: kiln-opt %s --tile-plan-memory="function=step report" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REPORT
 // RUN: not kiln-opt %s --tile-plan-memory="function=missing" 2>&1 | FileCheck %s --check-prefix=MISSING
+// RUN: kiln-opt %s --tile-plan-memory="function=big" | FileCheck %s --check-prefix=BIG
 
 // Arguments are persistent: 1 KiB each (16x16 f32), then the scalar in one
 // 256-byte block at 3072, so temporaries start at 3328.
@@ -49,4 +50,18 @@ func.func @step(%p: tensor<16x16xf32>, %m: tensor<16x16xf32>, %v: tensor<16x16xf
   %p2, %m2, %v2 = tile.adamw %p, %d, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 0.0 : f64}
       : (tensor<16x16xf32>, tensor<16x16xf32>, tensor<16x16xf32>, tensor<16x16xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<16x16xf32>, tensor<16x16xf32>, tensor<16x16xf32>)
   return %p2, %m2 : tensor<16x16xf32>, tensor<16x16xf32>
+}
+
+// Sizes are exact up to 2^63 bytes: two 4e18-byte buffers (a batch of 2e14
+// sequences of 10^4 BF16 values) lie 4e18 bytes apart, not 256 (their bit
+// counts overflow 64 bits; tile-plan-memory-invalid.mlir has what does not
+// fit).
+// BIG-LABEL: func.func @big(
+// BIG-SAME: kiln.arena_bytes = 8000000000000000000 : i64, kiln.largest_buffer_bytes = 4000000000000000000 : i64, kiln.persistent_bytes = 0 : i64
+// BIG: tensor.empty() {kiln.offsets = array<i64: 0>}
+// BIG: tensor.empty() {kiln.offsets = array<i64: 4000000000000000000>}
+func.func @big() -> (tensor<200000000000000x10000xbf16>, tensor<200000000000000x10000xbf16>) {
+  %a = tensor.empty() : tensor<200000000000000x10000xbf16>
+  %b = tensor.empty() : tensor<200000000000000x10000xbf16>
+  return %a, %b : tensor<200000000000000x10000xbf16>, tensor<200000000000000x10000xbf16>
 }
