@@ -30,6 +30,8 @@
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
+#include <cmath>
+#include <optional>
 #include <unistd.h>
 
 using namespace mlir;
@@ -120,18 +122,20 @@ cl::list<std::string> dataPaths("data",
                                 cl::desc("Token shards (.bin), directories "
                                          "of them, or text files"),
                                 cl::CommaSeparated, cl::sub(trainCommand));
-cl::opt<int64_t> steps("steps", cl::desc("Optimizer steps"), cl::init(200),
-                       cl::sub(trainCommand));
+cl::opt<int64_t> steps("steps", cl::desc("Optimizer steps"),
+                       cl::init(rt::kDefaultSteps), cl::sub(trainCommand));
 cl::opt<double> learningRate("lr", cl::desc("Peak learning rate"),
-                             cl::init(1e-3), cl::sub(trainCommand));
+                             cl::init(rt::kDefaultLr), cl::sub(trainCommand));
 cl::opt<int64_t> warmup("warmup",
                         cl::desc("Warmup steps (default: a tenth of the "
                                  "steps, at most 100)"),
                         cl::init(-1), cl::sub(trainCommand));
 cl::opt<uint64_t> seed("seed", cl::desc("Seed of the initialisation"),
                        cl::init(0), cl::sub(trainCommand));
-cl::opt<std::string> outDir("out", cl::desc("Output directory"),
-                            cl::init("out"), cl::sub(trainCommand));
+cl::opt<std::string> outDir("out",
+                            cl::desc("Output directory (default: out; when "
+                                     "resuming, the run's own)"),
+                            cl::sub(trainCommand));
 cl::opt<std::string> initPath("init",
                               cl::desc("Initial weights (safetensors, "
                                        "Hugging Face names)"),
@@ -148,6 +152,16 @@ cl::opt<int64_t> saveEvery("save-every",
                            cl::desc("Checkpoint every N steps (0: at the "
                                     "end only)"),
                            cl::init(0), cl::sub(trainCommand));
+cl::opt<int64_t> keepCheckpoints("keep",
+                                 cl::desc("Checkpoints of this run to keep "
+                                          "(0: all)"),
+                                 cl::init(rt::kDefaultKeep),
+                                 cl::sub(trainCommand));
+cl::opt<bool> overwrite("overwrite",
+                        cl::desc("Start a new run in an --out directory that "
+                                 "holds an earlier run, deleting its "
+                                 "checkpoints and metrics"),
+                        cl::sub(trainCommand));
 
 cl::opt<std::string> backendChoice(
     "backend",
@@ -354,12 +368,43 @@ int runCompile(MLIRContext &context) {
   return 0;
 }
 
+/// `value` if its flag was given on the command line, else nothing.
+template <typename T> std::optional<T> given(const cl::opt<T> &option) {
+  if (option.getNumOccurrences() == 0)
+    return std::nullopt;
+  return option.getValue();
+}
+
+/// A resumed run is recompiled with the batch shape, precision and
+/// optimizer settings it was started with, unless a flag says otherwise.
+bool applyRecordedSettings() {
+  rt::CompiledSettings recorded;
+  std::string error;
+  if (!rt::readCompiledSettings(resumeDir, recorded, error)) {
+    fail("--resume " + resumeDir + ": " + error);
+    return false;
+  }
+  if (!batchSize.getNumOccurrences())
+    batchSize = recorded.batch;
+  if (!seqLen.getNumOccurrences())
+    seqLen = recorded.seqLen;
+  if (recorded.precision && !precision.getNumOccurrences())
+    precision = *recorded.precision;
+  if (recorded.weightDecay && !weightDecay.getNumOccurrences())
+    weightDecay = *recorded.weightDecay;
+  if (recorded.gradClip && !maxGradNorm.getNumOccurrences())
+    maxGradNorm = *recorded.gradClip;
+  return true;
+}
+
 int runTrain(MLIRContext &context) {
   llvm::Expected<ModelConfig> config = readModelConfig(configPath);
   if (!config)
     return fail(config.takeError());
   for (const std::string &note : config->notes)
     llvm::WithColor::note(llvm::errs(), "kiln") << note << "\n";
+  if (!resumeDir.empty() && !applyRecordedSettings())
+    return 1;
   auto module = compileModel(context, *config, Stage::Plan);
   if (failed(module))
     return 1;
@@ -370,19 +415,47 @@ int runTrain(MLIRContext &context) {
   auto configText = llvm::MemoryBuffer::getFile(configPath);
   if (configText)
     options.configText = (*configText)->getBuffer().str();
+  options.configSource = configPath;
   options.data.assign(dataPaths.begin(), dataPaths.end());
-  options.outDir = outDir;
-  options.steps = steps;
-  options.lr = learningRate;
-  options.warmupSteps = warmup;
-  options.seed = seed;
+  if (outDir.getNumOccurrences())
+    options.outDir = outDir;
+  options.steps = given(steps);
+  options.lr = given(learningRate);
+  options.warmupSteps = given(warmup);
+  options.seed = given(seed);
   options.initPath = initPath;
   options.saveGradsPath = saveGrads;
   options.resumeDir = resumeDir;
-  options.saveEvery = saveEvery;
+  options.saveEvery = given(saveEvery);
+  options.keep = given(keepCheckpoints);
+  options.overwrite = overwrite;
   options.progressBar = isatty(STDERR_FILENO);
   options.backend = backendChoice;
+  options.command = "kiln train " + configPath;
   return rt::runTraining(options);
+}
+
+/// Refuses numeric flags out of range, naming the flag, before any work.
+/// (kiln train's schedule and checkpoint flags are checked by the runtime,
+/// which kiln-run shares.)
+bool checkNumericFlags() {
+  auto bad = [](const llvm::Twine &message) {
+    fail(message);
+    return false;
+  };
+  if (batchSize <= 0)
+    return bad("--batch must be positive, got " + llvm::Twine(batchSize));
+  if (seqLen <= 0)
+    return bad("--seq-len must be positive, got " + llvm::Twine(seqLen));
+  if (!(weightDecay >= 0) || !std::isfinite(weightDecay))
+    return bad(llvm::formatv("--weight-decay must be a finite number >= 0, "
+                             "got {0}",
+                             llvm::format("%g", weightDecay.getValue())));
+  if (!(maxGradNorm >= 0) || !std::isfinite(maxGradNorm))
+    return bad(llvm::formatv("--grad-clip must be a finite number >= 0 (0: "
+                             "off), got {0}",
+                             llvm::format("%g", maxGradNorm.getValue())));
+  return true;
 }
 
 } // namespace
@@ -395,6 +468,9 @@ int main(int argc, char **argv) {
   MLIRContext context;
   context.loadDialect<kiln::nn::NNDialect, kiln::tile::TileDialect,
                       func::FuncDialect, arith::ArithDialect>();
+  if ((trainCommand || inspectCommand || compileCommand) &&
+      !checkNumericFlags())
+    return 1;
   if (trainCommand)
     return runTrain(context);
   if (inspectCommand)

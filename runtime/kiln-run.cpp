@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <unistd.h>
 
 namespace {
@@ -21,9 +22,30 @@ constexpr const char *kUsage =
     "usage: kiln-run <plan.json> --data <files,...> [--steps N] [--lr X]\n"
     "                [--warmup N] [--seed N] [--out DIR] [--init FILE]\n"
     "                [--save-grads FILE] [--resume DIR] [--save-every N]\n"
-    "                [--backend auto|host|cuda] [--config config.json]\n"
+    "                [--keep N] [--overwrite] [--backend auto|host|cuda]\n"
+    "                [--config config.json]\n"
     "Trains with a plan compiled by `kiln compile --emit=plan` (the batch,\n"
-    "sequence length and precision are the plan's).\n";
+    "sequence length and precision are the plan's). A resumed run uses the\n"
+    "settings it was started with unless a flag is given again.\n";
+
+/// The whole of `text` as a number of type T; throws std::invalid_argument
+/// (a trailing "abc", a fraction for an integer, a sign for an unsigned).
+template <typename T> T parseNumber(const std::string &text) {
+  std::size_t used = 0;
+  T value;
+  if constexpr (std::is_same_v<T, double>) {
+    value = std::stod(text, &used);
+  } else if constexpr (std::is_unsigned_v<T>) {
+    if (text.find('-') != std::string::npos)
+      throw std::invalid_argument(text);
+    value = std::stoull(text, &used);
+  } else {
+    value = std::stoll(text, &used);
+  }
+  if (used != text.size())
+    throw std::invalid_argument(text);
+  return value;
+}
 
 bool readFile(const std::string &path, std::string &text) {
   std::ifstream in(path, std::ios::binary);
@@ -56,25 +78,33 @@ int main(int argc, char **argv) {
       planPath = arg;
       continue;
     }
+    if (arg == "--overwrite") {
+      options.overwrite = true;
+      continue;
+    }
     if (i + 1 >= argc) {
       std::fprintf(stderr, "kiln-run: error: %s needs a value\n%s", arg.c_str(),
                    kUsage);
       return 1;
     }
     std::string value = argv[++i];
+    const char *kind = "a number";
     try {
       if (arg == "--data") {
         std::stringstream list(value);
         for (std::string item; std::getline(list, item, ',');)
           options.data.push_back(item);
       } else if (arg == "--steps") {
-        options.steps = std::stoll(value);
+        kind = "an integer";
+        options.steps = parseNumber<int64_t>(value);
       } else if (arg == "--lr") {
-        options.lr = std::stod(value);
+        options.lr = parseNumber<double>(value);
       } else if (arg == "--warmup") {
-        options.warmupSteps = std::stoll(value);
+        kind = "an integer";
+        options.warmupSteps = parseNumber<int64_t>(value);
       } else if (arg == "--seed") {
-        options.seed = std::stoull(value);
+        kind = "a non-negative integer";
+        options.seed = parseNumber<uint64_t>(value);
       } else if (arg == "--out") {
         options.outDir = value;
       } else if (arg == "--init") {
@@ -84,7 +114,11 @@ int main(int argc, char **argv) {
       } else if (arg == "--resume") {
         options.resumeDir = value;
       } else if (arg == "--save-every") {
-        options.saveEvery = std::stoll(value);
+        kind = "an integer";
+        options.saveEvery = parseNumber<int64_t>(value);
+      } else if (arg == "--keep") {
+        kind = "an integer";
+        options.keep = parseNumber<int64_t>(value);
       } else if (arg == "--backend") {
         options.backend = value;
       } else if (arg == "--config") {
@@ -95,8 +129,8 @@ int main(int argc, char **argv) {
         return 1;
       }
     } catch (const std::exception &) {
-      std::fprintf(stderr, "kiln-run: error: %s: '%s' is not a number\n",
-                   arg.c_str(), value.c_str());
+      std::fprintf(stderr, "kiln-run: error: %s: '%s' is not %s\n", arg.c_str(),
+                   value.c_str(), kind);
       return 1;
     }
   }
@@ -115,6 +149,9 @@ int main(int argc, char **argv) {
                  configPath.c_str());
     return 1;
   }
+  if (!configPath.empty())
+    options.configSource = configPath;
   options.progressBar = isatty(STDERR_FILENO);
+  options.command = "kiln-run " + planPath;
   return kiln::rt::runTraining(options);
 }

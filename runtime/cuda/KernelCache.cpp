@@ -7,63 +7,12 @@
 #include "runtime/io/InputFile.h"
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <system_error>
 
 namespace kiln::rt::cuda {
-
-//===----------------------------------------------------------------------===//
-// SHA-256
-//===----------------------------------------------------------------------===//
-
-namespace {
-EVP_MD_CTX *evp(void *context) { return static_cast<EVP_MD_CTX *>(context); }
-} // namespace
-
-Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
-  if (!context_ || EVP_DigestInit_ex(evp(context_), EVP_sha256(), nullptr) != 1)
-    throw Error("SHA-256: OpenSSL cannot create a digest context");
-}
-
-Sha256::~Sha256() { EVP_MD_CTX_free(evp(context_)); }
-
-Sha256 &Sha256::update(std::span<const std::byte> bytes) {
-  if (EVP_DigestUpdate(evp(context_), bytes.data(), bytes.size()) != 1)
-    throw Error("SHA-256: OpenSSL's EVP_DigestUpdate failed");
-  return *this;
-}
-
-Sha256 &Sha256::update(std::string_view text) {
-  return update(std::as_bytes(std::span(text.data(), text.size())));
-}
-
-Sha256::Digest Sha256::finish() {
-  Digest digest;
-  unsigned int size = 0;
-  if (EVP_DigestFinal_ex(evp(context_), digest.data(), &size) != 1 ||
-      size != digest.size())
-    throw Error("SHA-256: OpenSSL's EVP_DigestFinal_ex failed");
-  return digest;
-}
-
-Sha256::Digest Sha256::of(std::span<const std::byte> bytes) {
-  return Sha256().update(bytes).finish();
-}
-
-Sha256::Digest Sha256::of(std::string_view text) {
-  return Sha256().update(text).finish();
-}
-
-std::string toHex(const Sha256::Digest &digest) {
-  std::string hex;
-  hex.reserve(2 * digest.size());
-  for (std::uint8_t byte : digest)
-    hex += fmt::format("{:02x}", byte);
-  return hex;
-}
 
 //===----------------------------------------------------------------------===//
 // Entry format

@@ -26,7 +26,6 @@
 #ifndef KILN_RUNTIME_CUDA_KERNELCACHE_H
 #define KILN_RUNTIME_CUDA_KERNELCACHE_H
 
-#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -37,36 +36,13 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/io/Sha256.h"
+
 namespace kiln::rt::cuda {
 
 /// Version of the entry format and of the key derivation: bumping it
 /// invalidates every cached kernel (old entries are never read again).
 constexpr std::uint32_t kCacheFormatVersion = 1;
-
-/// SHA-256 (FIPS 180-4), through OpenSSL's libcrypto.
-class Sha256 {
-public:
-  using Digest = std::array<std::uint8_t, 32>;
-
-  Sha256();
-  ~Sha256();
-  Sha256(const Sha256 &) = delete;
-  Sha256 &operator=(const Sha256 &) = delete;
-
-  Sha256 &update(std::span<const std::byte> bytes);
-  Sha256 &update(std::string_view text);
-  /// The digest of everything added; the object is then spent.
-  Digest finish();
-
-  static Digest of(std::span<const std::byte> bytes);
-  static Digest of(std::string_view text);
-
-private:
-  void *context_; // EVP_MD_CTX
-};
-
-/// The digest in lowercase hex (64 digits).
-std::string toHex(const Sha256::Digest &digest);
 
 /// Counts since the cache object was made. A corrupted entry counts as a
 /// miss as well.

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <fcntl.h>
@@ -25,17 +26,6 @@ constexpr int kTempNameAttempts = 100;
 std::string directoryOf(const std::string &path) {
   std::string dir = std::filesystem::path(path).parent_path().string();
   return dir.empty() ? "." : dir;
-}
-
-/// A fresh random suffix for a temporary file name.
-std::string randomSuffix() {
-  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  std::random_device device;
-  std::uniform_int_distribution<int> pick(0, sizeof(kAlphabet) - 2);
-  std::string suffix(8, ' ');
-  for (char &c : suffix)
-    c = kAlphabet[pick(device)];
-  return suffix;
 }
 
 /// Flushes the directory `dir`, so that a rename in it is durable.
@@ -60,11 +50,32 @@ void syncDirectory(const std::string &path, const std::string &dir) {
 
 } // namespace
 
+std::string temporarySuffix() {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device device;
+  std::uniform_int_distribution<int> pick(0, sizeof(kAlphabet) - 2);
+  std::string suffix(kTemporarySuffixLength, ' ');
+  for (char &c : suffix)
+    c = kAlphabet[pick(device)];
+  return suffix;
+}
+
+bool isTemporaryName(std::string_view name) {
+  std::size_t at = name.rfind(".tmp.");
+  return at != std::string_view::npos && at > 0 &&
+         name.size() == at + 5 + kTemporarySuffixLength &&
+         std::all_of(name.begin() + at + 5, name.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+         });
+}
+
+void flushDirectory(const std::string &dir) { syncDirectory(dir, dir); }
+
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   if (path_.empty())
     throw Error("cannot write a file with an empty path");
   for (int attempt = 0; attempt < kTempNameAttempts; ++attempt) {
-    tempPath_ = path_ + ".tmp." + randomSuffix();
+    tempPath_ = path_ + ".tmp." + temporarySuffix();
     // 0666 less the umask: the file gets the permissions a plain write would.
     fd_ = ::open(tempPath_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
                  0666);

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace kiln::rt {
 
@@ -47,6 +48,22 @@ private:
   std::string tempPath_;
   int fd_ = -1;
 };
+
+/// Temporary names are `<target>.tmp.<suffix>`, the suffix this many
+/// characters of [a-z0-9]; what an interrupted write leaves behind can be
+/// recognised by it.
+constexpr std::size_t kTemporarySuffixLength = 8;
+
+/// A fresh random suffix for a temporary name.
+std::string temporarySuffix();
+
+/// Whether `name` (a file name, no directory) is such a temporary name.
+bool isTemporaryName(std::string_view name);
+
+/// Flushes the directory `dir`, so that renames in it survive a crash;
+/// throws Error on failure (file systems that cannot flush directories are
+/// left alone).
+void flushDirectory(const std::string &dir);
 
 /// Replaces the file at `path` with `bytes`, atomically (see AtomicFile).
 void writeFileAtomic(const std::string &path, std::span<const std::byte> bytes);

@@ -10,6 +10,8 @@
 #include "runtime/io/InputFile.h"
 #include "runtime/io/SafeTensors.h"
 #include "runtime/io/TokenShard.h"
+#include "runtime/train/Checkpoint.h"
+#include "runtime/train/Interrupt.h"
 #include "runtime/train/Metrics.h"
 #include "runtime/train/Random.h"
 #include "runtime/train/Schedule.h"
@@ -23,8 +25,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
+#include <limits>
 #include <optional>
+#include <set>
 #include <span>
 
 namespace fs = std::filesystem;
@@ -33,11 +38,6 @@ using nlohmann::json;
 namespace kiln::rt {
 
 namespace {
-
-constexpr const char *kStateFile = "trainer_state.json";
-constexpr const char *kModelFile = "model.safetensors";
-constexpr const char *kOptimizerFile = "optimizer.safetensors";
-constexpr const char *kLatestFile = "latest";
 
 std::vector<std::byte> toBytes(std::string_view text) {
   auto *begin = reinterpret_cast<const std::byte *>(text.data());
@@ -90,6 +90,13 @@ void loadTensor(Backend &backend, int64_t value, const SafeTensors &file,
     throw Error(fmt::format("{}: tensor '{}' is {}; expected F32 or BF16", path,
                             name, dtypeName(tensor->dtype)));
   }
+  auto bad = std::find_if(data.begin(), data.end(),
+                          [](float x) { return !std::isfinite(x); });
+  if (bad != data.end())
+    throw Error(fmt::format("{}: tensor '{}' holds {} at element {}; the "
+                            "file is damaged or the run that wrote it "
+                            "diverged",
+                            path, name, *bad, bad - data.begin()));
   backend.write(value, data);
 }
 
@@ -140,17 +147,56 @@ std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
   return shards;
 }
 
+/// Throws Error naming `flag` unless `value` >= `min` (0 or 1).
+void checkAtLeast(const char *flag, int64_t value, int64_t min) {
+  if (value < min)
+    throw Error(fmt::format("{} must be {}, got {}", flag,
+                            min == 0 ? "at least 0" : "positive", value));
+}
+
+/// The compiled settings of a plan: batch and sequence length, precision,
+/// and the optimizer's weight decay (of matrices) and clipping norm.
+RunSettings compiledSettings(const Plan &plan) {
+  RunSettings s;
+  s.batch = plan.modelInt("batch");
+  s.seqLen = plan.modelInt("seq_len");
+  s.precision = plan.model.value("precision", "");
+  for (const Step &step : plan.steps) {
+    if (step.kernel != "adamw")
+      continue;
+    s.weightDecay =
+        std::max(s.weightDecay, step.attrs.value("weight_decay", 0.0));
+    s.gradClip = step.attrs.value("max_grad_norm", 0.0);
+  }
+  return s;
+}
+
+std::string absolutePath(const std::string &path) {
+  std::error_code ec;
+  fs::path absolute = fs::absolute(path, ec);
+  return ec ? path : absolute.lexically_normal().string();
+}
+
 class Trainer {
 public:
   explicit Trainer(const TrainOptions &options);
-  void run();
+  /// Trains; returns 0, or 128 + the signal that stopped the run.
+  int run();
 
 private:
+  void settle(const std::optional<TrainerState> &state);
+  void checkModel(const TrainerState &state);
+  void checkConfig(
+      const std::function<void(const std::vector<std::string> &)> &refuse);
+  void prepareFreshOutput();
+  void checkResumeOutput();
   void initialise();
-  void resume(const fs::path &checkpoint);
+  void resume();
   void saveCheckpoint(int64_t step);
   void saveGradients(int64_t step, double loss);
+  void writeLossCurve();
   void log(const std::string &line);
+  void note(const std::string &line) { log("note: " + line); }
 
   const TrainOptions &options;
   fs::path outDir;
@@ -159,40 +205,274 @@ private:
   std::optional<TokenStream> stream;
   std::optional<ProgressBar> progress;
   LrSchedule schedule{};
-  int64_t batch = 0, seqLen = 0, vocab = 0;
+  RunSettings settings; ///< what this run uses (recorded in checkpoints)
+  std::string runId;
+  int64_t vocab = 0;
   int64_t firstStep = 1; ///< the step this process starts with
+  fs::path checkpoint;   ///< when resuming: the checkpoint
+  std::optional<TrainerState> resumeState;
   std::vector<int32_t> inputs, targets, positions;
+  std::string metricsPath, svgPath;
+  int64_t lastSaved = 0; ///< the step of the newest checkpoint written
 };
 
 Trainer::Trainer(const TrainOptions &options) : options(options) {
-  if (options.steps <= 0)
-    throw Error(fmt::format("--steps must be positive, got {}", options.steps));
-  outDir = options.outDir;
+  if (options.overwrite && !options.resumeDir.empty())
+    throw Error("--overwrite starts a new run and --resume continues one; "
+                "give only one of them");
+  if (options.steps)
+    checkAtLeast("--steps", *options.steps, 1);
+  if (options.warmupSteps)
+    checkAtLeast("--warmup", *options.warmupSteps, 0);
+  if (options.saveEvery)
+    checkAtLeast("--save-every", *options.saveEvery, 0);
+  if (options.keep)
+    checkAtLeast("--keep", *options.keep, 0);
+  if (options.lr && !(*options.lr > 0 && std::isfinite(*options.lr)))
+    throw Error(
+        fmt::format("--lr must be positive and finite, got {}", *options.lr));
+  // Everything is read and checked before anything on disk is touched.
+  plan = Plan::parse(options.planText, options.planSource);
+  vocab = plan.modelInt("vocab_size");
+  outDir = options.outDir.empty() ? fs::path("out") : fs::path(options.outDir);
+  if (!options.resumeDir.empty()) {
+    std::vector<std::string> notes;
+    checkpoint = findCheckpoint(options.resumeDir, notes);
+    for (const std::string &line : notes)
+      note(line);
+    if (options.outDir.empty())
+      outDir = checkpoint.parent_path().empty() ? fs::path(".")
+                                                : checkpoint.parent_path();
+    resumeState = readTrainerState(checkpoint / kTrainerStateFile);
+    if (resumeState->checksums.empty())
+      note(fmt::format("{} was written by an older Kiln and records no "
+                       "checksums; its files cannot be verified",
+                       checkpoint.string()));
+    verifyCheckpoint(checkpoint, *resumeState);
+    checkModel(*resumeState);
+  }
+  settle(resumeState);
+  metricsPath = (outDir / "metrics.jsonl").string();
+  svgPath = (outDir / "loss.svg").string();
+  if (!resumeState)
+    prepareFreshOutput();
+  else
+    checkResumeOutput();
+
   std::error_code ec;
   fs::create_directories(outDir, ec);
   if (ec || !fs::is_directory(outDir))
     throw Error(fmt::format("cannot create the output directory {}: {}",
                             outDir.string(),
                             ec ? ec.message() : "not a directory"));
-  plan = Plan::parse(options.planText, options.planSource);
+  if (!options.saveGradsPath.empty()) {
+    std::vector<std::string> read = settings.data;
+    read.push_back(options.initPath);
+    for (const std::string &input : read)
+      if (fs::equivalent(input, options.saveGradsPath, ec))
+        throw Error(fmt::format("--save-grads {} is also an input of the "
+                                "run; writing there would destroy it",
+                                options.saveGradsPath));
+  }
+  std::vector<std::string> stale = removeStaleTemporaries(outDir);
+  if (!stale.empty())
+    note(fmt::format("removed what interrupted saves left in {}: {}",
+                     outDir.string(), fmt::join(stale, ", ")));
   writeFileAtomic((outDir / "plan.json").string(), toBytes(options.planText));
   backend = createBackend(plan, options.backend);
-  batch = plan.modelInt("batch");
-  seqLen = plan.modelInt("seq_len");
-  vocab = plan.modelInt("vocab_size");
-
-  int64_t warmup = options.warmupSteps >= 0
-                       ? options.warmupSteps
-                       : std::min<int64_t>(100, options.steps / 10);
-  schedule = LrSchedule{options.lr, warmup, options.steps, options.minLrRatio};
-  schedule.validate();
-
-  stream.emplace(resolveData(options.data, outDir, vocab),
+  stream.emplace(resolveData(settings.data, outDir, vocab),
                  static_cast<uint32_t>(vocab));
-  positions.resize(batch * seqLen);
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t s = 0; s < seqLen; ++s)
-      positions[b * seqLen + s] = static_cast<int32_t>(s);
+  positions.resize(settings.batch * settings.seqLen);
+  for (int64_t b = 0; b < settings.batch; ++b)
+    for (int64_t s = 0; s < settings.seqLen; ++s)
+      positions[b * settings.seqLen + s] = static_cast<int32_t>(s);
+}
+
+/// Refuses to resume a checkpoint of a different model: the plan's model
+/// section and the config must match the checkpoint's on everything but
+/// the batch shape and precision (which settle() handles).
+void Trainer::checkModel(const TrainerState &state) {
+  auto refuse = [&](const std::vector<std::string> &differences) {
+    throw Error(fmt::format(
+        "cannot resume {}: the model differs from the one it was trained "
+        "with: {}; resume with the run's own config, or start a new run",
+        checkpoint.string(), fmt::join(differences, "; ")));
+  };
+  checkConfig(refuse);
+  if (state.format >= 2) {
+    json ours = plan.model, theirs = state.model;
+    for (const char *key : {"batch", "seq_len", "precision"}) {
+      ours.erase(key);
+      theirs.erase(key);
+    }
+    std::vector<std::string> differences =
+        configDifferences(ours, "this plan", theirs, "the checkpoint");
+    if (!differences.empty())
+      refuse(differences);
+  }
+}
+
+/// The given config against the checkpoint's copy, when there are both.
+void Trainer::checkConfig(
+    const std::function<void(const std::vector<std::string> &)> &refuse) {
+  fs::path configPath = checkpoint / kConfigFile;
+  if (options.configText.empty() || !fs::exists(configPath))
+    return;
+  std::vector<std::byte> bytes = InputFile(configPath.string()).readAll();
+  json theirs = json::parse(bytes.begin(), bytes.end(), nullptr, false);
+  json ours = json::parse(options.configText, nullptr, false);
+  if (theirs.is_discarded() || !theirs.is_object())
+    throw Error(fmt::format("{}: not a JSON object", configPath.string()));
+  if (ours.is_discarded() || !ours.is_object())
+    throw Error(fmt::format("{}: not a JSON object", options.configSource));
+  std::vector<std::string> differences = configDifferences(
+      ours, options.configSource, theirs, configPath.string());
+  if (!differences.empty())
+    refuse(differences);
+}
+
+/// This run's settings: each flag given, else (resuming) what the run was
+/// started with, else the default; a given flag that changes a recorded
+/// setting is applied with a note.
+void Trainer::settle(const std::optional<TrainerState> &state) {
+  const RunSettings *recorded =
+      state && state->settings ? &*state->settings : nullptr;
+  auto pick = [&](const char *flag, const auto &given, auto fallback,
+                  auto RunSettings::*field) {
+    using T = std::remove_cvref_t<decltype(settings.*field)>;
+    if (!given)
+      return recorded ? recorded->*field : static_cast<T>(fallback);
+    if (recorded && recorded->*field != static_cast<T>(*given))
+      note(fmt::format("{} {} given: the run was started with {} {}; this "
+                       "changes the run from step {} on",
+                       flag, *given, flag, recorded->*field, state->step + 1));
+    return static_cast<T>(*given);
+  };
+  settings.steps =
+      pick("--steps", options.steps, kDefaultSteps, &RunSettings::steps);
+  settings.lr = pick("--lr", options.lr, kDefaultLr, &RunSettings::lr);
+  settings.warmupSteps = pick("--warmup", options.warmupSteps,
+                              std::min<int64_t>(100, settings.steps / 10),
+                              &RunSettings::warmupSteps);
+  settings.seed = state && !recorded
+                      ? state->seed
+                      : pick("--seed", options.seed, 0, &RunSettings::seed);
+  settings.saveEvery =
+      pick("--save-every", options.saveEvery, 0, &RunSettings::saveEvery);
+  settings.keep =
+      pick("--keep", options.keep, kDefaultKeep, &RunSettings::keep);
+  settings.minLrRatio = recorded ? recorded->minLrRatio : options.minLrRatio;
+  if (!options.data.empty()) {
+    for (const std::string &path : options.data)
+      settings.data.push_back(absolutePath(path));
+    if (recorded && recorded->data != settings.data)
+      note(fmt::format("--data differs from the data the run was started "
+                       "with ({}); the data position (file {}, token {}) "
+                       "carries over",
+                       fmt::join(recorded->data, ", "), state->position.shard,
+                       state->position.offset));
+  } else if (recorded) {
+    settings.data = recorded->data;
+  }
+
+  // The compiled settings are the plan's; a resumed run must keep the batch
+  // shape (the data position counts in it).
+  RunSettings compiled = compiledSettings(plan);
+  settings.batch = compiled.batch;
+  settings.seqLen = compiled.seqLen;
+  settings.precision = compiled.precision;
+  settings.weightDecay = compiled.weightDecay;
+  settings.gradClip = compiled.gradClip;
+  if (state &&
+      (state->batch != settings.batch || state->seqLen != settings.seqLen))
+    throw Error(fmt::format(
+        "{}: the checkpoint was trained with batch {} and sequence length "
+        "{}, this run uses {} and {}",
+        (checkpoint / kTrainerStateFile).string(), state->batch, state->seqLen,
+        settings.batch, settings.seqLen));
+  if (recorded) {
+    auto compare = [&](const char *flag, auto RunSettings::*field) {
+      if (recorded->*field != settings.*field)
+        note(fmt::format("the step is compiled with {} {}; the run was "
+                         "started with {} {}",
+                         flag, settings.*field, flag, recorded->*field));
+    };
+    compare("--precision", &RunSettings::precision);
+    compare("--weight-decay", &RunSettings::weightDecay);
+    compare("--grad-clip", &RunSettings::gradClip);
+  }
+
+  if (state) {
+    firstStep = state->step + 1;
+    if (firstStep > settings.steps)
+      throw Error(fmt::format(
+          "{} is at step {} and the run has {} steps: it is complete; pass "
+          "--steps N (N > {}) to train it further",
+          checkpoint.string(), state->step, settings.steps, state->step));
+    runId = state->runId.empty() ? newRunId() : state->runId;
+  } else {
+    runId = newRunId();
+  }
+  if (settings.warmupSteps > settings.steps)
+    throw Error(fmt::format(
+        "--warmup ({}) must not exceed --steps ({}){}", settings.warmupSteps,
+        settings.steps,
+        options.warmupSteps ? ""
+        : recorded          ? "; the warmup is the run's own: give --warmup N"
+                            : ""));
+  schedule = LrSchedule{settings.lr, settings.warmupSteps, settings.steps,
+                        settings.minLrRatio};
+  schedule.validate();
+}
+
+/// A fresh run never takes over another run's output silently: a directory
+/// holding checkpoints or metrics is refused unless --overwrite, which then
+/// removes that run's files.
+void Trainer::prepareFreshOutput() {
+  std::vector<fs::path> old;
+  std::error_code ec;
+  if (fs::is_directory(outDir, ec))
+    for (const auto &entry : fs::directory_iterator(outDir, ec)) {
+      std::string name = entry.path().filename().string();
+      if (name.starts_with("checkpoint-") || name == kLatestFile ||
+          name == "metrics.jsonl" || name == "loss.svg")
+        old.push_back(entry.path());
+    }
+  if (old.empty())
+    return;
+  std::sort(old.begin(), old.end());
+  std::vector<std::string> names;
+  for (const fs::path &path : old)
+    names.push_back(path.filename().string());
+  if (!options.overwrite)
+    throw Error(fmt::format(
+        "{} holds an earlier run ({}); pass --resume {} to continue it, "
+        "--overwrite to replace it with a new run, or another --out",
+        outDir.string(), fmt::join(names, ", "), outDir.string()));
+  for (const fs::path &path : old)
+    fs::remove_all(path);
+  note(fmt::format("--overwrite: removed the earlier run's {}",
+                   fmt::join(names, ", ")));
+}
+
+/// A run resumed into another directory must not mix with a run there:
+/// its checkpoints, `latest` and metrics would interleave with this one's.
+void Trainer::checkResumeOutput() {
+  std::error_code ec;
+  if (!fs::is_directory(outDir, ec) ||
+      fs::equivalent(outDir, checkpoint.parent_path(), ec))
+    return;
+  std::vector<std::string> others;
+  for (const CheckpointInfo &info : listCheckpoints(outDir))
+    if (info.runId != runId || runId.empty())
+      others.push_back(info.dir.filename().string());
+  if (others.empty())
+    return;
+  throw Error(fmt::format(
+      "--out {} holds checkpoints of another run ({}); resume into the "
+      "run's own directory ({}), an empty one, or leave out --out",
+      outDir.string(), fmt::join(others, ", "),
+      checkpoint.parent_path().string()));
 }
 
 void Trainer::log(const std::string &line) {
@@ -203,10 +483,24 @@ void Trainer::log(const std::string &line) {
 }
 
 void Trainer::initialise() {
-  Rng rng(options.seed);
+  Rng rng(settings.seed);
   std::optional<SafeTensors> init;
   if (!options.initPath.empty())
     init = readSafeTensors(options.initPath);
+  if (init) {
+    std::set<std::string> wanted;
+    for (const Parameter &param : plan.parameters)
+      wanted.insert(param.name);
+    std::vector<std::string> unused;
+    for (const Tensor &tensor : init->tensors)
+      if (!wanted.count(tensor.name))
+        unused.push_back(tensor.name);
+    if (!unused.empty())
+      note(fmt::format("{}: the model has no parameter for {} of its "
+                       "tensors, which are not used: {}",
+                       options.initPath, unused.size(),
+                       fmt::join(unused, ", ")));
+  }
   for (const Parameter &param : plan.parameters) {
     const ValueInfo &info = plan.values[param.value];
     if (init) {
@@ -228,34 +522,7 @@ void Trainer::initialise() {
   }
 }
 
-void Trainer::resume(const fs::path &where) {
-  fs::path checkpoint = where;
-  if (fs::exists(where / kLatestFile)) {
-    std::vector<std::byte> name =
-        InputFile((where / kLatestFile).string()).readAll();
-    std::string text(reinterpret_cast<const char *>(name.data()), name.size());
-    text.erase(text.find_last_not_of(" \n\r\t") + 1);
-    checkpoint = where / text;
-  }
-  fs::path statePath = checkpoint / kStateFile;
-  if (!fs::exists(statePath))
-    throw Error(fmt::format("{}: not a checkpoint (no {}) and no '{}' file "
-                            "naming one",
-                            where.string(), kStateFile, kLatestFile));
-  std::vector<std::byte> stateBytes = InputFile(statePath.string()).readAll();
-  json state = json::parse(stateBytes.begin(), stateBytes.end(), nullptr,
-                           /*allow_exceptions=*/false);
-  if (state.is_discarded() || !state.is_object() || !state.contains("step") ||
-      !state.contains("data_position"))
-    throw Error(fmt::format("{}: corrupt trainer state", statePath.string()));
-  if (state.value("batch", int64_t(0)) != batch ||
-      state.value("seq_len", int64_t(0)) != seqLen)
-    throw Error(fmt::format(
-        "{}: the checkpoint was trained with batch {} and sequence length "
-        "{}, this run uses {} and {}",
-        statePath.string(), state.value("batch", int64_t(0)),
-        state.value("seq_len", int64_t(0)), batch, seqLen));
-
+void Trainer::resume() {
   std::string modelPath = (checkpoint / kModelFile).string();
   std::string optimizerPath = (checkpoint / kOptimizerFile).string();
   SafeTensors model = readSafeTensors(modelPath);
@@ -267,19 +534,16 @@ void Trainer::resume(const fs::path &where) {
     loadTensor(*backend, param.expAvgSq, optimizer, "exp_avg_sq." + param.name,
                optimizerPath);
   }
-  const json &position = state["data_position"];
-  stream->seek(TokenStream::Position{position.at("shard").get<std::size_t>(),
-                                     position.at("offset").get<std::size_t>(),
-                                     position.at("epoch").get<uint64_t>()});
-  firstStep = state["step"].get<int64_t>() + 1;
+  const DataPosition &position = resumeState->position;
+  stream->seek(
+      TokenStream::Position{position.shard, position.offset, position.epoch});
+  lastSaved = resumeState->step;
   log(fmt::format("resuming from {} at step {}", checkpoint.string(),
                   firstStep));
 }
 
 void Trainer::saveCheckpoint(int64_t step) {
-  std::string name = fmt::format("checkpoint-{:06}", step);
-  fs::path dir = outDir / name;
-  fs::create_directories(dir);
+  CheckpointWriter writer(outDir, step);
   std::vector<Tensor> model, optimizer;
   for (const Parameter &param : plan.parameters) {
     const std::vector<int64_t> &shape = plan.values[param.value].shape;
@@ -289,41 +553,35 @@ void Trainer::saveCheckpoint(int64_t step) {
     optimizer.push_back(floatTensor("exp_avg_sq." + param.name, shape,
                                     backend->read(param.expAvgSq)));
   }
-  writeSafeTensors((dir / kModelFile).string(), model, {{"format", "pt"}});
-  writeSafeTensors((dir / kOptimizerFile).string(), optimizer);
+  writeSafeTensors(writer.pathOf(kModelFile), model, {{"format", "pt"}});
+  writeSafeTensors(writer.pathOf(kOptimizerFile), optimizer);
   if (!options.configText.empty())
-    writeFileAtomic((dir / "config.json").string(),
-                    toBytes(options.configText));
+    writeFileAtomic(writer.pathOf(kConfigFile), toBytes(options.configText));
   TokenStream::Position position = stream->position();
-  json state = {{"step", step},
-                {"batch", batch},
-                {"seq_len", seqLen},
-                {"seed", options.seed},
-                {"data_position",
-                 {{"shard", position.shard},
-                  {"offset", position.offset},
-                  {"epoch", position.epoch}}}};
-  // The state is written last: a checkpoint without it is incomplete and is
-  // never named by `latest`.
-  writeFileAtomic((dir / kStateFile).string(), toBytes(state.dump(2)));
+  TrainerState state;
+  state.step = step;
+  state.runId = runId;
+  state.batch = settings.batch;
+  state.seqLen = settings.seqLen;
+  state.seed = settings.seed;
+  state.position = {position.shard, position.offset, position.epoch};
+  state.settings = settings;
+  state.model = plan.model;
+  fs::path dir = writer.commit(std::move(state));
+  std::string name = dir.filename().string();
   writeFileAtomic((outDir / kLatestFile).string(), toBytes(name + "\n"));
-
-  // Keep the newest few checkpoints.
-  std::vector<fs::path> all;
-  for (const auto &entry : fs::directory_iterator(outDir))
-    if (entry.is_directory() &&
-        entry.path().filename().string().rfind("checkpoint-", 0) == 0)
-      all.push_back(entry.path());
-  std::sort(all.begin(), all.end());
-  for (std::size_t i = 0; i + std::max(options.keepCheckpoints, 1) < all.size();
-       ++i)
-    fs::remove_all(all[i]);
+  lastSaved = step;
+  for (const fs::path &removed :
+       pruneCheckpoints(outDir, runId, settings.keep, dir))
+    (void)removed;
 }
 
 void Trainer::saveGradients(int64_t step, double loss) {
   std::vector<Tensor> tensors;
-  tensors.push_back(int32Tensor("input_ids", {batch, seqLen}, inputs));
-  tensors.push_back(int32Tensor("targets", {batch, seqLen}, targets));
+  tensors.push_back(
+      int32Tensor("input_ids", {settings.batch, settings.seqLen}, inputs));
+  tensors.push_back(
+      int32Tensor("targets", {settings.batch, settings.seqLen}, targets));
   tensors.push_back(floatTensor("loss", {}, {static_cast<float>(loss)}));
   for (const Parameter &param : plan.parameters)
     tensors.push_back(floatTensor(param.name, plan.values[param.grad].shape,
@@ -334,30 +592,39 @@ void Trainer::saveGradients(int64_t step, double loss) {
                                 "of the loss for every parameter"}});
 }
 
-void Trainer::run() {
-  std::string metricsPath = (outDir / "metrics.jsonl").string();
-  if (!options.resumeDir.empty()) {
-    resume(options.resumeDir);
+void Trainer::writeLossCurve() {
+  std::vector<std::pair<int64_t, double>> curve;
+  for (const MetricRecord &record : MetricsLog::read(metricsPath))
+    curve.emplace_back(record.step, record.loss);
+  writeLossCurveSvg(svgPath, curve,
+                    fmt::format("{} training loss",
+                                plan.model.value("architecture", "model")));
+}
+
+int Trainer::run() {
+  if (resumeState) {
+    resume();
     if (fs::exists(metricsPath))
       MetricsLog::truncateAfter(metricsPath, firstStep - 1);
   } else {
     initialise();
   }
-  MetricsLog metrics(metricsPath, /*append=*/!options.resumeDir.empty());
-  if (firstStep > options.steps)
-    throw Error(fmt::format("the checkpoint is at step {}, which is not "
-                            "before --steps {}",
-                            firstStep - 1, options.steps));
-  progress.emplace(options.steps, firstStep, options.progressBar);
+  MetricsLog metrics(metricsPath, /*append=*/resumeState.has_value());
+  progress.emplace(settings.steps, firstStep, options.progressBar);
   log(fmt::format("training {} on {}: batch {} x {} tokens, steps {}-{}",
                   plan.model.value("architecture", "the model"),
-                  backend->describe(), batch, seqLen, firstStep,
-                  options.steps));
+                  backend->describe(), settings.batch, settings.seqLen,
+                  firstStep, settings.steps));
 
   int64_t lossValue = plan.output("loss");
-  int64_t logEvery = std::max<int64_t>(1, options.steps / 20);
+  int64_t logEvery = std::max<int64_t>(1, settings.steps / 20);
+  int64_t batch = settings.batch, seqLen = settings.seqLen;
   auto start = std::chrono::steady_clock::now();
-  for (int64_t step = firstStep; step <= options.steps; ++step) {
+  InterruptGuard interrupt;
+  int64_t lastStep = firstStep - 1;
+  for (int64_t step = firstStep; step <= settings.steps; ++step) {
+    if (InterruptGuard::pending())
+      break;
     auto stepStart = std::chrono::steady_clock::now();
     stream->nextBatch(static_cast<int>(batch), static_cast<int>(seqLen), inputs,
                       targets);
@@ -382,25 +649,35 @@ void Trainer::run() {
                               "check the data",
                               loss, step));
     metrics.write(step, loss, lr, tokensPerSecond);
+    lastStep = step;
     if (options.progressBar)
       progress->update(step, loss, tokensPerSecond);
-    else if (step == firstStep || step % logEvery == 0 || step == options.steps)
+    else if (step == firstStep || step % logEvery == 0 ||
+             step == settings.steps)
       log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s", step,
-                      options.steps, loss, lr, formatRate(tokensPerSecond)));
-    if (options.saveEvery > 0 && step % options.saveEvery == 0 &&
-        step != options.steps)
+                      settings.steps, loss, lr, formatRate(tokensPerSecond)));
+    if (settings.saveEvery > 0 && step % settings.saveEvery == 0 &&
+        step != settings.steps)
       saveCheckpoint(step);
   }
   progress->finish();
-  saveCheckpoint(options.steps);
+  if (lastStep > lastSaved)
+    saveCheckpoint(lastStep);
+  writeLossCurve();
+  fs::path saved = outDir / CheckpointWriter::directoryName(lastSaved);
 
-  std::vector<std::pair<int64_t, double>> curve;
-  for (const MetricRecord &record : MetricsLog::read(metricsPath))
-    curve.emplace_back(record.step, record.loss);
-  std::string svg = (outDir / "loss.svg").string();
-  writeLossCurveSvg(svg, curve,
-                    fmt::format("{} training loss",
-                                plan.model.value("architecture", "model")));
+  if (int signal = InterruptGuard::pending();
+      signal && lastStep < settings.steps) {
+    std::fprintf(stderr,
+                 "stopped by %s after step %lld of %lld\n  checkpoint: %s\n  "
+                 "loss curve: %s\n  metrics:    %s\nresume with: %s --resume "
+                 "%s\n",
+                 InterruptGuard::name(signal), static_cast<long long>(lastStep),
+                 static_cast<long long>(settings.steps), saved.string().c_str(),
+                 svgPath.c_str(), metricsPath.c_str(), options.command.c_str(),
+                 outDir.string().c_str());
+    return 128 + signal;
+  }
   if (std::getenv("KILN_PROFILE")) {
     std::vector<std::pair<double, std::string>> rows;
     double total = 0;
@@ -410,7 +687,7 @@ void Trainer::run() {
     }
     std::sort(rows.rbegin(), rows.rend());
     std::fprintf(stderr, "host kernel time over %lld steps:\n",
-                 static_cast<long long>(options.steps - firstStep + 1));
+                 static_cast<long long>(settings.steps - firstStep + 1));
     for (const auto &[secs, key] : rows)
       std::fprintf(stderr, "  %6.1f%%  %8.3fs  %s\n", 100 * secs / total, secs,
                    key.c_str());
@@ -422,12 +699,29 @@ void Trainer::run() {
                "trained steps %lld-%lld in %s\n  checkpoint: %s\n  loss "
                "curve: %s\n  metrics:    %s\n",
                static_cast<long long>(firstStep),
-               static_cast<long long>(options.steps),
-               formatDuration(elapsed).c_str(),
-               (outDir / fmt::format("checkpoint-{:06}", options.steps))
-                   .string()
-                   .c_str(),
-               svg.c_str(), metricsPath.c_str());
+               static_cast<long long>(settings.steps),
+               formatDuration(elapsed).c_str(), saved.string().c_str(),
+               svgPath.c_str(), metricsPath.c_str());
+  // A signal during the last step or the final save: the run is complete.
+  if (int signal = InterruptGuard::pending())
+    return 128 + signal;
+  return 0;
+}
+
+/// Reads the compiled settings for `kiln train --resume`.
+CompiledSettings compiledSettingsOf(const std::string &resumeDir) {
+  std::vector<std::string> notes;
+  fs::path dir = findCheckpoint(resumeDir, notes);
+  TrainerState state = readTrainerState(dir / kTrainerStateFile);
+  CompiledSettings compiled;
+  compiled.batch = state.batch;
+  compiled.seqLen = state.seqLen;
+  if (state.settings) {
+    compiled.precision = state.settings->precision;
+    compiled.weightDecay = state.settings->weightDecay;
+    compiled.gradClip = state.settings->gradClip;
+  }
+  return compiled;
 }
 
 } // namespace
@@ -435,11 +729,22 @@ void Trainer::run() {
 int runTraining(const TrainOptions &options) noexcept {
   try {
     Trainer trainer(options);
-    trainer.run();
-    return 0;
+    return trainer.run();
   } catch (const std::exception &error) {
     std::fprintf(stderr, "\nkiln: error: %s\n", error.what());
     return 1;
+  }
+}
+
+bool readCompiledSettings(const std::string &resumeDir,
+                          CompiledSettings &settings,
+                          std::string &error) noexcept {
+  try {
+    settings = compiledSettingsOf(resumeDir);
+    return true;
+  } catch (const std::exception &failure) {
+    error = failure.what();
+    return false;
   }
 }
 
@@ -448,6 +753,12 @@ int runTokenize(const std::vector<std::string> &inputs,
   try {
     if (inputs.empty())
       throw Error("no input files to tokenize");
+    std::error_code ec;
+    for (const std::string &input : inputs)
+      if (fs::equivalent(input, output, ec))
+        throw Error(fmt::format("-o {} is also an input; writing the shard "
+                                "there would destroy it",
+                                output));
     std::vector<uint32_t> tokens = tokenizeFiles(inputs);
     if (fs::path parent = fs::path(output).parent_path(); !parent.empty())
       fs::create_directories(parent);

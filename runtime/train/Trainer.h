@@ -12,33 +12,63 @@
 #define KILN_RUNTIME_TRAIN_TRAINER_H
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace kiln::rt {
 
+/// Defaults of a fresh run (a resumed one uses what it was started with).
+constexpr int64_t kDefaultSteps = 200;
+constexpr double kDefaultLr = 1e-3;
+constexpr int64_t kDefaultKeep = 2;
+
+/// What `kiln train` and `kiln-run` were asked for. The optional settings
+/// are unset when their flag was not given: a fresh run then takes the
+/// default, a resumed run the value it was started with.
 struct TrainOptions {
   std::string planText;                     ///< the compiled plan (JSON)
   std::string planSource = "compiled plan"; ///< names the plan in errors
   std::string configText; ///< the model's config.json, copied to checkpoints
+  std::string configSource = "the given config"; ///< names it in errors
   std::vector<std::string> data; ///< token shards, directories or text files
-  std::string outDir = "out";
-  int64_t steps = 100;
-  double lr = 1e-3;
-  int64_t warmupSteps = -1; ///< -1: a tenth of the steps, at most 100
+  /// Empty: a fresh run writes to "out", a resumed one to its own directory.
+  std::string outDir;
+  std::optional<int64_t> steps;
+  std::optional<double> lr;
+  std::optional<int64_t> warmupSteps; ///< default: a tenth, at most 100
   double minLrRatio = 0.1;
-  uint64_t seed = 0;
+  std::optional<uint64_t> seed;
   std::string initPath;      ///< initial weights by Hugging Face name
   std::string saveGradsPath; ///< first step's tokens, loss and gradients
   std::string resumeDir;     ///< an output directory or a checkpoint in it
-  int64_t saveEvery = 0;     ///< 0: only at the end
-  int keepCheckpoints = 2;
-  bool progressBar = false;     ///< redraw a bar (a terminal); else log lines
+  std::optional<int64_t> saveEvery; ///< 0: only at the end (default)
+  std::optional<int64_t> keep;      ///< checkpoints kept; 0: all
+  bool overwrite = false;   ///< a fresh run may replace an earlier run's files
+  bool progressBar = false; ///< redraw a bar (a terminal); else log lines
   std::string backend = "auto"; ///< auto, host or cuda
+  /// How the user started this run ("kiln train config.json"), for the
+  /// resume command printed after an interrupt.
+  std::string command = "kiln-run plan.json";
 };
 
-/// Trains; returns the process exit status. Errors are printed to stderr as
-/// `kiln: error: ...`; nothing here throws.
+/// The compiled settings a checkpoint records, so that `kiln train
+/// --resume` recompiles the step the run was started with.
+struct CompiledSettings {
+  int64_t batch = 0, seqLen = 0;
+  std::optional<std::string> precision;
+  std::optional<double> weightDecay, gradClip;
+};
+
+/// Reads them from the checkpoint `resumeDir` names (as --resume does);
+/// on failure returns false with the reason in `error`. Never throws.
+bool readCompiledSettings(const std::string &resumeDir,
+                          CompiledSettings &settings,
+                          std::string &error) noexcept;
+
+/// Trains; returns the process exit status: 0, 1 after an error (printed to
+/// stderr as `kiln: error: ...`), or 128 + the signal after SIGINT/SIGTERM
+/// stopped the run (with a checkpoint saved). Nothing here throws.
 int runTraining(const TrainOptions &options) noexcept;
 
 /// Writes llm.c token shards (byte-level tokens) for `inputs` into `output`
