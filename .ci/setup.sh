@@ -4,6 +4,9 @@
 #   .ci/setup.sh            install what is missing, configure build/, build
 #   KILN_BUILD_DIR=dir      build somewhere else
 #   KILN_BUILD_COMPILER=OFF build only the runtime (no LLVM/MLIR needed)
+#   KILN_SANITIZE=list      build with sanitizers (-DKILN_SANITIZE, e.g.
+#                           address,undefined) and debug info; use with
+#                           KILN_BUILD_DIR
 #
 # Idempotent: packages already installed are not touched, and a configured
 # build directory is only rebuilt.
@@ -12,6 +15,11 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${KILN_BUILD_DIR:-$root/build}
 build_compiler=${KILN_BUILD_COMPILER:-ON}
+sanitize=${KILN_SANITIZE:-}
+build_type=Release
+if [[ -n $sanitize ]]; then
+  build_type=RelWithDebInfo # reports name source lines
+fi
 
 packages=(
   cmake ninja-build g++ python3
@@ -21,6 +29,10 @@ packages=(
 )
 if [[ $build_compiler == ON ]]; then
   packages+=(llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools)
+  # The fuzzers (test/Fuzz, KILN_FUZZ=ON): clang, libFuzzer and the
+  # sanitizer runtimes. Not libomp-22-dev: it puts a libgomp.so.1 into
+  # /usr/lib/llvm-22/lib, which the compiler's rpath then loads for GCC's.
+  packages+=(clang-22 libfuzzer-22-dev libclang-rt-22-dev)
 fi
 
 missing=()
@@ -39,8 +51,9 @@ fi
 
 if [[ ! -f $build_dir/build.ninja ]]; then
   cmake -G Ninja -S "$root" -B "$build_dir" \
-    -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_BUILD_TYPE="$build_type" \
     -DKILN_BUILD_COMPILER="$build_compiler" \
+    -DKILN_SANITIZE="$sanitize" \
     -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit
 fi
 cmake --build "$build_dir" -j "${KILN_JOBS:-2}"

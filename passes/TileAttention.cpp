@@ -144,14 +144,17 @@ struct TileAttentionGrad : OpRewritePattern<nn::AttentionGradOp> {
         policy.choose(op, op.getQuery(), op.getNumHeads(), op.getNumKvHeads(),
                       op.getCausal(), /*backward=*/true);
     Builder &b = rewriter;
-    auto grad = rewriter.replaceOpWithNewOp<tile::FlashAttentionBwdOp>(
-        op, op.getResultTypes(), op.getGrad(), op.getQuery(), op.getKey(),
-        op.getValue(), forward.getResult(), forward.getLse(), op.getCuSeqlens(),
-        op.getNumHeadsAttr(), op.getNumKvHeadsAttr(), op.getCausalAttr(),
-        op.getScaleAttr(), b.getI64IntegerAttr(tiles.blockQ),
-        b.getI64IntegerAttr(tiles.blockK), b.getI64IntegerAttr(tiles.numWarps),
+    auto grad = tile::FlashAttentionBwdOp::create(
+        rewriter, op.getLoc(), op.getResultTypes(), op.getGrad(), op.getQuery(),
+        op.getKey(), op.getValue(), forward.getResult(), forward.getLse(),
+        op.getCuSeqlens(), op.getNumHeadsAttr(), op.getNumKvHeadsAttr(),
+        op.getCausalAttr(), op.getScaleAttr(),
+        b.getI64IntegerAttr(tiles.blockQ), b.getI64IntegerAttr(tiles.blockK),
+        b.getI64IntegerAttr(tiles.numWarps),
         b.getI64IntegerAttr(tiles.numStages));
+    // Tag before replacing: replaceOp erases `op`.
     copyChunk(op, grad);
+    rewriter.replaceOp(op, grad.getResults());
     return success();
   }
   TilePolicy &policy;

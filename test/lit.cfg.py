@@ -53,6 +53,11 @@ if config.kiln_enable_cuda in ("1", "ON", "TRUE") and glob.glob(
 else:
     lit_config.note("NVRTC or CUDA support missing: the CUDA compile checks "
                     "are skipped")
+# A KILN_SANITIZE build: the sanitizer settings ctest uses too
+# (CMakeLists.txt), unless the environment sets them.
+for setting in filter(None, config.kiln_sanitizer_env.split(";")):
+    name, value = setting.split("=", 1)
+    config.environment[name] = os.environ.get(name, value)
 # Tests compile into a kernel cache in the build tree, never ~/.cache.
 config.environment["KILN_CACHE_DIR"] = os.path.join(config.test_exec_root,
                                                     "kernel-cache")

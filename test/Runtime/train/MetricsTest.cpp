@@ -15,7 +15,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <regex>
 
 using namespace kiln::rt;
 using namespace kiln::rt::testing;
@@ -219,15 +218,20 @@ TEST(MetricsLogTest, UnwritablePathNamesPathAndReason) {
 /// test and returns none if there is no such polyline.
 std::vector<std::pair<double, double>> polylinePoints(const std::string &svg,
                                                       const std::string &name) {
-  std::smatch match;
-  std::regex pattern("<polyline class=\"" + name +
-                     "\"[^>]* points=\"([^\"]*)\"/>");
-  if (!std::regex_search(svg, match, pattern)) {
+  // Plain searches, not std::regex: libstdc++'s matcher recurses once per
+  // character, and a long run's points overflow the stack under ASan.
+  const std::string pointsAttr = " points=\"";
+  std::size_t tag = svg.find("<polyline class=\"" + name + "\"");
+  std::size_t tagEnd = svg.find('>', tag);
+  std::size_t begin = svg.find(pointsAttr, tag);
+  if (tag == std::string::npos || begin == std::string::npos ||
+      begin > tagEnd) {
     ADD_FAILURE() << "no polyline of class " << name;
     return {};
   }
+  begin += pointsAttr.size();
   std::vector<std::pair<double, double>> points;
-  std::string text = match[1];
+  std::string text = svg.substr(begin, svg.find('"', begin) - begin);
   for (std::size_t pos = 0; pos < text.size();) {
     std::size_t end = text.find(' ', pos);
     if (end == std::string::npos)
