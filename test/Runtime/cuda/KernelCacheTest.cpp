@@ -83,7 +83,7 @@ const Damage kDamages[] = {
     {"flipped checksum byte",
      [](std::vector<std::byte> &e) { e[30] ^= std::byte{0x80}; }},
     {"truncated payload",
-     [](std::vector<std::byte> &e) { e.resize(e.size() - 3); }},
+     [](std::vector<std::byte> &e) { e.erase(e.end() - 3, e.end()); }},
     {"truncated header", [](std::vector<std::byte> &e) { e.resize(20); }},
     {"appended bytes",
      [](std::vector<std::byte> &e) { e.push_back(std::byte{0}); }},
