@@ -25,7 +25,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <iostream>
 #include <limits>
 #include <optional>
@@ -186,8 +185,7 @@ public:
 private:
   void settle(const std::optional<TrainerState> &state);
   void checkModel(const TrainerState &state);
-  void checkConfig(
-      const std::function<void(const std::vector<std::string> &)> &refuse);
+  std::vector<std::string> configDifferencesFromCheckpoint();
   void prepareFreshOutput();
   void checkResumeOutput();
   void initialise();
@@ -288,36 +286,32 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
       positions[b * settings.seqLen + s] = static_cast<int32_t>(s);
 }
 
-/// Refuses to resume a checkpoint of a different model: the plan's model
-/// section and the config must match the checkpoint's on everything but
+/// Refuses to resume a checkpoint of a different model: the config and
+/// the plan's model section must match the checkpoint's on everything but
 /// the batch shape and precision (which settle() handles).
 void Trainer::checkModel(const TrainerState &state) {
-  auto refuse = [&](const std::vector<std::string> &differences) {
-    throw Error(fmt::format(
-        "cannot resume {}: the model differs from the one it was trained "
-        "with: {}; resume with the run's own config, or start a new run",
-        checkpoint.string(), fmt::join(differences, "; ")));
-  };
-  checkConfig(refuse);
-  if (state.format >= 2) {
+  std::vector<std::string> differences = configDifferencesFromCheckpoint();
+  if (differences.empty() && state.format >= 2) {
     json ours = plan.model, theirs = state.model;
     for (const char *key : {"batch", "seq_len", "precision"}) {
       ours.erase(key);
       theirs.erase(key);
     }
-    std::vector<std::string> differences =
+    differences =
         configDifferences(ours, "this plan", theirs, "the checkpoint");
-    if (!differences.empty())
-      refuse(differences);
   }
+  if (!differences.empty())
+    throw Error(fmt::format(
+        "cannot resume {}: the model differs from the one it was trained "
+        "with: {}; resume with the run's own config, or start a new run",
+        checkpoint.string(), fmt::join(differences, "; ")));
 }
 
 /// The given config against the checkpoint's copy, when there are both.
-void Trainer::checkConfig(
-    const std::function<void(const std::vector<std::string> &)> &refuse) {
+std::vector<std::string> Trainer::configDifferencesFromCheckpoint() {
   fs::path configPath = checkpoint / kConfigFile;
   if (options.configText.empty() || !fs::exists(configPath))
-    return;
+    return {};
   std::vector<std::byte> bytes = InputFile(configPath.string()).readAll();
   json theirs = json::parse(bytes.begin(), bytes.end(), nullptr, false);
   json ours = json::parse(options.configText, nullptr, false);
@@ -325,10 +319,8 @@ void Trainer::checkConfig(
     throw Error(fmt::format("{}: not a JSON object", configPath.string()));
   if (ours.is_discarded() || !ours.is_object())
     throw Error(fmt::format("{}: not a JSON object", options.configSource));
-  std::vector<std::string> differences = configDifferences(
-      ours, options.configSource, theirs, configPath.string());
-  if (!differences.empty())
-    refuse(differences);
+  return configDifferences(ours, options.configSource, theirs,
+                           configPath.string());
 }
 
 /// This run's settings: each flag given, else (resuming) what the run was
@@ -571,9 +563,7 @@ void Trainer::saveCheckpoint(int64_t step) {
   std::string name = dir.filename().string();
   writeFileAtomic((outDir / kLatestFile).string(), toBytes(name + "\n"));
   lastSaved = step;
-  for (const fs::path &removed :
-       pruneCheckpoints(outDir, runId, settings.keep, dir))
-    (void)removed;
+  pruneCheckpoints(outDir, runId, settings.keep, dir);
 }
 
 void Trainer::saveGradients(int64_t step, double loss) {
