@@ -157,6 +157,11 @@ cl::opt<int64_t> keepCheckpoints("keep",
                                           "(0: all)"),
                                  cl::init(rt::kDefaultKeep),
                                  cl::sub(trainCommand));
+cl::opt<bool> noCheckpoint("no-checkpoint",
+                           cl::desc("Write no checkpoint, not even at the end "
+                                    "(benchmarks; metrics and the loss curve "
+                                    "are still written)"),
+                           cl::sub(trainCommand));
 cl::opt<bool> overwrite("overwrite",
                         cl::desc("Start a new run in an --out directory that "
                                  "holds an earlier run, deleting its "
@@ -428,6 +433,7 @@ int runTrain(MLIRContext &context) {
   options.resumeDir = resumeDir;
   options.saveEvery = given(saveEvery);
   options.keep = given(keepCheckpoints);
+  options.noCheckpoint = noCheckpoint;
   options.overwrite = overwrite;
   options.progressBar = isatty(STDERR_FILENO);
   options.backend = backendChoice;

@@ -22,8 +22,8 @@ constexpr const char *kUsage =
     "usage: kiln-run <plan.json> --data <files,...> [--steps N] [--lr X]\n"
     "                [--warmup N] [--seed N] [--out DIR] [--init FILE]\n"
     "                [--save-grads FILE] [--resume DIR] [--save-every N]\n"
-    "                [--keep N] [--overwrite] [--backend auto|host|cuda]\n"
-    "                [--config config.json]\n"
+    "                [--keep N] [--no-checkpoint] [--overwrite]\n"
+    "                [--backend auto|host|cuda] [--config config.json]\n"
     "Trains with a plan compiled by `kiln compile --emit=plan` (the batch,\n"
     "sequence length and precision are the plan's). A resumed run uses the\n"
     "settings it was started with unless a flag is given again.\n";
@@ -80,6 +80,10 @@ int main(int argc, char **argv) {
     }
     if (arg == "--overwrite") {
       options.overwrite = true;
+      continue;
+    }
+    if (arg == "--no-checkpoint") {
+      options.noCheckpoint = true;
       continue;
     }
     if (i + 1 >= argc) {

@@ -224,6 +224,9 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
     checkAtLeast("--warmup", *options.warmupSteps, 0);
   if (options.saveEvery)
     checkAtLeast("--save-every", *options.saveEvery, 0);
+  if (options.noCheckpoint && options.saveEvery.value_or(0) > 0)
+    throw Error("--no-checkpoint writes no checkpoints and --save-every asks "
+                "for them; give only one of them");
   if (options.keep)
     checkAtLeast("--keep", *options.keep, 0);
   if (options.lr && !(*options.lr > 0 && std::isfinite(*options.lr)))
@@ -647,25 +650,29 @@ int Trainer::run() {
       log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s", step,
                       settings.steps, loss, lr, formatRate(tokensPerSecond)));
     if (settings.saveEvery > 0 && step % settings.saveEvery == 0 &&
-        step != settings.steps)
+        step != settings.steps && !options.noCheckpoint)
       saveCheckpoint(step);
   }
   progress->finish();
-  if (lastStep > lastSaved)
+  if (lastStep > lastSaved && !options.noCheckpoint)
     saveCheckpoint(lastStep);
   writeLossCurve();
-  fs::path saved = outDir / CheckpointWriter::directoryName(lastSaved);
+  std::string saved =
+      lastSaved > 0
+          ? (outDir / CheckpointWriter::directoryName(lastSaved)).string()
+          : std::string("none (--no-checkpoint)");
 
   if (int signal = InterruptGuard::pending();
       signal && lastStep < settings.steps) {
     std::fprintf(stderr,
                  "stopped by %s after step %lld of %lld\n  checkpoint: %s\n  "
-                 "loss curve: %s\n  metrics:    %s\nresume with: %s --resume "
-                 "%s\n",
+                 "loss curve: %s\n  metrics:    %s\n",
                  InterruptGuard::name(signal), static_cast<long long>(lastStep),
-                 static_cast<long long>(settings.steps), saved.string().c_str(),
-                 svgPath.c_str(), metricsPath.c_str(), options.command.c_str(),
-                 outDir.string().c_str());
+                 static_cast<long long>(settings.steps), saved.c_str(),
+                 svgPath.c_str(), metricsPath.c_str());
+    if (lastSaved > 0)
+      std::fprintf(stderr, "resume with: %s --resume %s\n",
+                   options.command.c_str(), outDir.string().c_str());
     return 128 + signal;
   }
   if (std::getenv("KILN_PROFILE")) {
@@ -690,8 +697,8 @@ int Trainer::run() {
                "curve: %s\n  metrics:    %s\n",
                static_cast<long long>(firstStep),
                static_cast<long long>(settings.steps),
-               formatDuration(elapsed).c_str(), saved.string().c_str(),
-               svgPath.c_str(), metricsPath.c_str());
+               formatDuration(elapsed).c_str(), saved.c_str(), svgPath.c_str(),
+               metricsPath.c_str());
   // A signal during the last step or the final save: the run is complete.
   if (int signal = InterruptGuard::pending())
     return 128 + signal;

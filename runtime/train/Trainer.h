@@ -44,6 +44,9 @@ struct TrainOptions {
   std::string resumeDir;     ///< an output directory or a checkpoint in it
   std::optional<int64_t> saveEvery; ///< 0: only at the end (default)
   std::optional<int64_t> keep;      ///< checkpoints kept; 0: all
+  /// Write no checkpoint at all, not even at the end or on an interrupt
+  /// (benchmarks); the metrics and the loss curve are still written.
+  bool noCheckpoint = false;
   bool overwrite = false;   ///< a fresh run may replace an earlier run's files
   bool progressBar = false; ///< redraw a bar (a terminal); else log lines
   std::string backend = "auto"; ///< auto, host or cuda

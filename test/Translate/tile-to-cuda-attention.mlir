@@ -20,20 +20,20 @@
 // CHECK: kiln::dev::attentionForward<float, 64, 128>(
 
 // CHECK-LABEL: // ----- kernel kiln_flash_attention_bwd_d64_q32_k64
-// CHECK: extern "C" __global__ void __launch_bounds__(128)
+// CHECK: extern "C" __global__ void __launch_bounds__(128, 1)
 // CHECK-NEXT: kiln_flash_attention_bwd_d64_q32_k64(const __nv_bfloat16 *__restrict__ dout, const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v, const float *__restrict__ lse, const float *delta, float *dqAccum, __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv, long long batch, long long seq, long long heads, long long kvHeads, float scale, long long causal, const int *cuSeqlens, long long numCuSeqlens)
 // CHECK-NEXT: kiln::dev::flashAttentionBackward<64, 32, 64>(dout, q, k, v, lse, delta, dqAccum, dk, dv, (int)batch, (int)seq, (int)heads, (int)kvHeads, scale, causal != 0, cuSeqlens, (int)numCuSeqlens);
 
 // Host-planned tiles (48x48, one warp) are fitted to the kernels: the
 // backward's key block to a power of two, warps to the rows.
 // CHECK-LABEL: // ----- kernel kiln_flash_attention_bwd_d64_q48_k32
-// CHECK: __launch_bounds__(64)
+// CHECK: __launch_bounds__(64, 1)
 // CHECK-LABEL: // ----- kernel kiln_flash_attention_bwd_dq_bf16
 // CHECK: kiln::dev::flashAttentionFinishDq<__nv_bfloat16>(dqAccum, dq, n, scale);
 // CHECK-LABEL: // ----- kernel kiln_flash_attention_fwd_d64_q48_k48_s1
-// CHECK: __launch_bounds__(96)
+// CHECK: __launch_bounds__(96, 1)
 // CHECK-LABEL: // ----- kernel kiln_flash_attention_fwd_d64_q64_k32_s2
-// CHECK: extern "C" __global__ void __launch_bounds__(128)
+// CHECK: extern "C" __global__ void __launch_bounds__(128, 1)
 // CHECK: kiln::dev::flashAttentionForward<64, 64, 32, 2>(q, k, v, out, lse, (int)batch, (int)seq, (int)heads, (int)kvHeads, scale, causal != 0, cuSeqlens, (int)numCuSeqlens);
 
 // Launches: forward grid (ceil(100 / 64), heads, batch) with (64 + 2 x 2 x

@@ -141,7 +141,8 @@ def _rope(x, positions, heads, theta):
     b, s, width = x.shape
     d = width // heads
     x = x.view(b, s, heads, d)
-    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64,
+                                             device=x.device) / d))
     angles = positions.to(torch.float64)[..., None] * inv_freq  # b, s, d/2
     cos = torch.cat([angles.cos()] * 2, -1).to(x.dtype)[:, :, None, :]
     sin = torch.cat([angles.sin()] * 2, -1).to(x.dtype)[:, :, None, :]
@@ -149,30 +150,41 @@ def _rope(x, positions, heads, theta):
     return (x * cos + rotated * sin).view(b, s, width)
 
 
-def _attention(q, k, v, heads, kv_heads, scale=None):
+def _attention(q, k, v, heads, kv_heads, scale=None, sdpa=False):
+    """Causal attention. sdpa=True calls F.scaled_dot_product_attention
+    (what a PyTorch user writes: fused kernels on a GPU, torch >= 2.0);
+    otherwise the explicit softmax(QK^T)V the comparison tests check against."""
     b, s, _ = q.shape
     d = q.shape[-1] // heads
     q = q.view(b, s, heads, d).transpose(1, 2)
     k = k.view(b, s, kv_heads, d).transpose(1, 2)
     v = v.view(b, s, kv_heads, d).transpose(1, 2)
-    k = k.repeat_interleave(heads // kv_heads, dim=1)
-    v = v.repeat_interleave(heads // kv_heads, dim=1)
-    scores = q @ k.transpose(-1, -2) * (scale or 1.0 / math.sqrt(d))
-    mask = torch.ones(s, s, dtype=torch.bool).triu(1)
-    scores = scores.masked_fill(mask, float("-inf"))
-    out = scores.softmax(-1) @ v
+    if kv_heads != heads:  # grouped-query attention: repeat each KV head
+        group = heads // kv_heads
+        k = k[:, :, None].expand(b, kv_heads, group, s, d).reshape(b, heads, s, d)
+        v = v[:, :, None].expand(b, kv_heads, group, s, d).reshape(b, heads, s, d)
+    scale = scale or 1.0 / math.sqrt(d)
+    if sdpa:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                             scale=scale)
+    else:
+        scores = q @ k.transpose(-1, -2) * scale
+        mask = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(mask, float("-inf"))
+        out = scores.softmax(-1) @ v
     return out.transpose(1, 2).reshape(b, s, heads * d)
 
 
-def loss(config, params, tokens, targets, dtype=torch.float32):
+def loss(config, params, tokens, targets, dtype=torch.float32, sdpa=False):
     """Mean cross-entropy of the model on tokens -> targets ([batch, seq]).
 
     With dtype=torch.bfloat16 every parameter is cast at its use and every
-    activation is BF16 (autocast-style mixed precision), losses in FP32."""
+    activation is BF16 (autocast-style mixed precision), losses in FP32.
+    Every tensor it makes is on the tokens' device. sdpa: see _attention."""
     arch = config["architectures"][0]
     P = {name: p.to(dtype) for name, p in params.items()}
     b, s = tokens.shape
-    positions = torch.arange(s).expand(b, s)
+    positions = torch.arange(s, device=tokens.device).expand(b, s)
     if arch == "GPT2LMHeadModel":
         eps = config.get("layer_norm_epsilon", 1e-5)
         heads = config["n_head"]
@@ -192,7 +204,7 @@ def loss(config, params, tokens, targets, dtype=torch.float32):
 
             qkv = conv1d(ln(x, "ln_1"), "attn.c_attn")
             q, k, v = qkv.split(qkv.shape[-1] // 3, dim=-1)
-            x = x + conv1d(_attention(q, k, v, heads, heads), "attn.c_proj")
+            x = x + conv1d(_attention(q, k, v, heads, heads, sdpa=sdpa), "attn.c_proj")
             hid = F.gelu(conv1d(ln(x, "ln_2"), "mlp.c_fc"),
                          approximate=approximate)
             x = x + conv1d(hid, "mlp.c_proj")
@@ -217,7 +229,7 @@ def loss(config, params, tokens, targets, dtype=torch.float32):
             q = _rope(lin(n, "self_attn.q_proj"), positions, heads, theta)
             k = _rope(lin(n, "self_attn.k_proj"), positions, kv, theta)
             v = lin(n, "self_attn.v_proj")
-            x = x + lin(_attention(q, k, v, heads, kv), "self_attn.o_proj")
+            x = x + lin(_attention(q, k, v, heads, kv, sdpa=sdpa), "self_attn.o_proj")
             n = _rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
             x = x + lin(F.silu(lin(n, "mlp.gate_proj")) *
                         lin(n, "mlp.up_proj"), "mlp.down_proj")
