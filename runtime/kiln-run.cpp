@@ -7,6 +7,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/train/Trainer.h"
+#if KILN_ENABLE_CUDA
+#include "runtime/cuda/CudaApi.h"
+#endif
 
 #include <cstdio>
 #include <cstdlib>
@@ -24,9 +27,25 @@ constexpr const char *kUsage =
     "                [--save-grads FILE] [--resume DIR] [--save-every N]\n"
     "                [--keep N] [--no-checkpoint] [--overwrite]\n"
     "                [--backend auto|host|cuda] [--config config.json]\n"
+    "       kiln-run --cuda-info\n"
     "Trains with a plan compiled by `kiln compile --emit=plan` (the batch,\n"
     "sequence length and precision are the plan's). A resumed run uses the\n"
-    "settings it was started with unless a flag is given again.\n";
+    "settings it was started with unless a flag is given again.\n"
+    "--cuda-info prints the CUDA driver, device, NVRTC, cuBLASLt and headers\n"
+    "the runtime finds (or why not) and exits.\n";
+
+/// `kiln-run --cuda-info`: what the cuda backend would use.
+int printCudaInfo() {
+#if KILN_ENABLE_CUDA
+  for (const auto &[what, where] : kiln::rt::cuda::toolkitReport())
+    std::printf("%-15s %s\n", (what + ":").c_str(), where.c_str());
+  return 0;
+#else
+  std::puts("this kiln-run was built without CUDA support "
+            "(KILN_ENABLE_CUDA=OFF)");
+  return 0;
+#endif
+}
 
 /// The whole of `text` as a number of type T; throws std::invalid_argument
 /// (a trailing "abc", a fraction for an integer, a sign for an unsigned).
@@ -68,6 +87,8 @@ int main(int argc, char **argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
+    if (arg == "--cuda-info")
+      return printCudaInfo();
     if (arg.rfind("--", 0) != 0) {
       if (!planPath.empty()) {
         std::fprintf(stderr,

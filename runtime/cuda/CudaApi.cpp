@@ -3,6 +3,7 @@
 #include "runtime/cuda/CudaApi.h"
 
 #include "runtime/Error.h"
+#include "runtime/cuda/Toolkit.h"
 
 #include <fmt/format.h>
 
@@ -10,11 +11,14 @@
 #include <cctype>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <utility>
 
 #include <dlfcn.h>
+#include <link.h>
 
 namespace kiln::rt::cuda {
 
@@ -38,6 +42,14 @@ Library::Library(const std::vector<std::string> &candidates) {
   if (candidates.empty())
     failures = "no library candidates given";
   throw Error(failures);
+}
+
+std::string Library::resolvedPath() const {
+  struct link_map *map = nullptr;
+  if (handle_ && ::dlinfo(handle_, RTLD_DI_LINKMAP, &map) == 0 && map &&
+      map->l_name && *map->l_name)
+    return map->l_name;
+  return path_;
 }
 
 Library::~Library() {
@@ -171,10 +183,28 @@ Loaded<Api> *loadOnce(const std::vector<std::string> &candidates,
   return loaded;
 }
 
-/// The CUDA toolkit's root: $CUDA_HOME, else /usr/local/cuda.
-std::string toolkitRoot() {
-  const char *home = std::getenv("CUDA_HOME");
-  return home && *home ? home : "/usr/local/cuda";
+/// NVRTC opens its builtins library (libnvrtc-builtins.so.13.0) by name
+/// when it first compiles, which the dynamic linker finds only on its own
+/// path. Where NVRTC was loaded from a directory, that directory's builtins
+/// are loaded first (RTLD_GLOBAL, never closed), so that NVRTC's dlopen
+/// finds them already loaded. Returns the path loaded, or empty.
+std::string preloadNvrtcBuiltins(const std::string &nvrtcPath) {
+  std::filesystem::path dir = std::filesystem::path(nvrtcPath).parent_path();
+  if (dir.empty())
+    return "";
+  std::error_code error;
+  for (const auto &entry : std::filesystem::directory_iterator(dir, error)) {
+    std::string name = entry.path().filename().string();
+    if (name.starts_with("libnvrtc-builtins.so.") &&
+        ::dlopen(entry.path().c_str(), RTLD_NOW | RTLD_GLOBAL))
+      return entry.path().string();
+  }
+  return "";
+}
+
+std::string &nvrtcBuiltinsPath() {
+  static std::string path;
+  return path;
 }
 
 Loaded<NvrtcApi> &nvrtcLoaded() {
@@ -183,9 +213,14 @@ Loaded<NvrtcApi> &nvrtcLoaded() {
         toolkitLibraryCandidates("libnvrtc.so.13");
     for (std::string &c : toolkitLibraryCandidates("libnvrtc.so"))
       candidates.push_back(std::move(c));
-    return loadOnce<NvrtcApi>(candidates, loadNvrtcApi, "NVRTC",
-                              "is the CUDA toolkit's NVRTC installed (set "
-                              "CUDA_HOME to its root)?");
+    Loaded<NvrtcApi> *result = loadOnce<NvrtcApi>(
+        candidates, loadNvrtcApi, "NVRTC",
+        "is the CUDA toolkit's NVRTC installed (set CUDA_HOME to its root, or "
+        "install the nvidia-cuda-nvrtc wheel)?");
+    if (result->library)
+      nvrtcBuiltinsPath() =
+          preloadNvrtcBuiltins(result->library->resolvedPath());
+    return result;
   }();
   return *loaded;
 }
@@ -198,7 +233,8 @@ Loaded<CublasLtApi> &cublasLtLoaded() {
       candidates.push_back(std::move(c));
     return loadOnce<CublasLtApi>(candidates, loadCublasLtApi, "cuBLASLt",
                                  "is the CUDA toolkit's cuBLAS installed (set "
-                                 "CUDA_HOME to its root)?");
+                                 "CUDA_HOME to its root, or install the "
+                                 "nvidia-cublas wheel)?");
   }();
   return *loaded;
 }
@@ -207,24 +243,26 @@ Loaded<CublasLtApi> &cublasLtLoaded() {
 
 std::vector<std::string> toolkitLibraryCandidates(const std::string &soname) {
   std::vector<std::string> candidates = {soname};
-  for (const std::string &root :
-       {toolkitRoot(), std::string("/usr/local/cuda")}) {
-    std::string path = root + "/lib64/" + soname;
-    if (std::find(candidates.begin(), candidates.end(), path) ==
-        candidates.end())
-      candidates.push_back(path);
-  }
+  for (const std::filesystem::path &dir :
+       libraryDirectories(ToolkitRoots::fromEnvironment()))
+    candidates.push_back((dir / soname).string());
   return candidates;
 }
 
-const DriverApi &driver() {
+namespace {
+
+Loaded<DriverApi> &driverLoaded() {
   // Only the versioned name: the unversioned libcuda.so is the toolkit's
   // link-time stub (in lib64/stubs), whose every call fails.
   static Loaded<DriverApi> *loaded =
       loadOnce<DriverApi>({"libcuda.so.1"}, loadDriverApi, "CUDA driver",
                           "is an NVIDIA driver installed?");
-  return loaded->get();
+  return *loaded;
 }
+
+} // namespace
+
+const DriverApi &driver() { return driverLoaded().get(); }
 
 const NvrtcApi &nvrtc() { return nvrtcLoaded().get(); }
 
@@ -238,6 +276,48 @@ const std::string &nvrtcLibraryPath() {
 const std::string &cublasLtLibraryPath() {
   cublasLtLoaded().get();
   return cublasLtLoaded().library->path();
+}
+
+std::vector<std::pair<std::string, std::string>> toolkitReport() {
+  std::vector<std::pair<std::string, std::string>> lines;
+  auto library = [&](const char *what, auto &loaded) {
+    lines.emplace_back(what, loaded.library ? loaded.library->resolvedPath()
+                                            : loaded.error);
+  };
+  library("driver", driverLoaded());
+  std::string why;
+  std::optional<DeviceInfo> device = probeDevice(&why);
+  if (device)
+    lines.emplace_back("device",
+                       fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB, driver "
+                                   "CUDA {}.{})",
+                                   device->name, device->major, device->minor,
+                                   device->smCount,
+                                   device->totalMemory / double(1 << 30),
+                                   device->driverVersion / 1000,
+                                   device->driverVersion % 1000 / 10));
+  else
+    lines.emplace_back("device", why);
+  library("NVRTC", nvrtcLoaded());
+  if (nvrtcLoaded().library)
+    lines.emplace_back("NVRTC builtins",
+                       nvrtcBuiltinsPath().empty()
+                           ? "(left to the dynamic linker's path)"
+                           : nvrtcBuiltinsPath());
+  library("cuBLASLt", cublasLtLoaded());
+  ToolkitRoots roots = ToolkitRoots::fromEnvironment();
+  std::string include = findIncludeDirectory(roots);
+  lines.emplace_back("CUDA headers", include.empty()
+                                         ? "cuda_bf16.h not found"
+                                         : include + "/cuda_bf16.h");
+  std::string searched;
+  for (const std::filesystem::path &dir : libraryDirectories(roots))
+    searched += (searched.empty() ? "" : ":") + dir.string();
+  lines.emplace_back("library search",
+                     searched.empty()
+                         ? "(the dynamic linker's only)"
+                         : "the dynamic linker's, then " + searched);
+  return lines;
 }
 
 //===----------------------------------------------------------------------===//

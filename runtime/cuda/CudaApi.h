@@ -54,6 +54,9 @@ public:
 
   /// The candidate that loaded.
   const std::string &path() const { return path_; }
+  /// The file the dynamic linker loaded (a candidate given by name
+  /// resolved to its path).
+  std::string resolvedPath() const;
 
 private:
   void *handle_ = nullptr;
@@ -200,7 +203,9 @@ std::vector<std::string> cublasLtSymbolNames();
 const DriverApi &driver();
 
 /// libnvrtc.so.13, else libnvrtc.so; each first where the dynamic linker
-/// looks, then in $CUDA_HOME/lib64 and /usr/local/cuda/lib64.
+/// looks, then in the toolkit's and the pip wheels' library directories
+/// (runtime/cuda/Toolkit.h). NVRTC's builtins library is loaded from the
+/// directory NVRTC came from.
 const NvrtcApi &nvrtc();
 
 /// libcublasLt.so.13, else libcublasLt.so, searched like NVRTC.
@@ -213,6 +218,12 @@ const std::string &cublasLtLibraryPath();
 
 /// The places NVRTC and cuBLASLt are searched for library `soname`, in order.
 std::vector<std::string> toolkitLibraryCandidates(const std::string &soname);
+
+/// What the runtime found, as (what, where or why not) lines: the driver,
+/// the device, NVRTC and its builtins, cuBLASLt, cuda_bf16.h and the library
+/// search path. Loads the libraries; never throws. `kiln-run --cuda-info`
+/// prints it.
+std::vector<std::pair<std::string, std::string>> toolkitReport();
 
 /// The probe of Device.h with an explicit driver table (tests load the
 /// toolkit's stub libcuda.so). Calls cuInit(0); never throws.

@@ -5,6 +5,7 @@
 #include "runtime/Error.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/KernelCache.h"
+#include "runtime/cuda/Toolkit.h"
 
 #include <fmt/format.h>
 
@@ -23,10 +24,17 @@ namespace {
 
 std::atomic<std::uint64_t> compileCount{0};
 
-/// Options every kernel gets, before the arch and the include directory.
+/// Options every kernel gets, before the arch and the include directory;
+/// KILN_CUDA_LINEINFO=1 adds -lineinfo (source lines in compute-sanitizer's
+/// and the profilers' reports; part of the cache key like every option).
 const std::vector<std::string> &defaultOptions() {
-  static const std::vector<std::string> options = {"-std=c++17",
-                                                   "-default-device"};
+  static const std::vector<std::string> options = [] {
+    std::vector<std::string> list = {"-std=c++17", "-default-device"};
+    if (const char *lineInfo = std::getenv("KILN_CUDA_LINEINFO");
+        lineInfo && std::string_view(lineInfo) == "1")
+      list.push_back("-lineinfo");
+    return list;
+  }();
   return options;
 }
 
@@ -128,18 +136,9 @@ int nvrtcVersion() {
 }
 
 std::string cudaIncludeDirectory() {
-  std::vector<std::filesystem::path> roots;
-  if (const char *home = std::getenv("CUDA_HOME"); home && *home)
-    roots.emplace_back(home);
-  roots.emplace_back("/usr/local/cuda");
-  for (const auto &root : roots)
-    for (const char *sub : {"include", "targets/x86_64-linux/include",
-                            "targets/sbsa-linux/include"}) {
-      std::error_code error;
-      if (std::filesystem::exists(root / sub / "cuda_bf16.h", error))
-        return (root / sub).string();
-    }
-  return "";
+  static const std::string directory =
+      findIncludeDirectory(ToolkitRoots::fromEnvironment());
+  return directory;
 }
 
 std::vector<std::string> compileOptions(const CompileRequest &request) {

@@ -61,9 +61,9 @@ struct PtxasStats {
 /// 12.8. Loads NVRTC (throws Error if it is missing).
 int nvrtcVersion();
 
-/// The toolkit directory holding cuda_bf16.h: $CUDA_HOME, else
-/// /usr/local/cuda, each under include/ or targets/<arch>-linux/include.
-/// Empty if none has it.
+/// The directory holding cuda_bf16.h: the toolkit's ($CUDA_HOME, else
+/// /usr/local/cuda; include/ or targets/<arch>-linux/include), else a pip
+/// wheel's (runtime/cuda/Toolkit.h). Empty if none has it. Looked up once.
 std::string cudaIncludeDirectory();
 
 /// Every option `request` is compiled with, in the order given to NVRTC:
