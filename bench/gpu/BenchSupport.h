@@ -45,7 +45,9 @@ inline std::optional<Gpu> openGpu(const char *tool) {
   KILN_CUDA_CHECK(cu.cuDeviceGet(&handle, device->ordinal));
   KILN_CUDA_CHECK(cu.cuDevicePrimaryCtxRetain(&context, handle));
   KILN_CUDA_CHECK(cu.cuCtxSetCurrent(context));
-  KILN_CUDA_CHECK(cu.cuStreamCreate(&gpu.stream, CU_STREAM_NON_BLOCKING));
+  // A blocking stream: the synchronous uploads below run on the legacy
+  // default stream, which it waits for.
+  KILN_CUDA_CHECK(cu.cuStreamCreate(&gpu.stream, CU_STREAM_DEFAULT));
   return gpu;
 }
 

@@ -13,7 +13,9 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <thread>
 
 namespace kiln::rt::cuda {
@@ -22,6 +24,13 @@ namespace {
 
 /// cuBLASLt's workspace: enough for its split-K and stream-K algorithms.
 constexpr std::size_t kGemmWorkspaceBytes = 32u << 20;
+
+/// KILN_CUDA_SYNC=1: wait for every launch, so that a fault names its
+/// kernel (and, through Backend::run, its step).
+bool syncEachLaunch() {
+  const char *value = std::getenv("KILN_CUDA_SYNC");
+  return value && std::string_view(value) == "1";
+}
 
 class CudaBackend final : public Backend {
 public:
@@ -47,6 +56,11 @@ protected:
 
 private:
   void loadKernels();
+  /// Under KILN_CUDA_SYNC=1, waits for the launch of `kernel` just queued
+  /// and names it in the error if it faulted.
+  void checkLaunch(const std::string &kernel);
+  /// Waits for the stream; a fault of an earlier launch says how to find it.
+  void synchronize();
   CUdeviceptr address(int64_t value) const {
     return arena + planRef.values.at(value).offset;
   }
@@ -56,6 +70,7 @@ private:
   CUcontext context = nullptr;
   CUstream stream = nullptr;
   CUdeviceptr arena = 0, scratch = 0, errorFlag = 0, workspace = 0;
+  const bool syncLaunches = syncEachLaunch();
   std::vector<CUmodule> modules;
   std::map<std::string, CUfunction> functions;
   std::unique_ptr<LtGemm> gemm;
@@ -73,15 +88,18 @@ CudaBackend::CudaBackend(const Plan &plan) : planRef(plan) {
   KILN_CUDA_CHECK(cu.cuDeviceGet(&handle, device.ordinal));
   KILN_CUDA_CHECK(cu.cuDevicePrimaryCtxRetain(&context, handle));
   KILN_CUDA_CHECK(cu.cuCtxSetCurrent(context));
+  // A non-blocking stream does not wait for the legacy default stream, so
+  // every copy and memset below goes to this stream (the *Async calls):
+  // a synchronous cuMemcpyHtoD or cuMemsetD8 could land after a launch.
   KILN_CUDA_CHECK(cu.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
   KILN_CUDA_CHECK(
       cu.cuMemAlloc(&arena, std::max<int64_t>(plan.arenaBytes, 256)));
-  KILN_CUDA_CHECK(
-      cu.cuMemsetD8(arena, 0, std::max<int64_t>(plan.arenaBytes, 256)));
+  KILN_CUDA_CHECK(cu.cuMemsetD8Async(
+      arena, 0, std::max<int64_t>(plan.arenaBytes, 256), stream));
   KILN_CUDA_CHECK(
       cu.cuMemAlloc(&scratch, std::max<int64_t>(plan.cudaScratchBytes, 256)));
   KILN_CUDA_CHECK(cu.cuMemAlloc(&errorFlag, sizeof(int)));
-  KILN_CUDA_CHECK(cu.cuMemsetD8(errorFlag, 0, sizeof(int)));
+  KILN_CUDA_CHECK(cu.cuMemsetD8Async(errorFlag, 0, sizeof(int), stream));
   KILN_CUDA_CHECK(cu.cuMemAlloc(&workspace, kGemmWorkspaceBytes));
   gemm = std::make_unique<LtGemm>();
   loadKernels();
@@ -180,8 +198,9 @@ std::vector<float> CudaBackend::read(int64_t value) {
   const ValueInfo &info = planRef.values.at(value);
   std::vector<std::byte> bytes(info.bytes());
   const DriverApi &cu = driver();
-  KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
-  KILN_CUDA_CHECK(cu.cuMemcpyDtoH(bytes.data(), address(value), bytes.size()));
+  KILN_CUDA_CHECK(
+      cu.cuMemcpyDtoHAsync(bytes.data(), address(value), bytes.size(), stream));
+  synchronize();
   std::vector<float> data(info.numElements());
   widenToFloat(info.dtype, bytes.data(), data.data(), data.size());
   return data;
@@ -192,16 +211,42 @@ void CudaBackend::write(int64_t value, std::span<const float> data) {
   std::vector<std::byte> bytes(info.bytes());
   narrowFromFloat(info.dtype, data.data(), bytes.data(), data.size());
   const DriverApi &cu = driver();
-  KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
-  KILN_CUDA_CHECK(cu.cuMemcpyHtoD(address(value), bytes.data(), bytes.size()));
+  // Queued after every launch that reads the value; waited for before
+  // `bytes` goes.
+  KILN_CUDA_CHECK(
+      cu.cuMemcpyHtoDAsync(address(value), bytes.data(), bytes.size(), stream));
+  synchronize();
 }
 
 void CudaBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
   checkWrite(planRef, value, data.size(), /*int32=*/true);
   const DriverApi &cu = driver();
-  KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
-  KILN_CUDA_CHECK(
-      cu.cuMemcpyHtoD(address(value), data.data(), data.size_bytes()));
+  KILN_CUDA_CHECK(cu.cuMemcpyHtoDAsync(address(value), data.data(),
+                                       data.size_bytes(), stream));
+  synchronize();
+}
+
+void CudaBackend::checkLaunch(const std::string &kernel) {
+  if (!syncLaunches)
+    return;
+  try {
+    KILN_CUDA_CHECK(driver().cuStreamSynchronize(stream));
+  } catch (const Error &error) {
+    throw Error(fmt::format("kernel {} failed (KILN_CUDA_SYNC=1): {}", kernel,
+                            error.what()));
+  }
+}
+
+void CudaBackend::synchronize() {
+  try {
+    KILN_CUDA_CHECK(driver().cuStreamSynchronize(stream));
+  } catch (const Error &error) {
+    if (syncLaunches)
+      throw;
+    throw Error(fmt::format("{}\n(a kernel launched earlier failed; rerun "
+                            "with KILN_CUDA_SYNC=1 to name it and its step)",
+                            error.what()));
+  }
 }
 
 void CudaBackend::runStep(std::size_t, const Step &step) {
@@ -224,6 +269,7 @@ void CudaBackend::runStep(std::size_t, const Step &step) {
               reinterpret_cast<const void *>(address(step.inputs[1])),
               reinterpret_cast<void *>(address(step.outputs[0])), bias,
               reinterpret_cast<void *>(workspace), kGemmWorkspaceBytes);
+    checkLaunch("cublasLtMatmul");
     return;
   }
   if (!step.cudaLibrary.empty())
@@ -266,16 +312,17 @@ void CudaBackend::runStep(std::size_t, const Step &step) {
         functions.at(launch.kernel), launch.grid[0], launch.grid[1],
         launch.grid[2], launch.block[0], launch.block[1], launch.block[2],
         launch.sharedBytes, stream, params.data(), nullptr));
+    checkLaunch(launch.kernel);
   }
 }
 
 void CudaBackend::finishRun() {
   const DriverApi &cu = driver();
-  KILN_CUDA_CHECK(cu.cuStreamSynchronize(stream));
   int flag = 0;
-  KILN_CUDA_CHECK(cu.cuMemcpyDtoH(&flag, errorFlag, sizeof(flag)));
+  KILN_CUDA_CHECK(cu.cuMemcpyDtoHAsync(&flag, errorFlag, sizeof(flag), stream));
+  synchronize();
   if (flag != 0) {
-    KILN_CUDA_CHECK(cu.cuMemsetD8(errorFlag, 0, sizeof(int)));
+    KILN_CUDA_CHECK(cu.cuMemsetD8Async(errorFlag, 0, sizeof(int), stream));
     throw Error(fmt::format("a token id or target outside the vocabulary "
                             "(vocab_size {}) at flat position {} of the "
                             "batch",

@@ -32,7 +32,9 @@ protected:
     KILN_CUDA_CHECK(api.cuDeviceGet(&cuDevice_, device_.ordinal));
     KILN_CUDA_CHECK(api.cuDevicePrimaryCtxRetain(&context_, cuDevice_));
     KILN_CUDA_CHECK(api.cuCtxSetCurrent(context_));
-    KILN_CUDA_CHECK(api.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING));
+    // A blocking stream: DeviceBuffer's synchronous copies and poison
+    // memsets run on the legacy default stream, which it waits for.
+    KILN_CUDA_CHECK(api.cuStreamCreate(&stream_, CU_STREAM_DEFAULT));
   }
 
   void TearDown() override {
