@@ -31,6 +31,14 @@ constexpr int64_t kVectorWidth = 8;
 constexpr int64_t kNormPartials = 64;
 /// The largest grid.x used by grid-stride kernels.
 constexpr int64_t kMaxGrid = 65535 * 16;
+/// Two-stage column reductions (kiln_device.cuh, "Column reductions"): row
+/// chunks of about this many rows, at most kMaxColumnChunks of them.
+constexpr int64_t kColumnChunkRows = 64;
+constexpr int64_t kMaxColumnChunks = 256;
+/// The embedding gradient's vocabulary ranges: at least this many ids each
+/// (each block scans every id of the batch), and at most 65535 ranges
+/// (grid.y).
+constexpr int64_t kEmbeddingGradIdsPerRange = 64;
 
 Type elementType(Value v) {
   return cast<RankedTensorType>(v.getType()).getElementType();
@@ -234,6 +242,29 @@ private:
 } // namespace kiln
 
 namespace {
+
+/// The row chunks of a two-stage column reduction over `rows` rows.
+int64_t columnChunks(int64_t rows) {
+  return std::clamp<int64_t>(ceilDiv(rows, kColumnChunkRows), 1,
+                             kMaxColumnChunks);
+}
+
+/// Stage 2 of a column reduction: `result` (`cols` columns, element type
+/// `t`, plan dtype `tag`) from the `chunks` partials at `partialsOffset`
+/// of the step's scratch.
+void finishColumns(LaunchBuilder &k, int64_t partialsOffset, int64_t chunks,
+                   Value result, int64_t cols, StringRef tag, StringRef t) {
+  k.scratch("const float", "partials", partialsOffset);
+  k.value(result, true, "y");
+  k.integer("chunks", chunks);
+  k.integer("cols", cols);
+  k.launch(("kiln_finish_columns_" + tag).str(),
+           formatv("  kiln::dev::finishColumns<{0}>(partials, y, (int)chunks, "
+                   "cols);\n",
+                   t)
+               .str(),
+           {ceilDiv(cols, kElementwiseThreads)}, kElementwiseThreads);
+}
 
 /// True for the nn ops whose CUDA code is generated element by element.
 bool isElementwise(Operation *op) {
@@ -574,12 +605,15 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     k.integer("numIds", numElements(grad.getIds()));
     k.integer("vocab", cast<RankedTensorType>(table.getType()).getDimSize(0));
     k.integer("dim", dim);
+    int64_t vocab = cast<RankedTensorType>(table.getType()).getDimSize(0);
+    int64_t ranges = ceilDiv(
+        vocab, std::max(kEmbeddingGradIdsPerRange, ceilDiv(vocab, 65535)));
     k.launch("kiln_embedding_grad_" + planDtypeName(elementType(dy)),
              formatv("  kiln::dev::embeddingGradColumns<{0}>(dy, ids, dtable, "
                      "numIds, (int)vocab, (int)dim);\n",
                      cudaType(elementType(dy)))
                  .str(),
-             {ceilDiv(dim, kElementwiseThreads)}, kElementwiseThreads);
+             {ceilDiv(dim, kElementwiseThreads), ranges}, kElementwiseThreads);
     return step;
   }
 
@@ -760,7 +794,9 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     dim = lastDim(input);
     rows = numElements(input) / dim;
     threads = rowThreads(dim);
-    step.scratchBytes = rows * 4 * (isLayer ? 2 : 1);
+    int64_t statsBytes = rows * 4 * (isLayer ? 2 : 1);
+    int64_t chunks = columnChunks(rows);
+    step.scratchBytes = statsBytes + chunks * dim * 4;
     k.value(input, false, "x");
     std::string stats = isLayer ? k.scratch("float", "mean", 0) + ", " +
                                       k.scratch("float", "rstd", rows * 4)
@@ -781,29 +817,35 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
         isLayer ? k.scratch("const float", "mean", 0) + ", " +
                       k.scratch("const float", "rstd", rows * 4)
                 : k.scratch("const float", "rstd", 0);
-    k.value(out(0), true, "dw");
+    k.scratch("float", "partials", statsBytes);
     k.integer("rows", rows);
     k.integer("dim", dim);
     std::string fn =
-        isLayer ? "layerNormWeightGradColumns" : "rmsNormWeightGradColumns";
+        isLayer ? "layerNormWeightGradPartials" : "rmsNormWeightGradPartials";
     k.launch(formatv("kiln_{0}_{1}", fn, tag).str(),
-             formatv("  kiln::dev::{0}<{1}>(dy, x, {2}, dw, rows, "
+             formatv("  kiln::dev::{0}<{1}>(dy, x, {2}, partials, rows, "
                      "(int)dim);\n",
                      fn, t, constStats)
                  .str(),
-             {ceilDiv(dim, kElementwiseThreads)}, kElementwiseThreads);
+             {ceilDiv(dim, kElementwiseThreads), chunks}, kElementwiseThreads);
+    finishColumns(k, statsBytes, chunks, out(0), dim, tag, t);
     return step;
   }
 
   if (isa<nn::ColumnSumOp>(inner)) {
+    int64_t chunks = columnChunks(rows);
+    step.scratchBytes = chunks * dim * 4;
     k.value(x, false, "x");
-    k.value(out(0), true, "y");
+    k.scratch("float", "partials", 0);
     k.integer("rows", rows);
     k.integer("cols", dim);
     k.launch("kiln_column_sum_" + tag,
-             formatv("  kiln::dev::columnSum<{0}>(x, y, rows, (int)cols);\n", t)
+             formatv("  kiln::dev::columnSumPartials<{0}>(x, partials, rows, "
+                     "(int)cols);\n",
+                     t)
                  .str(),
-             {ceilDiv(dim, kElementwiseThreads)}, kElementwiseThreads);
+             {ceilDiv(dim, kElementwiseThreads), chunks}, kElementwiseThreads);
+    finishColumns(k, 0, chunks, out(0), dim, tag, t);
     return step;
   }
 

@@ -651,50 +651,85 @@ __device__ __forceinline__ long long columnStride() {
   return static_cast<long long>(gridDim.x) * blockDim.x;
 }
 
+/// The rows [begin, end) of this block's chunk: gridDim.y chunks of
+/// ceil(rows / gridDim.y) rows each.
+struct RowChunk {
+  long long begin, end;
+};
+__device__ __forceinline__ RowChunk rowChunk(long long rows) {
+  const long long per = (rows + gridDim.y - 1) / gridDim.y;
+  const long long begin = static_cast<long long>(blockIdx.y) * per;
+  return {begin, begin + per < rows ? begin + per : rows};
+}
+
 } // namespace detail
 
-/// The weight gradient of rmsNorm: dw[j] = sum over rows (in order) of
-/// dy * x * rstd[row], with rstd from rmsRowStats. Thread per column.
+// Column reductions over rows (weight and bias gradients) run in two
+// stages, so that a tall input fills the GPU rather than one block per 256
+// columns: the *Partials kernels (grid: column blocks x row chunks, thread
+// per column) sum each chunk of rows, in order, into partials[chunk * cols
+// + j]; finishColumns (thread per column) adds the chunks in order. Every
+// order is fixed by the grid: the result is deterministic.
+
+/// Stage 1 of the weight gradient of rmsNorm: dw[j] = sum over rows of
+/// dy * x * rstd[row], with rstd from rmsRowStats.
 template <typename T>
 __device__ __forceinline__ void
-rmsNormWeightGradColumns(const T *dy, const T *x, const float *rstd, T *dw,
-                         long long rows, int dim) {
+rmsNormWeightGradPartials(const T *dy, const T *x, const float *rstd,
+                          float *partials, long long rows, int dim) {
+  const detail::RowChunk chunk = detail::rowChunk(rows);
   for (long long j = detail::firstColumn(); j < dim;
        j += detail::columnStride()) {
     float acc = 0.0f;
-    for (long long r = 0; r < rows; ++r)
+    for (long long r = chunk.begin; r < chunk.end; ++r)
       acc += toFloat(dy[r * dim + j]) * toFloat(x[r * dim + j]) * rstd[r];
-    dw[j] = fromFloat<T>(acc);
+    partials[blockIdx.y * static_cast<long long>(dim) + j] = acc;
   }
 }
 
-/// The weight gradient of layerNorm: dw[j] = sum over rows (in order) of
-/// dy * (x - mean[row]) * rstd[row], with the statistics from layerRowStats.
-/// The bias gradient is columnSum(dy). Thread per column.
+/// Stage 1 of the weight gradient of layerNorm: dw[j] = sum over rows of
+/// dy * (x - mean[row]) * rstd[row], with the statistics from
+/// layerRowStats. The bias gradient is a columnSum of dy.
 template <typename T>
 __device__ __forceinline__ void
-layerNormWeightGradColumns(const T *dy, const T *x, const float *mean,
-                           const float *rstd, T *dw, long long rows, int dim) {
+layerNormWeightGradPartials(const T *dy, const T *x, const float *mean,
+                            const float *rstd, float *partials, long long rows,
+                            int dim) {
+  const detail::RowChunk chunk = detail::rowChunk(rows);
   for (long long j = detail::firstColumn(); j < dim;
        j += detail::columnStride()) {
     float acc = 0.0f;
-    for (long long r = 0; r < rows; ++r)
+    for (long long r = chunk.begin; r < chunk.end; ++r)
       acc += toFloat(dy[r * dim + j]) *
              ((toFloat(x[r * dim + j]) - mean[r]) * rstd[r]);
-    dw[j] = fromFloat<T>(acc);
+    partials[blockIdx.y * static_cast<long long>(dim) + j] = acc;
   }
 }
 
-/// y[j] = sum over rows (in order) of x[row, j]: the gradient of a
-/// broadcast bias. Thread per column.
+/// Stage 1 of y[j] = sum over rows of x[row, j] (the gradient of a
+/// broadcast bias).
 template <typename T>
-__device__ __forceinline__ void columnSum(const T *x, T *y, long long rows,
-                                          int cols) {
+__device__ __forceinline__ void columnSumPartials(const T *x, float *partials,
+                                                  long long rows, int cols) {
+  const detail::RowChunk chunk = detail::rowChunk(rows);
   for (long long j = detail::firstColumn(); j < cols;
        j += detail::columnStride()) {
     float acc = 0.0f;
-    for (long long r = 0; r < rows; ++r)
+    for (long long r = chunk.begin; r < chunk.end; ++r)
       acc += toFloat(x[r * cols + j]);
+    partials[blockIdx.y * static_cast<long long>(cols) + j] = acc;
+  }
+}
+
+/// Stage 2: y[j] = the sum of the `chunks` partials of column j, in order.
+template <typename T>
+__device__ __forceinline__ void finishColumns(const float *partials, T *y,
+                                              int chunks, long long cols) {
+  for (long long j = detail::firstColumn(); j < cols;
+       j += detail::columnStride()) {
+    float acc = 0.0f;
+    for (int c = 0; c < chunks; ++c)
+      acc += partials[c * cols + j];
     y[j] = fromFloat<T>(acc);
   }
 }
@@ -804,21 +839,24 @@ __device__ __forceinline__ void embedding(const T *table, const int *ids, T *y,
 }
 
 /// The table gradient of embedding, in FP32 by design: thread per column j
-/// (the grid covers dim); the thread zeroes column j of every vocab row,
-/// then adds dy[p, j] to dtable[ids[p], j] for p in ascending order. Ids
-/// outside [0, vocab) are skipped (the forward reported them). Every
-/// element has one writer and one summation order: deterministic.
+/// (grid.x covers dim) and block row per range of vocabulary ids (grid.y
+/// splits [0, vocab) into equal ranges). The thread zeroes column j of its
+/// range's rows, then adds dy[p, j] to dtable[ids[p], j] for every p, in
+/// ascending order, whose id is in its range. Ids outside [0, vocab) are
+/// skipped (the forward reported them). Every element has one writer and
+/// one summation order, whatever the grid: deterministic.
 template <typename T>
 __device__ __forceinline__ void
 embeddingGradColumns(const T *dy, const int *ids, float *dtable,
                      long long numIds, int vocab, int dim) {
+  const detail::RowChunk range = detail::rowChunk(vocab);
   for (long long j = detail::firstColumn(); j < dim;
        j += detail::columnStride()) {
-    for (long long row = 0; row < vocab; ++row)
+    for (long long row = range.begin; row < range.end; ++row)
       dtable[row * dim + j] = 0.0f;
     for (long long p = 0; p < numIds; ++p) {
       const int id = ids[p];
-      if (id >= 0 && id < vocab)
+      if (id >= range.begin && id < range.end)
         dtable[static_cast<long long>(id) * dim + j] +=
             toFloat(dy[p * dim + j]);
     }

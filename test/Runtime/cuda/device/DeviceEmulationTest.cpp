@@ -120,7 +120,8 @@ TYPED_TEST_SUITE(DeviceEmulationTest, StorageTypes, StorageTypeNames);
 
 /// Every norm function on rows x dim with kThreads per row block; offset 1
 /// forces the scalar path. The row grid is half the rows (the row loop
-/// strides), the column grid at most two blocks of 64.
+/// strides), the column grid at most two blocks of 64 by three row chunks
+/// (two-stage column reductions: the last chunk short or empty).
 template <typename T, int kThreads>
 void checkNorms(std::int64_t rows, int dim, int offset) {
   SCOPED_TRACE("rows " + std::to_string(rows) + " dim " + std::to_string(dim) +
@@ -134,8 +135,15 @@ void checkNorms(std::int64_t rows, int dim, int offset) {
   Buffer<T> dX(x, offset), dDy(dy, offset), dW(w, offset), dB(b, offset);
   const EmulatedDim3 rowGrid{
       static_cast<unsigned>(std::max<std::int64_t>(1, rows / 2))};
+  const unsigned chunks = 3;
   const EmulatedDim3 columnGrid{
-      std::min(2u, static_cast<unsigned>((dim + 63) / 64))};
+      std::min(2u, static_cast<unsigned>((dim + 63) / 64)), chunks};
+  std::vector<float> partials = poisonedFloats(chunks * dim);
+  auto finish = [&](Buffer<T> &y) {
+    emulateKernel({columnGrid.x}, 64, [&] {
+      dev::finishColumns<T>(partials.data(), y.data(), chunks, dim);
+    });
+  };
   std::vector<double> ref(n), columnRef(dim);
 
   Buffer<T> y(n, offset);
@@ -181,9 +189,10 @@ void checkNorms(std::int64_t rows, int dim, int offset) {
     dev::rmsRowStats<T, kThreads>(dX.data(), rstd.data(), rows, dim, eps);
   });
   emulateKernel(columnGrid, 64, [&] {
-    dev::rmsNormWeightGradColumns<T>(dDy.data(), dX.data(), rstd.data(),
-                                     dw.data(), rows, dim);
+    dev::rmsNormWeightGradPartials<T>(dDy.data(), dX.data(), rstd.data(),
+                                      partials.data(), rows, dim);
   });
+  finish(dw);
   host::rmsNormWeightGrad<double>(dy.data(), x.data(), columnRef.data(), rows,
                                   dim, eps);
   EXPECT_CLOSE(dw.values(), columnRef, kTolerance<T>);
@@ -196,17 +205,20 @@ void checkNorms(std::int64_t rows, int dim, int offset) {
                                     rows, dim, eps);
   });
   emulateKernel(columnGrid, 64, [&] {
-    dev::layerNormWeightGradColumns<T>(dDy.data(), dX.data(), mean.data(),
-                                       layerRstd.data(), lnDw.data(), rows,
-                                       dim);
+    dev::layerNormWeightGradPartials<T>(dDy.data(), dX.data(), mean.data(),
+                                        layerRstd.data(), partials.data(), rows,
+                                        dim);
   });
+  finish(lnDw);
   host::layerNormWeightGrad<double>(dy.data(), x.data(), columnRef.data(), rows,
                                     dim, eps);
   EXPECT_CLOSE(lnDw.values(), columnRef, kTolerance<T>);
 
   Buffer<T> bias(dim, offset);
-  emulateKernel(columnGrid, 64,
-                [&] { dev::columnSum<T>(dDy.data(), bias.data(), rows, dim); });
+  emulateKernel(columnGrid, 64, [&] {
+    dev::columnSumPartials<T>(dDy.data(), partials.data(), rows, dim);
+  });
+  finish(bias);
   host::columnSum<double>(dy.data(), columnRef.data(), rows, dim);
   EXPECT_CLOSE(bias.values(), columnRef, kTolerance<T>);
 }
@@ -332,7 +344,8 @@ TYPED_TEST(DeviceEmulationTest, EmbeddingAndItsGradient) {
       std::vector<double> dy = randomValues<T>(numIds * dim);
       Buffer<T> dDy(dy, offset);
       std::vector<float> dtable = poisonedFloats(vocab * dim);
-      emulateKernel({2}, 64, [&] {
+      // Three vocabulary ranges: every block scans every id.
+      emulateKernel({2, 3}, 64, [&] {
         dev::embeddingGradColumns<T>(dDy.data(), ids.data(), dtable.data(),
                                      numIds, vocab, dim);
       });

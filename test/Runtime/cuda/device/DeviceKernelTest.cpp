@@ -485,8 +485,17 @@ TEST_F(DeviceKernelTest, NormWeightGradients) {
         DeviceTensor dX = toDevice(x, type, s.misaligned),
                      dDy = toDevice(dy, type, s.misaligned);
         const Grid rowGrid{static_cast<unsigned>(std::max(1LL, s.rows / 2))};
-        // At most two blocks: the column loop strides when dim > 512.
-        const Grid columnGrid{std::min(2u, ceilDiv(s.dim, kColumnThreads))};
+        // At most two column blocks (the column loop strides when dim >
+        // 512) by three row chunks (the last one short or empty).
+        const unsigned chunks = 3;
+        const Grid columnGrid{std::min(2u, ceilDiv(s.dim, kColumnThreads)),
+                              chunks};
+        DeviceTensor partials(DType::F32, chunks * s.dim);
+        auto finish = [&](DeviceTensor &y) {
+          launch(kernel("finishColumns", type), {columnGrid.x}, kColumnThreads,
+                 partials.ptr(), y.ptr(), static_cast<int>(chunks),
+                 static_cast<long long>(s.dim));
+        };
 
         // rstd of RMSNorm, and mean and rstd of LayerNorm, in FP64.
         std::vector<double> rmsRef(s.rows), meanRef(s.rows), rstdRef(s.rows);
@@ -509,9 +518,10 @@ TEST_F(DeviceKernelTest, NormWeightGradients) {
                variant.threads, dX.ptr(), rstd.ptr(), s.rows, s.dim, eps);
         EXPECT_CLOSE(rstd.download(), rmsRef, kFloatTolerance);
         DeviceTensor dw(type, s.dim, s.misaligned);
-        launch(kernel("rmsNormWeightGradColumns", type), columnGrid,
-               kColumnThreads, dDy.ptr(), dX.ptr(), rstd.ptr(), dw.ptr(),
+        launch(kernel("rmsNormWeightGradPartials", type), columnGrid,
+               kColumnThreads, dDy.ptr(), dX.ptr(), rstd.ptr(), partials.ptr(),
                s.rows, s.dim);
+        finish(dw);
         std::vector<double> ref(s.dim);
         host::rmsNormWeightGrad<double>(dy.data(), x.data(), ref.data(), s.rows,
                                         s.dim, eps);
@@ -524,16 +534,18 @@ TEST_F(DeviceKernelTest, NormWeightGradients) {
         EXPECT_CLOSE(mean.download(), meanRef, kFloatTolerance);
         EXPECT_CLOSE(layerRstd.download(), rstdRef, kFloatTolerance);
         DeviceTensor layerDw(type, s.dim, s.misaligned);
-        launch(kernel("layerNormWeightGradColumns", type), columnGrid,
+        launch(kernel("layerNormWeightGradPartials", type), columnGrid,
                kColumnThreads, dDy.ptr(), dX.ptr(), mean.ptr(), layerRstd.ptr(),
-               layerDw.ptr(), s.rows, s.dim);
+               partials.ptr(), s.rows, s.dim);
+        finish(layerDw);
         host::layerNormWeightGrad<double>(dy.data(), x.data(), ref.data(),
                                           s.rows, s.dim, eps);
         EXPECT_CLOSE(layerDw.download(), ref, toleranceOf(type));
 
         DeviceTensor bias(type, s.dim, s.misaligned);
-        launch(kernel("columnSum", type), columnGrid, kColumnThreads, dDy.ptr(),
-               bias.ptr(), s.rows, s.dim);
+        launch(kernel("columnSumPartials", type), columnGrid, kColumnThreads,
+               dDy.ptr(), partials.ptr(), s.rows, s.dim);
+        finish(bias);
         host::columnSum<double>(dy.data(), ref.data(), s.rows, s.dim);
         EXPECT_CLOSE(bias.download(), ref, toleranceOf(type));
       }
@@ -621,8 +633,9 @@ TEST_F(DeviceKernelTest, EmbeddingLookupAndGradient) {
         std::vector<double> dy = randomValues(numIds * dim, type);
         DeviceTensor dDy = toDevice(dy, type);
         DeviceTensor dtable(DType::F32, vocab * dim);
+        // Two vocabulary ranges: each block scans every id.
         launch(kernel("embeddingGradColumns", type),
-               {std::min(2u, ceilDiv(dim, kColumnThreads))}, kColumnThreads,
+               {std::min(2u, ceilDiv(dim, kColumnThreads)), 2}, kColumnThreads,
                dDy.ptr(), dIds.ptr(), dtable.ptr(), numIds, vocab, dim);
         std::vector<double> gradRef(vocab * dim);
         host::embeddingGrad<double>(dy.data(), ids.data(), gradRef.data(),
@@ -1139,13 +1152,15 @@ TEST_F(DeviceKernelTest, RunsAreBitwiseReproducible) {
     std::vector<double> first[3];
     for (int run = 0; run < 2; ++run) {
       DeviceTensor dx(type, rows * dim), rstd(DType::F32, rows), dw(type, dim),
-          partials(DType::F32, 64);
+          partials(DType::F32, 64), columns(DType::F32, 5 * dim);
       launch(kernel("rmsNormGrad", type), {97}, 256, dy.ptr(), x.ptr(), w.ptr(),
              dx.ptr(), rows, dim, 1e-5f);
       launch(kernel("rmsRowStats", type), {97}, 256, x.ptr(), rstd.ptr(), rows,
              dim, 1e-5f);
-      launch(kernel("rmsNormWeightGradColumns", type), {4}, kColumnThreads,
-             dy.ptr(), x.ptr(), rstd.ptr(), dw.ptr(), rows, dim);
+      launch(kernel("rmsNormWeightGradPartials", type), {4, 5}, kColumnThreads,
+             dy.ptr(), x.ptr(), rstd.ptr(), columns.ptr(), rows, dim);
+      launch(kernel("finishColumns", type), {4}, kColumnThreads, columns.ptr(),
+             dw.ptr(), 5, static_cast<long long>(dim));
       launch(kernel("squaredNormPartial", type), {64}, kColumnThreads, x.ptr(),
              rows * dim, partials.ptr());
       std::vector<double> results[3] = {dx.download(), dw.download(),

@@ -157,20 +157,25 @@ using bf16 = __nv_bfloat16;
 
 #define KILN_COLUMNS(T, N)                                                     \
   KILN_LAUNCH(KILN_COLUMN_THREADS)                                             \
-  rmsNormWeightGradColumns_##N(const T *dy, const T *x, const float *rstd,     \
-                               T *dw, long long rows, int dim) {               \
-    kiln::dev::rmsNormWeightGradColumns<T>(dy, x, rstd, dw, rows, dim);        \
+  rmsNormWeightGradPartials_##N(const T *dy, const T *x, const float *rstd,    \
+                                float *partials, long long rows, int dim) {    \
+    kiln::dev::rmsNormWeightGradPartials<T>(dy, x, rstd, partials, rows, dim); \
   }                                                                            \
   KILN_LAUNCH(KILN_COLUMN_THREADS)                                             \
-  layerNormWeightGradColumns_##N(const T *dy, const T *x, const float *mean,   \
-                                 const float *rstd, T *dw, long long rows,     \
-                                 int dim) {                                    \
-    kiln::dev::layerNormWeightGradColumns<T>(dy, x, mean, rstd, dw, rows,      \
-                                             dim);                             \
+  layerNormWeightGradPartials_##N(const T *dy, const T *x, const float *mean,  \
+                                  const float *rstd, float *partials,          \
+                                  long long rows, int dim) {                   \
+    kiln::dev::layerNormWeightGradPartials<T>(dy, x, mean, rstd, partials,     \
+                                              rows, dim);                      \
   }                                                                            \
   KILN_LAUNCH(KILN_COLUMN_THREADS)                                             \
-  columnSum_##N(const T *x, T *y, long long rows, int cols) {                  \
-    kiln::dev::columnSum<T>(x, y, rows, cols);                                 \
+  columnSumPartials_##N(const T *x, float *partials, long long rows,           \
+                        int cols) {                                            \
+    kiln::dev::columnSumPartials<T>(x, partials, rows, cols);                  \
+  }                                                                            \
+  KILN_LAUNCH(KILN_COLUMN_THREADS)                                             \
+  finishColumns_##N(const float *partials, T *y, int chunks, long long cols) { \
+    kiln::dev::finishColumns<T>(partials, y, chunks, cols);                    \
   }                                                                            \
   KILN_LAUNCH(KILN_COLUMN_THREADS)                                             \
   embeddingGradColumns_##N(const T *dy, const int *ids, float *dtable,         \
