@@ -34,6 +34,7 @@ import subprocess
 python = "/usr/bin/python3"
 config.substitutions.append(("%python", python))
 config.substitutions.append(("%kiln_src", os.path.dirname(config.test_source_root)))
+config.substitutions.append(("%kiln_obj", config.kiln_obj_root))
 try:
     subprocess.run([python, "-c", "import torch, numpy"], check=True,
                    capture_output=True)

@@ -7,15 +7,19 @@ kernels at the GPU cost model's tile sizes, medians of 20 CUDA-event
 timings) and of torch.nn.functional.scaled_dot_product_attention restricted
 to its flash backend (FlashAttention-2), timed the same way. FLOPs as
 FlashAttention counts them: 4 b h s^2 d forward, 2.5 times that backward,
-halved when causal. Prints a markdown table last, with Kiln / torch ratios.
+halved when causal. Prints each shape's result as it is measured and a
+markdown table last, with Kiln / torch ratios; a torch shape that fails is
+reported and left out of the ratio.
 
-    python3 bench/gpu/flash_bench.py --bin build/bin [--out DIR]
+    python3 bench/gpu/flash_bench.py --bin build/bin [--timeout S]
 """
 
 import argparse
+import math
 import os
 import subprocess
 import sys
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +70,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin", required=True,
                         help="directory with kiln-flash-bench")
-    parser.add_argument("--out", default=".", help="where the log goes")
+    parser.add_argument("--timeout", type=float, default=120,
+                        help="seconds for kiln-flash-bench")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("flash_bench: no CUDA GPU visible to torch")
@@ -79,10 +84,12 @@ def main():
     for batch, seq, causal in shapes:
         command += [str(batch), str(seq), str(HEADS), str(HEADS),
                     str(HEAD_DIM), str(int(causal))]
-    run = subprocess.run(command, capture_output=True, text=True)
-    print(run.stdout + run.stderr, end="")
-    with open(os.path.join(args.out, "flash-bench.log"), "w") as log:
-        log.write(run.stdout + run.stderr)
+    try:
+        run = subprocess.run(command, capture_output=True, text=True,
+                             timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"flash_bench: kiln-flash-bench ran past {args.timeout} s")
+    print(run.stdout + run.stderr, end="", flush=True)
     if run.returncode != 0:
         sys.exit(f"flash_bench: kiln-flash-bench failed ({run.returncode})")
     kiln = {}
@@ -95,7 +102,14 @@ def main():
     rows = []
     for batch, seq, causal in shapes:
         kf, kb = kiln[(seq, causal)]
-        tf, tb = torch_attention(batch, seq, causal)
+        try:
+            tf, tb = torch_attention(batch, seq, causal)
+        except Exception:  # noqa: BLE001 - report and go on
+            print(f"torch {batch} x {seq} causal {causal} failed:\n"
+                  f"{traceback.format_exc()}", flush=True)
+            tf = tb = math.nan
+        print(f"{batch} x {seq} causal {causal}: kiln {kf:.3f}/{kb:.3f} ms, "
+              f"torch {tf:.3f}/{tb:.3f} ms (fwd/bwd)", flush=True)
         rows.append((batch, seq, causal,
                      tflops(batch, seq, causal, kf, False),
                      tflops(batch, seq, causal, tf, False),
