@@ -15,6 +15,7 @@
 #include "passes/Passes.h"
 #include "runtime/Precompile.h"
 #include "runtime/cuda/Device.h"
+#include "runtime/io/Tokenize.h"
 #include "runtime/train/Trainer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"

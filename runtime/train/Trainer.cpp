@@ -12,7 +12,9 @@
 #include "runtime/io/TokenShard.h"
 #include "runtime/train/Checkpoint.h"
 #include "runtime/train/Interrupt.h"
-#include "runtime/train/Metrics.h"
+#include "runtime/train/LossCurve.h"
+#include "runtime/train/MetricsLog.h"
+#include "runtime/train/Progress.h"
 #include "runtime/train/Random.h"
 #include "runtime/train/Schedule.h"
 
@@ -742,30 +744,6 @@ bool readCompiledSettings(const std::string &resumeDir,
   } catch (const std::exception &failure) {
     error = failure.what();
     return false;
-  }
-}
-
-int runTokenize(const std::vector<std::string> &inputs,
-                const std::string &output) noexcept {
-  try {
-    if (inputs.empty())
-      throw Error("no input files to tokenize");
-    std::error_code ec;
-    for (const std::string &input : inputs)
-      if (fs::equivalent(input, output, ec))
-        throw Error(fmt::format("-o {} is also an input; writing the shard "
-                                "there would destroy it",
-                                output));
-    std::vector<uint32_t> tokens = tokenizeFiles(inputs);
-    if (fs::path parent = fs::path(output).parent_path(); !parent.empty())
-      fs::create_directories(parent);
-    writeTokenShard(output, tokens, /*version=*/1);
-    std::fprintf(stderr, "wrote %zu tokens (byte-level, vocabulary %u) to %s\n",
-                 tokens.size(), kByteVocabSize, output.c_str());
-    return 0;
-  } catch (const std::exception &error) {
-    std::fprintf(stderr, "kiln: error: %s\n", error.what());
-    return 1;
   }
 }
 

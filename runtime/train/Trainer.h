@@ -74,11 +74,6 @@ bool readCompiledSettings(const std::string &resumeDir,
 /// stopped the run (with a checkpoint saved). Nothing here throws.
 int runTraining(const TrainOptions &options) noexcept;
 
-/// Writes llm.c token shards (byte-level tokens) for `inputs` into `output`
-/// (a .bin file). Returns the exit status; never throws.
-int runTokenize(const std::vector<std::string> &inputs,
-                const std::string &output) noexcept;
-
 } // namespace kiln::rt
 
 #endif // KILN_RUNTIME_TRAIN_TRAINER_H

@@ -6,7 +6,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/train/Metrics.h"
+#include "runtime/train/LossCurve.h"
+#include "runtime/train/MetricsLog.h"
+#include "runtime/train/Progress.h"
 
 #include "../io/IoTestSupport.h"
 

@@ -1,0 +1,41 @@
+//===- LossCurve.h - The loss-curve picture a run ends with -----*- C++ -*-===//
+//
+// A self-contained SVG of the loss against the step, written atomically at
+// the end of a run (and of an interrupted one).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_TRAIN_LOSSCURVE_H
+#define KILN_RUNTIME_TRAIN_LOSSCURVE_H
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kiln::rt {
+
+/// At most this many loss points are drawn; longer runs are reduced to the
+/// lowest and highest loss of each of kMaxPlottedPoints / 2 runs of
+/// consecutive steps, which keeps every spike visible.
+constexpr std::size_t kMaxPlottedPoints = 2000;
+
+/// A self-contained 800x400 SVG of (step, loss) points: axes with rounded
+/// tick values, the loss as a polyline (class "loss"), an exponential moving
+/// average (class "smoothed") when there are enough points to need one, and
+/// `title`. Non-finite losses are skipped and counted in the title; points
+/// are drawn in step order.
+std::string
+lossCurveSvg(const std::vector<std::pair<std::int64_t, double>> &points,
+             const std::string &title);
+
+/// Writes lossCurveSvg(points, title) to `path`, atomically.
+void writeLossCurveSvg(
+    const std::string &path,
+    const std::vector<std::pair<std::int64_t, double>> &points,
+    const std::string &title);
+
+} // namespace kiln::rt
+
+#endif // KILN_RUNTIME_TRAIN_LOSSCURVE_H

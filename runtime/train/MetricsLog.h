@@ -1,0 +1,71 @@
+//===- MetricsLog.h - The metrics file of a run -----------------*- C++ -*-===//
+//
+// One JSON line per step, read back on resume. JSON has no NaN or
+// infinity, so a non-finite value is written as null and read back as NaN.
+//
+//   {"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6}
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_TRAIN_METRICSLOG_H
+#define KILN_RUNTIME_TRAIN_METRICSLOG_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::rt {
+
+/// One line of the metrics file.
+struct MetricRecord {
+  std::int64_t step = 0;
+  double loss = 0;
+  double lr = 0;
+  double tokensPerSecond = 0;
+
+  bool operator==(const MetricRecord &) const = default;
+};
+
+/// The JSON line for `record`, without the newline: keys step, loss, lr,
+/// tokens_per_s in that order, each number in the shortest form that reads
+/// back as the same double, null for a non-finite one.
+std::string metricsLine(const MetricRecord &record);
+
+/// A metrics file being written, one JSON line per step.
+class MetricsLog {
+public:
+  /// Opens `path`, emptying it unless `append` (a resumed run keeps the
+  /// lines before it; a torn last line, left by a crash in the middle of a
+  /// write, is dropped). Throws Error naming the path and the system's reason
+  /// if the file cannot be opened.
+  MetricsLog(const std::string &path, bool append);
+  ~MetricsLog();
+  MetricsLog(const MetricsLog &) = delete;
+  MetricsLog &operator=(const MetricsLog &) = delete;
+
+  /// Appends one line and hands it to the system at once, so that the file
+  /// is complete up to the last step even if the run dies. Throws Error on a
+  /// failed write.
+  void write(std::int64_t step, double loss, double lr, double tokensPerSecond);
+
+  const std::string &path() const { return path_; }
+
+  /// The records of the metrics file at `path`, in file order. Blank lines
+  /// are skipped, and so is a torn last line (one without its newline that
+  /// does not parse). Throws Error naming the file and line for any other
+  /// line that is not a metrics record, and if the file cannot be read.
+  static std::vector<MetricRecord> read(const std::string &path);
+
+  /// Rewrites the metrics file at `path` atomically, keeping the lines of
+  /// records with step <= `lastStep` byte for byte: for resuming from a
+  /// checkpoint older than the last logged step. Throws as read() does.
+  static void truncateAfter(const std::string &path, std::int64_t lastStep);
+
+private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+} // namespace kiln::rt
+
+#endif // KILN_RUNTIME_TRAIN_METRICSLOG_H
