@@ -10,6 +10,7 @@
 #include "compiler/frontend/BuildModel.h"
 #include "compiler/translate/Plan.h"
 #include "dialects/nn/NNDialect.h"
+#include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileDialect.h"
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
@@ -212,8 +213,8 @@ FailureOr<StepMemory> planStepMemory(MLIRContext &context,
   auto attr = [&](StringRef name) {
     return step->getAttrOfType<IntegerAttr>(name).getInt();
   };
-  return StepMemory{attr("kiln.arena_bytes"), attr("kiln.persistent_bytes"),
-                    attr("kiln.largest_buffer_bytes")};
+  return StepMemory{attr(attrs::kArenaBytes), attr(attrs::kPersistentBytes),
+                    attr(attrs::kLargestBufferBytes)};
 }
 
 int runInspect(MLIRContext &context) {

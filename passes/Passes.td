@@ -96,6 +96,9 @@ def NNLowerToTilePass : Pass<"nn-lower-to-tile", "mlir::ModuleOp"> {
     op is elementwise or row-wise and is wrapped in its own `tile.fused`
     region, for `nn-fuse` to merge. `kiln.chunk` tags carry over. All shapes
     must be static; attention must already be lowered by nn-tile-attention.
+
+    A partial conversion: every nn op outside a `tile.fused` region is
+    illegal, so an op with no lowering fails the pass at its location.
   }];
   let dependentDialects = ["::kiln::tile::TileDialect"];
 }

@@ -3,6 +3,7 @@
 #include "compiler/frontend/BuildModel.h"
 
 #include "dialects/nn/NNOps.h"
+#include "dialects/nn/PassAttrs.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -95,8 +96,8 @@ private:
     auto type = RankedTensorType::get(dims, Float32Type::get(&context));
     BlockArgument arg = body->addArgument(type, loc);
     argAttrs.push_back(b.getDictionaryAttr(
-        {b.getNamedAttr("kiln.param", b.getStringAttr(name)),
-         b.getNamedAttr("kiln.init", b.getStringAttr(init))}));
+        {b.getNamedAttr(attrs::kParam, b.getStringAttr(name)),
+         b.getNamedAttr(attrs::kInit, b.getStringAttr(init))}));
     if (type.getElementType() == computeType)
       return arg;
     return nn::CastOp::create(b, loc, RankedTensorType::get(dims, computeType),
@@ -108,7 +109,7 @@ private:
                                       IntegerType::get(&context, 32));
     BlockArgument arg = body->addArgument(type, loc);
     argAttrs.push_back(b.getDictionaryAttr(
-        {b.getNamedAttr("kiln.input", b.getStringAttr(name))}));
+        {b.getNamedAttr(attrs::kInput, b.getStringAttr(name))}));
     return arg;
   }
 
@@ -284,7 +285,7 @@ OwningOpRef<ModuleOp> ModelBuilder::build() {
     return b.getNamedAttr(name, b.getI64IntegerAttr(value));
   };
   (*module)->setAttr(
-      "kiln.model",
+      attrs::kModel,
       b.getDictionaryAttr(
           {b.getNamedAttr("architecture", b.getStringAttr(architectureName(
                                               config.architecture))),
@@ -356,11 +357,11 @@ std::vector<ParameterInfo> kiln::listParameters(ModuleOp module) {
     return params;
   for (BlockArgument arg : func.getArguments()) {
     auto name =
-        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "kiln.param");
+        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), attrs::kParam);
     if (!name)
       continue;
     auto init =
-        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "kiln.init");
+        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), attrs::kInit);
     auto type = cast<RankedTensorType>(arg.getType());
     params.push_back(
         {name.str(),
