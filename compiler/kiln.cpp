@@ -325,7 +325,9 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
     attention.report = reportChoices;
     pm.addPass(createNNTileAttentionPass(attention));
     pm.addPass(createNNLowerToTilePass());
-    pm.addPass(createTilePlanMemoryPass());
+    TilePlanMemoryPassOptions memory;
+    memory.report = reportChoices;
+    pm.addPass(createTilePlanMemoryPass(memory));
   }
   if (failed(pm.run(**module))) {
     fail("compilation failed (see the diagnostics above)");
@@ -464,6 +466,51 @@ bool checkNumericFlags() {
 }
 
 //===----------------------------------------------------------------------===//
+// Reports
+//===----------------------------------------------------------------------===//
+
+/// Where a diagnostic is, as a user reads it: the Hugging Face module the
+/// front end named ("model.layers.3.self_attn"), a file position, or
+/// nothing.
+std::string describeLocation(Location loc) {
+  if (auto name = dyn_cast<NameLoc>(loc))
+    return name.getName().str();
+  if (auto file = dyn_cast<FileLineColLoc>(loc))
+    return llvm::formatv("{0}:{1}:{2}", file.getFilename(), file.getLine(),
+                         file.getColumn())
+        .str();
+  if (auto fused = dyn_cast<FusedLoc>(loc)) {
+    std::string text;
+    for (Location part : fused.getLocations())
+      if (std::string where = describeLocation(part); !where.empty())
+        text += (text.empty() ? "" : ", ") + where;
+    return text;
+  }
+  return "";
+}
+
+/// Prints the passes' remarks (`--report`) and their notes, each at the
+/// module it concerns:
+///   model.layers.0.self_attn: remark: nn-tile-attention: forward, layers
+///   0-31: ...
+/// Errors keep MLIR's default printing.
+LogicalResult printRemark(Diagnostic &diag) {
+  if (diag.getSeverity() != DiagnosticSeverity::Remark)
+    return failure();
+  auto print = [](Diagnostic &d,
+                  llvm::raw_ostream &(*kind)(llvm::raw_ostream &,
+                                             llvm::StringRef, bool)) {
+    std::string where = describeLocation(d.getLocation());
+    kind(llvm::errs(), where.empty() ? "kiln" : where, false)
+        << d.str() << "\n";
+  };
+  print(diag, llvm::WithColor::remark);
+  for (Diagnostic &note : diag.getNotes())
+    print(note, llvm::WithColor::note);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // Help, version and command-line errors
 //===----------------------------------------------------------------------===//
 
@@ -599,6 +646,7 @@ int main(int argc, char **argv) {
   MLIRContext context;
   context.loadDialect<kiln::nn::NNDialect, kiln::tile::TileDialect,
                       func::FuncDialect, arith::ArithDialect>();
+  ScopedDiagnosticHandler remarks(&context, printRemark);
   if ((trainCommand || inspectCommand || compileCommand) &&
       !checkNumericFlags())
     return 1;

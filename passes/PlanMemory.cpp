@@ -257,14 +257,17 @@ void TilePlanMemoryPass::runOnOperation() {
   attrs::kPersistentBytes.set(func, b.getI64IntegerAttr(persistent));
   attrs::kLargestBufferBytes.set(func, b.getI64IntegerAttr(largest));
   if (report) {
-    llvm::errs() << llvm::formatv(
-        "tile-plan-memory: @{0}: arena {1} bytes = {2} persistent "
-        "(parameters, optimizer state, inputs) + {3} peak temporaries\n",
-        function, arena.peak(), persistent, arena.peak() - persistent);
+    // At the function's location, not the op: a remark on the op would
+    // print the whole function with it.
+    InFlightDiagnostic remark =
+        emitRemark(func.getLoc()) << llvm::formatv(
+            "tile-plan-memory: @{0}: arena {1} bytes = {2} persistent "
+            "(parameters, optimizer state, inputs) + {3} peak temporaries",
+            function, arena.peak(), persistent, arena.peak() - persistent);
     if (largestValue)
-      llvm::errs() << llvm::formatv(
-          "tile-plan-memory: largest buffer {0} bytes ({1}), from {2}\n",
-          largest, largestValue.getType(),
+      remark.attachNote(largestValue.getLoc()) << llvm::formatv(
+          "largest buffer {0} bytes ({1}), from {2}", largest,
+          largestValue.getType(),
           largestValue.getDefiningOp()
               ? largestValue.getDefiningOp()->getName().getStringRef()
               : StringRef("an argument"));
