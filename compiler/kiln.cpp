@@ -10,6 +10,7 @@
 #include "compiler/frontend/BuildModel.h"
 #include "compiler/translate/Plan.h"
 #include "dialects/nn/NNDialect.h"
+#include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileDialect.h"
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
@@ -23,15 +24,19 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <unistd.h>
 
@@ -218,8 +223,8 @@ FailureOr<StepMemory> planStepMemory(MLIRContext &context,
   auto attr = [&](StringRef name) {
     return step->getAttrOfType<IntegerAttr>(name).getInt();
   };
-  return StepMemory{attr("kiln.arena_bytes"), attr("kiln.persistent_bytes"),
-                    attr("kiln.largest_buffer_bytes")};
+  return StepMemory{attr(attrs::kArenaBytes), attr(attrs::kPersistentBytes),
+                    attr(attrs::kLargestBufferBytes)};
 }
 
 int runInspect(MLIRContext &context) {
@@ -326,7 +331,9 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
     attention.report = reportChoices;
     pm.addPass(createNNTileAttentionPass(attention));
     pm.addPass(createNNLowerToTilePass());
-    pm.addPass(createTilePlanMemoryPass());
+    TilePlanMemoryPassOptions memory;
+    memory.report = reportChoices;
+    pm.addPass(createTilePlanMemoryPass(memory));
   }
   if (failed(pm.run(**module))) {
     fail("compilation failed (see the diagnostics above)");
@@ -465,16 +472,188 @@ bool checkNumericFlags() {
   return true;
 }
 
+//===----------------------------------------------------------------------===//
+// Reports
+//===----------------------------------------------------------------------===//
+
+/// Where a diagnostic is, as a user reads it: the Hugging Face module the
+/// front end named ("model.layers.3.self_attn"), a file position, or
+/// nothing.
+std::string describeLocation(Location loc) {
+  if (auto name = dyn_cast<NameLoc>(loc))
+    return name.getName().str();
+  if (auto file = dyn_cast<FileLineColLoc>(loc))
+    return llvm::formatv("{0}:{1}:{2}", file.getFilename(), file.getLine(),
+                         file.getColumn())
+        .str();
+  if (auto fused = dyn_cast<FusedLoc>(loc)) {
+    std::string text;
+    for (Location part : fused.getLocations())
+      if (std::string where = describeLocation(part); !where.empty())
+        text += (text.empty() ? "" : ", ") + where;
+    return text;
+  }
+  return "";
+}
+
+/// Prints the passes' remarks (`--report`) and their notes, each at the
+/// module it concerns:
+///   model.layers.0.self_attn: remark: nn-tile-attention: forward, layers
+///   0-31: ...
+/// Errors keep MLIR's default printing.
+LogicalResult printRemark(Diagnostic &diag) {
+  if (diag.getSeverity() != DiagnosticSeverity::Remark)
+    return failure();
+  auto print = [](Diagnostic &d,
+                  llvm::raw_ostream &(*kind)(llvm::raw_ostream &,
+                                             llvm::StringRef, bool)) {
+    std::string where = describeLocation(d.getLocation());
+    kind(llvm::errs(), where.empty() ? "kiln" : where, false)
+        << d.str() << "\n";
+  };
+  print(diag, llvm::WithColor::remark);
+  for (Diagnostic &note : diag.getNotes())
+    print(note, llvm::WithColor::note);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Help, version and command-line errors
+//===----------------------------------------------------------------------===//
+
+cl::SubCommand *subcommands[] = {&trainCommand, &compileCommand,
+                                 &inspectCommand, &tokenizeCommand};
+
+/// `value` as the help shows a default.
+template <typename T> std::string defaultText(cl::opt<T> &option) {
+  const T &value = option.getDefault().getValue();
+  if constexpr (std::is_same_v<T, std::string>)
+    return value;
+  else if constexpr (std::is_floating_point_v<T>)
+    return llvm::formatv("{0}", llvm::format("%g", value)).str();
+  else if constexpr (std::is_enum_v<T>) {
+    // The name under which cl::values lists it.
+    const auto &parser = option.getParser();
+    for (unsigned i = 0, e = parser.getNumOptions(); i != e; ++i)
+      if (static_cast<const cl::OptionValue<T> &>(parser.getOptionValue(i))
+              .getValue() == value)
+        return parser.getOption(i).str();
+    return "";
+  } else
+    return std::to_string(value);
+}
+
+/// Appends "(default: X)" to the help of each option whose description does
+/// not already say its default. Flags (off unless given) and empty strings
+/// have nothing to show.
+template <typename... Options> void describeDefaults(Options &...options) {
+  static std::vector<std::unique_ptr<std::string>> texts;
+  auto describe = [&](auto &option) {
+    if (!option.getDefault().hasValue() ||
+        llvm::StringRef(option.HelpStr).contains("default"))
+      return;
+    std::string value = defaultText(option);
+    if (value.empty() ||
+        (std::is_same_v<std::decay_t<decltype(option)>, cl::opt<bool>> &&
+         value == "0"))
+      return;
+    texts.push_back(std::make_unique<std::string>(
+        (option.HelpStr + " (default: " + value + ")").str()));
+    option.setDescription(*texts.back());
+  };
+  (describe(options), ...);
+}
+
+/// Kiln's version, then that of the LLVM and MLIR it was built with.
+void printVersion(llvm::raw_ostream &os) {
+  os << "kiln " KILN_VERSION "\n  built with LLVM and MLIR " LLVM_VERSION_STRING
+        "\n";
+}
+
+/// Parses the command line. On an error, prints LLVM's diagnostics in
+/// Kiln's words and names the help of the subcommand at fault:
+///   kiln train: unknown option '--foo'; see 'kiln train --help'
+bool parseCommandLine(int argc, char **argv) {
+  std::string errors;
+  llvm::raw_string_ostream errorStream(errors);
+  if (cl::ParseCommandLineOptions(
+          argc, argv,
+          "kiln: a JIT-compiling graph compiler for transformer training\n",
+          &errorStream))
+    return true;
+  cl::SubCommand *active = nullptr;
+  for (cl::SubCommand *sub : subcommands)
+    if (*sub)
+      active = sub;
+  std::string command = "kiln";
+  if (active)
+    command += (" " + active->getName()).str();
+  std::string help = "see '" + command + " --help'";
+  llvm::SmallVector<llvm::StringRef> lines;
+  llvm::StringRef(errors).split(lines, '\n', -1, /*KeepEmpty=*/false);
+  bool named = false;
+  for (llvm::StringRef line : lines) {
+    // LLVM prefixes each line with the program's name, and ends an unknown
+    // option with "Try: 'kiln --help'".
+    line = line.trim();
+    if (size_t colon = line.find(": ");
+        colon != llvm::StringRef::npos &&
+        line.take_front(colon).starts_with(llvm::sys::path::filename(argv[0])))
+      line = line.drop_front(colon + 2);
+    line = line.trim();
+    std::string message;
+    bool unknownOption = line.consume_front("Unknown command line argument ");
+    if (unknownOption || line.consume_front("Unknown subcommand ")) {
+      // "'--foo'.  Try: 'kiln --help'": keep what is quoted.
+      size_t quote = line.find('\'', 1);
+      message = ((unknownOption ? "unknown option " : "unknown subcommand ") +
+                 line.take_front(quote + 1) + "; " + help)
+                    .str();
+      named = true;
+    } else if (line.consume_front("Did you mean ")) {
+      llvm::WithColor::note(llvm::errs(), command)
+          << "did you mean " << line << "\n";
+      continue;
+    } else if (line.starts_with("Not enough positional")) {
+      message = "missing";
+      for (cl::Option *positional :
+           active ? active->PositionalOpts : decltype(active->PositionalOpts)())
+        message += (" " + positional->HelpStr).str();
+      message += "; " + help;
+      named = true;
+    } else if (line.starts_with("Must specify at least")) {
+      continue; // LLVM's second line of the above, pointing at its help
+    } else {
+      message = line.str();
+      if (!message.empty() && llvm::isUpper(message.front()))
+        message.front() = llvm::toLower(message.front());
+    }
+    if (!message.empty())
+      llvm::WithColor::error(llvm::errs(), command) << message << "\n";
+  }
+  if (!named)
+    llvm::errs() << command << ": " << help << "\n";
+  return false;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
-  cl::ParseCommandLineOptions(
-      argc, argv,
-      "kiln: a JIT-compiling graph compiler for transformer training\n");
+  // `kiln --help` lists the subcommands and Kiln's options, not the LLVM
+  // and MLIR options linked in with the passes.
+  cl::HideUnrelatedOptions(llvm::ArrayRef<const cl::OptionCategory *>(),
+                           cl::SubCommand::getTopLevel());
+  describeDefaults(batchSize, seqLen, precision, emitStage, weightDecay,
+                   maxGradNorm, steps, learningRate, seed, saveEvery,
+                   keepCheckpoints, backendChoice);
+  cl::SetVersionPrinter(printVersion);
+  if (!parseCommandLine(argc, argv))
+    return 1;
   MLIRContext context;
   context.loadDialect<kiln::nn::NNDialect, kiln::tile::TileDialect,
                       func::FuncDialect, arith::ArithDialect>();
+  ScopedDiagnosticHandler remarks(&context, printRemark);
   if ((trainCommand || inspectCommand || compileCommand) &&
       !checkNumericFlags())
     return 1;

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/nn/NNOps.h"
+#include "dialects/nn/PassAttrs.h"
 #include "passes/Chunks.h"
 #include "passes/Passes.h"
 
@@ -28,11 +29,11 @@ using namespace kiln::nn;
 
 namespace {
 
-constexpr StringLiteral kParamAttr = "kiln.param";
-constexpr StringLiteral kExpAvgAttr = "kiln.exp_avg";
-constexpr StringLiteral kExpAvgSqAttr = "kiln.exp_avg_sq";
-constexpr StringLiteral kInputAttr = "kiln.input";
-constexpr StringLiteral kOutputAttr = "kiln.output";
+constexpr StringLiteral kParamAttr = attrs::kParam.name;
+constexpr StringLiteral kExpAvgAttr = attrs::kExpAvg.name;
+constexpr StringLiteral kExpAvgSqAttr = attrs::kExpAvgSq.name;
+constexpr StringLiteral kInputAttr = attrs::kInput.name;
+constexpr StringLiteral kOutputAttr = attrs::kOutput.name;
 
 /// Remembers every op a builder inserts.
 struct RecordingListener : OpBuilder::Listener {

@@ -9,12 +9,14 @@
 #ifndef KILN_PASSES_CHUNKS_H
 #define KILN_PASSES_CHUNKS_H
 
+#include "dialects/nn/PassAttrs.h"
+
 #include "mlir/IR/Operation.h"
 #include "llvm/ADT/StringRef.h"
 
 namespace kiln {
 
-constexpr llvm::StringLiteral kChunkAttr = "kiln.chunk";
+constexpr llvm::StringLiteral kChunkAttr = attrs::kChunk.name;
 
 /// Gives `to` the chunk tag of `from`, if it has one.
 inline void copyChunk(mlir::Operation *from, mlir::Operation *to) {

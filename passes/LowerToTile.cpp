@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "dialects/nn/NNDialect.h"
 #include "dialects/nn/NNOps.h"
 #include "dialects/tile/TileOps.h"
 #include "passes/Chunks.h"
@@ -13,7 +14,7 @@
 
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "mlir/Transforms/DialectConversion.h"
 #include "llvm/Support/CheckedArithmetic.h"
 
 namespace kiln {
@@ -230,9 +231,14 @@ struct NNLowerToTilePass
     if (attention.wasInterrupted())
       return signalPassFailure();
 
-    GreedyRewriteConfig config;
-    config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
-    config.enableFolding(false);
+    // Every nn op becomes a kernel or moves inside one; an nn op that is
+    // left at the top level has no lowering and fails the conversion at its
+    // location.
+    ConversionTarget target(getContext());
+    target.addLegalDialect<tile::TileDialect>();
+    target.addDynamicallyLegalDialect<nn::NNDialect>([](Operation *op) {
+      return static_cast<bool>(op->getParentOfType<tile::FusedOp>());
+    });
 
     RewritePatternSet patterns(&getContext());
     patterns.add<
@@ -241,19 +247,7 @@ struct NNLowerToTilePass
         LowerOneToOne<nn::CrossEntropyGradOp, tile::CrossEntropyGradOp>,
         LowerEmbeddingGrad, LowerOneToOne<nn::GlobalNormOp, tile::GlobalNormOp>,
         LowerOneToOne<nn::AdamWUpdateOp, tile::AdamWOp>>(&getContext());
-    if (failed(applyPatternsGreedily(module, std::move(patterns), config)))
-      return signalPassFailure();
-
-    // Every nn op is now a kernel or inside one.
-    WalkResult left = module.walk([&](Operation *op) {
-      if (op->getDialect() && op->getDialect()->getNamespace() == "nn" &&
-          !op->getParentOfType<tile::FusedOp>()) {
-        op->emitOpError("has no lowering to the tile dialect");
-        return WalkResult::interrupt();
-      }
-      return WalkResult::advance();
-    });
-    if (left.wasInterrupted())
+    if (failed(applyPartialConversion(module, target, std::move(patterns))))
       return signalPassFailure();
   }
 };

@@ -72,8 +72,11 @@ def NNTileAttentionPass : Pass<"nn-tile-attention", "mlir::ModuleOp"> {
     target, head dimension and dtype (`kiln tune` writes it), else from the
     cost model: the largest tiles whose working set fits the target's shared
     memory (GPU) or L2 share (host). The backward reuses the forward kernel's
-    output and log-sum-exp. `report` prints every choice, where it came from
-    and the predicted FLOPs and time.
+    output and log-sum-exp. `report` emits every choice as a remark at the
+    attention's location, with where it came from and the predicted FLOPs
+    and time; identical choices are one remark ("forward, layers 0-31:
+    ..."), and an attention that both the forward function and the training
+    step hold is reported once.
   }];
   let options = [
     Option<"target", "target", "std::string", "\"host\"",
@@ -81,7 +84,8 @@ def NNTileAttentionPass : Pass<"nn-tile-attention", "mlir::ModuleOp"> {
     Option<"tuningDb", "tuning-db", "std::string", "\"\"",
            "Tuning database (JSON) consulted before the cost model">,
     Option<"report", "report", "bool", "false",
-           "Print the tile sizes chosen, their source and the prediction">,
+           "Emit the tile sizes chosen, their source and the prediction as "
+           "remarks">,
   ];
   let dependentDialects = ["::kiln::tile::TileDialect"];
 }
@@ -96,6 +100,9 @@ def NNLowerToTilePass : Pass<"nn-lower-to-tile", "mlir::ModuleOp"> {
     op is elementwise or row-wise and is wrapped in its own `tile.fused`
     region, for `nn-fuse` to merge. `kiln.chunk` tags carry over. All shapes
     must be static; attention must already be lowered by nn-tile-attention.
+
+    A partial conversion: every nn op outside a `tile.fused` region is
+    illegal, so an op with no lowering fails the pass at its location.
   }];
   let dependentDialects = ["::kiln::tile::TileDialect"];
 }
@@ -112,7 +119,8 @@ def TilePlanMemoryPass : Pass<"tile-plan-memory", "mlir::ModuleOp"> {
 
     Attributes written: `kiln.offset` on each argument, `kiln.offsets` on
     each op with results, `kiln.arena_bytes` and `kiln.persistent_bytes` on
-    the function. With `report`, prints the peak and the largest buffers.
+    the function. With `report`, a remark at the function gives the arena's
+    size and peak, with a note at the largest buffer's producer.
   }];
   let options = [
     Option<"function", "function", "std::string", "\"train_step\"",
@@ -120,7 +128,7 @@ def TilePlanMemoryPass : Pass<"tile-plan-memory", "mlir::ModuleOp"> {
     Option<"alignment", "alignment", "int64_t", "256",
            "Byte alignment of every buffer (a GPU's preferred vector access)">,
     Option<"report", "report", "bool", "false",
-           "Print what was planned and why">,
+           "Emit what was planned and why as remarks">,
   ];
 }
 

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileOps.h"
 #include "passes/Passes.h"
 
@@ -173,9 +174,9 @@ void TilePlanMemoryPass::runOnOperation() {
   int64_t persistent = 0;
   for (BlockArgument arg : body.getArguments()) {
     offsets[arg] = persistent;
-    NamedAttrList attrs(func.getArgAttrDict(arg.getArgNumber()));
-    attrs.set("kiln.offset", b.getI64IntegerAttr(persistent));
-    argAttrs.push_back(attrs.getDictionary(&getContext()));
+    NamedAttrList dict(func.getArgAttrDict(arg.getArgNumber()));
+    dict.set(attrs::kOffset, b.getI64IntegerAttr(persistent));
+    argAttrs.push_back(dict.getDictionary(&getContext()));
     std::optional<int64_t> end = llvm::checkedAdd(persistent, sizeOf(arg));
     if (end)
       end = alignTo(*end, alignment);
@@ -235,7 +236,7 @@ void TilePlanMemoryPass::runOnOperation() {
         largestValue = result;
       }
     }
-    op.setAttr("kiln.offsets", b.getDenseI64ArrayAttr(resultOffsets));
+    attrs::kOffsets.set(&op, b.getDenseI64ArrayAttr(resultOffsets));
     // Free what this op used for the last time (arguments and in-place
     // results stay).
     for (Value operand : op.getOperands()) {
@@ -252,18 +253,21 @@ void TilePlanMemoryPass::runOnOperation() {
         arena.release(offsets.lookup(result), sizeOf(result));
   }
 
-  func->setAttr("kiln.arena_bytes", b.getI64IntegerAttr(arena.peak()));
-  func->setAttr("kiln.persistent_bytes", b.getI64IntegerAttr(persistent));
-  func->setAttr("kiln.largest_buffer_bytes", b.getI64IntegerAttr(largest));
+  attrs::kArenaBytes.set(func, b.getI64IntegerAttr(arena.peak()));
+  attrs::kPersistentBytes.set(func, b.getI64IntegerAttr(persistent));
+  attrs::kLargestBufferBytes.set(func, b.getI64IntegerAttr(largest));
   if (report) {
-    llvm::errs() << llvm::formatv(
-        "tile-plan-memory: @{0}: arena {1} bytes = {2} persistent "
-        "(parameters, optimizer state, inputs) + {3} peak temporaries\n",
-        function, arena.peak(), persistent, arena.peak() - persistent);
+    // At the function's location, not the op: a remark on the op would
+    // print the whole function with it.
+    InFlightDiagnostic remark =
+        emitRemark(func.getLoc()) << llvm::formatv(
+            "tile-plan-memory: @{0}: arena {1} bytes = {2} persistent "
+            "(parameters, optimizer state, inputs) + {3} peak temporaries",
+            function, arena.peak(), persistent, arena.peak() - persistent);
     if (largestValue)
-      llvm::errs() << llvm::formatv(
-          "tile-plan-memory: largest buffer {0} bytes ({1}), from {2}\n",
-          largest, largestValue.getType(),
+      remark.attachNote(largestValue.getLoc()) << llvm::formatv(
+          "largest buffer {0} bytes ({1}), from {2}", largest,
+          largestValue.getType(),
           largestValue.getDefiningOp()
               ? largestValue.getDefiningOp()->getName().getStringRef()
               : StringRef("an argument"));

@@ -3,6 +3,7 @@
 #include "compiler/frontend/BuildModel.h"
 
 #include "dialects/nn/NNOps.h"
+#include "dialects/nn/PassAttrs.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -10,6 +11,7 @@
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/SaveAndRestore.h"
 
 #include <cmath>
 #include <limits>
@@ -89,14 +91,23 @@ private:
     return activation({shape.batch, shape.seqLen, width});
   }
 
+  /// The location of what the Hugging Face module `name` computes (e.g.
+  /// "model.layers.3.self_attn"): diagnostics and pass remarks name it.
+  Location moduleLoc(StringRef name) {
+    return NameLoc::get(b.getStringAttr(name));
+  }
+
+  /// Builds what follows as part of the module `name`.
+  void at(StringRef name) { loc = moduleLoc(name); }
+
   /// Declares a parameter and returns it in the compute type.
   Value param(const std::string &name, ArrayRef<int64_t> dims,
               const std::string &init) {
     auto type = RankedTensorType::get(dims, Float32Type::get(&context));
-    BlockArgument arg = body->addArgument(type, loc);
+    BlockArgument arg = body->addArgument(type, moduleLoc(name));
     argAttrs.push_back(b.getDictionaryAttr(
-        {b.getNamedAttr("kiln.param", b.getStringAttr(name)),
-         b.getNamedAttr("kiln.init", b.getStringAttr(init))}));
+        {b.getNamedAttr(attrs::kParam, b.getStringAttr(name)),
+         b.getNamedAttr(attrs::kInit, b.getStringAttr(init))}));
     if (type.getElementType() == computeType)
       return arg;
     return nn::CastOp::create(b, loc, RankedTensorType::get(dims, computeType),
@@ -106,9 +117,9 @@ private:
   Value input(StringRef name) {
     auto type = RankedTensorType::get({shape.batch, shape.seqLen},
                                       IntegerType::get(&context, 32));
-    BlockArgument arg = body->addArgument(type, loc);
+    BlockArgument arg = body->addArgument(type, moduleLoc(name));
     argAttrs.push_back(b.getDictionaryAttr(
-        {b.getNamedAttr("kiln.input", b.getStringAttr(name))}));
+        {b.getNamedAttr(attrs::kInput, b.getStringAttr(name))}));
     return arg;
   }
 
@@ -116,9 +127,11 @@ private:
     return formatv("normal:{0}", llvm::format("%.9g", std)).str();
   }
 
-  /// `x W^T (+ b)` with an HF `nn.Linear` weight `[out, in]`.
+  /// `x W^T (+ b)` with an HF `nn.Linear` weight `[out, in]`, at the
+  /// location of the linear module itself.
   Value linear(Value x, const std::string &prefix, int64_t in, int64_t out,
                bool bias, double initStd) {
+    llvm::SaveAndRestore<Location> scope(loc, moduleLoc(prefix));
     Value w = param(prefix + ".weight", {out, in}, normalInit(initStd));
     Value bv = bias ? param(prefix + ".bias", {out}, "zeros") : Value();
     return nn::LinearOp::create(b, loc, hiddenType(out), x, w, bv,
@@ -128,6 +141,7 @@ private:
   /// GPT-2's `Conv1D`: weight stored `[in, out]`, always with a bias.
   Value conv1d(Value x, const std::string &prefix, int64_t in, int64_t out,
                double initStd) {
+    llvm::SaveAndRestore<Location> scope(loc, moduleLoc(prefix));
     Value w = param(prefix + ".weight", {in, out}, normalInit(initStd));
     Value bv = param(prefix + ".bias", {out}, "zeros");
     return nn::LinearOp::create(b, loc, hiddenType(out), x, w, bv,
@@ -182,8 +196,10 @@ Value ModelBuilder::llamaLayer(Value h, int64_t layer) {
   int64_t kvWidth = config.numKvHeads * config.headDim;
   double std = config.initializerRange;
 
+  at(prefix + ".input_layernorm");
   Value n = rmsNorm(h, prefix + ".input_layernorm");
   std::string attn = prefix + ".self_attn";
+  at(attn);
   Value q = linear(n, attn + ".q_proj", hidden, qWidth, config.qkvBias, std);
   Value k = linear(n, attn + ".k_proj", hidden, kvWidth, config.qkvBias, std);
   Value v = linear(n, attn + ".v_proj", hidden, kvWidth, config.qkvBias, std);
@@ -194,18 +210,23 @@ Value ModelBuilder::llamaLayer(Value h, int64_t layer) {
                               /*inverse=*/UnitAttr());
   };
   Value a = attention(rope(q, config.numHeads), rope(k, config.numKvHeads), v);
-  h = add(h,
-          linear(a, attn + ".o_proj", qWidth, hidden, config.outputBias, std));
+  Value o = linear(a, attn + ".o_proj", qWidth, hidden, config.outputBias, std);
+  at(prefix); // the residual connections belong to the decoder layer
+  h = add(h, o);
 
+  at(prefix + ".post_attention_layernorm");
   Value n2 = rmsNorm(h, prefix + ".post_attention_layernorm");
   std::string mlp = prefix + ".mlp";
+  at(mlp);
   int64_t inner = config.intermediateSize;
   Value gate =
       linear(n2, mlp + ".gate_proj", hidden, inner, config.mlpBias, std);
   Value up = linear(n2, mlp + ".up_proj", hidden, inner, config.mlpBias, std);
   Value act = nn::SwiGLUOp::create(b, loc, gate.getType(), gate, up);
-  return add(
-      h, linear(act, mlp + ".down_proj", inner, hidden, config.mlpBias, std));
+  Value down =
+      linear(act, mlp + ".down_proj", inner, hidden, config.mlpBias, std);
+  at(prefix);
+  return add(h, down);
 }
 
 Value ModelBuilder::gpt2Layer(Value h, int64_t layer) {
@@ -215,15 +236,21 @@ Value ModelBuilder::gpt2Layer(Value h, int64_t layer) {
   // GPT-2 scales the init of the projections into the residual stream.
   double residualStd = std / std::sqrt(2.0 * config.numLayers);
 
+  at(prefix + ".ln_1");
   Value n = layerNorm(h, prefix + ".ln_1");
+  at(prefix + ".attn");
   Value qkv = conv1d(n, prefix + ".attn.c_attn", hidden, 3 * hidden, std);
   Type part = hiddenType(hidden);
   auto split = nn::SplitOp::create(b, loc, TypeRange{part, part, part}, qkv);
   Value a =
       attention(split.getResult(0), split.getResult(1), split.getResult(2));
-  h = add(h, conv1d(a, prefix + ".attn.c_proj", hidden, hidden, residualStd));
+  Value o = conv1d(a, prefix + ".attn.c_proj", hidden, hidden, residualStd);
+  at(prefix); // the residual connections belong to the block
+  h = add(h, o);
 
+  at(prefix + ".ln_2");
   Value n2 = layerNorm(h, prefix + ".ln_2");
+  at(prefix + ".mlp");
   int64_t inner = config.intermediateSize;
   Value fc = conv1d(n2, prefix + ".mlp.c_fc", hidden, inner, std);
   Value act = nn::GeluOp::create(
@@ -231,8 +258,9 @@ Value ModelBuilder::gpt2Layer(Value h, int64_t layer) {
       nn::GeluApproximationAttr::get(
           &context, config.geluTanh ? nn::GeluApproximation::tanh
                                     : nn::GeluApproximation::none));
-  return add(h,
-             conv1d(act, prefix + ".mlp.c_proj", inner, hidden, residualStd));
+  Value proj = conv1d(act, prefix + ".mlp.c_proj", inner, hidden, residualStd);
+  at(prefix);
+  return add(h, proj);
 }
 
 OwningOpRef<ModuleOp> ModelBuilder::build() {
@@ -250,11 +278,13 @@ OwningOpRef<ModuleOp> ModelBuilder::build() {
   double std = config.initializerRange;
   bool gpt2 = config.architecture == Architecture::GPT2;
 
+  at(gpt2 ? "transformer.wte" : "model.embed_tokens");
   Value table =
       param(gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight",
             {config.vocabSize, hidden}, normalInit(std));
   Value h = nn::EmbeddingOp::create(b, loc, hiddenType(hidden), table, tokens);
   if (gpt2) {
+    at("transformer.wpe");
     Value wpe = param("transformer.wpe.weight", {config.maxPositions, hidden},
                       normalInit(std));
     h = add(
@@ -262,8 +292,10 @@ OwningOpRef<ModuleOp> ModelBuilder::build() {
   }
   for (int64_t layer = 0; layer < config.numLayers; ++layer)
     h = gpt2 ? gpt2Layer(h, layer) : llamaLayer(h, layer);
+  at(gpt2 ? "transformer.ln_f" : "model.norm");
   h = gpt2 ? layerNorm(h, "transformer.ln_f") : rmsNorm(h, "model.norm");
 
+  at("lm_head");
   Value head = config.tieEmbeddings
                    ? table
                    : param("lm_head.weight", {config.vocabSize, hidden},
@@ -271,6 +303,7 @@ OwningOpRef<ModuleOp> ModelBuilder::build() {
   Value logits =
       nn::LinearOp::create(b, loc, hiddenType(config.vocabSize), h, head,
                            Value(), /*transpose_weight=*/false);
+  at("loss");
   Value loss = nn::CrossEntropyOp::create(
       b, loc, RankedTensorType::get({}, Float32Type::get(&context)), logits,
       targets, b.getI64IntegerAttr(-100));
@@ -284,7 +317,7 @@ OwningOpRef<ModuleOp> ModelBuilder::build() {
     return b.getNamedAttr(name, b.getI64IntegerAttr(value));
   };
   (*module)->setAttr(
-      "kiln.model",
+      attrs::kModel,
       b.getDictionaryAttr(
           {b.getNamedAttr("architecture", b.getStringAttr(architectureName(
                                               config.architecture))),
@@ -356,11 +389,11 @@ std::vector<ParameterInfo> kiln::listParameters(ModuleOp module) {
     return params;
   for (BlockArgument arg : func.getArguments()) {
     auto name =
-        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "kiln.param");
+        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), attrs::kParam);
     if (!name)
       continue;
     auto init =
-        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "kiln.init");
+        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), attrs::kInit);
     auto type = cast<RankedTensorType>(arg.getType());
     params.push_back(
         {name.str(),

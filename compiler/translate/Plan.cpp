@@ -4,6 +4,7 @@
 #include "compiler/translate/CudaEmitter.h"
 
 #include "dialects/nn/NNDialect.h"
+#include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -58,7 +59,7 @@ json::Object attrsJson(Operation *op) {
   json::Object attrs;
   for (NamedAttribute named : op->getAttrs()) {
     StringRef name = named.getName().getValue();
-    if (name.starts_with("kiln."))
+    if (name.starts_with(attrs::kPrefix))
       continue;
     Attribute attr = named.getValue();
     // A BoolAttr is an i1 IntegerAttr: test for it first.
@@ -138,7 +139,7 @@ FailureOr<int64_t> PlanWriter::addValue(Value v, int64_t offset, Location loc) {
     return emitError(loc) << "plan: value " << values.size() << " (" << type
                           << ") is empty; the kernels need at least one "
                              "element";
-  auto arena = func->getAttrOfType<IntegerAttr>("kiln.arena_bytes");
+  auto arena = func->getAttrOfType<IntegerAttr>(attrs::kArenaBytes);
   std::optional<int64_t> end = llvm::checkedAdd(offset, *bytes);
   if (offset < 0 || !end || (arena && *end > arena.getInt()))
     return emitError(loc) << "plan: value " << values.size() << " (" << type
@@ -195,7 +196,7 @@ FailureOr<json::Object> PlanWriter::build() {
 
   for (BlockArgument arg : block.getArguments()) {
     auto offset =
-        func.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), "kiln.offset");
+        func.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), attrs::kOffset);
     if (!offset)
       return func.emitError("plan: argument #")
              << arg.getArgNumber()
@@ -207,19 +208,19 @@ FailureOr<json::Object> PlanWriter::build() {
     auto attr = [&](StringRef name) {
       return func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), name);
     };
-    if (StringAttr name = attr("kiln.input")) {
+    if (StringAttr name = attr(attrs::kInput)) {
       inputs.push_back(json::Object{{"name", name.str()}, {"value", id}});
-    } else if (StringAttr name = attr("kiln.param")) {
-      StringAttr init = attr("kiln.init");
+    } else if (StringAttr name = attr(attrs::kParam)) {
+      StringAttr init = attr(attrs::kInit);
       paramIndex[name.getValue()] = parameters.size();
       parameters.push_back(
           json::Object{{"name", name.str()},
                        {"value", id},
                        {"init", init ? init.str() : std::string("zeros")}});
-    } else if (StringAttr name = attr("kiln.exp_avg")) {
+    } else if (StringAttr name = attr(attrs::kExpAvg)) {
       (*parameters[paramIndex.lookup(name.getValue())]
             .getAsObject())["exp_avg"] = id;
-    } else if (StringAttr name = attr("kiln.exp_avg_sq")) {
+    } else if (StringAttr name = attr(attrs::kExpAvgSq)) {
       (*parameters[paramIndex.lookup(name.getValue())]
             .getAsObject())["exp_avg_sq"] = id;
     } else {
@@ -230,7 +231,7 @@ FailureOr<json::Object> PlanWriter::build() {
   }
 
   for (Operation &op : block.without_terminator()) {
-    auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("kiln.offsets");
+    auto offsets = op.getAttrOfType<DenseI64ArrayAttr>(attrs::kOffsets);
     if (!offsets || offsets.size() != static_cast<int64_t>(op.getNumResults()))
       return op.emitOpError("has no kiln.offsets; run tile-plan-memory first");
     json::Array in, out;
@@ -243,7 +244,7 @@ FailureOr<json::Object> PlanWriter::build() {
         return failure();
       out.push_back(*added);
     }
-    auto chunk = op.getAttrOfType<StringAttr>("kiln.chunk");
+    auto chunk = op.getAttrOfType<StringAttr>(attrs::kChunk);
     json::Object step{{"kernel", kernelName(&op)},
                       {"chunk", chunk ? chunk.str() : std::string("F")},
                       {"inputs", std::move(in)},
@@ -267,7 +268,7 @@ FailureOr<json::Object> PlanWriter::build() {
       if (auto adamw = dyn_cast<tile::AdamWOp>(op)) {
         auto param = dyn_cast<BlockArgument>(adamw.getParam());
         StringAttr name = param ? func.getArgAttrOfType<StringAttr>(
-                                      param.getArgNumber(), "kiln.param")
+                                      param.getArgNumber(), attrs::kParam)
                                 : StringAttr();
         if (!name)
           return op.emitOpError("plan: updates a value that is not a "
@@ -299,7 +300,7 @@ FailureOr<json::Object> PlanWriter::build() {
 
   auto results = func.getBody().front().getTerminator()->getOperands();
   for (auto [index, result] : llvm::enumerate(results))
-    if (auto name = func.getResultAttrOfType<StringAttr>(index, "kiln.output"))
+    if (auto name = func.getResultAttrOfType<StringAttr>(index, attrs::kOutput))
       outputs.push_back(
           json::Object{{"name", name.str()}, {"value", idOf(result)}});
 
@@ -311,9 +312,9 @@ FailureOr<json::Object> PlanWriter::build() {
       {"format", "kiln-plan"},
       {"version", kPlanVersion},
       {"function", func.getSymName().str()},
-      {"arena_bytes", intAttr("kiln.arena_bytes")},
-      {"persistent_bytes", intAttr("kiln.persistent_bytes")},
-      {"largest_buffer_bytes", intAttr("kiln.largest_buffer_bytes")},
+      {"arena_bytes", intAttr(attrs::kArenaBytes)},
+      {"persistent_bytes", intAttr(attrs::kPersistentBytes)},
+      {"largest_buffer_bytes", intAttr(attrs::kLargestBufferBytes)},
       {"values", std::move(values)},
       {"inputs", std::move(inputs)},
       {"parameters", std::move(parameters)},
@@ -328,7 +329,7 @@ FailureOr<json::Object> PlanWriter::build() {
 /// Module-level facts the front end recorded (`kiln.model`), as JSON.
 json::Object modelJson(ModuleOp module) {
   json::Object model;
-  if (auto dict = module->getAttrOfType<DictionaryAttr>("kiln.model"))
+  if (auto dict = module->getAttrOfType<DictionaryAttr>(attrs::kModel))
     for (NamedAttribute named : dict) {
       Attribute attr = named.getValue();
       StringRef name = named.getName().getValue();

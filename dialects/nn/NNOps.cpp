@@ -15,6 +15,8 @@
 #include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallString.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
 
 using namespace mlir;
 using namespace kiln::nn;
@@ -465,9 +467,8 @@ LogicalResult MulOp::verify() {
 // CrossEntropyOp
 //===----------------------------------------------------------------------===//
 
-/// The logits/targets rules nn.cross_entropy and its gradient share.
-static LogicalResult verifyLossOperands(Operation *op, Value logits,
-                                        Value targets) {
+LogicalResult kiln::nn::verifyLossOperands(Operation *op, Value logits,
+                                           Value targets) {
   RankedTensorType logitsType = tensorType(logits);
   RankedTensorType targetsType = tensorType(targets);
   if (logitsType.getRank() < 2)
@@ -489,10 +490,15 @@ LogicalResult CrossEntropyOp::verify() {
   return verifyLossOperands(*this, getLogits(), getTargets());
 }
 
-LogicalResult CrossEntropyGradOp::verify() {
-  if (failed(verifyLossOperands(*this, getLogits(), getTargets())))
+LogicalResult kiln::nn::verifyLossGrad(Operation *op, Value logits,
+                                       Value targets, Value result) {
+  if (failed(verifyLossOperands(op, logits, targets)))
     return failure();
-  return expectSameType(*this, "logits", getLogits(), "result", getResult());
+  return expectSameType(op, "logits", logits, "result", result);
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  return verifyLossGrad(*this, getLogits(), getTargets(), getResult());
 }
 
 //===----------------------------------------------------------------------===//
@@ -691,35 +697,41 @@ LogicalResult GeluGradOp::verify() {
 // Optimizer ops
 //===----------------------------------------------------------------------===//
 
-LogicalResult GlobalNormOp::verify() {
-  if (getInputs().empty())
-    return emitOpError("expects at least one input");
+LogicalResult kiln::nn::verifyGlobalNorm(Operation *op, ValueRange inputs) {
+  if (inputs.empty())
+    return op->emitOpError("expects at least one input");
   return success();
 }
 
-LogicalResult AdamWUpdateOp::verify() {
-  for (auto [name, value] : {std::pair<StringRef, Value>{"grad", getGrad()},
-                             {"exp_avg", getExpAvg()},
-                             {"exp_avg_sq", getExpAvgSq()},
-                             {"new_param", getNewParam()},
-                             {"new_exp_avg", getNewExpAvg()},
-                             {"new_exp_avg_sq", getNewExpAvgSq()}})
-    if (failed(expectSameType(*this, "param", getParam(), name, value)))
+LogicalResult GlobalNormOp::verify() {
+  return verifyGlobalNorm(*this, getInputs());
+}
+
+LogicalResult kiln::nn::detail::verifyAdamW(
+    Operation *op, Value param, ArrayRef<std::pair<StringRef, Value>> sameType,
+    const APFloat &beta1, const APFloat &beta2, const APFloat &epsilon,
+    const APFloat &weightDecay, const APFloat &maxGradNorm) {
+  for (auto [name, value] : sameType)
+    if (failed(expectSameType(op, "param", param, name, value)))
       return failure();
   for (auto [name, beta] :
-       {std::pair<StringRef, double>{"beta1", getBeta1().convertToDouble()},
-        {"beta2", getBeta2().convertToDouble()}})
+       {std::pair<StringRef, double>{"beta1", beta1.convertToDouble()},
+        {"beta2", beta2.convertToDouble()}})
     if (!(beta >= 0.0 && beta < 1.0))
-      return emitOpError() << "expects " << name << " in [0, 1), got " << beta;
-  if (failed(expectPositive(*this, "epsilon", getEpsilon())))
+      return op->emitOpError()
+             << "expects " << name << " in [0, 1), got "
+             << llvm::formatv("{0}", llvm::format("%g", beta)).str();
+  if (failed(expectPositive(op, "epsilon", epsilon)))
     return failure();
-  if (getWeightDecay().isNegative() || getWeightDecay().isNaN())
-    return emitOpError("expects weight_decay to be non-negative");
-  if (getMaxGradNorm().isNegative() || getMaxGradNorm().isNaN())
-    return emitOpError(
+  if (weightDecay.isNegative() || weightDecay.isNaN())
+    return op->emitOpError("expects weight_decay to be non-negative");
+  if (maxGradNorm.isNegative() || maxGradNorm.isNaN())
+    return op->emitOpError(
         "expects max_grad_norm to be non-negative (0 disables clipping)");
   return success();
 }
+
+LogicalResult AdamWUpdateOp::verify() { return verifyAdamW(*this); }
 
 #define GET_OP_CLASSES
 #include "dialects/nn/NNOps.cpp.inc"

@@ -21,4 +21,47 @@
 #define GET_OP_CLASSES
 #include "dialects/nn/NNOps.h.inc"
 
+namespace kiln::nn {
+
+// The rules an nn op shares with the tile kernel that lowers it, so that
+// both reject the same IR with the same diagnostics.
+
+/// `logits` is `[..., vocab]` and `targets` its leading dimensions.
+mlir::LogicalResult verifyLossOperands(mlir::Operation *op, mlir::Value logits,
+                                       mlir::Value targets);
+
+/// The loss operands, and a gradient of the type of the logits.
+mlir::LogicalResult verifyLossGrad(mlir::Operation *op, mlir::Value logits,
+                                   mlir::Value targets, mlir::Value result);
+
+/// At least one tensor to take the norm of.
+mlir::LogicalResult verifyGlobalNorm(mlir::Operation *op,
+                                     mlir::ValueRange inputs);
+
+namespace detail {
+mlir::LogicalResult
+verifyAdamW(mlir::Operation *op, mlir::Value param,
+            llvm::ArrayRef<std::pair<llvm::StringRef, mlir::Value>> sameType,
+            const llvm::APFloat &beta1, const llvm::APFloat &beta2,
+            const llvm::APFloat &epsilon, const llvm::APFloat &weightDecay,
+            const llvm::APFloat &maxGradNorm);
+} // namespace detail
+
+/// An AdamW update (nn.adamw_update, tile.adamw): the gradient, moments and
+/// results of the parameter's type, betas in [0, 1), a positive epsilon and
+/// non-negative weight decay and clipping threshold.
+template <typename AdamWOp> mlir::LogicalResult verifyAdamW(AdamWOp op) {
+  return detail::verifyAdamW(op, op.getParam(),
+                             {{"grad", op.getGrad()},
+                              {"exp_avg", op.getExpAvg()},
+                              {"exp_avg_sq", op.getExpAvgSq()},
+                              {"new_param", op.getNewParam()},
+                              {"new_exp_avg", op.getNewExpAvg()},
+                              {"new_exp_avg_sq", op.getNewExpAvgSq()}},
+                             op.getBeta1(), op.getBeta2(), op.getEpsilon(),
+                             op.getWeightDecay(), op.getMaxGradNorm());
+}
+
+} // namespace kiln::nn
+
 #endif // KILN_DIALECTS_NN_NNOPS_H

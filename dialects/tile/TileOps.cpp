@@ -2,9 +2,11 @@
 
 #include "dialects/tile/TileOps.h"
 #include "dialects/nn/NNOps.h"
+#include "dialects/nn/PassAttrs.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/TypeUtilities.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -102,6 +104,116 @@ LogicalResult FlashAttentionBwdOp::verify() {
   return verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
                          getNumKvHeads(), getBlockQ(), getBlockK(),
                          getNumWarps(), getNumStages());
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  return nn::verifyLossOperands(*this, getLogits(), getTargets());
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  return nn::verifyLossGrad(*this, getLogits(), getTargets(), getResult());
+}
+
+/// Unlike nn.embedding_grad, the kernel may accumulate in a wider type than
+/// the row gradients (FP32 for BF16), so only the shapes must agree.
+LogicalResult EmbeddingGradOp::verify() {
+  auto resultType = cast<RankedTensorType>(getResult().getType());
+  if (resultType.getRank() != 2)
+    return emitOpError() << "expects result ([vocab, hidden]) to have rank "
+                            "2, got "
+                         << resultType;
+  auto gradType = cast<RankedTensorType>(getGrad().getType());
+  SmallVector<int64_t> expected(
+      cast<RankedTensorType>(getIds().getType()).getShape());
+  expected.push_back(resultType.getDimSize(1));
+  if (failed(verifyCompatibleShape(gradType.getShape(), expected))) {
+    std::string shape;
+    llvm::raw_string_ostream os(shape);
+    llvm::interleave(
+        expected, os,
+        [&](int64_t d) {
+          if (ShapedType::isDynamic(d))
+            os << "?";
+          else
+            os << d;
+        },
+        "x");
+    return emitOpError() << "expects grad of shape " << shape
+                         << " (ids shape followed by the table's hidden "
+                            "size), got "
+                         << gradType;
+  }
+  return success();
+}
+
+LogicalResult GlobalNormOp::verify() {
+  return nn::verifyGlobalNorm(*this, getInputs());
+}
+
+/// The arena offset memory planning gave `value`, if it has one: a function
+/// argument's `kiln.offset`, a result's entry in its op's `kiln.offsets`.
+static std::optional<int64_t> plannedOffset(Value value) {
+  if (auto arg = dyn_cast<BlockArgument>(value)) {
+    auto func =
+        dyn_cast_or_null<FunctionOpInterface>(arg.getOwner()->getParentOp());
+    if (!func || !arg.getOwner()->isEntryBlock())
+      return std::nullopt;
+    if (IntegerAttr offset =
+            kiln::attrs::kOffset.getArg(func, arg.getArgNumber()))
+      return offset.getInt();
+    return std::nullopt;
+  }
+  auto result = cast<OpResult>(value);
+  DenseI64ArrayAttr offsets = kiln::attrs::kOffsets.get(result.getOwner());
+  if (!offsets || result.getResultNumber() >= offsets.size())
+    return std::nullopt;
+  return offsets[result.getResultNumber()];
+}
+
+LogicalResult AdamWOp::verify() {
+  if (failed(nn::verifyAdamW(*this)))
+    return failure();
+  // The update runs in place, so what it overwrites must be its own: four
+  // different operands, nothing reading the old values afterwards.
+  std::pair<StringRef, Value> operands[] = {{"param", getParam()},
+                                            {"grad", getGrad()},
+                                            {"exp_avg", getExpAvg()},
+                                            {"exp_avg_sq", getExpAvgSq()}};
+  for (auto [i, first] : llvm::enumerate(operands))
+    for (auto second : ArrayRef(operands).drop_front(i + 1))
+      if (first.second == second.second)
+        return emitOpError()
+               << "expects " << first.first << " and " << second.first
+               << " to be different values: the update overwrites param, "
+                  "exp_avg and exp_avg_sq in place";
+  std::pair<StringRef, Value> replaced[] = {{"param", getParam()},
+                                            {"exp_avg", getExpAvg()},
+                                            {"exp_avg_sq", getExpAvgSq()}};
+  for (auto [name, value] : replaced)
+    for (Operation *user : value.getUsers())
+      if (user != getOperation() &&
+          user->getBlock() == getOperation()->getBlock() &&
+          getOperation()->isBeforeInBlock(user)) {
+        InFlightDiagnostic diag =
+            emitOpError() << "expects no use of " << name
+                          << " after the update, which overwrites it in place";
+        diag.attachNote(user->getLoc()) << "used here";
+        return diag;
+      }
+  // After tile-plan-memory: each result in its operand's buffer.
+  std::pair<StringRef, Value> results[] = {
+      {"new_param", getNewParam()},
+      {"new_exp_avg", getNewExpAvg()},
+      {"new_exp_avg_sq", getNewExpAvgSq()}};
+  for (auto [result, operand] : llvm::zip_equal(results, replaced)) {
+    std::optional<int64_t> resultOffset = plannedOffset(result.second);
+    std::optional<int64_t> operandOffset = plannedOffset(operand.second);
+    if (resultOffset && operandOffset && *resultOffset != *operandOffset)
+      return emitOpError() << "expects " << result.first << " at the offset of "
+                           << operand.first << " (in place), got "
+                           << *resultOffset << " and " << *operandOffset;
+  }
+  return success();
 }
 
 void FusedOp::build(OpBuilder &builder, OperationState &state,

@@ -123,11 +123,16 @@ def Tile_CrossEntropyOp : Tile_Op<"cross_entropy", [Pure]> {
   let assemblyFormat = [{
     $logits `,` $targets attr-dict `:` functional-type(operands, results)
   }];
+  let hasVerifier = 1;
 }
 
 def Tile_CrossEntropyGradOp : Tile_Op<"cross_entropy_grad", [Pure]> {
   let summary = "Gradient of the cross-entropy loss with respect to the logits";
   let description = [{
+    The kernel of `nn.cross_entropy_grad`: `grad * (softmax(logits) -
+    onehot(targets)) / n` for each of the `n` non-ignored rows, zero for
+    ignored rows.
+
     ```mlir
     %dl = tile.cross_entropy_grad %one, %logits, %t
         : (tensor<f32>, tensor<32x256xbf16>, tensor<32xi32>) -> tensor<32x256xbf16>
@@ -141,11 +146,17 @@ def Tile_CrossEntropyGradOp : Tile_Op<"cross_entropy_grad", [Pure]> {
     $grad `,` $logits `,` $targets attr-dict `:`
     functional-type(operands, results)
   }];
+  let hasVerifier = 1;
 }
 
 def Tile_EmbeddingGradOp : Tile_Op<"embedding_grad", [Pure]> {
   let summary = "Scatter-add of row gradients into an embedding table";
   let description = [{
+    The kernel of `nn.embedding_grad`: `result[v, :]` is the sum of the rows
+    of `grad` (`[ids..., hidden]`) whose id is `v`. It accumulates in the
+    result's element type, FP32 for a BF16 table (`nn-lower-to-tile` rounds
+    the sum once with a cast).
+
     ```mlir
     %dt = tile.embedding_grad %dh, %ids : (tensor<2x16x64xbf16>, tensor<2x16xi32>) -> tensor<320x64xbf16>
     ```
@@ -155,11 +166,15 @@ def Tile_EmbeddingGradOp : Tile_Op<"embedding_grad", [Pure]> {
   let assemblyFormat = [{
     $grad `,` $ids attr-dict `:` functional-type(operands, results)
   }];
+  let hasVerifier = 1;
 }
 
 def Tile_GlobalNormOp : Tile_Op<"global_norm", [Pure]> {
   let summary = "L2 norm over a list of tensors";
   let description = [{
+    The kernel of `nn.global_norm`: the square root of the sum of squares of
+    every element of every input, accumulated in FP32.
+
     ```mlir
     %n = tile.global_norm %g0, %g1 : (tensor<64x64xf32>, tensor<64xf32>) -> tensor<f32>
     ```
@@ -169,6 +184,7 @@ def Tile_GlobalNormOp : Tile_Op<"global_norm", [Pure]> {
   let assemblyFormat = [{
     $inputs attr-dict `:` functional-type(operands, results)
   }];
+  let hasVerifier = 1;
 }
 
 def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
@@ -176,7 +192,11 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
   let description = [{
     The kernel of `nn.adamw_update`. Its results reuse the buffers of
     `param`, `exp_avg` and `exp_avg_sq` (tile-plan-memory gives them the same
-    offsets), so the optimizer needs no extra memory.
+    offsets), so the optimizer needs no extra memory. The runtime relies on
+    that, and the verifier checks what makes it safe: `param`, `grad`,
+    `exp_avg` and `exp_avg_sq` are four different values, nothing after the
+    update reads the three it overwrites, and once memory is planned
+    (`kiln.offsets`) each result has the offset of the operand it replaces.
 
     ```mlir
     %p2, %m2, %v2 = tile.adamw %p, %g, %m, %v, %lr, %step, %n
@@ -198,6 +218,7 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
     $param `,` $grad `,` $exp_avg `,` $exp_avg_sq `,` $lr `,` $step `,`
     $grad_norm attr-dict `:` functional-type(operands, results)
   }];
+  let hasVerifier = 1;
 }
 
 def Tile_FusedOp : Tile_Op<"fused", [IsolatedFromAbove,

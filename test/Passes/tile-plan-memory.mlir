@@ -1,5 +1,5 @@
 // RUN: kiln-opt %s --tile-plan-memory="function=step alignment=256" | FileCheck %s
-// RUN: kiln-opt %s --tile-plan-memory="function=step report" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REPORT
+// RUN: kiln-opt %s --tile-plan-memory="function=step report" --verify-diagnostics -o /dev/null
 // RUN: not kiln-opt %s --tile-plan-memory="function=missing" 2>&1 | FileCheck %s --check-prefix=MISSING
 // RUN: kiln-opt %s --tile-plan-memory="function=big" | FileCheck %s --check-prefix=BIG
 
@@ -21,12 +21,13 @@
 // AdamW updates in place: its results take the offsets of param, exp_avg and exp_avg_sq.
 // CHECK: tile.adamw {{.*}}kiln.offsets = array<i64: 0, 1024, 2048>
 
-// REPORT: tile-plan-memory: @step: arena 6400 bytes = 3328 persistent (parameters, optimizer state, inputs) + 3072 peak temporaries
-// REPORT: tile-plan-memory: largest buffer 1024 bytes (tensor<16x16xf32>), from tile.fused
-
 // MISSING: error: tile-plan-memory: no function @missing
 
+// With `report`, a remark at the function sums the arena up, and a note
+// points at the largest buffer's producer (the first of the equal ones).
+// expected-remark @+1 {{tile-plan-memory: @step: arena 6400 bytes = 3328 persistent (parameters, optimizer state, inputs) + 3072 peak temporaries}}
 func.func @step(%p: tensor<16x16xf32>, %m: tensor<16x16xf32>, %v: tensor<16x16xf32>, %s: tensor<f32>) -> (tensor<16x16xf32>, tensor<16x16xf32>) {
+  // expected-note @+1 {{largest buffer 1024 bytes (tensor<16x16xf32>), from tile.fused}}
   %a = tile.fused %p : (tensor<16x16xf32>) -> tensor<16x16xf32> {
   ^bb0(%x: tensor<16x16xf32>):
     %y = nn.add %x, %x : (tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<16x16xf32>

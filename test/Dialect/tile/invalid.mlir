@@ -96,3 +96,166 @@ func.func @fused_yield(%a: tensor<8x4xf32>) {
   }
   return
 }
+
+// -----
+
+// tile.cross_entropy and tile.cross_entropy_grad share nn.cross_entropy's
+// rules on logits and targets.
+func.func @cross_entropy_logits_rank(%l: tensor<256xf32>, %t: tensor<i32>) {
+  // expected-error @+1 {{expects logits ([..., vocab]) to have rank at least 2, got 'tensor<256xf32>'}}
+  %0 = tile.cross_entropy %l, %t : (tensor<256xf32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_targets_rank(%l: tensor<2x16x256xf32>, %t: tensor<32xi32>) {
+  // expected-error @+1 {{expects targets to have the leading dimensions of logits (rank 2), got 'tensor<32xi32>'}}
+  %0 = tile.cross_entropy %l, %t : (tensor<2x16x256xf32>, tensor<32xi32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_targets_shape(%l: tensor<2x16x256xf32>, %t: tensor<2x8xi32>) {
+  // expected-error @+1 {{expects targets (dimension 1 of 'tensor<2x8xi32>') to equal the matching dimension of logits (16), got 8}}
+  %0 = tile.cross_entropy %l, %t : (tensor<2x16x256xf32>, tensor<2x8xi32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_grad_targets(%g: tensor<f32>, %l: tensor<32x256xbf16>, %t: tensor<16xi32>) {
+  // expected-error @+1 {{expects targets (dimension 0 of 'tensor<16xi32>') to equal the matching dimension of logits (32), got 16}}
+  %0 = tile.cross_entropy_grad %g, %l, %t : (tensor<f32>, tensor<32x256xbf16>, tensor<16xi32>) -> tensor<32x256xbf16>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_grad_result(%g: tensor<f32>, %l: tensor<32x256xbf16>, %t: tensor<32xi32>) {
+  // expected-error @+1 {{expects logits and result to have the same type, got 'tensor<32x256xbf16>' and 'tensor<32x256xf32>'}}
+  %0 = tile.cross_entropy_grad %g, %l, %t : (tensor<f32>, tensor<32x256xbf16>, tensor<32xi32>) -> tensor<32x256xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_result_rank(%dy: tensor<32x64xbf16>, %ids: tensor<32xi32>) {
+  // expected-error @+1 {{expects result ([vocab, hidden]) to have rank 2, got 'tensor<320x8x8xf32>'}}
+  %0 = tile.embedding_grad %dy, %ids : (tensor<32x64xbf16>, tensor<32xi32>) -> tensor<320x8x8xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_shape(%dy: tensor<2x16x64xbf16>, %ids: tensor<2x8xi32>) {
+  // expected-error @+1 {{expects grad of shape 2x8x64 (ids shape followed by the table's hidden size), got 'tensor<2x16x64xbf16>'}}
+  %0 = tile.embedding_grad %dy, %ids : (tensor<2x16x64xbf16>, tensor<2x8xi32>) -> tensor<320x64xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_hidden(%dy: tensor<32x64xbf16>, %ids: tensor<32xi32>) {
+  // expected-error @+1 {{expects grad of shape 32x128 (ids shape followed by the table's hidden size), got 'tensor<32x64xbf16>'}}
+  %0 = tile.embedding_grad %dy, %ids : (tensor<32x64xbf16>, tensor<32xi32>) -> tensor<320x128xf32>
+  return
+}
+
+// -----
+
+func.func @global_norm_empty() {
+  // expected-error @+1 {{expects at least one input}}
+  %0 = tile.global_norm : () -> tensor<f32>
+  return
+}
+
+// -----
+
+// tile.adamw shares nn.adamw_update's rules on types and hyperparameters.
+func.func @adamw_types(%p: tensor<64x64xf32>, %g: tensor<64x64xf32>, %m: tensor<64xf32>, %v: tensor<64x64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects param and exp_avg to have the same type, got 'tensor<64x64xf32>' and 'tensor<64xf32>'}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64xf32>, tensor<64x64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_result_type(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects param and new_exp_avg_sq to have the same type, got 'tensor<64xf32>' and 'tensor<32xf32>'}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<32xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_beta(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects beta1 in [0, 1), got -0.5}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = -0.5 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_epsilon(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects epsilon to be positive, got 0}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 0.0 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_weight_decay(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects weight_decay to be non-negative}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = -0.1 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_max_grad_norm(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects max_grad_norm to be non-negative (0 disables clipping)}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = -1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+// In place: a moment that is also the parameter would be overwritten twice.
+func.func @adamw_aliased_operands(%p: tensor<64xf32>, %g: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects param and exp_avg to be different values: the update overwrites param, exp_avg and exp_avg_sq in place}}
+  %0:3 = tile.adamw %p, %g, %p, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+// In place: reading the old moment after the update would read the new one.
+func.func @adamw_use_after(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) -> tensor<f32> {
+  // expected-error @+1 {{expects no use of exp_avg_sq after the update, which overwrites it in place}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  // expected-note @+1 {{used here}}
+  %n = tile.global_norm %v : (tensor<64xf32>) -> tensor<f32>
+  return %n : tensor<f32>
+}
+
+// -----
+
+// In place after memory planning: each result in its operand's buffer.
+func.func @adamw_offsets(%p: tensor<64xf32> {kiln.offset = 0 : i64}, %g: tensor<64xf32> {kiln.offset = 256 : i64},
+                         %m: tensor<64xf32> {kiln.offset = 512 : i64}, %v: tensor<64xf32> {kiln.offset = 768 : i64},
+                         %s: tensor<f32> {kiln.offset = 1024 : i64}) {
+  // expected-error @+1 {{expects new_exp_avg at the offset of exp_avg (in place), got 1280 and 512}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64, kiln.offsets = array<i64: 0, 1280, 768>}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}

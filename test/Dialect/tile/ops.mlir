@@ -26,7 +26,8 @@ func.func @attention(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x32xbf16>, %cu: te
 
 // CHECK-LABEL: func.func @loss_and_optimizer
 func.func @loss_and_optimizer(%l: tensor<32x256xbf16>, %t: tensor<32xi32>, %dy: tensor<32x64xbf16>,
-                              %p: tensor<64xf32>, %s: tensor<f32>) {
+                              %p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>,
+                              %v: tensor<64xf32>, %s: tensor<f32>) {
   // CHECK: %[[LOSS:.+]] = tile.cross_entropy %{{.*}}, %{{.*}} : (tensor<32x256xbf16>, tensor<32xi32>) -> tensor<f32>
   %loss = tile.cross_entropy %l, %t : (tensor<32x256xbf16>, tensor<32xi32>) -> tensor<f32>
   // CHECK: tile.cross_entropy_grad %[[LOSS]], %{{.*}}, %{{.*}} {ignore_index = 0 : i64}
@@ -34,9 +35,9 @@ func.func @loss_and_optimizer(%l: tensor<32x256xbf16>, %t: tensor<32xi32>, %dy: 
   // CHECK: tile.embedding_grad %{{.*}}, %{{.*}} : (tensor<32x64xbf16>, tensor<32xi32>) -> tensor<320x64xbf16>
   %de = tile.embedding_grad %dy, %t : (tensor<32x64xbf16>, tensor<32xi32>) -> tensor<320x64xbf16>
   // CHECK: %[[N:.+]] = tile.global_norm %{{.*}}, %{{.*}} : (tensor<64xf32>, tensor<64xf32>) -> tensor<f32>
-  %n = tile.global_norm %p, %p : (tensor<64xf32>, tensor<64xf32>) -> tensor<f32>
+  %n = tile.global_norm %g, %g : (tensor<64xf32>, tensor<64xf32>) -> tensor<f32>
   // CHECK: tile.adamw {{.*}}, %[[N]] {beta1 = 9.000000e-01 : f64
-  %p2, %m2, %v2 = tile.adamw %p, %p, %p, %p, %s, %s, %n {beta1 = 0.9 : f64, beta2 = 0.5 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+  %p2, %m2, %v2 = tile.adamw %p, %g, %m, %v, %s, %s, %n {beta1 = 0.9 : f64, beta2 = 0.5 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
       : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
   return
 }
