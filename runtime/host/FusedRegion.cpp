@@ -11,7 +11,14 @@
 
 namespace kiln::rt::host {
 
-using detail::kMinParallelWork;
+namespace {
+/// Elements below which the memory-bound loops here (add, mul, copies,
+/// rounding) stay serial: 4 MiB of FP32. Below it a loop takes tens of
+/// microseconds, which a parallel region's fork and barrier can exceed, and
+/// on a loaded machine a barrier waits for a descheduled thread (10x slower
+/// adds measured at 196K elements with 2 threads on 2 busy cores).
+constexpr std::int64_t kMinParallelWork = std::int64_t(1) << 20;
+} // namespace
 
 FusedRegion::FusedRegion(const Plan &plan, const Step &step, std::byte *arena)
     : body(std::get<FusedStep>(step.op).body) {
@@ -26,9 +33,6 @@ FusedRegion::FusedRegion(const Plan &plan, const Step &step, std::byte *arena)
     local.dim = info.shape.empty() ? 1 : info.shape.back();
     local.rows = local.elements / local.dim;
   };
-  // Scratch offsets first, pointers once the buffer has its size.
-  std::vector<std::pair<std::size_t, std::size_t>> placed; // local, offset
-  std::size_t floats = 0;
   for (std::size_t i = 0; i < step.inputs.size(); ++i) {
     const ValueInfo &info = plan.values[step.inputs[i]];
     Local &local = locals[i];
@@ -41,36 +45,42 @@ FusedRegion::FusedRegion(const Plan &plan, const Step &step, std::byte *arena)
     } else {
       placed.emplace_back(i, floats);
       floats += local.elements;
+      widens.push_back(Widen{info.dtype, bytes, i, local.elements});
     }
   }
-  std::int64_t largest = 0;
-  for (const auto &[index, info] : fused.temporaries) {
+  for (const auto &[index, info] : fused.temporaries)
     describe(locals[index], info);
+  // FP32 yields of FP32 temporaries are computed in their outputs.
+  for (std::size_t i = 0; i < step.outputs.size(); ++i) {
+    const ValueInfo &info = plan.values[step.outputs[i]];
+    std::size_t local = fused.yield[i];
+    if (local >= step.inputs.size() && !locals[local].data &&
+        locals[local].info->dtype == ElemType::F32 &&
+        info.dtype == ElemType::F32)
+      locals[local].data = reinterpret_cast<float *>(arena + info.offset);
+    else
+      stores.push_back(
+          Store{info.dtype, local, arena + info.offset, info.numElements()});
+  }
+  for (const auto &[index, info] : fused.temporaries) {
+    if (locals[index].data)
+      continue;
     placed.emplace_back(index, floats);
     floats += locals[index].elements;
     if (info.dtype != ElemType::F32 && info.dtype != ElemType::BF16)
-      largest = std::max(largest, locals[index].elements);
+      narrowed = std::max<std::size_t>(narrowed, locals[index].elements);
   }
-  scratch.resize(floats);
-  narrow.resize(static_cast<std::size_t>(largest));
+}
+
+void FusedRegion::attach(float *scratch, std::byte *narrowScratch) {
+  narrow = narrowScratch;
   for (auto [index, offset] : placed)
-    locals[index].data = scratch.data() + offset;
-  for (std::size_t i = 0; i < step.inputs.size(); ++i) {
-    const ValueInfo &info = plan.values[step.inputs[i]];
-    if (info.dtype != ElemType::I32 && info.dtype != ElemType::F32)
-      widens.push_back(Widen{info.dtype, arena + info.offset, locals[i].data,
-                             locals[i].elements});
-  }
-  for (std::size_t i = 0; i < step.outputs.size(); ++i) {
-    const ValueInfo &info = plan.values[step.outputs[i]];
-    stores.push_back(Store{info.dtype, locals[fused.yield[i]].data,
-                           arena + info.offset, info.numElements()});
-  }
+    locals[index].data = scratch + offset;
 }
 
 void FusedRegion::run() {
   for (const Widen &w : widens)
-    widenToFloat(w.dtype, w.source, w.data, w.elements);
+    widenToFloat(w.dtype, w.source, locals[w.local].data, w.elements);
   for (const BodyOp &op : body) {
     runOp(op);
     // Each op's results hold what their element type can: the same
@@ -79,7 +89,7 @@ void FusedRegion::run() {
       round(locals[index]);
   }
   for (const Store &s : stores)
-    narrowFromFloat(s.dtype, s.data, s.target, s.elements);
+    narrowFromFloat(s.dtype, locals[s.local].data, s.target, s.elements);
 }
 
 void FusedRegion::round(const Local &local) {
@@ -94,8 +104,8 @@ void FusedRegion::round(const Local &local) {
       data[i] = roundToBf16(data[i]);
     return;
   }
-  narrowFromFloat(type, data, narrow.data(), n);
-  widenToFloat(type, narrow.data(), data, n);
+  narrowFromFloat(type, data, narrow, n);
+  widenToFloat(type, narrow, data, n);
 }
 
 void FusedRegion::runOp(const BodyOp &op) {
@@ -178,30 +188,33 @@ void FusedRegion::runOp(const BodyOp &op) {
                      x.info->shape[0], dim);
     return;
   case BodyOpKind::Split: {
-    std::int64_t column = 0;
-    for (std::size_t p = 0; p < op.results.size(); ++p) {
-      const Local &part = locals[op.results[p]];
-      std::int64_t width = part.dim;
-      const float *src = x.data;
+    // One parallel region over the rows; each row copies every part.
+    const float *src = x.data;
+    const std::vector<int64_t> &parts = op.results;
 #pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
-      for (std::int64_t row = 0; row < rows; ++row)
-        std::copy_n(src + row * dim + column, width, part.data + row * width);
-      column += width;
+    for (std::int64_t row = 0; row < rows; ++row) {
+      std::int64_t column = 0;
+      for (int64_t p : parts) {
+        const Local &part = locals[p];
+        std::copy_n(src + row * dim + column, part.dim,
+                    part.data + row * part.dim);
+        column += part.dim;
+      }
     }
     return;
   }
   case BodyOpKind::Concat: {
     const Local &whole = locals[op.results[0]];
-    std::int64_t total = whole.dim;
-    std::int64_t column = 0;
-    for (std::size_t p = 0; p < op.operands.size(); ++p) {
-      const Local &part = in(p);
-      std::int64_t width = part.dim;
+    const std::vector<int64_t> &parts = op.operands;
 #pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
-      for (std::int64_t row = 0; row < rows; ++row)
-        std::copy_n(part.data + row * width, width,
-                    whole.data + row * total + column);
-      column += width;
+    for (std::int64_t row = 0; row < rows; ++row) {
+      std::int64_t column = 0;
+      for (int64_t p : parts) {
+        const Local &part = locals[p];
+        std::copy_n(part.data + row * part.dim, part.dim,
+                    whole.data + row * whole.dim + column);
+        column += part.dim;
+      }
     }
     return;
   }

@@ -23,7 +23,18 @@ namespace kiln::rt::host {
 class FusedRegion {
 public:
   /// Decodes `step` (a FusedStep validated by Plan::parse) against `arena`.
+  /// An FP32 temporary that is yielded into an FP32 output is computed in
+  /// place in the output (Plan::parse checked that outputs overlap no input
+  /// of their step); the other temporaries and the widened inputs need
+  /// scratchFloats() floats of scratch, which attach() provides.
   FusedRegion(const Plan &plan, const Step &step, std::byte *arena);
+
+  std::size_t scratchFloats() const { return floats; }
+  std::size_t narrowBytes() const { return narrowed; }
+  /// Points the scratch locals into `scratch` (scratchFloats() floats) and
+  /// FP8 rounding into `narrow` (narrowBytes()). Steps run one at a time,
+  /// so every region of a plan shares one scratch buffer.
+  void attach(float *scratch, std::byte *narrow);
 
   /// Runs the body and stores the yields into the outputs.
   void run();
@@ -42,13 +53,13 @@ private:
   struct Widen {
     ElemType dtype;
     const std::byte *source;
-    float *data;
+    std::size_t local;
     std::int64_t elements;
   };
-  /// A yield stored into an output.
+  /// A yield stored (narrowed) into an output.
   struct Store {
     ElemType dtype;
-    const float *data;
+    std::size_t local;
     std::byte *target;
     std::int64_t elements;
   };
@@ -61,9 +72,11 @@ private:
   std::vector<Local> locals;
   std::vector<Widen> widens;
   std::vector<Store> stores;
-  std::vector<float> scratch;
+  /// Locals in scratch and their offsets (floats), set by attach.
+  std::vector<std::pair<std::size_t, std::size_t>> placed;
+  std::size_t floats = 0, narrowed = 0;
   /// Narrowed bytes for the FP8 round trip of a result.
-  std::vector<std::byte> narrow;
+  std::byte *narrow = nullptr;
 };
 
 } // namespace kiln::rt::host

@@ -36,6 +36,14 @@ struct FloatView {
   std::vector<float> storage;
 };
 
+/// Where a kernel writes an output: the arena for f32 values, a buffer
+/// otherwise.
+struct OutputView {
+  float *data = nullptr;
+  std::vector<float> storage;
+  int64_t value = 0;
+};
+
 int64_t lastDim(const TensorInfo &info) {
   return info.shape.empty() ? 1 : info.shape.back();
 }
@@ -69,12 +77,24 @@ HostBackend::HostBackend(const Plan &plan)
                             plan.arenaBytes));
   std::memset(memory, 0, bytes);
   arena.reset(memory);
-  // Each fused body decoded once, against the arena.
-  for (const Step &step : plan.steps)
+  // Each fused body decoded once, against the arena; steps run one at a
+  // time, so the regions share one scratch buffer.
+  std::size_t floats = 0, narrowBytes = 0;
+  for (const Step &step : plan.steps) {
+    if (!std::holds_alternative<FusedStep>(step.op)) {
+      fusedRegions.push_back(nullptr);
+      continue;
+    }
     fusedRegions.push_back(
-        std::holds_alternative<FusedStep>(step.op)
-            ? std::make_unique<host::FusedRegion>(plan, step, arena.get())
-            : nullptr);
+        std::make_unique<host::FusedRegion>(plan, step, arena.get()));
+    floats = std::max(floats, fusedRegions.back()->scratchFloats());
+    narrowBytes = std::max(narrowBytes, fusedRegions.back()->narrowBytes());
+  }
+  fusedScratch.resize(floats);
+  fusedNarrow.resize(narrowBytes);
+  for (const auto &region : fusedRegions)
+    if (region)
+      region->attach(fusedScratch.data(), fusedNarrow.data());
 }
 
 HostBackend::~HostBackend() = default;
@@ -108,9 +128,13 @@ void HostBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
 }
 
 const std::map<std::string, double> &HostBackend::kernelSeconds() const {
+  // KILN_PROFILE=steps: one row per step, to find the slow ones.
+  const char *profile = std::getenv("KILN_PROFILE");
+  bool perStep = profile && std::string_view(profile) == "steps";
   seconds.clear();
   for (std::size_t i = 0; i < stepKeys.size(); ++i)
-    seconds[stepKeys[i]] += stepSeconds[i];
+    seconds[perStep ? fmt::format("step {:4} {}", i, stepKeys[i])
+                    : stepKeys[i]] += stepSeconds[i];
   return seconds;
 }
 
@@ -151,8 +175,24 @@ void HostBackend::execute(const Step &step) {
           fmt::format("expects an f32 value, got {}", elemName(info.dtype)));
     return reinterpret_cast<float *>(arena.get() + info.offset);
   };
-  auto outBuffer = [&](int64_t id) {
-    return std::vector<float>(values[id].numElements());
+  // An output computed in FP32: in place for f32 values (Plan::parse
+  // checked that outputs overlap no input), else in a buffer that finish
+  // rounds into the value.
+  auto output = [&](int64_t id) {
+    OutputView o;
+    o.value = id;
+    const ValueInfo &info = values[id];
+    if (info.dtype == ElemType::F32) {
+      o.data = reinterpret_cast<float *>(arena.get() + info.offset);
+    } else {
+      o.storage.resize(info.numElements());
+      o.data = o.storage.data();
+    }
+    return o;
+  };
+  auto finish = [&](const OutputView &o) {
+    if (!o.storage.empty())
+      write(o.value, o.storage);
   };
   auto store = [&](int64_t id, const std::vector<float> &data) {
     write(id, data);
@@ -171,11 +211,11 @@ void HostBackend::execute(const Step &step) {
         std::optional<FloatView> bias;
         if (in.size() > 2)
           bias = view(in[2]);
-        std::vector<float> c = outBuffer(out[0]);
-        host::gemm<float>(a.data, b.data, c.data(), g.batch, g.m, g.n, g.k,
+        OutputView c = output(out[0]);
+        host::gemm<float>(a.data, b.data, c.data, g.batch, g.m, g.n, g.k,
                           g.transposeA, g.transposeB,
                           bias ? bias->data : nullptr, /*accumulate=*/false);
-        store(out[0], c);
+        finish(c);
       },
       [&](const FlashForwardStep &f) {
         const ValueInfo &query = values[in[0]];
@@ -186,12 +226,11 @@ void HostBackend::execute(const Step &step) {
         const int32_t *cu = in.size() > 3 ? ids(in[3]) : nullptr;
         int64_t numCu = in.size() > 3 ? values[in[3]].numElements() : 0;
         FloatView q = view(in[0]), k = view(in[1]), v = view(in[2]);
-        std::vector<float> o = outBuffer(out[0]);
-        host::flashAttentionForward<float>(q.data, k.data, v.data, o.data(),
-                                           f32(out[1]), batch, seq, f.numHeads,
-                                           f.numKvHeads, headDim, f.scale,
-                                           f.causal, cu, numCu, blocks);
-        store(out[0], o);
+        OutputView o = output(out[0]);
+        host::flashAttentionForward<float>(
+            q.data, k.data, v.data, o.data, f32(out[1]), batch, seq, f.numHeads,
+            f.numKvHeads, headDim, f.scale, f.causal, cu, numCu, blocks);
+        finish(o);
       },
       [&](const FlashBackwardStep &f) {
         const ValueInfo &query = values[in[1]];
@@ -202,15 +241,15 @@ void HostBackend::execute(const Step &step) {
         int64_t numCu = in.size() > 6 ? values[in[6]].numElements() : 0;
         FloatView dout = view(in[0]), q = view(in[1]), k = view(in[2]),
                   v = view(in[3]), o = view(in[4]);
-        std::vector<float> dq = outBuffer(out[0]), dk = outBuffer(out[1]),
-                           dv = outBuffer(out[2]);
+        OutputView dq = output(out[0]), dk = output(out[1]),
+                   dv = output(out[2]);
         host::flashAttentionBackward<float>(
-            dout.data, q.data, k.data, v.data, o.data, f32(in[5]), dq.data(),
-            dk.data(), dv.data(), batch, seq, f.numHeads, f.numKvHeads, headDim,
+            dout.data, q.data, k.data, v.data, o.data, f32(in[5]), dq.data,
+            dk.data, dv.data, batch, seq, f.numHeads, f.numKvHeads, headDim,
             f.scale, f.causal, cu, numCu, blocks);
-        store(out[0], dq);
-        store(out[1], dk);
-        store(out[2], dv);
+        finish(dq);
+        finish(dk);
+        finish(dv);
       },
       [&](const CrossEntropyStep &c) {
         FloatView logits = view(in[0]);
@@ -224,20 +263,20 @@ void HostBackend::execute(const Step &step) {
         double dloss = view(in[0]).data[0];
         FloatView logits = view(in[1]);
         int64_t vocab = lastDim(values[in[1]]);
-        std::vector<float> dlogits = outBuffer(out[0]);
+        OutputView dlogits = output(out[0]);
         host::crossEntropyGrad<float>(
-            dloss, logits.data, ids(in[2]), dlogits.data(),
+            dloss, logits.data, ids(in[2]), dlogits.data,
             values[in[1]].numElements() / vocab, vocab, c.ignoreIndex);
-        store(out[0], dlogits);
+        finish(dlogits);
       },
       [&](const EmbeddingGradStep &) {
         FloatView dy = view(in[0]);
         const ValueInfo &table = values[out[0]];
-        std::vector<float> dtable = outBuffer(out[0]);
-        host::embeddingGrad<float>(dy.data, ids(in[1]), dtable.data(),
+        OutputView dtable = output(out[0]);
+        host::embeddingGrad<float>(dy.data, ids(in[1]), dtable.data,
                                    values[in[1]].numElements(), table.shape[0],
                                    lastDim(table));
-        store(out[0], dtable);
+        finish(dtable);
       },
       [&](const GlobalNormStep &) {
         double sum = 0;

@@ -28,8 +28,8 @@ class FusedRegion;
 
 class HostBackend final : public Backend {
 public:
-  /// Checks that every step's kernel and operands are ones this backend
-  /// runs, and allocates the arena (zeroed).
+  /// Allocates the arena (zeroed) and decodes every fused region against
+  /// it; the plan's steps were validated by Plan::parse.
   explicit HostBackend(const Plan &plan);
   ~HostBackend();
 
@@ -62,6 +62,10 @@ private:
   /// Per step: its fused body decoded at load (null for other kernels), its
   /// profile key and its time.
   std::vector<std::unique_ptr<host::FusedRegion>> fusedRegions;
+  /// The scratch of the fused regions: temporaries, widened inputs, FP8
+  /// round trips.
+  std::vector<float> fusedScratch;
+  std::vector<std::byte> fusedNarrow;
   std::vector<std::string> stepKeys;
   std::vector<double> stepSeconds;
   mutable std::map<std::string, double> seconds;

@@ -622,11 +622,13 @@ Plan parsePlan(const std::string &text, const std::string &source) {
         for (const auto &[name, encoded] : kernels.items())
           plan.cudaCubins[arch][name] =
               decodeBase64(encoded.get<std::string>(), source);
-    for (const Step &step : plan.steps)
-      for (const CudaLaunch &launch : step.cuda.launches) {
+    for (std::size_t index = 0; index < plan.steps.size(); ++index)
+      for (const CudaLaunch &launch : plan.steps[index].cuda.launches) {
         if (!plan.cudaKernels.count(launch.kernel))
-          reader.fail("cuda", "a step launches '" + launch.kernel +
-                                  "', which the plan has no source for");
+          reader.fail("cuda", fmt::format("step {} ({}) launches '{}', which "
+                                          "the plan has no source for",
+                                          index, plan.steps[index].kernel(),
+                                          launch.kernel));
         for (const CudaArg &arg : launch.args)
           if (arg.kind == CudaArg::Kind::Scratch &&
               (arg.integer < 0 || arg.integer > plan.cudaScratchBytes))

@@ -1,5 +1,4 @@
-//===- Schema.h - The plan format, shared by compiler and runtime -*- C++
-//-*-===//
+//===- Schema.h - The plan format of compiler and runtime -------*- C++ -*-===//
 //
 // The one definition of the plan (docs/plan.md): its version, dtype names,
 // step kinds, fused-body ops, the keys of every field and attribute, the

@@ -329,6 +329,26 @@ void StepChecker::fused(const FusedStep &) const {
 }
 
 void validateSteps(const Plan &plan, const std::string &source) {
+  // A gradient that shares bytes with its parameter or moments would be
+  // overwritten by the update it feeds.
+  for (const Parameter &param : plan.parameters) {
+    const ValueInfo &grad = plan.values[param.grad];
+    for (auto [name, id] : {std::pair{"value", param.value},
+                            {"exp_avg", param.expAvg},
+                            {"exp_avg_sq", param.expAvgSq}})
+      if (id == param.grad || overlaps(grad, plan.values[id]))
+        throw Error(fmt::format("{}: parameter '{}': grad (value {}) aliases "
+                                "its {} (value {})",
+                                source, param.name, param.grad, name, id));
+    if (plan.values[param.expAvg].numElements() !=
+            plan.values[param.value].numElements() ||
+        plan.values[param.expAvgSq].numElements() !=
+            plan.values[param.value].numElements() ||
+        grad.numElements() != plan.values[param.value].numElements())
+      throw Error(fmt::format("{}: parameter '{}': its grad and moments do "
+                              "not hold as many elements as its value",
+                              source, param.name));
+  }
   // What no step but the optimizer may write: the persistent region
   // (inputs, parameters, optimizer state).
   for (std::size_t index = 0; index < plan.steps.size(); ++index) {
@@ -366,26 +386,6 @@ void validateSteps(const Plan &plan, const std::string &source) {
                                "gradient and moments (inputs 1-3)",
                                check.inputName(0)));
     }
-  }
-  // A gradient that shares bytes with its parameter or moments would be
-  // overwritten by the update it feeds.
-  for (const Parameter &param : plan.parameters) {
-    const ValueInfo &grad = plan.values[param.grad];
-    for (auto [name, id] : {std::pair{"value", param.value},
-                            {"exp_avg", param.expAvg},
-                            {"exp_avg_sq", param.expAvgSq}})
-      if (id == param.grad || overlaps(grad, plan.values[id]))
-        throw Error(fmt::format("{}: parameter '{}': grad (value {}) aliases "
-                                "its {} (value {})",
-                                source, param.name, param.grad, name, id));
-    if (plan.values[param.expAvg].numElements() !=
-            plan.values[param.value].numElements() ||
-        plan.values[param.expAvgSq].numElements() !=
-            plan.values[param.value].numElements() ||
-        grad.numElements() != plan.values[param.value].numElements())
-      throw Error(fmt::format("{}: parameter '{}': its grad and moments do "
-                              "not hold as many elements as its value",
-                              source, param.name));
   }
 }
 
