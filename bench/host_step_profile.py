@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,6 +74,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--before-version", type=int, default=1,
                         help="plan version the --before runtime reads")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the plans and runs (checkpoints of GPT-2 "
+                        "take gigabytes)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kiln-host-profile-"))
@@ -109,6 +113,10 @@ def main():
              statistics.median(results["before"][1]))
     print(f"fused share before/after: {before / after:.2f}x; tokens/s "
           f"after/before: {speed:.2f}x")
+    if args.keep:
+        print(f"plans and runs: {work}")
+    else:
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":

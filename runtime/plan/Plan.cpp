@@ -504,8 +504,18 @@ Step parseStep(
   else
     step.op = parseKernel(reader, *kind, reader.field(entry, k::kAttrs, where),
                           where);
-  if (entry.contains(k::kCuda))
+  if (entry.contains(k::kCuda)) {
     step.cuda = parseCuda(reader, entry.at(k::kCuda), where, checkId);
+    // cuBLASLt runs the GEMMs, launches the rest.
+    bool gemm = *kind == StepKind::Gemm;
+    if (gemm != !step.cuda.library.empty())
+      reader.fail(where, gemm ? fmt::format("a gemm runs in '{}', but its "
+                                            "'cuda' names no library",
+                                            plan::kCublasLt)
+                              : fmt::format("only gemm steps run in a "
+                                            "library, not '{}'",
+                                            step.cuda.library));
+  }
   return step;
 }
 

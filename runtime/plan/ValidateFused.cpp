@@ -203,7 +203,8 @@ private:
         if (part.numElements() / lastDim(part) != rows)
           failOp(fmt::format("{} has {} rows, but the whole has {}", name,
                              part.numElements() / lastDim(part), rows));
-        width += lastDim(part);
+        if (__builtin_add_overflow(width, lastDim(part), &width))
+          failOp("the parts' widths overflow 64 bits");
       }
       if (width != lastDim(whole))
         failOp(fmt::format("the parts are {} columns wide together, but the "

@@ -540,6 +540,21 @@ const std::vector<Mutation> &mutations() {
          return std::vector<std::string>{step(s, "gemm"),
                                          "unknown CUDA library 'cudnn'"};
        }},
+      {"GemmWithoutItsLibrary",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         p["steps"][s]["cuda"].erase("library");
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "a gemm runs in 'cublasLt', but its "
+                                         "'cuda' names no library"};
+       }},
+      {"LibraryForANonGemm",
+       [](json &p) {
+         p["steps"][0]["cuda"]["library"] = "cublasLt";
+         return std::vector<std::string>{
+             "step 0 (fill): only gemm steps run in a library, not "
+             "'cublasLt'"};
+       }},
       // Values and the header.
       {"OldVersion",
        [](json &p) {
