@@ -1,7 +1,7 @@
 //===- CostModel.cpp - What a target can do, and what ops cost ------------===//
 
 #include "passes/CostModel.h"
-#include "runtime/cuda/FlashAttention.h"
+#include "runtime/plan/Schema.h"
 
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -88,9 +88,9 @@ int64_t kiln::flashKernelSharedBytes(const AttentionTiles &tiles,
   for (int64_t size : {headDim, tiles.blockQ, tiles.blockK, tiles.numStages})
     if (size > kLargest)
       return std::numeric_limits<int64_t>::max();
-  return backward ? rt::cuda::flashBackwardSharedBytes(headDim, tiles.blockQ,
-                                                       tiles.blockK)
-                  : rt::cuda::flashForwardSharedBytes(
+  return backward ? plan::flashBackwardSharedBytes(headDim, tiles.blockQ,
+                                                   tiles.blockK)
+                  : plan::flashForwardSharedBytes(
                         headDim, tiles.blockQ, tiles.blockK, tiles.numStages);
 }
 

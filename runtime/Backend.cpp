@@ -42,7 +42,7 @@ void Backend::run(const std::function<void(char)> &beforeChunk) {
       runStep(i, step);
     } catch (const Error &error) {
       throw Error(
-          fmt::format("step {} ({}): {}", i, step.kernel, error.what()));
+          fmt::format("step {} ({}): {}", i, step.kernel(), error.what()));
     }
   }
   finishRun();

@@ -9,7 +9,7 @@
 #ifndef KILN_RUNTIME_BACKEND_H
 #define KILN_RUNTIME_BACKEND_H
 
-#include "runtime/Plan.h"
+#include "runtime/plan/Plan.h"
 
 #include <functional>
 #include <map>

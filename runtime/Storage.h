@@ -9,7 +9,7 @@
 #ifndef KILN_RUNTIME_STORAGE_H
 #define KILN_RUNTIME_STORAGE_H
 
-#include "runtime/Plan.h"
+#include "runtime/plan/Plan.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -6,6 +6,7 @@
 #include "dialects/nn/NNOps.h"
 #include "dialects/tile/TileOps.h"
 #include "passes/CostModel.h"
+#include "runtime/plan/Schema.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/ADT/STLExtras.h"
@@ -156,43 +157,46 @@ public:
     params.push_back(formatv("{0}{1} *__restrict__ {2}", output ? "" : "const ",
                              cudaType(elementType(v)), name)
                          .str());
-    args.push_back(json::Object{{"value", emitter.valueIds.lookup(v)}});
+    args.push_back(json::Object{
+        {argKey(plan::LaunchArgKind::Value), emitter.valueIds.lookup(v)}});
     return name.str();
   }
   /// A pointer that is null (an absent optional operand).
   std::string null(StringRef type, StringRef name) {
     params.push_back(formatv("const {0} *{1}", type, name).str());
-    args.push_back(json::Object{{"null", true}});
+    args.push_back(json::Object{{argKey(plan::LaunchArgKind::Null), true}});
     return name.str();
   }
   /// A pointer into the step's scratch memory.
   std::string scratch(StringRef type, StringRef name, int64_t offset) {
     params.push_back(formatv("{0} *{1}", type, name).str());
-    args.push_back(json::Object{{"scratch", offset}});
+    args.push_back(
+        json::Object{{argKey(plan::LaunchArgKind::Scratch), offset}});
     return name.str();
   }
   /// The device flag a kernel sets on bad data (an out-of-range id).
   std::string errorFlag() {
     params.push_back("int *error");
-    args.push_back(json::Object{{"error_flag", true}});
+    args.push_back(
+        json::Object{{argKey(plan::LaunchArgKind::ErrorFlag), true}});
     step.usesErrorFlag = true;
     return "error";
   }
   std::string integer(StringRef name, int64_t v) {
     params.push_back(formatv("long long {0}", name).str());
-    args.push_back(json::Object{{"i64", v}});
+    args.push_back(json::Object{{argKey(plan::LaunchArgKind::Int), v}});
     return name.str();
   }
   std::string number(StringRef name, double v) {
     params.push_back(formatv("float {0}", name).str());
-    args.push_back(json::Object{{"f32", v}});
+    args.push_back(json::Object{{argKey(plan::LaunchArgKind::Float), v}});
     return name.str();
   }
   /// A double, for constants FP32 cannot hold well enough (AdamW's betas:
   /// 1 - 0.999f is off by 1e-5 relative).
   std::string real(StringRef name, double v) {
     params.push_back(formatv("double {0}", name).str());
-    args.push_back(json::Object{{"f64", v}});
+    args.push_back(json::Object{{argKey(plan::LaunchArgKind::Double), v}});
     return name.str();
   }
 
@@ -221,20 +225,34 @@ public:
       gridJson.push_back(g);
     while (gridJson.size() < 3)
       gridJson.push_back(1);
-    json::Object launch{{"kernel", name.str()},
-                        {"grid", std::move(gridJson)},
-                        {"block", json::Array{threads, 1, 1}},
-                        {"args", std::move(args)}};
+    json::Object launch{
+        {plan::key::kKernel, name.str()},
+        {plan::key::kGrid, std::move(gridJson)},
+        {plan::key::kBlock, json::Array{threads, 1, 1}},
+        {plan::key::kArgs, std::move(args)},
+        {plan::key::kMinComputeCapability, minComputeCapability}};
     if (sharedBytes > 0)
-      launch["shared_bytes"] = sharedBytes;
+      launch[plan::key::kSharedBytes] = sharedBytes;
+    minComputeCapability = plan::kAnyComputeCapability;
     step.launches.push_back(std::move(launch));
     params.clear();
     args = json::Array();
   }
 
+  /// The next launch runs only on devices of at least this compute
+  /// capability (Schema.h's major x 10 + minor).
+  void requireComputeCapability(int capability) {
+    minComputeCapability = capability;
+  }
+
 private:
+  static llvm::StringRef argKey(plan::LaunchArgKind kind) {
+    return llvm::StringRef(plan::launchArgKey(kind));
+  }
+
   CudaEmitter &emitter;
   CudaStep &step;
+  int minComputeCapability = plan::kAnyComputeCapability;
   std::vector<std::string> params;
   json::Array args;
 };
@@ -358,7 +376,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
   }
 
   if (isa<tile::GemmOp>(op)) {
-    step.library = "cublasLt";
+    step.library = std::string(plan::kCublasLt);
     return step;
   }
 
@@ -391,6 +409,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     if (usesFlashKernel(q, headDim)) {
       // FlashAttention-2 on tensor cores with the op's tile sizes.
       AttentionTiles tiles = flashTiles(attention, headDim, /*backward=*/false);
+      k.requireComputeCapability(plan::kBf16TensorCoreComputeCapability);
       k.launch(formatv("kiln_flash_attention_fwd_d{0}_q{1}_k{2}_s{3}", headDim,
                        tiles.blockQ, tiles.blockK, tiles.numStages)
                    .str(),
@@ -483,6 +502,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
     if (flash) {
       AttentionTiles tiles = flashTiles(grad, headDim, /*backward=*/true);
       common(/*keyValue=*/true);
+      k.requireComputeCapability(plan::kBf16TensorCoreComputeCapability);
       k.launch(formatv("kiln_flash_attention_bwd_d{0}_q{1}_k{2}", headDim,
                        tiles.blockQ, tiles.blockK)
                    .str(),

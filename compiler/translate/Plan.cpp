@@ -6,6 +6,7 @@
 #include "dialects/nn/NNDialect.h"
 #include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileOps.h"
+#include "runtime/plan/Schema.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -14,23 +15,34 @@
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/JSON.h"
 
+#include <cmath>
+#include <optional>
+
 using namespace mlir;
 using namespace kiln;
 namespace json = llvm::json;
 
-std::string kiln::planDtypeName(Type type) {
+namespace {
+std::optional<plan::ElemType> planDtype(Type type) {
   if (type.isF32())
-    return "f32";
+    return plan::ElemType::F32;
   if (type.isBF16())
-    return "bf16";
+    return plan::ElemType::BF16;
   if (type.isInteger(32))
-    return "i32";
+    return plan::ElemType::I32;
   if (type.isInteger(64))
-    return "i64";
+    return plan::ElemType::I64;
   if (isa<Float8E4M3FNType>(type))
-    return "f8e4m3";
+    return plan::ElemType::F8E4M3;
   if (isa<Float8E5M2Type>(type))
-    return "f8e5m2";
+    return plan::ElemType::F8E5M2;
+  return std::nullopt;
+}
+} // namespace
+
+std::string kiln::planDtypeName(Type type) {
+  if (std::optional<plan::ElemType> dtype = planDtype(type))
+    return std::string(plan::dtypeName(*dtype));
   std::string name;
   llvm::raw_string_ostream os(name);
   os << type;
@@ -49,14 +61,36 @@ json::Object tensorJson(Type type) {
   json::Array shape;
   for (int64_t d : tensor.getShape())
     shape.push_back(d);
-  return json::Object{{"dtype", planDtypeName(tensor.getElementType())},
-                      {"shape", std::move(shape)}};
+  return json::Object{
+      {plan::key::kDtype, planDtypeName(tensor.getElementType())},
+      {plan::key::kShape, std::move(shape)}};
+}
+
+/// The softmax scale of a flash attention op: its `scale`, or the nn
+/// default 1/sqrt(head_dim).
+template <typename AttentionOp> double attentionScale(AttentionOp op) {
+  if (op.getScale())
+    return op.getScale()->convertToDouble();
+  auto shape = cast<RankedTensorType>(op.getQuery().getType()).getShape();
+  return 1.0 / std::sqrt(double(shape[2] / op.getNumHeads()));
 }
 
 /// The op's own attributes as JSON (Kiln's bookkeeping `kiln.*` attributes
-/// are left out; they appear in their own fields).
+/// are left out; they appear in their own fields). Every attribute the
+/// runtime reads is written: absent unit attributes as false, an absent
+/// attention scale as its default (defaulted attributes are set at
+/// creation).
 json::Object attrsJson(Operation *op) {
   json::Object attrs;
+  if (std::optional<RegisteredOperationName> info = op->getRegisteredInfo())
+    for (StringAttr name : info->getAttributeNames())
+      for (std::string_view flag : plan::kFlagAttrs)
+        if (name.getValue() == llvm::StringRef(flag) && !op->hasAttr(name))
+          attrs[name.getValue()] = false;
+  if (auto fwd = dyn_cast<tile::FlashAttentionFwdOp>(op))
+    attrs[plan::attr::kScale] = attentionScale(fwd);
+  if (auto bwd = dyn_cast<tile::FlashAttentionBwdOp>(op))
+    attrs[plan::attr::kScale] = attentionScale(bwd);
   for (NamedAttribute named : op->getAttrs()) {
     StringRef name = named.getName().getValue();
     if (name.starts_with(attrs::kPrefix))
@@ -149,8 +183,8 @@ FailureOr<int64_t> PlanWriter::addValue(Value v, int64_t offset, Location loc) {
   int64_t id = values.size();
   ids[v] = id;
   json::Object value = tensorJson(v.getType());
-  value["id"] = id;
-  value["offset"] = offset;
+  value[plan::key::kId] = id;
+  value[plan::key::kOffset] = offset;
   values.push_back(std::move(value));
   return id;
 }
@@ -172,20 +206,20 @@ FailureOr<json::Object> PlanWriter::fusedStep(tile::FusedOp fused) {
       local[result] = index;
       results.push_back(index);
       json::Object temp = tensorJson(result.getType());
-      temp["index"] = index;
+      temp[plan::key::kIndex] = index;
       temps.push_back(std::move(temp));
     }
-    body.push_back(json::Object{{"op", kernelName(&op)},
-                                {"operands", std::move(operands)},
-                                {"results", std::move(results)},
-                                {"attrs", attrsJson(&op)}});
+    body.push_back(json::Object{{plan::key::kOp, kernelName(&op)},
+                                {plan::key::kOperands, std::move(operands)},
+                                {plan::key::kResults, std::move(results)},
+                                {plan::key::kAttrs, attrsJson(&op)}});
   }
   json::Array yields;
   for (Value v : block.getTerminator()->getOperands())
     yields.push_back(local.lookup(v));
-  return json::Object{{"body", std::move(body)},
-                      {"temporaries", std::move(temps)},
-                      {"yield", std::move(yields)}};
+  return json::Object{{plan::key::kBody, std::move(body)},
+                      {plan::key::kTemporaries, std::move(temps)},
+                      {plan::key::kYield, std::move(yields)}};
 }
 
 FailureOr<json::Object> PlanWriter::build() {
@@ -209,20 +243,21 @@ FailureOr<json::Object> PlanWriter::build() {
       return func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), name);
     };
     if (StringAttr name = attr(attrs::kInput)) {
-      inputs.push_back(json::Object{{"name", name.str()}, {"value", id}});
+      inputs.push_back(json::Object{{plan::key::kName, name.str()},
+                                    {plan::key::kValue, id}});
     } else if (StringAttr name = attr(attrs::kParam)) {
       StringAttr init = attr(attrs::kInit);
       paramIndex[name.getValue()] = parameters.size();
-      parameters.push_back(
-          json::Object{{"name", name.str()},
-                       {"value", id},
-                       {"init", init ? init.str() : std::string("zeros")}});
+      parameters.push_back(json::Object{
+          {plan::key::kName, name.str()},
+          {plan::key::kValue, id},
+          {plan::key::kInit, init ? init.str() : std::string("zeros")}});
     } else if (StringAttr name = attr(attrs::kExpAvg)) {
       (*parameters[paramIndex.lookup(name.getValue())]
-            .getAsObject())["exp_avg"] = id;
+            .getAsObject())[plan::key::kExpAvg] = id;
     } else if (StringAttr name = attr(attrs::kExpAvgSq)) {
       (*parameters[paramIndex.lookup(name.getValue())]
-            .getAsObject())["exp_avg_sq"] = id;
+            .getAsObject())[plan::key::kExpAvgSq] = id;
     } else {
       return func.emitError("plan: argument #")
              << arg.getArgNumber()
@@ -245,18 +280,21 @@ FailureOr<json::Object> PlanWriter::build() {
       out.push_back(*added);
     }
     auto chunk = op.getAttrOfType<StringAttr>(attrs::kChunk);
-    json::Object step{{"kernel", kernelName(&op)},
-                      {"chunk", chunk ? chunk.str() : std::string("F")},
-                      {"inputs", std::move(in)},
-                      {"outputs", std::move(out)}};
+    json::Object step{
+        {plan::key::kKernel, kernelName(&op)},
+        {plan::key::kChunk, chunk ? chunk.str() : std::string("F")},
+        {plan::key::kInputs, std::move(in)},
+        {plan::key::kOutputs, std::move(out)}};
     if (auto constant = dyn_cast<arith::ConstantOp>(op)) {
       auto splat = dyn_cast<SplatElementsAttr>(constant.getValue());
       if (!splat || !isa<FloatType>(splat.getElementType()))
         return op.emitOpError("plan: only splat float constants are "
                               "supported");
-      step["kernel"] = "fill";
-      step["attrs"] = json::Object{
-          {"value", splat.getSplatValue<APFloat>().convertToDouble()}};
+      step[plan::key::kKernel] =
+          llvm::StringRef(plan::stepKindName(plan::StepKind::Fill));
+      step[plan::key::kAttrs] =
+          json::Object{{plan::attr::kValue,
+                        splat.getSplatValue<APFloat>().convertToDouble()}};
     } else if (auto fused = dyn_cast<tile::FusedOp>(op)) {
       FailureOr<json::Object> region = fusedStep(fused);
       if (failed(region))
@@ -264,7 +302,7 @@ FailureOr<json::Object> PlanWriter::build() {
       for (auto &entry : *region)
         step[entry.first] = std::move(entry.second);
     } else if (op.getDialect() && op.getDialect()->getNamespace() == "tile") {
-      step["attrs"] = attrsJson(&op);
+      step[plan::key::kAttrs] = attrsJson(&op);
       if (auto adamw = dyn_cast<tile::AdamWOp>(op)) {
         auto param = dyn_cast<BlockArgument>(adamw.getParam());
         StringAttr name = param ? func.getArgAttrOfType<StringAttr>(
@@ -274,7 +312,7 @@ FailureOr<json::Object> PlanWriter::build() {
           return op.emitOpError("plan: updates a value that is not a "
                                 "parameter argument");
         (*parameters[paramIndex.lookup(name.getValue())]
-              .getAsObject())["grad"] = idOf(adamw.getGrad());
+              .getAsObject())[plan::key::kGrad] = idOf(adamw.getGrad());
       }
     } else {
       return op.emitOpError("plan: not a kernel (lower to tile first)");
@@ -283,47 +321,50 @@ FailureOr<json::Object> PlanWriter::build() {
     if (failed(launches))
       return failure();
     maxScratch = std::max(maxScratch, launches->scratchBytes);
-    json::Object cudaStep{{"launches", std::move(launches->launches)}};
+    json::Object cudaStep{
+        {plan::key::kLaunches, std::move(launches->launches)}};
     if (!launches->library.empty())
-      cudaStep["library"] = launches->library;
+      cudaStep[plan::key::kLibrary] = launches->library;
     if (launches->scratchBytes)
-      cudaStep["scratch_bytes"] = launches->scratchBytes;
+      cudaStep[plan::key::kScratchBytes] = launches->scratchBytes;
     if (launches->usesErrorFlag)
-      cudaStep["error_flag"] = true;
-    step["cuda"] = std::move(cudaStep);
+      cudaStep[plan::key::kErrorFlag] = true;
+    step[plan::key::kCuda] = std::move(cudaStep);
     steps.push_back(std::move(step));
   }
 
   json::Array kernels;
   for (const auto &[name, source] : cuda.kernels())
-    kernels.push_back(json::Object{{"name", name}, {"source", source}});
+    kernels.push_back(
+        json::Object{{plan::key::kName, name}, {plan::key::kSource, source}});
 
   auto results = func.getBody().front().getTerminator()->getOperands();
   for (auto [index, result] : llvm::enumerate(results))
     if (auto name = func.getResultAttrOfType<StringAttr>(index, attrs::kOutput))
-      outputs.push_back(
-          json::Object{{"name", name.str()}, {"value", idOf(result)}});
+      outputs.push_back(json::Object{{plan::key::kName, name.str()},
+                                     {plan::key::kValue, idOf(result)}});
 
   auto intAttr = [&](StringRef name) -> int64_t {
     auto attr = func->getAttrOfType<IntegerAttr>(name);
     return attr ? attr.getInt() : 0;
   };
-  json::Object plan{
-      {"format", "kiln-plan"},
-      {"version", kPlanVersion},
-      {"function", func.getSymName().str()},
-      {"arena_bytes", intAttr(attrs::kArenaBytes)},
-      {"persistent_bytes", intAttr(attrs::kPersistentBytes)},
-      {"largest_buffer_bytes", intAttr(attrs::kLargestBufferBytes)},
-      {"values", std::move(values)},
-      {"inputs", std::move(inputs)},
-      {"parameters", std::move(parameters)},
-      {"outputs", std::move(outputs)},
-      {"steps", std::move(steps)},
-      {"cuda", json::Object{{"header", kDeviceHeader},
-                            {"scratch_bytes", maxScratch},
-                            {"kernels", std::move(kernels)}}}};
-  return plan;
+  json::Object root{
+      {plan::key::kFormat, llvm::StringRef(plan::kFormat)},
+      {plan::key::kVersion, plan::kVersion},
+      {plan::key::kFunction, func.getSymName().str()},
+      {plan::key::kArenaBytes, intAttr(attrs::kArenaBytes)},
+      {plan::key::kPersistentBytes, intAttr(attrs::kPersistentBytes)},
+      {plan::key::kLargestBufferBytes, intAttr(attrs::kLargestBufferBytes)},
+      {plan::key::kValues, std::move(values)},
+      {plan::key::kInputs, std::move(inputs)},
+      {plan::key::kParameters, std::move(parameters)},
+      {plan::key::kOutputs, std::move(outputs)},
+      {plan::key::kSteps, std::move(steps)},
+      {plan::key::kCuda,
+       json::Object{{plan::key::kHeader, kDeviceHeader},
+                    {plan::key::kScratchBytes, maxScratch},
+                    {plan::key::kKernels, std::move(kernels)}}}};
+  return root;
 }
 
 /// Module-level facts the front end recorded (`kiln.model`), as JSON.
@@ -353,11 +394,11 @@ LogicalResult kiln::writePlan(ModuleOp module, llvm::raw_ostream &os,
   auto func = module.lookupSymbol<func::FuncOp>(function);
   if (!func)
     return module.emitError("plan: no function @") << function;
-  FailureOr<json::Object> plan = PlanWriter(func).build();
-  if (failed(plan))
+  FailureOr<json::Object> written = PlanWriter(func).build();
+  if (failed(written))
     return failure();
-  (*plan)["model"] = modelJson(module);
-  os << llvm::formatv("{0:1}", json::Value(std::move(*plan))) << "\n";
+  (*written)[plan::key::kModel] = modelJson(module);
+  os << llvm::formatv("{0:1}", json::Value(std::move(*written))) << "\n";
   return success();
 }
 

@@ -4,7 +4,8 @@
 // manifest of the training step's values (arena offsets, dtypes, shapes),
 // its inputs, parameters (Hugging Face names, init, optimizer state,
 // gradient) and outputs, and the ordered kernel steps with everything a
-// kernel needs. docs/plan.md describes the format.
+// kernel needs. runtime/plan/Schema.h defines the format (the runtime owns
+// it), docs/plan.md describes it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,10 +17,8 @@
 
 namespace kiln {
 
-/// The plan format version this compiler writes.
-constexpr int kPlanVersion = 1;
-
-/// The plan's name of an element type: f32, bf16, i32, i64, f8e4m3, f8e5m2.
+/// The plan's name of an element type (runtime/plan/Schema.h: f32, bf16,
+/// i32, i64, f8e4m3, f8e5m2); the printed type for any other.
 std::string planDtypeName(mlir::Type type);
 
 /// Writes the plan of `function` (lowered to tile and memory-planned).

@@ -8,7 +8,7 @@
 #ifndef KILN_RUNTIME_CUDA_CUBLASLT_H
 #define KILN_RUNTIME_CUDA_CUBLASLT_H
 
-#include "runtime/Plan.h"
+#include "runtime/plan/Plan.h"
 
 #include <cublasLt.h>
 #include <cuda.h>

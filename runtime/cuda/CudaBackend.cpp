@@ -61,6 +61,10 @@ private:
   void checkLaunch(const std::string &kernel);
   /// Waits for the stream; a fault of an earlier launch says how to find it.
   void synchronize();
+  /// A GEMM through cuBLASLt.
+  void runGemm(const Step &step, const GemmStep &gemm);
+  /// The step's kernel launches, in order.
+  void launchKernels(const Step &step);
   CUdeviceptr address(int64_t value) const {
     return arena + planRef.values.at(value).offset;
   }
@@ -130,12 +134,14 @@ void CudaBackend::loadKernels() {
   // attention kernels) and the dynamic shared memory of each launch.
   std::map<std::string, unsigned> sharedBytes;
   for (const Step &step : planRef.steps)
-    for (const CudaLaunch &launch : step.cudaLaunches) {
-      if (launch.kernel.starts_with("kiln_flash_") && device.major < 8)
+    for (const CudaLaunch &launch : step.cuda.launches) {
+      if (device.major * 10 + device.minor < launch.minComputeCapability)
         throw Error(fmt::format(
-            "kernel {} needs BF16 tensor cores (compute capability 8.0 or "
-            "newer); {} is {}.{}: train with --precision fp32 on this GPU",
-            launch.kernel, device.name, device.major, device.minor));
+            "kernel {} needs compute capability {}.{} or newer (BF16 tensor "
+            "cores); {} is {}.{}: train with --precision fp32 on this GPU",
+            launch.kernel, launch.minComputeCapability / 10,
+            launch.minComputeCapability % 10, device.name, device.major,
+            device.minor));
       if (launch.sharedBytes >
           static_cast<unsigned>(device.sharedMemoryPerBlockOptin))
         throw Error(fmt::format(
@@ -250,31 +256,40 @@ void CudaBackend::synchronize() {
 }
 
 void CudaBackend::runStep(std::size_t, const Step &step) {
-  const DriverApi &cu = driver();
-  if (step.cudaLibrary == "cublasLt") {
-    auto attr = [&](const char *key) {
-      return step.attrs.at(key).get<int64_t>();
-    };
-    auto flag = [&](const char *key) {
-      return step.attrs.contains(key) && step.attrs.at(key).get<bool>();
-    };
-    const void *bias =
-        step.inputs.size() > 2
-            ? reinterpret_cast<const void *>(address(step.inputs[2]))
-            : nullptr;
-    gemm->run(stream, planRef.values.at(step.outputs[0]).dtype, attr("batch"),
-              attr("m"), attr("n"), attr("k"), flag("transpose_a"),
-              flag("transpose_b"),
-              reinterpret_cast<const void *>(address(step.inputs[0])),
-              reinterpret_cast<const void *>(address(step.inputs[1])),
-              reinterpret_cast<void *>(address(step.outputs[0])), bias,
-              reinterpret_cast<void *>(workspace), kGemmWorkspaceBytes);
-    checkLaunch("cublasLtMatmul");
+  std::visit(
+      [&](const auto &op) {
+        using T = std::decay_t<decltype(op)>;
+        if constexpr (std::is_same_v<T, GemmStep>)
+          runGemm(step, op);
+        else
+          launchKernels(step);
+      },
+      step.op);
+}
+
+void CudaBackend::runGemm(const Step &step, const GemmStep &g) {
+  if (step.cuda.library != plan::kCublasLt) {
+    launchKernels(step);
     return;
   }
-  if (!step.cudaLibrary.empty())
-    throw Error("unknown CUDA library '" + step.cudaLibrary + "'");
-  for (const CudaLaunch &launch : step.cudaLaunches) {
+  const void *bias =
+      step.inputs.size() > 2
+          ? reinterpret_cast<const void *>(address(step.inputs[2]))
+          : nullptr;
+  gemm->run(stream, planRef.values.at(step.outputs[0]).dtype, g.batch, g.m, g.n,
+            g.k, g.transposeA, g.transposeB,
+            reinterpret_cast<const void *>(address(step.inputs[0])),
+            reinterpret_cast<const void *>(address(step.inputs[1])),
+            reinterpret_cast<void *>(address(step.outputs[0])), bias,
+            reinterpret_cast<void *>(workspace), kGemmWorkspaceBytes);
+  checkLaunch("cublasLtMatmul");
+}
+
+void CudaBackend::launchKernels(const Step &step) {
+  const DriverApi &cu = driver();
+  if (!step.cuda.library.empty())
+    throw Error("a '" + step.cuda.library + "' step that is not a gemm");
+  for (const CudaLaunch &launch : step.cuda.launches) {
     // Argument storage: every parameter is 8 bytes (a pointer or a long
     // long) or 4 (a float); cuLaunchKernel takes their addresses.
     std::vector<uint64_t> words(launch.args.size());

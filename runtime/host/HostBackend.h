@@ -22,10 +22,14 @@
 
 namespace kiln::rt {
 
+namespace host {
+class FusedRegion;
+}
+
 class HostBackend final : public Backend {
 public:
-  /// Checks that every step's kernel and operands are ones this backend
-  /// runs, and allocates the arena (zeroed).
+  /// Allocates the arena (zeroed) and decodes every fused region against
+  /// it; the plan's steps were validated by Plan::parse.
   explicit HostBackend(const Plan &plan);
   ~HostBackend();
 
@@ -43,20 +47,28 @@ public:
 
   /// Seconds spent per kernel kind (fused regions by their ops) over all
   /// runs so far, for profiles.
-  const std::map<std::string, double> &kernelSeconds() const { return seconds; }
+  const std::map<std::string, double> &kernelSeconds() const override;
 
 protected:
   /// Runs the step, adding its time to kernelSeconds.
   void runStep(std::size_t index, const Step &step) override;
 
 private:
+  /// Runs a step that is not fused.
   void execute(const Step &step);
-  void runFused(const Step &step);
 
   const Plan &planRef;
   std::unique_ptr<std::byte[], void (*)(std::byte *)> arena;
+  /// Per step: its fused body decoded at load (null for other kernels), its
+  /// profile key and its time.
+  std::vector<std::unique_ptr<host::FusedRegion>> fusedRegions;
+  /// The scratch of the fused regions: temporaries, widened inputs, FP8
+  /// round trips.
+  std::vector<float> fusedScratch;
+  std::vector<std::byte> fusedNarrow;
   std::vector<std::string> stepKeys;
-  std::map<std::string, double> seconds;
+  std::vector<double> stepSeconds;
+  mutable std::map<std::string, double> seconds;
 };
 
 } // namespace kiln::rt

@@ -4,12 +4,12 @@
 
 #include "runtime/Backend.h"
 #include "runtime/Error.h"
-#include "runtime/Plan.h"
 #include "runtime/io/AtomicFile.h"
 #include "runtime/io/ByteTokenizer.h"
 #include "runtime/io/InputFile.h"
 #include "runtime/io/SafeTensors.h"
 #include "runtime/io/TokenShard.h"
+#include "runtime/plan/Plan.h"
 #include "runtime/train/Checkpoint.h"
 #include "runtime/train/Interrupt.h"
 #include "runtime/train/LossCurve.h"
@@ -163,11 +163,11 @@ RunSettings compiledSettings(const Plan &plan) {
   s.seqLen = plan.modelInt("seq_len");
   s.precision = plan.model.value("precision", "");
   for (const Step &step : plan.steps) {
-    if (step.kernel != "adamw")
+    const auto *adamw = std::get_if<AdamWStep>(&step.op);
+    if (!adamw)
       continue;
-    s.weightDecay =
-        std::max(s.weightDecay, step.attrs.value("weight_decay", 0.0));
-    s.gradClip = step.attrs.value("max_grad_norm", 0.0);
+    s.weightDecay = std::max(s.weightDecay, adamw->weightDecay);
+    s.gradClip = adamw->maxGradNorm;
   }
   return s;
 }
@@ -235,7 +235,7 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
     throw Error(
         fmt::format("--lr must be positive and finite, got {}", *options.lr));
   // Everything is read and checked before anything on disk is touched.
-  plan = Plan::parse(options.planText, options.planSource);
+  plan = Plan::load(options.planText, options.planSource);
   vocab = plan.modelInt("vocab_size");
   outDir = options.outDir.empty() ? fs::path("out") : fs::path(options.outDir);
   if (!options.resumeDir.empty()) {

@@ -7,7 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/Error.h"
-#include "runtime/Plan.h"
+#include "runtime/plan/Plan.h"
 
 #include <cstdlib>
 

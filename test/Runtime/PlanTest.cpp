@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/Plan.h"
+#include "runtime/plan/Plan.h"
 
 #include "runtime/Error.h"
 
@@ -144,20 +144,22 @@ json fusedPlanWithTemporary(int64_t index) {
       json{{"id", 1}, {"dtype", "f32"}, {"shape", {4}}, {"offset", 16}});
   plan["steps"] = json::array({json{
       {"kernel", "fused"},
+      {"chunk", "F"},
       {"inputs", {0}},
       {"outputs", {1}},
       {"temporaries",
        json::array({json{{"index", index}, {"dtype", "f32"}, {"shape", {4}}}})},
-      {"body",
-       json::array(
-           {json{{"op", "add"}, {"operands", {0, 0}}, {"results", {index}}}})},
+      {"body", json::array({json{{"op", "add"},
+                                 {"operands", {0, 0}},
+                                 {"results", {index}},
+                                 {"attrs", json::object()}}})},
       {"yield", {index}}}});
   return plan;
 }
 
 TEST(PlanTest, FusedTemporariesFollowTheInputs) {
   Plan plan = Plan::parse(fusedPlanWithTemporary(1).dump(), "test");
-  EXPECT_EQ(plan.steps.at(0).temporaries.count(1), 1u);
+  EXPECT_EQ(std::get<FusedStep>(plan.steps.at(0).op).temporaries.count(1), 1u);
 }
 
 // The largest index made `index + 1` overflow; a negative one named no
@@ -180,13 +182,16 @@ json planWithScratch(int64_t offset, int64_t scratchBytes) {
   json plan = planWith({4}, 0, 256);
   plan["steps"] = json::array({json{
       {"kernel", "fill"},
+      {"chunk", "F"},
       {"inputs", json::array()},
       {"outputs", {0}},
+      {"attrs", json{{"value", 0.0}}},
       {"cuda", json{{"launches",
                      json::array({json{
                          {"kernel", "k"},
                          {"grid", {1, 1, 1}},
                          {"block", {32, 1, 1}},
+                         {"min_compute_capability", 0},
                          {"args", json::array({json{{"scratch", offset}},
                                                json{{"value", 0}}})}}})}}}}});
   plan["cuda"] =

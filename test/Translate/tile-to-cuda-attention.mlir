@@ -48,6 +48,7 @@
 // PLAN-NEXT: 4,
 // PLAN-NEXT: 2
 // PLAN: "kernel": "kiln_flash_attention_fwd_d64_q64_k32_s2",
+// PLAN-NEXT: "min_compute_capability": 80,
 // PLAN-NEXT: "shared_bytes": 24576
 // PLAN: "kernel": "flash_attention_fwd"
 // PLAN: "scratch": 3328
@@ -58,6 +59,7 @@
 // PLAN-NEXT: 2,
 // PLAN-NEXT: 2
 // PLAN: "kernel": "kiln_flash_attention_bwd_d64_q32_k64",
+// PLAN-NEXT: "min_compute_capability": 80,
 // PLAN-NEXT: "shared_bytes": 29184
 // PLAN: "scratch": 3328
 // PLAN: "kernel": "kiln_flash_attention_bwd_dq_bf16"

@@ -4,12 +4,14 @@
 // arena offsets, inputs, parameters and outputs, and the ordered kernel
 // steps. Parsing validates everything a backend relies on (ids in range,
 // buffers inside the arena, known kernels) so that a corrupt or mismatched
-// plan is an error, not a crash.
+// plan is an error, not a crash. Its format is runtime/plan/Schema.h.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef KILN_RUNTIME_PLAN_H
-#define KILN_RUNTIME_PLAN_H
+#ifndef KILN_RUNTIME_PLAN_PLAN_H
+#define KILN_RUNTIME_PLAN_PLAN_H
+
+#include "runtime/plan/Schema.h"
 
 #include <nlohmann/json.hpp>
 
@@ -18,14 +20,17 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace kiln::rt {
 
 /// The plan format version this runtime reads.
-constexpr int kPlanVersion = 1;
+constexpr int kPlanVersion = plan::kVersion;
 
-enum class ElemType { F32, BF16, I32, I64, F8E4M3, F8E5M2 };
+using plan::BodyOpKind;
+using plan::ElemType;
+using plan::StepKind;
 
 std::size_t elemSize(ElemType type);
 const char *elemName(ElemType type);
@@ -44,17 +49,23 @@ struct ValueInfo : TensorInfo {
 };
 
 /// One op inside a fused step. Operands and results index the step's local
-/// values: its inputs first, then the temporaries.
+/// values: its inputs first, then the temporaries. Only the attributes of
+/// its kind are set (each required in the plan).
 struct BodyOp {
-  std::string op;
+  BodyOpKind kind = BodyOpKind::Add;
   std::vector<int64_t> operands;
   std::vector<int64_t> results;
-  nlohmann::json attrs;
+  double epsilon = 0;      ///< rms_norm*, layer_norm*
+  int64_t numHeads = 0;    ///< rope
+  double theta = 0;        ///< rope
+  bool inverse = false;    ///< rope
+  bool tanhApprox = false; ///< gelu, gelu_grad
+  std::string_view name() const { return plan::bodyOpName(kind); }
 };
 
 /// An argument of a CUDA kernel launch.
 struct CudaArg {
-  enum class Kind { Value, Null, Scratch, ErrorFlag, Int, Float, Double };
+  using Kind = plan::LaunchArgKind;
   Kind kind = Kind::Null;
   int64_t integer = 0; ///< value id, scratch offset or the integer
   double number = 0;
@@ -66,24 +77,68 @@ struct CudaLaunch {
   unsigned block[3] = {1, 1, 1};
   /// Dynamic shared memory, bytes.
   unsigned sharedBytes = 0;
+  /// major x 10 + minor; the runtime refuses a device below it.
+  int minComputeCapability = plan::kAnyComputeCapability;
   std::vector<CudaArg> args;
 };
 
+/// How the CUDA backend runs a step: a library ("cublasLt") or launches.
+struct CudaStep {
+  std::string library;
+  std::vector<CudaLaunch> launches;
+  bool errorFlag = false;
+};
+
+// The typed steps, one per StepKind (in its order). Inputs and outputs are
+// those of docs/plan.md; Plan::parse checked each against its attributes.
+struct FillStep {
+  double value = 0;
+};
+struct GemmStep {
+  int64_t batch = 0, m = 0, n = 0, k = 0;
+  bool transposeA = false, transposeB = false;
+};
+struct FlashAttentionAttrs {
+  int64_t numHeads = 0, numKvHeads = 0;
+  bool causal = false;
+  double scale = 0;
+  int64_t blockQ = 0, blockK = 0, numWarps = 0, numStages = 0;
+};
+struct FlashForwardStep : FlashAttentionAttrs {};
+struct FlashBackwardStep : FlashAttentionAttrs {};
+struct CrossEntropyStep {
+  int64_t ignoreIndex = 0;
+};
+struct CrossEntropyGradStep {
+  int64_t ignoreIndex = 0;
+};
+struct EmbeddingGradStep {};
+struct GlobalNormStep {};
+struct AdamWStep {
+  double beta1 = 0, beta2 = 0, epsilon = 0, weightDecay = 0, maxGradNorm = 0;
+};
+struct FusedStep {
+  std::vector<BodyOp> body;
+  std::map<int64_t, TensorInfo> temporaries;
+  std::vector<int64_t> yield;
+};
+
+using StepOp =
+    std::variant<FillStep, GemmStep, FlashForwardStep, FlashBackwardStep,
+                 CrossEntropyStep, CrossEntropyGradStep, EmbeddingGradStep,
+                 GlobalNormStep, AdamWStep, FusedStep>;
+
 struct Step {
-  std::string kernel;
+  StepOp op;
   char chunk =
       'F'; ///< F forward, B input gradients, W weight gradients, O optimizer.
   std::vector<int64_t> inputs;
   std::vector<int64_t> outputs;
-  nlohmann::json attrs;
-  // tile.fused only.
-  std::vector<BodyOp> body;
-  std::map<int64_t, TensorInfo> temporaries;
-  std::vector<int64_t> yield;
-  // How the CUDA backend runs it: a library ("cublasLt") or launches.
-  std::string cudaLibrary;
-  std::vector<CudaLaunch> cudaLaunches;
-  bool cudaErrorFlag = false;
+  CudaStep cuda;
+
+  StepKind kind() const { return static_cast<StepKind>(op.index()); }
+  /// The kernel's name in the plan ("gemm").
+  std::string_view kernel() const { return plan::stepKindName(kind()); }
 };
 
 struct Parameter {
@@ -115,8 +170,13 @@ struct Plan {
   std::map<std::string, std::map<std::string, std::vector<std::byte>>>
       cudaCubins;
 
-  /// Parses and validates plan JSON; `source` names it in errors.
+  /// Parses plan JSON into typed steps and validates every step against
+  /// its operands (shapes, dtypes, attributes, arities, aliasing, launch
+  /// records); `source` names it in errors, with the step, kernel and field.
   static Plan parse(const std::string &text, const std::string &source);
+  /// parse, then checks that the plan is a training step that can run: a
+  /// non-empty program with an f32 loss output that aliases no parameter.
+  static Plan load(const std::string &text, const std::string &source);
 
   /// The value of a named input or output; throws Error if absent.
   int64_t input(const std::string &name) const;
@@ -131,4 +191,4 @@ std::vector<std::byte> decodeBase64(std::string_view text,
 
 } // namespace kiln::rt
 
-#endif // KILN_RUNTIME_PLAN_H
+#endif // KILN_RUNTIME_PLAN_PLAN_H

@@ -1,0 +1,303 @@
+//===- Schema.h - The plan format of compiler and runtime -------*- C++ -*-===//
+//
+// The one definition of the plan (docs/plan.md): its version, dtype names,
+// step kinds, fused-body ops, the keys of every field and attribute, the
+// launch records of the CUDA kernels and the formulas both sides compute
+// (the flash kernels' shared memory). The runtime owns the format; the
+// compiler's translator includes this header, never the reverse. Standard
+// C++ only, header only: no MLIR, no JSON library, no CUDA.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_PLAN_SCHEMA_H
+#define KILN_RUNTIME_PLAN_SCHEMA_H
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace kiln::plan {
+
+/// The `"format"` of every plan.
+inline constexpr std::string_view kFormat = "kiln-plan";
+/// The version the compiler writes and the runtime requires. 2: every
+/// attribute explicit (flags written as false, defaults filled in), launch
+/// records carry `min_compute_capability`.
+inline constexpr int kVersion = 2;
+
+//===----------------------------------------------------------------------===//
+// Names tied to enums
+//===----------------------------------------------------------------------===//
+
+/// Looks `name` up in `names` (indexed by the enum's values).
+template <typename Enum, std::size_t N>
+constexpr std::optional<Enum>
+lookupName(const std::array<std::string_view, N> &names,
+           std::string_view name) {
+  for (std::size_t i = 0; i < N; ++i)
+    if (names[i] == name)
+      return static_cast<Enum>(i);
+  return std::nullopt;
+}
+
+/// The element types of values and temporaries.
+enum class ElemType { F32, BF16, I32, I64, F8E4M3, F8E5M2 };
+inline constexpr std::array<std::string_view, 6> kDtypeNames = {
+    "f32", "bf16", "i32", "i64", "f8e4m3", "f8e5m2"};
+inline constexpr std::array<std::size_t, 6> kDtypeBytes = {4, 2, 4, 8, 1, 1};
+
+constexpr std::string_view dtypeName(ElemType type) {
+  return kDtypeNames[static_cast<std::size_t>(type)];
+}
+constexpr std::size_t dtypeBytes(ElemType type) {
+  return kDtypeBytes[static_cast<std::size_t>(type)];
+}
+constexpr std::optional<ElemType> parseDtype(std::string_view name) {
+  return lookupName<ElemType>(kDtypeNames, name);
+}
+
+/// The kernels a step runs (`"kernel"`).
+enum class StepKind {
+  Fill,
+  Gemm,
+  FlashAttentionFwd,
+  FlashAttentionBwd,
+  CrossEntropy,
+  CrossEntropyGrad,
+  EmbeddingGrad,
+  GlobalNorm,
+  AdamW,
+  Fused,
+};
+inline constexpr std::array<std::string_view, 10> kStepKindNames = {
+    "fill",
+    "gemm",
+    "flash_attention_fwd",
+    "flash_attention_bwd",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "embedding_grad",
+    "global_norm",
+    "adamw",
+    "fused"};
+
+constexpr std::string_view stepKindName(StepKind kind) {
+  return kStepKindNames[static_cast<std::size_t>(kind)];
+}
+constexpr std::optional<StepKind> parseStepKind(std::string_view name) {
+  return lookupName<StepKind>(kStepKindNames, name);
+}
+
+/// The ops of a fused step's body: nn ops of the same names.
+enum class BodyOpKind {
+  Add,
+  Mul,
+  Cast,
+  RmsNorm,
+  RmsNormGrad,
+  RmsNormWeightGrad,
+  LayerNorm,
+  LayerNormGrad,
+  LayerNormWeightGrad,
+  Rope,
+  Swiglu,
+  SwigluGrad,
+  Gelu,
+  GeluGrad,
+  Embedding,
+  Split,
+  Concat,
+  ColumnSum,
+};
+inline constexpr std::array<std::string_view, 18> kBodyOpNames = {
+    "add",
+    "mul",
+    "cast",
+    "rms_norm",
+    "rms_norm_grad",
+    "rms_norm_weight_grad",
+    "layer_norm",
+    "layer_norm_grad",
+    "layer_norm_weight_grad",
+    "rope",
+    "swiglu",
+    "swiglu_grad",
+    "gelu",
+    "gelu_grad",
+    "embedding",
+    "split",
+    "concat",
+    "column_sum"};
+
+constexpr std::string_view bodyOpName(BodyOpKind kind) {
+  return kBodyOpNames[static_cast<std::size_t>(kind)];
+}
+constexpr std::optional<BodyOpKind> parseBodyOp(std::string_view name) {
+  return lookupName<BodyOpKind>(kBodyOpNames, name);
+}
+
+/// The chunk a step belongs to: forward, input gradients, weight gradients,
+/// optimizer.
+inline constexpr std::string_view kChunks = "FBWO";
+
+//===----------------------------------------------------------------------===//
+// Keys
+//===----------------------------------------------------------------------===//
+
+/// Top-level and structural keys.
+namespace key {
+inline constexpr const char *kFormat = "format";
+inline constexpr const char *kVersion = "version";
+inline constexpr const char *kFunction = "function";
+inline constexpr const char *kModel = "model";
+inline constexpr const char *kArenaBytes = "arena_bytes";
+inline constexpr const char *kPersistentBytes = "persistent_bytes";
+inline constexpr const char *kLargestBufferBytes = "largest_buffer_bytes";
+inline constexpr const char *kValues = "values";
+inline constexpr const char *kInputs = "inputs";
+inline constexpr const char *kOutputs = "outputs";
+inline constexpr const char *kParameters = "parameters";
+inline constexpr const char *kSteps = "steps";
+inline constexpr const char *kCuda = "cuda";
+// Values and tensors.
+inline constexpr const char *kId = "id";
+inline constexpr const char *kOffset = "offset";
+inline constexpr const char *kDtype = "dtype";
+inline constexpr const char *kShape = "shape";
+inline constexpr const char *kName = "name";
+inline constexpr const char *kValue = "value";
+// Parameters.
+inline constexpr const char *kExpAvg = "exp_avg";
+inline constexpr const char *kExpAvgSq = "exp_avg_sq";
+inline constexpr const char *kGrad = "grad";
+inline constexpr const char *kInit = "init";
+// Steps.
+inline constexpr const char *kKernel = "kernel";
+inline constexpr const char *kChunk = "chunk";
+inline constexpr const char *kAttrs = "attrs";
+inline constexpr const char *kBody = "body";
+inline constexpr const char *kTemporaries = "temporaries";
+inline constexpr const char *kYield = "yield";
+inline constexpr const char *kIndex = "index";
+inline constexpr const char *kOp = "op";
+inline constexpr const char *kOperands = "operands";
+inline constexpr const char *kResults = "results";
+// CUDA.
+inline constexpr const char *kHeader = "header";
+inline constexpr const char *kKernels = "kernels";
+inline constexpr const char *kSource = "source";
+inline constexpr const char *kCubins = "cubins";
+inline constexpr const char *kScratchBytes = "scratch_bytes";
+inline constexpr const char *kLibrary = "library";
+inline constexpr const char *kLaunches = "launches";
+inline constexpr const char *kErrorFlag = "error_flag";
+inline constexpr const char *kGrid = "grid";
+inline constexpr const char *kBlock = "block";
+inline constexpr const char *kArgs = "args";
+inline constexpr const char *kSharedBytes = "shared_bytes";
+inline constexpr const char *kMinComputeCapability = "min_compute_capability";
+} // namespace key
+
+/// Kernel and body-op attributes (`attrs`). Every attribute a kernel reads
+/// is required: the compiler writes flags as false and fills in defaults.
+namespace attr {
+inline constexpr const char *kValue = "value";
+inline constexpr const char *kBatch = "batch";
+inline constexpr const char *kM = "m";
+inline constexpr const char *kN = "n";
+inline constexpr const char *kK = "k";
+inline constexpr const char *kTransposeA = "transpose_a";
+inline constexpr const char *kTransposeB = "transpose_b";
+inline constexpr const char *kNumHeads = "num_heads";
+inline constexpr const char *kNumKvHeads = "num_kv_heads";
+inline constexpr const char *kCausal = "causal";
+inline constexpr const char *kScale = "scale";
+inline constexpr const char *kBlockQ = "block_q";
+inline constexpr const char *kBlockK = "block_k";
+inline constexpr const char *kNumWarps = "num_warps";
+inline constexpr const char *kNumStages = "num_stages";
+inline constexpr const char *kIgnoreIndex = "ignore_index";
+inline constexpr const char *kBeta1 = "beta1";
+inline constexpr const char *kBeta2 = "beta2";
+inline constexpr const char *kEpsilon = "epsilon";
+inline constexpr const char *kWeightDecay = "weight_decay";
+inline constexpr const char *kMaxGradNorm = "max_grad_norm";
+inline constexpr const char *kTheta = "theta";
+inline constexpr const char *kInverse = "inverse";
+inline constexpr const char *kApproximate = "approximate";
+} // namespace attr
+
+/// The boolean attributes: the compiler writes each as false where its
+/// unit attribute is absent.
+inline constexpr std::array<std::string_view, 4> kFlagAttrs = {
+    attr::kTransposeA, attr::kTransposeB, attr::kCausal, attr::kInverse};
+
+/// The values of `approximate` (gelu, gelu_grad).
+inline constexpr std::string_view kGeluExact = "none";
+inline constexpr std::string_view kGeluTanh = "tanh";
+
+/// The CUDA library a GEMM step runs in.
+inline constexpr std::string_view kCublasLt = "cublasLt";
+
+//===----------------------------------------------------------------------===//
+// Launch records
+//===----------------------------------------------------------------------===//
+
+/// What one argument of a CUDA launch is; kLaunchArgKeys names its key.
+enum class LaunchArgKind {
+  Value,
+  Null,
+  Scratch,
+  ErrorFlag,
+  Int,
+  Float,
+  Double
+};
+inline constexpr std::array<std::string_view, 7> kLaunchArgKeys = {
+    "value", "null", "scratch", "error_flag", "i64", "f32", "f64"};
+
+constexpr std::string_view launchArgKey(LaunchArgKind kind) {
+  return kLaunchArgKeys[static_cast<std::size_t>(kind)];
+}
+
+/// The most threads of a block (every NVIDIA GPU since compute capability
+/// 2.0) and the largest dynamic shared memory a launch may ask for.
+inline constexpr int64_t kMaxBlockThreads = 1024;
+inline constexpr int64_t kMaxLaunchSharedBytes = int64_t(1) << 20;
+/// `min_compute_capability` is major x 10 + minor (80 for 8.0). 0: any GPU.
+inline constexpr int kAnyComputeCapability = 0;
+/// The flash attention kernels use BF16 tensor-core MMAs (mma.sync
+/// m16n8k16 on bf16), which need compute capability 8.0.
+inline constexpr int kBf16TensorCoreComputeCapability = 80;
+
+//===----------------------------------------------------------------------===//
+// Shared formulas
+//===----------------------------------------------------------------------===//
+
+/// Bytes of dynamic shared memory of the flash forward kernel
+/// (runtime/cuda/device/kiln_device.cuh): the BF16 Q tile and `stages` K
+/// and V tiles. The device library keeps its own copy (it includes
+/// nothing); test/Runtime/cuda/device/DeviceEmulationTest.cpp checks they
+/// agree.
+constexpr std::int64_t flashForwardSharedBytes(std::int64_t headDim,
+                                               std::int64_t blockQ,
+                                               std::int64_t blockK,
+                                               std::int64_t stages) {
+  return (blockQ + 2 * stages * blockK) * headDim * 2;
+}
+
+/// Bytes of dynamic shared memory of the flash backward kernel: BF16 K, V,
+/// Q, dO and dS tiles, then per query row lse and delta (FP32) and the
+/// bounds of the keys it sees (int).
+constexpr std::int64_t flashBackwardSharedBytes(std::int64_t headDim,
+                                                std::int64_t blockQ,
+                                                std::int64_t blockK) {
+  return (2 * blockK * headDim + 2 * blockQ * headDim + blockQ * blockK) * 2 +
+         blockQ * (4 + 4 + 4 + 4);
+}
+
+} // namespace kiln::plan
+
+#endif // KILN_RUNTIME_PLAN_SCHEMA_H

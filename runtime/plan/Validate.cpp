@@ -1,0 +1,420 @@
+//===- Validate.cpp - Checks of a parsed plan's steps ---------------------===//
+//
+// Every step against its operands, before anything runs: a plan that
+// passes runs on both backends without reading or writing outside its
+// buffers, dividing by zero or looping on a size it does not hold. Each
+// error names the plan, the step index, the kernel and the field.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/plan/Validate.h"
+
+#include "runtime/Error.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <limits>
+#include <set>
+
+namespace kiln::rt {
+
+namespace {
+
+namespace a = plan::attr;
+
+/// The checks of one step; `fail` throws with the step's prefix.
+class StepChecker {
+public:
+  StepChecker(const Plan &plan, const Step &step, std::size_t index,
+              const std::string &source)
+      : plan(plan), step(step),
+        prefix(fmt::format("{}: step {} ({})", source, index, step.kernel())) {}
+
+  [[noreturn]] void fail(const std::string &problem) const {
+    throw Error(fmt::format("{}: {}", prefix, problem));
+  }
+
+  const ValueInfo &input(std::size_t i) const {
+    return plan.values[step.inputs[i]];
+  }
+  const ValueInfo &output(std::size_t i) const {
+    return plan.values[step.outputs[i]];
+  }
+  std::string inputName(std::size_t i) const {
+    return fmt::format("input {} (value {})", i, step.inputs[i]);
+  }
+  std::string outputName(std::size_t i) const {
+    return fmt::format("output {} (value {})", i, step.outputs[i]);
+  }
+
+  void arity(std::size_t leastInputs, std::size_t mostInputs,
+             std::size_t outputs) const {
+    std::size_t in = step.inputs.size();
+    if (in < leastInputs || in > mostInputs)
+      fail(leastInputs == mostInputs
+               ? fmt::format("takes {} inputs, got {}", leastInputs, in)
+               : fmt::format("takes {} to {} inputs, got {}", leastInputs,
+                             mostInputs, in));
+    if (step.outputs.size() != outputs)
+      fail(fmt::format("takes {} outputs, got {}", outputs,
+                       step.outputs.size()));
+  }
+  /// A dimension attribute: at least 1 and at most `most`.
+  void positive(const char *field, int64_t value,
+                int64_t most = std::numeric_limits<int32_t>::max()) const {
+    if (value < 1 || value > most)
+      fail(fmt::format("field '{}' = {} is outside [1, {}]", field, value,
+                       most));
+  }
+  void floating(const TensorInfo &info, const std::string &name) const {
+    if (info.dtype == ElemType::I32 || info.dtype == ElemType::I64)
+      fail(fmt::format("{} is {}, not a floating-point type", name,
+                       elemName(info.dtype)));
+  }
+  void dtype(const TensorInfo &info, ElemType type,
+             const std::string &name) const {
+    if (info.dtype != type)
+      fail(fmt::format("{} is {}, expected {}", name, elemName(info.dtype),
+                       elemName(type)));
+  }
+  void elements(const TensorInfo &info, int64_t expected,
+                const std::string &name, const std::string &why) const {
+    if (info.numElements() != expected)
+      fail(fmt::format("{} holds {} elements, but {} is {}", name,
+                       info.numElements(), why, expected));
+  }
+  void sameShape(const TensorInfo &info, const TensorInfo &like,
+                 const std::string &name, const std::string &likeName) const {
+    if (info.shape != like.shape)
+      fail(fmt::format("{} has shape [{}], but {} has [{}]", name,
+                       fmt::join(info.shape, ", "), likeName,
+                       fmt::join(like.shape, ", ")));
+  }
+
+  void gemm(const GemmStep &g) const;
+  void flash(const FlashAttentionAttrs &f, bool backward) const;
+  void fused(const FusedStep &f) const;
+  void run();
+
+private:
+  /// A GEMM operand stored as [batch x rows, cols].
+  void matrix(const TensorInfo &info, const std::string &name, int64_t batch,
+              const char *rowField, int64_t rows, const char *colField,
+              int64_t cols) const;
+  /// a * b, failing where it overflows.
+  int64_t product(int64_t x, int64_t y) const {
+    int64_t r;
+    if (__builtin_mul_overflow(x, y, &r))
+      fail(fmt::format("the sizes {} x {} overflow 64 bits", x, y));
+    return r;
+  }
+
+  const Plan &plan;
+  const Step &step;
+  std::string prefix;
+};
+
+int64_t lastDim(const TensorInfo &info) {
+  return info.shape.empty() ? 1 : info.shape.back();
+}
+
+void StepChecker::matrix(const TensorInfo &info, const std::string &name,
+                         int64_t batch, const char *rowField, int64_t rows,
+                         const char *colField, int64_t cols) const {
+  int64_t width = lastDim(info);
+  if (width != cols)
+    fail(fmt::format("field '{}' = {} but {} has {} columns", colField, cols,
+                     name, width));
+  int64_t height = info.numElements() / width;
+  if (height == product(batch, rows))
+    return;
+  if (batch > 1 && height % rows == 0)
+    fail(fmt::format("field 'batch' = {} but {} holds {} matrices of {} rows",
+                     batch, name, height / rows, rows));
+  fail(batch == 1 ? fmt::format("field '{}' = {} but {} has {} rows", rowField,
+                                rows, name, height)
+                  : fmt::format("field '{}' = {} but {} has {} rows for {} "
+                                "batches",
+                                rowField, rows, name, height, batch));
+}
+
+void StepChecker::gemm(const GemmStep &g) const {
+  arity(2, 3, 1);
+  positive(a::kBatch, g.batch);
+  positive(a::kM, g.m);
+  positive(a::kN, g.n);
+  positive(a::kK, g.k);
+  for (std::size_t i = 0; i < step.inputs.size(); ++i)
+    floating(input(i), inputName(i));
+  floating(output(0), outputName(0));
+  // A is [m, k] ([k, m] transposed), B is [k, n] ([n, k]), C is [m, n].
+  if (g.transposeA)
+    matrix(input(0), inputName(0), g.batch, a::kK, g.k, a::kM, g.m);
+  else
+    matrix(input(0), inputName(0), g.batch, a::kM, g.m, a::kK, g.k);
+  if (g.transposeB)
+    matrix(input(1), inputName(1), g.batch, a::kN, g.n, a::kK, g.k);
+  else
+    matrix(input(1), inputName(1), g.batch, a::kK, g.k, a::kN, g.n);
+  matrix(output(0), outputName(0), g.batch, a::kM, g.m, a::kN, g.n);
+  if (step.inputs.size() > 2)
+    elements(input(2), g.n, inputName(2) + " (the bias)", "field 'n'");
+}
+
+void StepChecker::flash(const FlashAttentionAttrs &f, bool backward) const {
+  // Forward: q, k, v[, cu_seqlens] -> out, lse; backward: dout, q, k, v,
+  // out, lse[, cu_seqlens] -> dq, dk, dv.
+  std::size_t operands = backward ? 6 : 3;
+  arity(operands, operands + 1, backward ? 3 : 2);
+  positive(a::kNumHeads, f.numHeads);
+  positive(a::kNumKvHeads, f.numKvHeads);
+  positive(a::kBlockQ, f.blockQ);
+  positive(a::kBlockK, f.blockK);
+  positive(a::kNumWarps, f.numWarps, 32);
+  positive(a::kNumStages, f.numStages, 8);
+  if (f.numHeads % f.numKvHeads != 0)
+    fail(fmt::format("field 'num_kv_heads' = {} does not divide field "
+                     "'num_heads' = {}",
+                     f.numKvHeads, f.numHeads));
+  if (!(f.scale > 0))
+    fail(fmt::format("field 'scale' = {} is not positive", f.scale));
+  std::size_t q = backward ? 1 : 0;
+  const ValueInfo &query = input(q);
+  if (query.shape.size() != 3)
+    fail(fmt::format("{} (the query) has rank {}, expected [batch, seq, "
+                     "heads x head_dim]",
+                     inputName(q), query.shape.size()));
+  if (query.shape[2] % f.numHeads != 0)
+    fail(fmt::format("field 'num_heads' = {} does not divide the query's "
+                     "last dimension {} ({})",
+                     f.numHeads, query.shape[2], inputName(q)));
+  int64_t batch = query.shape[0], seq = query.shape[1];
+  int64_t headDim = query.shape[2] / f.numHeads;
+  std::vector<int64_t> kvShape = {batch, seq, product(f.numKvHeads, headDim)};
+  for (std::size_t i = 0; i < operands; ++i)
+    if (i != operands - 1 || !backward)
+      floating(input(i), inputName(i));
+  for (std::size_t i : {q + 1, q + 2})
+    if (input(i).shape != kvShape)
+      fail(fmt::format("{} has shape [{}], but field 'num_kv_heads' = {} and "
+                       "head_dim {} make [{}]",
+                       inputName(i), fmt::join(input(i).shape, ", "),
+                       f.numKvHeads, headDim, fmt::join(kvShape, ", ")));
+  int64_t lseElements = product(product(batch, f.numHeads), seq);
+  if (backward) {
+    sameShape(input(0), query, inputName(0) + " (dout)", inputName(q));
+    sameShape(input(4), query, inputName(4) + " (out)", inputName(q));
+    dtype(input(5), ElemType::F32, inputName(5) + " (lse)");
+    elements(input(5), lseElements, inputName(5) + " (lse)",
+             "batch x num_heads x seq");
+    sameShape(output(0), query, outputName(0) + " (dq)", inputName(q));
+    sameShape(output(1), input(2), outputName(1) + " (dk)", inputName(2));
+    sameShape(output(2), input(3), outputName(2) + " (dv)", inputName(3));
+    for (std::size_t i = 0; i < 3; ++i)
+      floating(output(i), outputName(i));
+  } else {
+    sameShape(output(0), query, outputName(0) + " (out)", inputName(0));
+    floating(output(0), outputName(0));
+    dtype(output(1), ElemType::F32, outputName(1) + " (lse)");
+    elements(output(1), lseElements, outputName(1) + " (lse)",
+             "batch x num_heads x seq");
+  }
+  if (step.inputs.size() > operands) {
+    const ValueInfo &cu = input(operands);
+    dtype(cu, ElemType::I32, inputName(operands) + " (cu_seqlens)");
+    if (cu.numElements() < 2)
+      fail(fmt::format("{} (cu_seqlens) holds {} offsets, fewer than 2",
+                       inputName(operands), cu.numElements()));
+  }
+}
+
+void StepChecker::run() {
+  std::visit(
+      [&](const auto &op) {
+        using T = std::decay_t<decltype(op)>;
+        if constexpr (std::is_same_v<T, FillStep>) {
+          arity(0, 0, 1);
+          floating(output(0), outputName(0));
+        } else if constexpr (std::is_same_v<T, GemmStep>) {
+          gemm(op);
+        } else if constexpr (std::is_same_v<T, FlashForwardStep>) {
+          flash(op, /*backward=*/false);
+        } else if constexpr (std::is_same_v<T, FlashBackwardStep>) {
+          flash(op, /*backward=*/true);
+        } else if constexpr (std::is_same_v<T, CrossEntropyStep> ||
+                             std::is_same_v<T, CrossEntropyGradStep>) {
+          // [dloss,] logits, targets -> loss or dlogits.
+          bool grad = std::is_same_v<T, CrossEntropyGradStep>;
+          std::size_t first = grad ? 1 : 0;
+          arity(first + 2, first + 2, 1);
+          if (grad) {
+            floating(input(0), inputName(0) + " (dloss)");
+            elements(input(0), 1, inputName(0) + " (dloss)", "a scalar");
+          }
+          const ValueInfo &logits = input(first);
+          floating(logits, inputName(first) + " (logits)");
+          dtype(input(first + 1), ElemType::I32,
+                inputName(first + 1) + " (targets)");
+          elements(input(first + 1), logits.numElements() / lastDim(logits),
+                   inputName(first + 1) + " (targets)", "the logits' rows");
+          floating(output(0), outputName(0));
+          if (grad)
+            elements(output(0), logits.numElements(),
+                     outputName(0) + " (dlogits)", "the logits' size");
+          else
+            elements(output(0), 1, outputName(0) + " (loss)", "a scalar");
+        } else if constexpr (std::is_same_v<T, EmbeddingGradStep>) {
+          arity(2, 2, 1);
+          floating(input(0), inputName(0) + " (dy)");
+          dtype(input(1), ElemType::I32, inputName(1) + " (ids)");
+          const ValueInfo &table = output(0);
+          floating(table, outputName(0));
+          if (table.shape.size() != 2)
+            fail(fmt::format("{} (the table gradient) has rank {}, expected "
+                             "[vocab, dim]",
+                             outputName(0), table.shape.size()));
+          elements(input(0), product(input(1).numElements(), table.shape[1]),
+                   inputName(0) + " (dy)", "ids x the table's dim");
+        } else if constexpr (std::is_same_v<T, GlobalNormStep>) {
+          arity(1, std::numeric_limits<std::size_t>::max(), 1);
+          for (std::size_t i = 0; i < step.inputs.size(); ++i)
+            floating(input(i), inputName(i));
+          floating(output(0), outputName(0));
+          elements(output(0), 1, outputName(0) + " (the norm)", "a scalar");
+        } else if constexpr (std::is_same_v<T, AdamWStep>) {
+          // param, grad, exp_avg, exp_avg_sq, lr, step, grad_norm -> param,
+          // exp_avg, exp_avg_sq in place.
+          arity(7, 7, 3);
+          static const char *kNames[] = {"param",      "grad", "exp_avg",
+                                         "exp_avg_sq", "lr",   "step",
+                                         "grad_norm"};
+          for (std::size_t i = 0; i < 7; ++i) {
+            std::string name = fmt::format("{} ({})", inputName(i), kNames[i]);
+            dtype(input(i), ElemType::F32, name);
+            elements(input(i), i < 4 ? input(0).numElements() : 1, name,
+                     i < 4 ? "the parameter's size" : "a scalar");
+          }
+          for (auto [o, i] : {std::pair{0, 0}, {1, 2}, {2, 3}})
+            if (output(o).offset != input(i).offset ||
+                output(o).bytes() != input(i).bytes())
+              fail(fmt::format("{} must update {} ({}) in place", outputName(o),
+                               inputName(i), kNames[i]));
+          for (auto [field, value] :
+               {std::pair{a::kBeta1, op.beta1}, {a::kBeta2, op.beta2}})
+            if (!(value >= 0 && value < 1))
+              fail(fmt::format("field '{}' = {} is outside [0, 1)", field,
+                               value));
+          for (auto [field, value] : {std::pair{a::kEpsilon, op.epsilon},
+                                      {a::kWeightDecay, op.weightDecay},
+                                      {a::kMaxGradNorm, op.maxGradNorm}})
+            if (!(value >= 0))
+              fail(fmt::format("field '{}' = {} is negative", field, value));
+        } else if constexpr (std::is_same_v<T, FusedStep>) {
+          fused(op);
+        }
+      },
+      step.op);
+}
+
+/// Whether two values' bytes overlap.
+bool overlaps(const ValueInfo &x, const ValueInfo &y) {
+  return x.offset < y.offset + y.bytes() && y.offset < x.offset + x.bytes();
+}
+
+} // namespace
+
+void StepChecker::fused(const FusedStep &) const {
+  validateFusedStep(plan, step, prefix);
+}
+
+void validateSteps(const Plan &plan, const std::string &source) {
+  // A gradient that shares bytes with its parameter or moments would be
+  // overwritten by the update it feeds.
+  for (const Parameter &param : plan.parameters) {
+    const ValueInfo &grad = plan.values[param.grad];
+    for (auto [name, id] : {std::pair{"value", param.value},
+                            {"exp_avg", param.expAvg},
+                            {"exp_avg_sq", param.expAvgSq}})
+      if (id == param.grad || overlaps(grad, plan.values[id]))
+        throw Error(fmt::format("{}: parameter '{}': grad (value {}) aliases "
+                                "its {} (value {})",
+                                source, param.name, param.grad, name, id));
+    if (plan.values[param.expAvg].numElements() !=
+            plan.values[param.value].numElements() ||
+        plan.values[param.expAvgSq].numElements() !=
+            plan.values[param.value].numElements() ||
+        grad.numElements() != plan.values[param.value].numElements())
+      throw Error(fmt::format("{}: parameter '{}': its grad and moments do "
+                              "not hold as many elements as its value",
+                              source, param.name));
+  }
+  // What no step but the optimizer may write: the persistent region
+  // (inputs, parameters, optimizer state).
+  for (std::size_t index = 0; index < plan.steps.size(); ++index) {
+    const Step &step = plan.steps[index];
+    StepChecker check(plan, step, index, source);
+    check.run();
+    bool optimizer = step.kind() == StepKind::AdamW;
+    for (std::size_t o = 0; o < step.outputs.size(); ++o) {
+      const ValueInfo &out = check.output(o);
+      if (!optimizer && out.offset < plan.persistentBytes)
+        check.fail(fmt::format("{} at offset {} lies in the persistent region "
+                               "[0, {}) of inputs, parameters and optimizer "
+                               "state, which only adamw updates",
+                               check.outputName(o), out.offset,
+                               plan.persistentBytes));
+      for (std::size_t p = 0; p < o; ++p)
+        if (overlaps(out, check.output(p)))
+          check.fail(fmt::format("{} overlaps {}", check.outputName(o),
+                                 check.outputName(p)));
+      if (!optimizer)
+        for (std::size_t i = 0; i < step.inputs.size(); ++i)
+          if (overlaps(out, check.input(i)))
+            check.fail(fmt::format("{} overlaps {}", check.outputName(o),
+                                   check.inputName(i)));
+    }
+    if (optimizer) {
+      // The parameter it updates must be one, with its own state.
+      bool found = false;
+      for (const Parameter &param : plan.parameters)
+        found |=
+            param.value == step.inputs[0] && param.expAvg == step.inputs[2] &&
+            param.expAvgSq == step.inputs[3] && param.grad == step.inputs[1];
+      if (!found)
+        check.fail(fmt::format("{} is not a parameter updated with its own "
+                               "gradient and moments (inputs 1-3)",
+                               check.inputName(0)));
+    }
+  }
+}
+
+void checkTrainable(const Plan &plan, const std::string &source) {
+  if (plan.steps.empty())
+    throw Error(fmt::format("{}: plan: 'steps' is empty; a training step "
+                            "needs at least one kernel",
+                            source));
+  auto loss = plan.outputs.find("loss");
+  if (loss == plan.outputs.end())
+    throw Error(fmt::format("{}: plan: no output 'loss'", source));
+  const ValueInfo &value = plan.values[loss->second];
+  std::string where =
+      fmt::format("{}: output 'loss' (value {})", source, loss->second);
+  if (value.dtype != ElemType::F32 || value.numElements() != 1)
+    throw Error(fmt::format("{} must be one f32 element, got {} of {} "
+                            "elements",
+                            where, elemName(value.dtype), value.numElements()));
+  for (const Parameter &param : plan.parameters)
+    for (int64_t id : {param.value, param.expAvg, param.expAvgSq, param.grad})
+      if (overlaps(value, plan.values[id]))
+        throw Error(fmt::format("{} aliases parameter '{}' (value {})", where,
+                                param.name, id));
+  bool written = false;
+  for (const Step &step : plan.steps)
+    for (int64_t id : step.outputs)
+      written |= id == loss->second;
+  if (!written)
+    throw Error(fmt::format("{} is written by no step", where));
+}
+
+} // namespace kiln::rt

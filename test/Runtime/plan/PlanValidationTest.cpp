@@ -1,0 +1,680 @@
+//===- PlanValidationTest.cpp - Plans that contradict themselves ----------===//
+//
+// A valid plan, compiled by `kiln compile` from the tiny Llama config
+// (examples/configs/tiny-llama, BF16), edited one way at a time: every edit
+// that would crash, hang or silently corrupt a run is refused by
+// Plan::parse / Plan::load with an error that names the step, kernel and
+// field. The plan comes from the build (test/CMakeLists.txt, kiln-gpu-plans);
+// a runtime-only build skips these tests.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/Error.h"
+#include "runtime/plan/Plan.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+using namespace kiln::rt;
+using nlohmann::json;
+
+namespace {
+
+#ifdef KILN_VALIDATION_PLAN
+const char *kPlanPath = KILN_VALIDATION_PLAN;
+#else
+const char *kPlanPath = nullptr;
+#endif
+
+/// The compiled plan, read once.
+const json &validPlan() {
+  static const json plan = [] {
+    std::ifstream in(kPlanPath);
+    std::stringstream text;
+    text << in.rdbuf();
+    return json::parse(text.str());
+  }();
+  return plan;
+}
+
+/// The index of the first step of `kernel` (and, for fused steps, whose
+/// first body op is `bodyOp`).
+std::size_t stepOf(const json &plan, const std::string &kernel,
+                   const std::string &bodyOp = "") {
+  const json &steps = plan.at("steps");
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    if (steps[i].at("kernel") == kernel &&
+        (bodyOp.empty() || steps[i].at("body").at(0).at("op") == bodyOp))
+      return i;
+  throw std::runtime_error("the plan has no step " + kernel + " " + bodyOp);
+}
+
+int64_t valueOf(const json &plan, const char *list, const std::string &name) {
+  for (const json &entry : plan.at(list))
+    if (entry.at("name") == name)
+      return entry.at("value").get<int64_t>();
+  throw std::runtime_error("the plan has no " + name);
+}
+
+/// The first value of `dtype` with more than one element, other than
+/// `except`.
+int64_t valueWithDtype(const json &plan, const std::string &dtype,
+                       int64_t except = -1) {
+  for (const json &value : plan.at("values"))
+    if (value.at("dtype") == dtype && value.at("id") != except &&
+        !value.at("shape").empty())
+      return value.at("id").get<int64_t>();
+  throw std::runtime_error("no value of dtype " + dtype);
+}
+
+/// One edit: it changes the plan and returns the substrings the error must
+/// contain.
+struct Mutation {
+  const char *name;
+  std::function<std::vector<std::string>(json &)> apply;
+};
+
+std::string step(std::size_t index, const char *kernel) {
+  return fmt::format("plan.json: step {} ({})", index, kernel);
+}
+
+json &attrs(json &plan, std::size_t index) {
+  return plan["steps"][index]["attrs"];
+}
+
+json &bodyAttrs(json &plan, std::size_t index) {
+  return plan["steps"][index]["body"][0]["attrs"];
+}
+
+const std::vector<Mutation> &mutations() {
+  static const std::vector<Mutation> cases = {
+      // GEMM dimensions against the operands.
+      {"GemmBatchOf100",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["batch"] = 100;
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "field 'batch' = 100 but input 0"};
+       }},
+      {"GemmMOf6400",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["m"] = 6400;
+         int64_t a = p["steps"][s]["inputs"][0];
+         return std::vector<std::string>{
+             step(s, "gemm"),
+             fmt::format("field 'm' = 6400 but input 0 (value {}) has 128 rows",
+                         a)};
+       }},
+      {"GemmNDoubled",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["n"] = attrs(p, s)["n"].get<int64_t>() * 2;
+         return std::vector<std::string>{step(s, "gemm"), "field 'n' = 256"};
+       }},
+      {"GemmKPlusOne",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["k"] = 129;
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "field 'k' = 129 but input 0"};
+       }},
+      {"GemmZeroM",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["m"] = 0;
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "field 'm' = 0 is outside [1, "};
+       }},
+      {"GemmNegativeN",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["n"] = -5;
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "field 'n' = -5 is outside"};
+       }},
+      {"GemmHugeK",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["k"] = int64_t(1) << 40;
+         return std::vector<std::string>{
+             step(s, "gemm"), "field 'k' = 1099511627776 is outside"};
+       }},
+      {"GemmTransposeFlipped",
+       [](json &p) {
+         // A [128, 128] row-major vs. A^T: the same sizes, so flip B of a
+         // gemm whose B is not square.
+         const json &steps = p.at("steps");
+         for (std::size_t s = 0; s < steps.size(); ++s)
+           if (steps[s]["kernel"] == "gemm" &&
+               steps[s]["attrs"]["n"] != steps[s]["attrs"]["k"]) {
+             attrs(p, s)["transpose_b"] =
+                 !attrs(p, s)["transpose_b"].get<bool>();
+             return std::vector<std::string>{step(s, "gemm"), "but input 1"};
+           }
+         throw std::runtime_error("no gemm with n != k");
+       }},
+      {"GemmMissingM",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s).erase("m");
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "missing required attribute 'm'"};
+       }},
+      {"GemmMissingTransposeFlag",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s).erase("transpose_a");
+         return std::vector<std::string>{
+             step(s, "gemm"), "missing required attribute 'transpose_a'"};
+       }},
+      {"GemmMistypedAttribute",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["m"] = "128";
+         return std::vector<std::string>{
+             step(s, "gemm"), "attribute 'm' must be an integer, got \"128\""};
+       }},
+      {"GemmIntegerOperand",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         int64_t tokens = valueOf(p, "inputs", "tokens");
+         p["steps"][s]["inputs"][0] = tokens;
+         return std::vector<std::string>{
+             step(s, "gemm"),
+             fmt::format("input 0 (value {}) is i32, not a floating-point type",
+                         tokens)};
+       }},
+      {"GemmOneInput",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         p["steps"][s]["inputs"].erase(1);
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "takes 2 to 3 inputs, got 1"};
+       }},
+      {"GemmTwoOutputs",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         p["steps"][s]["outputs"].push_back(p["steps"][s]["outputs"][0]);
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "takes 1 outputs, got 2"};
+       }},
+      {"GemmOutputOnItsInput",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         int64_t a = p["steps"][s]["inputs"][0];
+         p["steps"][s]["outputs"][0] = a;
+         return std::vector<std::string>{
+             step(s, "gemm"),
+             fmt::format("output 0 (value {}) overlaps input 0", a)};
+       }},
+      // Attention heads against dimensions.
+      {"FlashZeroHeads",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         attrs(p, s)["num_heads"] = 0;
+         return std::vector<std::string>{
+             step(s, "flash_attention_fwd"),
+             "field 'num_heads' = 0 is outside [1, "};
+       }},
+      {"FlashKvHeadsNotDividing",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         attrs(p, s)["num_kv_heads"] = 3;
+         return std::vector<std::string>{
+             step(s, "flash_attention_fwd"),
+             "field 'num_kv_heads' = 3 does not divide field 'num_heads' = 4"};
+       }},
+      {"FlashHeadsNotDividingTheWidth",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         attrs(p, s)["num_heads"] = 6;
+         return std::vector<std::string>{
+             step(s, "flash_attention_fwd"),
+             "field 'num_heads' = 6 does not divide the query's last "
+             "dimension 128"};
+       }},
+      {"FlashKvHeadsWrongForKeys",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         attrs(p, s)["num_kv_heads"] = 4;
+         return std::vector<std::string>{step(s, "flash_attention_fwd"),
+                                         "field 'num_kv_heads' = 4 and "
+                                         "head_dim 32 make [2, 64, 128]"};
+       }},
+      {"FlashMissingScale",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         attrs(p, s).erase("scale");
+         return std::vector<std::string>{step(s, "flash_attention_fwd"),
+                                         "missing required attribute 'scale'"};
+       }},
+      {"FlashCausalNotABool",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         attrs(p, s)["causal"] = 1;
+         return std::vector<std::string>{
+             step(s, "flash_attention_fwd"),
+             "attribute 'causal' must be true or false, got 1"};
+       }},
+      {"FlashLseNotF32",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         int64_t bf16 = valueWithDtype(p, "bf16");
+         p["steps"][s]["outputs"][1] = bf16;
+         return std::vector<std::string>{
+             step(s, "flash_attention_fwd"),
+             fmt::format("output 1 (value {}) (lse) is bf16, expected f32",
+                         bf16)};
+       }},
+      {"FlashDuplicateOutputs",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_bwd");
+         p["steps"][s]["outputs"][2] = p["steps"][s]["outputs"][1];
+         return std::vector<std::string>{step(s, "flash_attention_bwd"),
+                                         "overlaps output 1"};
+       }},
+      {"FlashBackwardFiveInputs",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_bwd");
+         p["steps"][s]["inputs"].erase(5);
+         return std::vector<std::string>{step(s, "flash_attention_bwd"),
+                                         "takes 6 to 7 inputs, got 5"};
+       }},
+      // The optimizer.
+      {"AdamWThreeInputs",
+       [](json &p) {
+         std::size_t s = stepOf(p, "adamw");
+         p["steps"][s]["inputs"] = json::array({3, 4, 5});
+         return std::vector<std::string>{step(s, "adamw"),
+                                         "takes 7 inputs, got 3"};
+       }},
+      {"AdamWNotInPlace",
+       [](json &p) {
+         std::size_t s = stepOf(p, "adamw");
+         // exp_avg's update written to exp_avg_sq's place.
+         p["steps"][s]["outputs"][1] = p["steps"][s]["outputs"][2];
+         return std::vector<std::string>{
+             step(s, "adamw"), "output 1 (value",
+             "must update input 2 (value 42) (exp_avg) in place"};
+       }},
+      {"AdamWBeta2AboveOne",
+       [](json &p) {
+         std::size_t s = stepOf(p, "adamw");
+         attrs(p, s)["beta2"] = 1.5;
+         return std::vector<std::string>{step(s, "adamw"),
+                                         "field 'beta2' = 1.5 is outside"};
+       }},
+      {"AdamWMissingBeta2",
+       [](json &p) {
+         std::size_t s = stepOf(p, "adamw");
+         attrs(p, s).erase("beta2");
+         return std::vector<std::string>{step(s, "adamw"),
+                                         "missing required attribute 'beta2'"};
+       }},
+      {"AdamWAnotherParametersMoments",
+       [](json &p) {
+         std::size_t s = stepOf(p, "adamw");
+         // The first parameter updated with the second one's exp_avg_sq.
+         json &param = p["parameters"][1];
+         p["steps"][s]["inputs"][3] = param["exp_avg_sq"];
+         return std::vector<std::string>{step(s, "adamw"), "input 3 (value"};
+       }},
+      {"ParameterGradAliasesItsValue",
+       [](json &p) {
+         json &param = p["parameters"][0];
+         param["grad"] = param["value"];
+         return std::vector<std::string>{
+             "parameter 'model.embed_tokens.weight': grad (value 3) aliases "
+             "its value (value 3)"};
+       }},
+      // The program.
+      {"PersistentPastTheArena",
+       [](json &p) {
+         p["persistent_bytes"] = p["arena_bytes"].get<int64_t>() + 1;
+         return std::vector<std::string>{"plan: 'persistent_bytes' is"};
+       }},
+      {"LossOnAParameter",
+       [](json &p) {
+         // The loss's buffer moved onto the first parameter's bytes.
+         int64_t loss = valueOf(p, "outputs", "loss");
+         p["values"][loss]["offset"] = p["values"][3]["offset"];
+         std::size_t s = stepOf(p, "cross_entropy");
+         return std::vector<std::string>{
+             step(s, "cross_entropy"),
+             fmt::format("output 0 (value {}) at offset", loss),
+             "lies in the persistent region"};
+       }},
+      {"ReadOnlyValueWritten",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "rms_norm");
+         p["steps"][s]["outputs"][0] = valueOf(p, "inputs", "lr");
+         return std::vector<std::string>{step(s, "fused"), "yield 0"};
+       }},
+      {"GlobalNormIntoAVector",
+       [](json &p) {
+         std::size_t s = stepOf(p, "global_norm");
+         int64_t wide = valueWithDtype(p, "f32", 3);
+         p["steps"][s]["outputs"][0] = wide;
+         return std::vector<std::string>{
+             step(s, "global_norm"),
+             fmt::format("output 0 (value {}) (the norm) holds", wide)};
+       }},
+      {"CrossEntropyFloatTargets",
+       [](json &p) {
+         std::size_t s = stepOf(p, "cross_entropy");
+         p["steps"][s]["inputs"][1] = valueWithDtype(p, "bf16");
+         return std::vector<std::string>{step(s, "cross_entropy"),
+                                         "(targets) is bf16, expected i32"};
+       }},
+      {"UnknownKernel",
+       [](json &p) {
+         p["steps"][5]["kernel"] = "conv2d";
+         return std::vector<std::string>{"plan.json: step 5: unknown kernel "
+                                         "'conv2d'"};
+       }},
+      {"InvalidChunk",
+       [](json &p) {
+         p["steps"][5]["chunk"] = "X";
+         return std::vector<std::string>{"plan.json: step 5 (",
+                                         "unknown chunk 'X'"};
+       }},
+      {"MissingChunk",
+       [](json &p) {
+         p["steps"][5].erase("chunk");
+         return std::vector<std::string>{"plan.json: step 5 (",
+                                         "missing 'chunk'"};
+       }},
+      {"FillWithoutValue",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fill");
+         attrs(p, s).erase("value");
+         return std::vector<std::string>{step(s, "fill"),
+                                         "missing required attribute 'value'"};
+       }},
+      // Fused bodies.
+      {"TemporaryTenTimesTooLarge",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "rms_norm");
+         json &shape = p["steps"][s]["temporaries"][0]["shape"];
+         shape[0] = shape[0].get<int64_t>() * 10;
+         return std::vector<std::string>{
+             step(s, "fused"), "body op 0 (rms_norm): result 0 holds"};
+       }},
+      {"IntegerTemporary",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "add");
+         p["steps"][s]["temporaries"][0]["dtype"] = "i32";
+         return std::vector<std::string>{
+             step(s, "fused"),
+             "body op 0 (add): result 0 (local 2) is i32, not a "
+             "floating-point type"};
+       }},
+      {"BodyOperandOutOfRange",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "add");
+         p["steps"][s]["body"][0]["operands"][1] = 99;
+         return std::vector<std::string>{
+             step(s, "fused"),
+             "body op 0 (add): operand 99 is not a local value"};
+       }},
+      {"BodyOperandNotYetDefined",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "add");
+         p["steps"][s]["body"][0]["operands"][1] = 2;
+         return std::vector<std::string>{
+             step(s, "fused"),
+             "body op 0 (add): operand local 2 is used before any op defines "
+             "it"};
+       }},
+      {"YieldOutOfRange",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "add");
+         p["steps"][s]["yield"][0] = 7;
+         return std::vector<std::string>{step(s, "fused"),
+                                         "yields local value 7"};
+       }},
+      {"YieldOfAnUndefinedLocal",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "add");
+         json temp = p["steps"][s]["temporaries"][0];
+         temp["index"] = 3;
+         p["steps"][s]["temporaries"].push_back(temp);
+         p["steps"][s]["yield"][0] = 3;
+         return std::vector<std::string>{
+             step(s, "fused"), "yield 0 is local 3, which no body op defines"};
+       }},
+      {"UnknownBodyOp",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "add");
+         p["steps"][s]["body"][0]["op"] = "softmax";
+         return std::vector<std::string>{step(s, "fused"),
+                                         "body op 0 (softmax): unknown body "
+                                         "op 'softmax'"};
+       }},
+      {"AddWithOneOperand",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "add");
+         p["steps"][s]["body"][0]["operands"].erase(1);
+         return std::vector<std::string>{
+             step(s, "fused"), "body op 0 (add): takes 2 operands, got 1"};
+       }},
+      {"RmsNormWithoutEpsilon",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "rms_norm");
+         bodyAttrs(p, s).erase("epsilon");
+         return std::vector<std::string>{
+             step(s, "fused"),
+             "body op 0 (rms_norm): missing required attribute 'epsilon'"};
+       }},
+      {"RopeWithoutTheta",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "rope");
+         bodyAttrs(p, s).erase("theta");
+         return std::vector<std::string>{
+             step(s, "fused"),
+             "body op 0 (rope): missing required attribute 'theta'"};
+       }},
+      {"RopeZeroHeads",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "rope");
+         bodyAttrs(p, s)["num_heads"] = 0;
+         return std::vector<std::string>{
+             step(s, "fused"), "body op 0 (rope): field 'num_heads' = 0"};
+       }},
+      {"EmbeddingIdsSwapped",
+       [](json &p) {
+         std::size_t s = stepOf(p, "fused", "embedding");
+         json &operands = p["steps"][s]["body"][0]["operands"];
+         std::swap(operands[0], operands[1]);
+         return std::vector<std::string>{step(s, "fused"),
+                                         "body op 0 (embedding): operand 0 "
+                                         "(local 1) is i32"};
+       }},
+      // Launch records.
+      {"LaunchGridZero",
+       [](json &p) {
+         p["steps"][0]["cuda"]["launches"][0]["grid"][0] = 0;
+         return std::vector<std::string>{
+             "plan.json: step 0 (fill): launch of kiln_fill_f32: launch "
+             "geometry out of range"};
+       }},
+      {"LaunchBlockTooLarge",
+       [](json &p) {
+         p["steps"][0]["cuda"]["launches"][0]["block"][0] = 2048;
+         return std::vector<std::string>{"step 0 (fill): launch of "
+                                         "kiln_fill_f32: launch geometry out "
+                                         "of range"};
+       }},
+      {"LaunchArgUnknownValue",
+       [](json &p) {
+         p["steps"][0]["cuda"]["launches"][0]["args"][0] =
+             json{{"value", 100000}};
+         return std::vector<std::string>{"step 0 (fill): launch of "
+                                         "kiln_fill_f32: refers to value "
+                                         "100000"};
+       }},
+      {"LaunchWithoutComputeCapability",
+       [](json &p) {
+         p["steps"][0]["cuda"]["launches"][0].erase("min_compute_capability");
+         return std::vector<std::string>{
+             "step 0 (fill): launch of kiln_fill_f32: missing "
+             "'min_compute_capability'"};
+       }},
+      {"LaunchOfAKernelWithoutSource",
+       [](json &p) {
+         p["steps"][0]["cuda"]["launches"][0]["kernel"] = "kiln_missing";
+         return std::vector<std::string>{"launches 'kiln_missing', which the "
+                                         "plan has no source for"};
+       }},
+      {"UnknownCudaLibrary",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         p["steps"][s]["cuda"]["library"] = "cudnn";
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "unknown CUDA library 'cudnn'"};
+       }},
+      {"GemmWithoutItsLibrary",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         p["steps"][s]["cuda"].erase("library");
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "a gemm runs in 'cublasLt', but its "
+                                         "'cuda' names no library"};
+       }},
+      {"LibraryForANonGemm",
+       [](json &p) {
+         p["steps"][0]["cuda"]["library"] = "cublasLt";
+         return std::vector<std::string>{
+             "step 0 (fill): only gemm steps run in a library, not "
+             "'cublasLt'"};
+       }},
+      // Values and the header.
+      {"OldVersion",
+       [](json &p) {
+         p["version"] = 1;
+         return std::vector<std::string>{
+             "format version 1 is not the version this runtime reads (2)"};
+       }},
+      {"UnknownDtype",
+       [](json &p) {
+         p["values"][5]["dtype"] = "f16";
+         return std::vector<std::string>{"value 5: unknown dtype 'f16'"};
+       }},
+      {"NegativeDimension",
+       [](json &p) {
+         p["values"][5]["shape"][0] = -1;
+         return std::vector<std::string>{"value 5: negative dimension"};
+       }},
+  };
+  return cases;
+}
+
+/// The training-step checks of Plan::load.
+const std::vector<Mutation> &programMutations() {
+  static const std::vector<Mutation> cases = {
+      {"NoSteps",
+       [](json &p) {
+         p["steps"] = json::array();
+         return std::vector<std::string>{"plan: 'steps' is empty"};
+       }},
+      {"NoLossOutput",
+       [](json &p) {
+         p["outputs"] = json::array();
+         return std::vector<std::string>{"plan: no output 'loss'"};
+       }},
+      {"LossIsAParameter",
+       [](json &p) {
+         p["outputs"][0]["value"] = p["parameters"][0]["value"];
+         return std::vector<std::string>{
+             "output 'loss' (value 3) must be one f32 element"};
+       }},
+      {"LossWrittenByNoStep",
+       [](json &p) {
+         p["outputs"][0]["value"] = valueOf(p, "inputs", "lr");
+         return std::vector<std::string>{"output 'loss' (value 120) is "
+                                         "written by no step"};
+       }},
+  };
+  return cases;
+}
+
+std::string refusal(const json &plan, bool load) {
+  try {
+    if (load)
+      Plan::load(plan.dump(), "plan.json");
+    else
+      Plan::parse(plan.dump(), "plan.json");
+  } catch (const Error &e) {
+    return e.what();
+  }
+  return "";
+}
+
+class PlanValidationTest : public ::testing::TestWithParam<Mutation> {
+protected:
+  void SetUp() override {
+    if (!kPlanPath)
+      GTEST_SKIP() << "built without the compiler: no compiled plan";
+  }
+};
+
+TEST(PlanValidation, TheCompiledPlanLoads) {
+  if (!kPlanPath)
+    GTEST_SKIP() << "built without the compiler: no compiled plan";
+  Plan plan = Plan::load(validPlan().dump(), "plan.json");
+  EXPECT_GT(plan.steps.size(), 100u);
+  EXPECT_EQ(plan.steps.front().kind(), StepKind::Fill);
+  // The flash kernels carry their tensor-core requirement.
+  int flash = 0;
+  for (const Step &step : plan.steps)
+    for (const CudaLaunch &launch : step.cuda.launches)
+      flash += launch.minComputeCapability == 80;
+  EXPECT_GT(flash, 0);
+}
+
+TEST(PlanValidation, ThereAreAtLeastFortyMutations) {
+  EXPECT_GE(mutations().size() + programMutations().size(), 40u);
+}
+
+TEST_P(PlanValidationTest, IsRefusedByParse) {
+  json plan = validPlan();
+  std::vector<std::string> expected = GetParam().apply(plan);
+  std::string error = refusal(plan, /*load=*/false);
+  ASSERT_FALSE(error.empty()) << "Plan::parse accepted the plan";
+  for (const std::string &part : expected)
+    EXPECT_THAT(error, ::testing::HasSubstr(part));
+}
+
+INSTANTIATE_TEST_SUITE_P(Mutations, PlanValidationTest,
+                         ::testing::ValuesIn(mutations()),
+                         [](const ::testing::TestParamInfo<Mutation> &info) {
+                           return info.param.name;
+                         });
+
+class PlanLoadTest : public PlanValidationTest {};
+
+TEST_P(PlanLoadTest, IsRefusedByLoad) {
+  json plan = validPlan();
+  std::vector<std::string> expected = GetParam().apply(plan);
+  // Each still parses: they are training-step rules, not format rules.
+  EXPECT_EQ(refusal(plan, /*load=*/false), "");
+  std::string error = refusal(plan, /*load=*/true);
+  ASSERT_FALSE(error.empty()) << "Plan::load accepted the plan";
+  for (const std::string &part : expected)
+    EXPECT_THAT(error, ::testing::HasSubstr(part));
+}
+
+INSTANTIATE_TEST_SUITE_P(Program, PlanLoadTest,
+                         ::testing::ValuesIn(programMutations()),
+                         [](const ::testing::TestParamInfo<Mutation> &info) {
+                           return info.param.name;
+                         });
+
+} // namespace
