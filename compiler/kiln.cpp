@@ -95,9 +95,11 @@ cl::opt<std::string> outputPath("o", cl::desc("Output file (default stdout)"),
 
 cl::opt<std::string>
     target("target",
-           cl::desc("Precompile the CUDA kernels into the plan: cuda:sm_90a, "
-                    "cuda:sm_80, ... (NVRTC, no GPU needed); prints ptxas' "
-                    "registers and spills per kernel"),
+           cl::desc("Precompile the CUDA kernels into the plan: an "
+                    "architecture (cuda:sm_90a, cuda:sm_80, ...) or a GPU "
+                    "(cuda:a100, cuda:h100, cuda:h200: its architecture, and "
+                    "tiles sized for it) (NVRTC, no GPU needed); prints "
+                    "ptxas' registers and spills per kernel"),
            cl::sub(compileCommand));
 cl::opt<std::string> tuningDb(
     "tuning-db",
@@ -185,12 +187,30 @@ cl::opt<std::string> backendChoice(
 std::string tileTarget() {
   llvm::StringRef arch(target);
   if (arch.consume_front("cuda:"))
-    return targetForArch(arch);
+    return lookupTarget(arch) ? arch.str() : targetForArch(arch);
   if (trainCommand && backendChoice != "host")
     if (std::optional<kiln::rt::cuda::DeviceInfo> device =
             kiln::rt::cuda::probeDevice())
-      return targetForArch(device->arch());
+      return targetForDevice(device->name, device->arch(), device->totalMemory);
   return "host";
+}
+
+/// The architecture --target names: cuda:sm_XY, or a GPU target's; empty
+/// (with the reason in `error`) for anything else.
+std::string targetArch(std::string &error) {
+  llvm::StringRef arch(target);
+  if (arch.consume_front("cuda:")) {
+    if (arch.starts_with("sm_"))
+      return arch.str();
+    llvm::Expected<Target> named = lookupTarget(arch);
+    if (named && named->gpu)
+      return named->arch;
+    if (!named)
+      llvm::consumeError(named.takeError());
+  }
+  error = "--target must be cuda:sm_XY (e.g. cuda:sm_90a), got '" + target +
+          "'; or name a GPU: cuda:a100, cuda:h100, cuda:h200";
+  return "";
 }
 
 cl::list<std::string> tokenizeInputs(cl::Positional, cl::OneOrMore,
@@ -359,13 +379,12 @@ int runCompile(MLIRContext &context) {
     if (failed(writePlan(**module, planStream)))
       return fail("cannot write the plan (see the diagnostics above)");
     if (!target.empty()) {
-      llvm::StringRef arch(target);
-      if (!arch.consume_front("cuda:") || !arch.starts_with("sm_"))
-        return fail("--target must be cuda:sm_XY (e.g. cuda:sm_90a), got '" +
-                    target + "'");
-      rt::PrecompileResult result;
       std::string error;
-      if (!rt::precompileCuda(plan, arch.str(), result, error))
+      std::string arch = targetArch(error);
+      if (arch.empty())
+        return fail(error);
+      rt::PrecompileResult result;
+      if (!rt::precompileCuda(plan, arch, result, error))
         return fail("--target " + target + ": " + error);
       llvm::errs() << result.report;
       if (failOnSpills && result.spillingKernels > 0)

@@ -15,21 +15,51 @@
 using namespace kiln;
 using llvm::formatv;
 
-llvm::Expected<Target> kiln::lookupTarget(llvm::StringRef name) {
+llvm::ArrayRef<Target> kiln::knownTargets() {
   // Datasheet figures (dense BF16; SXM parts); shared memory per block is the
   // opt-in maximum. The host: 2 cores of a current x86 at ~100 GFLOP/s FP32
   // each, and a quarter of a 1 MiB L2 for one tile's working set.
-  if (name == "host")
-    return Target{"host", false, 256 << 10, 200e9, 20e9};
-  if (name == "a100")
-    return Target{"a100", true, 163 << 10, 312e12, 2.0e12};
-  if (name == "h100")
-    return Target{"h100", true, 227 << 10, 989e12, 3.35e12};
-  if (name == "h200")
-    return Target{"h200", true, 227 << 10, 989e12, 4.8e12};
+  static const Target targets[] = {
+      {.name = "host",
+       .arch = "",
+       .gpu = false,
+       .tileMemoryBytes = 256 << 10,
+       .peakFlops = 200e9,
+       .memoryBandwidth = 20e9},
+      {.name = "a100",
+       .arch = "sm_80",
+       .gpu = true,
+       .tileMemoryBytes = 163 << 10,
+       .peakFlops = 312e12,
+       .memoryBandwidth = 2.0e12,
+       .memoryBytes = 80'000'000'000},
+      {.name = "h100",
+       .arch = "sm_90a",
+       .gpu = true,
+       .tileMemoryBytes = 227 << 10,
+       .peakFlops = 989e12,
+       .memoryBandwidth = 3.35e12,
+       .memoryBytes = 80'000'000'000},
+      {.name = "h200",
+       .arch = "sm_90a",
+       .gpu = true,
+       .tileMemoryBytes = 227 << 10,
+       .peakFlops = 989e12,
+       .memoryBandwidth = 4.8e12,
+       .memoryBytes = 141'000'000'000},
+  };
+  return targets;
+}
+
+llvm::Expected<Target> kiln::lookupTarget(llvm::StringRef name) {
+  std::string known;
+  for (const Target &target : knownTargets()) {
+    if (target.name == name)
+      return target;
+    known += (known.empty() ? "" : ", ") + target.name;
+  }
   return llvm::createStringError(
-      formatv("unknown target '{0}' (known: host, a100, h100, h200)", name)
-          .str());
+      formatv("unknown target '{0}' (known: {1})", name, known).str());
 }
 
 std::string kiln::targetForArch(llvm::StringRef arch) {
@@ -38,6 +68,16 @@ std::string kiln::targetForArch(llvm::StringRef arch) {
   if (arch.starts_with("sm_9"))
     return "h100";
   return "host";
+}
+
+std::string kiln::targetForDevice(llvm::StringRef deviceName,
+                                  llvm::StringRef arch, uint64_t memoryBytes) {
+  for (const Target &target : knownTargets())
+    if (target.gpu && deviceName.contains_insensitive(target.name))
+      return target.name;
+  if (arch.starts_with("sm_9") && memoryBytes > (100ull << 30))
+    return "h200";
+  return targetForArch(arch);
 }
 
 namespace {

@@ -18,8 +18,13 @@
 
 namespace kiln {
 
+/// A machine the cost model sizes tiles for. The GPUs: datasheet figures
+/// of the SXM parts; H100 and H200 share an architecture (sm_90a) and
+/// differ in memory (80 and 141 GB) and its bandwidth.
 struct Target {
   std::string name;
+  /// The architecture its kernels compile for ("" for the host).
+  std::string arch;
   bool gpu = false;
   /// Fast memory one tile may use: shared memory per block on a GPU, a
   /// share of a core's L2 cache on the host.
@@ -28,13 +33,26 @@ struct Target {
   /// main-memory bandwidth, from datasheets or measurements.
   double peakFlops = 0;
   double memoryBandwidth = 0;
+  /// Device memory (0 for the host: not modelled).
+  int64_t memoryBytes = 0;
 };
+
+/// Every known target: host, a100, h100, h200.
+llvm::ArrayRef<Target> knownTargets();
 
 /// `host`, `a100`, `h100` or `h200`; an error naming the known targets.
 llvm::Expected<Target> lookupTarget(llvm::StringRef name);
 
-/// The target of a CUDA architecture (`sm_80` -> a100, `sm_90a` -> h100).
+/// The target of a CUDA architecture when nothing else is known: `sm_80`
+/// -> a100, `sm_9x` -> h100 (the smaller part of that architecture), else
+/// host. Name the GPU (`--target cuda:h200`) to get the other.
 std::string targetForArch(llvm::StringRef arch);
+
+/// The target of a GPU the runtime found: by its name ("NVIDIA H200"),
+/// else, on sm_90, by its memory (more than 100 GiB: an H200), else by its
+/// architecture.
+std::string targetForDevice(llvm::StringRef deviceName, llvm::StringRef arch,
+                            uint64_t memoryBytes);
 
 struct AttentionTiles {
   int64_t blockQ = 64, blockK = 64, numWarps = 4, numStages = 2;
