@@ -50,16 +50,6 @@ protected:
   virtual void finishRun() {}
 };
 
-/// Which backend `--backend auto|host|cuda` selects: auto is cuda when the
-/// runtime was built with CUDA support, the plan has CUDA kernels and a
-/// usable GPU exists, host otherwise. Throws Error when cuda is asked for and
-/// cannot be had, saying why.
-std::unique_ptr<Backend> createBackend(const Plan &plan,
-                                       const std::string &choice);
-
-/// Whether a usable GPU exists; `why` says why not.
-bool cudaUsable(std::string *why);
-
 } // namespace kiln::rt
 
 #endif // KILN_RUNTIME_BACKEND_H

@@ -2,7 +2,7 @@
 
 #include "runtime/train/Trainer.h"
 
-#include "runtime/Backend.h"
+#include "runtime/BackendFactory.h"
 #include "runtime/Error.h"
 #include "runtime/io/AtomicFile.h"
 #include "runtime/io/ByteTokenizer.h"

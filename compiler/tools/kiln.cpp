@@ -14,7 +14,7 @@
 #include "dialects/tile/TileDialect.h"
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
-#include "runtime/Precompile.h"
+#include "runtime/cuda/Precompile.h"
 #include "runtime/cuda/Device.h"
 #include "runtime/io/Tokenize.h"
 #include "runtime/train/Trainer.h"

@@ -5,8 +5,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef KILN_RUNTIME_PRECOMPILE_H
-#define KILN_RUNTIME_PRECOMPILE_H
+#ifndef KILN_RUNTIME_CUDA_PRECOMPILE_H
+#define KILN_RUNTIME_CUDA_PRECOMPILE_H
 
 #include <string>
 
@@ -28,4 +28,4 @@ bool precompileCuda(const std::string &planText, const std::string &arch,
 
 } // namespace kiln::rt
 
-#endif // KILN_RUNTIME_PRECOMPILE_H
+#endif // KILN_RUNTIME_CUDA_PRECOMPILE_H
