@@ -49,7 +49,8 @@ struct Tiles {
   int fwdQ = 128, fwdK = 0, stages = 2, bwdQ = 64, bwdK = 128;
 };
 
-/// The generated wrappers, as compiler/translate/CudaEmitter.cpp writes them.
+/// The generated wrappers, as compiler/translate/cuda/Attention.cpp writes
+/// them.
 std::string forwardSource(const std::string &name, int d, const Tiles &t) {
   return fmt::format(
       "#include \"kiln_device.cuh\"\n"

@@ -5,9 +5,11 @@
 // the style of DeepGEMM's JIT — a generated `extern "C" __global__` wrapper
 // that instantiates a template of the runtime's device library
 // (runtime/cuda/device/kiln_device.cuh) with compile-time constants, or a
-// fully generated body for elementwise fused regions (16-byte vectorised
-// loads and stores, FP32 arithmetic, rounding on store). GEMMs run through
-// cuBLASLt and need no source.
+// generated body for elementwise fused regions (the device library's
+// 16-byte loads and stores, FP32 arithmetic, rounding on store). GEMMs run
+// through cuBLASLt and need no source. One emitter per kernel family, in
+// compiler/translate/cuda/ (mirroring runtime/host/ and the device
+// library's family headers); CudaEmitter.cpp dispatches to them.
 //
 //===----------------------------------------------------------------------===//
 

@@ -8,14 +8,15 @@
 // (Attention kernels: tile-to-cuda-attention.mlir.)
 // CHECK-LABEL: // ----- kernel kiln_ew_
 
-// An elementwise region: 16-byte vector loads and stores of 8 elements,
-// FP32 arithmetic, BF16 rounding of BF16 results.
-// CHECK: __device__ __forceinline__ void kilnLoad(const __nv_bfloat16 *p, float *v) {
-// CHECK: uint4 raw = *reinterpret_cast<const uint4 *>(p);
+// An elementwise region: 16-byte vector loads and stores of 8 elements
+// (the device library's, runtime/cuda/device/Elementwise.cuh), FP32
+// arithmetic, BF16 rounding of BF16 results.
+// CHECK: #include "kiln_device.cuh"
 // CHECK: (const __nv_bfloat16 *__restrict__ in0, const __nv_bfloat16 *__restrict__ in1, __nv_bfloat16 *__restrict__ out0, long long n)
 // CHECK: constexpr int V = 8;
-// CHECK: t0[e] = kilnRoundBf16(kiln::dev::silu(a0[e]) * a1[e]);
-// CHECK: kilnStore<V>(out0 + base, t0);
+// CHECK: kiln::dev::loadElements<V>(in0 + base, a0);
+// CHECK: t0[e] = kiln::dev::roundBf16(kiln::dev::silu(a0[e]) * a1[e]);
+// CHECK: kiln::dev::storeElements<V>(out0 + base, t0);
 
 // CHECK-LABEL: // ----- kernel kiln_rmsNorm_bf16_t32
 // CHECK: kiln::dev::rmsNorm<__nv_bfloat16, 32>(x, w, y, rows, (int)dim, eps);

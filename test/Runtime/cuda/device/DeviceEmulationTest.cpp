@@ -24,6 +24,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -274,6 +276,49 @@ TYPED_TEST(DeviceEmulationTest, ElementwiseAndFill) {
   Buffer<T> filled(n, 1);
   emulateKernel({3}, 64, [&] { dev::fill<T>(filled.data(), n, 0.3f); });
   EXPECT_EQ(filled.values(), std::vector<double>(n, stored(0.3f)));
+}
+
+/// The element access of generated elementwise bodies (loadElements,
+/// storeElements, roundBf16): widening is exact and stores round to
+/// nearest-even, the same bits in groups of 8 (two vectors of f32, one of
+/// bf16) as one by one.
+TYPED_TEST(DeviceEmulationTest, ElementAccessOfGeneratedBodies) {
+  using T = TypeParam;
+  constexpr int V = 8;
+  constexpr std::int64_t n = 3 * V;
+  std::vector<double> x = randomValues<T>(n, -4.0, 4.0);
+  std::vector<double> unrounded = randomVector<double>(n, -4.0, 4.0);
+  Buffer<T> in(x, 0), vectorOut(n, 0), scalarOut(n, 0);
+  for (std::int64_t base = 0; base < n; base += V) {
+    float loaded[V], values[V];
+    dev::loadElements<V>(in.data() + base, loaded);
+    for (int e = 0; e < V; ++e) {
+      float one[1];
+      dev::loadElements<1>(in.data() + base + e, one);
+      EXPECT_EQ(loaded[e], static_cast<float>(x[base + e]));
+      EXPECT_EQ(one[0], loaded[e]);
+      values[e] = static_cast<float>(unrounded[base + e]);
+      const float single[1] = {values[e]};
+      dev::storeElements<1>(scalarOut.data() + base + e, single);
+    }
+    dev::storeElements<V>(vectorOut.data() + base, values);
+  }
+  std::vector<double> expected(n);
+  for (std::int64_t i = 0; i < n; ++i)
+    expected[i] = representable<T>(unrounded[i]);
+  EXPECT_EQ(vectorOut.values(), expected);
+  EXPECT_EQ(scalarOut.values(), expected);
+
+  // roundBf16 against round-to-nearest-even on the bits.
+  for (double u : unrounded) {
+    const float f = static_cast<float>(u);
+    std::uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+    float rounded;
+    std::memcpy(&rounded, &bits, sizeof rounded);
+    EXPECT_EQ(dev::roundBf16(f), rounded) << "x = " << f;
+  }
 }
 
 //===----------------------------------------------------------------------===//

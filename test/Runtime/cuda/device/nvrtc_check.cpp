@@ -2,8 +2,9 @@
 //
 // Compiles a kernel source that includes "kiln_device.cuh" the way the
 // runtime does: with NVRTC, C++17, the header given in memory (not from the
-// file system), and CUDA's include directory as the only search path, so
-// that a host standard header slipping into kiln_device.cuh fails here.
+// file system) with its family headers inlined (as runtime/CMakeLists.txt
+// embeds it), and CUDA's include directory as the only search path, so
+// that a host standard header slipping into the device library fails here.
 //
 //   nvrtc_check <kiln_device.cuh> <kernels.cu> <arch> <cuda include dir>
 //
@@ -17,6 +18,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -32,6 +34,35 @@ std::string readFile(const char *path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+/// Whether `line` includes a header of the device library itself
+/// (`#include "Name.cuh"`), and which.
+bool libraryInclude(const std::string &line, std::string &name) {
+  const std::string prefix = "#include \"", suffix = ".cuh\"";
+  if (line.rfind(prefix, 0) != 0 ||
+      line.size() < prefix.size() + suffix.size() ||
+      line.compare(line.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return false;
+  name = line.substr(prefix.size(), line.size() - prefix.size() - 1);
+  return true;
+}
+
+/// The header at `path` with the device library's headers it includes
+/// inlined as the preprocessor would, each at its first include (later ones
+/// dropped: their include guards make them empty), as runtime/cuda/
+/// DeviceHeader.cmake embeds it: the one header NVRTC gets.
+std::string inlineFamilies(const std::string &dir, const std::string &name,
+                           std::set<std::string> &inlined) {
+  if (!inlined.insert(name).second)
+    return "";
+  std::istringstream text(readFile((dir + name).c_str()));
+  std::string out, line, included;
+  while (std::getline(text, line))
+    out += libraryInclude(line, included)
+               ? inlineFamilies(dir, included, inlined)
+               : line + "\n";
+  return out;
 }
 
 bool check(nvrtcResult result, const char *what) {
@@ -50,7 +81,13 @@ int main(int argc, char **argv) {
                  "<cuda include dir>\n";
     return 2;
   }
-  std::string header = readFile(argv[1]);
+  const std::string path = argv[1];
+  const std::size_t slash = path.find_last_of('/');
+  std::set<std::string> inlined;
+  std::string header = slash == std::string::npos
+                           ? inlineFamilies("", path, inlined)
+                           : inlineFamilies(path.substr(0, slash + 1),
+                                            path.substr(slash + 1), inlined);
   std::string source = readFile(argv[2]);
   std::string arch = std::string("--gpu-architecture=") + argv[3];
   std::string include = std::string("--include-path=") + argv[4];

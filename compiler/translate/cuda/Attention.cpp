@@ -1,0 +1,208 @@
+//===- Attention.cpp - CUDA for attention ---------------------------------===//
+//
+// BF16 attention with a head dim the tensor-core kernels take runs
+// FlashAttention-2 (runtime/cuda/device/FlashAttention.cuh) with the op's
+// tile sizes, fitted to what the kernels support; everything else runs the
+// exact per-row kernels (runtime/cuda/device/Attention.cuh). The backward
+// computes delta = rowsum(dout * out) first, into the step's scratch, and
+// the flash backward accumulates dq there in FP32.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/translate/Plan.h"
+#include "compiler/translate/cuda/EmitterSupport.h"
+
+#include "passes/CostModel.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace kiln;
+using namespace kiln::cuda;
+using llvm::formatv;
+
+namespace {
+
+/// Whether attention on `query` with `headDim` runs the tensor-core
+/// FlashAttention kernels: BF16 storage and a head dim they take.
+bool usesFlashKernel(Value query, int64_t headDim) {
+  return elementType(query).isBF16() && hasFlashKernel(headDim);
+}
+
+/// The tile sizes of an attention op, fitted to the tensor-core kernels.
+template <typename AttentionOp>
+AttentionTiles flashTiles(AttentionOp op, int64_t headDim, bool backward) {
+  return fitFlashKernelTiles({static_cast<int64_t>(op.getBlockQ()),
+                              static_cast<int64_t>(op.getBlockK()),
+                              static_cast<int64_t>(op.getNumWarps()),
+                              static_cast<int64_t>(op.getNumStages())},
+                             headDim, backward);
+}
+
+/// A name for a generated body: its kind and a hash of its text, so that
+
+} // namespace
+
+LogicalResult cuda::emitAttentionForward(tile::FlashAttentionFwdOp attention,
+                                         LaunchBuilder &k) {
+  Value q = attention.getQuery();
+  auto shape = cast<RankedTensorType>(q.getType()).getShape();
+  int64_t heads = attention.getNumHeads();
+  int64_t headDim = shape[2] / heads;
+  double scale = attention.getScale() ? attention.getScale()->convertToDouble()
+                                      : 1.0 / std::sqrt(double(headDim));
+  std::string t = cudaType(elementType(q));
+  k.value(q, false, "q");
+  k.value(attention.getKey(), false, "k");
+  k.value(attention.getValue(), false, "v");
+  k.value(attention.getResult(), true, "out");
+  k.value(attention.getLse(), true, "lse");
+  k.integer("batch", shape[0]);
+  k.integer("seq", shape[1]);
+  k.integer("heads", heads);
+  k.integer("kvHeads", attention.getNumKvHeads());
+  k.number("scale", scale);
+  k.integer("causal", attention.getCausal());
+  Value cu = attention.getCuSeqlens();
+  cu ? k.value(cu, false, "cuSeqlens") : k.null("int", "cuSeqlens");
+  k.integer("numCuSeqlens", cu ? numElements(cu) : 0);
+  std::string args = "(q, k, v, out, lse, (int)batch, (int)seq, (int)heads, "
+                     "(int)kvHeads, scale, causal != 0, cuSeqlens, "
+                     "(int)numCuSeqlens);\n";
+  if (usesFlashKernel(q, headDim)) {
+    // FlashAttention-2 on tensor cores with the op's tile sizes.
+    AttentionTiles tiles = flashTiles(attention, headDim, /*backward=*/false);
+    k.requireComputeCapability(plan::kBf16TensorCoreComputeCapability);
+    k.launch(formatv("kiln_flash_attention_fwd_d{0}_q{1}_k{2}_s{3}", headDim,
+                     tiles.blockQ, tiles.blockK, tiles.numStages)
+                 .str(),
+             formatv("  kiln::dev::flashAttentionForward<{0}, {1}, {2}, "
+                     "{3}>{4}",
+                     headDim, tiles.blockQ, tiles.blockK, tiles.numStages, args)
+                 .str(),
+             {ceilDiv(shape[1], tiles.blockQ), heads, shape[0]},
+             tiles.numWarps * 32,
+             flashKernelSharedBytes(tiles, headDim, /*backward=*/false),
+             /*minBlocksPerSm=*/1);
+    return success();
+  }
+  // Exact per-row kernels for FP32 storage and other head dims.
+  constexpr int64_t threads = 128;
+  k.launch(formatv("kiln_attention_fwd_{0}_d{1}", planDtypeName(elementType(q)),
+                   headDim)
+               .str(),
+           formatv("  kiln::dev::attentionForward<{0}, {1}, {2}>{3}", t,
+                   headDim, threads, args)
+               .str(),
+           {shape[1], heads, shape[0]}, threads);
+  return success();
+}
+
+LogicalResult cuda::emitAttentionBackward(tile::FlashAttentionBwdOp grad,
+                                          LaunchBuilder &k) {
+  Value q = grad.getQuery();
+  auto shape = cast<RankedTensorType>(q.getType()).getShape();
+  int64_t heads = grad.getNumHeads(), kvHeads = grad.getNumKvHeads();
+  int64_t headDim = shape[2] / heads;
+  double scale = grad.getScale() ? grad.getScale()->convertToDouble()
+                                 : 1.0 / std::sqrt(double(headDim));
+  std::string t = cudaType(elementType(q));
+  std::string tag = planDtypeName(elementType(q));
+  const bool flash = usesFlashKernel(q, headDim);
+  // Scratch: delta = rowsum(dout * out), then (flash) the FP32 dq
+  // accumulator at a 256-byte boundary.
+  int64_t rows = shape[0] * heads * shape[1];
+  const int64_t accumOffset = ceilDiv(rows * 4, 256) * 256;
+  k.step().scratchBytes = flash ? accumOffset + numElements(q) * 4 : rows * 4;
+  constexpr int64_t threads = 128;
+
+  k.value(grad.getGrad(), false, "dout");
+  k.value(grad.getOutput(), false, "out");
+  k.scratch("float", "delta", 0);
+  k.integer("batch", shape[0]);
+  k.integer("seq", shape[1]);
+  k.integer("heads", heads);
+  k.integer("headDim", headDim);
+  if (flash)
+    k.scratch("float", "dqAccum", accumOffset);
+  k.launch("kiln_attention_bwd_delta_" + tag,
+           formatv("  kiln::dev::attentionBackwardPreprocess<{0}, 32>(dout, "
+                   "out, delta, (int)batch, (int)seq, (int)heads, "
+                   "(int)headDim, {1});\n",
+                   t, flash ? "dqAccum" : "nullptr")
+               .str(),
+           {shape[1], heads, shape[0]}, 32);
+
+  // The parameters of the main kernels: dq (or, flash, its accumulator)
+  // unless keyValue, dk and dv if keyValue.
+  auto common = [&](bool keyValue) {
+    k.value(grad.getGrad(), false, "dout");
+    k.value(q, false, "q");
+    k.value(grad.getKey(), false, "k");
+    k.value(grad.getValue(), false, "v");
+    k.value(grad.getLse(), false, "lse");
+    k.scratch("const float", "delta", 0);
+    if (flash)
+      k.scratch("float", "dqAccum", accumOffset);
+    if (keyValue) {
+      k.value(grad.getKeyGrad(), true, "dk");
+      k.value(grad.getValueGrad(), true, "dv");
+    } else {
+      k.value(grad.getQueryGrad(), true, "dq");
+    }
+    k.integer("batch", shape[0]);
+    k.integer("seq", shape[1]);
+    k.integer("heads", heads);
+    k.integer("kvHeads", kvHeads);
+    k.number("scale", scale);
+    k.integer("causal", grad.getCausal());
+    Value cu = grad.getCuSeqlens();
+    cu ? k.value(cu, false, "cuSeqlens") : k.null("int", "cuSeqlens");
+    k.integer("numCuSeqlens", cu ? numElements(cu) : 0);
+  };
+  std::string tail = "(int)batch, (int)seq, (int)heads, (int)kvHeads, "
+                     "scale, causal != 0, cuSeqlens, (int)numCuSeqlens);\n";
+  if (flash) {
+    AttentionTiles tiles = flashTiles(grad, headDim, /*backward=*/true);
+    common(/*keyValue=*/true);
+    k.requireComputeCapability(plan::kBf16TensorCoreComputeCapability);
+    k.launch(formatv("kiln_flash_attention_bwd_d{0}_q{1}_k{2}", headDim,
+                     tiles.blockQ, tiles.blockK)
+                 .str(),
+             formatv("  kiln::dev::flashAttentionBackward<{0}, {1}, {2}>("
+                     "dout, q, k, v, lse, delta, dqAccum, dk, dv, {3}",
+                     headDim, tiles.blockQ, tiles.blockK, tail)
+                 .str(),
+             {ceilDiv(shape[1], tiles.blockK), kvHeads, shape[0]},
+             tiles.numWarps * 32,
+             flashKernelSharedBytes(tiles, headDim, /*backward=*/true),
+             /*minBlocksPerSm=*/1);
+    k.scratch("const float", "dqAccum", accumOffset);
+    k.value(grad.getQueryGrad(), true, "dq");
+    k.integer("n", numElements(q));
+    k.number("scale", scale);
+    k.launch("kiln_flash_attention_bwd_dq_" + tag,
+             formatv("  kiln::dev::flashAttentionFinishDq<{0}>(dqAccum, dq, "
+                     "n, scale);\n",
+                     t)
+                 .str(),
+             {std::min(kMaxGrid, ceilDiv(numElements(q), kElementwiseThreads))},
+             kElementwiseThreads);
+    return success();
+  }
+  common(/*keyValue=*/false);
+  k.launch(formatv("kiln_attention_bwd_q_{0}_d{1}", tag, headDim).str(),
+           formatv("  kiln::dev::attentionBackwardQuery<{0}, {1}, {2}>("
+                   "dout, q, k, v, lse, delta, dq, {3}",
+                   t, headDim, threads, tail)
+               .str(),
+           {shape[1], heads, shape[0]}, threads);
+  common(/*keyValue=*/true);
+  k.launch(formatv("kiln_attention_bwd_kv_{0}_d{1}", tag, headDim).str(),
+           formatv("  kiln::dev::attentionBackwardKeyValue<{0}, {1}, {2}>("
+                   "dout, q, k, v, lse, delta, dk, dv, {3}",
+                   t, headDim, threads, tail)
+               .str(),
+           {shape[1], kvHeads, shape[0]}, threads);
+  return success();
+}

@@ -1,0 +1,86 @@
+//===- CrossEntropy.cpp - CUDA for the cross-entropy loss -----------------===//
+//
+// Block per row of logits, then a single-block mean over the valid rows
+// (runtime/cuda/device/CrossEntropy.cuh); the gradient first counts the
+// valid targets in one block. Both go through the step's scratch rather
+// than atomics, so the loss is deterministic.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/translate/Plan.h"
+#include "compiler/translate/cuda/EmitterSupport.h"
+
+using namespace mlir;
+using namespace kiln;
+using namespace kiln::cuda;
+using llvm::formatv;
+
+LogicalResult cuda::emitCrossEntropy(tile::CrossEntropyOp loss,
+                                     LaunchBuilder &k) {
+  Value logits = loss.getLogits();
+  int64_t vocab = lastDim(logits), rows = numElements(logits) / vocab;
+  std::string t = cudaType(elementType(logits));
+  k.step().scratchBytes = rows * 4;
+  int64_t threads = rowThreads(vocab);
+  k.value(logits, false, "logits");
+  k.value(loss.getTargets(), false, "targets");
+  k.scratch("float", "rowLoss", 0);
+  k.integer("rows", rows);
+  k.integer("vocab", vocab);
+  k.integer("ignoreIndex", loss.getIgnoreIndex());
+  k.errorFlag();
+  k.launch(formatv("kiln_cross_entropy_rows_{0}_t{1}",
+                   planDtypeName(elementType(logits)), threads)
+               .str(),
+           formatv("  kiln::dev::crossEntropyRows<{0}, {1}>(logits, "
+                   "targets, rowLoss, rows, (int)vocab, ignoreIndex, "
+                   "error);\n",
+                   t, threads)
+               .str(),
+           {std::min(rows, kMaxGrid)}, threads);
+  k.scratch("const float", "rowLoss", 0);
+  k.value(loss.getTargets(), false, "targets");
+  k.value(loss.getLoss(), true, "loss");
+  k.integer("rows", rows);
+  k.integer("ignoreIndex", loss.getIgnoreIndex());
+  k.launch("kiln_cross_entropy_reduce",
+           "  kiln::dev::crossEntropyReduce<1024>(rowLoss, targets, loss, "
+           "rows, ignoreIndex);\n",
+           {1}, 1024);
+  return success();
+}
+
+LogicalResult cuda::emitCrossEntropyGrad(tile::CrossEntropyGradOp grad,
+                                         LaunchBuilder &k) {
+  Value logits = grad.getLogits();
+  int64_t vocab = lastDim(logits), rows = numElements(logits) / vocab;
+  std::string t = cudaType(elementType(logits));
+  k.step().scratchBytes = 4;
+  k.value(grad.getTargets(), false, "targets");
+  k.integer("rows", rows);
+  k.integer("ignoreIndex", grad.getIgnoreIndex());
+  k.scratch("float", "count", 0);
+  k.launch("kiln_count_valid",
+           "  kiln::dev::countValid<1024>(targets, rows, ignoreIndex, "
+           "count);\n",
+           {1}, 1024);
+  int64_t threads = rowThreads(vocab);
+  k.value(grad.getGrad(), false, "dloss");
+  k.scratch("const float", "count", 0);
+  k.value(logits, false, "logits");
+  k.value(grad.getTargets(), false, "targets");
+  k.value(grad.getResult(), true, "dlogits");
+  k.integer("rows", rows);
+  k.integer("vocab", vocab);
+  k.integer("ignoreIndex", grad.getIgnoreIndex());
+  k.launch(formatv("kiln_cross_entropy_grad_{0}_t{1}",
+                   planDtypeName(elementType(logits)), threads)
+               .str(),
+           formatv("  kiln::dev::crossEntropyGrad<{0}, {1}>(dloss, count, "
+                   "logits, targets, dlogits, rows, (int)vocab, "
+                   "ignoreIndex);\n",
+                   t, threads)
+               .str(),
+           {std::min(rows, kMaxGrid)}, threads);
+  return success();
+}

@@ -1,0 +1,158 @@
+//===- Norms.cpp - CUDA for RMSNorm, LayerNorm and column sums ------------===//
+//
+// Block-per-row kernels (runtime/cuda/device/Norms.cuh) for the norms and
+// their input gradients; the weight gradients and column sums reduce
+// columns in two stages, row chunks into scratch and then the chunks in
+// order, so that a tall input fills the GPU and the sums stay
+// deterministic.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/translate/Plan.h"
+#include "compiler/translate/cuda/EmitterSupport.h"
+
+#include "llvm/ADT/StringExtras.h"
+
+#include <algorithm>
+
+using namespace mlir;
+using namespace kiln;
+using namespace kiln::cuda;
+using llvm::formatv;
+
+namespace {
+
+/// Two-stage column reductions (runtime/cuda/device/Reductions.cuh): row
+/// chunks of about this many rows, at most kMaxColumnChunks of them.
+constexpr int64_t kColumnChunkRows = 64;
+constexpr int64_t kMaxColumnChunks = 256;
+
+/// The row chunks of a two-stage column reduction over `rows` rows.
+int64_t columnChunks(int64_t rows) {
+  return std::clamp<int64_t>(ceilDiv(rows, kColumnChunkRows), 1,
+                             kMaxColumnChunks);
+}
+
+/// Stage 2 of a column reduction: `result` (`cols` columns, element type
+/// `t`, plan dtype `tag`) from the `chunks` partials at `partialsOffset`
+/// of the step's scratch.
+void finishColumns(LaunchBuilder &k, int64_t partialsOffset, int64_t chunks,
+                   Value result, int64_t cols, StringRef tag, StringRef t) {
+  k.scratch("const float", "partials", partialsOffset);
+  k.value(result, true, "y");
+  k.integer("chunks", chunks);
+  k.integer("cols", cols);
+  k.launch(("kiln_finish_columns_" + tag).str(),
+           formatv("  kiln::dev::finishColumns<{0}>(partials, y, (int)chunks, "
+                   "cols);\n",
+                   t)
+               .str(),
+           {ceilDiv(cols, kElementwiseThreads)}, kElementwiseThreads);
+}
+
+double epsilonOf(Operation *op) {
+  return cast<FloatAttr>(op->getAttr("epsilon")).getValueAsDouble();
+}
+
+} // namespace
+
+LogicalResult cuda::emitNorm(const RegionOp &r, LaunchBuilder &k) {
+  Operation &inner = *r.op;
+  Value x = r.in(0);
+  std::string t = cudaType(elementType(x));
+  std::string tag = planDtypeName(elementType(x));
+  int64_t dim = lastDim(x), rows = numElements(x) / std::max<int64_t>(dim, 1);
+  int64_t threads = rowThreads(dim);
+  bool isGrad = isa<nn::RMSNormGradOp, nn::LayerNormGradOp>(inner);
+  bool isLayer = isa<nn::LayerNormOp, nn::LayerNormGradOp>(inner);
+  std::string fn =
+      std::string(isLayer ? "layerNorm" : "rmsNorm") + (isGrad ? "Grad" : "");
+  SmallVector<std::string> call;
+  if (isGrad) {
+    call = {k.value(r.in(0), false, "dy"), k.value(r.in(1), false, "x"),
+            k.value(r.in(2), false, "w")};
+  } else {
+    call = {k.value(r.in(0), false, "x"), k.value(r.in(1), false, "w")};
+    if (isLayer)
+      call.push_back(inner.getNumOperands() > 2 ? k.value(r.in(2), false, "b")
+                                                : k.null(t, "b"));
+  }
+  call.push_back(k.value(r.out(0), true, isGrad ? "dx" : "y"));
+  k.integer("rows", rows);
+  k.integer("dim", dim);
+  k.number("eps", epsilonOf(&inner));
+  k.launch(formatv("kiln_{0}_{1}_t{2}", fn, tag, threads).str(),
+           formatv("  kiln::dev::{0}<{1}, {2}>({3}, rows, (int)dim, eps);\n",
+                   fn, t, threads, llvm::join(call, ", "))
+               .str(),
+           {std::min(rows, kMaxGrid)}, threads);
+  return success();
+}
+
+LogicalResult cuda::emitNormWeightGrad(const RegionOp &r, LaunchBuilder &k) {
+  Operation &inner = *r.op;
+  bool isLayer = isa<nn::LayerNormWeightGradOp>(inner);
+  Value dy = r.in(0), input = r.in(1);
+  std::string t = cudaType(elementType(dy));
+  std::string tag = planDtypeName(elementType(dy));
+  int64_t dim = lastDim(input);
+  int64_t rows = numElements(input) / dim;
+  int64_t threads = rowThreads(dim);
+  int64_t statsBytes = rows * 4 * (isLayer ? 2 : 1);
+  int64_t chunks = columnChunks(rows);
+  k.step().scratchBytes = statsBytes + chunks * dim * 4;
+  k.value(input, false, "x");
+  std::string stats = isLayer ? k.scratch("float", "mean", 0) + ", " +
+                                    k.scratch("float", "rstd", rows * 4)
+                              : k.scratch("float", "rstd", 0);
+  k.integer("rows", rows);
+  k.integer("dim", dim);
+  k.number("eps", epsilonOf(&inner));
+  std::string statsFn = isLayer ? "layerRowStats" : "rmsRowStats";
+  k.launch(formatv("kiln_{0}_{1}_t{2}", statsFn, tag, threads).str(),
+           formatv("  kiln::dev::{0}<{1}, {2}>(x, {3}, rows, (int)dim, "
+                   "eps);\n",
+                   statsFn, t, threads, stats)
+               .str(),
+           {std::min(rows, kMaxGrid)}, threads);
+  k.value(dy, false, "dy");
+  k.value(input, false, "x");
+  std::string constStats = isLayer
+                               ? k.scratch("const float", "mean", 0) + ", " +
+                                     k.scratch("const float", "rstd", rows * 4)
+                               : k.scratch("const float", "rstd", 0);
+  k.scratch("float", "partials", statsBytes);
+  k.integer("rows", rows);
+  k.integer("dim", dim);
+  std::string fn =
+      isLayer ? "layerNormWeightGradPartials" : "rmsNormWeightGradPartials";
+  k.launch(formatv("kiln_{0}_{1}", fn, tag).str(),
+           formatv("  kiln::dev::{0}<{1}>(dy, x, {2}, partials, rows, "
+                   "(int)dim);\n",
+                   fn, t, constStats)
+               .str(),
+           {ceilDiv(dim, kElementwiseThreads), chunks}, kElementwiseThreads);
+  finishColumns(k, statsBytes, chunks, r.out(0), dim, tag, t);
+  return success();
+}
+
+LogicalResult cuda::emitColumnSum(const RegionOp &r, LaunchBuilder &k) {
+  Value x = r.in(0);
+  std::string t = cudaType(elementType(x));
+  std::string tag = planDtypeName(elementType(x));
+  int64_t dim = lastDim(x), rows = numElements(x) / std::max<int64_t>(dim, 1);
+  int64_t chunks = columnChunks(rows);
+  k.step().scratchBytes = chunks * dim * 4;
+  k.value(x, false, "x");
+  k.scratch("float", "partials", 0);
+  k.integer("rows", rows);
+  k.integer("cols", dim);
+  k.launch("kiln_column_sum_" + tag,
+           formatv("  kiln::dev::columnSumPartials<{0}>(x, partials, rows, "
+                   "(int)cols);\n",
+                   t)
+               .str(),
+           {ceilDiv(dim, kElementwiseThreads), chunks}, kElementwiseThreads);
+  finishColumns(k, 0, chunks, r.out(0), dim, tag, t);
+  return success();
+}

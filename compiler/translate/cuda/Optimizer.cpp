@@ -1,0 +1,71 @@
+//===- Optimizer.cpp - CUDA for the gradient norm and AdamW ---------------===//
+//
+// The global gradient norm in two stages, block partials of every
+// gradient into the step's scratch and one block that adds them in order
+// (runtime/cuda/device/Optimizer.cuh); AdamW in place, grid-stride, with
+// its hyperparameters as doubles.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/translate/Plan.h"
+#include "compiler/translate/cuda/EmitterSupport.h"
+
+using namespace mlir;
+using namespace kiln;
+using namespace kiln::cuda;
+using llvm::formatv;
+
+namespace {
+
+/// Blocks of each partial sum of squares in the gradient norm.
+constexpr int64_t kNormPartials = 64;
+
+} // namespace
+
+LogicalResult cuda::emitGlobalNorm(tile::GlobalNormOp norm, LaunchBuilder &k) {
+  int64_t count = norm.getInputs().size() * kNormPartials;
+  k.step().scratchBytes = count * 4;
+  for (auto [index, input] : llvm::enumerate(norm.getInputs())) {
+    k.value(input, false, "x");
+    k.integer("n", numElements(input));
+    k.scratch("float", "partials", index * kNormPartials * 4);
+    k.launch("kiln_squared_norm_" + planDtypeName(elementType(input)),
+             formatv("  kiln::dev::squaredNormPartial<{0}, 256>(x, n, "
+                     "partials);\n",
+                     cudaType(elementType(input)))
+                 .str(),
+             {kNormPartials}, 256);
+  }
+  k.scratch("const float", "partials", 0);
+  k.integer("count", count);
+  k.value(norm.getResult(), true, "out");
+  k.launch("kiln_finish_norm",
+           "  kiln::dev::finishNorm<1024>(partials, (int)count, out);\n", {1},
+           1024);
+  return success();
+}
+
+LogicalResult cuda::emitAdamW(tile::AdamWOp adamw, LaunchBuilder &k) {
+  int64_t n = numElements(adamw.getParam());
+  // In place: the kernel writes param and moments through their inputs'
+  // pointers, which the plan gives the results' offsets.
+  k.value(adamw.getNewParam(), true, "param");
+  k.value(adamw.getGrad(), false, "grad");
+  k.value(adamw.getNewExpAvg(), true, "expAvg");
+  k.value(adamw.getNewExpAvgSq(), true, "expAvgSq");
+  k.integer("n", n);
+  k.value(adamw.getLr(), false, "lr");
+  k.value(adamw.getStep(), false, "step");
+  k.value(adamw.getGradNorm(), false, "gradNorm");
+  k.real("beta1", adamw.getBeta1().convertToDouble());
+  k.real("beta2", adamw.getBeta2().convertToDouble());
+  k.real("eps", adamw.getEpsilon().convertToDouble());
+  k.real("weightDecay", adamw.getWeightDecay().convertToDouble());
+  k.real("maxGradNorm", adamw.getMaxGradNorm().convertToDouble());
+  k.launch("kiln_adamw",
+           "  kiln::dev::adamw(param, grad, expAvg, expAvgSq, n, lr, step, "
+           "gradNorm, beta1, beta2, eps, weightDecay, maxGradNorm);\n",
+           {std::min(kMaxGrid, ceilDiv(n, kElementwiseThreads))},
+           kElementwiseThreads);
+  return success();
+}
