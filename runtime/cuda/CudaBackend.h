@@ -18,7 +18,8 @@
 
 namespace kiln::rt::cuda {
 
-/// The device library's source (runtime/cuda/device/kiln_device.cuh), built
+/// The device library's source: runtime/cuda/device/kiln_device.cuh with
+/// every family header it includes inlined (cuda/DeviceHeader.cmake), built
 /// into the runtime so that NVRTC finds it without the source tree.
 const char *deviceHeaderSource();
 

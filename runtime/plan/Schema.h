@@ -277,7 +277,7 @@ inline constexpr int kBf16TensorCoreComputeCapability = 80;
 //===----------------------------------------------------------------------===//
 
 /// Bytes of dynamic shared memory of the flash forward kernel
-/// (runtime/cuda/device/kiln_device.cuh): the BF16 Q tile and `stages` K
+/// (runtime/cuda/device/FlashAttention.cuh): the BF16 Q tile and `stages` K
 /// and V tiles. The device library keeps its own copy (it includes
 /// nothing); test/Runtime/cuda/device/DeviceEmulationTest.cpp checks they
 /// agree.
