@@ -73,7 +73,7 @@ AttentionTiles chooseAttentionTiles(const Target &target,
                                     const AttentionShape &shape, bool backward);
 
 /// Whether the tensor-core FlashAttention kernels (runtime/cuda/device/
-/// device/FlashAttention.cuh), which take BF16 storage, handle this head dim: 16, 32,
+/// FlashAttention.cuh), which take BF16 storage, handle this head dim: 16, 32,
 /// 64 or 128.
 bool hasFlashKernel(int64_t headDim);
 
