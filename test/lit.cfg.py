@@ -56,6 +56,10 @@ else:
                     "are skipped")
 # A KILN_SANITIZE build: the sanitizer settings ctest uses too
 # (CMakeLists.txt), unless the environment sets them.
+# (Feature `sanitizer`: tests of release artefacts, such as the GPU bundle's
+# size, are UNSUPPORTED there.)
+if config.kiln_sanitizer_env:
+    config.available_features.add("sanitizer")
 for setting in filter(None, config.kiln_sanitizer_env.split(";")):
     name, value = setting.split("=", 1)
     config.environment[name] = os.environ.get(name, value)
