@@ -24,9 +24,10 @@
 
 #include "BenchSupport.h"
 
-#include "runtime/cuda/CudaBackend.h"
+#include "runtime/cuda/DeviceHeader.h"
 #include "runtime/cuda/FlashAttention.h"
 #include "runtime/cuda/Nvrtc.h"
+#include "runtime/plan/Schema.h"
 
 #include <fmt/format.h>
 
@@ -97,12 +98,12 @@ std::vector<CompileRequest> requestsFor(int d, const Tiles &t,
            forwardSource(name + "_fwd", d, t),
            arch,
            {},
-           {{"kiln_device.cuh", deviceHeaderSource()}}},
+           {{kiln::plan::kDeviceHeader, deviceHeaderSource()}}},
           {name + "_bwd",
            backwardSource(name + "_bwd", d, t),
            arch,
            {},
-           {{"kiln_device.cuh", deviceHeaderSource()}}}};
+           {{kiln::plan::kDeviceHeader, deviceHeaderSource()}}}};
 }
 
 int parseTiles(const char *text, int *values, int count) {

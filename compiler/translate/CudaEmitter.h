@@ -16,6 +16,8 @@
 #ifndef KILN_COMPILER_TRANSLATE_CUDAEMITTER_H
 #define KILN_COMPILER_TRANSLATE_CUDAEMITTER_H
 
+#include "runtime/plan/Schema.h"
+
 #include "mlir/IR/Operation.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/Support/JSON.h"
@@ -56,7 +58,7 @@ private:
 
 /// The header every generated kernel includes; the runtime provides it to
 /// NVRTC from memory.
-constexpr const char *kDeviceHeader = "kiln_device.cuh";
+constexpr const char *kDeviceHeader = plan::kDeviceHeader;
 
 } // namespace kiln
 

@@ -7,6 +7,7 @@
 #include "runtime/cuda/CublasLt.h"
 #include "runtime/cuda/CudaApi.h"
 #include "runtime/cuda/Device.h"
+#include "runtime/cuda/DeviceHeader.h"
 #include "runtime/cuda/KernelCache.h"
 #include "runtime/cuda/Nvrtc.h"
 

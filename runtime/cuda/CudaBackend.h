@@ -18,11 +18,6 @@
 
 namespace kiln::rt::cuda {
 
-/// The device library's source: runtime/cuda/device/kiln_device.cuh with
-/// every family header it includes inlined (cuda/DeviceHeader.cmake), built
-/// into the runtime so that NVRTC finds it without the source tree.
-const char *deviceHeaderSource();
-
 /// Creates the cuda backend for `plan` on device 0; throws Error when there
 /// is no usable GPU, the plan has no CUDA kernels, or a kernel fails to
 /// compile or load.

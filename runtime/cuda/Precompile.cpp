@@ -4,9 +4,10 @@
 
 #include "runtime/Error.h"
 #include "runtime/plan/Plan.h"
+#include "runtime/plan/Schema.h"
 
 #if KILN_ENABLE_CUDA
-#include "runtime/cuda/CudaBackend.h" // deviceHeaderSource
+#include "runtime/cuda/DeviceHeader.h"
 #include "runtime/cuda/Nvrtc.h"
 #endif
 
@@ -25,15 +26,16 @@ bool precompileCuda(const std::string &planText, const std::string &arch,
 #if KILN_ENABLE_CUDA
   try {
     nlohmann::json plan = nlohmann::json::parse(planText);
-    if (!plan.contains("cuda"))
+    namespace key = plan::key;
+    if (!plan.contains(key::kCuda))
       throw Error("the plan has no CUDA kernels");
-    nlohmann::json &cuda = plan["cuda"];
-    std::string header = cuda.value("header", "kiln_device.cuh");
+    nlohmann::json &cuda = plan[key::kCuda];
+    std::string header = cuda.value(key::kHeader, plan::kDeviceHeader);
     std::vector<cuda::CompileRequest> requests;
-    for (const nlohmann::json &kernel : cuda.at("kernels"))
+    for (const nlohmann::json &kernel : cuda.at(key::kKernels))
       requests.push_back(
-          cuda::CompileRequest{kernel.at("name").get<std::string>(),
-                               kernel.at("source").get<std::string>(),
+          cuda::CompileRequest{kernel.at(key::kName).get<std::string>(),
+                               kernel.at(key::kSource).get<std::string>(),
                                arch,
                                {"--ptxas-options=-v"},
                                {{header, cuda::deviceHeaderSource()}}});
@@ -56,7 +58,7 @@ bool precompileCuda(const std::string &planText, const std::string &arch,
           "stores/loads{}\n",
           kernel.name, stats->registers, stats->stackBytes, stats->spillStores,
           stats->spillLoads, spills ? "  SPILLS" : "");
-      cuda["cubins"][arch][kernel.name] = encodeBase64(kernel.cubin);
+      cuda[key::kCubins][arch][kernel.name] = encodeBase64(kernel.cubin);
     }
     result.report += fmt::format(
         "{} kernels compiled by NVRTC {} for {}; at most {} registers; {} "

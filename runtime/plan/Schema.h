@@ -147,6 +147,11 @@ inline constexpr std::string_view kChunks = "FBWO";
 //===----------------------------------------------------------------------===//
 
 /// Top-level and structural keys.
+/// The name under which every generated kernel includes the device library
+/// (the plan's `cuda.header`); the runtime gives NVRTC that header from
+/// memory.
+inline constexpr const char *kDeviceHeader = "kiln_device.cuh";
+
 namespace key {
 inline constexpr const char *kFormat = "format";
 inline constexpr const char *kVersion = "version";

@@ -13,12 +13,13 @@
 #include "runtime/Error.h"
 #include "runtime/Numerics.h"
 #include "runtime/cuda/CudaApi.h"
-#include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/Device.h"
+#include "runtime/cuda/DeviceHeader.h"
 #include "runtime/cuda/FlashAttention.h"
 #include "runtime/cuda/KernelCache.h"
 #include "runtime/cuda/Nvrtc.h"
 #include "runtime/host/Kernels.h"
+#include "runtime/plan/Schema.h"
 
 #include "../../host/KernelTestSupport.h"
 
@@ -126,7 +127,7 @@ private:
                            kiln::rt::cuda::testing::deviceKernelsSource(),
                            device->arch(),
                            {},
-                           {{"kiln_device.cuh", deviceHeaderSource()}}};
+                           {{plan::kDeviceHeader, deviceHeaderSource()}}};
     // ctest runs each test in its own process: compile once, then hit the
     // on-disk cache (keyed by everything that determines the cubin).
     KernelCache cache(std::filesystem::temp_directory_path() /
