@@ -39,6 +39,55 @@ bool kiln::tile::isFusible(Operation *op) {
              nn::SplitOp, nn::ConcatOp, nn::ColumnSumOp>(op);
 }
 
+bool kiln::tile::isRowLocal(Operation *op) {
+  return isa<nn::AddOp, nn::MulOp, nn::CastOp, nn::RMSNormOp, nn::RMSNormGradOp,
+             nn::LayerNormOp, nn::LayerNormGradOp, nn::RoPEOp, nn::SwiGLUOp,
+             nn::SwiGLUGradOp, nn::GeluOp, nn::GeluGradOp, nn::EmbeddingOp>(op);
+}
+
+bool kiln::tile::isRowOperand(Operation *op, unsigned index) {
+  return llvm::TypeSwitch<Operation *, bool>(op)
+      .Case([&](nn::RMSNormOp) { return index == 0; })
+      .Case([&](nn::LayerNormOp) { return index == 0; })
+      .Case([&](nn::RMSNormGradOp) { return index < 2; })
+      .Case([&](nn::LayerNormGradOp) { return index < 2; })
+      .Case([&](nn::EmbeddingOp) { return index == 1; })
+      .Default([](Operation *) { return true; });
+}
+
+int64_t kiln::tile::rowCount(Value value) {
+  auto type = cast<RankedTensorType>(value.getType());
+  if (!type.hasStaticShape())
+    return ShapedType::kDynamic;
+  if (isa<IntegerType>(type.getElementType()) || type.getRank() == 0)
+    return type.getNumElements();
+  int64_t last = type.getShape().back();
+  return last == 0 ? 0 : type.getNumElements() / last;
+}
+
+std::optional<int64_t> kiln::tile::rowWiseRows(FusedOp fused) {
+  std::optional<int64_t> rows;
+  auto agree = [&](Value v) {
+    int64_t r = rowCount(v);
+    if (ShapedType::isDynamic(r) || (rows && *rows != r))
+      return false;
+    rows = r;
+    return true;
+  };
+  for (Operation &op : fused.getBody().front().without_terminator()) {
+    if (!isRowLocal(&op))
+      return std::nullopt;
+    for (OpOperand &operand : op.getOpOperands())
+      if (isRowOperand(&op, operand.getOperandNumber()) &&
+          !agree(operand.get()))
+        return std::nullopt;
+    for (Value result : op.getResults())
+      if (!agree(result))
+        return std::nullopt;
+  }
+  return rows;
+}
+
 LogicalResult GemmOp::verify() {
   int64_t batch = getBatch(), m = getM(), n = getN(), k = getK();
   if (batch <= 0 || m <= 0 || n <= 0 || k <= 0)

@@ -11,10 +11,33 @@
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include <optional>
+
 namespace kiln::tile {
 /// True for the nn ops a tile.fused region may hold: those that work element
 /// by element or row by row.
 bool isFusible(mlir::Operation *op);
+
+/// True for the fusible ops that compute row `r` of their results from row
+/// `r` of their row operands and the whole of the others (norm weights and
+/// biases, an embedding table): elementwise ops, norms and their input
+/// gradients, RoPE, embedding gathers. A region of them runs as one pass
+/// over rows. Weight gradients and column sums reduce across rows; split
+/// and concat are copies that packed views remove.
+bool isRowLocal(mlir::Operation *op);
+
+/// Whether operand `index` of a row-local op is read row by row.
+bool isRowOperand(mlir::Operation *op, unsigned index);
+
+/// The rows of a row-read value: its elements over its last dimension for
+/// floating-point tensors (`[batch, seq, width]` has batch x seq), all its
+/// elements for ids (one token id or position per row).
+int64_t rowCount(mlir::Value value);
+
+class FusedOp;
+/// The row count shared by every row-read value of `fused` when all its ops
+/// are row-local, else nullopt: then it runs as one pass over its rows.
+std::optional<int64_t> rowWiseRows(FusedOp fused);
 } // namespace kiln::tile
 
 #define GET_OP_CLASSES
