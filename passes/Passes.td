@@ -90,6 +90,53 @@ def NNTileAttentionPass : Pass<"nn-tile-attention", "mlir::ModuleOp"> {
   let dependentDialects = ["::kiln::tile::TileDialect"];
 }
 
+def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
+  let summary = "Groups row-wise nn ops into tile.fused kernels";
+  let description = [{
+    Every elementwise or row-wise op run as its own kernel reads its inputs
+    from memory and writes its result back; a layer of a transformer has a
+    dozen such ops, forward and backward. This pass groups them into
+    `tile.fused` regions, each of which becomes one kernel that makes one
+    pass over the rows of its tensors (a block per row on the GPU, a
+    parallel loop over rows on the host), keeping what only the region
+    reads on chip.
+
+    Groups, each of which an option switches off:
+    - `residual-norm`: a residual add and the RMSNorm or LayerNorm of its sum
+      in one kernel that writes both the sum and the normalized rows; in the
+      backward, the norm's input gradient with the gradient accumulations
+      around it (the sum of the branch gradients it reads, the residual
+      gradient it adds to).
+    - `rope`: the rotary embeddings of Q and K (forward and inverse) that
+      read the same positions, in one kernel.
+    - `elementwise`: chains of elementwise ops (adds, casts, activations)
+      and embedding gathers with their consumers.
+
+    An op joins the group of one of its operands' producers when both are
+    row-local (`tile::isRowLocal`), in the same chunk (`kiln.chunk`), over
+    the same rows, when what the op reads whole (a norm's weight) comes from
+    outside the group, and when every other consumer of the group's values
+    comes after it: the region is placed at its last op, so a value needed
+    earlier stays a kernel of its own. A region yields every value that is
+    used outside it. Nothing is reordered inside a region: the host computes
+    exactly what the unfused ops compute, bit for bit in FP32.
+
+    `report` emits one remark per kind of region at the location of its
+    anchor op (the norm, else the first op), grouped across layers.
+  }];
+  let options = [
+    Option<"residualNorm", "residual-norm", "bool", "true",
+           "Fuse residual adds with RMSNorm/LayerNorm, forward and backward">,
+    Option<"rope", "rope", "bool", "true",
+           "Fuse the RoPE of Q and K that share positions">,
+    Option<"elementwise", "elementwise", "bool", "true",
+           "Fuse chains of elementwise ops and embedding gathers">,
+    Option<"report", "report", "bool", "false",
+           "Emit what was fused where as remarks">,
+  ];
+  let dependentDialects = ["::kiln::tile::TileDialect"];
+}
+
 def NNLowerToTilePass : Pass<"nn-lower-to-tile", "mlir::ModuleOp"> {
   let summary = "Lowers the nn training step to kernel-granularity tile ops";
   let description = [{

@@ -10,11 +10,10 @@
 #include "passes/Chunks.h"
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
+#include "passes/Report.h"
 
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
-#include "llvm/ADT/MapVector.h"
-#include "llvm/ADT/SetVector.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -28,95 +27,6 @@ using namespace mlir;
 using namespace kiln;
 
 namespace {
-
-/// One tile-size decision, for the report.
-struct Decision {
-  Location loc;
-  unsigned position; // of the attention in the module, in program order
-  std::string text;  // what was chosen and why, without the location
-};
-
-/// The decoder layer a location names ("model.layers.3.self_attn",
-/// "transformer.h.3.attn": 3), if it names one; the front end gives every op
-/// its Hugging Face module's name.
-std::optional<int64_t> layerOf(Location loc) {
-  std::optional<int64_t> layer;
-  loc->walk([&](Location inner) {
-    auto name = dyn_cast<NameLoc>(inner);
-    if (!name)
-      return WalkResult::advance();
-    SmallVector<StringRef> parts;
-    name.getName().getValue().split(parts, '.');
-    for (size_t i = 0; i + 1 < parts.size(); ++i) {
-      int64_t index;
-      if ((parts[i] == "layers" || parts[i] == "h") &&
-          !parts[i + 1].getAsInteger(10, index)) {
-        layer = index;
-        return WalkResult::interrupt();
-      }
-    }
-    return WalkResult::advance();
-  });
-  return layer;
-}
-
-/// "0-3, 5, 7-31" for sorted, distinct layer indices.
-std::string layerRanges(ArrayRef<int64_t> layers) {
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  for (size_t i = 0; i < layers.size();) {
-    size_t j = i;
-    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1)
-      ++j;
-    os << (i ? ", " : "") << layers[i];
-    if (j > i)
-      os << "-" << layers[j];
-    i = j + 1;
-  }
-  return text;
-}
-
-/// Emits one remark per distinct decision: an attention that appears in
-/// several functions (the forward function and the training step) once, the
-/// identical decisions of many layers together ("forward, layers 0-31: ..."),
-/// at the location of the first.
-void emitReport(MutableArrayRef<Decision> decisions) {
-  llvm::stable_sort(decisions, [](const Decision &a, const Decision &b) {
-    return a.position < b.position;
-  });
-  llvm::MapVector<StringRef, llvm::SetVector<Location>> groups;
-  for (const Decision &decision : decisions)
-    groups[decision.text].insert(decision.loc);
-  for (auto &[text, locations] : groups) {
-    auto [direction, rest] = text.split(": ");
-    SmallVector<std::pair<int64_t, Location>> layers;
-    for (Location loc : locations)
-      if (std::optional<int64_t> layer = layerOf(loc))
-        layers.push_back({*layer, loc});
-    llvm::sort(layers, [](auto &a, auto &b) { return a.first < b.first; });
-    bool allLayers = layers.size() == locations.size();
-    std::string label;
-    if (allLayers && layers.size() > 1) {
-      SmallVector<int64_t> indices;
-      for (auto &[layer, loc] : layers)
-        if (indices.empty() || indices.back() != layer)
-          indices.push_back(layer);
-      label = ", layers " + layerRanges(indices);
-    } else if (allLayers) {
-      label = (", layer " + Twine(layers.front().first)).str();
-    } else if (locations.size() > 1) {
-      label = (", " + Twine(locations.size()) + " attentions").str();
-    }
-    Location first = allLayers ? layers.front().second : locations.front();
-    InFlightDiagnostic remark = emitRemark(first)
-                                << "nn-tile-attention: " << direction << label
-                                << ": " << rest;
-    // Locations that name no layer are listed one by one.
-    if (!allLayers)
-      for (Location loc : locations.getArrayRef().drop_front())
-        remark.attachNote(loc) << "the same for this attention";
-  }
-}
 
 /// What the patterns share: the target, the tuning database and the report.
 struct TilePolicy {
@@ -307,7 +217,7 @@ struct NNTileAttentionPass
                                      config)) ||
         policy.failed)
       return signalPassFailure();
-    emitReport(policy.decisions);
+    emitGroupedRemarks("nn-tile-attention", "attention", policy.decisions);
   }
 };
 

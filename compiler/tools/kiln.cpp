@@ -14,8 +14,8 @@
 #include "dialects/tile/TileDialect.h"
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
-#include "runtime/cuda/Precompile.h"
 #include "runtime/cuda/Device.h"
+#include "runtime/cuda/Precompile.h"
 #include "runtime/io/Tokenize.h"
 #include "runtime/train/Trainer.h"
 
@@ -77,6 +77,16 @@ cl::opt<std::string> precision(
              "accumulation) or fp32"),
     cl::init("bf16"), cl::sub(compileCommand), cl::sub(trainCommand),
     cl::sub(inspectCommand));
+
+enum class Fusion { On, Off };
+cl::opt<Fusion> fusion(
+    "fusion",
+    cl::desc("Fuse row-wise ops into one kernel per group (nn-fuse): on "
+             "(default) or off, the unfused step that computes the same"),
+    cl::init(Fusion::Off),
+    cl::values(clEnumValN(Fusion::On, "on", "fuse"),
+               clEnumValN(Fusion::Off, "off", "one kernel per op")),
+    cl::sub(compileCommand), cl::sub(trainCommand), cl::sub(inspectCommand));
 
 enum class Stage { NN, Train, Tile, Plan };
 cl::opt<Stage> emitStage(
@@ -345,6 +355,11 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   autodiff.maxGradNorm = maxGradNorm;
   pm.addPass(createNNAutodiffPass(autodiff));
   if (stage != Stage::Train) {
+    if (fusion == Fusion::On) {
+      NNFusePassOptions fuse;
+      fuse.report = reportChoices;
+      pm.addPass(createNNFusePass(fuse));
+    }
     NNTileAttentionPassOptions attention;
     attention.target = tileTarget();
     attention.tuningDb = tuningDb;

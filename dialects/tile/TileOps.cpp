@@ -77,10 +77,17 @@ std::optional<int64_t> kiln::tile::rowWiseRows(FusedOp fused) {
   for (Operation &op : fused.getBody().front().without_terminator()) {
     if (!isRowLocal(&op))
       return std::nullopt;
-    for (OpOperand &operand : op.getOpOperands())
-      if (isRowOperand(&op, operand.getOperandNumber()) &&
-          !agree(operand.get()))
+    for (OpOperand &operand : op.getOpOperands()) {
+      // An operand read whole (a norm's weight) must exist before any row
+      // is computed: it comes from outside the region.
+      if (!isRowOperand(&op, operand.getOperandNumber())) {
+        if (!isa<BlockArgument>(operand.get()))
+          return std::nullopt;
+        continue;
+      }
+      if (!agree(operand.get()))
         return std::nullopt;
+    }
     for (Value result : op.getResults())
       if (!agree(result))
         return std::nullopt;

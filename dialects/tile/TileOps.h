@@ -36,7 +36,8 @@ int64_t rowCount(mlir::Value value);
 
 class FusedOp;
 /// The row count shared by every row-read value of `fused` when all its ops
-/// are row-local, else nullopt: then it runs as one pass over its rows.
+/// are row-local and the operands they read whole are inputs of the region,
+/// else nullopt. A region with a row count runs as one pass over its rows.
 std::optional<int64_t> rowWiseRows(FusedOp fused);
 } // namespace kiln::tile
 

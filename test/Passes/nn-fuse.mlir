@@ -1,0 +1,125 @@
+// RUN: kiln-opt %s --split-input-file --nn-fuse | FileCheck %s
+// RUN: kiln-opt %s --split-input-file --nn-fuse="residual-norm=false" | FileCheck %s --check-prefix=NORES
+// RUN: kiln-opt %s --split-input-file --nn-fuse="rope=false" | FileCheck %s --check-prefix=NOROPE
+// RUN: kiln-opt %s --split-input-file --nn-fuse="elementwise=false" | FileCheck %s --check-prefix=NOEW
+
+// nn-fuse groups row-local ops into tile.fused regions, one kernel each.
+
+// The residual add and the norm of its sum: one region that writes both.
+// CHECK-LABEL: func.func @residual_norm(
+// CHECK: %[[R:.+]]:2 = tile.fused %arg0, %arg1, %arg2 {kiln.chunk = "F"}
+// CHECK-NEXT: ^bb0(%[[H:.+]]: tensor<2x8x32xf32>, %[[O:.+]]: tensor<2x8x32xf32>, %[[W:.+]]: tensor<32xf32>):
+// CHECK-NEXT: %[[S:.+]] = nn.add %[[H]], %[[O]] :
+// CHECK-NEXT: %[[N:.+]] = nn.rms_norm %[[S]], %[[W]] {epsilon
+// CHECK-NEXT: tile.yield %[[S]], %[[N]]
+// CHECK: nn.linear %[[R]]#1, %arg3
+// CHECK: return %[[R]]#0,
+// NORES-LABEL: func.func @residual_norm(
+// NORES-NOT: tile.fused
+// NORES: return
+func.func @residual_norm(%h: tensor<2x8x32xf32>, %o: tensor<2x8x32xf32>, %w: tensor<32xf32>, %wq: tensor<32x32xf32>) -> (tensor<2x8x32xf32>, tensor<2x8x32xf32>) {
+  %s = nn.add %h, %o {kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x32xf32>
+  %n = nn.rms_norm %s, %w {epsilon = 1.0e-05 : f64, kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+  %y = nn.linear %n, %wq {kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<32x32xf32>) -> tensor<2x8x32xf32>
+  return %s, %y : tensor<2x8x32xf32>, tensor<2x8x32xf32>
+}
+
+// -----
+
+// Backward: the branch gradients' sum, the norm's input gradient and the
+// residual gradient it adds to; the sum also feeds the weight gradient,
+// which comes first in program order and moves after the region.
+// CHECK-LABEL: func.func @residual_norm_grad(
+// CHECK: %[[R:.+]]:2 = tile.fused %arg0, %arg1, %arg2, %arg3, %arg4 {kiln.chunk = "B"}
+// CHECK: %[[A:.+]] = nn.add
+// CHECK-NEXT: %[[D:.+]] = nn.rms_norm_grad %[[A]],
+// CHECK-NEXT: %[[S:.+]] = nn.add %{{.+}}, %[[D]]
+// CHECK-NEXT: tile.yield %[[A]], %[[S]]
+// CHECK: %[[DW:.+]] = nn.rms_norm_weight_grad %[[R]]#0, %arg2 {{{.*}}kiln.chunk = "W"}
+// CHECK: return %[[R]]#1, %[[DW]]
+// With the elementwise group off, the norm group still fuses these.
+// NOEW-LABEL: func.func @residual_norm_grad(
+// NOEW: tile.fused
+// NOEW-NEXT: ^bb0
+// NOEW-NEXT: nn.add
+// NOEW-NEXT: nn.rms_norm_grad
+// NOEW-NEXT: nn.add
+// NORES-LABEL: func.func @residual_norm_grad(
+// NORES-NOT: tile.fused
+// NORES: return
+func.func @residual_norm_grad(%g1: tensor<2x8x32xf32>, %g2: tensor<2x8x32xf32>, %x: tensor<2x8x32xf32>, %w: tensor<32xf32>, %res: tensor<2x8x32xf32>) -> (tensor<2x8x32xf32>, tensor<32xf32>) {
+  %a = nn.add %g1, %g2 {kiln.chunk = "B"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x32xf32>
+  %d = nn.rms_norm_grad %a, %x, %w {epsilon = 1.0e-05 : f64, kiln.chunk = "B"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+  %dw = nn.rms_norm_weight_grad %a, %x {epsilon = 1.0e-05 : f64, kiln.chunk = "W"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<32xf32>
+  %r = nn.add %res, %d {kiln.chunk = "B"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x32xf32>
+  return %r, %dw : tensor<2x8x32xf32>, tensor<32xf32>
+}
+
+// -----
+
+// The RoPE of Q and K, which read the same positions.
+// CHECK-LABEL: func.func @rope(
+// CHECK: %[[R:.+]]:2 = tile.fused %arg1, %arg2, %arg0 {kiln.chunk = "F"}
+// CHECK-NEXT: ^bb0(%[[K:.+]]: tensor<2x8x16xf32>, %[[P:.+]]: tensor<2x8xi32>, %[[Q:.+]]: tensor<2x8x32xf32>):
+// CHECK-NEXT: %[[KR:.+]] = nn.rope %[[K]] positions(%[[P]]) {num_heads = 1 : i64}
+// CHECK-NEXT: %[[QR:.+]] = nn.rope %[[Q]] positions(%[[P]]) {num_heads = 2 : i64}
+// CHECK-NEXT: tile.yield %[[KR]], %[[QR]]
+// CHECK: return %[[R]]#1, %[[R]]#0
+// NOROPE-LABEL: func.func @rope(
+// NOROPE-NOT: tile.fused
+// NOROPE: return
+func.func @rope(%q: tensor<2x8x32xf32>, %k: tensor<2x8x16xf32>, %p: tensor<2x8xi32>) -> (tensor<2x8x32xf32>, tensor<2x8x16xf32>) {
+  %kr = nn.rope %k positions(%p) {kiln.chunk = "F", num_heads = 1 : i64} : (tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+  %qr = nn.rope %q positions(%p) {kiln.chunk = "F", num_heads = 2 : i64} : (tensor<2x8x32xf32>, tensor<2x8xi32>) -> tensor<2x8x32xf32>
+  return %qr, %kr : tensor<2x8x32xf32>, tensor<2x8x16xf32>
+}
+
+// -----
+
+// GPT-2's token and position gathers and their sum.
+// CHECK-LABEL: func.func @embeddings(
+// CHECK: %[[R:.+]] = tile.fused %arg0, %arg2, %arg1, %arg3 {kiln.chunk = "F"}
+// CHECK: nn.embedding
+// CHECK-NEXT: nn.embedding
+// CHECK-NEXT: nn.add
+// CHECK-NEXT: tile.yield
+// CHECK: return %[[R]]
+// NOEW-LABEL: func.func @embeddings(
+// NOEW-NOT: tile.fused
+// NOEW: return
+func.func @embeddings(%wte: tensor<64x32xf32>, %wpe: tensor<16x32xf32>, %tok: tensor<2x8xi32>, %pos: tensor<2x8xi32>) -> tensor<2x8x32xf32> {
+  %e = nn.embedding %wte, %tok {kiln.chunk = "F"} : (tensor<64x32xf32>, tensor<2x8xi32>) -> tensor<2x8x32xf32>
+  %p = nn.embedding %wpe, %pos {kiln.chunk = "F"} : (tensor<16x32xf32>, tensor<2x8xi32>) -> tensor<2x8x32xf32>
+  %h = nn.add %e, %p {kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x32xf32>
+  return %h : tensor<2x8x32xf32>
+}
+
+// -----
+
+// Must not fuse: the GEMM needs %s in memory before the second add can run
+// (one region would feed itself through the GEMM).
+// CHECK-LABEL: func.func @through_gemm(
+// CHECK-NOT: tile.fused
+// CHECK: return
+func.func @through_gemm(%h: tensor<2x8x32xf32>, %o: tensor<2x8x32xf32>, %wq: tensor<32x32xf32>) -> tensor<2x8x32xf32> {
+  %s = nn.add %h, %o {kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x32xf32>
+  %y = nn.linear %s, %wq {kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<32x32xf32>) -> tensor<2x8x32xf32>
+  %t = nn.add %s, %y {kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x32xf32>
+  return %t : tensor<2x8x32xf32>
+}
+
+// -----
+
+// Must not fuse: ops of different chunks (a pipeline schedules them
+// apart), and a norm whose weight a region would compute (it is read whole,
+// over other rows).
+// CHECK-LABEL: func.func @chunks_and_weights(
+// CHECK-NOT: tile.fused
+// CHECK: return
+func.func @chunks_and_weights(%x: tensor<2x8x32xf32>, %w: tensor<32xf32>, %dy: tensor<2x8x32xf32>) -> (tensor<2x8x32xf32>, tensor<2x8x32xf32>) {
+  %s = nn.add %x, %x {kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x32xf32>
+  %d = nn.rms_norm_grad %dy, %s, %w {epsilon = 1.0e-05 : f64, kiln.chunk = "B"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+  %w2 = nn.mul %w, %w {kiln.chunk = "F"} : (tensor<32xf32>, tensor<32xf32>) -> tensor<32xf32>
+  %n = nn.rms_norm %x, %w2 {epsilon = 1.0e-05 : f64, kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+  return %d, %n : tensor<2x8x32xf32>, tensor<2x8x32xf32>
+}
