@@ -17,6 +17,7 @@
 #include "mlir/Analysis/TopologicalSortUtils.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/SetVector.h"
@@ -64,8 +65,40 @@ std::optional<int64_t> rowsOf(Operation *op) {
 
 /// The groups the pass options allow, and whether to report.
 struct Policy {
-  bool residualNorm, rope, elementwise, report;
+  bool residualNorm, rope, elementwise, epilogue, report;
 };
+
+/// The epilogue group: a gradient reduction whose one use widens it to FP32
+/// is written in FP32 (its kernel accumulates in FP32), each recorded for
+/// the report.
+void widenGradients(Block &block, SmallVectorImpl<Decision> &decisions,
+                    unsigned &position, bool report) {
+  SmallVector<nn::CastOp> casts;
+  for (auto cast : block.getOps<nn::CastOp>()) {
+    Operation *producer = cast.getInput().getDefiningOp();
+    if (!producer ||
+        !isa<nn::LinearWeightGradOp, nn::ColumnSumOp, nn::EmbeddingGradOp>(
+            producer) ||
+        !producer->hasOneUse() ||
+        !getElementTypeOrSelf(cast.getType()).isF32() ||
+        producer->getAttr(kChunkAttr) != cast->getAttr(kChunkAttr))
+      continue;
+    casts.push_back(cast);
+  }
+  for (nn::CastOp cast : casts) {
+    Operation *producer = cast.getInput().getDefiningOp();
+    producer->getResult(0).setType(cast.getType());
+    cast.getResult().replaceAllUsesWith(producer->getResult(0));
+    if (report)
+      decisions.push_back(Decision{
+          producer->getLoc(), position++,
+          llvm::formatv("backward: {0} writes its FP32 accumulator (epilogue): "
+                        "no cast kernel, no BF16 rounding of the gradient",
+                        producer->getName().stripDialect())
+              .str()});
+    cast.erase();
+  }
+}
 
 /// Ops that will become one kernel.
 struct Cluster {
@@ -358,11 +391,13 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
   void runOnOperation() final {
     SmallVector<Decision> decisions;
     unsigned position = 0;
-    Policy options{residualNorm, rope, elementwise, report};
+    Policy options{residualNorm, rope, elementwise, epilogue, report};
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (func.isExternal())
         continue;
       for (Block &block : func.getBody()) {
+        if (epilogue)
+          widenGradients(block, decisions, position, report);
         Fuser fuser(block, options);
         fuser.cluster();
         if (failed(fuser.materialize(decisions, position)))
@@ -370,7 +405,7 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
       }
     }
     if (report)
-      emitGroupedRemarks("nn-fuse", "region", decisions);
+      emitGroupedRemarks("nn-fuse", "kernel", decisions);
   }
 };
 

@@ -111,6 +111,12 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       read the same positions, in one kernel.
     - `elementwise`: chains of elementwise ops (adds, casts, activations)
       and embedding gathers with their consumers.
+    - `epilogue`: a weight gradient (`nn.linear_weight_grad`, a bias's
+      `nn.column_sum`, `nn.embedding_grad`) whose only use widens it to FP32
+      for the optimizer is written in FP32 by its own kernel, which
+      accumulates in FP32 anyway: the cast kernel goes, and so does the
+      BF16 rounding of the gradient (the one rounding point fusion removes;
+      `--fusion=off` keeps it).
 
     An op joins the group of one of its operands' producers when both are
     row-local (`tile::isRowLocal`), in the same chunk (`kiln.chunk`), over
@@ -131,6 +137,8 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
            "Fuse the RoPE of Q and K that share positions">,
     Option<"elementwise", "elementwise", "bool", "true",
            "Fuse chains of elementwise ops and embedding gathers">,
+    Option<"epilogue", "epilogue", "bool", "true",
+           "Write weight gradients in FP32 from their kernels' accumulators">,
     Option<"report", "report", "bool", "false",
            "Emit what was fused where as remarks">,
   ];

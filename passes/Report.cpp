@@ -65,25 +65,30 @@ void kiln::emitGroupedRemarks(StringRef pass, StringRef noun,
       if (std::optional<int64_t> layer = layerOf(loc))
         layers.push_back({*layer, loc});
     llvm::sort(layers, [](auto &a, auto &b) { return a.first < b.first; });
-    bool allLayers = layers.size() == locations.size();
+    // Layers are listed by range; locations that name no layer (the LM
+    // head, the loss) are counted and each gets a note.
+    SmallVector<Location> others;
+    for (Location loc : locations)
+      if (!layerOf(loc))
+        others.push_back(loc);
     std::string label;
-    if (allLayers && layers.size() > 1) {
+    if (!layers.empty()) {
       SmallVector<int64_t> indices;
       for (auto &[layer, loc] : layers)
         if (indices.empty() || indices.back() != layer)
           indices.push_back(layer);
-      label = ", layers " + layerRanges(indices);
-    } else if (allLayers) {
-      label = (", layer " + Twine(layers.front().first)).str();
+      label = (indices.size() > 1 ? ", layers " : ", layer ") +
+              layerRanges(indices);
+      if (!others.empty())
+        label += (" and " + Twine(others.size()) + " more").str();
     } else if (locations.size() > 1) {
       label = (", " + Twine(locations.size()) + " " + noun + "s").str();
     }
-    Location first = allLayers ? layers.front().second : locations.front();
+    Location first = layers.empty() ? others.front() : layers.front().second;
     InFlightDiagnostic remark = emitRemark(first) << pass << ": " << direction
                                                   << label << ": " << rest;
-    // Locations that name no layer are listed one by one.
-    if (!allLayers)
-      for (Location loc : locations.getArrayRef().drop_front())
+    for (Location loc : others)
+      if (loc != first)
         remark.attachNote(loc) << "the same for this " << noun;
   }
 }

@@ -37,8 +37,9 @@ std::string layerRanges(llvm::ArrayRef<int64_t> layers);
 /// Emits one remark per distinct decision text, "<pass>: <direction>,
 /// layers 0-3: <rest>", at the location of the first: a decision that
 /// appears twice at one location (an op that both the forward function and
-/// the training step hold) once, decisions at locations that name no layer
-/// as notes ("the same for this <noun>").
+/// the training step hold) once; decisions at locations that name no layer
+/// are counted ("layers 0-3 and 1 more") and noted ("the same for this
+/// <noun>").
 void emitGroupedRemarks(llvm::StringRef pass, llvm::StringRef noun,
                         llvm::MutableArrayRef<Decision> decisions);
 

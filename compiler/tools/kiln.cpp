@@ -14,6 +14,7 @@
 #include "dialects/tile/TileDialect.h"
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
+#include "passes/Report.h"
 #include "runtime/cuda/Device.h"
 #include "runtime/cuda/Precompile.h"
 #include "runtime/io/Tokenize.h"
@@ -237,14 +238,24 @@ int fail(llvm::Error error) { return fail(llvm::toString(std::move(error))); }
 FailureOr<OwningOpRef<ModuleOp>>
 compileModel(MLIRContext &context, const ModelConfig &config, Stage stage);
 
-/// Memory of the planned training step: the arena (persistent parameters,
-/// optimizer state and inputs plus the peak of the temporaries) and its
-/// largest single buffer.
-struct StepMemory {
+/// What the planned training step holds: the arena (persistent parameters,
+/// optimizer state and inputs plus the peak of the temporaries), its
+/// largest single buffer, and its kernels. Every op of the memory-planned
+/// step is one plan step, one kernel: counted per decoder layer (the layer
+/// its location names) and direction (forward F; backward B and W), the
+/// optimizer's (O), and the rest (embedding, final norm, LM head, loss).
+struct StepSummary {
   int64_t peak = 0, persistent = 0, largest = 0;
+  int64_t kernels = 0, optimizerKernels = 0, outsideLayerKernels = 0;
+  /// The most kernels of any one layer.
+  int64_t layerForward = 0, layerBackward = 0;
+  /// Bytes every kernel reads and writes if it reads each operand once and
+  /// writes each result once: a prediction, and a lower bound for GEMMs and
+  /// attention, which re-read tiles.
+  int64_t bytesMoved = 0;
 };
 
-FailureOr<StepMemory> planStepMemory(MLIRContext &context,
+FailureOr<StepSummary> summarizeStep(MLIRContext &context,
                                      const ModelConfig &config) {
   auto module = compileModel(context, config, Stage::Tile);
   if (failed(module))
@@ -253,8 +264,39 @@ FailureOr<StepMemory> planStepMemory(MLIRContext &context,
   auto attr = [&](StringRef name) {
     return step->getAttrOfType<IntegerAttr>(name).getInt();
   };
-  return StepMemory{attr(attrs::kArenaBytes), attr(attrs::kPersistentBytes),
-                    attr(attrs::kLargestBufferBytes)};
+  StepSummary summary{attr(attrs::kArenaBytes), attr(attrs::kPersistentBytes),
+                      attr(attrs::kLargestBufferBytes)};
+  llvm::DenseMap<int64_t, std::pair<int64_t, int64_t>> perLayer;
+  auto bytes = [](Value v) -> int64_t {
+    auto type = dyn_cast<RankedTensorType>(v.getType());
+    if (!type)
+      return 0;
+    unsigned bits = type.getElementType().getIntOrFloatBitWidth();
+    return type.getNumElements() * std::max(bits / 8, 1u);
+  };
+  for (Operation &op : step.getBody().front().without_terminator()) {
+    ++summary.kernels;
+    for (Value v : llvm::concat<Value>(op.getOperands(), op.getResults()))
+      summary.bytesMoved += bytes(v);
+    auto chunk = op.getAttrOfType<StringAttr>(attrs::kChunk);
+    StringRef direction = chunk ? chunk.getValue() : "F";
+    if (direction == "O") {
+      ++summary.optimizerKernels;
+      continue;
+    }
+    std::optional<int64_t> layer = layerOf(op.getLoc());
+    if (!layer) {
+      ++summary.outsideLayerKernels;
+      continue;
+    }
+    auto &[forward, backward] = perLayer[*layer];
+    ++(direction == "F" ? forward : backward);
+  }
+  for (auto &[layer, counts] : perLayer) {
+    summary.layerForward = std::max(summary.layerForward, counts.first);
+    summary.layerBackward = std::max(summary.layerBackward, counts.second);
+  }
+  return summary;
 }
 
 int runInspect(MLIRContext &context) {
@@ -269,7 +311,7 @@ int runInspect(MLIRContext &context) {
   int64_t total = 0;
   for (const ParameterInfo &p : params)
     total += p.numElements();
-  FailureOr<StepMemory> memory = planStepMemory(context, *config);
+  FailureOr<StepSummary> memory = summarizeStep(context, *config);
   if (failed(memory))
     return 1;
 
@@ -292,6 +334,15 @@ int runInspect(MLIRContext &context) {
       json.attribute("peak_memory_bytes", memory->peak);
       json.attribute("persistent_memory_bytes", memory->persistent);
       json.attribute("largest_buffer_bytes", memory->largest);
+      json.attribute("fusion", fusion == Fusion::On ? "on" : "off");
+      json.attribute("kernels_per_step", memory->kernels);
+      json.attributeObject("kernels_per_layer", [&] {
+        json.attribute("forward", memory->layerForward);
+        json.attribute("backward", memory->layerBackward);
+      });
+      json.attribute("kernels_optimizer", memory->optimizerKernels);
+      json.attribute("kernels_outside_layers", memory->outsideLayerKernels);
+      json.attribute("predicted_bytes_moved_per_step", memory->bytesMoved);
       json.attributeArray("notes", [&] {
         for (const std::string &note : config->notes)
           json.value(note);
@@ -323,6 +374,14 @@ int runInspect(MLIRContext &context) {
                       batchSize, seqLen, precision, memory->peak,
                       memory->persistent, memory->peak - memory->persistent,
                       memory->largest);
+  os << llvm::formatv("kernels per step: {0} (per layer {1} forward, {2} "
+                      "backward with weight gradients; optimizer {3}; "
+                      "embedding, final norm, LM head and loss {4}), fusion "
+                      "{5}; predicted {6:N} bytes moved per step\n",
+                      memory->kernels, memory->layerForward,
+                      memory->layerBackward, memory->optimizerKernels,
+                      memory->outsideLayerKernels,
+                      fusion == Fusion::On ? "on" : "off", memory->bytesMoved);
   for (const ParameterInfo &p : params) {
     std::string dims;
     llvm::raw_string_ostream dimsStream(dims);

@@ -77,6 +77,22 @@ expectSameElementType(Operation *op,
   return success();
 }
 
+/// Checks that a gradient reduction's `result` has the element type of
+/// `source` or FP32: the sum is accumulated in FP32 and may stay there
+/// (nn-fuse's epilogue group writes weight gradients in FP32 rather than
+/// rounding them to BF16 and widening them for the optimizer).
+static LogicalResult expectAccumulatorType(Operation *op, StringRef name,
+                                           Value result, StringRef sourceName,
+                                           Value source) {
+  Type expected = getElementTypeOrSelf(source.getType());
+  Type actual = getElementTypeOrSelf(result.getType());
+  if (actual == expected || actual.isF32())
+    return success();
+  return op->emitOpError() << "expects " << name << " to have the element "
+                           << "type of " << sourceName << " (" << expected
+                           << ") or f32, got " << actual;
+}
+
 /// Checks that dimension `dim` of `value` is `expected` (or unknown).
 LogicalResult expectDim(Operation *op, StringRef what, Value value, int64_t dim,
                         int64_t expected, StringRef expectedWhat) {
@@ -591,8 +607,17 @@ LogicalResult ConcatOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult EmbeddingGradOp::verify() {
-  return verifyEmbedding(*this, "result", getResult(), getIds(), "grad",
-                         getGrad());
+  if (failed(expectAccumulatorType(*this, "result", getResult(), "grad",
+                                   getGrad())))
+    return failure();
+  // The table's shape; its element type is the accumulator's.
+  SmallVector<int64_t> shape(tensorType(getGrad()).getShape());
+  if (failed(expectRank(*this, "result ([vocab, hidden])", getResult(), 2)))
+    return failure();
+  SmallVector<int64_t> rows(tensorType(getIds()).getShape());
+  rows.push_back(tensorType(getResult()).getDimSize(1));
+  return expectResultShape(*this, getGrad(), rows,
+                           "ids shape followed by the table's hidden size");
 }
 
 LogicalResult LinearWeightGradOp::verify() {
@@ -603,9 +628,10 @@ LogicalResult LinearWeightGradOp::verify() {
     return emitOpError() << "expects grad and input to have the same rank "
                          << "(at least 1), got " << gradType << " and "
                          << inputType;
-  if (failed(expectSameElementType(*this, {{"grad", getGrad()},
-                                           {"input", getInput()},
-                                           {"result", getResult()}})))
+  if (failed(expectSameElementType(
+          *this, {{"grad", getGrad()}, {"input", getInput()}})) ||
+      failed(expectAccumulatorType(*this, "result", getResult(), "grad",
+                                   getGrad())))
     return failure();
   for (int64_t dim = 0; dim + 1 < rank; ++dim)
     if (failed(expectDim(*this, "input", getInput(), dim,
@@ -625,8 +651,8 @@ LogicalResult ColumnSumOp::verify() {
   RankedTensorType inputType = tensorType(getInput());
   if (inputType.getRank() < 1)
     return emitOpError("expects input to have rank at least 1");
-  if (failed(expectSameElementType(
-          *this, {{"input", getInput()}, {"result", getResult()}})))
+  if (failed(expectAccumulatorType(*this, "result", getResult(), "input",
+                                   getInput())))
     return failure();
   return expectResultShape(*this, getResult(),
                            {inputType.getDimSize(inputType.getRank() - 1)},

@@ -417,7 +417,8 @@ def NN_EmbeddingGradOp : NN_Op<"embedding_grad", [Pure]> {
   let summary = "Gradient of an embedding table: scatter-add of rows";
   let description = [{
     `result[v, :] = sum of grad[p, :] over positions p with ids[p] == v`; the
-    result has the table's shape `[vocab, hidden]`.
+    result has the table's shape `[vocab, hidden]`, in grad's element type
+    or FP32 (the accumulator's, kept for the optimizer).
 
     ```mlir
     %dwte = nn.embedding_grad %dh, %tokens
@@ -437,7 +438,9 @@ def NN_LinearWeightGradOp : NN_Op<"linear_weight_grad", [Pure]> {
   let description = [{
     Sums `grad[p, :]^T input[p, :]` over every leading position `p`: the
     gradient of `nn.linear`'s weight, `[out, in]`, or `[in, out]` with
-    `transpose_weight`. One GEMM with FP32 accumulation.
+    `transpose_weight`. One GEMM with FP32 accumulation; the result is in
+    the operands' element type or FP32 (the accumulator's, kept for the
+    optimizer).
 
     ```mlir
     %dw = nn.linear_weight_grad %dy, %x
@@ -457,7 +460,7 @@ def NN_ColumnSumOp : NN_Op<"column_sum", [Pure]> {
   let summary = "Sums over every dimension but the last";
   let description = [{
     `result[j] = sum of input[..., j]`, accumulated in FP32: the gradient of a
-    bias.
+    bias, in input's element type or FP32.
 
     ```mlir
     %db = nn.column_sum %dy : (tensor<8x2048x1024xbf16>) -> tensor<1024xbf16>

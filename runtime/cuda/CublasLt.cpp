@@ -138,14 +138,22 @@ LtGemm::~LtGemm() {
     cublasLt().cublasLtDestroy(handle_);
 }
 
-void LtGemm::run(CUstream stream, ElemType dtype, std::int64_t batch,
-                 std::int64_t m, std::int64_t n, std::int64_t k, bool transA,
-                 bool transB, const void *a, const void *b, void *c,
-                 const void *bias, void *workspace,
+void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
+                 std::int64_t batch, std::int64_t m, std::int64_t n,
+                 std::int64_t k, bool transA, bool transB, const void *a,
+                 const void *b, void *c, const void *bias, void *workspace,
                  std::size_t workspaceBytes) {
-  if (dtype != ElemType::F32 && dtype != ElemType::BF16)
-    throw Error(fmt::format("LtGemm: unsupported dtype {} (F32 or BF16)",
-                            elemName(dtype)));
+  for (ElemType dtype : {inputType, outputType})
+    if (dtype != ElemType::F32 && dtype != ElemType::BF16)
+      throw Error(fmt::format("LtGemm: unsupported dtype {} (F32 or BF16)",
+                              elemName(dtype)));
+  if (inputType != outputType &&
+      (inputType != ElemType::BF16 || outputType != ElemType::F32))
+    throw Error(fmt::format("LtGemm: {} operands with a {} result are not "
+                            "supported (BF16 operands may write F32)",
+                            elemName(inputType), elemName(outputType)));
+  if (inputType != outputType && bias)
+    throw Error("LtGemm: a bias needs the operands' dtype in the result");
   if (batch < 0 || m < 0 || n < 0 || k < 0 ||
       batch > std::numeric_limits<std::int32_t>::max())
     throw Error(fmt::format("LtGemm: invalid shape batch {} m {} n {} k {}",
@@ -156,22 +164,26 @@ void LtGemm::run(CUstream stream, ElemType dtype, std::int64_t batch,
     throw Error("LtGemm: k = 0 is not supported");
 
   const CublasLtApi &api = cublasLt();
-  cudaDataType type = dtype == ElemType::F32 ? CUDA_R_32F : CUDA_R_16BF;
-  std::uint64_t elem = elemSize(dtype);
+  auto cudaType = [](ElemType dtype) {
+    return dtype == ElemType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  };
+  cudaDataType type = cudaType(inputType), outType = cudaType(outputType);
+  std::uint64_t elem = elemSize(inputType), outElem = elemSize(outputType);
 
   // The mapping of the file comment: cuBLASLt's A is our B, its B our A,
   // its D (and C, unread with beta = 0) is C^T.
   Layout ltA(type, transB ? k : n, transB ? n : k, batch, k * n);
   Layout ltB(type, transA ? m : k, transA ? k : m, batch, m * k);
-  Layout ltD(type, n, m, batch, m * n);
+  Layout ltD(outType, n, m, batch, m * n);
   MatmulDesc desc(transB ? CUBLAS_OP_T : CUBLAS_OP_N,
                   transA ? CUBLAS_OP_T : CUBLAS_OP_N, type, bias);
 
   std::uint32_t alignB = alignmentOf(b, elem * k * n, batch);
   std::uint32_t alignA = alignmentOf(a, elem * m * k, batch);
-  std::uint32_t alignC = alignmentOf(c, elem * m * n, batch);
-  ShapeKey key{dtype,  batch,          m,      n,      k,      transA, transB,
-               !!bias, workspaceBytes, alignB, alignA, alignC, alignC};
+  std::uint32_t alignC = alignmentOf(c, outElem * m * n, batch);
+  ShapeKey key{inputType, outputType, batch,  m,      n,
+               k,         transA,     transB, !!bias, workspaceBytes,
+               alignB,    alignA,     alignC, alignC};
   auto found = algorithms_.find(key);
   if (found == algorithms_.end()) {
     Preference preference;
@@ -188,10 +200,10 @@ void LtGemm::run(CUstream stream, ElemType dtype, std::int64_t batch,
         preference.preference, 1, &result, &count));
     if (count == 0)
       throw Error(fmt::format(
-          "LtGemm: cuBLASLt has no algorithm for {} batch {} m {} n {} k {} "
-          "transA {} transB {} bias {} within {} bytes of workspace",
-          elemName(dtype), batch, m, n, k, transA, transB, bias != nullptr,
-          workspaceBytes));
+          "LtGemm: cuBLASLt has no algorithm for {} -> {} batch {} m {} n {} "
+          "k {} transA {} transB {} bias {} within {} bytes of workspace",
+          elemName(inputType), elemName(outputType), batch, m, n, k, transA,
+          transB, bias != nullptr, workspaceBytes));
     found = algorithms_.emplace(key, result.algo).first;
   }
 

@@ -44,7 +44,18 @@ public:
   void run(CUstream stream, ElemType dtype, std::int64_t batch, std::int64_t m,
            std::int64_t n, std::int64_t k, bool transA, bool transB,
            const void *a, const void *b, void *c, const void *bias,
-           void *workspace, std::size_t workspaceBytes);
+           void *workspace, std::size_t workspaceBytes) {
+    run(stream, dtype, dtype, batch, m, n, k, transA, transB, a, b, c, bias,
+        workspace, workspaceBytes);
+  }
+
+  /// The same with A and B in `inputType` and C in `outputType`: BF16
+  /// operands may write the FP32 accumulator (a weight gradient kept in
+  /// FP32 for the optimizer). A bias needs one dtype throughout.
+  void run(CUstream stream, ElemType inputType, ElemType outputType,
+           std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k,
+           bool transA, bool transB, const void *a, const void *b, void *c,
+           const void *bias, void *workspace, std::size_t workspaceBytes);
 
   /// How many shapes have an algorithm chosen.
   std::size_t cachedAlgorithms() const { return algorithms_.size(); }
@@ -53,7 +64,7 @@ private:
   /// Everything the heuristic's choice depends on: the problem, and the
   /// alignment of each buffer that it may assume.
   using ShapeKey =
-      std::tuple<ElemType, std::int64_t, std::int64_t, std::int64_t,
+      std::tuple<ElemType, ElemType, std::int64_t, std::int64_t, std::int64_t,
                  std::int64_t, bool, bool, bool, std::size_t, std::uint32_t,
                  std::uint32_t, std::uint32_t, std::uint32_t>;
 

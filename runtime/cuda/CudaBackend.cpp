@@ -277,8 +277,9 @@ void CudaBackend::runGemm(const Step &step, const GemmStep &g) {
       step.inputs.size() > 2
           ? reinterpret_cast<const void *>(address(step.inputs[2]))
           : nullptr;
-  gemm->run(stream, planRef.values.at(step.outputs[0]).dtype, g.batch, g.m, g.n,
-            g.k, g.transposeA, g.transposeB,
+  gemm->run(stream, planRef.values.at(step.inputs[0]).dtype,
+            planRef.values.at(step.outputs[0]).dtype, g.batch, g.m, g.n, g.k,
+            g.transposeA, g.transposeB,
             reinterpret_cast<const void *>(address(step.inputs[0])),
             reinterpret_cast<const void *>(address(step.inputs[1])),
             reinterpret_cast<void *>(address(step.outputs[0])), bias,

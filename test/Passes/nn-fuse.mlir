@@ -2,6 +2,7 @@
 // RUN: kiln-opt %s --split-input-file --nn-fuse="residual-norm=false" | FileCheck %s --check-prefix=NORES
 // RUN: kiln-opt %s --split-input-file --nn-fuse="rope=false" | FileCheck %s --check-prefix=NOROPE
 // RUN: kiln-opt %s --split-input-file --nn-fuse="elementwise=false" | FileCheck %s --check-prefix=NOEW
+// RUN: kiln-opt %s --split-input-file --nn-fuse="epilogue=false" | FileCheck %s --check-prefix=NOEPI
 
 // nn-fuse groups row-local ops into tile.fused regions, one kernel each.
 
@@ -122,4 +123,28 @@ func.func @chunks_and_weights(%x: tensor<2x8x32xf32>, %w: tensor<32xf32>, %dy: t
   %w2 = nn.mul %w, %w {kiln.chunk = "F"} : (tensor<32xf32>, tensor<32xf32>) -> tensor<32xf32>
   %n = nn.rms_norm %x, %w2 {epsilon = 1.0e-05 : f64, kiln.chunk = "F"} : (tensor<2x8x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
   return %d, %n : tensor<2x8x32xf32>, tensor<2x8x32xf32>
+}
+
+// -----
+
+// The epilogue group: a BF16 weight or bias gradient whose one use widens
+// it for the optimizer is written in FP32 by its kernel; one that is also
+// used in BF16 keeps its type and its cast.
+// CHECK-LABEL: func.func @fp32_gradients(
+// CHECK: %[[DW:.+]] = nn.linear_weight_grad %arg0, %arg1 {kiln.chunk = "W"} : (tensor<2x8x64xbf16>, tensor<2x8x32xbf16>) -> tensor<64x32xf32>
+// CHECK: %[[DB:.+]] = nn.column_sum %arg0 {kiln.chunk = "W"} : (tensor<2x8x64xbf16>) -> tensor<64xf32>
+// CHECK: %[[KEPT:.+]] = nn.column_sum %arg2 {kiln.chunk = "W"} : (tensor<2x8x32xbf16>) -> tensor<32xbf16>
+// CHECK: %[[WIDE:.+]] = nn.cast %[[KEPT]]
+// CHECK: return %[[DW]], %[[DB]], %[[WIDE]], %[[KEPT]]
+// NOEPI-LABEL: func.func @fp32_gradients(
+// NOEPI: nn.linear_weight_grad {{.*}} -> tensor<64x32xbf16>
+// NOEPI: nn.cast
+func.func @fp32_gradients(%dy: tensor<2x8x64xbf16>, %x: tensor<2x8x32xbf16>, %dz: tensor<2x8x32xbf16>) -> (tensor<64x32xf32>, tensor<64xf32>, tensor<32xf32>, tensor<32xbf16>) {
+  %dw = nn.linear_weight_grad %dy, %x {kiln.chunk = "W"} : (tensor<2x8x64xbf16>, tensor<2x8x32xbf16>) -> tensor<64x32xbf16>
+  %dw32 = nn.cast %dw {kiln.chunk = "W"} : (tensor<64x32xbf16>) -> tensor<64x32xf32>
+  %db = nn.column_sum %dy {kiln.chunk = "W"} : (tensor<2x8x64xbf16>) -> tensor<64xbf16>
+  %db32 = nn.cast %db {kiln.chunk = "W"} : (tensor<64xbf16>) -> tensor<64xf32>
+  %dc = nn.column_sum %dz {kiln.chunk = "W"} : (tensor<2x8x32xbf16>) -> tensor<32xbf16>
+  %dc32 = nn.cast %dc {kiln.chunk = "W"} : (tensor<32xbf16>) -> tensor<32xf32>
+  return %dw32, %db32, %dc32, %dc : tensor<64x32xf32>, tensor<64xf32>, tensor<32xf32>, tensor<32xbf16>
 }

@@ -153,6 +153,10 @@ LogicalResult cuda::emitColumnSum(const RegionOp &r, LaunchBuilder &k) {
                    t)
                .str(),
            {ceilDiv(dim, kElementwiseThreads), chunks}, kElementwiseThreads);
-  finishColumns(k, 0, chunks, r.out(0), dim, tag, t);
+  // The result may be the FP32 accumulator of a BF16 input (nn-fuse's
+  // epilogue group).
+  Value y = r.out(0);
+  finishColumns(k, 0, chunks, y, dim, planDtypeName(elementType(y)),
+                cudaType(elementType(y)));
   return success();
 }

@@ -740,6 +740,30 @@ func.func @linear_weight_grad_rows(%dy: tensor<3x96xf32>, %x: tensor<2x64xf32>) 
 
 // -----
 
+func.func @linear_weight_grad_narrower_result(%dy: tensor<2x96xf32>, %x: tensor<2x64xf32>) {
+  // expected-error @+1 {{expects result to have the element type of grad ('f32') or f32, got 'bf16'}}
+  %0 = nn.linear_weight_grad %dy, %x : (tensor<2x96xf32>, tensor<2x64xf32>) -> tensor<96x64xbf16>
+  return
+}
+
+// -----
+
+func.func @column_sum_narrower_result(%x: tensor<2x96xf32>) {
+  // expected-error @+1 {{expects result to have the element type of input ('f32') or f32, got 'bf16'}}
+  %0 = nn.column_sum %x : (tensor<2x96xf32>) -> tensor<96xbf16>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_narrower_result(%dy: tensor<2x8x64xf32>, %ids: tensor<2x8xi32>) {
+  // expected-error @+1 {{expects result to have the element type of grad ('f32') or f32, got 'bf16'}}
+  %0 = nn.embedding_grad %dy, %ids : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<100x64xbf16>
+  return
+}
+
+// -----
+
 func.func @column_sum_shape(%x: tensor<2x96xf32>) {
   // expected-error @+1 {{expects result shape 96 (the last dimension of input), got 'tensor<2xf32>'}}
   %0 = nn.column_sum %x : (tensor<2x96xf32>) -> tensor<2xf32>

@@ -148,6 +148,9 @@ func.func @gradients(%dy: tensor<2x16x64xbf16>, %x: tensor<2x16x64xbf16>, %w: te
   %0 = nn.embedding_grad %dy, %ids : (tensor<2x16x64xbf16>, tensor<2x16xi32>) -> tensor<100x64xbf16>
   // CHECK: nn.linear_weight_grad %{{.*}}, %{{.*}} : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<96x64xbf16>
   %1 = nn.linear_weight_grad %dk, %x : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<96x64xbf16>
+  // The FP32 accumulator may be the result.
+  // CHECK: nn.linear_weight_grad %{{.*}}, %{{.*}} : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<96x64xf32>
+  %acc = nn.linear_weight_grad %dk, %x : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<96x64xf32>
   // CHECK: nn.linear_weight_grad %{{.*}}, %{{.*}} {transpose_weight} : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<64x96xbf16>
   %2 = nn.linear_weight_grad %dk, %x {transpose_weight} : (tensor<2x16x96xbf16>, tensor<2x16x64xbf16>) -> tensor<64x96xbf16>
   // CHECK: nn.column_sum %{{.*}} : (tensor<2x16x96xbf16>) -> tensor<96xbf16>

@@ -125,6 +125,34 @@ TEST_F(LtGemmGpuTest, MatchesHostGemm) {
   EXPECT_EQ(gemm.cachedAlgorithms(), algorithms);
 }
 
+// BF16 operands writing the FP32 accumulator (a weight gradient that
+// nn-fuse keeps in FP32): the result is the FP32 product of the BF16
+// values, no BF16 rounding of C.
+TEST_F(LtGemmGpuTest, Bf16OperandsWriteFp32) {
+  seedFromTestName();
+  LtGemm gemm;
+  DeviceBuffer workspace(kWorkspaceBytes);
+  for (bool transA : {false, true}) {
+    SCOPED_TRACE(::testing::Message() << "transA " << transA);
+    std::int64_t m = 48, n = 40, k = 96;
+    std::vector<float> a = randomValues(m * k, ElemType::BF16);
+    std::vector<float> b = randomValues(k * n, ElemType::BF16);
+    std::vector<float> expected = poisoned<float>(m * n);
+    host::gemm<float>(a.data(), b.data(), expected.data(), 1, m, n, k, transA,
+                      false, nullptr, false);
+    auto aDevice = upload(a, ElemType::BF16),
+         bDevice = upload(b, ElemType::BF16);
+    DeviceBuffer c(m * n * 4);
+    c.poison();
+    gemm.run(stream_, ElemType::BF16, ElemType::F32, 1, m, n, k, transA, false,
+             aDevice->pointer(), bDevice->pointer(), c.pointer(), nullptr,
+             workspace.pointer(), kWorkspaceBytes);
+    synchronize();
+    std::vector<float> got = download(c, m * n, ElemType::F32);
+    EXPECT_LE(relativeError(got, expected), kF32Tolerance);
+  }
+}
+
 // Operands at an odd element offset (4-byte aligned F32, 2-byte BF16) get
 // an algorithm that works for them, and no workspace is fine too.
 TEST_F(LtGemmGpuTest, UnalignedOperandsAndNoWorkspace) {

@@ -1,0 +1,153 @@
+"""Trains the same steps with --fusion=on and --fusion=off and compares them.
+
+usage: compare_fusion.py KILN CONFIG WORKDIR [--precision fp32|bf16]
+                         [--batch B] [--seq-len T] [--steps N]
+                         [--tolerance REL]
+
+Both runs start from the same seed and read the same token shard. The first
+step's loss and gradients (--save-grads) and the weights and AdamW moments
+after N steps (the final checkpoint) must be bitwise equal: on the host a
+fused region runs the unfused ops' per-row functions in the same order and
+rounds where they store. With --tolerance, a tensor that is not bitwise
+equal may differ by that relative error (||a - b|| / ||b||): for BF16 steps,
+where fusion keeps weight gradients in FP32 instead of rounding them to
+BF16. The fused plan must also have fewer steps, or the comparison would
+prove nothing. Standard library only.
+"""
+
+import argparse
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+
+
+def write_token_shard(path, tokens):
+    """llm.c's format: 256 int32 header (magic, version, count), uint16."""
+    header = [20240520, 1, len(tokens)] + [0] * 253
+    with open(path, "wb") as f:
+        f.write(struct.pack("<256i", *header))
+        f.write(struct.pack(f"<{len(tokens)}H", *tokens))
+
+
+def read_tensors(path):
+    """name -> (dtype, shape, raw bytes) of a safetensors file."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        data = f.read()
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        tensors[name] = (entry["dtype"], entry["shape"], data[begin:end])
+    return tensors
+
+
+def floats(dtype, raw):
+    if dtype == "F32":
+        return struct.unpack(f"<{len(raw) // 4}f", raw)
+    if dtype == "BF16":
+        bits = struct.unpack(f"<{len(raw) // 2}H", raw)
+        return struct.unpack(f"<{len(bits)}f",
+                             struct.pack(f"<{len(bits)}I",
+                                         *(b << 16 for b in bits)))
+    return None
+
+
+def relative_error(dtype, a, b):
+    x, y = floats(dtype, a), floats(dtype, b)
+    if x is None:
+        return float("inf")
+    diff = sum((p - q) ** 2 for p, q in zip(x, y)) ** 0.5
+    norm = sum(q * q for q in y) ** 0.5
+    return diff / norm if norm else (0.0 if diff == 0 else float("inf"))
+
+
+def compare(label, fused_path, unfused_path, tolerance):
+    fused, unfused = read_tensors(fused_path), read_tensors(unfused_path)
+    failures = []
+    exact, worst = 0, 0.0
+    if sorted(fused) != sorted(unfused):
+        failures.append(f"{label}: tensor names differ: "
+                        f"{sorted(set(fused) ^ set(unfused))}")
+    for name in sorted(set(fused) & set(unfused)):
+        if fused[name][:2] != unfused[name][:2]:
+            failures.append(f"{label}: {name}: dtype/shape {fused[name][:2]} "
+                            f"vs {unfused[name][:2]}")
+        elif fused[name][2] == unfused[name][2]:
+            exact += 1
+        else:
+            a, b = fused[name][2], unfused[name][2]
+            error = relative_error(fused[name][0], a, b) if tolerance else 0
+            worst = max(worst, error)
+            if not tolerance or error > tolerance:
+                first = next(i for i in range(len(a)) if a[i] != b[i])
+                failures.append(f"{label}: {name}: bytes differ (first at "
+                                f"byte {first}), relative error {error:.2e}")
+    for failure in failures:
+        print("FAIL", failure)
+    if exact == len(fused):
+        print(f"{label}: {len(fused)} tensors bitwise equal")
+    else:
+        print(f"{label}: {len(fused)} tensors, {exact} bitwise equal, worst "
+              f"relative error {worst:.2e} (tolerance {tolerance:g})")
+    return not failures
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kiln")
+    parser.add_argument("config")
+    parser.add_argument("workdir")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--tolerance", type=float, default=0.0)
+    args = parser.parse_args()
+
+    os.makedirs(args.workdir, exist_ok=True)
+    vocab = json.load(open(args.config))["vocab_size"]
+    rng = random.Random(7)
+    shard = os.path.join(args.workdir, "tokens.bin")
+    tokens = args.batch * args.seq_len * (args.steps + 1) + 1
+    write_token_shard(shard, [rng.randrange(vocab) for _ in range(tokens)])
+
+    runs = {}
+    for fusion in ("on", "off"):
+        out = os.path.join(args.workdir, f"fusion-{fusion}")
+        grads = os.path.join(args.workdir, f"grads-{fusion}.safetensors")
+        run = subprocess.run([args.kiln, "train", args.config, "--data",
+                              shard, "--steps", str(args.steps), "--batch",
+                              str(args.batch), "--seq-len", str(args.seq_len),
+                              "--precision", args.precision, "--seed", "11",
+                              f"--fusion={fusion}", "--save-grads", grads,
+                              "--out", out, "--overwrite"],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"kiln train --fusion={fusion} failed:\n{run.stderr}")
+        plan = json.load(open(os.path.join(out, "plan.json")))
+        checkpoint = os.path.join(out, f"checkpoint-{args.steps:06d}")
+        runs[fusion] = (len(plan["steps"]), grads, checkpoint)
+
+    fused_steps, unfused_steps = runs["on"][0], runs["off"][0]
+    print(f"plan steps: {fused_steps} fused, {unfused_steps} unfused")
+    ok = fused_steps < unfused_steps
+    if not ok:
+        print("FAIL the fused plan has no fewer steps")
+    ok &= compare("loss and gradients of step 1", runs["on"][1],
+                  runs["off"][1], args.tolerance)
+    for part in ("model", "optimizer"):
+        ok &= compare(f"{part} after step {args.steps}",
+                      os.path.join(runs["on"][2], f"{part}.safetensors"),
+                      os.path.join(runs["off"][2], f"{part}.safetensors"),
+                      args.tolerance)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
