@@ -24,6 +24,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <deque>
+#include <tuple>
 
 namespace kiln {
 #define GEN_PASS_DEF_NNFUSEPASS
@@ -65,8 +66,76 @@ std::optional<int64_t> rowsOf(Operation *op) {
 
 /// The groups the pass options allow, and whether to report.
 struct Policy {
-  bool residualNorm, rope, elementwise, epilogue, report;
+  bool residualNorm, rope, elementwise, optimizer, epilogue, report;
 };
+
+/// The optimizer group: the AdamW updates that share their scalars and
+/// hyperparameters become one multi-tensor tile.adamw each, at the last of
+/// them (every operand is defined by then: the parameters and moments are
+/// arguments, the gradients precede the updates).
+void groupOptimizer(Block &block, SmallVectorImpl<Decision> &decisions,
+                    unsigned &position, bool report) {
+  using Key = std::tuple<Value, Value, Value, double, double, double, double,
+                         double, Attribute>;
+  // Few groups (two in practice): a linear search keeps program order.
+  SmallVector<std::pair<Key, SmallVector<nn::AdamWUpdateOp>>> groups;
+  for (auto update : block.getOps<nn::AdamWUpdateOp>()) {
+    Key key{update.getLr(),
+            update.getStep(),
+            update.getGradNorm(),
+            update.getBeta1().convertToDouble(),
+            update.getBeta2().convertToDouble(),
+            update.getEpsilon().convertToDouble(),
+            update.getWeightDecay().convertToDouble(),
+            update.getMaxGradNorm().convertToDouble(),
+            update->getAttr(kChunkAttr)};
+    auto it = llvm::find_if(
+        groups, [&](const auto &group) { return group.first == key; });
+    if (it == groups.end())
+      it = groups.insert(groups.end(), {key, {}});
+    it->second.push_back(update);
+  }
+  for (auto &[key, updates] : groups) {
+    if (updates.size() < 2)
+      continue;
+    nn::AdamWUpdateOp last = updates.back();
+    SmallVector<Value> tensors;
+    SmallVector<Type> types;
+    for (auto get :
+         {&nn::AdamWUpdateOp::getParam, &nn::AdamWUpdateOp::getGrad,
+          &nn::AdamWUpdateOp::getExpAvg, &nn::AdamWUpdateOp::getExpAvgSq})
+      for (nn::AdamWUpdateOp update : updates)
+        tensors.push_back((update.*get)());
+    for (unsigned result = 0; result < 3; ++result)
+      for (nn::AdamWUpdateOp update : updates)
+        types.push_back(update->getResult(result).getType());
+    OpBuilder builder(last);
+    SmallVector<Location> locations;
+    for (nn::AdamWUpdateOp update : updates)
+      locations.push_back(update.getLoc());
+    tensors.append({last.getLr(), last.getStep(), last.getGradNorm()});
+    auto multi = tile::AdamWOp::create(
+        builder, builder.getFusedLoc(locations), types, tensors,
+        last.getBeta1Attr(), last.getBeta2Attr(), last.getEpsilonAttr(),
+        last.getWeightDecayAttr(), last.getMaxGradNormAttr());
+    copyChunk(last, multi);
+    unsigned n = updates.size();
+    for (auto [i, update] : llvm::enumerate(updates)) {
+      for (unsigned result = 0; result < 3; ++result)
+        update->getResult(result).replaceAllUsesWith(
+            multi.getUpdated()[result * n + i]);
+    }
+    for (nn::AdamWUpdateOp update : updates)
+      update.erase();
+    if (report)
+      decisions.push_back(Decision{
+          multi.getLoc(), position++,
+          llvm::formatv("optimizer: {0} parameters with weight decay {1} in "
+                        "one multi-tensor AdamW (optimizer)",
+                        n, std::get<6>(key))
+              .str()});
+  }
+}
 
 /// The epilogue group: a gradient reduction whose one use widens it to FP32
 /// is written in FP32 (its kernel accumulates in FP32), each recorded for
@@ -391,13 +460,16 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
   void runOnOperation() final {
     SmallVector<Decision> decisions;
     unsigned position = 0;
-    Policy options{residualNorm, rope, elementwise, epilogue, report};
+    Policy options{residualNorm, rope,     elementwise,
+                   optimizer,    epilogue, report};
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (func.isExternal())
         continue;
       for (Block &block : func.getBody()) {
         if (epilogue)
           widenGradients(block, decisions, position, report);
+        if (optimizer)
+          groupOptimizer(block, decisions, position, report);
         Fuser fuser(block, options);
         fuser.cluster();
         if (failed(fuser.materialize(decisions, position)))

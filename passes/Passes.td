@@ -111,6 +111,11 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       read the same positions, in one kernel.
     - `elementwise`: chains of elementwise ops (adds, casts, activations)
       and embedding gathers with their consumers.
+    - `optimizer`: the AdamW updates of the step that share their
+      hyperparameters (two groups: the matrices and embeddings with weight
+      decay, the norms and biases without) as one multi-tensor `tile.adamw`
+      each: two kernels (a handful of launches on the GPU) instead of one
+      per parameter, after the one multi-tensor gradient-norm reduction.
     - `epilogue`: a weight gradient (`nn.linear_weight_grad`, a bias's
       `nn.column_sum`, `nn.embedding_grad`) whose only use widens it to FP32
       for the optimizer is written in FP32 by its own kernel, which
@@ -137,6 +142,8 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
            "Fuse the RoPE of Q and K that share positions">,
     Option<"elementwise", "elementwise", "bool", "true",
            "Fuse chains of elementwise ops and embedding gathers">,
+    Option<"optimizer", "optimizer", "bool", "true",
+           "Update every parameter in one multi-tensor AdamW per group">,
     Option<"epilogue", "epilogue", "bool", "true",
            "Write weight gradients in FP32 from their kernels' accumulators">,
     Option<"report", "report", "bool", "false",

@@ -212,12 +212,8 @@ void TilePlanMemoryPass::runOnOperation() {
     for (auto [index, result] : llvm::enumerate(op.getResults())) {
       int64_t offset;
       if (adamw) {
-        // In place: new_param, new_exp_avg, new_exp_avg_sq overwrite
-        // param, exp_avg, exp_avg_sq.
-        Value replaced = index == 0   ? adamw.getParam()
-                         : index == 1 ? adamw.getExpAvg()
-                                      : adamw.getExpAvgSq();
-        offset = offsets.lookup(replaced);
+        // In place: the new params and moments overwrite the old.
+        offset = offsets.lookup(adamw.getReplaced(index));
       } else {
         std::optional<int64_t> allocated = arena.allocate(sizeOf(result));
         if (!allocated) {

@@ -303,17 +303,18 @@ FailureOr<json::Object> PlanWriter::build() {
         step[entry.first] = std::move(entry.second);
     } else if (op.getDialect() && op.getDialect()->getNamespace() == "tile") {
       step[plan::key::kAttrs] = attrsJson(&op);
-      if (auto adamw = dyn_cast<tile::AdamWOp>(op)) {
-        auto param = dyn_cast<BlockArgument>(adamw.getParam());
-        StringAttr name = param ? func.getArgAttrOfType<StringAttr>(
-                                      param.getArgNumber(), attrs::kParam)
-                                : StringAttr();
-        if (!name)
-          return op.emitOpError("plan: updates a value that is not a "
-                                "parameter argument");
-        (*parameters[paramIndex.lookup(name.getValue())]
-              .getAsObject())[plan::key::kGrad] = idOf(adamw.getGrad());
-      }
+      if (auto adamw = dyn_cast<tile::AdamWOp>(op))
+        for (unsigned i = 0; i < adamw.getNumParams(); ++i) {
+          auto param = dyn_cast<BlockArgument>(adamw.getParam(i));
+          StringAttr name = param ? func.getArgAttrOfType<StringAttr>(
+                                        param.getArgNumber(), attrs::kParam)
+                                  : StringAttr();
+          if (!name)
+            return op.emitOpError("plan: updates a value that is not a "
+                                  "parameter argument");
+          (*parameters[paramIndex.lookup(name.getValue())]
+                .getAsObject())[plan::key::kGrad] = idOf(adamw.getGrad(i));
+        }
     } else {
       return op.emitOpError("plan: not a kernel (lower to tile first)");
     }

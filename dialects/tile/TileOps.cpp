@@ -227,47 +227,84 @@ static std::optional<int64_t> plannedOffset(Value value) {
 }
 
 LogicalResult AdamWOp::verify() {
-  if (failed(nn::verifyAdamW(*this)))
-    return failure();
-  // The update runs in place, so what it overwrites must be its own: four
+  unsigned n = getNumParams();
+  if (getOperands_().size() < 3)
+    return emitOpError() << "expects the learning rate, the step and the "
+                            "gradient norm after the tensors";
+  for (auto [label, scalar] : {std::pair<StringRef, Value>{"lr", getLr()},
+                               {"step", getStep()},
+                               {"grad_norm", getGradNorm()}})
+    if (cast<RankedTensorType>(scalar.getType()).getRank() != 0)
+      return emitOpError() << "expects " << label << " to be a scalar "
+                           << "(tensor<f32>), got " << scalar.getType();
+  if (getTensors().empty() || getTensors().size() % 4 != 0)
+    return emitOpError() << "expects 4 tensors per parameter (params, grads, "
+                            "exp_avgs, exp_avg_sqs), got "
+                         << getTensors().size();
+  if (getUpdated().size() != 3 * n)
+    return emitOpError() << "expects 3 results per parameter (" << 3 * n
+                         << "), got " << getUpdated().size();
+  // Names of one parameter's tensors: "param", or "param #3" of many.
+  auto name = [&](StringRef base, unsigned i) {
+    return n == 1 ? base.str() : (base + " #" + Twine(i)).str();
+  };
+  for (unsigned i = 0; i < n; ++i) {
+    std::string names[] = {name("grad", i),        name("exp_avg", i),
+                           name("exp_avg_sq", i),  name("new_param", i),
+                           name("new_exp_avg", i), name("new_exp_avg_sq", i)};
+    if (failed(nn::detail::verifyAdamW(*this, getParam(i),
+                                       {{names[0], getGrad(i)},
+                                        {names[1], getExpAvg(i)},
+                                        {names[2], getExpAvgSq(i)},
+                                        {names[3], getNewParam(i)},
+                                        {names[4], getNewExpAvg(i)},
+                                        {names[5], getNewExpAvgSq(i)}},
+                                       getBeta1(), getBeta2(), getEpsilon(),
+                                       getWeightDecay(), getMaxGradNorm())))
+      return failure();
+  }
+  // The update runs in place, so what it overwrites must be its own: 4N
   // different operands, nothing reading the old values afterwards.
-  std::pair<StringRef, Value> operands[] = {{"param", getParam()},
-                                            {"grad", getGrad()},
-                                            {"exp_avg", getExpAvg()},
-                                            {"exp_avg_sq", getExpAvgSq()}};
-  for (auto [i, first] : llvm::enumerate(operands))
-    for (auto second : ArrayRef(operands).drop_front(i + 1))
-      if (first.second == second.second)
-        return emitOpError()
-               << "expects " << first.first << " and " << second.first
-               << " to be different values: the update overwrites param, "
-                  "exp_avg and exp_avg_sq in place";
-  std::pair<StringRef, Value> replaced[] = {{"param", getParam()},
-                                            {"exp_avg", getExpAvg()},
-                                            {"exp_avg_sq", getExpAvgSq()}};
-  for (auto [name, value] : replaced)
+  SmallVector<std::pair<std::string, Value>> operands;
+  for (auto [base, kind] : {std::pair<StringRef, unsigned>{"param", 0},
+                            {"grad", 1},
+                            {"exp_avg", 2},
+                            {"exp_avg_sq", 3}})
+    for (unsigned i = 0; i < n; ++i)
+      operands.push_back({name(base, i), getTensors()[kind * n + i]});
+  llvm::DenseMap<Value, StringRef> seen;
+  for (auto &[label, value] : operands) {
+    auto [it, inserted] = seen.try_emplace(value, label);
+    if (!inserted)
+      return emitOpError()
+             << "expects " << it->second << " and " << label
+             << " to be different values: the update overwrites params, "
+                "exp_avgs and exp_avg_sqs in place";
+  }
+  for (unsigned index = 0; index < getUpdated().size(); ++index) {
+    Value value = getReplaced(index);
+    std::string label = operands[index < n ? index : index + n].first;
     for (Operation *user : value.getUsers())
       if (user != getOperation() &&
           user->getBlock() == getOperation()->getBlock() &&
           getOperation()->isBeforeInBlock(user)) {
         InFlightDiagnostic diag =
-            emitOpError() << "expects no use of " << name
+            emitOpError() << "expects no use of " << label
                           << " after the update, which overwrites it in place";
         diag.attachNote(user->getLoc()) << "used here";
         return diag;
       }
-  // After tile-plan-memory: each result in its operand's buffer.
-  std::pair<StringRef, Value> results[] = {
-      {"new_param", getNewParam()},
-      {"new_exp_avg", getNewExpAvg()},
-      {"new_exp_avg_sq", getNewExpAvgSq()}};
-  for (auto [result, operand] : llvm::zip_equal(results, replaced)) {
-    std::optional<int64_t> resultOffset = plannedOffset(result.second);
-    std::optional<int64_t> operandOffset = plannedOffset(operand.second);
-    if (resultOffset && operandOffset && *resultOffset != *operandOffset)
-      return emitOpError() << "expects " << result.first << " at the offset of "
-                           << operand.first << " (in place), got "
-                           << *resultOffset << " and " << *operandOffset;
+    // After tile-plan-memory: each result in its operand's buffer.
+    std::optional<int64_t> resultOffset = plannedOffset(getUpdated()[index]);
+    std::optional<int64_t> operandOffset = plannedOffset(value);
+    if (resultOffset && operandOffset && *resultOffset != *operandOffset) {
+      static constexpr StringRef kResults[] = {"new_param", "new_exp_avg",
+                                               "new_exp_avg_sq"};
+      return emitOpError() << "expects " << name(kResults[index / n], index % n)
+                           << " at the offset of " << label
+                           << " (in place), got " << *resultOffset << " and "
+                           << *operandOffset;
+    }
   }
   return success();
 }

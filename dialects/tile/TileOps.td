@@ -188,15 +188,20 @@ def Tile_GlobalNormOp : Tile_Op<"global_norm", [Pure]> {
 }
 
 def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
-  let summary = "AdamW update kernel, in place on the parameter and moments";
+  let summary = "Multi-tensor AdamW update kernel, in place on parameters and moments";
   let description = [{
-    The kernel of `nn.adamw_update`. Its results reuse the buffers of
-    `param`, `exp_avg` and `exp_avg_sq` (tile-plan-memory gives them the same
-    offsets), so the optimizer needs no extra memory. The runtime relies on
-    that, and the verifier checks what makes it safe: `param`, `grad`,
-    `exp_avg` and `exp_avg_sq` are four different values, nothing after the
-    update reads the three it overwrites, and once memory is planned
-    (`kiln.offsets`) each result has the offset of the operand it replaces.
+    The kernel of `nn.adamw_update`, for one parameter or for many (`nn-fuse`
+    groups the updates of a step that share their hyperparameters into one
+    op, one kernel). The operands are the N parameters, their N gradients,
+    N first and N second moments, then the learning rate, the step and the
+    global gradient norm; the results are the N updated parameters, first
+    and second moments, in that order. The results reuse the buffers of the
+    tensors they replace (tile-plan-memory gives them the same offsets), so
+    the optimizer needs no extra memory. The runtime relies on that, and the
+    verifier checks what makes it safe: the 4N tensors are different values,
+    nothing after the update reads the 3N it overwrites, and once memory is
+    planned (`kiln.offsets`) each result has the offset of the operand it
+    replaces.
 
     ```mlir
     %p2, %m2, %v2 = tile.adamw %p, %g, %m, %v, %lr, %step, %n
@@ -207,18 +212,51 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
         -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
     ```
   }];
-  let arguments = (ins NN_F32Tensor:$param, NN_F32Tensor:$grad,
-                       NN_F32Tensor:$exp_avg, NN_F32Tensor:$exp_avg_sq,
-                       NN_Scalar:$lr, NN_Scalar:$step, NN_Scalar:$grad_norm,
+  // One operand list, the scalars last: the printed form of one parameter
+  // is that of a plain update.
+  let arguments = (ins Variadic<NN_F32Tensor>:$operands_,
                        F64Attr:$beta1, F64Attr:$beta2, F64Attr:$epsilon,
                        F64Attr:$weight_decay, F64Attr:$max_grad_norm);
-  let results = (outs NN_F32Tensor:$new_param, NN_F32Tensor:$new_exp_avg,
-                      NN_F32Tensor:$new_exp_avg_sq);
+  let results = (outs Variadic<NN_F32Tensor>:$updated);
   let assemblyFormat = [{
-    $param `,` $grad `,` $exp_avg `,` $exp_avg_sq `,` $lr `,` $step `,`
-    $grad_norm attr-dict `:` functional-type(operands, results)
+    $operands_ attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The 4N tensors: params, grads, exp_avgs, exp_avg_sqs.
+    ::mlir::OperandRange getTensors() {
+      return getOperands_().drop_back(
+          std::min<unsigned>(3, getOperands_().size()));
+    }
+    ::mlir::Value getLr() { return getOperands_().end()[-3]; }
+    ::mlir::Value getStep() { return getOperands_().end()[-2]; }
+    ::mlir::Value getGradNorm() { return getOperands_().end()[-1]; }
+    /// N: the parameters it updates.
+    unsigned getNumParams() { return getTensors().size() / 4; }
+    ::mlir::Value getParam(unsigned i = 0) { return getTensors()[i]; }
+    ::mlir::Value getGrad(unsigned i = 0) {
+      return getTensors()[getNumParams() + i];
+    }
+    ::mlir::Value getExpAvg(unsigned i = 0) {
+      return getTensors()[2 * getNumParams() + i];
+    }
+    ::mlir::Value getExpAvgSq(unsigned i = 0) {
+      return getTensors()[3 * getNumParams() + i];
+    }
+    ::mlir::Value getNewParam(unsigned i = 0) { return getUpdated()[i]; }
+    ::mlir::Value getNewExpAvg(unsigned i = 0) {
+      return getUpdated()[getNumParams() + i];
+    }
+    ::mlir::Value getNewExpAvgSq(unsigned i = 0) {
+      return getUpdated()[2 * getNumParams() + i];
+    }
+    /// The operand that result `index` overwrites in place.
+    ::mlir::Value getReplaced(unsigned index) {
+      unsigned n = getNumParams();
+      unsigned kind = index / n, i = index % n;
+      return kind == 0 ? getParam(i) : kind == 1 ? getExpAvg(i) : getExpAvgSq(i);
+    }
+  }];
 }
 
 def Tile_FusedOp : Tile_Op<"fused", [IsolatedFromAbove,

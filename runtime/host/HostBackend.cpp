@@ -289,10 +289,15 @@ void HostBackend::execute(const Step &step) {
       [&](const AdamWStep &o) {
         // In place: the outputs alias param, exp_avg and exp_avg_sq (Plan
         // checked).
-        host::adamw<float>(f32(in[0]), f32(in[1]), f32(in[2]), f32(in[3]),
-                           values[in[0]].numElements(), *f32(in[4]),
-                           *f32(in[5]), *f32(in[6]), o.beta1, o.beta2,
-                           o.epsilon, o.weightDecay, o.maxGradNorm);
+        // N parameters: each updated as its own step would update it.
+        std::size_t n = (in.size() - 3) / 4;
+        float lr = *f32(in[4 * n]), stepNumber = *f32(in[4 * n + 1]),
+              norm = *f32(in[4 * n + 2]);
+        for (std::size_t i = 0; i < n; ++i)
+          host::adamw<float>(f32(in[i]), f32(in[n + i]), f32(in[2 * n + i]),
+                             f32(in[3 * n + i]), values[in[i]].numElements(),
+                             lr, stepNumber, norm, o.beta1, o.beta2, o.epsilon,
+                             o.weightDecay, o.maxGradNorm);
       },
       [&](const FusedStep &) {
         throw Error("a fused step that was not decoded at load");

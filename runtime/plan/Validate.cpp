@@ -283,23 +283,41 @@ void StepChecker::run() {
           floating(output(0), outputName(0));
           elements(output(0), 1, outputName(0) + " (the norm)", "a scalar");
         } else if constexpr (std::is_same_v<T, AdamWStep>) {
-          // param, grad, exp_avg, exp_avg_sq, lr, step, grad_norm -> param,
-          // exp_avg, exp_avg_sq in place.
-          arity(7, 7, 3);
-          static const char *kNames[] = {"param",      "grad", "exp_avg",
-                                         "exp_avg_sq", "lr",   "step",
-                                         "grad_norm"};
-          for (std::size_t i = 0; i < 7; ++i) {
-            std::string name = fmt::format("{} ({})", inputName(i), kNames[i]);
+          // N params, N grads, N exp_avgs, N exp_avg_sqs, lr, step,
+          // grad_norm -> N params, exp_avgs, exp_avg_sqs in place.
+          std::size_t in = step.inputs.size();
+          if (in < 7 || (in - 3) % 4 != 0)
+            fail(fmt::format("takes 4 inputs per parameter (param, grad, "
+                             "exp_avg, exp_avg_sq), then lr, step and "
+                             "grad_norm, got {} inputs",
+                             in));
+          std::size_t n = (in - 3) / 4;
+          if (step.outputs.size() != 3 * n)
+            fail(fmt::format("takes 3 outputs per parameter ({}), got {}",
+                             3 * n, step.outputs.size()));
+          static const char *kNames[] = {"param", "grad", "exp_avg",
+                                         "exp_avg_sq"};
+          auto role = [&](std::size_t i) {
+            if (i >= 4 * n)
+              return std::string(i == 4 * n       ? "lr"
+                                 : i == 4 * n + 1 ? "step"
+                                                  : "grad_norm");
+            return n == 1 ? std::string(kNames[i / n])
+                          : fmt::format("{} #{}", kNames[i / n], i % n);
+          };
+          for (std::size_t i = 0; i < in; ++i) {
+            std::string name = fmt::format("{} ({})", inputName(i), role(i));
             dtype(input(i), ElemType::F32, name);
-            elements(input(i), i < 4 ? input(0).numElements() : 1, name,
-                     i < 4 ? "the parameter's size" : "a scalar");
+            elements(input(i), i < 4 * n ? input(i % n).numElements() : 1, name,
+                     i < 4 * n ? "the parameter's size" : "a scalar");
           }
-          for (auto [o, i] : {std::pair{0, 0}, {1, 2}, {2, 3}})
+          for (std::size_t o = 0; o < 3 * n; ++o) {
+            std::size_t i = o < n ? o : o + n;
             if (output(o).offset != input(i).offset ||
                 output(o).bytes() != input(i).bytes())
               fail(fmt::format("{} must update {} ({}) in place", outputName(o),
-                               inputName(i), kNames[i]));
+                               inputName(i), role(i)));
+          }
           for (auto [field, value] :
                {std::pair{a::kBeta1, op.beta1}, {a::kBeta2, op.beta2}})
             if (!(value >= 0 && value < 1))
@@ -375,16 +393,26 @@ void validateSteps(const Plan &plan, const std::string &source) {
                                    check.inputName(i)));
     }
     if (optimizer) {
-      // The parameter it updates must be one, with its own state.
-      bool found = false;
-      for (const Parameter &param : plan.parameters)
-        found |=
-            param.value == step.inputs[0] && param.expAvg == step.inputs[2] &&
-            param.expAvgSq == step.inputs[3] && param.grad == step.inputs[1];
-      if (!found)
-        check.fail(fmt::format("{} is not a parameter updated with its own "
-                               "gradient and moments (inputs 1-3)",
-                               check.inputName(0)));
+      // Each parameter it updates must be one, with its own state.
+      std::size_t n = (step.inputs.size() - 3) / 4;
+      for (std::size_t i = 0; i < n; ++i) {
+        bool found = false;
+        for (const Parameter &param : plan.parameters)
+          found |= param.value == step.inputs[i] &&
+                   param.grad == step.inputs[n + i] &&
+                   param.expAvg == step.inputs[2 * n + i] &&
+                   param.expAvgSq == step.inputs[3 * n + i];
+        if (!found)
+          check.fail(
+              n == 1 ? fmt::format("{} is not a parameter updated with its "
+                                   "own gradient and moments (inputs 1-3)",
+                                   check.inputName(0))
+                     : fmt::format("{} is not a parameter updated with its "
+                                   "own gradient and moments (inputs {}, {} "
+                                   "and {})",
+                                   check.inputName(i), n + i, 2 * n + i,
+                                   3 * n + i));
+      }
     }
   }
 }

@@ -3,6 +3,7 @@
 // RUN: kiln-opt %s --split-input-file --nn-fuse="rope=false" | FileCheck %s --check-prefix=NOROPE
 // RUN: kiln-opt %s --split-input-file --nn-fuse="elementwise=false" | FileCheck %s --check-prefix=NOEW
 // RUN: kiln-opt %s --split-input-file --nn-fuse="epilogue=false" | FileCheck %s --check-prefix=NOEPI
+// RUN: kiln-opt %s --split-input-file --nn-fuse="optimizer=false" | FileCheck %s --check-prefix=NOOPT
 
 // nn-fuse groups row-local ops into tile.fused regions, one kernel each.
 
@@ -147,4 +148,32 @@ func.func @fp32_gradients(%dy: tensor<2x8x64xbf16>, %x: tensor<2x8x32xbf16>, %dz
   %dc = nn.column_sum %dz {kiln.chunk = "W"} : (tensor<2x8x32xbf16>) -> tensor<32xbf16>
   %dc32 = nn.cast %dc {kiln.chunk = "W"} : (tensor<32xbf16>) -> tensor<32xf32>
   return %dw32, %db32, %dc32, %dc : tensor<64x32xf32>, tensor<64xf32>, tensor<32xf32>, tensor<32xbf16>
+}
+
+// -----
+
+// The optimizer group: updates that share their scalars and hyperparameters
+// are one multi-tensor tile.adamw (params, grads, first moments, second
+// moments, then the scalars) at the last of them; one with another weight
+// decay is a group of its own, and a group of one stays as it is.
+// CHECK-LABEL: func.func @optimizer(
+// CHECK: %[[B:.+]], %{{.+}}, %{{.+}} = nn.adamw_update %arg2, %arg5, %arg8, %arg11, %arg12, %arg13, %arg14 {{{.*}}weight_decay = 0.000000e+00 : f64}
+// CHECK-NEXT: %[[A:.+]]:6 = tile.adamw %arg0, %arg1, %arg3, %arg4, %arg6, %arg7, %arg9, %arg10, %arg12, %arg13, %arg14 {{{.*}}kiln.chunk = "O"{{.*}}weight_decay = 1.000000e-01 : f64}
+// CHECK: return %[[A]]#0, %[[A]]#1, %[[B]], %[[A]]#2, %[[A]]#5
+// NOOPT-LABEL: func.func @optimizer(
+// NOOPT-NOT: tile.adamw
+// NOOPT: return
+func.func @optimizer(%p0: tensor<8x4xf32>, %p1: tensor<4x4xf32>, %p2: tensor<4xf32>,
+                     %g0: tensor<8x4xf32>, %g1: tensor<4x4xf32>, %g2: tensor<4xf32>,
+                     %m0: tensor<8x4xf32>, %m1: tensor<4x4xf32>, %m2: tensor<4xf32>,
+                     %v0: tensor<8x4xf32>, %v1: tensor<4x4xf32>, %v2: tensor<4xf32>,
+                     %lr: tensor<f32>, %step: tensor<f32>, %norm: tensor<f32>)
+    -> (tensor<8x4xf32>, tensor<4x4xf32>, tensor<4xf32>, tensor<8x4xf32>, tensor<4x4xf32>) {
+  %a0, %a1, %a2 = nn.adamw_update %p0, %g0, %m0, %v0, %lr, %step, %norm {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64, kiln.chunk = "O", max_grad_norm = 1.0 : f64, weight_decay = 0.1 : f64}
+      : (tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>)
+  %c0, %c1, %c2 = nn.adamw_update %p2, %g2, %m2, %v2, %lr, %step, %norm {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64, kiln.chunk = "O", max_grad_norm = 1.0 : f64, weight_decay = 0.0 : f64}
+      : (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  %b0, %b1, %b2 = nn.adamw_update %p1, %g1, %m1, %v1, %lr, %step, %norm {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64, kiln.chunk = "O", max_grad_norm = 1.0 : f64, weight_decay = 0.1 : f64}
+      : (tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>)
+  return %a0, %b0, %c0, %a1, %b2 : tensor<8x4xf32>, tensor<4x4xf32>, tensor<4xf32>, tensor<8x4xf32>, tensor<4x4xf32>
 }

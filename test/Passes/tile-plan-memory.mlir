@@ -2,6 +2,7 @@
 // RUN: kiln-opt %s --tile-plan-memory="function=step report" --verify-diagnostics -o /dev/null
 // RUN: not kiln-opt %s --tile-plan-memory="function=missing" 2>&1 | FileCheck %s --check-prefix=MISSING
 // RUN: kiln-opt %s --tile-plan-memory="function=big" | FileCheck %s --check-prefix=BIG
+// RUN: kiln-opt %s --tile-plan-memory="function=multi" | FileCheck %s --check-prefix=MULTI
 
 // Arguments are persistent: 1 KiB each (16x16 f32), then the scalar in one
 // 256-byte block at 3072, so temporaries start at 3328.
@@ -65,4 +66,25 @@ func.func @big() -> (tensor<200000000000000x10000xbf16>, tensor<200000000000000x
   %a = tensor.empty() : tensor<200000000000000x10000xbf16>
   %b = tensor.empty() : tensor<200000000000000x10000xbf16>
   return %a, %b : tensor<200000000000000x10000xbf16>, tensor<200000000000000x10000xbf16>
+}
+
+// A multi-tensor AdamW updates every parameter and moment in place: its
+// results (new params, then first moments, then second moments) take the
+// offsets of the tensors they replace, and the gradient is the one
+// temporary.
+// MULTI-LABEL: func.func @multi(
+// MULTI: tile.fused {{.*}}kiln.offsets = array<i64: 2048>
+// MULTI: tile.adamw {{.*}}kiln.offsets = array<i64: 0, 256, 512, 768, 1024, 1280>
+func.func @multi(%p0: tensor<64xf32>, %p1: tensor<64xf32>, %m0: tensor<64xf32>, %m1: tensor<64xf32>,
+                 %v0: tensor<64xf32>, %v1: tensor<64xf32>, %g1: tensor<64xf32>, %s: tensor<f32>)
+    -> (tensor<64xf32>, tensor<64xf32>) {
+  %g0 = tile.fused %p0 : (tensor<64xf32>) -> tensor<64xf32> {
+  ^bb0(%x: tensor<64xf32>):
+    %y = nn.add %x, %x : (tensor<64xf32>, tensor<64xf32>) -> tensor<64xf32>
+    tile.yield %y : tensor<64xf32>
+  }
+  %r:6 = tile.adamw %p0, %p1, %g0, %g1, %m0, %m1, %v0, %v1, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 0.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>)
+      -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return %r#0, %r#1 : tensor<64xf32>, tensor<64xf32>
 }

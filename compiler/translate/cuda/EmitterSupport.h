@@ -34,6 +34,9 @@ namespace cuda {
 
 /// Threads of the generic elementwise and grid-stride kernels.
 constexpr int64_t kElementwiseThreads = 256;
+/// Parameters per launch of a multi-tensor AdamW: 5 arguments each (4
+/// pointers, a size), 64 of them in 2.6 KiB of the 4 KiB a launch may pass.
+constexpr unsigned kAdamWTensorsPerLaunch = 64;
 /// Elements per thread of vectorised elementwise kernels: 16 bytes of BF16.
 constexpr int64_t kVectorWidth = 8;
 /// The largest grid.x used by grid-stride kernels.

@@ -46,26 +46,63 @@ LogicalResult cuda::emitGlobalNorm(tile::GlobalNormOp norm, LaunchBuilder &k) {
 }
 
 LogicalResult cuda::emitAdamW(tile::AdamWOp adamw, LaunchBuilder &k) {
-  int64_t n = numElements(adamw.getParam());
-  // In place: the kernel writes param and moments through their inputs'
+  // In place: the kernel writes params and moments through their inputs'
   // pointers, which the plan gives the results' offsets.
-  k.value(adamw.getNewParam(), true, "param");
-  k.value(adamw.getGrad(), false, "grad");
-  k.value(adamw.getNewExpAvg(), true, "expAvg");
-  k.value(adamw.getNewExpAvgSq(), true, "expAvgSq");
-  k.integer("n", n);
-  k.value(adamw.getLr(), false, "lr");
-  k.value(adamw.getStep(), false, "step");
-  k.value(adamw.getGradNorm(), false, "gradNorm");
-  k.real("beta1", adamw.getBeta1().convertToDouble());
-  k.real("beta2", adamw.getBeta2().convertToDouble());
-  k.real("eps", adamw.getEpsilon().convertToDouble());
-  k.real("weightDecay", adamw.getWeightDecay().convertToDouble());
-  k.real("maxGradNorm", adamw.getMaxGradNorm().convertToDouble());
-  k.launch("kiln_adamw",
-           "  kiln::dev::adamw(param, grad, expAvg, expAvgSq, n, lr, step, "
-           "gradNorm, beta1, beta2, eps, weightDecay, maxGradNorm);\n",
-           {std::min(kMaxGrid, ceilDiv(n, kElementwiseThreads))},
-           kElementwiseThreads);
+  auto common = [&] {
+    k.value(adamw.getLr(), false, "lr");
+    k.value(adamw.getStep(), false, "step");
+    k.value(adamw.getGradNorm(), false, "gradNorm");
+    k.real("beta1", adamw.getBeta1().convertToDouble());
+    k.real("beta2", adamw.getBeta2().convertToDouble());
+    k.real("eps", adamw.getEpsilon().convertToDouble());
+    k.real("weightDecay", adamw.getWeightDecay().convertToDouble());
+    k.real("maxGradNorm", adamw.getMaxGradNorm().convertToDouble());
+  };
+  unsigned n = adamw.getNumParams();
+  if (n == 1) {
+    int64_t elements = numElements(adamw.getParam());
+    k.value(adamw.getNewParam(), true, "param");
+    k.value(adamw.getGrad(), false, "grad");
+    k.value(adamw.getNewExpAvg(), true, "expAvg");
+    k.value(adamw.getNewExpAvgSq(), true, "expAvgSq");
+    k.integer("n", elements);
+    common();
+    k.launch("kiln_adamw",
+             "  kiln::dev::adamw(param, grad, expAvg, expAvgSq, n, lr, step, "
+             "gradNorm, beta1, beta2, eps, weightDecay, maxGradNorm);\n",
+             {std::min(kMaxGrid, ceilDiv(elements, kElementwiseThreads))},
+             kElementwiseThreads);
+    return success();
+  }
+  // Many parameters: a launch per group of up to kAdamWTensorsPerLaunch
+  // (their pointers and sizes fit a launch's 4 KiB of arguments), a row of
+  // blocks per tensor (blockIdx.y), each row grid-stride over its tensor.
+  for (unsigned first = 0; first < n; first += kAdamWTensorsPerLaunch) {
+    unsigned count = std::min(kAdamWTensorsPerLaunch, n - first);
+    std::string text = "  switch (blockIdx.y) {\n";
+    int64_t largest = 0;
+    for (unsigned t = 0; t < count; ++t) {
+      unsigned i = first + t;
+      int64_t elements = numElements(adamw.getParam(i));
+      largest = std::max(largest, elements);
+      k.value(adamw.getNewParam(i), true, formatv("param{0}", t).str());
+      k.value(adamw.getGrad(i), false, formatv("grad{0}", t).str());
+      k.value(adamw.getNewExpAvg(i), true, formatv("expAvg{0}", t).str());
+      k.value(adamw.getNewExpAvgSq(i), true, formatv("expAvgSq{0}", t).str());
+      k.integer(formatv("n{0}", t).str(), elements);
+      text += formatv("  case {0}:\n    kiln::dev::adamw(param{0}, grad{0}, "
+                      "expAvg{0}, expAvgSq{0}, n{0}, lr, step, gradNorm, "
+                      "beta1, beta2, eps, weightDecay, maxGradNorm);\n"
+                      "    break;\n",
+                      t)
+                  .str();
+    }
+    text += "  }\n";
+    common();
+    k.launch(formatv("kiln_adamw_x{0}", count).str(), text,
+             {std::min(kMaxGrid, ceilDiv(largest, kElementwiseThreads)),
+              static_cast<int64_t>(count)},
+             kElementwiseThreads);
+  }
   return success();
 }

@@ -230,7 +230,7 @@ func.func @adamw_max_grad_norm(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tenso
 
 // In place: a moment that is also the parameter would be overwritten twice.
 func.func @adamw_aliased_operands(%p: tensor<64xf32>, %g: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) {
-  // expected-error @+1 {{expects param and exp_avg to be different values: the update overwrites param, exp_avg and exp_avg_sq in place}}
+  // expected-error @+1 {{expects param and exp_avg to be different values: the update overwrites params, exp_avgs and exp_avg_sqs in place}}
   %0:3 = tile.adamw %p, %g, %p, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
       : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
   return
@@ -257,5 +257,49 @@ func.func @adamw_offsets(%p: tensor<64xf32> {kiln.offset = 0 : i64}, %g: tensor<
   // expected-error @+1 {{expects new_exp_avg at the offset of exp_avg (in place), got 1280 and 512}}
   %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64, kiln.offsets = array<i64: 0, 1280, 768>}
       : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+// Multi-tensor: four tensors per parameter.
+func.func @adamw_multi_count(%p: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects 4 tensors per parameter (params, grads, exp_avgs, exp_avg_sqs), got 5}}
+  %0:3 = tile.adamw %p, %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_multi_results(%p0: tensor<64xf32>, %p1: tensor<64xf32>, %g0: tensor<64xf32>, %g1: tensor<64xf32>,
+                               %m0: tensor<64xf32>, %m1: tensor<64xf32>, %v0: tensor<64xf32>, %v1: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects 3 results per parameter (6), got 3}}
+  %0:3 = tile.adamw %p0, %p1, %g0, %g1, %m0, %m1, %v0, %v1, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+// One parameter's moment that is another's would be overwritten twice.
+func.func @adamw_multi_shared_moment(%p0: tensor<64xf32>, %p1: tensor<64xf32>, %g0: tensor<64xf32>, %g1: tensor<64xf32>,
+                                     %m0: tensor<64xf32>, %v0: tensor<64xf32>, %v1: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects exp_avg #0 and exp_avg #1 to be different values}}
+  %0:6 = tile.adamw %p0, %p1, %g0, %g1, %m0, %m0, %v0, %v1, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>)
+      -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+// Each parameter's tensors have its shape.
+func.func @adamw_multi_shapes(%p0: tensor<64xf32>, %p1: tensor<32xf32>, %g0: tensor<64xf32>, %g1: tensor<64xf32>,
+                              %m0: tensor<64xf32>, %m1: tensor<32xf32>, %v0: tensor<64xf32>, %v1: tensor<32xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects param and grad #1 to have the same type, got 'tensor<32xf32>' and 'tensor<64xf32>'}}
+  %0:6 = tile.adamw %p0, %p1, %g0, %g1, %m0, %m1, %v0, %v1, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<32xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<32xf32>, tensor<64xf32>, tensor<32xf32>, tensor<f32>, tensor<f32>, tensor<f32>)
+      -> (tensor<64xf32>, tensor<32xf32>, tensor<64xf32>, tensor<32xf32>, tensor<64xf32>, tensor<32xf32>)
   return
 }

@@ -42,6 +42,18 @@ func.func @loss_and_optimizer(%l: tensor<32x256xbf16>, %t: tensor<32xi32>, %dy: 
   return
 }
 
+// Multi-tensor: N params, N grads, N first and N second moments, then the
+// scalars; N new params, then the moments.
+// CHECK-LABEL: func.func @adamw_multi
+// CHECK: tile.adamw %arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %arg6, %arg7, %arg8, %arg8, %arg8 {{.*}} -> (tensor<64xf32>, tensor<8x4xf32>, tensor<64xf32>, tensor<8x4xf32>, tensor<64xf32>, tensor<8x4xf32>)
+func.func @adamw_multi(%p0: tensor<64xf32>, %p1: tensor<8x4xf32>, %g0: tensor<64xf32>, %g1: tensor<8x4xf32>,
+                       %m0: tensor<64xf32>, %m1: tensor<8x4xf32>, %v0: tensor<64xf32>, %v1: tensor<8x4xf32>, %s: tensor<f32>) {
+  %r:6 = tile.adamw %p0, %p1, %g0, %g1, %m0, %m1, %v0, %v1, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<8x4xf32>, tensor<64xf32>, tensor<8x4xf32>, tensor<64xf32>, tensor<8x4xf32>, tensor<64xf32>, tensor<8x4xf32>, tensor<f32>, tensor<f32>, tensor<f32>)
+      -> (tensor<64xf32>, tensor<8x4xf32>, tensor<64xf32>, tensor<8x4xf32>, tensor<64xf32>, tensor<8x4xf32>)
+  return
+}
+
 // CHECK-LABEL: func.func @fused
 func.func @fused(%h: tensor<2x16x64xbf16>, %r: tensor<2x16x64xbf16>, %g: tensor<64xbf16>) -> tensor<2x16x64xbf16> {
   // A residual add and an RMSNorm as one kernel.

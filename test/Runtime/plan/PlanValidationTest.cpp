@@ -292,8 +292,10 @@ const std::vector<Mutation> &mutations() {
        [](json &p) {
          std::size_t s = stepOf(p, "adamw");
          p["steps"][s]["inputs"] = json::array({3, 4, 5});
-         return std::vector<std::string>{step(s, "adamw"),
-                                         "takes 7 inputs, got 3"};
+         return std::vector<std::string>{
+             step(s, "adamw"), "takes 4 inputs per parameter (param, grad, "
+                               "exp_avg, exp_avg_sq), then lr, step and "
+                               "grad_norm, got 3 inputs"};
        }},
       {"AdamWNotInPlace",
        [](json &p) {
