@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/nn/NNOps.h"
+#include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileOps.h"
 #include "passes/Chunks.h"
 #include "passes/Passes.h"
@@ -113,13 +114,70 @@ void groupOptimizer(Block &block, SmallVectorImpl<Decision> &decisions,
     SmallVector<Location> locations;
     for (nn::AdamWUpdateOp update : updates)
       locations.push_back(update.getLoc());
+    // BF16 compute copies: when every parameter of the group is cast to
+    // BF16 once for the step's GEMMs, the update writes that copy (rounded
+    // from the new master) and the next step reads it: a new argument and
+    // result of the step each, no cast kernel.
+    auto func = dyn_cast<func::FuncOp>(block.getParentOp());
+    SmallVector<nn::CastOp> casts;
+    for (nn::AdamWUpdateOp update : updates) {
+      auto param = dyn_cast<BlockArgument>(update.getParam());
+      nn::CastOp rounding;
+      unsigned count = 0;
+      if (param && func)
+        for (Operation *user : param.getUsers())
+          if (auto c = dyn_cast<nn::CastOp>(user);
+              c && getElementTypeOrSelf(c.getType()).isBF16()) {
+            rounding = c;
+            ++count;
+          }
+      if (count != 1 || !func.getArgAttrOfType<StringAttr>(param.getArgNumber(),
+                                                           attrs::kParam))
+        break;
+      casts.push_back(rounding);
+    }
+    bool copies = casts.size() == updates.size();
+    SmallVector<Value> copyArgs;
+    if (copies) {
+      for (auto [update, rounding] : llvm::zip_equal(updates, casts)) {
+        auto param = cast<BlockArgument>(update.getParam());
+        StringAttr name = func.getArgAttrOfType<StringAttr>(
+            param.getArgNumber(), attrs::kParam);
+        unsigned index = func.getNumArguments();
+        (void)func.insertArgument(
+            index, rounding.getType(),
+            builder.getDictionaryAttr({attrs::kComputeCopy.named(name)}),
+            param.getLoc());
+        Value copy = func.getArgument(index);
+        rounding.getResult().replaceAllUsesWith(copy);
+        rounding.erase();
+        copyArgs.push_back(copy);
+        tensors.push_back(copy);
+      }
+      for (Value copy : copyArgs)
+        types.push_back(copy.getType());
+    }
     tensors.append({last.getLr(), last.getStep(), last.getGradNorm()});
     auto multi = tile::AdamWOp::create(
         builder, builder.getFusedLoc(locations), types, tensors,
         last.getBeta1Attr(), last.getBeta2Attr(), last.getEpsilonAttr(),
-        last.getWeightDecayAttr(), last.getMaxGradNormAttr());
+        last.getWeightDecayAttr(), last.getMaxGradNormAttr(),
+        copies ? builder.getUnitAttr() : UnitAttr());
     copyChunk(last, multi);
     unsigned n = updates.size();
+    if (copies) {
+      Operation *ret = block.getTerminator();
+      for (unsigned i = 0; i < n; ++i) {
+        unsigned index = func.getNumResults();
+        (void)func.insertResult(
+            index, copyArgs[i].getType(),
+            builder.getDictionaryAttr(
+                {attrs::kComputeCopy.named(func.getArgAttrOfType<StringAttr>(
+                    cast<BlockArgument>(copyArgs[i]).getArgNumber(),
+                    attrs::kComputeCopy))}));
+        ret->insertOperands(ret->getNumOperands(), multi.getNewComputeCopy(i));
+      }
+    }
     for (auto [i, update] : llvm::enumerate(updates)) {
       for (unsigned result = 0; result < 3; ++result)
         update->getResult(result).replaceAllUsesWith(
@@ -131,8 +189,11 @@ void groupOptimizer(Block &block, SmallVectorImpl<Decision> &decisions,
       decisions.push_back(Decision{
           multi.getLoc(), position++,
           llvm::formatv("optimizer: {0} parameters with weight decay {1} in "
-                        "one multi-tensor AdamW (optimizer)",
-                        n, std::get<6>(key))
+                        "one multi-tensor AdamW (optimizer){2}",
+                        n, std::get<6>(key),
+                        copies ? ", which writes their BF16 compute copies: "
+                                 "no cast kernels"
+                               : "")
               .str()});
   }
 }

@@ -258,10 +258,14 @@ FailureOr<json::Object> PlanWriter::build() {
     } else if (StringAttr name = attr(attrs::kExpAvgSq)) {
       (*parameters[paramIndex.lookup(name.getValue())]
             .getAsObject())[plan::key::kExpAvgSq] = id;
+    } else if (StringAttr name = attr(attrs::kComputeCopy)) {
+      (*parameters[paramIndex.lookup(name.getValue())]
+            .getAsObject())[plan::key::kComputeCopy] = id;
     } else {
       return func.emitError("plan: argument #")
              << arg.getArgNumber()
-             << " is neither an input, a parameter nor optimizer state";
+             << " is neither an input, a parameter, optimizer state nor a "
+                "compute copy";
     }
   }
 

@@ -67,6 +67,9 @@ inline constexpr PassAttr<mlir::StringAttr> kOutput{"kiln.output"};
 inline constexpr PassAttr<mlir::StringAttr> kExpAvg{"kiln.exp_avg"};
 /// AdamW's second moment of the named parameter.
 inline constexpr PassAttr<mlir::StringAttr> kExpAvgSq{"kiln.exp_avg_sq"};
+/// The BF16 compute copy of the named parameter that the optimizer writes
+/// (nn-fuse's optimizer group), an argument and a result of the step.
+inline constexpr PassAttr<mlir::StringAttr> kComputeCopy{"kiln.compute_copy"};
 
 // Ops (nn-autodiff, carried by the lowerings).
 /// The pipeline chunk of an op of the step: "F", "B", "W" or "O".

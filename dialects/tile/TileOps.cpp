@@ -237,18 +237,42 @@ LogicalResult AdamWOp::verify() {
     if (cast<RankedTensorType>(scalar.getType()).getRank() != 0)
       return emitOpError() << "expects " << label << " to be a scalar "
                            << "(tensor<f32>), got " << scalar.getType();
-  if (getTensors().empty() || getTensors().size() % 4 != 0)
-    return emitOpError() << "expects 4 tensors per parameter (params, grads, "
-                            "exp_avgs, exp_avg_sqs), got "
-                         << getTensors().size();
-  if (getUpdated().size() != 3 * n)
-    return emitOpError() << "expects 3 results per parameter (" << 3 * n
-                         << "), got " << getUpdated().size();
+  unsigned per = getTensorsPerParam();
+  if (getTensors().empty() || getTensors().size() % per != 0)
+    return emitOpError() << "expects " << per
+                         << " tensors per parameter (params, grads, exp_avgs, "
+                            "exp_avg_sqs"
+                         << (getComputeCopies() ? ", compute copies" : "")
+                         << "), got " << getTensors().size();
+  if (getUpdated().size() != (per - 1) * n)
+    return emitOpError() << "expects " << per - 1 << " results per parameter ("
+                         << (per - 1) * n << "), got " << getUpdated().size();
   // Names of one parameter's tensors: "param", or "param #3" of many.
   auto name = [&](StringRef base, unsigned i) {
     return n == 1 ? base.str() : (base + " #" + Twine(i)).str();
   };
+  auto isF32 = [](Value v) {
+    return getElementTypeOrSelf(v.getType()).isF32();
+  };
+  for (Value v : llvm::concat<Value>(getOperands_(), getUpdated()))
+    if (!isF32(v) && !getComputeCopies())
+      return emitOpError() << "expects f32 tensors, got " << v.getType();
+  for (unsigned i = 0; getComputeCopies() && i < n; ++i) {
+    auto paramType = cast<RankedTensorType>(getParam(i).getType());
+    Type copyType = paramType.clone(BFloat16Type::get(getContext()));
+    for (auto [label, value] :
+         {std::pair<StringRef, Value>{"compute copy", getComputeCopy(i)},
+          {"new compute copy", getNewComputeCopy(i)}})
+      if (value.getType() != copyType)
+        return emitOpError() << "expects " << name(label, i) << " to be the "
+                             << "parameter's BF16 copy (" << copyType
+                             << "), got " << value.getType();
+  }
   for (unsigned i = 0; i < n; ++i) {
+    if (!isF32(getParam(i)))
+      return emitOpError() << "expects " << name("param", i)
+                           << " to be f32 (the master), got "
+                           << getParam(i).getType();
     std::string names[] = {name("grad", i),        name("exp_avg", i),
                            name("exp_avg_sq", i),  name("new_param", i),
                            name("new_exp_avg", i), name("new_exp_avg_sq", i)};
@@ -269,8 +293,9 @@ LogicalResult AdamWOp::verify() {
   for (auto [base, kind] : {std::pair<StringRef, unsigned>{"param", 0},
                             {"grad", 1},
                             {"exp_avg", 2},
-                            {"exp_avg_sq", 3}})
-    for (unsigned i = 0; i < n; ++i)
+                            {"exp_avg_sq", 3},
+                            {"compute copy", 4}})
+    for (unsigned i = 0; kind < per && i < n; ++i)
       operands.push_back({name(base, i), getTensors()[kind * n + i]});
   llvm::DenseMap<Value, StringRef> seen;
   for (auto &[label, value] : operands) {
@@ -298,8 +323,8 @@ LogicalResult AdamWOp::verify() {
     std::optional<int64_t> resultOffset = plannedOffset(getUpdated()[index]);
     std::optional<int64_t> operandOffset = plannedOffset(value);
     if (resultOffset && operandOffset && *resultOffset != *operandOffset) {
-      static constexpr StringRef kResults[] = {"new_param", "new_exp_avg",
-                                               "new_exp_avg_sq"};
+      static constexpr StringRef kResults[] = {
+          "new_param", "new_exp_avg", "new_exp_avg_sq", "new compute copy"};
       return emitOpError() << "expects " << name(kResults[index / n], index % n)
                            << " at the offset of " << label
                            << " (in place), got " << *resultOffset << " and "

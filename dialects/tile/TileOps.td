@@ -195,7 +195,10 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
     op, one kernel). The operands are the N parameters, their N gradients,
     N first and N second moments, then the learning rate, the step and the
     global gradient norm; the results are the N updated parameters, first
-    and second moments, in that order. The results reuse the buffers of the
+    and second moments, in that order. With `compute_copies`, N BF16 copies
+    of the parameters follow the moments among the operands and the results:
+    the update rounds each new master into its copy, which the next step's
+    BF16 GEMMs read (no cast kernels). The results reuse the buffers of the
     tensors they replace (tile-plan-memory gives them the same offsets), so
     the optimizer needs no extra memory. The runtime relies on that, and the
     verifier checks what makes it safe: the 4N tensors are different values,
@@ -214,10 +217,11 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
   }];
   // One operand list, the scalars last: the printed form of one parameter
   // is that of a plain update.
-  let arguments = (ins Variadic<NN_F32Tensor>:$operands_,
+  let arguments = (ins Variadic<NN_FloatTensor>:$operands_,
                        F64Attr:$beta1, F64Attr:$beta2, F64Attr:$epsilon,
-                       F64Attr:$weight_decay, F64Attr:$max_grad_norm);
-  let results = (outs Variadic<NN_F32Tensor>:$updated);
+                       F64Attr:$weight_decay, F64Attr:$max_grad_norm,
+                       UnitAttr:$compute_copies);
+  let results = (outs Variadic<NN_FloatTensor>:$updated);
   let assemblyFormat = [{
     $operands_ attr-dict `:` functional-type(operands, results)
   }];
@@ -228,11 +232,15 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
       return getOperands_().drop_back(
           std::min<unsigned>(3, getOperands_().size()));
     }
+    /// Tensors per parameter: 4, or 5 with its BF16 compute copy.
+    unsigned getTensorsPerParam() { return getComputeCopies() ? 5 : 4; }
     ::mlir::Value getLr() { return getOperands_().end()[-3]; }
     ::mlir::Value getStep() { return getOperands_().end()[-2]; }
     ::mlir::Value getGradNorm() { return getOperands_().end()[-1]; }
     /// N: the parameters it updates.
-    unsigned getNumParams() { return getTensors().size() / 4; }
+    unsigned getNumParams() {
+      return getTensors().size() / getTensorsPerParam();
+    }
     ::mlir::Value getParam(unsigned i = 0) { return getTensors()[i]; }
     ::mlir::Value getGrad(unsigned i = 0) {
       return getTensors()[getNumParams() + i];
@@ -250,11 +258,21 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
     ::mlir::Value getNewExpAvgSq(unsigned i = 0) {
       return getUpdated()[2 * getNumParams() + i];
     }
+    /// With compute_copies: the BF16 copy of parameter i, and its update.
+    ::mlir::Value getComputeCopy(unsigned i) {
+      return getTensors()[4 * getNumParams() + i];
+    }
+    ::mlir::Value getNewComputeCopy(unsigned i) {
+      return getUpdated()[3 * getNumParams() + i];
+    }
     /// The operand that result `index` overwrites in place.
     ::mlir::Value getReplaced(unsigned index) {
       unsigned n = getNumParams();
       unsigned kind = index / n, i = index % n;
-      return kind == 0 ? getParam(i) : kind == 1 ? getExpAvg(i) : getExpAvgSq(i);
+      return kind == 0   ? getParam(i)
+             : kind == 1 ? getExpAvg(i)
+             : kind == 2 ? getExpAvgSq(i)
+                         : getComputeCopy(i);
     }
   }];
 }

@@ -287,17 +287,25 @@ void HostBackend::execute(const Step &step) {
         store(out[0], {static_cast<float>(std::sqrt(sum))});
       },
       [&](const AdamWStep &o) {
-        // In place: the outputs alias param, exp_avg and exp_avg_sq (Plan
-        // checked).
-        // N parameters: each updated as its own step would update it.
-        std::size_t n = (in.size() - 3) / 4;
-        float lr = *f32(in[4 * n]), stepNumber = *f32(in[4 * n + 1]),
-              norm = *f32(in[4 * n + 2]);
-        for (std::size_t i = 0; i < n; ++i)
+        // In place: the outputs alias the params, moments and compute
+        // copies (Plan checked). Each parameter is updated as its own step
+        // would update it, its BF16 compute copy (if any) rounded from the
+        // new master.
+        std::size_t n = o.numParams(in.size());
+        std::size_t scalars = in.size() - 3;
+        float lr = *f32(in[scalars]), stepNumber = *f32(in[scalars + 1]),
+              norm = *f32(in[scalars + 2]);
+        for (std::size_t i = 0; i < n; ++i) {
+          int64_t elements = values[in[i]].numElements();
           host::adamw<float>(f32(in[i]), f32(in[n + i]), f32(in[2 * n + i]),
-                             f32(in[3 * n + i]), values[in[i]].numElements(),
-                             lr, stepNumber, norm, o.beta1, o.beta2, o.epsilon,
-                             o.weightDecay, o.maxGradNorm);
+                             f32(in[3 * n + i]), elements, lr, stepNumber, norm,
+                             o.beta1, o.beta2, o.epsilon, o.weightDecay,
+                             o.maxGradNorm);
+          if (o.computeCopies)
+            narrowFromFloat(ElemType::BF16, f32(in[i]),
+                            arena.get() + values[in[4 * n + i]].offset,
+                            elements);
+        }
       },
       [&](const FusedStep &) {
         throw Error("a fused step that was not decoded at load");

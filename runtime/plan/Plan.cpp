@@ -294,7 +294,8 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
                      reader.numberAttr(attrs, a::kBeta2, where),
                      reader.numberAttr(attrs, a::kEpsilon, where),
                      reader.numberAttr(attrs, a::kWeightDecay, where),
-                     reader.numberAttr(attrs, a::kMaxGradNorm, where)};
+                     reader.numberAttr(attrs, a::kMaxGradNorm, where),
+                     reader.flagAttr(attrs, a::kComputeCopies, where)};
   case StepKind::Fused:
     break;
   }
@@ -610,6 +611,9 @@ Plan parsePlan(const std::string &text, const std::string &source) {
     param.expAvg = checkId(reader.integer(entry, "exp_avg", where), where);
     param.expAvgSq = checkId(reader.integer(entry, "exp_avg_sq", where), where);
     param.grad = checkId(reader.integer(entry, "grad", where), where);
+    if (entry.contains(plan::key::kComputeCopy))
+      param.computeCopy =
+          checkId(reader.integer(entry, plan::key::kComputeCopy, where), where);
     if (plan.values[param.value].dtype != ElemType::F32)
       reader.fail(where, "master weights must be f32");
     plan.parameters.push_back(std::move(param));

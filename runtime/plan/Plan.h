@@ -116,6 +116,13 @@ struct EmbeddingGradStep {};
 struct GlobalNormStep {};
 struct AdamWStep {
   double beta1 = 0, beta2 = 0, epsilon = 0, weightDecay = 0, maxGradNorm = 0;
+  /// Inputs: N params, grads, exp_avgs, exp_avg_sqs (and compute copies),
+  /// then lr, step, grad_norm; outputs: the N params, moments (and copies).
+  bool computeCopies = false;
+  /// N: the parameters the step updates.
+  std::size_t numParams(std::size_t inputs) const {
+    return inputs < 3 ? 0 : (inputs - 3) / (computeCopies ? 5 : 4);
+  }
 };
 struct FusedStep {
   std::vector<BodyOp> body;
@@ -148,6 +155,8 @@ struct Parameter {
   int64_t expAvg = -1;
   int64_t expAvgSq = -1;
   int64_t grad = -1;
+  /// The BF16 copy the optimizer keeps of a BF16 step's parameter, or -1.
+  int64_t computeCopy = -1;
 };
 
 struct Plan {

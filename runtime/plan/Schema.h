@@ -177,6 +177,9 @@ inline constexpr const char *kValue = "value";
 inline constexpr const char *kExpAvg = "exp_avg";
 inline constexpr const char *kExpAvgSq = "exp_avg_sq";
 inline constexpr const char *kGrad = "grad";
+/// The BF16 copy of a BF16 step's parameter that the optimizer writes as it
+/// updates the master (optional).
+inline constexpr const char *kComputeCopy = "compute_copy";
 inline constexpr const char *kInit = "init";
 // Steps.
 inline constexpr const char *kKernel = "kernel";
@@ -232,12 +235,16 @@ inline constexpr const char *kMaxGradNorm = "max_grad_norm";
 inline constexpr const char *kTheta = "theta";
 inline constexpr const char *kInverse = "inverse";
 inline constexpr const char *kApproximate = "approximate";
+/// adamw: the inputs hold each parameter's BF16 compute copy after its
+/// moments, and the outputs its update after theirs.
+inline constexpr const char *kComputeCopies = "compute_copies";
 } // namespace attr
 
 /// The boolean attributes: the compiler writes each as false where its
 /// unit attribute is absent.
-inline constexpr std::array<std::string_view, 4> kFlagAttrs = {
-    attr::kTransposeA, attr::kTransposeB, attr::kCausal, attr::kInverse};
+inline constexpr std::array<std::string_view, 5> kFlagAttrs = {
+    attr::kTransposeA, attr::kTransposeB, attr::kCausal, attr::kInverse,
+    attr::kComputeCopies};
 
 /// The values of `approximate` (gelu, gelu_grad).
 inline constexpr std::string_view kGeluExact = "none";

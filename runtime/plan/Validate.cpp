@@ -283,35 +283,43 @@ void StepChecker::run() {
           floating(output(0), outputName(0));
           elements(output(0), 1, outputName(0) + " (the norm)", "a scalar");
         } else if constexpr (std::is_same_v<T, AdamWStep>) {
-          // N params, N grads, N exp_avgs, N exp_avg_sqs, lr, step,
-          // grad_norm -> N params, exp_avgs, exp_avg_sqs in place.
+          // N params, N grads, N exp_avgs, N exp_avg_sqs (N BF16 compute
+          // copies), lr, step, grad_norm -> N params, exp_avgs, exp_avg_sqs
+          // (compute copies) in place.
+          std::size_t per = op.computeCopies ? 5 : 4;
           std::size_t in = step.inputs.size();
-          if (in < 7 || (in - 3) % 4 != 0)
-            fail(fmt::format("takes 4 inputs per parameter (param, grad, "
-                             "exp_avg, exp_avg_sq), then lr, step and "
-                             "grad_norm, got {} inputs",
-                             in));
-          std::size_t n = (in - 3) / 4;
-          if (step.outputs.size() != 3 * n)
-            fail(fmt::format("takes 3 outputs per parameter ({}), got {}",
-                             3 * n, step.outputs.size()));
+          if (in < per + 3 || (in - 3) % per != 0)
+            fail(op.computeCopies
+                     ? fmt::format("takes 5 inputs per parameter (param, "
+                                   "grad, exp_avg, exp_avg_sq, compute copy), "
+                                   "then lr, step and grad_norm, got {} inputs",
+                                   in)
+                     : fmt::format("takes 4 inputs per parameter (param, "
+                                   "grad, exp_avg, exp_avg_sq), then lr, step "
+                                   "and grad_norm, got {} inputs",
+                                   in));
+          std::size_t n = op.numParams(in);
+          if (step.outputs.size() != (per - 1) * n)
+            fail(fmt::format("takes {} outputs per parameter ({}), got {}",
+                             per - 1, (per - 1) * n, step.outputs.size()));
           static const char *kNames[] = {"param", "grad", "exp_avg",
-                                         "exp_avg_sq"};
+                                         "exp_avg_sq", "compute copy"};
           auto role = [&](std::size_t i) {
-            if (i >= 4 * n)
-              return std::string(i == 4 * n       ? "lr"
-                                 : i == 4 * n + 1 ? "step"
-                                                  : "grad_norm");
+            if (i >= per * n)
+              return std::string(i == per * n       ? "lr"
+                                 : i == per * n + 1 ? "step"
+                                                    : "grad_norm");
             return n == 1 ? std::string(kNames[i / n])
                           : fmt::format("{} #{}", kNames[i / n], i % n);
           };
           for (std::size_t i = 0; i < in; ++i) {
             std::string name = fmt::format("{} ({})", inputName(i), role(i));
-            dtype(input(i), ElemType::F32, name);
-            elements(input(i), i < 4 * n ? input(i % n).numElements() : 1, name,
-                     i < 4 * n ? "the parameter's size" : "a scalar");
+            bool copy = i >= 4 * n && i < per * n;
+            dtype(input(i), copy ? ElemType::BF16 : ElemType::F32, name);
+            elements(input(i), i < per * n ? input(i % n).numElements() : 1,
+                     name, i < per * n ? "the parameter's size" : "a scalar");
           }
-          for (std::size_t o = 0; o < 3 * n; ++o) {
+          for (std::size_t o = 0; o < (per - 1) * n; ++o) {
             std::size_t i = o < n ? o : o + n;
             if (output(o).offset != input(i).offset ||
                 output(o).bytes() != input(i).bytes())
@@ -358,6 +366,30 @@ void validateSteps(const Plan &plan, const std::string &source) {
         throw Error(fmt::format("{}: parameter '{}': grad (value {}) aliases "
                                 "its {} (value {})",
                                 source, param.name, param.grad, name, id));
+    if (param.computeCopy >= 0) {
+      const ValueInfo &copy = plan.values[param.computeCopy];
+      if (copy.dtype != ElemType::BF16 ||
+          copy.numElements() != plan.values[param.value].numElements())
+        throw Error(fmt::format("{}: parameter '{}': compute_copy (value {}) "
+                                "must be bf16 with the parameter's {} "
+                                "elements",
+                                source, param.name, param.computeCopy,
+                                plan.values[param.value].numElements()));
+      for (auto [name, id] : {std::pair{"value", param.value},
+                              {"grad", param.grad},
+                              {"exp_avg", param.expAvg},
+                              {"exp_avg_sq", param.expAvgSq}})
+        if (overlaps(copy, plan.values[id]))
+          throw Error(fmt::format("{}: parameter '{}': compute_copy (value "
+                                  "{}) overlaps its {} (value {})",
+                                  source, param.name, param.computeCopy, name,
+                                  id));
+      if (copy.offset + copy.bytes() > plan.persistentBytes)
+        throw Error(fmt::format("{}: parameter '{}': compute_copy (value {}) "
+                                "lies outside the persistent region [0, {})",
+                                source, param.name, param.computeCopy,
+                                plan.persistentBytes));
+    }
     if (plan.values[param.expAvg].numElements() !=
             plan.values[param.value].numElements() ||
         plan.values[param.expAvgSq].numElements() !=
@@ -394,24 +426,33 @@ void validateSteps(const Plan &plan, const std::string &source) {
     }
     if (optimizer) {
       // Each parameter it updates must be one, with its own state.
-      std::size_t n = (step.inputs.size() - 3) / 4;
+      const auto &adamw = std::get<AdamWStep>(step.op);
+      std::size_t n = adamw.numParams(step.inputs.size());
       for (std::size_t i = 0; i < n; ++i) {
         bool found = false;
         for (const Parameter &param : plan.parameters)
-          found |= param.value == step.inputs[i] &&
-                   param.grad == step.inputs[n + i] &&
-                   param.expAvg == step.inputs[2 * n + i] &&
-                   param.expAvgSq == step.inputs[3 * n + i];
+          found |=
+              param.value == step.inputs[i] &&
+              param.grad == step.inputs[n + i] &&
+              param.expAvg == step.inputs[2 * n + i] &&
+              param.expAvgSq == step.inputs[3 * n + i] &&
+              (adamw.computeCopies ? param.computeCopy == step.inputs[4 * n + i]
+                                   : param.computeCopy < 0);
         if (!found)
           check.fail(
-              n == 1 ? fmt::format("{} is not a parameter updated with its "
-                                   "own gradient and moments (inputs 1-3)",
-                                   check.inputName(0))
-                     : fmt::format("{} is not a parameter updated with its "
-                                   "own gradient and moments (inputs {}, {} "
-                                   "and {})",
-                                   check.inputName(i), n + i, 2 * n + i,
-                                   3 * n + i));
+              n == 1
+                  ? fmt::format("{} is not a parameter updated with its "
+                                "own gradient and moments (inputs 1-3)",
+                                check.inputName(0))
+                  : fmt::format("{} is not a parameter updated with its "
+                                "own gradient and moments (inputs {}, {} "
+                                "and {}){}",
+                                check.inputName(i), n + i, 2 * n + i, 3 * n + i,
+                                adamw.computeCopies
+                                    ? fmt::format(" and compute copy "
+                                                  "(input {})",
+                                                  4 * n + i)
+                                    : ""));
       }
     }
   }

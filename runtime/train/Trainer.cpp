@@ -604,6 +604,11 @@ int Trainer::run() {
   } else {
     initialise();
   }
+  // The BF16 compute copies the optimizer keeps: rounded from the masters
+  // once here, then by every update (checkpoints hold only the masters).
+  for (const Parameter &param : plan.parameters)
+    if (param.computeCopy >= 0)
+      backend->write(param.computeCopy, backend->read(param.value));
   MetricsLog metrics(metricsPath, /*append=*/resumeState.has_value());
   progress.emplace(settings.steps, firstStep, options.progressBar);
   log(fmt::format("training {} on {}: batch {} x {} tokens, steps {}-{}",

@@ -177,3 +177,33 @@ func.func @optimizer(%p0: tensor<8x4xf32>, %p1: tensor<4x4xf32>, %p2: tensor<4xf
       : (tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>)
   return %a0, %b0, %c0, %a1, %b2 : tensor<8x4xf32>, tensor<4x4xf32>, tensor<4xf32>, tensor<8x4xf32>, tensor<4x4xf32>
 }
+
+// -----
+
+// In a BF16 step the optimizer keeps each parameter's BF16 compute copy: the
+// forward's casts of the parameters become new arguments of the step
+// (kiln.compute_copy), which the multi-tensor update writes (rounded from
+// the new masters) and the step returns.
+// CHECK-LABEL: func.func @compute_copies(
+// CHECK-SAME: %[[C0:[^:]+]]: tensor<8x4xbf16> {kiln.compute_copy = "w0"}, %[[C1:[^:]+]]: tensor<4x4xbf16> {kiln.compute_copy = "w1"})
+// CHECK-SAME: -> (tensor<2x4xbf16>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xbf16> {kiln.compute_copy = "w0"}, tensor<4x4xbf16> {kiln.compute_copy = "w1"})
+// CHECK-NOT: nn.cast
+// CHECK: nn.linear %{{.+}}, %[[C0]]
+// CHECK: nn.linear %{{.+}}, %[[C1]]
+// CHECK: %[[A:.+]]:8 = tile.adamw %arg0, %arg1, %arg3, %arg4, %arg5, %arg6, %arg7, %arg8, %[[C0]], %[[C1]], %arg9, %arg10, %arg11 {{{.*}}compute_copies{{.*}}} : {{.*}} -> (tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xbf16>, tensor<4x4xbf16>)
+// CHECK: return %{{.+}}, %[[A]]#0, %[[A]]#1, %[[A]]#6, %[[A]]#7
+func.func @compute_copies(%w0: tensor<8x4xf32> {kiln.param = "w0"}, %w1: tensor<4x4xf32> {kiln.param = "w1"}, %x: tensor<2x4xbf16>,
+                          %g0: tensor<8x4xf32>, %g1: tensor<4x4xf32>,
+                          %m0: tensor<8x4xf32>, %m1: tensor<4x4xf32>, %v0: tensor<8x4xf32>, %v1: tensor<4x4xf32>,
+                          %lr: tensor<f32>, %step: tensor<f32>, %norm: tensor<f32>)
+    -> (tensor<2x4xbf16>, tensor<8x4xf32>, tensor<4x4xf32>) {
+  %c0 = nn.cast %w0 {kiln.chunk = "F"} : (tensor<8x4xf32>) -> tensor<8x4xbf16>
+  %c1 = nn.cast %w1 {kiln.chunk = "F"} : (tensor<4x4xf32>) -> tensor<4x4xbf16>
+  %h = nn.linear %x, %c0 {kiln.chunk = "F"} : (tensor<2x4xbf16>, tensor<8x4xbf16>) -> tensor<2x8xbf16>
+  %y = nn.linear %x, %c1 {kiln.chunk = "F"} : (tensor<2x4xbf16>, tensor<4x4xbf16>) -> tensor<2x4xbf16>
+  %a0, %a1, %a2 = nn.adamw_update %w0, %g0, %m0, %v0, %lr, %step, %norm {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64, kiln.chunk = "O", max_grad_norm = 1.0 : f64, weight_decay = 0.1 : f64}
+      : (tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>)
+  %b0, %b1, %b2 = nn.adamw_update %w1, %g1, %m1, %v1, %lr, %step, %norm {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64, kiln.chunk = "O", max_grad_norm = 1.0 : f64, weight_decay = 0.1 : f64}
+      : (tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>)
+  return %y, %a0, %b0 : tensor<2x4xbf16>, tensor<8x4xf32>, tensor<4x4xf32>
+}

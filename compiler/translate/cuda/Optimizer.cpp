@@ -59,7 +59,8 @@ LogicalResult cuda::emitAdamW(tile::AdamWOp adamw, LaunchBuilder &k) {
     k.real("maxGradNorm", adamw.getMaxGradNorm().convertToDouble());
   };
   unsigned n = adamw.getNumParams();
-  if (n == 1) {
+  bool copies = adamw.getComputeCopies();
+  if (n == 1 && !copies) {
     int64_t elements = numElements(adamw.getParam());
     k.value(adamw.getNewParam(), true, "param");
     k.value(adamw.getGrad(), false, "grad");
@@ -90,19 +91,23 @@ LogicalResult cuda::emitAdamW(tile::AdamWOp adamw, LaunchBuilder &k) {
       k.value(adamw.getNewExpAvg(i), true, formatv("expAvg{0}", t).str());
       k.value(adamw.getNewExpAvgSq(i), true, formatv("expAvgSq{0}", t).str());
       k.integer(formatv("n{0}", t).str(), elements);
+      if (copies)
+        k.value(adamw.getNewComputeCopy(i), true, formatv("copy{0}", t).str());
       text += formatv("  case {0}:\n    kiln::dev::adamw(param{0}, grad{0}, "
                       "expAvg{0}, expAvgSq{0}, n{0}, lr, step, gradNorm, "
-                      "beta1, beta2, eps, weightDecay, maxGradNorm);\n"
+                      "beta1, beta2, eps, weightDecay, maxGradNorm{1});\n"
                       "    break;\n",
-                      t)
+                      t, copies ? formatv(", copy{0}", t).str() : "")
                   .str();
     }
     text += "  }\n";
     common();
-    k.launch(formatv("kiln_adamw_x{0}", count).str(), text,
-             {std::min(kMaxGrid, ceilDiv(largest, kElementwiseThreads)),
-              static_cast<int64_t>(count)},
-             kElementwiseThreads);
+    k.launch(
+        formatv("kiln_adamw_x{0}{1}", count, copies ? "_copies" : "").str(),
+        text,
+        {std::min(kMaxGrid, ceilDiv(largest, kElementwiseThreads)),
+         static_cast<int64_t>(count)},
+        kElementwiseThreads);
   }
   return success();
 }

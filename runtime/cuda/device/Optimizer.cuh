@@ -76,13 +76,14 @@ constexpr double kClipNormEpsilon = 1e-6;
 /// lr, step (counting from 1) and the gradient norm are read from device
 /// memory; the hyperparameters are doubles, as the host's, because the
 /// scalars are formed in double and rounded to FP32 once (1 - beta2 from an
-/// FP32 beta2 = 0.999 would be off by 1e-5 relative). Grid-stride.
-__device__ __forceinline__ void adamw(float *param, const float *grad,
-                                      float *expAvg, float *expAvgSq,
-                                      long long n, const float *lr,
-                                      const float *step, const float *gradNorm,
-                                      double beta1, double beta2, double eps,
-                                      double weightDecay, double maxGradNorm) {
+/// FP32 beta2 = 0.999 would be off by 1e-5 relative). Grid-stride. A
+/// non-null `copy` gets the new parameter rounded to BF16: the compute copy
+/// the next step's BF16 GEMMs read.
+__device__ __forceinline__ void
+adamw(float *param, const float *grad, float *expAvg, float *expAvgSq,
+      long long n, const float *lr, const float *step, const float *gradNorm,
+      double beta1, double beta2, double eps, double weightDecay,
+      double maxGradNorm, __nv_bfloat16 *copy = nullptr) {
   const double lrD = *lr, stepD = *step;
   double clip = 1.0;
   if (maxGradNorm > 0) {
@@ -115,6 +116,8 @@ __device__ __forceinline__ void adamw(float *param, const float *grad,
     param[i] = p;
     expAvg[i] = m;
     expAvgSq[i] = s;
+    if (copy)
+      copy[i] = __float2bfloat16_rn(p);
   }
 }
 

@@ -303,3 +303,23 @@ func.func @adamw_multi_shapes(%p0: tensor<64xf32>, %p1: tensor<32xf32>, %g0: ten
       -> (tensor<64xf32>, tensor<32xf32>, tensor<64xf32>, tensor<32xf32>, tensor<64xf32>, tensor<32xf32>)
   return
 }
+
+// -----
+
+// A compute copy is the parameter's BF16 copy.
+func.func @adamw_compute_copy_type(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %c: tensor<32xbf16>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects compute copy to be the parameter's BF16 copy ('tensor<64xbf16>'), got 'tensor<32xbf16>'}}
+  %0:4 = tile.adamw %p, %g, %m, %v, %c, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64, compute_copies}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<32xbf16>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<32xbf16>)
+  return
+}
+
+// -----
+
+// BF16 tensors other than compute copies: the masters and moments are FP32.
+func.func @adamw_bf16_moment(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xbf16>, %v: tensor<64xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects f32 tensors, got 'tensor<64xbf16>'}}
+  %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
+      : (tensor<64xf32>, tensor<64xf32>, tensor<64xbf16>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xbf16>, tensor<64xf32>)
+  return
+}
