@@ -36,6 +36,19 @@ __device__ __forceinline__ __nv_bfloat16 fromFloat<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
+/// An FP32 slot holding a bf16 value: how a fused row region keeps a bf16
+/// temporary in shared memory (runtime/cuda/device/RowRegion.cuh). Loads
+/// are exact; stores round to bf16, as the host rounds every op result to
+/// its dtype, so the region's later ops read the value the host would.
+struct RoundedBf16 {
+  float value;
+};
+__device__ __forceinline__ float toFloat(RoundedBf16 x) { return x.value; }
+template <>
+__device__ __forceinline__ RoundedBf16 fromFloat<RoundedBf16>(float x) {
+  return {__bfloat162float(__float2bfloat16_rn(x))};
+}
+
 /// -infinity: the maximum of no values and the log of an empty sum.
 __device__ __forceinline__ float negativeInfinity() {
   return -__int_as_float(0x7f800000);
@@ -72,18 +85,24 @@ __device__ __forceinline__ bool canVectorize(const T *p, long long n) {
   return n % Vec<T>::kWidth == 0 && isAligned16(p);
 }
 
-/// Widens N elements at p to FP32: one vector load when N > 1 (p aligned,
-/// N == Vec<T>::kWidth), else one scalar load.
+/// Widens N elements at p to FP32: N / Vec<T>::kWidth vector loads when
+/// N > 1 (p aligned, N a multiple of Vec<T>::kWidth: a pass over rows of
+/// several element types reads as many elements of each), else one scalar
+/// load.
 template <int N, typename T>
 __device__ __forceinline__ void loadFloats(const T *p, float (&out)[N]) {
   if constexpr (N == 1) {
     out[0] = toFloat(p[0]);
   } else {
-    static_assert(N == Vec<T>::kWidth, "vector width mismatch");
-    Vec<T> v = loadVec(p);
+    constexpr int W = Vec<T>::kWidth;
+    static_assert(N % W == 0, "vector width mismatch");
 #pragma unroll
-    for (int i = 0; i < N; ++i)
-      out[i] = toFloat(v.elems[i]);
+    for (int c = 0; c < N / W; ++c) {
+      const Vec<T> v = loadVec(p + c * W);
+#pragma unroll
+      for (int i = 0; i < W; ++i)
+        out[c * W + i] = toFloat(v.elems[i]);
+    }
   }
 }
 
@@ -93,13 +112,33 @@ __device__ __forceinline__ void storeFloats(T *p, const float (&in)[N]) {
   if constexpr (N == 1) {
     p[0] = fromFloat<T>(in[0]);
   } else {
-    static_assert(N == Vec<T>::kWidth, "vector width mismatch");
-    Vec<T> v;
+    constexpr int W = Vec<T>::kWidth;
+    static_assert(N % W == 0, "vector width mismatch");
 #pragma unroll
-    for (int i = 0; i < N; ++i)
-      v.elems[i] = fromFloat<T>(in[i]);
-    storeVec(p, v);
+    for (int c = 0; c < N / W; ++c) {
+      Vec<T> v;
+#pragma unroll
+      for (int i = 0; i < W; ++i)
+        v.elems[i] = fromFloat<T>(in[c * W + i]);
+      storeVec(p + c * W, v);
+    }
   }
+}
+
+/// The elements per access of a pass over rows of the element types Ts:
+/// 16 bytes of the narrowest (Vec<T>::kWidth when all are one T).
+template <typename... Ts> constexpr int kRowVectorWidth = 1;
+template <typename T, typename... Ts>
+constexpr int kRowVectorWidth<T, Ts...> =
+    Vec<T>::kWidth > kRowVectorWidth<Ts...> ? Vec<T>::kWidth
+                                            : kRowVectorWidth<Ts...>;
+
+/// Whether a pass over rows of n elements at `rows` (null pointers, absent
+/// operands, are ignored) can use N-element vector accesses.
+template <int N, typename... Ts>
+__device__ __forceinline__ bool canVectorizeRows(long long n,
+                                                 const Ts *...rows) {
+  return n % N == 0 && (... && (!rows || isAligned16(rows)));
 }
 
 /// The first element of this thread in a pass over a row that reads N
@@ -114,6 +153,22 @@ template <int N> __device__ __forceinline__ int rowBegin() {
 }
 
 namespace detail {
+
+#ifndef KILN_DEVICE_EMULATION
+// Under the CPU emulation (test/Runtime/cuda/device/DeviceEmulation.h) the
+// emulator defines these instead.
+
+/// The block's dynamic shared memory, and its size.
+__device__ __forceinline__ unsigned char *dynamicSharedMemory() {
+  extern __shared__ __align__(128) unsigned char kilnDynamicShared[];
+  return kilnDynamicShared;
+}
+__device__ __forceinline__ unsigned dynamicSharedBytes() {
+  unsigned bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+  return bytes;
+}
+#endif // KILN_DEVICE_EMULATION
 
 /// Records the first bad index of a kernel: *errorFlag = position + 1 if it
 /// was 0 (errorFlag may be null).

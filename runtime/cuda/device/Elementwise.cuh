@@ -102,38 +102,13 @@ __device__ __forceinline__ void fill(T *out, long long n, float value) {
 /// Vec<T>::kWidth with p 16-byte aligned (V / kWidth vector loads).
 template <int V, typename T>
 __device__ __forceinline__ void loadElements(const T *p, float (&v)[V]) {
-  if constexpr (V == 1) {
-    v[0] = toFloat(p[0]);
-  } else {
-    constexpr int W = Vec<T>::kWidth;
-    static_assert(V % W == 0, "V must be a multiple of the vector width");
-#pragma unroll
-    for (int c = 0; c < V / W; ++c) {
-      const Vec<T> chunk = loadVec(p + c * W);
-#pragma unroll
-      for (int e = 0; e < W; ++e)
-        v[c * W + e] = toFloat(chunk.elems[e]);
-    }
-  }
+  loadFloats<V>(p, v);
 }
 
 /// Rounds V FP32 values to T and stores them at p (see loadElements).
 template <int V, typename T>
 __device__ __forceinline__ void storeElements(T *p, const float (&v)[V]) {
-  if constexpr (V == 1) {
-    p[0] = fromFloat<T>(v[0]);
-  } else {
-    constexpr int W = Vec<T>::kWidth;
-    static_assert(V % W == 0, "V must be a multiple of the vector width");
-#pragma unroll
-    for (int c = 0; c < V / W; ++c) {
-      Vec<T> chunk;
-#pragma unroll
-      for (int e = 0; e < W; ++e)
-        chunk.elems[e] = fromFloat<T>(v[c * W + e]);
-      storeVec(p + c * W, chunk);
-    }
-  }
+  storeFloats<V>(p, v);
 }
 
 /// x rounded to bf16 and widened back: the value of a bf16 temporary of a

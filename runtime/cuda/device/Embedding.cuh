@@ -16,25 +16,30 @@
 
 namespace kiln::dev {
 
-/// y[p, :] = table[ids[p], :] for a [vocab, dim] table. An id outside
-/// [0, vocab) sets *errorFlag to p + 1 (first writer wins; the host reports
-/// it, as the host kernel throws) and writes zeros. Block per id.
-template <typename T, int kThreads>
-__device__ __forceinline__ void embedding(const T *table, const int *ids, T *y,
-                                          long long numIds, int vocab, int dim,
-                                          int *errorFlag) {
-  constexpr int W = Vec<T>::kWidth;
-  for (long long p = blockIdx.x; p < numIds; p += gridDim.x) {
-    const int id = ids[p];
-    T *yr = y + p * dim;
-    if (id < 0 || id >= vocab) {
-      if (threadIdx.x == 0)
-        detail::reportError(errorFlag, p);
-      for (int j = threadIdx.x; j < dim; j += kThreads)
-        yr[j] = fromFloat<T>(0.0f);
-      continue;
-    }
-    const T *src = table + static_cast<long long>(id) * dim;
+namespace detail {
+template <typename A, typename B> constexpr bool kSameType = false;
+template <typename A> constexpr bool kSameType<A, A> = true;
+} // namespace detail
+
+/// yr = table[id, :], one row of a [vocab, dim] table, with the whole
+/// block: a copy when the row types agree, else widened (to a float or
+/// RoundedBf16 row of shared memory, exactly). An id outside [0, vocab)
+/// sets *errorFlag to position + 1 (first writer wins; the host reports
+/// it, as the host kernel throws) and writes zeros.
+template <int kThreads, typename TT, typename TY>
+__device__ __forceinline__ void
+embeddingOfRow(const TT *table, long long id, int vocab, TY *yr, int dim,
+               int *errorFlag, long long position) {
+  if (id < 0 || id >= vocab) {
+    if (threadIdx.x == 0)
+      detail::reportError(errorFlag, position);
+    for (int j = threadIdx.x; j < dim; j += kThreads)
+      yr[j] = fromFloat<TY>(0.0f);
+    return;
+  }
+  const TT *src = table + id * dim;
+  if constexpr (detail::kSameType<TT, TY>) {
+    constexpr int W = Vec<TT>::kWidth;
     if (canVectorize(src, dim) && isAligned16(yr)) {
       for (int j = threadIdx.x * W; j < dim; j += kThreads * W)
         storeVec(yr + j, loadVec(src + j));
@@ -42,7 +47,30 @@ __device__ __forceinline__ void embedding(const T *table, const int *ids, T *y,
       for (int j = threadIdx.x; j < dim; j += kThreads)
         yr[j] = src[j];
     }
+  } else {
+    constexpr int N = kRowVectorWidth<TT, TY>;
+    if (canVectorizeRows<N>(dim, src, yr)) {
+      for (int j = rowBegin<N>(); j < dim; j += kThreads * N) {
+        float v[N];
+        loadFloats<N>(src + j, v);
+        storeFloats<N>(yr + j, v);
+      }
+    } else {
+      for (int j = threadIdx.x; j < dim; j += kThreads)
+        yr[j] = fromFloat<TY>(toFloat(src[j]));
+    }
   }
+}
+
+/// y[p, :] = table[ids[p], :] for a [vocab, dim] table (embeddingOfRow).
+/// Block per id.
+template <typename T, int kThreads>
+__device__ __forceinline__ void embedding(const T *table, const int *ids, T *y,
+                                          long long numIds, int vocab, int dim,
+                                          int *errorFlag) {
+  for (long long p = blockIdx.x; p < numIds; p += gridDim.x)
+    embeddingOfRow<kThreads>(table, ids[p], vocab, y + p * dim, dim, errorFlag,
+                             p);
 }
 
 /// The table gradient of embedding, in FP32 by design: thread per column j

@@ -105,17 +105,6 @@ template <int kPending> __device__ __forceinline__ void copyAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
-/// The block's dynamic shared memory, and its size.
-__device__ __forceinline__ unsigned char *dynamicSharedMemory() {
-  extern __shared__ __align__(128) unsigned char kilnDynamicShared[];
-  return kilnDynamicShared;
-}
-__device__ __forceinline__ unsigned dynamicSharedBytes() {
-  unsigned bytes;
-  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
-  return bytes;
-}
-
 /// Stops the kernel with an error (cudaErrorIllegalInstruction).
 __device__ __forceinline__ void trap() { __trap(); }
 #endif // KILN_DEVICE_EMULATION

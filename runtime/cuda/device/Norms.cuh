@@ -7,7 +7,9 @@
 // over N, the elements per access (see rowBegin), called with
 // N = Vec<T>::kWidth or 1. The weight gradients recompute the row
 // statistics (rmsRowStats, layerRowStats) rather than keep them from the
-// forward, then reduce columns in two stages (Reductions.cuh).
+// forward, then reduce columns in two stages (Reductions.cuh). The
+// per-row functions (rmsNormOfRow, ...) are what both the kernels here and
+// the generated kernels of fused row regions (RowRegion.cuh) call.
 //
 //===----------------------------------------------------------------------===//
 
@@ -102,8 +104,8 @@ __device__ __forceinline__ RowMoments rowMoments(const T *xr, int dim,
   return {mean, __frsqrt_rn(var + eps)};
 }
 
-template <int N, int kThreads, typename T>
-__device__ __forceinline__ void rmsNormRow(const T *xr, const T *w, T *yr,
+template <int N, int kThreads, typename TX, typename TW, typename TY>
+__device__ __forceinline__ void rmsNormRow(const TX *xr, const TW *w, TY *yr,
                                            int dim, float inv) {
   for (int j = rowBegin<N>(); j < dim; j += kThreads * N) {
     float xs[N], ws[N], ys[N];
@@ -117,9 +119,9 @@ __device__ __forceinline__ void rmsNormRow(const T *xr, const T *w, T *yr,
 }
 
 /// This thread's shares of sum(x^2) and sum(dy w x) of a row.
-template <int N, int kThreads, typename T>
-__device__ __forceinline__ void rmsNormGradSums(const T *xr, const T *dyr,
-                                                const T *w, int dim,
+template <int N, int kThreads, typename TX, typename TDY, typename TW>
+__device__ __forceinline__ void rmsNormGradSums(const TX *xr, const TDY *dyr,
+                                                const TW *w, int dim,
                                                 float &sumSq, float &dot) {
   for (int j = rowBegin<N>(); j < dim; j += kThreads * N) {
     float xs[N], dys[N], ws[N];
@@ -134,9 +136,10 @@ __device__ __forceinline__ void rmsNormGradSums(const T *xr, const T *dyr,
   }
 }
 
-template <int N, int kThreads, typename T>
-__device__ __forceinline__ void rmsNormGradRow(const T *xr, const T *dyr,
-                                               const T *w, T *dxr, int dim,
+template <int N, int kThreads, typename TX, typename TDY, typename TW,
+          typename TDX>
+__device__ __forceinline__ void rmsNormGradRow(const TX *xr, const TDY *dyr,
+                                               const TW *w, TDX *dxr, int dim,
                                                float inv, float coef) {
   for (int j = rowBegin<N>(); j < dim; j += kThreads * N) {
     float xs[N], dys[N], ws[N], out[N];
@@ -150,9 +153,10 @@ __device__ __forceinline__ void rmsNormGradRow(const T *xr, const T *dyr,
   }
 }
 
-template <int N, int kThreads, typename T>
-__device__ __forceinline__ void layerNormRow(const T *xr, const T *w,
-                                             const T *b, T *yr, int dim,
+template <int N, int kThreads, typename TX, typename TW, typename TB,
+          typename TY>
+__device__ __forceinline__ void layerNormRow(const TX *xr, const TW *w,
+                                             const TB *b, TY *yr, int dim,
                                              RowMoments m) {
   for (int j = rowBegin<N>(); j < dim; j += kThreads * N) {
     float xs[N], ws[N], ys[N];
@@ -173,10 +177,10 @@ __device__ __forceinline__ void layerNormRow(const T *xr, const T *w,
 }
 
 /// This thread's shares of sum(g) and sum(g xhat) of a row, g = dy w.
-template <int N, int kThreads, typename T>
+template <int N, int kThreads, typename TX, typename TDY, typename TW>
 __device__ __forceinline__ void
-layerNormGradSums(const T *xr, const T *dyr, const T *w, int dim, RowMoments m,
-                  float &sumG, float &sumGXhat) {
+layerNormGradSums(const TX *xr, const TDY *dyr, const TW *w, int dim,
+                  RowMoments m, float &sumG, float &sumGXhat) {
   for (int j = rowBegin<N>(); j < dim; j += kThreads * N) {
     float xs[N], dys[N], ws[N];
     loadFloats<N>(xr + j, xs);
@@ -191,9 +195,10 @@ layerNormGradSums(const T *xr, const T *dyr, const T *w, int dim, RowMoments m,
   }
 }
 
-template <int N, int kThreads, typename T>
+template <int N, int kThreads, typename TX, typename TDY, typename TW,
+          typename TDX>
 __device__ __forceinline__ void
-layerNormGradRow(const T *xr, const T *dyr, const T *w, T *dxr, int dim,
+layerNormGradRow(const TX *xr, const TDY *dyr, const TW *w, TDX *dxr, int dim,
                  RowMoments m, float meanG, float meanGXhat) {
   for (int j = rowBegin<N>(); j < dim; j += kThreads * N) {
     float xs[N], dys[N], ws[N], out[N];
@@ -211,111 +216,135 @@ layerNormGradRow(const T *xr, const T *dyr, const T *w, T *dxr, int dim,
 
 } // namespace detail
 
-/// RMSNorm (Llama): y = x / sqrt(mean(x^2) + eps) * w per row of `dim`.
-/// Block per row.
+// One row. The functions below compute one row of `dim` elements with the
+// whole block (every thread calls; `scratch` is kThreads / 32 floats of
+// shared memory, free again when they return). Each pointer has a type of
+// its own, so that a fused row region (RowRegion.cuh) can pass a row of
+// shared memory (float, RoundedBf16) next to bf16 weights and outputs; the
+// kernels further down run them over every row of a tensor of one type.
+// A row is read and written N = kRowVectorWidth elements per access when
+// canVectorizeRows holds for every pointer, else element by element.
+
+/// RMSNorm (Llama) of one row: y = x / sqrt(mean(x^2) + eps) * w.
+template <int kThreads, typename TX, typename TW, typename TY>
+__device__ __forceinline__ void rmsNormOfRow(const TX *xr, const TW *w, TY *yr,
+                                             int dim, float eps,
+                                             float *scratch) {
+  constexpr int N = kRowVectorWidth<TX, TW, TY>;
+  const float inv = detail::rmsInverse<TX, kThreads>(xr, dim, eps, scratch);
+  if (canVectorizeRows<N>(dim, xr, w, yr))
+    detail::rmsNormRow<N, kThreads>(xr, w, yr, dim, inv);
+  else
+    detail::rmsNormRow<1, kThreads>(xr, w, yr, dim, inv);
+}
+
+/// The input gradient of rmsNormOfRow. With r = (mean(x^2) + eps)^(-1/2):
+///   dx = r (dy w) - x r^3 sum(dy w x) / dim.
+template <int kThreads, typename TDY, typename TX, typename TW, typename TDX>
+__device__ __forceinline__ void rmsNormGradOfRow(const TDY *dyr, const TX *xr,
+                                                 const TW *w, TDX *dxr, int dim,
+                                                 float eps, float *scratch) {
+  constexpr int N = kRowVectorWidth<TDY, TX, TW, TDX>;
+  const bool vec = canVectorizeRows<N>(dim, xr, dyr, w, dxr);
+  float sumSq = 0.0f, dot = 0.0f;
+  if (vec)
+    detail::rmsNormGradSums<N, kThreads>(xr, dyr, w, dim, sumSq, dot);
+  else
+    detail::rmsNormGradSums<1, kThreads>(xr, dyr, w, dim, sumSq, dot);
+  sumSq = blockSum<kThreads>(sumSq, scratch);
+  dot = blockSum<kThreads>(dot, scratch);
+  const float inv = __frsqrt_rn(sumSq / static_cast<float>(dim) + eps);
+  const float coef = inv * inv * inv * dot / static_cast<float>(dim);
+  if (vec)
+    detail::rmsNormGradRow<N, kThreads>(xr, dyr, w, dxr, dim, inv, coef);
+  else
+    detail::rmsNormGradRow<1, kThreads>(xr, dyr, w, dxr, dim, inv, coef);
+}
+
+/// LayerNorm (GPT-2) of one row: y = (x - mean) / sqrt(var + eps) * w + b,
+/// with the biased variance; `b` may be null.
+template <int kThreads, typename TX, typename TW, typename TB, typename TY>
+__device__ __forceinline__ void layerNormOfRow(const TX *xr, const TW *w,
+                                               const TB *b, TY *yr, int dim,
+                                               float eps, float *scratch) {
+  constexpr int N = kRowVectorWidth<TX, TW, TB, TY>;
+  const detail::RowMoments m =
+      detail::rowMoments<TX, kThreads>(xr, dim, eps, scratch);
+  if (canVectorizeRows<N>(dim, xr, w, b, yr))
+    detail::layerNormRow<N, kThreads>(xr, w, b, yr, dim, m);
+  else
+    detail::layerNormRow<1, kThreads>(xr, w, b, yr, dim, m);
+}
+
+/// The input gradient of layerNormOfRow. With xhat = (x - mean) rstd,
+/// g = dy w:
+///   dx = rstd (g - mean(g) - xhat mean(g xhat)).
+template <int kThreads, typename TDY, typename TX, typename TW, typename TDX>
+__device__ __forceinline__ void
+layerNormGradOfRow(const TDY *dyr, const TX *xr, const TW *w, TDX *dxr, int dim,
+                   float eps, float *scratch) {
+  constexpr int N = kRowVectorWidth<TDY, TX, TW, TDX>;
+  const detail::RowMoments m =
+      detail::rowMoments<TX, kThreads>(xr, dim, eps, scratch);
+  const bool vec = canVectorizeRows<N>(dim, xr, dyr, w, dxr);
+  float sumG = 0.0f, sumGXhat = 0.0f;
+  if (vec)
+    detail::layerNormGradSums<N, kThreads>(xr, dyr, w, dim, m, sumG, sumGXhat);
+  else
+    detail::layerNormGradSums<1, kThreads>(xr, dyr, w, dim, m, sumG, sumGXhat);
+  const float meanG =
+      blockSum<kThreads>(sumG, scratch) / static_cast<float>(dim);
+  const float meanGXhat =
+      blockSum<kThreads>(sumGXhat, scratch) / static_cast<float>(dim);
+  if (vec)
+    detail::layerNormGradRow<N, kThreads>(xr, dyr, w, dxr, dim, m, meanG,
+                                          meanGXhat);
+  else
+    detail::layerNormGradRow<1, kThreads>(xr, dyr, w, dxr, dim, m, meanG,
+                                          meanGXhat);
+}
+
+/// RMSNorm of every row (rmsNormOfRow). Block per row.
 template <typename T, int kThreads>
 __device__ __forceinline__ void rmsNorm(const T *x, const T *w, T *y,
                                         long long rows, int dim, float eps) {
   __shared__ float scratch[kThreads / 32];
-  constexpr int W = Vec<T>::kWidth;
-  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
-    const T *xr = x + row * dim;
-    T *yr = y + row * dim;
-    const float inv = detail::rmsInverse<T, kThreads>(xr, dim, eps, scratch);
-    if (canVectorize(xr, dim) && isAligned16(w) && isAligned16(yr))
-      detail::rmsNormRow<W, kThreads>(xr, w, yr, dim, inv);
-    else
-      detail::rmsNormRow<1, kThreads>(xr, w, yr, dim, inv);
-  }
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x)
+    rmsNormOfRow<kThreads>(x + row * dim, w, y + row * dim, dim, eps, scratch);
 }
 
-/// The input gradient of rmsNorm. With r = (mean(x^2) + eps)^(-1/2):
-///   dx = r (dy w) - x r^3 sum(dy w x) / dim.
-/// Block per row.
+/// The input gradient of rmsNorm (rmsNormGradOfRow). Block per row.
 template <typename T, int kThreads>
 __device__ __forceinline__ void rmsNormGrad(const T *dy, const T *x, const T *w,
                                             T *dx, long long rows, int dim,
                                             float eps) {
   __shared__ float scratch[kThreads / 32];
-  constexpr int W = Vec<T>::kWidth;
-  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
-    const T *xr = x + row * dim;
-    const T *dyr = dy + row * dim;
-    T *dxr = dx + row * dim;
-    const bool vec = canVectorize(xr, dim) && isAligned16(dyr) &&
-                     isAligned16(w) && isAligned16(dxr);
-    float sumSq = 0.0f, dot = 0.0f;
-    if (vec)
-      detail::rmsNormGradSums<W, kThreads>(xr, dyr, w, dim, sumSq, dot);
-    else
-      detail::rmsNormGradSums<1, kThreads>(xr, dyr, w, dim, sumSq, dot);
-    sumSq = blockSum<kThreads>(sumSq, scratch);
-    dot = blockSum<kThreads>(dot, scratch);
-    const float inv = __frsqrt_rn(sumSq / static_cast<float>(dim) + eps);
-    const float coef = inv * inv * inv * dot / static_cast<float>(dim);
-    if (vec)
-      detail::rmsNormGradRow<W, kThreads>(xr, dyr, w, dxr, dim, inv, coef);
-    else
-      detail::rmsNormGradRow<1, kThreads>(xr, dyr, w, dxr, dim, inv, coef);
-  }
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x)
+    rmsNormGradOfRow<kThreads>(dy + row * dim, x + row * dim, w, dx + row * dim,
+                               dim, eps, scratch);
 }
 
-/// LayerNorm (GPT-2): y = (x - mean) / sqrt(var + eps) * w + b per row, with
-/// the biased variance; `b` may be null. Block per row.
+/// LayerNorm of every row (layerNormOfRow); `b` may be null. Block per
+/// row.
 template <typename T, int kThreads>
 __device__ __forceinline__ void layerNorm(const T *x, const T *w, const T *b,
                                           T *y, long long rows, int dim,
                                           float eps) {
   __shared__ float scratch[kThreads / 32];
-  constexpr int W = Vec<T>::kWidth;
-  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
-    const T *xr = x + row * dim;
-    T *yr = y + row * dim;
-    const detail::RowMoments m =
-        detail::rowMoments<T, kThreads>(xr, dim, eps, scratch);
-    if (canVectorize(xr, dim) && isAligned16(w) && (!b || isAligned16(b)) &&
-        isAligned16(yr))
-      detail::layerNormRow<W, kThreads>(xr, w, b, yr, dim, m);
-    else
-      detail::layerNormRow<1, kThreads>(xr, w, b, yr, dim, m);
-  }
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x)
+    layerNormOfRow<kThreads>(x + row * dim, w, b, y + row * dim, dim, eps,
+                             scratch);
 }
 
-/// The input gradient of layerNorm. With xhat = (x - mean) rstd, g = dy w:
-///   dx = rstd (g - mean(g) - xhat mean(g xhat)).
-/// Block per row.
+/// The input gradient of layerNorm (layerNormGradOfRow). Block per row.
 template <typename T, int kThreads>
 __device__ __forceinline__ void layerNormGrad(const T *dy, const T *x,
                                               const T *w, T *dx, long long rows,
                                               int dim, float eps) {
   __shared__ float scratch[kThreads / 32];
-  constexpr int W = Vec<T>::kWidth;
-  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
-    const T *xr = x + row * dim;
-    const T *dyr = dy + row * dim;
-    T *dxr = dx + row * dim;
-    const detail::RowMoments m =
-        detail::rowMoments<T, kThreads>(xr, dim, eps, scratch);
-    const bool vec = canVectorize(xr, dim) && isAligned16(dyr) &&
-                     isAligned16(w) && isAligned16(dxr);
-    float sumG = 0.0f, sumGXhat = 0.0f;
-    if (vec)
-      detail::layerNormGradSums<W, kThreads>(xr, dyr, w, dim, m, sumG,
-                                             sumGXhat);
-    else
-      detail::layerNormGradSums<1, kThreads>(xr, dyr, w, dim, m, sumG,
-                                             sumGXhat);
-    const float meanG =
-        blockSum<kThreads>(sumG, scratch) / static_cast<float>(dim);
-    const float meanGXhat =
-        blockSum<kThreads>(sumGXhat, scratch) / static_cast<float>(dim);
-    if (vec)
-      detail::layerNormGradRow<W, kThreads>(xr, dyr, w, dxr, dim, m, meanG,
-                                            meanGXhat);
-    else
-      detail::layerNormGradRow<1, kThreads>(xr, dyr, w, dxr, dim, m, meanG,
-                                            meanGXhat);
-  }
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x)
+    layerNormGradOfRow<kThreads>(dy + row * dim, x + row * dim, w,
+                                 dx + row * dim, dim, eps, scratch);
 }
 
 /// rstd[row] = 1 / sqrt(mean(x^2) + eps): the statistics

@@ -63,5 +63,6 @@
 #include "Optimizer.cuh"
 #include "Reductions.cuh"
 #include "Rope.cuh"
+#include "RowRegion.cuh"
 
 #endif // KILN_RUNTIME_CUDA_DEVICE_KILN_DEVICE_CUH
