@@ -17,8 +17,10 @@ using namespace kiln;
 
 namespace {
 
-/// A fused region: one generated kernel for a region of elementwise ops,
-/// else the kernel of its one row-wise or data-movement op.
+/// A fused region: one generated kernel for a region of elementwise ops or
+/// of several row-local ops with one row count, else the kernel of its one
+/// op (norm weight gradients, column sums, split and concat, and single
+/// row-wise ops, which keep their library kernels).
 LogicalResult emitFused(tile::FusedOp fused, LaunchBuilder &k) {
   Block &body = fused.getBody().front();
   auto yield = cast<tile::YieldOp>(body.getTerminator());
@@ -27,10 +29,15 @@ LogicalResult emitFused(tile::FusedOp fused, LaunchBuilder &k) {
       }))
     return cuda::emitElementwiseRegion(fused, k);
 
-  // Row-wise and data-movement ops: one op per region for now.
-  if (!llvm::hasSingleElement(body.without_terminator()))
-    return fused->emitOpError("cuda: a fused region that mixes row-wise ops "
-                              "with others has no CUDA kernel yet");
+  if (!llvm::hasSingleElement(body.without_terminator())) {
+    if (std::optional<int64_t> rows = tile::rowWiseRows(fused))
+      return cuda::emitRowRegion(fused, *rows, k);
+    return fused->emitOpError()
+           << "cuda: a fused region of several ops needs them all "
+              "elementwise, or all row-local with one row count, to run as "
+              "one kernel; "
+           << cuda::whyNotRowWise(fused);
+  }
   // Body values to the step's operands and results.
   llvm::DenseMap<Value, Value> outer;
   for (auto [arg, input] :

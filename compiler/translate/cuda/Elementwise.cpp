@@ -21,11 +21,8 @@ using namespace kiln;
 using namespace kiln::cuda;
 using llvm::formatv;
 
-namespace {
-
-/// The FP32 expressions of an elementwise op's results, from its operands'.
-SmallVector<std::string> elementExpressions(Operation *op,
-                                            ArrayRef<std::string> in) {
+SmallVector<std::string> cuda::elementExpressions(Operation *op,
+                                                  ArrayRef<std::string> in) {
   auto tanhFlag = [](nn::GeluApproximation a) {
     return a == nn::GeluApproximation::tanh ? "true" : "false";
   };
@@ -61,8 +58,6 @@ SmallVector<std::string> elementExpressions(Operation *op,
       })
       .Default([](Operation *) { return SmallVector<std::string>{}; });
 }
-
-} // namespace
 
 LogicalResult cuda::emitFill(arith::ConstantOp constant, LaunchBuilder &k) {
   Value out = constant.getResult();

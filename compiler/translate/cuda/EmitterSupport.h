@@ -141,8 +141,19 @@ struct RegionOp {
 mlir::LogicalResult emitFill(mlir::arith::ConstantOp op, LaunchBuilder &k);
 /// True for the nn ops whose CUDA code is generated element by element.
 bool isElementwise(mlir::Operation *op);
+/// The FP32 expressions of an elementwise op's results, from its operands'.
+llvm::SmallVector<std::string>
+elementExpressions(mlir::Operation *op, llvm::ArrayRef<std::string> in);
 mlir::LogicalResult emitElementwiseRegion(tile::FusedOp op, LaunchBuilder &k);
 mlir::LogicalResult emitSplitConcat(const RegionOp &r, LaunchBuilder &k);
+
+// RowRegion.cpp: one kernel for a region of row-local ops with one row
+// count (tile::rowWiseRows), `rows` rows.
+mlir::LogicalResult emitRowRegion(tile::FusedOp op, int64_t rows,
+                                  LaunchBuilder &k);
+/// Why a region of several ops is not row-wise: the first op that is not
+/// row-local, or the first row count that differs.
+std::string whyNotRowWise(tile::FusedOp op);
 
 // Norms.cpp: RMSNorm and LayerNorm, their gradients, column sums.
 mlir::LogicalResult emitNorm(const RegionOp &r, LaunchBuilder &k);
