@@ -36,11 +36,14 @@ namespace {
 /// The runtime opts in above 48 KiB (runtime/cuda/CudaBackend.cpp).
 constexpr int64_t kMaxRowSharedBytes = 163 * 1024;
 
-/// The largest block of a row region: wider rows take several passes. At
-/// 1024 threads NVRTC 13.0 gave a region of SwiGLU at width 14336 and an
-/// RMSNorm and GELU at 4096 32 registers, and it spilled (sm_80 and
-/// sm_90a; tile-to-cuda-compile.mlir holds that region).
-constexpr int64_t kMaxRowRegionThreads = 512;
+/// The threads per SM a row region's launch bounds ask ptxas to keep
+/// resident: half of what an A100 or H100 SM holds, so at most 64 registers
+/// a thread. Without a minimum NVRTC 13.0 aimed for more blocks and spilled
+/// (the GPT-2 LayerNorm backward region at 128 threads got 48 registers on
+/// sm_90a; SwiGLU, RMSNorm and GELU at 1024 threads 32); with a minimum of
+/// one block it used up to 78 registers, a quarter of the SM's threads
+/// (tile-to-cuda-compile.mlir).
+constexpr int64_t kMinRowRegionThreadsPerSm = 1024;
 
 /// Shared rows start at multiples of 16 bytes, for vector access.
 constexpr int64_t kSharedRowAlignment = 16;
@@ -370,7 +373,7 @@ int64_t RowRegionEmitter::threads() const {
     }
     most = std::max(most, rowThreads(w));
   }
-  return std::min(most, kMaxRowRegionThreads);
+  return most;
 }
 
 LogicalResult RowRegionEmitter::emit() {
@@ -414,7 +417,8 @@ LogicalResult RowRegionEmitter::emit() {
   if (usesErrorFlag)
     k.errorFlag();
   k.launch(hashedName("row", signature), text, {std::min(rows, kMaxGrid)},
-           blockThreads, sharedBytes);
+           blockThreads, sharedBytes,
+           /*minBlocksPerSm=*/kMinRowRegionThreadsPerSm / blockThreads);
   return success();
 }
 
