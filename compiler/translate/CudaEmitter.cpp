@@ -24,14 +24,25 @@ namespace {
 LogicalResult emitFused(tile::FusedOp fused, LaunchBuilder &k) {
   Block &body = fused.getBody().front();
   auto yield = cast<tile::YieldOp>(body.getTerminator());
-  if (llvm::all_of(body.without_terminator(), [](Operation &inner) {
-        return cuda::isElementwise(&inner);
+  bool elementwise = llvm::all_of(body.without_terminator(), [](Operation &op) {
+    return cuda::isElementwise(&op);
+  });
+  // Elementwise ops of one element count: a flat loop over the elements.
+  int64_t count = cuda::numElements(fused.getResult(0));
+  if (elementwise &&
+      llvm::all_of(body.without_terminator(), [&](Operation &op) {
+        return llvm::all_of(
+            llvm::concat<Value>(op.getOperands(), op.getResults()),
+            [&](Value v) { return cuda::numElements(v) == count; });
       }))
     return cuda::emitElementwiseRegion(fused, k);
 
   if (!llvm::hasSingleElement(body.without_terminator())) {
+    // Rows of different widths (elementwise ops among them) share rows.
     if (std::optional<int64_t> rows = tile::rowWiseRows(fused))
       return cuda::emitRowRegion(fused, *rows, k);
+    if (elementwise)
+      return cuda::emitElementwiseRegion(fused, k); // its diagnostic
     return fused->emitOpError()
            << "cuda: a fused region of several ops needs them all "
               "elementwise, or all row-local with one row count, to run as "

@@ -243,3 +243,27 @@ func.func @train_step(%x: tensor<2x4x64xf32> {kiln.input = "x"}, %h: tensor<2x4x
   }
   return %s, %y : tensor<2x4x64xbf16>, tensor<2x4x64xbf16>
 }
+
+// -----
+
+// Elementwise ops only, of two widths over the same rows (SwiGLU's 128,
+// then an add at 64): not one flat loop, a row region of two stages.
+// CHECK-LABEL: {{^}}// {{-+}} kernel kiln_row_
+// CHECK-NOT: __shared__ float scratch
+// CHECK: // nn.swiglu
+// CHECK-NEXT: for (int j = threadIdx.x * 8; j < 128; j += kThreads * 8) {
+// CHECK: t0[e] = kiln::dev::roundBf16(kiln::dev::silu(a0[e]) * a1[e]);
+// CHECK: __syncthreads();
+// CHECK-NEXT: // nn.add
+// CHECK-NEXT: for (int j = threadIdx.x * 8; j < 64; j += kThreads * 8) {
+
+func.func @train_step(%g: tensor<2x4x128xbf16> {kiln.input = "g"}, %u: tensor<2x4x128xbf16> {kiln.input = "u"}, %h: tensor<2x4x64xbf16> {kiln.input = "h"})
+    -> (tensor<2x4x128xbf16> {kiln.output = "a"}, tensor<2x4x64xbf16> {kiln.output = "s"}) {
+  %a, %s = tile.fused %g, %u, %h : (tensor<2x4x128xbf16>, tensor<2x4x128xbf16>, tensor<2x4x64xbf16>) -> (tensor<2x4x128xbf16>, tensor<2x4x64xbf16>) {
+  ^bb0(%x: tensor<2x4x128xbf16>, %y: tensor<2x4x128xbf16>, %z: tensor<2x4x64xbf16>):
+    %act = nn.swiglu %x, %y : (tensor<2x4x128xbf16>, tensor<2x4x128xbf16>) -> tensor<2x4x128xbf16>
+    %sum = nn.add %z, %z : (tensor<2x4x64xbf16>, tensor<2x4x64xbf16>) -> tensor<2x4x64xbf16>
+    tile.yield %act, %sum : tensor<2x4x128xbf16>, tensor<2x4x64xbf16>
+  }
+  return %a, %s : tensor<2x4x128xbf16>, tensor<2x4x64xbf16>
+}
