@@ -19,7 +19,6 @@
 #include "compiler/translate/cuda/EmitterSupport.h"
 
 #include "llvm/ADT/STLExtras.h"
-#include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <algorithm>
