@@ -59,6 +59,12 @@
 #define __host__
 #define __forceinline__ inline
 #define __shared__ static
+// Generated kernels (`extern "C" __global__ void __launch_bounds__(...)`)
+// become plain functions to call inside emulateKernel.
+#undef __global__
+#undef __launch_bounds__
+#define __global__
+#define __launch_bounds__(...)
 
 /// The emulated built-in variables: threadIdx is the running fiber's.
 struct EmulatedDim3 {
