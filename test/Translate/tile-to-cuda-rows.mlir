@@ -9,11 +9,11 @@
 // dynamic shared memory as FP32 rows (RoundedBf16 for bf16 values).
 
 // Residual add + RMSNorm, yielding both: the sum is written to out0 and the
-// norm reads it back; no shared rows. The launch bounds ask for 1024
-// resident threads per SM (32 blocks of 32).
+// norm reads it back; no shared rows. The launch bounds ask for 768
+// resident threads per SM (24 blocks of 32).
 // CHECK-LABEL: {{^}}// {{-+}} kernel kiln_row_
 // CHECK-NOT: {{^}}// {{-+}} kernel
-// CHECK: __launch_bounds__(32, 32)
+// CHECK: __launch_bounds__(32, 24)
 // CHECK-NEXT: kiln_row_{{[0-9a-fx]+}}(const __nv_bfloat16 *__restrict__ in0, const __nv_bfloat16 *__restrict__ in1, const __nv_bfloat16 *__restrict__ in2, __nv_bfloat16 *__restrict__ out0, __nv_bfloat16 *__restrict__ out1, long long rows, float eps0)
 // CHECK: constexpr int kThreads = 32;
 // CHECK-NEXT: __shared__ float scratch[kThreads / 32];

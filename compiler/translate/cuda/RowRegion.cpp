@@ -36,13 +36,16 @@ namespace {
 constexpr int64_t kMaxRowSharedBytes = 163 * 1024;
 
 /// The threads per SM a row region's launch bounds ask ptxas to keep
-/// resident: half of what an A100 or H100 SM holds, so at most 64 registers
-/// a thread. Without a minimum NVRTC 13.0 aimed for more blocks and spilled
-/// (the GPT-2 LayerNorm backward region at 128 threads got 48 registers on
-/// sm_90a; SwiGLU, RMSNorm and GELU at 1024 threads 32); with a minimum of
-/// one block it used up to 78 registers, a quarter of the SM's threads
-/// (tile-to-cuda-compile.mlir).
-constexpr int64_t kMinRowRegionThreadsPerSm = 1024;
+/// resident (__launch_bounds__(threads, max(1, 768 / threads))): at most
+/// 85 registers a thread in blocks of up to 256, 128 in blocks of 512, 64
+/// in blocks of 1024. Measured with NVRTC 13.0 (tile-to-cuda-compile.mlir,
+/// cuda-compile.test): without a minimum ptxas aimed for more blocks and
+/// spilled (the GPT-2 LayerNorm backward region at 128 threads got 48
+/// registers on sm_90a; SwiGLU, RMSNorm and GELU at 1024 threads 32); at
+/// 1024 threads per SM nn-fuse's GPT-2 embedding + add + LayerNorm region
+/// spilled at 64 registers on sm_90a; with a minimum of one block ptxas
+/// took up to 78 registers in blocks of 512, a quarter of the SM's threads.
+constexpr int64_t kMinRowRegionThreadsPerSm = 768;
 
 /// Shared rows start at multiples of 16 bytes, for vector access.
 constexpr int64_t kSharedRowAlignment = 16;
@@ -417,7 +420,8 @@ LogicalResult RowRegionEmitter::emit() {
     k.errorFlag();
   k.launch(hashedName("row", signature), text, {std::min(rows, kMaxGrid)},
            blockThreads, sharedBytes,
-           /*minBlocksPerSm=*/kMinRowRegionThreadsPerSm / blockThreads);
+           /*minBlocksPerSm=*/
+           std::max<int64_t>(1, kMinRowRegionThreadsPerSm / blockThreads));
   return success();
 }
 
