@@ -31,3 +31,19 @@ func.func @train_step(%x: tensor<8x64xbf16> {kiln.input = "x"}, %w: tensor<64xbf
   }
   return %y, %s : tensor<8x64xbf16>, tensor<16x32xbf16>
 }
+
+// -----
+
+// An embedding whose table the region computes: a table is read whole, so
+// it must exist before any row is.
+func.func @train_step(%a: tensor<8x64xbf16> {kiln.input = "a"}, %ids: tensor<8xi32> {kiln.input = "ids"})
+    -> (tensor<8x64xbf16> {kiln.output = "e"}) {
+  // expected-error @+1 {{'tile.fused' op cuda: a fused region of several ops needs them all elementwise, or all row-local with one row count, to run as one kernel; operand #0 of 'nn.embedding' is read whole but computed in the region}}
+  %e = tile.fused %a, %ids : (tensor<8x64xbf16>, tensor<8xi32>) -> tensor<8x64xbf16> {
+  ^bb0(%x: tensor<8x64xbf16>, %i: tensor<8xi32>):
+    %t = nn.add %x, %x : (tensor<8x64xbf16>, tensor<8x64xbf16>) -> tensor<8x64xbf16>
+    %g = nn.embedding %t, %i : (tensor<8x64xbf16>, tensor<8xi32>) -> tensor<8x64xbf16>
+    tile.yield %g : tensor<8x64xbf16>
+  }
+  return %e : tensor<8x64xbf16>
+}

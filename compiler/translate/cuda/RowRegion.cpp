@@ -77,12 +77,20 @@ std::string cuda::whyNotRowWise(tile::FusedOp fused) {
       rows = r;
       return std::nullopt;
     };
-    for (OpOperand &operand : op.getOpOperands())
-      if (tile::isRowOperand(&op, operand.getOperandNumber()))
-        if (auto reason = check(
-                operand.get(),
-                formatv("operand #{0}", operand.getOperandNumber()).str()))
-          return *reason;
+    for (OpOperand &operand : op.getOpOperands()) {
+      unsigned index = operand.getOperandNumber();
+      if (!tile::isRowOperand(&op, index)) {
+        if (!isa<BlockArgument>(operand.get()))
+          return formatv("operand #{0} of '{1}' is read whole but computed "
+                         "in the region",
+                         index, op.getName())
+              .str();
+        continue;
+      }
+      if (auto reason =
+              check(operand.get(), formatv("operand #{0}", index).str()))
+        return *reason;
+    }
     for (OpResult result : op.getResults())
       if (auto reason = check(
               result, formatv("result #{0}", result.getResultNumber()).str()))
