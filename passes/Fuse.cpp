@@ -207,8 +207,8 @@ void widenGradients(Block &block, SmallVectorImpl<Decision> &decisions,
   for (auto cast : block.getOps<nn::CastOp>()) {
     Operation *producer = cast.getInput().getDefiningOp();
     if (!producer ||
-        !isa<nn::LinearWeightGradOp, nn::ColumnSumOp, nn::EmbeddingGradOp>(
-            producer) ||
+        !isa<nn::LinearWeightGradOp, nn::ColumnSumOp, nn::EmbeddingGradOp,
+             nn::RMSNormWeightGradOp, nn::LayerNormWeightGradOp>(producer) ||
         !producer->hasOneUse() ||
         !getElementTypeOrSelf(cast.getType()).isF32() ||
         producer->getAttr(kChunkAttr) != cast->getAttr(kChunkAttr))

@@ -117,7 +117,8 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       each: two kernels (a handful of launches on the GPU) instead of one
       per parameter, after the one multi-tensor gradient-norm reduction.
     - `epilogue`: a weight gradient (`nn.linear_weight_grad`, a bias's
-      `nn.column_sum`, `nn.embedding_grad`) whose only use widens it to FP32
+      `nn.column_sum`, `nn.embedding_grad`, a norm's weight gradient) whose
+      only use widens it to FP32
       for the optimizer is written in FP32 by its own kernel, which
       accumulates in FP32 anyway: the cast kernel goes, and so does the
       BF16 rounding of the gradient (the one rounding point fusion removes;

@@ -87,11 +87,11 @@ done | sort -u | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so
     esac
   done
 
-compile() { # config precision batch seq out
-  echo "   $1 $2, batch $3 x $4 tokens -> plans/${5#"$stage"/plans/}"
+compile() { # config precision batch seq out [kiln compile flags]
+  echo "   $1 $2, batch $3 x $4 tokens${6:+ $6} -> plans/${5#"$stage"/plans/}"
   "$build/bin/kiln" compile "$root/examples/configs/$1/config.json" \
     --precision "$2" --batch "$3" --seq-len "$4" --target "cuda:$arch" \
-    --fail-on-spills -o "$5" >"$stage/compile.log" 2>&1 || {
+    --fail-on-spills "${@:6}" -o "$5" >"$stage/compile.log" 2>&1 || {
     cat "$stage/compile.log" >&2
     echo "make-bundle: kiln compile failed for $1 ($2, $3 x $4)" >&2
     exit 1
@@ -104,11 +104,18 @@ for model in tiny-llama gpt2-small; do
     compile "$model" "$precision" 2 64 "$stage/plans/test/$model-$precision.json"
   done
 done
-compile tiny-llama bf16 16 1024 "$stage/plans/bench/tiny-llama.json"
-compile llama-1b bf16 4 2048 "$stage/plans/bench/llama-1b.json"
+# The benchmarks' plans fused (the default) and not: the step time of each.
+for model in tiny-llama:16:1024 llama-1b:4:2048; do
+  IFS=: read -r name batch seq <<<"$model"
+  compile "$name" bf16 "$batch" "$seq" "$stage/plans/bench/$name.json"
+  compile "$name" bf16 "$batch" "$seq" "$stage/plans/bench/$name-unfused.json" \
+    --fusion=off
+  for plan in "$name" "$name-unfused"; do
+    cp "$root/examples/configs/$name/config.json" \
+      "$stage/plans/bench/$plan.config.json"
+  done
+done
 rm "$stage/compile.log"
-cp "$root/examples/configs/tiny-llama/config.json" "$stage/plans/bench/tiny-llama.config.json"
-cp "$root/examples/configs/llama-1b/config.json" "$stage/plans/bench/llama-1b.config.json"
 git -C "$root" rev-parse --short HEAD >"$stage/COMMIT" 2>/dev/null || echo unknown >"$stage/COMMIT"
 
 echo "== archive"

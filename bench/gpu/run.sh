@@ -142,7 +142,8 @@ if ((full)); then
     --bin "$bin" --plans "$plans/bench" --work "$work/runs" --compile
 else
   stage train-bench 120 bench.log python3 "$root/bench/gpu/torch_bench.py" \
-    --bin "$bin" --plans "$plans/bench" --work "$work/runs" --only tiny-llama
+    --bin "$bin" --plans "$plans/bench" --work "$work/runs" \
+    --only tiny-llama tiny-llama-unfused
 fi
 
 # With the time left: compute-sanitizer on the flash tests where they ran

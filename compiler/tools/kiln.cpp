@@ -84,7 +84,7 @@ cl::opt<Fusion> fusion(
     "fusion",
     cl::desc("Fuse row-wise ops into one kernel per group (nn-fuse): on "
              "(default) or off, the unfused step that computes the same"),
-    cl::init(Fusion::Off),
+    cl::init(Fusion::On),
     cl::values(clEnumValN(Fusion::On, "on", "fuse"),
                clEnumValN(Fusion::Off, "off", "one kernel per op")),
     cl::sub(compileCommand), cl::sub(trainCommand), cl::sub(inspectCommand));

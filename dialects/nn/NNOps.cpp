@@ -674,8 +674,8 @@ static LogicalResult verifyNormGrad(Operation *op, Value grad, Value input,
                  failed(expectFeatureVector(op, "weight", weight, input))))
     return failure();
   if (resultIsWeightGrad) {
-    if (failed(expectSameElementType(op,
-                                     {{"input", input}, {"result", result}})) ||
+    // A weight gradient may stay in its FP32 accumulator.
+    if (failed(expectAccumulatorType(op, "result", result, "input", input)) ||
         failed(expectFeatureVector(op, "result", result, input)))
       return failure();
   } else if (failed(expectSameType(op, "input", input, "result", result))) {

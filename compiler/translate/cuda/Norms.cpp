@@ -132,7 +132,11 @@ LogicalResult cuda::emitNormWeightGrad(const RegionOp &r, LaunchBuilder &k) {
                    fn, t, constStats)
                .str(),
            {ceilDiv(dim, kElementwiseThreads), chunks}, kElementwiseThreads);
-  finishColumns(k, statsBytes, chunks, r.out(0), dim, tag, t);
+  // The result may be the FP32 accumulator of BF16 inputs (nn-fuse's
+  // epilogue group).
+  Value dw = r.out(0);
+  finishColumns(k, statsBytes, chunks, dw, dim, planDtypeName(elementType(dw)),
+                cudaType(elementType(dw)));
   return success();
 }
 

@@ -28,18 +28,22 @@ namespace {
 
 #ifdef KILN_VALIDATION_PLAN
 const char *kPlanPath = KILN_VALIDATION_PLAN;
+const char *kFusedPlanPath = KILN_VALIDATION_FUSED_PLAN;
 #else
 const char *kPlanPath = nullptr;
+const char *kFusedPlanPath = nullptr;
 #endif
 
-/// The compiled plan, read once.
+json readPlan(const char *path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return json::parse(text.str());
+}
+
+/// The compiled plan without fusion (one kernel per op), read once.
 const json &validPlan() {
-  static const json plan = [] {
-    std::ifstream in(kPlanPath);
-    std::stringstream text;
-    text << in.rdbuf();
-    return json::parse(text.str());
-  }();
+  static const json plan = readPlan(kPlanPath);
   return plan;
 }
 
@@ -639,6 +643,105 @@ TEST(PlanValidation, TheCompiledPlanLoads) {
     for (const CudaLaunch &launch : step.cuda.launches)
       flash += launch.minComputeCapability == 80;
   EXPECT_GT(flash, 0);
+}
+
+/// The default, fused plan (nn-fuse), read once.
+const json &fusedPlan() {
+  static const json plan = readPlan(kFusedPlanPath);
+  return plan;
+}
+
+/// What fusion adds to the plan: multi-op regions, multi-tensor AdamW
+/// steps and the BF16 compute copies they keep.
+TEST(PlanValidation, TheFusedPlanLoads) {
+  if (!kFusedPlanPath)
+    GTEST_SKIP() << "built without the compiler: no compiled plan";
+  Plan plan = Plan::load(fusedPlan().dump(), "plan.json");
+  std::size_t optimizer = 0, updated = 0, regions = 0;
+  for (const Step &step : plan.steps) {
+    if (const auto *adamw = std::get_if<AdamWStep>(&step.op)) {
+      ++optimizer;
+      EXPECT_TRUE(adamw->computeCopies);
+      updated += adamw->numParams(step.inputs.size());
+    }
+    if (const auto *fused = std::get_if<FusedStep>(&step.op))
+      regions += fused->body.size() > 1;
+  }
+  EXPECT_EQ(optimizer, 2u); // with and without weight decay
+  EXPECT_EQ(updated, plan.parameters.size());
+  EXPECT_GT(regions, 10u);
+  for (const Parameter &param : plan.parameters)
+    EXPECT_GE(param.computeCopy, 0) << param.name;
+}
+
+std::vector<Mutation> fusedMutations() {
+  auto adamwInputs = [](json &p, std::size_t &s, std::size_t &n) {
+    s = stepOf(p, "adamw");
+    n = (p["steps"][s]["inputs"].size() - 3) / 5;
+  };
+  return {
+      {"AdamWAnotherParametersCopy",
+       [=](json &p) {
+         std::size_t s, n;
+         adamwInputs(p, s, n);
+         // Parameter 0 updated into parameter 1's compute copy (in place,
+         // so only the ownership is wrong).
+         json &inputs = p["steps"][s]["inputs"];
+         json &outputs = p["steps"][s]["outputs"];
+         std::swap(inputs[4 * n], inputs[4 * n + 1]);
+         std::swap(outputs[3 * n], outputs[3 * n + 1]);
+         return std::vector<std::string>{
+             step(s, "adamw"), "is not a parameter updated with its own",
+             fmt::format("and compute copy (input {})", 4 * n)};
+       }},
+      {"ComputeCopyInF32",
+       [](json &p) {
+         json &param = p["parameters"][0];
+         param["compute_copy"] = param["exp_avg"];
+         return std::vector<std::string>{
+             "parameter 'model.embed_tokens.weight': compute_copy (value",
+             "must be bf16 with the parameter's"};
+       }},
+      {"AdamWCopiesFlagDropped",
+       [=](json &p) {
+         std::size_t s, n;
+         adamwInputs(p, s, n);
+         attrs(p, s)["compute_copies"] = false;
+         // 5 tensors per parameter read as 4: the counts or the roles
+         // disagree.
+         return std::vector<std::string>{step(s, "adamw")};
+       }},
+      {"RegionReadsALaterLocal",
+       [](json &p) {
+         const json &steps = p.at("steps");
+         std::size_t s = 0;
+         while (!(steps[s].at("kernel") == "fused" &&
+                  steps[s].at("body").size() > 1))
+           ++s;
+         json &body = p["steps"][s]["body"];
+         int64_t later = body[1]["results"][0].get<int64_t>();
+         body[0]["operands"][0] = later;
+         return std::vector<std::string>{
+             step(s, "fused"),
+             fmt::format("body op 0 ({}): operand local {} is used before "
+                         "any op defines it",
+                         body[0]["op"].get<std::string>(), later)};
+       }},
+  };
+}
+
+TEST(PlanValidation, FusedPlanMutationsAreRefused) {
+  if (!kFusedPlanPath)
+    GTEST_SKIP() << "built without the compiler: no compiled plan";
+  for (const Mutation &mutation : fusedMutations()) {
+    SCOPED_TRACE(mutation.name);
+    json plan = fusedPlan();
+    std::vector<std::string> expected = mutation.apply(plan);
+    std::string error = refusal(plan, /*load=*/false);
+    ASSERT_FALSE(error.empty()) << "Plan::parse accepted the plan";
+    for (const std::string &part : expected)
+      EXPECT_THAT(error, ::testing::HasSubstr(part));
+  }
 }
 
 TEST(PlanValidation, ThereAreAtLeastFortyMutations) {
