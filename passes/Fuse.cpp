@@ -477,36 +477,37 @@ LogicalResult Fuser::materialize(SmallVectorImpl<Decision> &decisions,
       output.replaceUsesWithIf(result, [&](OpOperand &use) {
         return !members.contains(block.findAncestorOpInBlock(*use.getOwner()));
       });
+    // The report reads the ops: before they are erased.
+    if (options.report) {
+      // The anchor: the norm, else the first op.
+      Operation *anchor = c.ops.front();
+      for (Operation *op : c.ops)
+        if (isNorm(op)) {
+          anchor = op;
+          break;
+        }
+      StringRef group = c.hasNorm && c.hasAdd ? "residual-norm"
+                        : c.sibling           ? "rope"
+                                              : "elementwise";
+      // The forward function has no chunk tags: all of it is forward.
+      StringRef direction =
+          !c.chunk || cast<StringAttr>(c.chunk).getValue() == "F" ? "forward"
+                                                                  : "backward";
+      int64_t onChip = 0;
+      for (Operation *op : c.ops)
+        onChip += op->getNumResults();
+      onChip -= static_cast<int64_t>(outputs.size());
+      decisions.push_back(Decision{
+          anchor->getLoc(), position++,
+          llvm::formatv("{0}: {1} as one kernel ({2}): {3} written, {4} kept "
+                        "on chip",
+                        direction, describe(c.ops), group, outputs.size(),
+                        onChip)
+              .str()});
+    }
     for (Operation *op : llvm::reverse(c.ops))
       op->erase();
     changed = true;
-
-    if (!options.report)
-      continue;
-    // The anchor: the norm, else the first op.
-    Operation *anchor = c.ops.front();
-    for (Operation *op : c.ops)
-      if (isNorm(op)) {
-        anchor = op;
-        break;
-      }
-    StringRef group = c.hasNorm && c.hasAdd ? "residual-norm"
-                      : c.sibling           ? "rope"
-                                            : "elementwise";
-    // The forward function has no chunk tags: all of it is forward.
-    StringRef direction =
-        !c.chunk || cast<StringAttr>(c.chunk).getValue() == "F" ? "forward"
-                                                                : "backward";
-    int64_t onChip = 0;
-    for (Operation *op : c.ops)
-      onChip += op->getNumResults();
-    onChip -= static_cast<int64_t>(outputs.size());
-    decisions.push_back(Decision{
-        anchor->getLoc(), position++,
-        llvm::formatv("{0}: {1} as one kernel ({2}): {3} written, {4} kept "
-                      "on chip",
-                      direction, describe(c.ops), group, outputs.size(), onChip)
-            .str()});
   }
   // Clusters were checked to leave the dataflow acyclic.
   if (changed && !sortTopologically(&block))
