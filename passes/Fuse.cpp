@@ -45,26 +45,6 @@ bool isNorm(Operation *op) {
              nn::LayerNormGradOp>(op);
 }
 
-/// The rows an op reads and writes, if they agree.
-std::optional<int64_t> rowsOf(Operation *op) {
-  std::optional<int64_t> rows;
-  auto agree = [&](Value v) {
-    int64_t r = tile::rowCount(v);
-    if (ShapedType::isDynamic(r) || (rows && *rows != r))
-      return false;
-    rows = r;
-    return true;
-  };
-  for (OpOperand &operand : op->getOpOperands())
-    if (tile::isRowOperand(op, operand.getOperandNumber()) &&
-        !agree(operand.get()))
-      return std::nullopt;
-  for (Value result : op->getResults())
-    if (!agree(result))
-      return std::nullopt;
-  return rows;
-}
-
 /// The groups the pass options allow, and whether to report.
 struct Policy {
   bool residualNorm, rope, elementwise, optimizer, epilogue, report;
@@ -264,6 +244,9 @@ private:
   }
   /// Whether `op` may join `c`, and under which option.
   bool canJoin(Cluster &c, Operation *op, int64_t rows, bool sibling);
+  /// Whether a member reads whole (a norm's weight) what a member computes:
+  /// a region runs row by row, so that must come from outside it.
+  bool readsWholeWithin(ArrayRef<Operation *> members) const;
   /// Whether contracting `members` into one node would make a cycle: a
   /// path from a member to a member through ops (or other clusters, each
   /// one node) outside them.
@@ -316,6 +299,16 @@ bool Fuser::wouldCycle(ArrayRef<Operation *> members) {
   return false;
 }
 
+bool Fuser::readsWholeWithin(ArrayRef<Operation *> members) const {
+  llvm::SmallPtrSet<Operation *, 16> inside(members.begin(), members.end());
+  for (Operation *op : members)
+    for (OpOperand &operand : op->getOpOperands())
+      if (!tile::isRowOperand(op, operand.getOperandNumber()) &&
+          inside.contains(operand.get().getDefiningOp()))
+        return true;
+  return false;
+}
+
 bool Fuser::canJoin(Cluster &c, Operation *op, int64_t rows, bool sibling) {
   if (c.rows != rows || c.chunk != op->getAttr(kChunkAttr))
     return false;
@@ -326,15 +319,9 @@ bool Fuser::canJoin(Cluster &c, Operation *op, int64_t rows, bool sibling) {
     group = Group::ResidualNorm;
   if (!allowed(group))
     return false;
-  // What the op reads whole must exist before the region's first row.
-  for (OpOperand &operand : op->getOpOperands())
-    if (!tile::isRowOperand(op, operand.getOperandNumber()))
-      if (Operation *producer = operand.get().getDefiningOp())
-        if (clusterOf.lookup(producer) == &c)
-          return false;
   SmallVector<Operation *> members(c.ops);
   members.push_back(op);
-  return !wouldCycle(members);
+  return !readsWholeWithin(members) && !wouldCycle(members);
 }
 
 bool Fuser::tryMerge(Cluster &into, Cluster &from) {
@@ -346,18 +333,9 @@ bool Fuser::tryMerge(Cluster &into, Cluster &from) {
     group = Group::ResidualNorm;
   if (!allowed(group))
     return false;
-  // What the merged ops read whole must come from outside both.
-  for (Cluster *c : {&into, &from})
-    for (Operation *op : c->ops)
-      for (OpOperand &operand : op->getOpOperands())
-        if (!tile::isRowOperand(op, operand.getOperandNumber()))
-          if (Cluster *producer =
-                  clusterOf.lookup(operand.get().getDefiningOp()))
-            if (producer == &into || producer == &from)
-              return false;
   SmallVector<Operation *> members(into.ops);
   members.append(from.ops.begin(), from.ops.end());
-  if (wouldCycle(members))
+  if (readsWholeWithin(members) || wouldCycle(members))
     return false;
   // Keep program order inside the region.
   llvm::sort(members, [&](Operation *a, Operation *b) {
@@ -383,7 +361,7 @@ void Fuser::cluster() {
   for (Operation &op : block) {
     if (!tile::isRowLocal(&op))
       continue;
-    std::optional<int64_t> rows = rowsOf(&op);
+    std::optional<int64_t> rows = tile::opRowCount(&op);
     if (!rows)
       continue;
     Cluster *joined = nullptr;

@@ -65,7 +65,7 @@ int64_t kiln::tile::rowCount(Value value) {
   return last == 0 ? 0 : type.getNumElements() / last;
 }
 
-std::optional<int64_t> kiln::tile::rowWiseRows(FusedOp fused) {
+std::optional<int64_t> kiln::tile::opRowCount(Operation *op) {
   std::optional<int64_t> rows;
   auto agree = [&](Value v) {
     int64_t r = rowCount(v);
@@ -74,23 +74,30 @@ std::optional<int64_t> kiln::tile::rowWiseRows(FusedOp fused) {
     rows = r;
     return true;
   };
+  for (OpOperand &operand : op->getOpOperands())
+    if (isRowOperand(op, operand.getOperandNumber()) && !agree(operand.get()))
+      return std::nullopt;
+  for (Value result : op->getResults())
+    if (!agree(result))
+      return std::nullopt;
+  return rows;
+}
+
+std::optional<int64_t> kiln::tile::rowWiseRows(FusedOp fused) {
+  std::optional<int64_t> rows;
   for (Operation &op : fused.getBody().front().without_terminator()) {
     if (!isRowLocal(&op))
       return std::nullopt;
-    for (OpOperand &operand : op.getOpOperands()) {
-      // An operand read whole (a norm's weight) must exist before any row
-      // is computed: it comes from outside the region.
-      if (!isRowOperand(&op, operand.getOperandNumber())) {
-        if (!isa<BlockArgument>(operand.get()))
-          return std::nullopt;
-        continue;
-      }
-      if (!agree(operand.get()))
+    // An operand read whole (a norm's weight) must exist before any row is
+    // computed: it comes from outside the region.
+    for (OpOperand &operand : op.getOpOperands())
+      if (!isRowOperand(&op, operand.getOperandNumber()) &&
+          !isa<BlockArgument>(operand.get()))
         return std::nullopt;
-    }
-    for (Value result : op.getResults())
-      if (!agree(result))
-        return std::nullopt;
+    std::optional<int64_t> opRows = opRowCount(&op);
+    if (!opRows || (rows && *rows != *opRows))
+      return std::nullopt;
+    rows = opRows;
   }
   return rows;
 }

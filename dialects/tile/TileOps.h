@@ -34,6 +34,10 @@ bool isRowOperand(mlir::Operation *op, unsigned index);
 /// elements for ids (one token id or position per row).
 int64_t rowCount(mlir::Value value);
 
+/// The rows a row-local op reads and writes (its row-read operands and its
+/// results), if they agree.
+std::optional<int64_t> opRowCount(mlir::Operation *op);
+
 class FusedOp;
 /// The row count shared by every row-read value of `fused` when all its ops
 /// are row-local and the operands they read whole are inputs of the region,
