@@ -39,7 +39,8 @@ LogicalResult emitFused(tile::FusedOp fused, LaunchBuilder &k) {
 
   if (!llvm::hasSingleElement(body.without_terminator())) {
     // Rows of different widths (elementwise ops among them) share rows.
-    if (std::optional<int64_t> rows = tile::rowWiseRows(fused))
+    std::string whyNot;
+    if (std::optional<int64_t> rows = tile::rowWiseRows(fused, &whyNot))
       return cuda::emitRowRegion(fused, *rows, k);
     if (elementwise)
       return cuda::emitElementwiseRegion(fused, k); // its diagnostic
@@ -47,7 +48,7 @@ LogicalResult emitFused(tile::FusedOp fused, LaunchBuilder &k) {
            << "cuda: a fused region of several ops needs them all "
               "elementwise, or all row-local with one row count, to run as "
               "one kernel; "
-           << cuda::whyNotRowWise(fused);
+           << whyNot;
   }
   // Body values to the step's operands and results.
   llvm::DenseMap<Value, Value> outer;

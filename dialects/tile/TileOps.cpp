@@ -8,6 +8,7 @@
 #include "mlir/IR/TypeUtilities.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/FormatVariadic.h"
 
 using namespace mlir;
 using namespace kiln::tile;
@@ -65,40 +66,71 @@ int64_t kiln::tile::rowCount(Value value) {
   return last == 0 ? 0 : type.getNumElements() / last;
 }
 
-std::optional<int64_t> kiln::tile::opRowCount(Operation *op) {
-  std::optional<int64_t> rows;
-  auto agree = [&](Value v) {
+namespace {
+/// The rows of one op's row-read values, if they agree with `rows` (set
+/// from the first); else why not.
+std::optional<std::string> agreeRows(Operation *op,
+                                     std::optional<int64_t> &rows) {
+  auto check = [&](Value v, const Twine &what) -> std::optional<std::string> {
     int64_t r = rowCount(v);
-    if (ShapedType::isDynamic(r) || (rows && *rows != r))
-      return false;
+    if (ShapedType::isDynamic(r))
+      return llvm::formatv("{0} of '{1}' has a dynamic shape", what.str(),
+                           op->getName())
+          .str();
+    if (rows && *rows != r)
+      return llvm::formatv("{0} of '{1}' has {2} rows, the region's others "
+                           "{3}",
+                           what.str(), op->getName(), r, *rows)
+          .str();
     rows = r;
-    return true;
+    return std::nullopt;
   };
   for (OpOperand &operand : op->getOpOperands())
-    if (isRowOperand(op, operand.getOperandNumber()) && !agree(operand.get()))
-      return std::nullopt;
-  for (Value result : op->getResults())
-    if (!agree(result))
-      return std::nullopt;
+    if (isRowOperand(op, operand.getOperandNumber()))
+      if (auto reason = check(operand.get(),
+                              "operand #" + Twine(operand.getOperandNumber())))
+        return reason;
+  for (OpResult result : op->getResults())
+    if (auto reason =
+            check(result, "result #" + Twine(result.getResultNumber())))
+      return reason;
+  return std::nullopt;
+}
+} // namespace
+
+std::optional<int64_t> kiln::tile::opRowCount(Operation *op) {
+  std::optional<int64_t> rows;
+  if (agreeRows(op, rows))
+    return std::nullopt;
   return rows;
 }
 
-std::optional<int64_t> kiln::tile::rowWiseRows(FusedOp fused) {
+std::optional<int64_t> kiln::tile::rowWiseRows(FusedOp fused,
+                                               std::string *whyNot) {
+  auto refuse = [&](std::string reason) -> std::optional<int64_t> {
+    if (whyNot)
+      *whyNot = std::move(reason);
+    return std::nullopt;
+  };
   std::optional<int64_t> rows;
   for (Operation &op : fused.getBody().front().without_terminator()) {
     if (!isRowLocal(&op))
-      return std::nullopt;
+      return refuse(
+          llvm::formatv("'{0}' is not row-local", op.getName()).str());
     // An operand read whole (a norm's weight) must exist before any row is
     // computed: it comes from outside the region.
     for (OpOperand &operand : op.getOpOperands())
       if (!isRowOperand(&op, operand.getOperandNumber()) &&
           !isa<BlockArgument>(operand.get()))
-        return std::nullopt;
-    std::optional<int64_t> opRows = opRowCount(&op);
-    if (!opRows || (rows && *rows != *opRows))
-      return std::nullopt;
-    rows = opRows;
+        return refuse(llvm::formatv("operand #{0} of '{1}' is read whole but "
+                                    "computed in the region",
+                                    operand.getOperandNumber(), op.getName())
+                          .str());
+    if (std::optional<std::string> reason = agreeRows(&op, rows))
+      return refuse(*reason);
   }
+  if (!rows)
+    return refuse("it holds no row-read value");
   return rows;
 }
 

@@ -12,6 +12,7 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include <optional>
+#include <string>
 
 namespace kiln::tile {
 /// True for the nn ops a tile.fused region may hold: those that work element
@@ -41,8 +42,12 @@ std::optional<int64_t> opRowCount(mlir::Operation *op);
 class FusedOp;
 /// The row count shared by every row-read value of `fused` when all its ops
 /// are row-local and the operands they read whole are inputs of the region,
-/// else nullopt. A region with a row count runs as one pass over its rows.
-std::optional<int64_t> rowWiseRows(FusedOp fused);
+/// else nullopt, and then `whyNot` (if given) says why: the first op that is
+/// not row-local, an operand read whole that the region computes, or a row
+/// count that differs. A region with a row count runs as one pass over its
+/// rows.
+std::optional<int64_t> rowWiseRows(FusedOp fused,
+                                   std::string *whyNot = nullptr);
 } // namespace kiln::tile
 
 #define GET_OP_CLASSES

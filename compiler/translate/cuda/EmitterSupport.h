@@ -151,10 +151,6 @@ mlir::LogicalResult emitSplitConcat(const RegionOp &r, LaunchBuilder &k);
 // count (tile::rowWiseRows), `rows` rows.
 mlir::LogicalResult emitRowRegion(tile::FusedOp op, int64_t rows,
                                   LaunchBuilder &k);
-/// Why a region of several ops is not row-wise: the first op that is not
-/// row-local, operand read whole that the region computes, or row count
-/// that differs.
-std::string whyNotRowWise(tile::FusedOp op);
 
 // Norms.cpp: RMSNorm and LayerNorm, their gradients, column sums.
 mlir::LogicalResult emitNorm(const RegionOp &r, LaunchBuilder &k);

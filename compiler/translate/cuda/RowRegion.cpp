@@ -60,45 +60,6 @@ struct Stage {
 
 } // namespace
 
-std::string cuda::whyNotRowWise(tile::FusedOp fused) {
-  std::optional<int64_t> rows;
-  for (Operation &op : fused.getBody().front().without_terminator()) {
-    if (!tile::isRowLocal(&op))
-      return formatv("'{0}' is not row-local", op.getName()).str();
-    auto check = [&](Value v, StringRef what) -> std::optional<std::string> {
-      int64_t r = tile::rowCount(v);
-      if (ShapedType::isDynamic(r))
-        return formatv("{0} of '{1}' has a dynamic shape", what, op.getName())
-            .str();
-      if (rows && *rows != r)
-        return formatv("{0} of '{1}' has {2} rows, the region's others {3}",
-                       what, op.getName(), r, *rows)
-            .str();
-      rows = r;
-      return std::nullopt;
-    };
-    for (OpOperand &operand : op.getOpOperands()) {
-      unsigned index = operand.getOperandNumber();
-      if (!tile::isRowOperand(&op, index)) {
-        if (!isa<BlockArgument>(operand.get()))
-          return formatv("operand #{0} of '{1}' is read whole but computed "
-                         "in the region",
-                         index, op.getName())
-              .str();
-        continue;
-      }
-      if (auto reason =
-              check(operand.get(), formatv("operand #{0}", index).str()))
-        return *reason;
-    }
-    for (OpResult result : op.getResults())
-      if (auto reason = check(
-              result, formatv("result #{0}", result.getResultNumber()).str()))
-        return *reason;
-  }
-  return "its row counts differ";
-}
-
 namespace {
 
 class RowRegionEmitter {
