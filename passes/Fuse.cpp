@@ -183,22 +183,53 @@ void groupOptimizer(Block &block, SmallVectorImpl<Decision> &decisions,
 /// the report.
 void widenGradients(Block &block, SmallVectorImpl<Decision> &decisions,
                     unsigned &position, bool report) {
-  SmallVector<nn::CastOp> casts;
-  for (auto cast : block.getOps<nn::CastOp>()) {
-    Operation *producer = cast.getInput().getDefiningOp();
-    if (!producer ||
-        !isa<nn::LinearWeightGradOp, nn::ColumnSumOp, nn::EmbeddingGradOp,
-             nn::RMSNormWeightGradOp, nn::LayerNormWeightGradOp>(producer) ||
-        !producer->hasOneUse() ||
-        !getElementTypeOrSelf(cast.getType()).isF32() ||
-        producer->getAttr(kChunkAttr) != cast->getAttr(kChunkAttr))
+  auto isReduction = [](Operation *op) {
+    return isa_and_nonnull<nn::LinearWeightGradOp, nn::ColumnSumOp,
+                           nn::EmbeddingGradOp, nn::RMSNormWeightGradOp,
+                           nn::LayerNormWeightGradOp>(op);
+  };
+  auto widens = [](Operation *user, Operation *producer) {
+    auto cast = dyn_cast<nn::CastOp>(user);
+    return cast && getElementTypeOrSelf(cast.getType()).isF32() &&
+           producer->getAttr(kChunkAttr) == cast->getAttr(kChunkAttr);
+  };
+  // A reduction whose one use widens it; or whose one use splits it into
+  // the gradients of parameters packed together (nn-pack-projections),
+  // each of which is only widened.
+  SmallVector<Operation *> producers;
+  for (Operation &op : block) {
+    if (!isReduction(&op) || !op.hasOneUse())
       continue;
-    casts.push_back(cast);
+    Operation *user = *op.getUsers().begin();
+    if (widens(user, &op)) {
+      producers.push_back(&op);
+      continue;
+    }
+    auto split = dyn_cast<nn::SplitOp>(user);
+    if (split && split.getSplitDim() == 0 &&
+        split->getAttr(kChunkAttr) == op.getAttr(kChunkAttr) &&
+        llvm::all_of(split.getResults(), [&](Value part) {
+          return part.hasOneUse() && widens(*part.getUsers().begin(), &op);
+        }))
+      producers.push_back(&op);
   }
-  for (nn::CastOp cast : casts) {
-    Operation *producer = cast.getInput().getDefiningOp();
-    producer->getResult(0).setType(cast.getType());
-    cast.getResult().replaceAllUsesWith(producer->getResult(0));
+  for (Operation *producer : producers) {
+    auto f32 = llvm::cast<RankedTensorType>(producer->getResult(0).getType())
+                   .clone(Float32Type::get(producer->getContext()));
+    Operation *user = *producer->getUsers().begin();
+    producer->getResult(0).setType(f32);
+    SmallVector<nn::CastOp> casts;
+    if (auto widen = dyn_cast<nn::CastOp>(user)) {
+      casts.push_back(widen);
+      widen.getResult().replaceAllUsesWith(producer->getResult(0));
+    } else {
+      for (Value part : user->getResults()) {
+        auto widen = llvm::cast<nn::CastOp>(*part.getUsers().begin());
+        part.setType(widen.getType());
+        widen.getResult().replaceAllUsesWith(part);
+        casts.push_back(widen);
+      }
+    }
     if (report)
       decisions.push_back(Decision{
           producer->getLoc(), position++,
@@ -206,7 +237,8 @@ void widenGradients(Block &block, SmallVectorImpl<Decision> &decisions,
                         "no cast kernel, no BF16 rounding of the gradient",
                         producer->getName().stripDialect())
               .str()});
-    cast.erase();
+    for (nn::CastOp cast : casts)
+      cast.erase();
   }
 }
 

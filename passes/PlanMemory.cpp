@@ -1,7 +1,7 @@
 //===- PlanMemory.cpp - tile-plan-memory ----------------------------------===//
 //
 // Gives every tensor of the training step an offset in one arena: arguments
-// in a persistent region, temporaries first-fit in program order and freed
+// in a persistent region, temporaries best-fit in program order and freed
 // after their last use, AdamW results in place.
 //
 //===----------------------------------------------------------------------===//
@@ -13,6 +13,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -55,7 +56,7 @@ std::optional<int64_t> alignTo(int64_t value, int64_t alignment) {
                 : std::nullopt;
 }
 
-/// First-fit allocator over [base, 2^63) with coalescing free list.
+/// Best-fit allocator over [base, 2^63) with coalescing free list.
 class ArenaAllocator {
 public:
   ArenaAllocator(int64_t base, int64_t alignment)
@@ -69,11 +70,16 @@ public:
     if (!aligned)
       return std::nullopt;
     bytes = *aligned;
-    for (auto it = freeBlocks.begin(); it != freeBlocks.end(); ++it) {
-      auto [offset, size] = *it;
-      if (size < bytes)
-        continue;
-      freeBlocks.erase(it);
+    // Best fit: the smallest free block that holds it (the lowest of equal
+    // ones), which leaves the large blocks whole for the large tensors.
+    auto best = freeBlocks.end();
+    for (auto it = freeBlocks.begin(); it != freeBlocks.end(); ++it)
+      if (it->second >= bytes &&
+          (best == freeBlocks.end() || it->second < best->second))
+        best = it;
+    if (best != freeBlocks.end()) {
+      auto [offset, size] = *best;
+      freeBlocks.erase(best);
       if (size > bytes)
         freeBlocks[offset + bytes] = size - bytes;
       return offset;
@@ -166,40 +172,68 @@ void TilePlanMemoryPass::runOnOperation() {
     return signalPassFailure();
   auto sizeOf = [&](Value value) { return sizes.lookup(value); };
 
-  // Persistent region: every argument, in order.
+  // Persistent region: every argument, in order; the arguments a
+  // tile.concat places side by side (a packed weight) back to back from the
+  // first of them, so that the concat is their buffer.
   // The argument attributes are set all at once: setArgAttr per argument
   // rebuilds the whole array each time (quadratic in the parameters).
   llvm::DenseMap<Value, int64_t> offsets;
   SmallVector<DictionaryAttr> argAttrs;
   int64_t persistent = 0;
-  for (BlockArgument arg : body.getArguments()) {
+  llvm::SmallDenseSet<Value> persistentRoots;
+  auto place = [&](BlockArgument arg, int64_t bytes, bool pad) {
     offsets[arg] = persistent;
-    NamedAttrList dict(func.getArgAttrDict(arg.getArgNumber()));
-    dict.set(attrs::kOffset, b.getI64IntegerAttr(persistent));
-    argAttrs.push_back(dict.getDictionary(&getContext()));
-    std::optional<int64_t> end = llvm::checkedAdd(persistent, sizeOf(arg));
-    if (end)
+    std::optional<int64_t> end = llvm::checkedAdd(persistent, bytes);
+    if (end && pad)
       end = alignTo(*end, alignment);
     if (!end) {
       emitError(arg.getLoc())
           << "tile-plan-memory: argument #" << arg.getArgNumber() << " ("
-          << sizeOf(arg) << " bytes at offset " << persistent
+          << bytes << " bytes at offset " << persistent
           << ") makes the arena larger than 2^63 bytes";
-      return signalPassFailure();
+      return false;
     }
     persistent = *end;
+    return true;
+  };
+  for (BlockArgument arg : body.getArguments()) {
+    if (offsets.count(arg))
+      continue;
+    tile::ConcatOp concat = tile::concatUser(arg);
+    if (!concat) {
+      if (!place(arg, sizeOf(arg), /*pad=*/true))
+        return signalPassFailure();
+      continue;
+    }
+    offsets[concat.getResult()] = persistent;
+    persistentRoots.insert(concat.getResult());
+    for (auto [index, input] : llvm::enumerate(concat.getInputs()))
+      if (!place(cast<BlockArgument>(input), sizeOf(input),
+                 /*pad=*/index + 1 == concat.getInputs().size()))
+        return signalPassFailure();
+  }
+  for (BlockArgument arg : body.getArguments()) {
+    NamedAttrList dict(func.getArgAttrDict(arg.getArgNumber()));
+    dict.set(attrs::kOffset, b.getI64IntegerAttr(offsets.lookup(arg)));
+    argAttrs.push_back(dict.getDictionary(&getContext()));
   }
   func.setAllArgAttrs(argAttrs);
 
-  // Last use of every value in program order; returned values live to the
+  // Views and the inputs of a tile.concat live in the buffer of their
+  // root (tile::placement): it is allocated when the first of them is
+  // defined and lives to the last use of any. Returned values live to the
   // end.
   llvm::DenseMap<Operation *, unsigned> position;
   for (auto [index, op] : llvm::enumerate(body.getOperations()))
     position[&op] = index;
+  auto rootOf = [](Value value) { return tile::placement(value).root; };
   llvm::DenseMap<Value, unsigned> lastUse;
   for (Operation &op : body.getOperations())
     for (Value operand : op.getOperands())
-      lastUse[operand] = position[&op];
+      lastUse[rootOf(operand)] = position[&op];
+  auto elementBytes = [](Value value) {
+    return cast<RankedTensorType>(value.getType()).getElementTypeBitWidth() / 8;
+  };
 
   ArenaAllocator arena(persistent, alignment);
   int64_t largest = 0;
@@ -210,43 +244,58 @@ void TilePlanMemoryPass::runOnOperation() {
     SmallVector<int64_t> resultOffsets;
     auto adamw = dyn_cast<tile::AdamWOp>(op);
     for (auto [index, result] : llvm::enumerate(op.getResults())) {
+      tile::Placement placed = tile::placement(result);
       int64_t offset;
       if (adamw) {
         // In place: the new params and moments overwrite the old.
         offset = offsets.lookup(adamw.getReplaced(index));
+      } else if (auto found = offsets.find(placed.root);
+                 found != offsets.end()) {
+        // A view, or a part of a buffer a sibling part already allocated.
+        offset = found->second + placed.elementOffset * elementBytes(result);
       } else {
-        std::optional<int64_t> allocated = arena.allocate(sizeOf(result));
+        Value root = placed.root;
+        std::optional<int64_t> allocated = arena.allocate(sizeOf(root));
         if (!allocated) {
           op.emitOpError() << "tile-plan-memory: result #" << index << " ("
-                           << sizeOf(result) << " bytes, with " << arena.peak()
+                           << sizeOf(root) << " bytes, with " << arena.peak()
                            << " allocated) makes the arena larger than 2^63 "
                               "bytes";
           return signalPassFailure();
         }
-        offset = *allocated;
+        offsets[root] = *allocated;
+        offset = *allocated + placed.elementOffset * elementBytes(result);
+        if (sizeOf(root) > largest) {
+          largest = sizeOf(root);
+          largestValue = root;
+        }
       }
       offsets[result] = offset;
       resultOffsets.push_back(offset);
-      if (sizeOf(result) > largest) {
-        largest = sizeOf(result);
-        largestValue = result;
-      }
     }
     attrs::kOffsets.set(&op, b.getDenseI64ArrayAttr(resultOffsets));
-    // Free what this op used for the last time (arguments and in-place
-    // results stay).
+    // Free the buffers this op used for the last time (arguments and
+    // in-place results stay).
+    auto releaseRoot = [&](Value root) {
+      if (isa<BlockArgument>(root) || persistentRoots.count(root) ||
+          isa_and_nonnull<tile::AdamWOp>(root.getDefiningOp()) ||
+          !offsets.count(root))
+        return;
+      arena.release(offsets.lookup(root), sizeOf(root));
+      offsets.erase(root);
+    };
+    llvm::SmallDenseSet<Value> released;
     for (Value operand : op.getOperands()) {
-      if (isa<BlockArgument>(operand) ||
-          lastUse.lookup(operand) != position[&op])
-        continue;
-      if (isa_and_nonnull<tile::AdamWOp>(operand.getDefiningOp()))
-        continue;
-      arena.release(offsets.lookup(operand), sizeOf(operand));
+      Value root = rootOf(operand);
+      if (lastUse.lookup(root) == position[&op] && released.insert(root).second)
+        releaseRoot(root);
     }
     // A result nobody uses is dead at once.
-    for (Value result : op.getResults())
-      if (result.use_empty() && !adamw)
-        arena.release(offsets.lookup(result), sizeOf(result));
+    for (Value result : op.getResults()) {
+      Value root = rootOf(result);
+      if (!adamw && !lastUse.count(root) && released.insert(root).second)
+        releaseRoot(root);
+    }
   }
 
   attrs::kArenaBytes.set(func, b.getI64IntegerAttr(arena.peak()));

@@ -12,6 +12,7 @@
 #include "dialects/nn/NNDialect.h"
 #include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileDialect.h"
+#include "dialects/tile/TileOps.h"
 #include "passes/CostModel.h"
 #include "passes/Passes.h"
 #include "passes/Report.h"
@@ -275,6 +276,9 @@ FailureOr<StepSummary> summarizeStep(MLIRContext &context,
     return type.getNumElements() * std::max(bits / 8, 1u);
   };
   for (Operation &op : step.getBody().front().without_terminator()) {
+    // Views and in-place concatenations launch nothing and move nothing.
+    if (isa<tile::ViewOp, tile::ConcatOp>(op))
+      continue;
     ++summary.kernels;
     for (Value v : llvm::concat<Value>(op.getOperands(), op.getResults()))
       summary.bytesMoved += bytes(v);
@@ -409,6 +413,11 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   if (stage == Stage::NN)
     return std::move(*module);
   PassManager pm(&context);
+  if (fusion == Fusion::On) {
+    NNPackProjectionsPassOptions pack;
+    pack.report = reportChoices;
+    pm.addPass(createNNPackProjectionsPass(pack));
+  }
   NNAutodiffPassOptions autodiff;
   autodiff.weightDecay = weightDecay;
   autodiff.maxGradNorm = maxGradNorm;
@@ -425,6 +434,11 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
     attention.report = reportChoices;
     pm.addPass(createNNTileAttentionPass(attention));
     pm.addPass(createNNLowerToTilePass());
+    if (fusion == Fusion::On) {
+      TileFoldViewsPassOptions views;
+      views.report = reportChoices;
+      pm.addPass(createTileFoldViewsPass(views));
+    }
     TilePlanMemoryPassOptions memory;
     memory.report = reportChoices;
     pm.addPass(createTilePlanMemoryPass(memory));

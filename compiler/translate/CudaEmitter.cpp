@@ -27,6 +27,20 @@ LogicalResult emitFused(tile::FusedOp fused, LaunchBuilder &k) {
   bool elementwise = llvm::all_of(body.without_terminator(), [](Operation &op) {
     return cuda::isElementwise(&op);
   });
+  // A row-strided input or output (a view into a packed tensor) needs the
+  // row kernel, which addresses each operand's rows by its pitch.
+  bool strided =
+      llvm::any_of(llvm::concat<Value>(fused.getInputs(), fused.getResults()),
+                   [](Value v) { return tile::isRowStrided(v); });
+  if (strided) {
+    std::string whyNot;
+    if (std::optional<int64_t> rows = tile::rowWiseRows(fused, &whyNot))
+      return cuda::emitRowRegion(fused, *rows, k);
+    return fused->emitOpError()
+           << "cuda: a fused region with row-strided operands must be "
+              "row-wise; "
+           << whyNot;
+  }
   // Elementwise ops of one element count: a flat loop over the elements.
   int64_t count = cuda::numElements(fused.getResult(0));
   if (elementwise &&

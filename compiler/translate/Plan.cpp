@@ -173,6 +173,20 @@ FailureOr<int64_t> PlanWriter::addValue(Value v, int64_t offset, Location loc) {
     return emitError(loc) << "plan: value " << values.size() << " (" << type
                           << ") is empty; the kernels need at least one "
                              "element";
+  // A row-strided view spans its rows' pitch.
+  int64_t last = type.getRank() ? type.getShape().back() : 1;
+  int64_t pitch = tile::rowPitch(v);
+  if (pitch != last) {
+    int64_t rows = type.getNumElements() / last;
+    bytes = llvm::checkedMulAdd<int64_t>(rows - 1, pitch, last);
+    if (bytes)
+      bytes = llvm::checkedMul<int64_t>(
+          *bytes, llvm::divideCeil(type.getElementTypeBitWidth(), 8));
+    if (!bytes)
+      return emitError(loc)
+             << "plan: value " << values.size() << " (" << type << ", rows "
+             << pitch << " elements apart) spans more than 2^63 bytes";
+  }
   auto arena = func->getAttrOfType<IntegerAttr>(attrs::kArenaBytes);
   std::optional<int64_t> end = llvm::checkedAdd(offset, *bytes);
   if (offset < 0 || !end || (arena && *end > arena.getInt()))
@@ -185,6 +199,8 @@ FailureOr<int64_t> PlanWriter::addValue(Value v, int64_t offset, Location loc) {
   json::Object value = tensorJson(v.getType());
   value[plan::key::kId] = id;
   value[plan::key::kOffset] = offset;
+  if (pitch != last)
+    value[plan::key::kRowStride] = pitch;
   values.push_back(std::move(value));
   return id;
 }
@@ -283,6 +299,9 @@ FailureOr<json::Object> PlanWriter::build() {
         return failure();
       out.push_back(*added);
     }
+    // Views and in-place concatenations are memory, not kernels.
+    if (isa<tile::ViewOp, tile::ConcatOp>(op))
+      continue;
     auto chunk = op.getAttrOfType<StringAttr>(attrs::kChunk);
     json::Object step{
         {plan::key::kKernel, kernelName(&op)},
@@ -419,6 +438,8 @@ LogicalResult kiln::writeCudaSources(ModuleOp module, llvm::raw_ostream &os,
   for (Operation &op : func.getBody().front().without_terminator()) {
     for (Value result : op.getResults())
       ids[result] = ids.size();
+    if (isa<tile::ViewOp, tile::ConcatOp>(op))
+      continue; // memory, not kernels
     if (failed(emitter.emit(&op)))
       return failure();
   }

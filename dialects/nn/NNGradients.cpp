@@ -231,8 +231,8 @@ LogicalResult CastOp::buildGradients(OpBuilder &b, ArrayRef<Value> resultGrads,
 LogicalResult SplitOp::buildGradients(OpBuilder &b, ArrayRef<Value> resultGrads,
                                       ArrayRef<bool> needsGrad,
                                       SmallVectorImpl<Value> &grads) {
-  grads.push_back(
-      ConcatOp::create(b, getLoc(), getInput().getType(), resultGrads));
+  grads.push_back(ConcatOp::create(b, getLoc(), getInput().getType(),
+                                   resultGrads, getDimAttr()));
   return success();
 }
 
@@ -240,8 +240,8 @@ LogicalResult ConcatOp::buildGradients(OpBuilder &b,
                                        ArrayRef<Value> resultGrads,
                                        ArrayRef<bool> needsGrad,
                                        SmallVectorImpl<Value> &grads) {
-  auto split =
-      SplitOp::create(b, getLoc(), getInputs().getTypes(), resultGrads[0]);
+  auto split = SplitOp::create(b, getLoc(), getInputs().getTypes(),
+                               resultGrads[0], getDimAttr());
   for (Value part : split.getResults())
     push(grads, needsGrad, part);
   return success();

@@ -552,12 +552,11 @@ LogicalResult CastOp::verify() {
   return success();
 }
 
-/// Checks that `whole`'s last dimension is the sum of `parts`' last
-/// dimensions and that all other dimensions and the element type agree.
-static LogicalResult verifyLastDimPartition(Operation *op, Value whole,
-                                            StringRef wholeName,
-                                            ValueRange parts,
-                                            StringRef partsName) {
+/// Checks that dimension `dim` of `whole` (the last, or 0) is the sum of
+/// `parts`' and that all other dimensions and the element type agree.
+static LogicalResult verifyPartition(Operation *op, Value whole,
+                                     StringRef wholeName, ValueRange parts,
+                                     StringRef partsName, int64_t dim) {
   if (parts.empty())
     return op->emitOpError() << "expects at least one " << partsName;
   RankedTensorType wholeType = tensorType(whole);
@@ -565,6 +564,9 @@ static LogicalResult verifyLastDimPartition(Operation *op, Value whole,
   if (rank < 1)
     return op->emitOpError()
            << "expects " << wholeName << " to have rank at least 1";
+  if (dim != 0 && dim != rank - 1)
+    return op->emitOpError() << "expects dim to be 0 or the last dimension ("
+                             << rank - 1 << "), got " << dim;
   int64_t sum = 0;
   for (auto [index, part] : llvm::enumerate(parts)) {
     RankedTensorType partType = tensorType(part);
@@ -574,32 +576,43 @@ static LogicalResult verifyLastDimPartition(Operation *op, Value whole,
       return op->emitOpError()
              << "expects " << name << " to have the rank and element type of "
              << wholeName << " (" << wholeType << "), got " << partType;
-    for (int64_t dim = 0; dim + 1 < rank; ++dim)
-      if (failed(expectDim(op, name, part, dim, wholeType.getDimSize(dim),
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != dim &&
+          failed(expectDim(op, name, part, d, wholeType.getDimSize(d),
                            "the matching dimension of " + wholeName.str())))
         return failure();
-    int64_t width = partType.getDimSize(rank - 1);
+    int64_t width = partType.getDimSize(dim);
     if (ShapedType::isDynamic(width) || ShapedType::isDynamic(sum))
       sum = ShapedType::kDynamic;
     else
       sum += width;
   }
-  int64_t total = wholeType.getDimSize(rank - 1);
+  int64_t total = wholeType.getDimSize(dim);
   if (!dimsMatch(sum, total))
-    return op->emitOpError() << "expects the last dimensions of the "
+    return op->emitOpError() << "expects dimension " << dim << " of the "
                              << partsName << "s to add up to that of "
                              << wholeName << " (" << total << "), got " << sum;
   return success();
 }
 
+int64_t SplitOp::getSplitDim() {
+  return getDim() ? static_cast<int64_t>(*getDim())
+                  : tensorType(getInput()).getRank() - 1;
+}
+
+int64_t ConcatOp::getConcatDim() {
+  return getDim() ? static_cast<int64_t>(*getDim())
+                  : tensorType(getResult()).getRank() - 1;
+}
+
 LogicalResult SplitOp::verify() {
-  return verifyLastDimPartition(*this, getInput(), "input", getResults(),
-                                "result");
+  return verifyPartition(*this, getInput(), "input", getResults(), "result",
+                         getSplitDim());
 }
 
 LogicalResult ConcatOp::verify() {
-  return verifyLastDimPartition(*this, getResult(), "result", getInputs(),
-                                "input");
+  return verifyPartition(*this, getResult(), "result", getInputs(), "input",
+                         getConcatDim());
 }
 
 //===----------------------------------------------------------------------===//

@@ -372,41 +372,58 @@ def NN_CastOp : NN_Op<"cast", [Pure, DeclareOpInterfaceMethods<NN_Differentiable
 }
 
 def NN_SplitOp : NN_Op<"split", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
-  let summary = "Splits the last dimension into equal parts";
+  let summary = "Cuts the last (or the first) dimension into contiguous parts";
   let description = [{
-    Cuts the last dimension of `input` into as many equal, contiguous parts as
-    there are results (GPT-2's fused `c_attn` projection into q, k, v).
+    Cuts dimension `dim` of `input` (the last when absent, or 0) into as many
+    contiguous parts as there are results, each as wide as its result (GPT-2's
+    fused `c_attn` projection into q, k, v; a packed QKV or gate/up GEMM
+    output, whose parts differ in width under GQA; with `dim = 0`, a packed
+    weight gradient into the parameters' gradients).
 
     ```mlir
     %q, %k, %v = nn.split %qkv : (tensor<4x1024x2304xf32>)
         -> (tensor<4x1024x768xf32>, tensor<4x1024x768xf32>, tensor<4x1024x768xf32>)
+    %dq, %dk = nn.split %dw {dim = 0 : i64} : (tensor<96x64xf32>)
+        -> (tensor<64x64xf32>, tensor<32x64xf32>)
     ```
   }];
-  let arguments = (ins NN_FloatTensor:$input);
+  let arguments = (ins NN_FloatTensor:$input, OptionalAttr<I64Attr>:$dim);
   let results = (outs Variadic<NN_FloatTensor>:$results);
   let assemblyFormat = [{
     $input attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The dimension cut: `dim`, else the last.
+    int64_t getSplitDim();
+  }];
 }
 
 def NN_ConcatOp : NN_Op<"concat", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
-  let summary = "Concatenates tensors along the last dimension";
+  let summary = "Concatenates tensors along the last (or the first) dimension";
   let description = [{
-    The inverse of `nn.split`: all inputs have the same type, and the result's
-    last dimension is the sum of theirs.
+    The inverse of `nn.split`: the inputs agree in every dimension but `dim`
+    (the last when absent, or 0), along which the result holds them one
+    after another (the gradients of a packed QKV's parts; with `dim = 0`,
+    the weights of a packed projection).
 
     ```mlir
     %qkv = nn.concat %q, %k, %v : (tensor<4x1024x768xf32>, tensor<4x1024x768xf32>,
         tensor<4x1024x768xf32>) -> tensor<4x1024x2304xf32>
+    %w = nn.concat %wq, %wk, %wv {dim = 0 : i64} : (tensor<64x64xbf16>,
+        tensor<32x64xbf16>, tensor<32x64xbf16>) -> tensor<128x64xbf16>
     ```
   }];
-  let arguments = (ins Variadic<NN_FloatTensor>:$inputs);
+  let arguments = (ins Variadic<NN_FloatTensor>:$inputs, OptionalAttr<I64Attr>:$dim);
   let results = (outs NN_FloatTensor:$result);
   let assemblyFormat = [{
     $inputs attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The dimension concatenated along: `dim`, else the last.
+    int64_t getConcatDim();
+  }];
 }
 
 //===----------------------------------------------------------------------===//

@@ -406,5 +406,186 @@ LogicalResult FusedOp::verify() {
   return success();
 }
 
+namespace {
+/// Elements between consecutive indices of dimension `dim` (the first or
+/// the last) of a value whose rows are `pitch` elements apart.
+int64_t indexStep(RankedTensorType type, int64_t dim, int64_t pitch) {
+  int64_t rank = type.getRank();
+  if (dim == rank - 1)
+    return 1;
+  int64_t rows = 1;
+  for (int64_t d = dim + 1; d < rank - 1; ++d)
+    rows *= type.getDimSize(d);
+  return rows * pitch;
+}
+
+int64_t lastDimOf(Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  return type.getRank() == 0 ? 1 : type.getShape().back();
+}
+
+/// The rules tile.view and tile.concat share: `dim` is the first or the
+/// last dimension of `type`.
+LogicalResult checkViewDim(Operation *op, RankedTensorType type, int64_t dim) {
+  if (type.getRank() == 0 || (dim != 0 && dim != type.getRank() - 1))
+    return op->emitOpError()
+           << "expects dim to be the first or the last dimension of " << type
+           << ", got " << dim;
+  return success();
+}
+} // namespace
+
+ConcatOp kiln::tile::concatUser(Value value) {
+  for (Operation *user : value.getUsers())
+    if (auto concat = dyn_cast<ConcatOp>(user))
+      return concat;
+  return nullptr;
+}
+
+int64_t kiln::tile::rowPitch(Value value) {
+  // A single row has no pitch to speak of.
+  if (rowCount(value) <= 1)
+    return lastDimOf(value);
+  if (auto view = value.getDefiningOp<ViewOp>())
+    return rowPitch(view.getSource());
+  if (ConcatOp concat = concatUser(value))
+    return rowPitch(concat.getResult());
+  return lastDimOf(value);
+}
+
+bool kiln::tile::isRowStrided(Value value) {
+  return rowPitch(value) != lastDimOf(value);
+}
+
+Placement kiln::tile::placement(Value value) {
+  if (auto view = value.getDefiningOp<ViewOp>()) {
+    Placement source = placement(view.getSource());
+    auto type = cast<RankedTensorType>(view.getSource().getType());
+    source.elementOffset +=
+        view.getStart() *
+        indexStep(type, view.getDim(), rowPitch(view.getSource()));
+    return source;
+  }
+  if (ConcatOp concat = concatUser(value)) {
+    Placement whole = placement(concat.getResult());
+    auto type = cast<RankedTensorType>(concat.getType());
+    int64_t step =
+        indexStep(type, concat.getDim(), rowPitch(concat.getResult()));
+    for (Value input : concat.getInputs()) {
+      if (input == value)
+        break;
+      whole.elementOffset +=
+          cast<RankedTensorType>(input.getType()).getDimSize(concat.getDim()) *
+          step;
+    }
+    return whole;
+  }
+  return {value, 0};
+}
+
+bool kiln::tile::readsRowStrided(OpOperand &use) {
+  Operation *op = use.getOwner();
+  unsigned index = use.getOperandNumber();
+  if (isa<FlashAttentionFwdOp>(op))
+    return index < 3; // query, key, value
+  if (isa<FlashAttentionBwdOp>(op))
+    return index >= 1 && index <= 3; // query, key, value
+  if (isa<ViewOp>(op))
+    return true; // a view of a view: the pitches compose
+  auto fused = dyn_cast<FusedOp>(op);
+  if (!fused || !rowWiseRows(fused) ||
+      !isa<FloatType>(getElementTypeOrSelf(use.get().getType())))
+    return false;
+  // Every op of the region that reads it reads it row by row.
+  BlockArgument arg = fused.getBody().front().getArgument(index);
+  return llvm::all_of(arg.getUses(), [](OpOperand &inner) {
+    return !isa<YieldOp>(inner.getOwner()) &&
+           isRowOperand(inner.getOwner(), inner.getOperandNumber());
+  });
+}
+
+bool kiln::tile::writesRowStrided(OpResult result) {
+  Operation *op = result.getOwner();
+  if (isa<FlashAttentionBwdOp>(op))
+    return result.getResultNumber() < 3; // the query, key and value grads
+  auto fused = dyn_cast<FusedOp>(op);
+  return fused && rowWiseRows(fused) &&
+         isa<FloatType>(getElementTypeOrSelf(result.getType()));
+}
+
+LogicalResult ViewOp::verify() {
+  auto source = cast<RankedTensorType>(getSource().getType());
+  auto result = cast<RankedTensorType>(getType());
+  int64_t dim = getDim();
+  if (failed(checkViewDim(*this, source, dim)))
+    return failure();
+  if (source.getElementType() != result.getElementType() ||
+      source.getRank() != result.getRank())
+    return emitOpError() << "expects a result of the source's element type "
+                            "and rank, got "
+                         << result << " from " << source;
+  for (int64_t d = 0; d < source.getRank(); ++d)
+    if (d != dim && source.getDimSize(d) != result.getDimSize(d))
+      return emitOpError() << "expects the result to keep dimension " << d
+                           << " of the source (" << source.getDimSize(d)
+                           << "), got " << result.getDimSize(d);
+  if (getStart() < 0 ||
+      getStart() + result.getDimSize(dim) > source.getDimSize(dim))
+    return emitOpError() << "expects [start, start + " << result.getDimSize(dim)
+                         << ") within the " << source.getDimSize(dim)
+                         << " of dimension " << dim << ", got start "
+                         << getStart();
+  return success();
+}
+
+LogicalResult ConcatOp::verify() {
+  auto result = cast<RankedTensorType>(getType());
+  int64_t dim = getDim();
+  if (failed(checkViewDim(*this, result, dim)))
+    return failure();
+  if (getInputs().empty())
+    return emitOpError("expects at least one input");
+  int64_t total = 0;
+  bool arguments = isa<BlockArgument>(getInputs().front());
+  for (auto [index, input] : llvm::enumerate(getInputs())) {
+    auto type = cast<RankedTensorType>(input.getType());
+    if (type.getElementType() != result.getElementType() ||
+        type.getRank() != result.getRank())
+      return emitOpError() << "expects input #" << index << " of the "
+                           << "result's element type and rank, got " << type;
+    for (int64_t d = 0; d < result.getRank(); ++d)
+      if (d != dim && type.getDimSize(d) != result.getDimSize(d))
+        return emitOpError()
+               << "expects input #" << index << " to have dimension " << d
+               << " of the result (" << result.getDimSize(d) << "), got "
+               << type.getDimSize(d);
+    total += type.getDimSize(dim);
+    // Placed inside the result's buffer: nothing else may place it.
+    if (input.getDefiningOp<ViewOp>())
+      return emitOpError() << "input #" << index
+                           << " is a tile.view, which lives in its source's "
+                              "buffer";
+    if (isa<BlockArgument>(input) != arguments)
+      return emitOpError() << "expects its inputs to be all block arguments "
+                              "or all op results; input #"
+                           << index << " is not";
+    if (arguments && dim != 0)
+      return emitOpError() << "places block arguments side by side only "
+                              "along the first dimension, got dim "
+                           << dim;
+    for (Operation *user : input.getUsers())
+      if (user != getOperation() && isa<ConcatOp>(user))
+        return emitOpError() << "input #" << index
+                             << " is also an input of another tile.concat";
+    if (llvm::count(getInputs(), input) > 1)
+      return emitOpError() << "input #" << index << " appears twice";
+  }
+  if (total != result.getDimSize(dim))
+    return emitOpError() << "expects the inputs' dimension " << dim
+                         << " to add up to the result's "
+                         << result.getDimSize(dim) << ", got " << total;
+  return success();
+}
+
 #define GET_OP_CLASSES
 #include "dialects/tile/TileOps.cpp.inc"

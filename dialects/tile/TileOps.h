@@ -48,6 +48,38 @@ class FusedOp;
 /// rows.
 std::optional<int64_t> rowWiseRows(FusedOp fused,
                                    std::string *whyNot = nullptr);
+
+class ConcatOp;
+/// The tile.concat `value` is placed into, or null.
+ConcatOp concatUser(mlir::Value value);
+
+/// Elements between the starts of consecutive rows (runs of the last
+/// dimension) of `value` in memory: its last dimension, unless it is a
+/// tile.view of (or is placed into a tile.concat of) a wider tensor.
+int64_t rowPitch(mlir::Value value);
+
+/// Whether `value`'s rows are not back to back in memory.
+bool isRowStrided(mlir::Value value);
+
+/// Where a value lives: the buffer of `root` (a value that is neither a
+/// tile.view nor placed into a tile.concat), `elementOffset` elements in.
+struct Placement {
+  mlir::Value root;
+  int64_t elementOffset = 0;
+};
+Placement placement(mlir::Value value);
+
+/// Whether the kernel of `use`'s owner reads that operand correctly when
+/// its rows are strided: the attention kernels' query, key and value, and
+/// the row operands of a row-wise tile.fused region (rowWiseRows), which
+/// the backends run one row at a time. The plan validator and the backends
+/// accept exactly these.
+bool readsRowStrided(mlir::OpOperand &use);
+
+/// Whether the kernel of `result`'s owner can write it row-strided: the
+/// attention backward's query, key and value gradients, and the results
+/// of a row-wise tile.fused region.
+bool writesRowStrided(mlir::OpResult result);
 } // namespace kiln::tile
 
 #define GET_OP_CLASSES

@@ -277,6 +277,54 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
   }];
 }
 
+def Tile_ViewOp : Tile_Op<"view", [Pure]> {
+  let summary = "A slice of a tensor read in place: no kernel, no copy";
+  let description = [{
+    `result` is the part of `source` that starts at index `start` of
+    dimension `dim` and keeps the rest of the shape: the elements are those
+    of `source`, in its memory. `dim` is the first dimension (the slice is
+    contiguous) or the last (each row of the slice is a run of elements, one
+    `source` row apart: a row-strided view). `tile-fold-views` turns a
+    split copy into views where every consumer reads row-strided operands.
+
+    ```mlir
+    %k = tile.view %qkv {dim = 2, start = 768}
+        : (tensor<4x64x2304xf32>) -> tensor<4x64x768xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$source, I64Attr:$dim, I64Attr:$start);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $source attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tile_ConcatOp : Tile_Op<"concat", [Pure]> {
+  let summary = "A concatenation its operands are written into: no kernel";
+  let description = [{
+    `result` is the concatenation of `inputs` along dimension `dim` (the
+    first or the last), with no kernel: the memory planner places each
+    input inside the result's buffer, so the kernels that produce them write
+    there (row-strided for the last dimension). Every input is defined in
+    the same block and is an input of no other `tile.concat`.
+    `tile-fold-views` makes one from a concat copy whose inputs' producers
+    write row-strided results.
+
+    ```mlir
+    %dqkv = tile.concat %dq, %dk, %dv {dim = 2}
+        : (tensor<4x64x768xf32>, tensor<4x64x768xf32>, tensor<4x64x768xf32>)
+        -> tensor<4x64x2304xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$dim);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $inputs attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def Tile_FusedOp : Tile_Op<"fused", [IsolatedFromAbove,
     SingleBlockImplicitTerminator<"YieldOp">]> {
   let summary = "A region of elementwise and row-wise nn ops run as one kernel";

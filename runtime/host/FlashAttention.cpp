@@ -321,9 +321,13 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
                            std::int64_t heads, std::int64_t kvHeads,
                            std::int64_t headDim, double scale, bool causal,
                            const std::int32_t *cuSeqlens,
-                           std::int64_t numCuSeqlens, FlashBlocks blocks) {
+                           std::int64_t numCuSeqlens, FlashBlocks blocks,
+                           const RowStrides &strides) {
   const char *kernel = "flashAttentionForward";
   AttentionShape s{batch, seq, heads, kvHeads, headDim};
+  const std::int64_t qPitch = strides.q ? strides.q : s.qStride(),
+                     kPitch = strides.k ? strides.k : s.kvStride(),
+                     vPitch = strides.v ? strides.v : s.kvStride();
   checkShape(kernel, s, blocks);
   std::vector<std::int64_t> bounds =
       documentBounds(kernel, s.batch, s.seq, cuSeqlens, numCuSeqlens);
@@ -345,7 +349,7 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
         std::int64_t rows = queries.rows();
         std::int64_t qOffset = h * headDim;
         std::int64_t kvOffset = (h / s.group()) * headDim;
-        loadTile(q, s.qStride(), qOffset, queries.begin, queries.end, headDim,
+        loadTile(q, qPitch, qOffset, queries.begin, queries.end, headDim,
                  tile.q);
         std::fill_n(tile.acc, rows * headDim, T(0));
         std::fill_n(tile.rowMax, rows, negInf);
@@ -360,10 +364,8 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
           Block keys{queries.docBegin, queries.docEnd, kb,
                      std::min(kb + blocks.blockK, queries.docEnd)};
           std::int64_t cols = keys.rows();
-          loadTile(k, s.kvStride(), kvOffset, keys.begin, keys.end, headDim,
-                   tile.k);
-          loadTile(v, s.kvStride(), kvOffset, keys.begin, keys.end, headDim,
-                   tile.v);
+          loadTile(k, kPitch, kvOffset, keys.begin, keys.end, headDim, tile.k);
+          loadTile(v, vPitch, kvOffset, keys.begin, keys.end, headDim, tile.v);
           // S = scale * Q K^T, then the online softmax: rescale what the
           // earlier key blocks left by exp(m - m_new) and add this block.
           multiplyTransposed(tile.q, tile.k, tile.scores, rows, cols, headDim,
@@ -426,9 +428,16 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
                             std::int64_t heads, std::int64_t kvHeads,
                             std::int64_t headDim, double scale, bool causal,
                             const std::int32_t *cuSeqlens,
-                            std::int64_t numCuSeqlens, FlashBlocks blocks) {
+                            std::int64_t numCuSeqlens, FlashBlocks blocks,
+                            const RowStrides &strides) {
   const char *kernel = "flashAttentionBackward";
   AttentionShape s{batch, seq, heads, kvHeads, headDim};
+  const std::int64_t qPitch = strides.q ? strides.q : s.qStride(),
+                     kPitch = strides.k ? strides.k : s.kvStride(),
+                     vPitch = strides.v ? strides.v : s.kvStride(),
+                     dqPitch = strides.dq ? strides.dq : s.qStride(),
+                     dkPitch = strides.dk ? strides.dk : s.kvStride(),
+                     dvPitch = strides.dv ? strides.dv : s.kvStride();
   checkShape(kernel, s, blocks);
   std::vector<std::int64_t> bounds =
       documentBounds(kernel, s.batch, s.seq, cuSeqlens, numCuSeqlens);
@@ -465,7 +474,7 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
 
     // Loads q, dout, lse and D of query head h over `queries`.
     auto loadQueries = [&](const Block &queries, std::int64_t h) {
-      loadTile(q, s.qStride(), h * headDim, queries.begin, queries.end, headDim,
+      loadTile(q, qPitch, h * headDim, queries.begin, queries.end, headDim,
                tile.q);
       loadTile(dout, s.qStride(), h * headDim, queries.begin, queries.end,
                headDim, tile.dout);
@@ -493,9 +502,9 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
       for (std::int64_t kb = 0; kb < numKeyBlocks; ++kb) {
         const Block &keys = keyBlocks[kb];
         std::int64_t cols = keys.rows();
-        loadTile(k, s.kvStride(), kvh * headDim, keys.begin, keys.end, headDim,
+        loadTile(k, kPitch, kvh * headDim, keys.begin, keys.end, headDim,
                  tile.k);
-        loadTile(v, s.kvStride(), kvh * headDim, keys.begin, keys.end, headDim,
+        loadTile(v, vPitch, kvh * headDim, keys.begin, keys.end, headDim,
                  tile.v);
         std::fill_n(tile.dk, cols * headDim, T(0));
         std::fill_n(tile.dv, cols * headDim, T(0));
@@ -520,12 +529,13 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
           }
         }
         for (std::int64_t j = keys.begin; j < keys.end; ++j) {
-          std::int64_t index = j * s.kvStride() + kvh * headDim;
+          T *dkOut = dk + j * dkPitch + kvh * headDim;
+          T *dvOut = dv + j * dvPitch + kvh * headDim;
           const T *dkRow = tile.dk + (j - keys.begin) * headDim;
           const T *dvRow = tile.dv + (j - keys.begin) * headDim;
           for (std::int64_t e = 0; e < headDim; ++e) {
-            dk[index + e] = tScale * dkRow[e];
-            dv[index + e] = dvRow[e];
+            dkOut[e] = tScale * dkRow[e];
+            dvOut[e] = dvRow[e];
           }
         }
       }
@@ -549,16 +559,14 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
              kb += blocks.blockK) {
           Block keys{queries.docBegin, queries.docEnd, kb,
                      std::min(kb + blocks.blockK, queries.docEnd)};
-          loadTile(k, s.kvStride(), kvOffset, keys.begin, keys.end, headDim,
-                   tile.k);
-          loadTile(v, s.kvStride(), kvOffset, keys.begin, keys.end, headDim,
-                   tile.v);
+          loadTile(k, kPitch, kvOffset, keys.begin, keys.end, headDim, tile.k);
+          loadTile(v, vPitch, kvOffset, keys.begin, keys.end, headDim, tile.v);
           probabilitiesAndGradients(queries, keys);
           accumulateProduct(tile.dscores, tile.k, tile.dq, rows, keys.rows(),
                             headDim, ldp);
         }
         for (std::int64_t t = queries.begin; t < queries.end; ++t) {
-          T *dqRow = dq + t * s.qStride() + h * headDim;
+          T *dqRow = dq + t * dqPitch + h * headDim;
           const T *accRow = tile.dq + (t - queries.begin) * headDim;
           for (std::int64_t e = 0; e < headDim; ++e)
             dqRow[e] = tScale * accRow[e];
@@ -573,12 +581,12 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
   template void flashAttentionForward<T>(                                      \
       const T *, const T *, const T *, T *, float *, std::int64_t,             \
       std::int64_t, std::int64_t, std::int64_t, std::int64_t, double, bool,    \
-      const std::int32_t *, std::int64_t, FlashBlocks);                        \
+      const std::int32_t *, std::int64_t, FlashBlocks, const RowStrides &);    \
   template void flashAttentionBackward<T>(                                     \
       const T *, const T *, const T *, const T *, const T *, const float *,    \
       T *, T *, T *, std::int64_t, std::int64_t, std::int64_t, std::int64_t,   \
       std::int64_t, double, bool, const std::int32_t *, std::int64_t,          \
-      FlashBlocks);
+      FlashBlocks, const RowStrides &);
 KILN_INSTANTIATE(float)
 KILN_INSTANTIATE(double)
 #undef KILN_INSTANTIATE

@@ -2,6 +2,7 @@
 
 #include "runtime/host/FusedRegion.h"
 
+#include "runtime/Error.h"
 #include "runtime/Numerics.h"
 #include "runtime/Storage.h"
 #include "runtime/host/KernelSupport.h"
@@ -66,12 +67,16 @@ FusedRegion::FusedRegion(const Plan &plan, const Step &step, std::byte *arena)
     local.elements = info.numElements();
     local.dim = info.shape.empty() ? 1 : info.shape.back();
     local.rows = local.elements / std::max<std::int64_t>(local.dim, 1);
+    local.pitch = local.dim;
   };
   std::vector<const std::byte *> inputBytes;
+  bool strided = false;
   for (std::size_t i = 0; i < step.inputs.size(); ++i) {
     const ValueInfo &info = plan.values[step.inputs[i]];
     Local &local = locals[i];
     describe(local, info);
+    local.pitch = info.pitch();
+    strided |= info.strided();
     std::byte *bytes = arena + info.offset;
     inputBytes.push_back(bytes);
     if (info.dtype == ElemType::I32)
@@ -85,17 +90,24 @@ FusedRegion::FusedRegion(const Plan &plan, const Step &step, std::byte *arena)
   for (std::size_t i = 0; i < step.outputs.size(); ++i) {
     const ValueInfo &info = plan.values[step.outputs[i]];
     std::size_t local = fused.yield[i];
+    strided |= info.strided();
     if (local >= step.inputs.size() && !locals[local].data &&
         locals[local].info->dtype == ElemType::F32 &&
-        info.dtype == ElemType::F32)
+        info.dtype == ElemType::F32) {
       locals[local].data = reinterpret_cast<float *>(arena + info.offset);
-    else
-      stores.push_back(
-          Store{info.dtype, local, arena + info.offset, info.numElements()});
+      locals[local].pitch = info.pitch();
+    } else {
+      stores.push_back(Store{info.dtype, local, arena + info.offset,
+                             info.numElements(), info.pitch()});
+    }
   }
   planRows(inputBytes);
   if (rowMode)
     return;
+  if (strided)
+    throw Error("a fused region with row-strided inputs or outputs must run "
+                "row by row (row-local ops over one row count), which this "
+                "one does not");
 
   // Op by op: non-FP32 inputs widened whole, temporaries whole in scratch.
   for (std::size_t i = 0; i < step.inputs.size(); ++i) {
@@ -255,13 +267,13 @@ void FusedRegion::runRows() {
         const RowLocal &place = rowLocals[i];
         switch (place.place) {
         case RowPlace::Arena:
-          row[i] = local.data + r * local.dim;
+          row[i] = local.data + r * local.pitch;
           break;
         case RowPlace::Buffer:
           row[i] = buffer + place.offset;
           if (place.raw) // a rowed input not in FP32
             widenToFloat(place.dtype,
-                         place.raw + r * local.dim * dtypeBytes(place.dtype),
+                         place.raw + r * local.pitch * dtypeBytes(place.dtype),
                          row[i], local.dim);
           break;
         case RowPlace::Whole:
@@ -288,7 +300,7 @@ void FusedRegion::runRows() {
       for (const Store &s : stores) {
         std::int64_t dim = locals[s.local].dim;
         narrowFromFloat(s.dtype, row[s.local],
-                        s.target + r * dim * dtypeBytes(s.dtype), dim);
+                        s.target + r * s.pitch * dtypeBytes(s.dtype), dim);
       }
     }
   }
@@ -481,33 +493,30 @@ void FusedRegion::runOp(const BodyOp &op) {
     embedding<float>(x.data, in(1).ids, out(0), in(1).elements,
                      x.info->shape[0], dim);
     return;
-  case BodyOpKind::Split: {
-    // One parallel region over the rows; each row copies every part.
-    const float *src = x.data;
-    const std::vector<int64_t> &parts = op.results;
-#pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
-    for (std::int64_t row = 0; row < rows; ++row) {
-      std::int64_t column = 0;
-      for (int64_t p : parts) {
-        const Local &part = locals[p];
-        std::copy_n(src + row * dim + column, part.dim,
-                    part.data + row * part.dim);
-        column += part.dim;
-      }
-    }
-    return;
-  }
+  case BodyOpKind::Split:
   case BodyOpKind::Concat: {
-    const Local &whole = locals[op.results[0]];
-    const std::vector<int64_t> &parts = op.operands;
+    // One parallel region over the rows; each row copies every part (a
+    // split or concat of the first dimension: one row, the parts back to
+    // back).
+    bool split = op.kind == BodyOpKind::Split;
+    const Local &whole = split ? x : locals[op.results[0]];
+    const std::vector<int64_t> &parts = split ? op.results : op.operands;
+    std::int64_t partRows = partitionRows(*whole.info, *locals[parts[0]].info);
+    std::int64_t wholeWidth =
+        whole.elements / std::max<std::int64_t>(partRows, 1);
 #pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
-    for (std::int64_t row = 0; row < rows; ++row) {
+    for (std::int64_t row = 0; row < partRows; ++row) {
       std::int64_t column = 0;
       for (int64_t p : parts) {
         const Local &part = locals[p];
-        std::copy_n(part.data + row * part.dim, part.dim,
-                    whole.data + row * whole.dim + column);
-        column += part.dim;
+        std::int64_t width = part.elements / partRows;
+        float *wholeRow = whole.data + row * wholeWidth + column;
+        float *partRow = part.data + row * width;
+        if (split)
+          std::copy_n(wholeRow, width, partRow);
+        else
+          std::copy_n(partRow, width, wholeRow);
+        column += width;
       }
     }
     return;

@@ -57,6 +57,9 @@ private:
     std::int64_t elements = 0;
     std::int64_t dim = 1; ///< last dimension
     std::int64_t rows = 0;
+    /// Elements between its rows in memory: dim, unless it is a row-strided
+    /// input or output in the arena (a view into a packed tensor).
+    std::int64_t pitch = 1;
   };
   /// A non-FP32 input widened into scratch before the body runs.
   struct Widen {
@@ -71,6 +74,7 @@ private:
     std::size_t local;
     std::byte *target;
     std::int64_t elements;
+    std::int64_t pitch; ///< of the output, in elements
   };
 
   /// Decides whether the region runs row by row and lays out its rows.

@@ -85,8 +85,13 @@ HostBackend::HostBackend(const Plan &plan)
       fusedRegions.push_back(nullptr);
       continue;
     }
-    fusedRegions.push_back(
-        std::make_unique<host::FusedRegion>(plan, step, arena.get()));
+    try {
+      fusedRegions.push_back(
+          std::make_unique<host::FusedRegion>(plan, step, arena.get()));
+    } catch (const Error &error) {
+      throw Error(fmt::format("step {} (fused): {}", fusedRegions.size(),
+                              error.what()));
+    }
     floats = std::max(floats, fusedRegions.back()->scratchFloats());
     narrowBytes = std::max(narrowBytes, fusedRegions.back()->narrowBytes());
   }
@@ -111,14 +116,31 @@ std::span<std::byte> HostBackend::bytes(int64_t value) {
 std::vector<float> HostBackend::read(int64_t value) {
   const ValueInfo &info = planRef.values.at(value);
   std::vector<float> data(info.numElements());
-  widenToFloat(info.dtype, arena.get() + info.offset, data.data(), data.size());
+  if (!info.strided()) {
+    widenToFloat(info.dtype, arena.get() + info.offset, data.data(),
+                 data.size());
+    return data;
+  }
+  int64_t dim = info.lastDim(), rows = info.numElements() / dim;
+  std::size_t pitchBytes = info.pitch() * elemSize(info.dtype);
+  for (int64_t r = 0; r < rows; ++r)
+    widenToFloat(info.dtype, arena.get() + info.offset + r * pitchBytes,
+                 data.data() + r * dim, dim);
   return data;
 }
 
 void HostBackend::write(int64_t value, std::span<const float> data) {
   const ValueInfo &info = checkWrite(planRef, value, data.size());
-  narrowFromFloat(info.dtype, data.data(), arena.get() + info.offset,
-                  data.size());
+  if (!info.strided()) {
+    narrowFromFloat(info.dtype, data.data(), arena.get() + info.offset,
+                    data.size());
+    return;
+  }
+  int64_t dim = info.lastDim(), rows = info.numElements() / dim;
+  std::size_t pitchBytes = info.pitch() * elemSize(info.dtype);
+  for (int64_t r = 0; r < rows; ++r)
+    narrowFromFloat(info.dtype, data.data() + r * dim,
+                    arena.get() + info.offset + r * pitchBytes, dim);
 }
 
 void HostBackend::writeInt32(int64_t value, std::span<const int32_t> data) {
@@ -151,6 +173,9 @@ void HostBackend::runStep(std::size_t index, const Step &step) {
 
 void HostBackend::execute(const Step &step) {
   const auto &values = planRef.values;
+  // Row-strided values (Plan::parse let only the attention kernels' q, k,
+  // v and their gradients be) are read and written in place with their
+  // pitch; a narrower dtype goes through a contiguous FP32 copy.
   auto view = [&](int64_t id) {
     const ValueInfo &info = values[id];
     FloatView v;
@@ -190,6 +215,12 @@ void HostBackend::execute(const Step &step) {
     }
     return o;
   };
+  // The row pitch a kernel sees: the value's, when it reads or writes the
+  // arena in place (FP32); 0 (contiguous) for a widened copy.
+  auto pitch = [&](int64_t id) -> int64_t {
+    const ValueInfo &info = values[id];
+    return info.dtype == ElemType::F32 ? info.rowStride : 0;
+  };
   auto finish = [&](const OutputView &o) {
     if (!o.storage.empty())
       write(o.value, o.storage);
@@ -227,9 +258,11 @@ void HostBackend::execute(const Step &step) {
         int64_t numCu = in.size() > 3 ? values[in[3]].numElements() : 0;
         FloatView q = view(in[0]), k = view(in[1]), v = view(in[2]);
         OutputView o = output(out[0]);
+        host::RowStrides strides{pitch(in[0]), pitch(in[1]), pitch(in[2])};
         host::flashAttentionForward<float>(
             q.data, k.data, v.data, o.data, f32(out[1]), batch, seq, f.numHeads,
-            f.numKvHeads, headDim, f.scale, f.causal, cu, numCu, blocks);
+            f.numKvHeads, headDim, f.scale, f.causal, cu, numCu, blocks,
+            strides);
         finish(o);
       },
       [&](const FlashBackwardStep &f) {
@@ -243,10 +276,12 @@ void HostBackend::execute(const Step &step) {
                   v = view(in[3]), o = view(in[4]);
         OutputView dq = output(out[0]), dk = output(out[1]),
                    dv = output(out[2]);
+        host::RowStrides strides{pitch(in[1]),  pitch(in[2]),  pitch(in[3]),
+                                 pitch(out[0]), pitch(out[1]), pitch(out[2])};
         host::flashAttentionBackward<float>(
             dout.data, q.data, k.data, v.data, o.data, f32(in[5]), dq.data,
             dk.data, dv.data, batch, seq, f.numHeads, f.numKvHeads, headDim,
-            f.scale, f.causal, cu, numCu, blocks);
+            f.scale, f.causal, cu, numCu, blocks, strides);
         finish(dq);
         finish(dk);
         finish(dv);

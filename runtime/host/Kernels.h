@@ -233,6 +233,14 @@ struct FlashBlocks {
   std::int64_t blockK = 64;
 };
 
+/// Elements between consecutive tokens' rows of q, k and v (and of dq, dk
+/// and dv) when they are row-strided views into a packed tensor (GPT-2's
+/// QKV); 0 where a tensor is contiguous (heads x headDim per token).
+struct RowStrides {
+  std::int64_t q = 0, k = 0, v = 0;
+  std::int64_t dq = 0, dk = 0, dv = 0;
+};
+
 /// attentionForward by the FlashAttention-2 algorithm: the same arguments,
 /// layouts, GQA mapping, causal and cu_seqlens semantics and lse, computed
 /// tile by tile (blockQ queries against blockK keys, never crossing a
@@ -248,7 +256,8 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
                            std::int64_t heads, std::int64_t kvHeads,
                            std::int64_t headDim, double scale, bool causal,
                            const std::int32_t *cuSeqlens,
-                           std::int64_t numCuSeqlens, FlashBlocks blocks);
+                           std::int64_t numCuSeqlens, FlashBlocks blocks,
+                           const RowStrides &strides = {});
 
 /// attentionBackward by the FlashAttention-2 algorithm: D = rowsum(dout *
 /// out) first; then dk and dv per (document, kv head, key tile) over every
@@ -264,7 +273,8 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
                             std::int64_t heads, std::int64_t kvHeads,
                             std::int64_t headDim, double scale, bool causal,
                             const std::int32_t *cuSeqlens,
-                            std::int64_t numCuSeqlens, FlashBlocks blocks);
+                            std::int64_t numCuSeqlens, FlashBlocks blocks,
+                            const RowStrides &strides = {});
 
 /// Bytes of working memory the flash kernels use per thread (the larger of
 /// the forward's and the backward's tiles), for elements of `elementBytes`

@@ -58,6 +58,31 @@ int64_t TensorInfo::bytes() const {
   return bytes;
 }
 
+int64_t partitionRows(const TensorInfo &whole, const TensorInfo &part) {
+  bool firstDim = whole.shape.size() >= 2 && part.shape.size() >= 2 &&
+                  part.shape[0] != whole.shape[0];
+  if (firstDim || whole.shape.empty())
+    return 1;
+  return whole.numElements() / std::max<int64_t>(whole.shape.back(), 1);
+}
+
+int64_t ValueInfo::extentBytes() const {
+  if (!strided())
+    return bytes();
+  int64_t rows = numElements() / std::max<int64_t>(lastDim(), 1), elements,
+          extent;
+  if (rows == 0)
+    return 0;
+  if (__builtin_mul_overflow(rows - 1, rowStride, &elements) ||
+      __builtin_add_overflow(elements, lastDim(), &elements) ||
+      __builtin_mul_overflow(elements, static_cast<int64_t>(elemSize(dtype)),
+                             &extent))
+    throw Error(fmt::format("a row-strided {} tensor of shape {} spans more "
+                            "than 2^63 bytes",
+                            elemName(dtype), shapeText(shape)));
+  return extent;
+}
+
 namespace {
 
 using nlohmann::json;
@@ -556,14 +581,24 @@ Plan parsePlan(const std::string &text, const std::string &source) {
     ValueInfo info;
     static_cast<TensorInfo &>(info) = reader.tensor(v, where);
     info.offset = reader.integer(v, "offset", where);
+    if (v.contains(plan::key::kRowStride)) {
+      info.rowStride = reader.integer(v, plan::key::kRowStride, where);
+      if (info.shape.empty() || info.rowStride <= info.lastDim())
+        reader.fail(where,
+                    fmt::format("'{}' = {} must exceed the last dimension "
+                                "({}) of a tensor of rank 1 or more; "
+                                "contiguous rows have none",
+                                plan::key::kRowStride, info.rowStride,
+                                info.lastDim()));
+    }
     int64_t end;
     if (info.offset < 0 ||
-        __builtin_add_overflow(info.offset, info.bytes(), &end) ||
+        __builtin_add_overflow(info.offset, info.extentBytes(), &end) ||
         end > plan.arenaBytes)
-      reader.fail(where,
-                  fmt::format("buffer of {} bytes at offset {} lies "
-                              "outside the arena ({} bytes)",
-                              info.bytes(), info.offset, plan.arenaBytes));
+      reader.fail(where, fmt::format("buffer of {} bytes at offset {} lies "
+                                     "outside the arena ({} bytes)",
+                                     info.extentBytes(), info.offset,
+                                     plan.arenaBytes));
     plan.values.push_back(std::move(info));
   }
   auto checkId = [&](int64_t id, const std::string &where) -> int64_t {

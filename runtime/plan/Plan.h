@@ -44,8 +44,29 @@ struct TensorInfo {
   int64_t bytes() const;
 };
 
+/// The rows a split or concat body op copies part by part: the whole's rows
+/// (runs of its last dimension) when it partitions the last dimension, 1
+/// when it partitions the first (a packed weight: each part is one run of
+/// its elements, back to back). The parts agree with the whole in every
+/// other dimension (the verifier's rule), so `part`, any one of them, tells
+/// which.
+int64_t partitionRows(const TensorInfo &whole, const TensorInfo &part);
+
 struct ValueInfo : TensorInfo {
   int64_t offset = 0;
+  /// Elements between the starts of consecutive rows (runs of the last
+  /// dimension), when that is more than the last dimension: a row-strided
+  /// view into a packed tensor (docs/plan.md). 0 when rows are contiguous.
+  int64_t rowStride = 0;
+
+  bool strided() const { return rowStride != 0; }
+  /// The last dimension (1 for a scalar).
+  int64_t lastDim() const { return shape.empty() ? 1 : shape.back(); }
+  /// Elements between row starts: rowStride, else the last dimension.
+  int64_t pitch() const { return strided() ? rowStride : lastDim(); }
+  /// Bytes from the first element to just past the last: bytes() unless
+  /// strided. Throws Error where they overflow int64.
+  int64_t extentBytes() const;
 };
 
 /// One op inside a fused step. Operands and results index the step's local

@@ -169,6 +169,7 @@ inline constexpr const char *kCuda = "cuda";
 // Values and tensors.
 inline constexpr const char *kId = "id";
 inline constexpr const char *kOffset = "offset";
+inline constexpr const char *kRowStride = "row_stride";
 inline constexpr const char *kDtype = "dtype";
 inline constexpr const char *kShape = "shape";
 inline constexpr const char *kName = "name";

@@ -343,9 +343,42 @@ void StepChecker::run() {
       step.op);
 }
 
-/// Whether two values' bytes overlap.
+/// Whether two values share bytes. Row-strided views of one packed tensor
+/// (the same pitch) interleave without sharing any when their runs fall in
+/// disjoint columns of the pitch.
 bool overlaps(const ValueInfo &x, const ValueInfo &y) {
-  return x.offset < y.offset + y.bytes() && y.offset < x.offset + x.bytes();
+  int64_t xEnd = x.offset + x.extentBytes(), yEnd = y.offset + y.extentBytes();
+  if (x.offset >= yEnd || y.offset >= xEnd)
+    return false;
+  if (!x.strided() && !y.strided())
+    return true;
+  int64_t pitch = x.pitch() * static_cast<int64_t>(elemSize(x.dtype));
+  if (pitch != y.pitch() * static_cast<int64_t>(elemSize(y.dtype)))
+    return true; // conservatively
+  int64_t xRun = x.lastDim() * static_cast<int64_t>(elemSize(x.dtype));
+  int64_t yRun = y.lastDim() * static_cast<int64_t>(elemSize(y.dtype));
+  // y's runs start `shift` bytes after x's in every pitch: disjoint when
+  // they fall between the end of x's run and the start of x's next.
+  int64_t shift = ((y.offset - x.offset) % pitch + pitch) % pitch;
+  return !(xRun <= shift && shift + yRun <= pitch);
+}
+
+/// Whether a step's kernel reads input `i` (or writes output `i`) correctly
+/// when its rows are strided: the attention kernels' query, key and value
+/// and their gradients, and a fused region's row operands (the host checks
+/// at load that the region runs row by row; the CUDA row kernels take each
+/// operand's pitch).
+bool acceptsRowStride(const Step &step, std::size_t i, bool output) {
+  switch (step.kind()) {
+  case StepKind::FlashAttentionFwd:
+    return !output && i < 3;
+  case StepKind::FlashAttentionBwd:
+    return output ? i < 3 : i >= 1 && i <= 3;
+  case StepKind::Fused:
+    return true;
+  default:
+    return false;
+  }
 }
 
 } // namespace
@@ -355,6 +388,25 @@ void StepChecker::fused(const FusedStep &) const {
 }
 
 void validateSteps(const Plan &plan, const std::string &source) {
+  // What the runtime reads and writes whole is contiguous.
+  auto contiguous = [&](int64_t id, const std::string &what) {
+    if (plan.values[id].strided())
+      throw Error(fmt::format("{}: {} (value {}) is row-strided (row_stride "
+                              "{}); it must be contiguous",
+                              source, what, id, plan.values[id].rowStride));
+  };
+  for (const auto &[name, id] : plan.inputs)
+    contiguous(id, fmt::format("input '{}'", name));
+  for (const auto &[name, id] : plan.outputs)
+    contiguous(id, fmt::format("output '{}'", name));
+  for (const Parameter &param : plan.parameters)
+    for (auto [what, id] : {std::pair{"value", param.value},
+                            {"grad", param.grad},
+                            {"exp_avg", param.expAvg},
+                            {"exp_avg_sq", param.expAvgSq},
+                            {"compute_copy", param.computeCopy}})
+      if (id >= 0)
+        contiguous(id, fmt::format("parameter '{}': {}", param.name, what));
   // A gradient that shares bytes with its parameter or moments would be
   // overwritten by the update it feeds.
   for (const Parameter &param : plan.parameters) {
@@ -384,7 +436,7 @@ void validateSteps(const Plan &plan, const std::string &source) {
                                   "{}) overlaps its {} (value {})",
                                   source, param.name, param.computeCopy, name,
                                   id));
-      if (copy.offset + copy.bytes() > plan.persistentBytes)
+      if (copy.offset + copy.extentBytes() > plan.persistentBytes)
         throw Error(fmt::format("{}: parameter '{}': compute_copy (value {}) "
                                 "lies outside the persistent region [0, {})",
                                 source, param.name, param.computeCopy,
@@ -406,6 +458,16 @@ void validateSteps(const Plan &plan, const std::string &source) {
     StepChecker check(plan, step, index, source);
     check.run();
     bool optimizer = step.kind() == StepKind::AdamW;
+    for (std::size_t i = 0; i < step.inputs.size(); ++i)
+      if (check.input(i).strided() && !acceptsRowStride(step, i, false))
+        check.fail(fmt::format("{} is row-strided (row_stride {}), which "
+                               "this kernel does not read",
+                               check.inputName(i), check.input(i).rowStride));
+    for (std::size_t o = 0; o < step.outputs.size(); ++o)
+      if (check.output(o).strided() && !acceptsRowStride(step, o, true))
+        check.fail(fmt::format("{} is row-strided (row_stride {}), which "
+                               "this kernel does not write",
+                               check.outputName(o), check.output(o).rowStride));
     for (std::size_t o = 0; o < step.outputs.size(); ++o) {
       const ValueInfo &out = check.output(o);
       if (!optimizer && out.offset < plan.persistentBytes)

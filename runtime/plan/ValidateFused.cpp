@@ -193,23 +193,28 @@ private:
       if (split ? op.results.empty() : op.operands.empty())
         failOp("has no parts");
       const TensorInfo &whole = split ? x() : result(0);
-      int64_t rows = whole.numElements() / lastDim(whole);
+      // Along the last dimension, or the first (partitionRows: 1 row).
+      int64_t rows = partitionRows(whole, split ? result(0) : operand(0));
       int64_t width = 0;
       std::size_t parts = split ? op.results.size() : op.operands.size();
       for (std::size_t i = 0; i < parts; ++i) {
         const TensorInfo &part = split ? result(i) : operand(i);
         std::string name =
             fmt::format("{} {}", split ? "result" : "operand", i);
-        if (part.numElements() / lastDim(part) != rows)
-          failOp(fmt::format("{} has {} rows, but the whole has {}", name,
-                             part.numElements() / lastDim(part), rows));
-        if (__builtin_add_overflow(width, lastDim(part), &width))
+        if (partitionRows(whole, part) != rows)
+          failOp(rows == 1
+                     ? fmt::format("{} does not cut the first "
+                                   "dimension as the others do",
+                                   name)
+                     : fmt::format("{} has {} rows, but the whole has {}", name,
+                                   part.numElements() / lastDim(part), rows));
+        if (__builtin_add_overflow(width, part.numElements() / rows, &width))
           failOp("the parts' widths overflow 64 bits");
       }
-      if (width != lastDim(whole))
+      if (width != whole.numElements() / rows)
         failOp(fmt::format("the parts are {} columns wide together, but the "
                            "whole is {}",
-                           width, lastDim(whole)));
+                           width, whole.numElements() / rows));
       break;
     }
     case BodyOpKind::ColumnSum:

@@ -3,6 +3,7 @@
 // RUN: not kiln-opt %s --tile-plan-memory="function=missing" 2>&1 | FileCheck %s --check-prefix=MISSING
 // RUN: kiln-opt %s --tile-plan-memory="function=big" | FileCheck %s --check-prefix=BIG
 // RUN: kiln-opt %s --tile-plan-memory="function=multi" | FileCheck %s --check-prefix=MULTI
+// RUN: kiln-opt %s --tile-plan-memory="function=packed" | FileCheck %s --check-prefix=PACKED
 
 // Arguments are persistent: 1 KiB each (16x16 f32), then the scalar in one
 // 256-byte block at 3072, so temporaries start at 3328.
@@ -87,4 +88,40 @@ func.func @multi(%p0: tensor<64xf32>, %p1: tensor<64xf32>, %m0: tensor<64xf32>, 
       : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>)
       -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
   return %r#0, %r#1 : tensor<64xf32>, tensor<64xf32>
+}
+
+// Arguments a tile.concat places side by side (a packed weight) are laid
+// out back to back from the first of them, whatever the alignment, so the
+// concat is their buffer; the next argument starts aligned again. A
+// tile.view of a temporary is an offset into its buffer, which lives as
+// long as the view is used; a tile.concat's inputs are written into its
+// buffer, allocated with the first of them.
+// PACKED-LABEL: func.func @packed(
+// PACKED-SAME: {kiln.offset = 0 : i64}
+// PACKED-SAME: {kiln.offset = 256 : i64}
+// PACKED-SAME: {kiln.offset = 96 : i64}
+// PACKED-SAME: kiln.persistent_bytes = 512 : i64
+// PACKED: %[[W:.+]] = tile.concat {{.*}}kiln.offsets = array<i64: 0>
+// PACKED: %[[Y:.+]] = tile.gemm {{.*}}kiln.offsets = array<i64: 512>
+// PACKED: %[[V:.+]] = tile.view %[[Y]] {dim = 1 : i64, kiln.offsets = array<i64: 520>, start = 2 : i64}
+// The view is used last by %a: %y's buffer is free only after it.
+// PACKED: %[[A:.+]] = tile.fused {{.*}}kiln.offsets = array<i64: 768>
+// PACKED: %[[B:.+]] = tile.fused {{.*}}kiln.offsets = array<i64: 784>
+// PACKED: tile.concat %[[A]], %[[B]] {dim = 1 : i64, kiln.offsets = array<i64: 768>}
+func.func @packed(%wq: tensor<3x8xf32>, %x: tensor<4x8xf32>, %wk: tensor<1x8xf32>) -> tensor<4x8xf32> {
+  %w = tile.concat %wq, %wk {dim = 0 : i64} : (tensor<3x8xf32>, tensor<1x8xf32>) -> tensor<4x8xf32>
+  %y = tile.gemm %x, %w {batch = 1 : i64, m = 4 : i64, n = 4 : i64, k = 8 : i64, transpose_b} : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x4xf32>
+  %k = tile.view %y {dim = 1 : i64, start = 2 : i64} : (tensor<4x4xf32>) -> tensor<4x2xf32>
+  %a = tile.fused %x, %k : (tensor<4x8xf32>, tensor<4x2xf32>) -> tensor<4x4xf32> {
+  ^bb0(%i: tensor<4x8xf32>, %j: tensor<4x2xf32>):
+    %p:2 = nn.split %i : (tensor<4x8xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
+    tile.yield %p#0 : tensor<4x4xf32>
+  }
+  %b = tile.fused %a : (tensor<4x4xf32>) -> tensor<4x4xf32> {
+  ^bb0(%i: tensor<4x4xf32>):
+    %s = nn.add %i, %i : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+    tile.yield %s : tensor<4x4xf32>
+  }
+  %ab = tile.concat %a, %b {dim = 1 : i64} : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x8xf32>
+  return %ab : tensor<4x8xf32>
 }

@@ -41,6 +41,31 @@ AttentionTiles flashTiles(AttentionOp op, int64_t headDim, bool backward) {
 
 /// A name for a generated body: its kind and a hash of its text, so that
 
+/// The row pitches of q, k, v (and dq, dk, dv) that are row-strided views
+/// into a packed tensor (tile-fold-views), as the trailing argument of the
+/// device functions, and a kernel-name suffix that tells the variants
+/// apart; both empty when every one is contiguous.
+struct Pitches {
+  std::string argument, suffix;
+};
+Pitches pitchesOf(ArrayRef<Value> values) {
+  Pitches pitches;
+  bool strided = false;
+  for (unsigned i = 0; i < 6; ++i) {
+    int64_t pitch = 0;
+    if (i < values.size() && tile::isRowStrided(values[i]))
+      pitch = tile::rowPitch(values[i]);
+    strided |= pitch != 0;
+    pitches.argument += (i ? ", " : "") + std::to_string(pitch);
+    pitches.suffix += "_" + std::to_string(pitch);
+  }
+  if (!strided)
+    return {};
+  pitches.argument = ", kiln::dev::AttentionPitches{" + pitches.argument + "}";
+  pitches.suffix = "_p" + pitches.suffix;
+  return pitches;
+}
+
 } // namespace
 
 LogicalResult cuda::emitAttentionForward(tile::FlashAttentionFwdOp attention,
@@ -66,30 +91,32 @@ LogicalResult cuda::emitAttentionForward(tile::FlashAttentionFwdOp attention,
   Value cu = attention.getCuSeqlens();
   cu ? k.value(cu, false, "cuSeqlens") : k.null("int", "cuSeqlens");
   k.integer("numCuSeqlens", cu ? numElements(cu) : 0);
+  Pitches pitches = pitchesOf({q, attention.getKey(), attention.getValue()});
   std::string args = "(q, k, v, out, lse, (int)batch, (int)seq, (int)heads, "
                      "(int)kvHeads, scale, causal != 0, cuSeqlens, "
-                     "(int)numCuSeqlens);\n";
+                     "(int)numCuSeqlens" +
+                     pitches.argument + ");\n";
   if (usesFlashKernel(q, headDim)) {
     // FlashAttention-2 on tensor cores with the op's tile sizes.
     AttentionTiles tiles = flashTiles(attention, headDim, /*backward=*/false);
     k.requireComputeCapability(plan::kBf16TensorCoreComputeCapability);
-    k.launch(formatv("kiln_flash_attention_fwd_d{0}_q{1}_k{2}_s{3}", headDim,
-                     tiles.blockQ, tiles.blockK, tiles.numStages)
-                 .str(),
-             formatv("  kiln::dev::flashAttentionForward<{0}, {1}, {2}, "
-                     "{3}>{4}",
-                     headDim, tiles.blockQ, tiles.blockK, tiles.numStages, args)
-                 .str(),
-             {ceilDiv(shape[1], tiles.blockQ), heads, shape[0]},
-             tiles.numWarps * 32,
-             flashKernelSharedBytes(tiles, headDim, /*backward=*/false),
-             /*minBlocksPerSm=*/1);
+    k.launch(
+        formatv("kiln_flash_attention_fwd_d{0}_q{1}_k{2}_s{3}{4}", headDim,
+                tiles.blockQ, tiles.blockK, tiles.numStages, pitches.suffix)
+            .str(),
+        formatv("  kiln::dev::flashAttentionForward<{0}, {1}, {2}, "
+                "{3}>{4}",
+                headDim, tiles.blockQ, tiles.blockK, tiles.numStages, args)
+            .str(),
+        {ceilDiv(shape[1], tiles.blockQ), heads, shape[0]}, tiles.numWarps * 32,
+        flashKernelSharedBytes(tiles, headDim, /*backward=*/false),
+        /*minBlocksPerSm=*/1);
     return success();
   }
   // Exact per-row kernels for FP32 storage and other head dims.
   constexpr int64_t threads = 128;
-  k.launch(formatv("kiln_attention_fwd_{0}_d{1}", planDtypeName(elementType(q)),
-                   headDim)
+  k.launch(formatv("kiln_attention_fwd_{0}_d{1}{2}",
+                   planDtypeName(elementType(q)), headDim, pitches.suffix)
                .str(),
            formatv("  kiln::dev::attentionForward<{0}, {1}, {2}>{3}", t,
                    headDim, threads, args)
@@ -160,14 +187,18 @@ LogicalResult cuda::emitAttentionBackward(tile::FlashAttentionBwdOp grad,
     cu ? k.value(cu, false, "cuSeqlens") : k.null("int", "cuSeqlens");
     k.integer("numCuSeqlens", cu ? numElements(cu) : 0);
   };
+  Pitches pitches =
+      pitchesOf({q, grad.getKey(), grad.getValue(), grad.getQueryGrad(),
+                 grad.getKeyGrad(), grad.getValueGrad()});
   std::string tail = "(int)batch, (int)seq, (int)heads, (int)kvHeads, "
-                     "scale, causal != 0, cuSeqlens, (int)numCuSeqlens);\n";
+                     "scale, causal != 0, cuSeqlens, (int)numCuSeqlens" +
+                     pitches.argument + ");\n";
   if (flash) {
     AttentionTiles tiles = flashTiles(grad, headDim, /*backward=*/true);
     common(/*keyValue=*/true);
     k.requireComputeCapability(plan::kBf16TensorCoreComputeCapability);
-    k.launch(formatv("kiln_flash_attention_bwd_d{0}_q{1}_k{2}", headDim,
-                     tiles.blockQ, tiles.blockK)
+    k.launch(formatv("kiln_flash_attention_bwd_d{0}_q{1}_k{2}{3}", headDim,
+                     tiles.blockQ, tiles.blockK, pitches.suffix)
                  .str(),
              formatv("  kiln::dev::flashAttentionBackward<{0}, {1}, {2}>("
                      "dout, q, k, v, lse, delta, dqAccum, dk, dv, {3}",
@@ -181,28 +212,41 @@ LogicalResult cuda::emitAttentionBackward(tile::FlashAttentionBwdOp grad,
     k.value(grad.getQueryGrad(), true, "dq");
     k.integer("n", numElements(q));
     k.number("scale", scale);
-    k.launch("kiln_flash_attention_bwd_dq_" + tag,
-             formatv("  kiln::dev::flashAttentionFinishDq<{0}>(dqAccum, dq, "
-                     "n, scale);\n",
-                     t)
-                 .str(),
-             {std::min(kMaxGrid, ceilDiv(numElements(q), kElementwiseThreads))},
-             kElementwiseThreads);
+    Value dq = grad.getQueryGrad();
+    bool stridedDq = tile::isRowStrided(dq);
+    k.launch(
+        stridedDq ? formatv("kiln_flash_attention_bwd_dq_{0}_w{1}_p{2}", tag,
+                            shape[2], tile::rowPitch(dq))
+                        .str()
+                  : "kiln_flash_attention_bwd_dq_" + tag,
+        formatv("  kiln::dev::flashAttentionFinishDq<{0}>(dqAccum, dq, "
+                "n, scale{1});\n",
+                t,
+                stridedDq
+                    ? formatv(", {0}, {1}", shape[2], tile::rowPitch(dq)).str()
+                    : std::string())
+            .str(),
+        {std::min(kMaxGrid, ceilDiv(numElements(q), kElementwiseThreads))},
+        kElementwiseThreads);
     return success();
   }
   common(/*keyValue=*/false);
-  k.launch(formatv("kiln_attention_bwd_q_{0}_d{1}", tag, headDim).str(),
-           formatv("  kiln::dev::attentionBackwardQuery<{0}, {1}, {2}>("
-                   "dout, q, k, v, lse, delta, dq, {3}",
-                   t, headDim, threads, tail)
-               .str(),
-           {shape[1], heads, shape[0]}, threads);
+  k.launch(
+      formatv("kiln_attention_bwd_q_{0}_d{1}{2}", tag, headDim, pitches.suffix)
+          .str(),
+      formatv("  kiln::dev::attentionBackwardQuery<{0}, {1}, {2}>("
+              "dout, q, k, v, lse, delta, dq, {3}",
+              t, headDim, threads, tail)
+          .str(),
+      {shape[1], heads, shape[0]}, threads);
   common(/*keyValue=*/true);
-  k.launch(formatv("kiln_attention_bwd_kv_{0}_d{1}", tag, headDim).str(),
-           formatv("  kiln::dev::attentionBackwardKeyValue<{0}, {1}, {2}>("
-                   "dout, q, k, v, lse, delta, dk, dv, {3}",
-                   t, headDim, threads, tail)
-               .str(),
-           {shape[1], kvHeads, shape[0]}, threads);
+  k.launch(
+      formatv("kiln_attention_bwd_kv_{0}_d{1}{2}", tag, headDim, pitches.suffix)
+          .str(),
+      formatv("  kiln::dev::attentionBackwardKeyValue<{0}, {1}, {2}>("
+              "dout, q, k, v, lse, delta, dk, dv, {3}",
+              t, headDim, threads, tail)
+          .str(),
+      {shape[1], kvHeads, shape[0]}, threads);
   return success();
 }

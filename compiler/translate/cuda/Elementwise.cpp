@@ -153,7 +153,12 @@ LogicalResult cuda::emitSplitConcat(const RegionOp &r, LaunchBuilder &k) {
   Value whole = split ? x : r.out(0);
   ValueRange partsInner =
       split ? ValueRange(inner.getResults()) : inner.getOperands();
-  int64_t width = lastDim(whole);
+  // Along the last dimension each row holds a run of every part; along the
+  // first there is one row, the parts back to back.
+  int64_t dim = split ? cast<nn::SplitOp>(inner).getSplitDim()
+                      : cast<nn::ConcatOp>(inner).getConcatDim();
+  int64_t rows = dim == 0 ? 1 : numElements(whole) / lastDim(whole);
+  int64_t width = numElements(whole) / rows;
   std::string text;
   llvm::raw_string_ostream os(text);
   os << "  long long stride = (long long)gridDim.x * blockDim.x;\n"
@@ -162,7 +167,7 @@ LogicalResult cuda::emitSplitConcat(const RegionOp &r, LaunchBuilder &k) {
      << formatv("    long long row = i / {0}, col = i % {0};\n", width);
   int64_t offset = 0;
   for (auto [index, part] : llvm::enumerate(partsInner)) {
-    int64_t w = lastDim(part);
+    int64_t w = numElements(part) / rows;
     os << formatv("    {0}if (col < {1}) ", index ? "else " : "", offset + w)
        << (split ? formatv("part{0}[row * {1} + col - {2}] = whole[i];\n",
                            index, w, offset)

@@ -100,6 +100,8 @@ private:
   llvm::DenseMap<Operation *, unsigned> stageOf;
   /// Region inputs and outputs: parameter names.
   llvm::DenseMap<Value, std::string> inputName, outputName;
+  /// Elements between rows of the region's row-strided inputs and outputs.
+  llvm::DenseMap<Value, int64_t> pitch;
   /// Values in shared memory: the row's variable name.
   llvm::DenseMap<Value, std::string> sharedName;
   /// Declarations of the shared rows, and their bytes.
@@ -118,7 +120,12 @@ std::string RowRegionEmitter::rowOf(Value v) const {
   auto it = outputName.find(v);
   const std::string &base =
       it != outputName.end() ? it->second : inputName.lookup(v);
-  return formatv("{0} + row * {1}", base, width(v)).str();
+  // A row-strided input or output (a view into a packed tensor) has its
+  // rows further apart than they are wide.
+  auto found = pitch.find(v);
+  return formatv("{0} + row * {1}", base,
+                 found != pitch.end() ? found->second : width(v))
+      .str();
 }
 
 FailureOr<std::string> RowRegionEmitter::wholeOf(Operation *op,
@@ -146,10 +153,15 @@ void RowRegionEmitter::planStages() {
 }
 
 LogicalResult RowRegionEmitter::placeValues() {
-  for (auto [index, arg] : llvm::enumerate(body.getArguments()))
+  for (auto [index, arg] : llvm::enumerate(body.getArguments())) {
     inputName[arg] = formatv("in{0}", index).str();
+    if (tile::isRowStrided(fused.getInputs()[index]))
+      pitch[arg] = tile::rowPitch(fused.getInputs()[index]);
+  }
   auto yield = cast<tile::YieldOp>(body.getTerminator());
   for (auto [index, v] : llvm::enumerate(yield.getValues())) {
+    if (tile::isRowStrided(fused.getResult(index)))
+      pitch[v] = tile::rowPitch(fused.getResult(index));
     if (!v.getDefiningOp() || v.getParentBlock() != &body)
       return fused->emitOpError()
              << "cuda: a row region must yield values its ops compute, not "
@@ -342,7 +354,11 @@ int64_t RowRegionEmitter::threads() const {
       most = std::max(most, t);
       continue;
     }
-    most = std::max(most, rowThreads(w));
+    // An elementwise stage loops over the row; more than 256 threads
+    // (launch bounds of 1024: 64 registers) would only spill.
+    most =
+        std::max(most, stage.elementwise ? std::min<int64_t>(rowThreads(w), 256)
+                                         : rowThreads(w));
   }
   return most;
 }

@@ -103,6 +103,23 @@ template <int kHeadDim, int kThreads> struct AttentionShapeCheck {
 
 } // namespace detail
 
+/// Elements between consecutive tokens' rows of q, k and v and of their
+/// gradients, where they are row-strided views into a packed tensor (GPT-2's
+/// QKV); 0 for a contiguous tensor (heads x head dim per token). out and
+/// dout are always contiguous.
+struct AttentionPitches {
+  long long q = 0, k = 0, v = 0, dq = 0, dk = 0, dv = 0;
+
+  /// With the contiguous pitches filled in.
+  __device__ __forceinline__ AttentionPitches resolve(int heads, int kvHeads,
+                                                      int headDim) const {
+    const long long qs = static_cast<long long>(heads) * headDim;
+    const long long kvs = static_cast<long long>(kvHeads) * headDim;
+    return {q ? q : qs,   k ? k : kvs,   v ? v : kvs,
+            dq ? dq : qs, dk ? dk : kvs, dv ? dv : kvs};
+  }
+};
+
 /// Exact softmax attention forward: out and lse (the natural log of the
 /// softmax denominator of the scaled, masked scores; -inf with out = 0 for a
 /// row that sees no key). Grid (seq, heads, batch): a block per query row
@@ -112,7 +129,8 @@ template <typename T, int kHeadDim, int kThreads>
 __device__ __forceinline__ void
 attentionForward(const T *q, const T *k, const T *v, T *out, float *lse,
                  int batch, int seq, int heads, int kvHeads, float scale,
-                 bool causal, const int *cuSeqlens, int numCuSeqlens) {
+                 bool causal, const int *cuSeqlens, int numCuSeqlens,
+                 AttentionPitches pitches = {}) {
   static_assert(detail::AttentionShapeCheck<kHeadDim, kThreads>::ok);
   constexpr int kWarps = kThreads / 32;
   constexpr int kPerLane = (kHeadDim + 31) / 32;
@@ -123,7 +141,7 @@ attentionForward(const T *q, const T *k, const T *v, T *out, float *lse,
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int group = heads / kvHeads;
   const long long qStride = static_cast<long long>(heads) * kHeadDim;
-  const long long kvStride = static_cast<long long>(kvHeads) * kHeadDim;
+  const AttentionPitches pitch = pitches.resolve(heads, kvHeads, kHeadDim);
 
   for (int b = blockIdx.z; b < batch; b += gridDim.z)
     for (int h = blockIdx.y; h < heads; h += gridDim.y)
@@ -135,15 +153,15 @@ attentionForward(const T *q, const T *k, const T *v, T *out, float *lse,
                             begin, last);
 
         float qr[kPerLane];
-        detail::loadHeadRow<kHeadDim>(q + t * qStride + h * kHeadDim, lane, qr);
+        detail::loadHeadRow<kHeadDim>(q + t * pitch.q + h * kHeadDim, lane, qr);
         float max = negativeInfinity(), sum = 0.0f, acc[kPerLane];
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e)
           acc[e] = 0.0f;
         for (long long j = begin + warp; j < last; j += kWarps) {
           float kr[kPerLane], vr[kPerLane];
-          detail::loadHeadRow<kHeadDim>(k + j * kvStride + kvOffset, lane, kr);
-          detail::loadHeadRow<kHeadDim>(v + j * kvStride + kvOffset, lane, vr);
+          detail::loadHeadRow<kHeadDim>(k + j * pitch.k + kvOffset, lane, kr);
+          detail::loadHeadRow<kHeadDim>(v + j * pitch.v + kvOffset, lane, vr);
           float partial = 0.0f;
 #pragma unroll
           for (int e = 0; e < kPerLane; ++e)
@@ -249,7 +267,8 @@ __device__ __forceinline__ void
 attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
                        const float *lse, const float *delta, T *dq, int batch,
                        int seq, int heads, int kvHeads, float scale,
-                       bool causal, const int *cuSeqlens, int numCuSeqlens) {
+                       bool causal, const int *cuSeqlens, int numCuSeqlens,
+                       AttentionPitches pitches = {}) {
   static_assert(detail::AttentionShapeCheck<kHeadDim, kThreads>::ok);
   constexpr int kWarps = kThreads / 32;
   constexpr int kPerLane = (kHeadDim + 31) / 32;
@@ -259,7 +278,7 @@ attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int group = heads / kvHeads;
   const long long qStride = static_cast<long long>(heads) * kHeadDim;
-  const long long kvStride = static_cast<long long>(kvHeads) * kHeadDim;
+  const AttentionPitches pitch = pitches.resolve(heads, kvHeads, kHeadDim);
 
   for (int b = blockIdx.z; b < batch; b += gridDim.z)
     for (int h = blockIdx.y; h < heads; h += gridDim.y)
@@ -271,21 +290,20 @@ attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
                             begin, last);
         const long long rowIndex = detail::headRowIndex(t, h, seq, heads);
         const float rowLse = lse[rowIndex], rowDelta = delta[rowIndex];
-        const long long qOffset = t * qStride + h * kHeadDim;
+        const long long headOffset = static_cast<long long>(h) * kHeadDim;
 
         float qr[kPerLane], dor[kPerLane], acc[kPerLane];
-        detail::loadHeadRow<kHeadDim>(q + qOffset, lane, qr);
-        detail::loadHeadRow<kHeadDim>(dout + qOffset, lane, dor);
+        detail::loadHeadRow<kHeadDim>(q + t * pitch.q + headOffset, lane, qr);
+        detail::loadHeadRow<kHeadDim>(dout + t * qStride + headOffset, lane,
+                                      dor);
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e)
           acc[e] = 0.0f;
         if (rowLse > negativeInfinity()) {
           for (long long j = begin + warp; j < last; j += kWarps) {
             float kr[kPerLane], vr[kPerLane];
-            detail::loadHeadRow<kHeadDim>(k + j * kvStride + kvOffset, lane,
-                                          kr);
-            detail::loadHeadRow<kHeadDim>(v + j * kvStride + kvOffset, lane,
-                                          vr);
+            detail::loadHeadRow<kHeadDim>(k + j * pitch.k + kvOffset, lane, kr);
+            detail::loadHeadRow<kHeadDim>(v + j * pitch.v + kvOffset, lane, vr);
             float qk = 0.0f, dp = 0.0f;
 #pragma unroll
             for (int e = 0; e < kPerLane; ++e) {
@@ -311,7 +329,7 @@ attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
 #pragma unroll
           for (int w = 0; w < kWarps; ++w)
             total += warpAcc[w][d];
-          dq[qOffset + d] = fromFloat<T>(scale * total);
+          dq[t * pitch.dq + headOffset + d] = fromFloat<T>(scale * total);
         }
         __syncthreads();
       }
@@ -329,7 +347,7 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
                           const float *lse, const float *delta, T *dk, T *dv,
                           int batch, int seq, int heads, int kvHeads,
                           float scale, bool causal, const int *cuSeqlens,
-                          int numCuSeqlens) {
+                          int numCuSeqlens, AttentionPitches pitches = {}) {
   static_assert(detail::AttentionShapeCheck<kHeadDim, kThreads>::ok);
   constexpr int kWarps = kThreads / 32;
   constexpr int kPerLane = (kHeadDim + 31) / 32;
@@ -339,14 +357,13 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int group = heads / kvHeads;
   const long long qStride = static_cast<long long>(heads) * kHeadDim;
-  const long long kvStride = static_cast<long long>(kvHeads) * kHeadDim;
+  const AttentionPitches pitch = pitches.resolve(heads, kvHeads, kHeadDim);
 
   for (int b = blockIdx.z; b < batch; b += gridDim.z)
     for (int kvh = blockIdx.y; kvh < kvHeads; kvh += gridDim.y)
       for (int i = blockIdx.x; i < seq; i += gridDim.x) {
         const long long j = static_cast<long long>(b) * seq + i;
-        const long long kvIndex =
-            j * kvStride + static_cast<long long>(kvh) * kHeadDim;
+        const long long kvOffset = static_cast<long long>(kvh) * kHeadDim;
         long long begin, end;
         detail::documentOf(j, batch, seq, cuSeqlens, numCuSeqlens, begin, end);
         // The queries that see key j: [causal ? j : begin, end), or none
@@ -355,8 +372,8 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
         const long long count = begin <= j && j < end ? end - first : 0;
 
         float kr[kPerLane], vr[kPerLane], dkAcc[kPerLane], dvAcc[kPerLane];
-        detail::loadHeadRow<kHeadDim>(k + kvIndex, lane, kr);
-        detail::loadHeadRow<kHeadDim>(v + kvIndex, lane, vr);
+        detail::loadHeadRow<kHeadDim>(k + j * pitch.k + kvOffset, lane, kr);
+        detail::loadHeadRow<kHeadDim>(v + j * pitch.v + kvOffset, lane, vr);
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e)
           dkAcc[e] = dvAcc[e] = 0.0f;
@@ -368,11 +385,11 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
           if (!(rowLse > negativeInfinity()))
             continue;
           const float rowDelta = delta[rowIndex];
-          const long long qOffset =
-              t * qStride + static_cast<long long>(h) * kHeadDim;
+          const long long headOffset = static_cast<long long>(h) * kHeadDim;
           float qr[kPerLane], dor[kPerLane];
-          detail::loadHeadRow<kHeadDim>(q + qOffset, lane, qr);
-          detail::loadHeadRow<kHeadDim>(dout + qOffset, lane, dor);
+          detail::loadHeadRow<kHeadDim>(q + t * pitch.q + headOffset, lane, qr);
+          detail::loadHeadRow<kHeadDim>(dout + t * qStride + headOffset, lane,
+                                        dor);
           float qk = 0.0f, dp = 0.0f;
 #pragma unroll
           for (int e = 0; e < kPerLane; ++e) {
@@ -403,8 +420,8 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
             dkTotal += warpDk[w][d];
             dvTotal += warpDv[w][d];
           }
-          dk[kvIndex + d] = fromFloat<T>(scale * dkTotal);
-          dv[kvIndex + d] = fromFloat<T>(dvTotal);
+          dk[j * pitch.dk + kvOffset + d] = fromFloat<T>(scale * dkTotal);
+          dv[j * pitch.dv + kvOffset + d] = fromFloat<T>(dvTotal);
         }
         __syncthreads();
       }

@@ -150,10 +150,10 @@ template <int kBlockK, int kHeadDim, int kThreads>
 __device__ __forceinline__ void
 loadKeyValueTiles(__nv_bfloat16 *kTile, __nv_bfloat16 *vTile,
                   const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                  long long stride, long long first, long long lo,
-                  long long hi) {
-  loadTileAsync<kBlockK, kHeadDim, kThreads>(kTile, k, stride, first, lo, hi);
-  loadTileAsync<kBlockK, kHeadDim, kThreads>(vTile, v, stride, first, lo, hi);
+                  long long kStride, long long vStride, long long first,
+                  long long lo, long long hi) {
+  loadTileAsync<kBlockK, kHeadDim, kThreads>(kTile, k, kStride, first, lo, hi);
+  loadTileAsync<kBlockK, kHeadDim, kThreads>(vTile, v, vStride, first, lo, hi);
 }
 
 /// MMA fragments from swizzled tiles of rows of kWidth bf16. Each lane's
@@ -246,7 +246,8 @@ __device__ __forceinline__ void
 flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                       const __nv_bfloat16 *v, __nv_bfloat16 *out, float *lse,
                       int batch, int seq, int heads, int kvHeads, float scale,
-                      bool causal, const int *cuSeqlens, int numCuSeqlens) {
+                      bool causal, const int *cuSeqlens, int numCuSeqlens,
+                      AttentionPitches pitches = {}) {
   using bf16 = __nv_bfloat16;
   static_assert(detail::isFlashWidth<kHeadDim>, "head dim: 16/32/64/128");
   static_assert(kBlockQ % 16 == 0 && kBlockQ >= 16 && kBlockQ <= 128,
@@ -269,7 +270,7 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
   const int quadRow = lane / 4, quadCol = lane % 4;
   const int group = heads / kvHeads;
   const long long qStride = static_cast<long long>(heads) * kHeadDim;
-  const long long kvStride = static_cast<long long>(kvHeads) * kHeadDim;
+  const AttentionPitches pitch = pitches.resolve(heads, kvHeads, kHeadDim);
   const float scaleLog2 = scale * detail::kLog2e;
   const int qTiles = (seq + kBlockQ - 1) / kBlockQ;
   const detail::Fragments<kHeadDim> headTiles;
@@ -308,11 +309,11 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
             static_cast<int>((kHi - kLo + kBlockK - 1) / kBlockK);
 
         detail::loadTileAsync<kBlockQ, kHeadDim, kThreads>(
-            qTile, qHead, qStride, t0, t0, tEnd);
+            qTile, qHead, pitch.q, t0, t0, tEnd);
         if (keyTiles > 0)
           detail::loadKeyValueTiles<kBlockK, kHeadDim, kThreads>(
-              kTiles, vTiles, k + kvOffset, v + kvOffset, kvStride, kLo, kLo,
-              kHi);
+              kTiles, vTiles, k + kvOffset, v + kvOffset, pitch.k, pitch.v, kLo,
+              kLo, kHi);
         detail::copyAsyncCommit();
         detail::copyAsyncWait<0>();
         __syncthreads();
@@ -332,13 +333,13 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
               detail::loadKeyValueTiles<kBlockK, kHeadDim, kThreads>(
                   kTiles + (it + 1) % kStages * kTileK,
                   vTiles + (it + 1) % kStages * kTileK, k + kvOffset,
-                  v + kvOffset, kvStride, j0 + kBlockK, kLo, kHi);
+                  v + kvOffset, pitch.k, pitch.v, j0 + kBlockK, kLo, kHi);
             detail::copyAsyncCommit();
             detail::copyAsyncWait<1>();
           } else if (it > 0) {
             detail::loadKeyValueTiles<kBlockK, kHeadDim, kThreads>(
-                kTiles, vTiles, k + kvOffset, v + kvOffset, kvStride, j0, kLo,
-                kHi);
+                kTiles, vTiles, k + kvOffset, v + kvOffset, pitch.k, pitch.v,
+                j0, kLo, kHi);
             detail::copyAsyncCommit();
             detail::copyAsyncWait<0>();
           }
@@ -448,13 +449,12 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
 /// is also correct) of kBlockK / 16 warps with flashBackwardSharedBytes
 /// bytes of dynamic shared memory. Pointers 16-byte aligned.
 template <int kHeadDim, int kBlockQ, int kBlockK>
-__device__ __forceinline__ void
-flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
-                       const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                       const float *lse, const float *delta, float *dqAccum,
-                       __nv_bfloat16 *dk, __nv_bfloat16 *dv, int batch, int seq,
-                       int heads, int kvHeads, float scale, bool causal,
-                       const int *cuSeqlens, int numCuSeqlens) {
+__device__ __forceinline__ void flashAttentionBackward(
+    const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+    const __nv_bfloat16 *v, const float *lse, const float *delta,
+    float *dqAccum, __nv_bfloat16 *dk, __nv_bfloat16 *dv, int batch, int seq,
+    int heads, int kvHeads, float scale, bool causal, const int *cuSeqlens,
+    int numCuSeqlens, AttentionPitches pitches = {}) {
   using bf16 = __nv_bfloat16;
   static_assert(detail::isFlashWidth<kHeadDim>, "head dim: 16/32/64/128");
   static_assert(detail::isFlashWidth<kBlockK>,
@@ -481,7 +481,7 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
   const int quadRow = lane / 4, quadCol = lane % 4;
   const int group = heads / kvHeads;
   const long long qStride = static_cast<long long>(heads) * kHeadDim;
-  const long long kvStride = static_cast<long long>(kvHeads) * kHeadDim;
+  const AttentionPitches pitch = pitches.resolve(heads, kvHeads, kHeadDim);
   const float scaleLog2 = scale * detail::kLog2e;
   const int keyTiles = (seq + kBlockK - 1) / kBlockK;
   const detail::Fragments<kHeadDim> headTiles;
@@ -508,7 +508,8 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
         const int keyCol[2] = {warp * 16 + quadRow, warp * 16 + quadRow + 8};
 
         detail::loadKeyValueTiles<kBlockK, kHeadDim, kThreads>(
-            kTile, vTile, k + kvOffset, v + kvOffset, kvStride, j0, j0, jEnd);
+            kTile, vTile, k + kvOffset, v + kvOffset, pitch.k, pitch.v, j0, j0,
+            jEnd);
         detail::copyAsyncCommit();
 
         float dkAcc[kHeadDim / 8][4] = {}, dvAcc[kHeadDim / 8][4] = {};
@@ -518,7 +519,7 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
           const long long qOffset = static_cast<long long>(h) * kHeadDim;
           for (long long qt = qLo; qt < qHi; qt += kBlockQ) {
             detail::loadTileAsync<kBlockQ, kHeadDim, kThreads>(
-                qTile, q + qOffset, qStride, qt, qt, qHi);
+                qTile, q + qOffset, pitch.q, qt, qt, qHi);
             detail::loadTileAsync<kBlockQ, kHeadDim, kThreads>(
                 doTile, dout + qOffset, qStride, qt, qt, qHi);
             detail::copyAsyncCommit();
@@ -636,8 +637,8 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
           const long long key = j0 + keyCol[r];
           if (key >= jEnd)
             continue;
-          bf16 *dkRow = dk + key * kvStride + kvOffset;
-          bf16 *dvRow = dv + key * kvStride + kvOffset;
+          bf16 *dkRow = dk + key * pitch.dk + kvOffset;
+          bf16 *dvRow = dv + key * pitch.dv + kvOffset;
 #pragma unroll
           for (int n = 0; n < kHeadDim / 8; ++n) {
             const int col = n * 8 + 2 * quadCol;
@@ -654,15 +655,18 @@ flashAttentionBackward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
 }
 
 /// dq = scale * dqAccum, rounded to T: the last step of
-/// flashAttentionBackward. Grid-stride over the n elements.
+/// flashAttentionBackward. Grid-stride over the n elements; dq's rows of
+/// `width` elements are `pitch` apart (0: contiguous).
 template <typename T>
 __device__ __forceinline__ void
-flashAttentionFinishDq(const float *dqAccum, T *dq, long long n, float scale) {
+flashAttentionFinishDq(const float *dqAccum, T *dq, long long n, float scale,
+                       long long width = 0, long long pitch = 0) {
   const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
   for (long long i =
            static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < n; i += stride)
-    dq[i] = fromFloat<T>(scale * dqAccum[i]);
+    dq[pitch ? i / width * pitch + i % width : i] =
+        fromFloat<T>(scale * dqAccum[i]);
 }
 
 } // namespace kiln::dev

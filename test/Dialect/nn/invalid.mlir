@@ -689,7 +689,7 @@ func.func @cast_shape(%x: tensor<2x64xf32>) {
 // -----
 
 func.func @split_widths(%x: tensor<2x96xf32>) {
-  // expected-error @+1 {{expects the last dimensions of the results to add up to that of input (96), got 64}}
+  // expected-error @+1 {{expects dimension 1 of the results to add up to that of input (96), got 64}}
   %a, %b = nn.split %x : (tensor<2x96xf32>) -> (tensor<2x32xf32>, tensor<2x32xf32>)
   return
 }
@@ -699,6 +699,23 @@ func.func @split_widths(%x: tensor<2x96xf32>) {
 func.func @split_leading(%x: tensor<2x96xf32>) {
   // expected-error @+1 {{expects result #1 (dimension 0 of 'tensor<3x48xf32>') to equal the matching dimension of input (2), got 3}}
   %a, %b = nn.split %x : (tensor<2x96xf32>) -> (tensor<2x48xf32>, tensor<3x48xf32>)
+  return
+}
+
+// -----
+
+// Along the first dimension (a packed weight's gradient), the others agree.
+func.func @split_first_dim(%x: tensor<96x64xf32>) {
+  // expected-error @+1 {{expects result #1 (dimension 1 of 'tensor<32x32xf32>') to equal the matching dimension of input (64), got 32}}
+  %a, %b = nn.split %x {dim = 0 : i64} : (tensor<96x64xf32>) -> (tensor<64x64xf32>, tensor<32x32xf32>)
+  return
+}
+
+// -----
+
+func.func @concat_middle_dim(%a: tensor<2x3x4xf32>, %b: tensor<2x3x4xf32>) {
+  // expected-error @+1 {{expects dim to be 0 or the last dimension (2), got 1}}
+  %0 = nn.concat %a, %b {dim = 1 : i64} : (tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x6x4xf32>
   return
 }
 

@@ -137,6 +137,11 @@ func.func @layout_and_precision(%x: tensor<2x16x64xf32>, %wt: tensor<64x96xf32>,
   %a, %b = nn.split %0 : (tensor<2x16x96xf32>) -> (tensor<2x16x64xf32>, tensor<2x16x32xf32>)
   // CHECK: nn.concat %[[S]]#0, %[[S]]#1 : (tensor<2x16x64xf32>, tensor<2x16x32xf32>) -> tensor<2x16x96xf32>
   %3 = nn.concat %a, %b : (tensor<2x16x64xf32>, tensor<2x16x32xf32>) -> tensor<2x16x96xf32>
+  // Along the first dimension: a packed weight and its gradient's parts.
+  // CHECK: %[[W:.+]] = nn.concat %{{.*}}, %{{.*}} {dim = 0 : i64} : (tensor<64x96xf32>, tensor<64x96xf32>) -> tensor<128x96xf32>
+  %w2 = nn.concat %wt, %wt {dim = 0 : i64} : (tensor<64x96xf32>, tensor<64x96xf32>) -> tensor<128x96xf32>
+  // CHECK: nn.split %[[W]] {dim = 0 : i64} : (tensor<128x96xf32>) -> (tensor<96x96xf32>, tensor<32x96xf32>)
+  %p:2 = nn.split %w2 {dim = 0 : i64} : (tensor<128x96xf32>) -> (tensor<96x96xf32>, tensor<32x96xf32>)
   return %0, %1, %2, %3 : tensor<2x16x96xf32>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x96xf32>
 }
 

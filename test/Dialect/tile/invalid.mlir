@@ -323,3 +323,68 @@ func.func @adamw_bf16_moment(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<
       : (tensor<64xf32>, tensor<64xf32>, tensor<64xbf16>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xbf16>, tensor<64xf32>)
   return
 }
+
+// -----
+
+func.func @view_middle_dim(%x: tensor<2x16x64xf32>) {
+  // expected-error @+1 {{expects dim to be the first or the last dimension of 'tensor<2x16x64xf32>', got 1}}
+  %0 = tile.view %x {dim = 1 : i64, start = 0 : i64} : (tensor<2x16x64xf32>) -> tensor<2x8x64xf32>
+  return
+}
+
+// -----
+
+func.func @view_out_of_range(%x: tensor<16x64xf32>) {
+  // expected-error @+1 {{expects [start, start + 32) within the 64 of dimension 1, got start 48}}
+  %0 = tile.view %x {dim = 1 : i64, start = 48 : i64} : (tensor<16x64xf32>) -> tensor<16x32xf32>
+  return
+}
+
+// -----
+
+func.func @view_reshapes(%x: tensor<16x64xf32>) {
+  // expected-error @+1 {{expects the result to keep dimension 0 of the source (16), got 8}}
+  %0 = tile.view %x {dim = 1 : i64, start = 0 : i64} : (tensor<16x64xf32>) -> tensor<8x32xf32>
+  return
+}
+
+// -----
+
+func.func @concat_sizes(%a: tensor<16x32xf32>, %b: tensor<16x32xf32>) {
+  // expected-error @+1 {{expects the inputs' dimension 0 to add up to the result's 48, got 32}}
+  %0 = tile.concat %a, %b {dim = 0 : i64} : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<48x32xf32>
+  return
+}
+
+// -----
+
+// Arguments sit side by side only along the first dimension: a row-strided
+// argument would need the runtime to lay out what it loads.
+func.func @concat_arguments_last_dim(%a: tensor<16x32xf32>, %b: tensor<16x32xf32>) {
+  // expected-error @+1 {{places block arguments side by side only along the first dimension, got dim 1}}
+  %0 = tile.concat %a, %b {dim = 1 : i64} : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @concat_twice(%a: tensor<16x32xf32>, %b: tensor<16x32xf32>) {
+  // expected-error @+1 {{input #0 is also an input of another tile.concat}}
+  %0 = tile.concat %a, %b {dim = 0 : i64} : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<32x32xf32>
+  %1 = tile.concat %a {dim = 0 : i64} : (tensor<16x32xf32>) -> tensor<16x32xf32>
+  return
+}
+
+// -----
+
+func.func @concat_view(%x: tensor<16x64xf32>, %b: tensor<16x32xf32>) {
+  %v = tile.view %x {dim = 1 : i64, start = 0 : i64} : (tensor<16x64xf32>) -> tensor<16x32xf32>
+  %c = tile.fused %b : (tensor<16x32xf32>) -> tensor<16x32xf32> {
+  ^bb0(%i: tensor<16x32xf32>):
+    %y = nn.add %i, %i : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<16x32xf32>
+    tile.yield %y : tensor<16x32xf32>
+  }
+  // expected-error @+1 {{input #0 is a tile.view, which lives in its source's buffer}}
+  %0 = tile.concat %v, %c {dim = 1 : i64} : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<16x64xf32>
+  return
+}

@@ -70,3 +70,29 @@ func.func @fused(%h: tensor<2x16x64xbf16>, %r: tensor<2x16x64xbf16>, %g: tensor<
   }
   return %0 : tensor<2x16x64xbf16>
 }
+
+// Views and in-place concatenations (tile-fold-views): along the last
+// dimension (row-strided) and the first (contiguous; side-by-side
+// arguments).
+// CHECK-LABEL: func.func @views
+// CHECK: tile.view %{{.*}} {dim = 2 : i64, start = 64 : i64} : (tensor<2x16x192xf32>) -> tensor<2x16x64xf32>
+// CHECK: tile.view %{{.*}} {dim = 0 : i64, start = 1 : i64} : (tensor<2x16x192xf32>) -> tensor<1x16x192xf32>
+// CHECK: tile.concat %{{.*}}, %{{.*}} {dim = 1 : i64} : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<16x64xf32>
+// CHECK: tile.concat %{{.*}}, %{{.*}} {dim = 0 : i64} : (tensor<96x64xbf16>, tensor<32x64xbf16>) -> tensor<128x64xbf16>
+func.func @views(%qkv: tensor<2x16x192xf32>, %a: tensor<16x32xf32>, %wq: tensor<96x64xbf16>, %wk: tensor<32x64xbf16>) -> (tensor<2x16x64xf32>, tensor<1x16x192xf32>, tensor<16x64xf32>, tensor<128x64xbf16>) {
+  %k = tile.view %qkv {dim = 2 : i64, start = 64 : i64} : (tensor<2x16x192xf32>) -> tensor<2x16x64xf32>
+  %b1 = tile.view %qkv {dim = 0 : i64, start = 1 : i64} : (tensor<2x16x192xf32>) -> tensor<1x16x192xf32>
+  %x = tile.fused %a : (tensor<16x32xf32>) -> tensor<16x32xf32> {
+  ^bb0(%i: tensor<16x32xf32>):
+    %y = nn.add %i, %i : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<16x32xf32>
+    tile.yield %y : tensor<16x32xf32>
+  }
+  %y = tile.fused %a : (tensor<16x32xf32>) -> tensor<16x32xf32> {
+  ^bb0(%i: tensor<16x32xf32>):
+    %z = nn.mul %i, %i : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<16x32xf32>
+    tile.yield %z : tensor<16x32xf32>
+  }
+  %xy = tile.concat %x, %y {dim = 1 : i64} : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<16x64xf32>
+  %w = tile.concat %wq, %wk {dim = 0 : i64} : (tensor<96x64xbf16>, tensor<32x64xbf16>) -> tensor<128x64xbf16>
+  return %k, %b1, %xy, %w : tensor<2x16x64xf32>, tensor<1x16x192xf32>, tensor<16x64xf32>, tensor<128x64xbf16>
+}

@@ -464,6 +464,57 @@ TEST_F(FlashAttentionTest, SameBitsForAnyThreadCount) {
   omp_set_num_threads(savedThreads);
 }
 
+// Row-strided q, k and v (views of a packed [tokens, q | k | v] tensor, as
+// GPT-2's QKV GEMM writes it) and dq, dk, dv written into a packed gradient
+// give the bits the contiguous tensors give: only the addressing changes.
+TEST_F(FlashAttentionTest, RowStridedViewsGiveTheContiguousBits) {
+  AttentionCase c{2, 40, 4, 2, 64, true, {}};
+  FlashInputs in(c);
+  std::int64_t tokens = c.batch * c.seq, qWidth = c.heads * c.headDim,
+               kvWidth = c.kvHeads * c.headDim, pitch = qWidth + 2 * kvWidth;
+  // The parts side by side in each row (poison overwritten everywhere).
+  auto pack = [&](const std::vector<float> &q, const std::vector<float> &k,
+                  const std::vector<float> &v) {
+    auto packed = poisoned<float>(tokens * pitch);
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      std::copy_n(q.data() + t * qWidth, qWidth, packed.data() + t * pitch);
+      std::copy_n(k.data() + t * kvWidth, kvWidth,
+                  packed.data() + t * pitch + qWidth);
+      std::copy_n(v.data() + t * kvWidth, kvWidth,
+                  packed.data() + t * pitch + qWidth + kvWidth);
+    }
+    return packed;
+  };
+  std::vector<float> qkv = pack(in.q, in.k, in.v);
+  const float *q = qkv.data(), *k = q + qWidth, *v = k + kvWidth;
+  RowStrides strides{pitch, pitch, pitch, pitch, pitch, pitch};
+
+  auto out = poisoned<float>(c.qSize()), outStrided = out;
+  auto lse = poisoned<float>(c.lseSize()), lseStrided = lse;
+  flashAttentionForward(in.q.data(), in.k.data(), in.v.data(), out.data(),
+                        lse.data(), c.batch, c.seq, c.heads, c.kvHeads,
+                        c.headDim, c.scale(), c.causal, nullptr, 0, {16, 16});
+  flashAttentionForward(q, k, v, outStrided.data(), lseStrided.data(), c.batch,
+                        c.seq, c.heads, c.kvHeads, c.headDim, c.scale(),
+                        c.causal, nullptr, 0, {16, 16}, strides);
+  EXPECT_TRUE(out == outStrided);
+  EXPECT_TRUE(lse == lseStrided);
+
+  auto dq = poisoned<float>(c.qSize()), dk = poisoned<float>(c.kvSize()),
+       dv = poisoned<float>(c.kvSize());
+  flashAttentionBackward(in.dout.data(), in.q.data(), in.k.data(), in.v.data(),
+                         out.data(), lse.data(), dq.data(), dk.data(),
+                         dv.data(), c.batch, c.seq, c.heads, c.kvHeads,
+                         c.headDim, c.scale(), c.causal, nullptr, 0, {16, 16});
+  auto dqkv = poisoned<float>(tokens * pitch);
+  flashAttentionBackward(in.dout.data(), q, k, v, out.data(), lse.data(),
+                         dqkv.data(), dqkv.data() + qWidth,
+                         dqkv.data() + qWidth + kvWidth, c.batch, c.seq,
+                         c.heads, c.kvHeads, c.headDim, c.scale(), c.causal,
+                         nullptr, 0, {16, 16}, strides);
+  EXPECT_TRUE(dqkv == pack(dq, dk, dv));
+}
+
 /// A field of /proc/self/status in bytes ("VmHWM", "VmRSS"); -1 if absent.
 std::int64_t procStatusBytes(const std::string &field) {
   std::ifstream status("/proc/self/status");

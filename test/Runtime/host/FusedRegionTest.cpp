@@ -51,6 +51,20 @@ public:
     next += (bytes + 255) / 256 * 256;
     return id;
   }
+  /// Adds a row-strided view of value `base` (whose rows are `pitch`
+  /// elements) starting at column `column`; returns its id.
+  int view(int base, const std::string &dtype, std::vector<std::int64_t> shape,
+           std::int64_t column, std::int64_t pitch) {
+    int id = static_cast<int>(values.size());
+    std::int64_t offset = offsets[base] + column * (dtype == "bf16" ? 2 : 4);
+    values.push_back(json{{"id", id},
+                          {"dtype", dtype},
+                          {"shape", shape},
+                          {"offset", offset},
+                          {"row_stride", pitch}});
+    offsets.push_back(offset);
+    return id;
+  }
   void op(const std::string &name, std::vector<int> operands,
           std::vector<int> results, json attrs = json::object()) {
     body.push_back(json{{"op", name},
@@ -310,6 +324,93 @@ TEST_F(FusedRegionTest, TokenAndPositionGathersAndTheirSum) {
     EXPECT_STREQ(e.what(), "token id 50 at position 77 is outside the "
                            "vocabulary (vocab_size 50)");
   }
+}
+
+// SwiGLU reading gate and up in place from the packed gate|up GEMM output
+// (row-strided views) and its gradient writing dgate and dup into the
+// packed gradient: the bits of the contiguous kernels, in FP32 and BF16.
+TEST_F(FusedRegionTest, RowStridedViewsAreReadAndWrittenInPlace) {
+  for (const char *dtype : {"f32", "bf16"}) {
+    SCOPED_TRACE(dtype);
+    bool bf16 = std::string(dtype) == "bf16";
+    RegionBuilder b;
+    int packed = b.value(dtype, {kRows, 2 * kDim});
+    int gate = b.view(packed, dtype, {kRows, kDim}, 0, 2 * kDim);
+    int up = b.view(packed, dtype, {kRows, kDim}, kDim, 2 * kDim);
+    int dy = b.value(dtype, {kRows, kDim});
+    int y = b.value(dtype, {kRows, kDim});
+    int dpacked = b.value(dtype, {kRows, 2 * kDim});
+    int dgate = b.view(dpacked, dtype, {kRows, kDim}, 0, 2 * kDim);
+    int dup = b.view(dpacked, dtype, {kRows, kDim}, kDim, 2 * kDim);
+    // Local values: gate, up, dy (inputs), then y, dgate, dup.
+    b.temporary(3, dtype, {kRows, kDim});
+    b.temporary(4, dtype, {kRows, kDim});
+    b.temporary(5, dtype, {kRows, kDim});
+    b.op("swiglu", {0, 1}, {3});
+    b.op("swiglu_grad", {2, 0, 1}, {4, 5});
+    Plan plan = b.build({gate, up, dy}, {y, dgate, dup}, {3, 4, 5});
+    auto values = randomVector<float>(kRows * 2 * kDim),
+         grads = randomVector<float>(kRows * kDim);
+    if (bf16) {
+      values = b.setBf16(packed, values);
+      grads = b.setBf16(dy, grads);
+    } else {
+      b.setF32(packed, values);
+      b.setF32(dy, grads);
+    }
+    EXPECT_TRUE(runRegion(plan, b));
+
+    // The unfused kernels on contiguous copies of the parts.
+    std::vector<float> g(kRows * kDim), u(kRows * kDim);
+    for (std::int64_t r = 0; r < kRows; ++r) {
+      std::copy_n(values.data() + r * 2 * kDim, kDim, g.data() + r * kDim);
+      std::copy_n(values.data() + r * 2 * kDim + kDim, kDim,
+                  u.data() + r * kDim);
+    }
+    std::vector<float> ye(g.size()), dge(g.size()), due(g.size());
+    swiglu<float>(g.data(), u.data(), ye.data(), ye.size());
+    swigluGrad<float>(grads.data(), g.data(), u.data(), dge.data(), due.data(),
+                      g.size());
+    std::vector<float> dpe(kRows * 2 * kDim);
+    for (std::int64_t r = 0; r < kRows; ++r) {
+      std::copy_n(dge.data() + r * kDim, kDim, dpe.data() + r * 2 * kDim);
+      std::copy_n(due.data() + r * kDim, kDim,
+                  dpe.data() + r * 2 * kDim + kDim);
+    }
+    if (bf16) {
+      roundAll(ye);
+      roundAll(dpe);
+      EXPECT_EQ(b.readBf16(y, ye.size()), ye);
+      EXPECT_EQ(b.readBf16(dpacked, dpe.size()), dpe);
+    } else {
+      expectSame(b.at<float>(y), ye, "swiglu of the views");
+      expectSame(b.at<float>(dpacked), dpe, "the packed gradient");
+    }
+  }
+}
+
+// A region that runs op by op (a column sum reduces across rows) cannot
+// take a row-strided operand: the host refuses it when it loads the plan.
+TEST_F(FusedRegionTest, ARegionThatIsNotRowWiseRefusesRowStridedOperands) {
+  RegionBuilder b;
+  int packed = b.value("f32", {kRows, 2 * kDim});
+  int part = b.view(packed, "f32", {kRows, kDim}, kDim, 2 * kDim);
+  int sum = b.value("f32", {kDim});
+  b.temporary(1, "f32", {kDim});
+  b.op("column_sum", {0}, {1});
+  Plan plan = b.build({part}, {sum}, {1});
+  EXPECT_THROW(
+      {
+        try {
+          FusedRegion region(plan, plan.steps.at(0), b.arena.data());
+        } catch (const Error &error) {
+          EXPECT_NE(std::string(error.what()).find("must run row by row"),
+                    std::string::npos)
+              << error.what();
+          throw;
+        }
+      },
+      Error);
 }
 
 TEST_F(FusedRegionTest, AWeightGradientRunsOpByOp) {

@@ -578,6 +578,48 @@ const std::vector<Mutation> &mutations() {
          p["values"][5]["shape"][0] = -1;
          return std::vector<std::string>{"value 5: negative dimension"};
        }},
+      // Row-strided views (tile-fold-views): only where a kernel takes one.
+      {"RowStrideNotWiderThanARow",
+       [](json &p) {
+         json &value = p["values"][5];
+         value["row_stride"] = value["shape"].back();
+         return std::vector<std::string>{"value 5: 'row_stride' = ",
+                                         "must exceed the last dimension"};
+       }},
+      {"RowStridedGemmInput",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         int64_t a = p["steps"][s]["inputs"][0];
+         json &value = p["values"][a];
+         value["row_stride"] = value["shape"].back().get<int64_t>() + 8;
+         return std::vector<std::string>{
+             step(s, "gemm"),
+             fmt::format("input 0 (value {}) is row-strided (row_stride", a),
+             "which this kernel does not read"};
+       }},
+      {"RowStridedParameter",
+       [](json &p) {
+         json &param = p["parameters"][0];
+         int64_t id = param["value"];
+         json &value = p["values"][id];
+         value["row_stride"] = value["shape"].back().get<int64_t>() + 8;
+         return std::vector<std::string>{
+             fmt::format("parameter '{}': value (value {}) is row-strided",
+                         param["name"].get<std::string>(), id)};
+       }},
+      {"StridedAttentionGradientsOverlap",
+       [](json &p) {
+         // dk a view that starts where dq does: their runs share bytes.
+         std::size_t s = stepOf(p, "flash_attention_bwd");
+         int64_t dq = p["steps"][s]["outputs"][0],
+                 dk = p["steps"][s]["outputs"][1];
+         json &value = p["values"][dk];
+         value["offset"] = p["values"][dq]["offset"];
+         value["row_stride"] = value["shape"].back().get<int64_t>() * 2;
+         return std::vector<std::string>{
+             step(s, "flash_attention_bwd"),
+             fmt::format("output 1 (value {}) overlaps output 0", dk)};
+       }},
   };
   return cases;
 }

@@ -485,6 +485,52 @@ TEST_F(GeneratedRowRegionTest, ElementwiseAroundANorm) {
   EXPECT_CLOSE(y.values(), rounded<bf16>(ref), kTolerance<bf16>);
 }
 
+// SwiGLU reading gate and up in place from the packed gate|up output (rows
+// 192 elements apart; bf16), and its gradient writing dgate and dup into
+// the packed gradient (f32): the rows' pitch is in the generated code.
+TEST_F(GeneratedRowRegionTest, RowStridedViewsInAndOut) {
+  const std::int64_t rows = 6, width = 96, pitch = 2 * width;
+  std::vector<double> gu = randomValues<bf16>(rows * pitch);
+  Buffer<bf16> dGu(gu, 0), y(rows * width, 0);
+  emulateKernel(
+      gridFor(rows), kGeneratedRowRegionThreads7,
+      [&] {
+        kiln_generated_row_region_7(dGu.data(), dGu.data() + width, y.data(),
+                                    rows);
+      },
+      kGeneratedSharedBytes);
+  std::vector<double> g(rows * width), u(rows * width), ref(rows * width);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t j = 0; j < width; ++j) {
+      g[r * width + j] = gu[r * pitch + j];
+      u[r * width + j] = gu[r * pitch + width + j];
+    }
+  host::swiglu<double>(g.data(), u.data(), ref.data(), ref.size());
+  EXPECT_CLOSE(y.values(), rounded<bf16>(ref), kTolerance<bf16>);
+
+  std::vector<double> dy = randomValues<float>(rows * width),
+                      g32 = randomValues<float>(rows * width),
+                      u32 = randomValues<float>(rows * width);
+  Buffer<float> dDy(dy, 0), dG(g32, 0), dU(u32, 0), packed(rows * pitch, 0);
+  emulateKernel(
+      gridFor(rows), kGeneratedRowRegionThreads8,
+      [&] {
+        kiln_generated_row_region_8(dDy.data(), dG.data(), dU.data(),
+                                    packed.data(), packed.data() + width, rows);
+      },
+      kGeneratedSharedBytes);
+  std::vector<double> dg(rows * width), du(rows * width),
+      packedRef(rows * pitch);
+  host::swigluGrad<double>(dy.data(), g32.data(), u32.data(), dg.data(),
+                           du.data(), dg.size());
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t j = 0; j < width; ++j) {
+      packedRef[r * pitch + j] = dg[r * width + j];
+      packedRef[r * pitch + width + j] = du[r * width + j];
+    }
+  EXPECT_CLOSE(packed.values(), packedRef, kTolerance<float>);
+}
+
 #endif // KILN_GENERATED_ROW_REGIONS
 
 } // namespace

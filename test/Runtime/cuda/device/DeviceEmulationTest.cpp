@@ -517,6 +517,81 @@ TYPED_TEST(DeviceEmulationTest, Attention) {
   }
 }
 
+/// [tokens, a | b | c] from three [tokens, width] tensors (a's width wa, b's
+/// and c's wb): how a packed QKV GEMM output or gradient lies in memory.
+std::vector<double> packRows(const std::vector<double> &a,
+                             const std::vector<double> &b,
+                             const std::vector<double> &c, std::int64_t tokens,
+                             std::int64_t wa, std::int64_t wb) {
+  std::int64_t pitch = wa + 2 * wb;
+  std::vector<double> packed(tokens * pitch);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    std::copy_n(a.data() + t * wa, wa, packed.data() + t * pitch);
+    std::copy_n(b.data() + t * wb, wb, packed.data() + t * pitch + wa);
+    std::copy_n(c.data() + t * wb, wb, packed.data() + t * pitch + wa + wb);
+  }
+  return packed;
+}
+
+// Q, K and V read as row-strided views of a packed QKV tensor, and dQ, dK
+// and dV written into a packed gradient (tile-fold-views), give the bits of
+// the contiguous tensors: only the addressing changes.
+TYPED_TEST(DeviceEmulationTest, AttentionReadsAndWritesRowStridedViews) {
+  using T = TypeParam;
+  constexpr int kHeadDim = 64, kThreads = 64;
+  const int batch = 2, seq = 9, heads = 4, kvHeads = 2;
+  const AttentionCase<T> c(batch, seq, heads, kvHeads, kHeadDim, true, {});
+  const std::int64_t tokens = batch * seq, wq = heads * kHeadDim,
+                     wkv = kvHeads * kHeadDim, pitch = wq + 2 * wkv;
+  const EmulatedDim3 grid{unsigned(seq), unsigned(heads), unsigned(batch)};
+  const EmulatedDim3 kvGrid{unsigned(seq), unsigned(kvHeads), unsigned(batch)};
+  const dev::AttentionPitches pitches{pitch, pitch, pitch, pitch, pitch, pitch};
+
+  Buffer<T> q(c.q, 0), k(c.k, 0), v(c.v, 0), dout(c.dout, 0);
+  Buffer<T> qkv(packRows(c.q, c.k, c.v, tokens, wq, wkv), 0);
+  T *qs = qkv.data(), *ks = qs + wq, *vs = ks + wkv;
+  Buffer<T> out(c.qSize, 0), outStrided(c.qSize, 0);
+  std::vector<float> lse = poisonedFloats(c.rows), lseStrided = lse;
+  emulateKernel(grid, kThreads, [&] {
+    dev::attentionForward<T, kHeadDim, kThreads>(
+        q.data(), k.data(), v.data(), out.data(), lse.data(), batch, seq, heads,
+        kvHeads, c.scale, true, nullptr, 0);
+    dev::attentionForward<T, kHeadDim, kThreads>(
+        qs, ks, vs, outStrided.data(), lseStrided.data(), batch, seq, heads,
+        kvHeads, c.scale, true, nullptr, 0, pitches);
+  });
+  EXPECT_EQ(outStrided.values(), out.values());
+  EXPECT_EQ(lseStrided, lse);
+
+  std::vector<float> delta = poisonedFloats(c.rows);
+  emulateKernel(grid, 32, [&] {
+    dev::attentionBackwardPreprocess<T, 32>(
+        dout.data(), out.data(), delta.data(), batch, seq, heads, kHeadDim);
+  });
+  Buffer<T> dq(c.qSize, 0), dk(c.kvSize, 0), dv(c.kvSize, 0),
+      dqkv(tokens * pitch, 0);
+  T *dqs = dqkv.data(), *dks = dqs + wq, *dvs = dks + wkv;
+  emulateKernel(grid, kThreads, [&] {
+    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
+        dout.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(),
+        dq.data(), batch, seq, heads, kvHeads, c.scale, true, nullptr, 0);
+    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
+        dout.data(), qs, ks, vs, lse.data(), delta.data(), dqs, batch, seq,
+        heads, kvHeads, c.scale, true, nullptr, 0, pitches);
+  });
+  emulateKernel(kvGrid, kThreads, [&] {
+    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
+        dout.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(),
+        dk.data(), dv.data(), batch, seq, heads, kvHeads, c.scale, true,
+        nullptr, 0);
+    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
+        dout.data(), qs, ks, vs, lse.data(), delta.data(), dks, dvs, batch, seq,
+        heads, kvHeads, c.scale, true, nullptr, 0, pitches);
+  });
+  EXPECT_EQ(dqkv.values(),
+            packRows(dq.values(), dk.values(), dv.values(), tokens, wq, wkv));
+}
+
 //===----------------------------------------------------------------------===//
 // FlashAttention on tensor cores
 //===----------------------------------------------------------------------===//
@@ -616,6 +691,79 @@ TEST(DeviceEmulationFlashTest, FlashAttention) {
     checkFlashAttention<64, Warps>(2, 20, 2, 1, causal, {0, 7, 7, 29, 40});
     checkFlashAttention<64, Small>(2, 19, 4, 2, causal, {0, 5, 38}, false);
   }
+}
+
+// The tensor-core kernels with Q, K and V row-strided views of a packed
+// QKV tensor and dQ, dK, dV written into a packed gradient: the bits of the
+// contiguous run.
+TEST(DeviceEmulationFlashTest, FlashAttentionReadsAndWritesRowStridedViews) {
+  using T = __nv_bfloat16;
+  using Tiles = FlashTiles<16, 16, 2, 16, 16>;
+  constexpr int kHeadDim = 64;
+  const int batch = 2, seq = 33, heads = 4, kvHeads = 2;
+  const AttentionCase<T> c(batch, seq, heads, kvHeads, kHeadDim, true, {});
+  const std::int64_t tokens = batch * seq, wq = heads * kHeadDim,
+                     wkv = kvHeads * kHeadDim, pitch = wq + 2 * wkv;
+  const dev::AttentionPitches pitches{pitch, pitch, pitch, pitch, pitch, pitch};
+  const EmulatedDim3 grid{unsigned((seq + 15) / 16), unsigned(heads),
+                          unsigned(batch)};
+  const EmulatedDim3 kvGrid{unsigned((seq + 15) / 16), unsigned(kvHeads),
+                            unsigned(batch)};
+  const unsigned forwardShared = dev::flashForwardSharedBytes(
+      kHeadDim, Tiles::kBlockQ, Tiles::kBlockK, Tiles::kStages);
+  const unsigned backwardShared = dev::flashBackwardSharedBytes(
+      kHeadDim, Tiles::kBwdBlockQ, Tiles::kBwdBlockK);
+
+  Buffer<T> q(c.q, 0), k(c.k, 0), v(c.v, 0), dout(c.dout, 0);
+  Buffer<T> qkv(packRows(c.q, c.k, c.v, tokens, wq, wkv), 0);
+  T *qs = qkv.data(), *ks = qs + wq, *vs = ks + wkv;
+  // One run: contiguous, or the strided views.
+  auto run = [&](bool strided, Buffer<T> &out, std::vector<float> &lse, T *dq,
+                 T *dk, T *dv) {
+    const T *qp = strided ? qs : q.data(), *kp = strided ? ks : k.data(),
+            *vp = strided ? vs : v.data();
+    dev::AttentionPitches p = strided ? pitches : dev::AttentionPitches{};
+    emulateKernel(
+        grid, Tiles::kBlockQ / 16 * 32,
+        [&] {
+          dev::flashAttentionForward<kHeadDim, Tiles::kBlockQ, Tiles::kBlockK,
+                                     Tiles::kStages>(
+              qp, kp, vp, out.data(), lse.data(), batch, seq, heads, kvHeads,
+              c.scale, true, nullptr, 0, p);
+        },
+        forwardShared);
+    std::vector<float> delta = poisonedFloats(c.rows),
+                       dqAccum = poisonedFloats(c.qSize);
+    emulateKernel({3}, 64, [&] {
+      dev::attentionBackwardPreprocess<T, 64>(dout.data(), out.data(),
+                                              delta.data(), batch, seq, heads,
+                                              kHeadDim, dqAccum.data());
+    });
+    emulateKernel(
+        kvGrid, Tiles::kBwdBlockK / 16 * 32,
+        [&] {
+          dev::flashAttentionBackward<kHeadDim, Tiles::kBwdBlockQ,
+                                      Tiles::kBwdBlockK>(
+              dout.data(), qp, kp, vp, lse.data(), delta.data(), dqAccum.data(),
+              dk, dv, batch, seq, heads, kvHeads, c.scale, true, nullptr, 0, p);
+        },
+        backwardShared);
+    emulateKernel({2}, 64, [&] {
+      dev::flashAttentionFinishDq<T>(dqAccum.data(), dq, c.qSize, c.scale,
+                                     strided ? wq : 0, strided ? pitch : 0);
+    });
+  };
+  Buffer<T> out(c.qSize, 0), outStrided(c.qSize, 0);
+  std::vector<float> lse = poisonedFloats(c.rows), lseStrided = lse;
+  Buffer<T> dq(c.qSize, 0), dk(c.kvSize, 0), dv(c.kvSize, 0),
+      dqkv(tokens * pitch, 0);
+  run(false, out, lse, dq.data(), dk.data(), dv.data());
+  run(true, outStrided, lseStrided, dqkv.data(), dqkv.data() + wq,
+      dqkv.data() + wq + wkv);
+  EXPECT_EQ(outStrided.values(), out.values());
+  EXPECT_EQ(lseStrided, lse);
+  EXPECT_EQ(dqkv.values(),
+            packRows(dq.values(), dk.values(), dv.values(), tokens, wq, wkv));
 }
 
 // The host's copy of the flash kernels' shared-memory sizes

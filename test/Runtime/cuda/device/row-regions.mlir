@@ -102,3 +102,32 @@ func.func @train_step(%x: tensor<4x64xf32>, %h: tensor<4x64xbf16>, %w: tensor<64
   }
   return %s, %y : tensor<4x64xbf16>, tensor<4x64xbf16>
 }
+
+// -----
+
+// 7: SwiGLU reading gate and up in place from a packed [rows, gate | up]
+// GEMM output (row-strided views: rows 2 x 96 elements apart), bf16.
+func.func @train_step(%gu: tensor<6x192xbf16>) -> tensor<6x96xbf16> {
+  %g = tile.view %gu {dim = 1 : i64, start = 0 : i64} : (tensor<6x192xbf16>) -> tensor<6x96xbf16>
+  %u = tile.view %gu {dim = 1 : i64, start = 96 : i64} : (tensor<6x192xbf16>) -> tensor<6x96xbf16>
+  %y = tile.fused %g, %u : (tensor<6x96xbf16>, tensor<6x96xbf16>) -> tensor<6x96xbf16> {
+  ^bb0(%a: tensor<6x96xbf16>, %b: tensor<6x96xbf16>):
+    %s = nn.swiglu %a, %b : (tensor<6x96xbf16>, tensor<6x96xbf16>) -> tensor<6x96xbf16>
+    tile.yield %s : tensor<6x96xbf16>
+  }
+  return %y : tensor<6x96xbf16>
+}
+
+// -----
+
+// 8: its gradient written into the packed [rows, dgate | dup] gradient
+// (a tile.concat: each output row-strided), f32.
+func.func @train_step(%dy: tensor<6x96xf32>, %g: tensor<6x96xf32>, %u: tensor<6x96xf32>) -> tensor<6x192xf32> {
+  %dg, %du = tile.fused %dy, %g, %u : (tensor<6x96xf32>, tensor<6x96xf32>, tensor<6x96xf32>) -> (tensor<6x96xf32>, tensor<6x96xf32>) {
+  ^bb0(%a: tensor<6x96xf32>, %b: tensor<6x96xf32>, %c: tensor<6x96xf32>):
+    %r:2 = nn.swiglu_grad %a, %b, %c : (tensor<6x96xf32>, tensor<6x96xf32>, tensor<6x96xf32>) -> (tensor<6x96xf32>, tensor<6x96xf32>)
+    tile.yield %r#0, %r#1 : tensor<6x96xf32>, tensor<6x96xf32>
+  }
+  %packed = tile.concat %dg, %du {dim = 1 : i64} : (tensor<6x96xf32>, tensor<6x96xf32>) -> tensor<6x192xf32>
+  return %packed : tensor<6x192xf32>
+}
