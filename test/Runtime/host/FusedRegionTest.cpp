@@ -413,6 +413,37 @@ TEST_F(FusedRegionTest, ARegionThatIsNotRowWiseRefusesRowStridedOperands) {
       Error);
 }
 
+// A split and a concat of the first dimension (a packed weight's gradient
+// into the parameters' gradients, parameters into a packed weight, where
+// tile-fold-views cannot place them): each part one run of the whole.
+TEST_F(FusedRegionTest, SplitAndConcatOfTheFirstDimension) {
+  RegionBuilder b;
+  int whole = b.value("f32", {96, kDim});
+  int a = b.value("f32", {64, kDim}), c = b.value("f32", {32, kDim});
+  b.temporary(1, "f32", {64, kDim});
+  b.temporary(2, "f32", {32, kDim});
+  b.op("split", {0}, {1, 2});
+  Plan split = b.build({whole}, {a, c}, {1, 2});
+  auto values = randomVector<float>(96 * kDim);
+  b.setF32(whole, values);
+  EXPECT_FALSE(runRegion(split, b));
+  std::vector<float> first(values.begin(), values.begin() + 64 * kDim),
+      second(values.begin() + 64 * kDim, values.end());
+  expectSame(b.at<float>(a), first, "the first part");
+  expectSame(b.at<float>(c), second, "the second part");
+
+  RegionBuilder b2;
+  int p = b2.value("f32", {64, kDim}), q = b2.value("f32", {32, kDim});
+  int packed = b2.value("f32", {96, kDim});
+  b2.temporary(2, "f32", {96, kDim});
+  b2.op("concat", {0, 1}, {2});
+  Plan concat = b2.build({p, q}, {packed}, {2});
+  b2.setF32(p, first);
+  b2.setF32(q, second);
+  EXPECT_FALSE(runRegion(concat, b2));
+  expectSame(b2.at<float>(packed), values, "the packed whole");
+}
+
 TEST_F(FusedRegionTest, AWeightGradientRunsOpByOp) {
   RegionBuilder b;
   int dy = b.value("f32", {kRows, kDim}), x = b.value("f32", {kRows, kDim});
