@@ -381,10 +381,18 @@ void fuseLinearCrossEntropy(Block &block, int64_t chunkOverride,
     m.inputGrad.getResult().replaceAllUsesWith(fused.getInputGrad());
     Value weightGrad = fused.getWeightGrad();
     if (accumulatorType != weightGradType) {
-      auto rounding = nn::CastOp::create(builder, m.weightGrad.getLoc(),
-                                         weightGradType, weightGrad);
-      copyChunk(m.weightGrad, rounding);
-      weightGrad = rounding;
+      // A kernel of its own, right after the op: joined to the consumers
+      // (the tied sum at the end of the backward) it would keep the FP32
+      // accumulator alive through the whole backward.
+      Location at = m.weightGrad.getLoc();
+      auto region = tile::FusedOp::create(
+          builder, at, TypeRange{weightGradType}, ValueRange{weightGrad});
+      copyChunk(m.weightGrad, region);
+      OpBuilder inner = OpBuilder::atBlockBegin(&region.getBody().front());
+      auto rounding = nn::CastOp::create(
+          inner, at, weightGradType, region.getBody().front().getArgument(0));
+      tile::YieldOp::create(inner, at, rounding.getResult());
+      weightGrad = region.getResult(0);
     }
     m.weightGrad.getResult().replaceAllUsesWith(weightGrad);
     m.inputGrad.erase();

@@ -523,6 +523,15 @@ Step parseStep(
                                             "linear_cross_entropy steps run "
                                             "in a library, not '{}'",
                                             step.cuda.library));
+    // The CUDA backend runs the GEMMs between launches 0 and 1 and 1 and
+    // 2, setting launch 1's last argument to the chunk's index.
+    const auto &launches = step.cuda.launches;
+    if (*kind == StepKind::LinearCrossEntropy &&
+        (launches.size() != 3 || launches[1].args.empty() ||
+         launches[1].args.back().kind != CudaArg::Kind::Int))
+      reader.fail(where, "a linear_cross_entropy's 'cuda' must have 3 "
+                         "launches (count, rows, reduce), the rows kernel's "
+                         "last argument an i64 (the chunk index)");
   }
   return step;
 }

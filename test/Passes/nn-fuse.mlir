@@ -247,14 +247,18 @@ func.func @linear_cross_entropy(%h: tensor<2x64x32xf32>, %w: tensor<512x32xf32>,
 
 // A BF16 LM head tied to the embedding (GPT-2): its weight gradient adds
 // to the table's in BF16, so the op's FP32 accumulator is rounded once by a
-// cast, which joins the add and the widening cast in one elementwise
+// cast, a kernel of its own right after the op (so that the accumulator
+// does not live until the sum); the add and the widening cast are one
 // region. 256 tokens x 64 hidden x 2 bytes fit 32 rows of 256 FP32
 // logits: the chunk takes the least, 64.
 // CHECK-LABEL: func.func @tied_bf16(
 // CHECK: %{{.+}}, %{{.+}}, %[[DW:.+]], %{{.+}} = tile.linear_cross_entropy %arg0, %arg1, %arg2, %{{.+}} {chunk_rows = 64 : i64, {{.*}}} : (tensor<256x64xbf16>, tensor<256x64xbf16>, tensor<256xi32>, tensor<f32>) -> (tensor<f32>, tensor<256x64xbf16>, tensor<256x64xf32>, tensor<64x256xf32>)
-// CHECK: tile.fused %[[DW]], %arg3
+// CHECK-NEXT: %[[R:.+]] = tile.fused %[[DW]] {kiln.chunk = "W"}
 // CHECK-NEXT: ^bb0
 // CHECK-NEXT: nn.cast %{{.+}} : (tensor<256x64xf32>) -> tensor<256x64xbf16>
+// CHECK-NEXT: tile.yield
+// CHECK: tile.fused %[[R]], %arg3
+// CHECK-NEXT: ^bb0
 // CHECK-NEXT: nn.add
 // CHECK-NEXT: nn.cast %{{.+}} : (tensor<256x64xbf16>) -> tensor<256x64xf32>
 func.func @tied_bf16(%h: tensor<256x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<256xi32>, %demb: tensor<256x64xbf16>) -> (tensor<f32>, tensor<256x64xbf16>, tensor<256x64xf32>) {

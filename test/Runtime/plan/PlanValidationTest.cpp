@@ -780,6 +780,15 @@ std::vector<Mutation> fusedMutations() {
              "a linear_cross_entropy runs in 'cublasLt', but its 'cuda' "
              "names no library"};
        }},
+      {"LinearCrossEntropyRowsWithoutTheChunkArgument",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         p["steps"][s]["cuda"]["launches"][1]["args"].erase(11);
+         return std::vector<std::string>{
+             step(s, "linear_cross_entropy"),
+             "must have 3 launches (count, rows, reduce), the rows kernel's "
+             "last argument an i64 (the chunk index)"};
+       }},
       {"RegionReadsALaterLocal",
        [](json &p) {
          const json &steps = p.at("steps");
