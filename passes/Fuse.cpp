@@ -315,6 +315,7 @@ FailureOr<LossHead> matchLossHead(nn::CrossEntropyGradOp grad,
 /// and its gradient read becomes one tile.linear_cross_entropy, at the loss
 /// gradient; a head it may not fuse is reported with the reason.
 void fuseLinearCrossEntropy(Block &block, int64_t chunkOverride,
+                            bool fp32Logits,
                             SmallVectorImpl<Decision> &decisions,
                             unsigned &position, bool report) {
   SmallVector<nn::CrossEntropyGradOp> grads(
@@ -360,6 +361,8 @@ void fuseLinearCrossEntropy(Block &block, int64_t chunkOverride,
         input, weight, grad.getTargets(), grad.getGrad(),
         builder.getI64IntegerAttr(chunk), grad.getIgnoreIndexAttr());
     copyChunk(grad, fused);
+    if (fp32Logits && inputType.getElementType().isBF16())
+      fused.setFp32Logits(true);
     if (report) {
       int64_t logitsBytes =
           tokens * vocab *
@@ -713,8 +716,9 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
         // After the epilogue group, which may have widened the LM head's
         // weight gradient to the FP32 the op then writes.
         if (linearCrossEntropy)
-          fuseLinearCrossEntropy(block, crossEntropyChunkRows, decisions,
-                                 position, report);
+          fuseLinearCrossEntropy(block, crossEntropyChunkRows,
+                                 crossEntropyFp32Logits, decisions, position,
+                                 report);
         Fuser fuser(block, options);
         fuser.cluster();
         if (failed(fuser.materialize(decisions, position)))

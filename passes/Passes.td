@@ -136,6 +136,9 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       nothing but the two GEMMs; the chunk's logits take at most about the
       bytes of the `[tokens, hidden]` activations (a multiple of 64 rows,
       or a power of two below 64) unless `cross-entropy-chunk-rows` says.
+      In a BF16 step the chunk's logits are rounded to BF16 as the unfused
+      GEMM stores them (fusion keeps the step's numerics);
+      `cross-entropy-fp32-logits` keeps them in FP32.
       ```mlir
       // before
       %logits = nn.linear %h, %w : (tensor<2x16x64xf32>, tensor<256x64xf32>) -> tensor<2x16x256xf32>
@@ -180,6 +183,11 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
            "0",
            "Tokens per chunk of linear-cross-entropy (0: chosen so that a "
            "chunk's FP32 logits are at most the [tokens, hidden] activations)">,
+    Option<"crossEntropyFp32Logits", "cross-entropy-fp32-logits", "bool",
+           "false",
+           "In BF16 steps, keep linear-cross-entropy's logits in FP32 (more "
+           "accurate) instead of rounding them to BF16 as the unfused step "
+           "stores them (the same numerics)">,
     Option<"report", "report", "bool", "false",
            "Emit what was fused where as remarks">,
   ];

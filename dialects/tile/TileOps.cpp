@@ -246,6 +246,10 @@ LogicalResult LinearCrossEntropyOp::verify() {
     return emitOpError() << "expects weight_grad to be the FP32 accumulator "
                             "of weight "
                          << weightType << ", got " << weightGradType;
+  if (getFp32Logits() && !inputType.getElementType().isBF16())
+    return emitOpError() << "expects fp32_logits only with bf16 operands, "
+                            "got "
+                         << inputType;
   int64_t chunk = getChunkRows();
   if (chunk < 1)
     return emitOpError() << "expects chunk_rows to be positive, got " << chunk;

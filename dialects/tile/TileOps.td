@@ -162,8 +162,10 @@ def Tile_LinearCrossEntropyOp : Tile_Op<"linear_cross_entropy", [Pure]> {
     logits into `logits_scratch` (`[chunk_rows, vocab]`, FP32, FP32
     accumulation; for BF16 operands the logits are then rounded to BF16,
     as the unfused GEMM stores them, so that fusion does not change the
-    step's numerics), each row's log-sum-exp and loss, the chunk's logits
-    gradient in place (rounded likewise), the
+    step's numerics, unless `fp32_logits` keeps them FP32), each row's
+    log-sum-exp and loss, the chunk's logits gradient in place (rounded to
+    BF16 for BF16 operands, as the unfused step stores it and as the BF16
+    GEMMs read it), the
     chunk's rows of `input_grad`, and adds the chunk's product to
     `weight_grad`, the FP32 accumulator (for a BF16 weight too; `nn-fuse`
     rounds it with a cast where the unfused gradient was BF16). Rows whose target is `ignore_index` add nothing and get zero
@@ -179,7 +181,8 @@ def Tile_LinearCrossEntropyOp : Tile_Op<"linear_cross_entropy", [Pure]> {
   let arguments = (ins NN_FloatTensor:$input, NN_FloatTensor:$weight,
                        NN_IndexTensor:$targets, NN_Scalar:$grad,
                        I64Attr:$chunk_rows,
-                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index,
+                       UnitAttr:$fp32_logits);
   let results = (outs NN_Scalar:$loss, NN_FloatTensor:$input_grad,
                       NN_FloatTensor:$weight_grad,
                       NN_F32Tensor:$logits_scratch);

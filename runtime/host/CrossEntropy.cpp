@@ -110,7 +110,8 @@ double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
                           std::int64_t rows, std::int64_t hidden,
                           std::int64_t vocab, std::int64_t chunkRows,
                           std::int64_t ignoreIndex,
-                          void (*round)(T *, std::int64_t)) {
+                          void (*roundLogits)(T *, std::int64_t),
+                          void (*roundGrad)(T *, std::int64_t)) {
   const char *kernel = "linearCrossEntropy";
   checkSize(kernel, "hidden", hidden);
   if (chunkRows < 1)
@@ -124,8 +125,8 @@ double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
     const T *xChunk = x + begin * hidden;
     gemm<T>(xChunk, w, scratch, 1, n, vocab, hidden, /*transA=*/false,
             /*transB=*/true, nullptr, /*accumulate=*/false);
-    if (round)
-      round(scratch, n * vocab);
+    if (roundLogits)
+      roundLogits(scratch, n * vocab);
       // Each row as crossEntropy and crossEntropyGrad compute it, the
       // gradient over the logits in place.
 #pragma omp parallel for schedule(static) if (n * vocab >= kMinParallelWork)
@@ -145,8 +146,8 @@ double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
         row[j] = static_cast<T>(scale * (p - onehot));
       }
     }
-    if (round)
-      round(scratch, n * vocab);
+    if (roundGrad)
+      roundGrad(scratch, n * vocab);
     gemm<T>(scratch, w, dx + begin * hidden, 1, n, hidden, vocab,
             /*transA=*/false, /*transB=*/false, nullptr, /*accumulate=*/false);
     gemm<T>(scratch, xChunk, dw, 1, vocab, hidden, n, /*transA=*/true,
@@ -164,7 +165,7 @@ double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
   template double linearCrossEntropy<T>(                                       \
       const T *, const T *, const std::int32_t *, double, T *, T *, T *,       \
       std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,    \
-      void (*)(T *, std::int64_t));                                            \
+      void (*)(T *, std::int64_t), void (*)(T *, std::int64_t));               \
   template double crossEntropy<T>(const T *, const std::int32_t *,             \
                                   std::int64_t, std::int64_t, std::int64_t);   \
   template void crossEntropyGrad<T>(double, const T *, const std::int32_t *,   \

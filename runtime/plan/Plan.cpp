@@ -299,7 +299,8 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
   case StepKind::LinearCrossEntropy:
     return LinearCrossEntropyStep{
         reader.intAttr(attrs, a::kChunkRows, where),
-        reader.intAttr(attrs, a::kIgnoreIndex, where)};
+        reader.intAttr(attrs, a::kIgnoreIndex, where),
+        reader.flagAttr(attrs, a::kFp32Logits, where)};
   case StepKind::Fused:
     break;
   }

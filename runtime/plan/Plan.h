@@ -135,6 +135,8 @@ struct FusedStep {
 struct LinearCrossEntropyStep {
   int64_t chunkRows = 0;
   int64_t ignoreIndex = 0;
+  /// BF16 operands: the logits stay FP32 (else rounded to BF16).
+  bool fp32Logits = false;
 };
 
 using StepOp =

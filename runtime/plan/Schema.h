@@ -229,8 +229,10 @@ inline constexpr const char *kBlockK = "block_k";
 inline constexpr const char *kNumWarps = "num_warps";
 inline constexpr const char *kNumStages = "num_stages";
 inline constexpr const char *kIgnoreIndex = "ignore_index";
-/// linear_cross_entropy: the tokens of one chunk (the rows of its scratch).
+/// linear_cross_entropy: the tokens of one chunk (the rows of its scratch),
+/// and whether BF16 steps keep the logits FP32 (else rounded to BF16).
 inline constexpr const char *kChunkRows = "chunk_rows";
+inline constexpr const char *kFp32Logits = "fp32_logits";
 inline constexpr const char *kBeta1 = "beta1";
 inline constexpr const char *kBeta2 = "beta2";
 inline constexpr const char *kEpsilon = "epsilon";
@@ -246,9 +248,9 @@ inline constexpr const char *kComputeCopies = "compute_copies";
 
 /// The boolean attributes: the compiler writes each as false where its
 /// unit attribute is absent.
-inline constexpr std::array<std::string_view, 5> kFlagAttrs = {
-    attr::kTransposeA, attr::kTransposeB, attr::kCausal, attr::kInverse,
-    attr::kComputeCopies};
+inline constexpr std::array<std::string_view, 6> kFlagAttrs = {
+    attr::kTransposeA, attr::kTransposeB,    attr::kCausal,
+    attr::kInverse,    attr::kComputeCopies, attr::kFp32Logits};
 
 /// The values of `approximate` (gelu, gelu_grad).
 inline constexpr std::string_view kGeluExact = "none";

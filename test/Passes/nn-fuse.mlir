@@ -6,6 +6,7 @@
 // RUN: kiln-opt %s --split-input-file --nn-fuse="optimizer=false" | FileCheck %s --check-prefix=NOOPT
 // RUN: kiln-opt %s --split-input-file --nn-fuse="linear-cross-entropy=false" | FileCheck %s --check-prefix=NOLCE
 // RUN: kiln-opt %s --split-input-file --nn-fuse="cross-entropy-chunk-rows=3" | FileCheck %s --check-prefix=CHUNK3
+// RUN: kiln-opt %s --split-input-file --nn-fuse="cross-entropy-fp32-logits" | FileCheck %s --check-prefix=FP32LOGITS
 
 // nn-fuse groups row-local ops into tile.fused regions, one kernel each.
 
@@ -251,6 +252,11 @@ func.func @linear_cross_entropy(%h: tensor<2x64x32xf32>, %w: tensor<512x32xf32>,
 // does not live until the sum); the add and the widening cast are one
 // region. 256 tokens x 64 hidden x 2 bytes fit 32 rows of 256 FP32
 // logits: the chunk takes the least, 64.
+// The option keeps a BF16 step's logits FP32; an FP32 step has no flag.
+// FP32LOGITS-LABEL: func.func @linear_cross_entropy(
+// FP32LOGITS-NOT: fp32_logits
+// FP32LOGITS-LABEL: func.func @tied_bf16(
+// FP32LOGITS: tile.linear_cross_entropy {{.*}}fp32_logits
 // CHECK-LABEL: func.func @tied_bf16(
 // CHECK: %{{.+}}, %{{.+}}, %[[DW:.+]], %{{.+}} = tile.linear_cross_entropy %arg0, %arg1, %arg2, %{{.+}} {chunk_rows = 64 : i64, {{.*}}} : (tensor<256x64xbf16>, tensor<256x64xbf16>, tensor<256xi32>, tensor<f32>) -> (tensor<f32>, tensor<256x64xbf16>, tensor<256x64xf32>, tensor<64x256xf32>)
 // CHECK-NEXT: %[[R:.+]] = tile.fused %[[DW]] {kiln.chunk = "W"}

@@ -129,13 +129,16 @@ LogicalResult cuda::emitLinearCrossEntropy(tile::LinearCrossEntropyOp op,
   k.integer("ignoreIndex", op.getIgnoreIndex());
   k.errorFlag();
   k.integer("chunk", 0);
-  k.launch(formatv("kiln_linear_cross_entropy_rows_{0}_t{1}",
-                   planDtypeName(elementType(input)), threads)
+  bool roundLogits = bf16 && !op.getFp32Logits();
+  k.launch(formatv("kiln_linear_cross_entropy_rows_{0}_t{1}{2}",
+                   planDtypeName(elementType(input)), threads,
+                   roundLogits ? "" : "_fp32_logits")
                .str(),
-           formatv("  kiln::dev::linearCrossEntropyRows<{0}, {1}>(logits, "
+           formatv("  kiln::dev::linearCrossEntropyRows<{0}, {1}, {3}>(logits, "
                    "targets, rowLoss, dloss, count, {2}, rows, chunkRows, "
                    "(int)vocab, ignoreIndex, error, chunk);\n",
-                   t, threads, bf16 ? "dlogits" : "logits")
+                   t, threads, bf16 ? "dlogits" : "logits",
+                   roundLogits ? "true" : "false")
                .str(),
            {std::min(chunkRows, kMaxGrid)}, threads);
   k.scratch("const float", "rowLoss", layout.rowLoss);

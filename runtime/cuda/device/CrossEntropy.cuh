@@ -227,9 +227,10 @@ linearCrossEntropyGradRow(const float *row, T *grad, int vocab, int target,
 /// computes it, into rowLoss (indexed by the step's row), then its gradient
 /// as crossEntropyGrad computes it (*dloss / *count, from countValid) into
 /// `dlogits` ([chunkRows, vocab] of T; the FP32 logits themselves, in
-/// place, when T is float). For a BF16 T the logits are first rounded to
-/// BF16 in place, as the unfused GEMM would store them. Block per row.
-template <typename T, int kThreads>
+/// place, when T is float). With kRoundLogits (a BF16 T) the logits are
+/// first rounded to T in place, as the unfused GEMM would store them.
+/// Block per row.
+template <typename T, int kThreads, bool kRoundLogits>
 __device__ __forceinline__ void
 linearCrossEntropyRows(float *logits, const int *targets, float *rowLoss,
                        const float *dloss, const float *count, T *dlogits,
@@ -254,7 +255,7 @@ linearCrossEntropyRows(float *logits, const int *targets, float *rowLoss,
       }
       zero = true;
     } else if (!zero) {
-      if constexpr (sizeof(T) != sizeof(float)) {
+      if constexpr (kRoundLogits) {
         // The logits as the unfused step stores them: rounded to T.
         for (int j = threadIdx.x; j < vocab; j += kThreads)
           r[j] = toFloat(fromFloat<T>(r[j]));

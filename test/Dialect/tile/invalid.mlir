@@ -198,6 +198,14 @@ func.func @lce_weight_grad_dtype(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>
 
 // -----
 
+func.func @lce_fp32_logits(%x: tensor<32x64xf32>, %w: tensor<256x64xf32>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects fp32_logits only with bf16 operands, got 'tensor<32x64xf32>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64, fp32_logits} : (tensor<32x64xf32>, tensor<256x64xf32>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xf32>, tensor<256x64xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
 func.func @lce_chunk_positive(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
   // expected-error @+1 {{expects chunk_rows to be positive, got 0}}
   %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 0 : i64} : (tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xbf16>, tensor<256x64xf32>, tensor<16x256xf32>)

@@ -51,20 +51,21 @@ template <typename T>
 Unfused<T> unfused(const std::vector<T> &x, const std::vector<T> &w,
                    const std::vector<std::int32_t> &targets, double dloss,
                    std::int64_t rows, std::int64_t hidden, std::int64_t vocab,
-                   void (*round)(T *, std::int64_t)) {
+                   void (*roundLogits)(T *, std::int64_t),
+                   void (*roundGrad)(T *, std::int64_t)) {
   auto logits = poisoned<T>(rows * vocab);
   gemm<T>(x.data(), w.data(), logits.data(), 1, rows, vocab, hidden, false,
           true, nullptr, false);
-  if (round)
-    round(logits.data(), rows * vocab);
+  if (roundLogits)
+    roundLogits(logits.data(), rows * vocab);
   Unfused<T> result;
   result.loss =
       crossEntropy<T>(logits.data(), targets.data(), rows, vocab, kIgnoreIndex);
   auto dlogits = poisoned<T>(rows * vocab);
   crossEntropyGrad<T>(dloss, logits.data(), targets.data(), dlogits.data(),
                       rows, vocab, kIgnoreIndex);
-  if (round)
-    round(dlogits.data(), rows * vocab);
+  if (roundGrad)
+    roundGrad(dlogits.data(), rows * vocab);
   result.dx = poisoned<T>(rows * hidden);
   gemm<T>(dlogits.data(), w.data(), result.dx.data(), 1, rows, hidden, vocab,
           false, false, nullptr, false);
@@ -95,14 +96,14 @@ TYPED_TEST(LinearCrossEntropyTest, MatchesTheUnfusedComposition) {
   auto targets = someIgnored(rows, vocab);
   const double dloss = 0.625;
   Unfused<T> ref =
-      unfused<T>(x, w, targets, dloss, rows, hidden, vocab, nullptr);
+      unfused<T>(x, w, targets, dloss, rows, hidden, vocab, nullptr, nullptr);
   for (std::int64_t chunk : {1, 5, 16, 36, 37}) {
     SCOPED_TRACE("chunk " + std::to_string(chunk));
     auto scratch = poisoned<T>(chunk * vocab);
     auto dx = poisoned<T>(rows * hidden), dw = poisoned<T>(vocab * hidden);
     double loss = linearCrossEntropy<T>(
         x.data(), w.data(), targets.data(), dloss, scratch.data(), dx.data(),
-        dw.data(), rows, hidden, vocab, chunk, kIgnoreIndex, nullptr);
+        dw.data(), rows, hidden, vocab, chunk, kIgnoreIndex, nullptr, nullptr);
     EXPECT_LE(std::abs(loss - ref.loss), kForwardTolerance<T> * ref.loss);
     EXPECT_LE(relativeError(dx, ref.dx), kForwardTolerance<T>);
     EXPECT_LE(relativeError(dw, ref.dw), kForwardTolerance<T>);
@@ -115,7 +116,8 @@ TYPED_TEST(LinearCrossEntropyTest, MatchesTheUnfusedComposition) {
 }
 
 /// The BF16 step: the logits and their gradient rounded where the unfused
-/// step stores them, the rest FP32.
+/// step stores them, the rest FP32; with FP32 logits (fp32_logits) only the
+/// gradient the BF16 GEMMs read.
 TEST(LinearCrossEntropyBf16Test, RoundsWhereTheUnfusedStepStores) {
   seedFromTestName();
   const std::int64_t rows = 20, hidden = 16, vocab = 130;
@@ -124,17 +126,22 @@ TEST(LinearCrossEntropyBf16Test, RoundsWhereTheUnfusedStepStores) {
   roundBf16(x.data(), x.size());
   roundBf16(w.data(), w.size());
   auto targets = someIgnored(rows, vocab);
-  Unfused<float> ref =
-      unfused<float>(x, w, targets, 1.0, rows, hidden, vocab, roundBf16);
-  auto scratch = poisoned<float>(8 * vocab);
-  auto dx = poisoned<float>(rows * hidden),
-       dw = poisoned<float>(vocab * hidden);
-  double loss = linearCrossEntropy<float>(
-      x.data(), w.data(), targets.data(), 1.0, scratch.data(), dx.data(),
-      dw.data(), rows, hidden, vocab, 8, kIgnoreIndex, roundBf16);
-  EXPECT_LE(std::abs(loss - ref.loss), kForwardTolerance<float> * ref.loss);
-  EXPECT_LE(relativeError(dx, ref.dx), kForwardTolerance<float>);
-  EXPECT_LE(relativeError(dw, ref.dw), kForwardTolerance<float>);
+  for (bool fp32Logits : {false, true}) {
+    SCOPED_TRACE(fp32Logits ? "fp32 logits" : "bf16 logits");
+    auto roundLogits = fp32Logits ? nullptr : roundBf16;
+    Unfused<float> ref = unfused<float>(x, w, targets, 1.0, rows, hidden, vocab,
+                                        roundLogits, roundBf16);
+    auto scratch = poisoned<float>(8 * vocab);
+    auto dx = poisoned<float>(rows * hidden),
+         dw = poisoned<float>(vocab * hidden);
+    double loss = linearCrossEntropy<float>(
+        x.data(), w.data(), targets.data(), 1.0, scratch.data(), dx.data(),
+        dw.data(), rows, hidden, vocab, 8, kIgnoreIndex, roundLogits,
+        roundBf16);
+    EXPECT_LE(std::abs(loss - ref.loss), kForwardTolerance<float> * ref.loss);
+    EXPECT_LE(relativeError(dx, ref.dx), kForwardTolerance<float>);
+    EXPECT_LE(relativeError(dw, ref.dw), kForwardTolerance<float>);
+  }
 }
 
 /// Every row ignored: zero loss, zero gradients.
@@ -149,7 +156,8 @@ TEST(LinearCrossEntropyEdgeTest, AllIgnoredGivesZeros) {
        dw = poisoned<double>(vocab * hidden);
   double loss = linearCrossEntropy<double>(
       x.data(), w.data(), targets.data(), 1.0, scratch.data(), dx.data(),
-      dw.data(), rows, hidden, vocab, 4, kIgnoreIndex, roundNothing);
+      dw.data(), rows, hidden, vocab, 4, kIgnoreIndex, roundNothing,
+      roundNothing);
   EXPECT_EQ(loss, 0.0);
   EXPECT_EQ(dx, std::vector<double>(rows * hidden, 0.0));
   EXPECT_EQ(dw, std::vector<double>(vocab * hidden, 0.0));
@@ -166,18 +174,18 @@ TEST(LinearCrossEntropyEdgeTest, BadTargetThrowsBeforeWriting) {
        dw = poisoned<float>(vocab * hidden);
   EXPECT_THAT(
       [&] {
-        linearCrossEntropy<float>(x.data(), w.data(), targets.data(), 1.0,
-                                  scratch.data(), dx.data(), dw.data(), rows,
-                                  hidden, vocab, 2, kIgnoreIndex, nullptr);
+        linearCrossEntropy<float>(
+            x.data(), w.data(), targets.data(), 1.0, scratch.data(), dx.data(),
+            dw.data(), rows, hidden, vocab, 2, kIgnoreIndex, nullptr, nullptr);
       },
       ThrowsMessage<Error>(HasSubstr("target 5 at row 1 is outside the "
                                      "vocabulary")));
   EXPECT_TRUE(std::isnan(dx[0]));
   EXPECT_THAT(
       [&] {
-        linearCrossEntropy<float>(x.data(), w.data(), targets.data(), 1.0,
-                                  scratch.data(), dx.data(), dw.data(), rows,
-                                  hidden, vocab, 0, kIgnoreIndex, nullptr);
+        linearCrossEntropy<float>(
+            x.data(), w.data(), targets.data(), 1.0, scratch.data(), dx.data(),
+            dw.data(), rows, hidden, vocab, 0, kIgnoreIndex, nullptr, nullptr);
       },
       ThrowsMessage<Error>(HasSubstr("chunkRows must be positive, got 0")));
 }

@@ -431,7 +431,7 @@ void checkLinearCrossEntropyRows(int vocab, std::int64_t chunkRows) {
     else
       out = dlogits.data();
     emulateKernel({3}, kThreads, [&] {
-      dev::linearCrossEntropyRows<T, kThreads>(
+      dev::linearCrossEntropyRows<T, kThreads, !std::is_same_v<T, float>>(
           scratch.data(), targets.data(), rowLoss.data(), &dloss, count.data(),
           out, rows, chunkRows, vocab, ignoreIndex, &flag, chunk);
     });
