@@ -259,6 +259,9 @@ FailureOr<LossHead> matchLossHead(nn::CrossEntropyGradOp grad,
     whyNot = reason.str();
     return failure();
   };
+  if (!cast<RankedTensorType>(m.head.getInput().getType()).hasStaticShape() ||
+      !cast<RankedTensorType>(m.head.getWeight().getType()).hasStaticShape())
+    return refuse("the LM head has a dynamic shape");
   if (m.head.getBias())
     return refuse("the LM head has a bias");
   if (m.head.getTransposeWeight())

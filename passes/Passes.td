@@ -134,8 +134,9 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       with a large vocabulary) are never stored. Only where the logits
       feed nothing but the loss and its gradient, and that gradient
       nothing but the two GEMMs; the chunk's logits take at most about the
-      bytes of the `[tokens, hidden]` activations (a multiple of 64 rows,
-      or a power of two below 64) unless `cross-entropy-chunk-rows` says.
+      bytes of the `[tokens, hidden]` activations (in multiples of 64 rows,
+      at least 64: fewer would re-read the weight for a few rows of work)
+      unless `cross-entropy-chunk-rows` says.
       In a BF16 step the chunk's logits are rounded to BF16 as the unfused
       GEMM stores them (fusion keeps the step's numerics);
       `cross-entropy-fp32-logits` keeps them in FP32.

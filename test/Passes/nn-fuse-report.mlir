@@ -66,3 +66,16 @@ func.func @logits_escape(%h: tensor<8x16xf32>, %w: tensor<32x16xf32>, %t: tensor
   %dl = nn.cross_entropy_grad %one, %logits, %t {kiln.chunk = "B"} : (tensor<f32>, tensor<8x32xf32>, tensor<8xi32>) -> tensor<8x32xf32>
   return %loss, %logits, %dl : tensor<f32>, tensor<8x32xf32>, tensor<8x32xf32>
 }
+
+// -----
+
+func.func @dynamic_tokens(%h: tensor<?x16xf32>, %w: tensor<32x16xf32>, %t: tensor<?xi32>) -> (tensor<f32>, tensor<?x16xf32>, tensor<32x16xf32>) {
+  %logits = nn.linear %h, %w {kiln.chunk = "F"} : (tensor<?x16xf32>, tensor<32x16xf32>) -> tensor<?x32xf32>
+  %loss = nn.cross_entropy %logits, %t {kiln.chunk = "F"} : (tensor<?x32xf32>, tensor<?xi32>) -> tensor<f32>
+  %one = arith.constant {kiln.chunk = "B"} dense<1.0> : tensor<f32>
+  // expected-remark @+1 {{nn-fuse: backward: the LM head, its loss and their gradients stay apart (linear-cross-entropy): the LM head has a dynamic shape}}
+  %dl = nn.cross_entropy_grad %one, %logits, %t {kiln.chunk = "B"} : (tensor<f32>, tensor<?x32xf32>, tensor<?xi32>) -> tensor<?x32xf32>
+  %dh = nn.linear %dl, %w {kiln.chunk = "B", transpose_weight} : (tensor<?x32xf32>, tensor<32x16xf32>) -> tensor<?x16xf32>
+  %dw = nn.linear_weight_grad %dl, %h {kiln.chunk = "W"} : (tensor<?x32xf32>, tensor<?x16xf32>) -> tensor<32x16xf32>
+  return %loss, %dh, %dw : tensor<f32>, tensor<?x16xf32>, tensor<32x16xf32>
+}
