@@ -242,6 +242,205 @@ void widenGradients(Block &block, SmallVectorImpl<Decision> &decisions,
   }
 }
 
+//===----------------------------------------------------------------------===//
+// linear-cross-entropy
+//===----------------------------------------------------------------------===//
+
+/// Rows a dense tensor of `type` has before its last dimension.
+int64_t leadingRows(Type type) {
+  auto tensor = cast<RankedTensorType>(type);
+  return tensor.getNumElements() / tensor.getShape().back();
+}
+
+/// The fewest rows of a chunk: a GEMM tile's height. With fewer, each
+/// chunk's three GEMMs re-read the whole [vocab, hidden] weight for a few
+/// rows of work (GPT-2 at 4 x 64 tokens would take 2-row chunks).
+constexpr int64_t kMinChunkRows = 64;
+
+/// The chunk of linear-cross-entropy: its FP32 logits at most about the
+/// bytes of the [tokens, hidden] activations, in multiples of 64 rows, but
+/// at least kMinChunkRows and at most the tokens.
+int64_t chooseChunkRows(int64_t tokens, int64_t hidden, int64_t vocab,
+                        int64_t elementBytes, int64_t override) {
+  if (override > 0)
+    return std::min(override, tokens);
+  int64_t fit = tokens * hidden * elementBytes / (vocab * 4);
+  int64_t rows = std::max(kMinChunkRows, fit / 64 * 64);
+  return std::min(rows, tokens);
+}
+
+/// The ops of one LM head and its loss, forward and backward.
+struct LossHead {
+  nn::LinearOp head;
+  nn::CrossEntropyOp loss;
+  nn::CrossEntropyGradOp lossGrad;
+  nn::LinearOp inputGrad;
+  nn::LinearWeightGradOp weightGrad;
+};
+
+/// The LM head whose logits `grad` differentiates, if the group may fuse
+/// it; else why not (empty: not an LM head at all, nothing to report).
+FailureOr<LossHead> matchLossHead(nn::CrossEntropyGradOp grad,
+                                  std::string &whyNot) {
+  LossHead m;
+  m.lossGrad = grad;
+  m.head = grad.getLogits().getDefiningOp<nn::LinearOp>();
+  if (!m.head)
+    return failure();
+  auto refuse = [&](const Twine &reason) {
+    whyNot = reason.str();
+    return failure();
+  };
+  if (!cast<RankedTensorType>(m.head.getInput().getType()).hasStaticShape() ||
+      !cast<RankedTensorType>(m.head.getWeight().getType()).hasStaticShape())
+    return refuse("the LM head has a dynamic shape");
+  if (m.head.getBias())
+    return refuse("the LM head has a bias");
+  if (m.head.getTransposeWeight())
+    return refuse("the LM head's weight is stored [hidden, vocab]");
+  if (grad->getBlock() != m.head->getBlock())
+    return refuse("the loss gradient is in another block than the LM head");
+  for (Operation *user : m.head.getResult().getUsers()) {
+    if (user == grad.getOperation())
+      continue;
+    auto loss = dyn_cast<nn::CrossEntropyOp>(user);
+    if (!loss || m.loss)
+      return refuse(llvm::formatv("the logits have another consumer, '{0}'",
+                                  user->getName().getStringRef()));
+    m.loss = loss;
+  }
+  if (!m.loss)
+    return refuse("the logits feed no cross_entropy");
+  if (m.loss.getTargets() != grad.getTargets() ||
+      m.loss.getIgnoreIndex() != grad.getIgnoreIndex())
+    return refuse("the loss and its gradient read different targets");
+  for (Operation *user : grad.getResult().getUsers()) {
+    if (auto linear = dyn_cast<nn::LinearOp>(user);
+        linear && !m.inputGrad && linear.getInput() == grad.getResult() &&
+        linear.getWeight() == m.head.getWeight() && !linear.getBias() &&
+        linear.getTransposeWeight()) {
+      m.inputGrad = linear;
+      continue;
+    }
+    if (auto weightGrad = dyn_cast<nn::LinearWeightGradOp>(user);
+        weightGrad && !m.weightGrad &&
+        weightGrad.getGrad() == grad.getResult() &&
+        weightGrad.getInput() == m.head.getInput() &&
+        !weightGrad.getTransposeWeight()) {
+      m.weightGrad = weightGrad;
+      continue;
+    }
+    return refuse(llvm::formatv("the logits' gradient has another consumer, "
+                                "'{0}'",
+                                user->getName().getStringRef()));
+  }
+  if (!m.inputGrad || !m.weightGrad)
+    return refuse("the logits' gradient does not feed both the input and the "
+                  "weight gradient of the LM head");
+  // The op stands where the loss gradient stood: whatever reads the loss
+  // must come later.
+  for (Operation *user : m.loss.getResult().getUsers())
+    if (user->getBlock() != grad->getBlock() ||
+        user->isBeforeInBlock(grad.getOperation()))
+      return refuse("the loss is read before its gradient is computed");
+  return m;
+}
+
+/// The linear-cross-entropy group: every LM head whose logits only the loss
+/// and its gradient read becomes one tile.linear_cross_entropy, at the loss
+/// gradient; a head it may not fuse is reported with the reason.
+void fuseLinearCrossEntropy(Block &block, int64_t chunkOverride,
+                            bool fp32Logits,
+                            SmallVectorImpl<Decision> &decisions,
+                            unsigned &position, bool report) {
+  SmallVector<nn::CrossEntropyGradOp> grads(
+      block.getOps<nn::CrossEntropyGradOp>());
+  for (nn::CrossEntropyGradOp grad : grads) {
+    std::string whyNot;
+    FailureOr<LossHead> matched = matchLossHead(grad, whyNot);
+    if (failed(matched)) {
+      if (report && !whyNot.empty())
+        decisions.push_back(Decision{
+            grad.getLoc(), position++,
+            llvm::formatv("backward: the LM head, its loss and their "
+                          "gradients stay apart (linear-cross-entropy): {0}",
+                          whyNot)
+                .str()});
+      continue;
+    }
+    LossHead m = *matched;
+    Value input = m.head.getInput(), weight = m.head.getWeight();
+    auto inputType = cast<RankedTensorType>(input.getType());
+    auto weightType = cast<RankedTensorType>(weight.getType());
+    int64_t tokens = leadingRows(inputType);
+    int64_t hidden = inputType.getShape().back();
+    int64_t vocab = weightType.getDimSize(0);
+    int64_t elementBytes = inputType.getElementTypeBitWidth() / 8;
+    int64_t chunk =
+        chooseChunkRows(tokens, hidden, vocab, elementBytes, chunkOverride);
+    OpBuilder builder(grad);
+    auto scratchType =
+        RankedTensorType::get({chunk, vocab}, builder.getF32Type());
+    Location loc =
+        builder.getFusedLoc({m.head.getLoc(), m.loss.getLoc(), grad.getLoc(),
+                             m.inputGrad.getLoc(), m.weightGrad.getLoc()});
+    // The weight gradient accumulates over the chunks in FP32; where the
+    // unfused GEMM rounds it (a BF16 table whose gradient adds to the tied
+    // embedding's), a cast rounds the sum once.
+    auto weightGradType = cast<RankedTensorType>(m.weightGrad.getType());
+    auto accumulatorType = weightGradType.clone(builder.getF32Type());
+    auto fused = tile::LinearCrossEntropyOp::create(
+        builder, loc,
+        TypeRange{m.loss.getType(), m.inputGrad.getType(), accumulatorType,
+                  scratchType},
+        input, weight, grad.getTargets(), grad.getGrad(),
+        builder.getI64IntegerAttr(chunk), grad.getIgnoreIndexAttr());
+    copyChunk(grad, fused);
+    if (fp32Logits && inputType.getElementType().isBF16())
+      fused.setFp32Logits(true);
+    if (report) {
+      int64_t logitsBytes =
+          tokens * vocab *
+          (cast<RankedTensorType>(m.head.getType()).getElementTypeBitWidth() /
+           8);
+      decisions.push_back(Decision{
+          m.head.getLoc(), position++,
+          llvm::formatv("backward: LM head + cross_entropy + their gradients "
+                        "as one op over {0} chunk{1} of {2} tokens "
+                        "(linear-cross-entropy): the [{3}, {4}] logits and "
+                        "their gradient ({5} bytes each) never stored, "
+                        "{6} bytes of FP32 scratch",
+                        llvm::divideCeil(tokens, chunk),
+                        chunk < tokens ? "s" : "", chunk, tokens, vocab,
+                        logitsBytes, chunk * vocab * 4)
+              .str()});
+    }
+    m.loss.getResult().replaceAllUsesWith(fused.getLoss());
+    m.inputGrad.getResult().replaceAllUsesWith(fused.getInputGrad());
+    Value weightGrad = fused.getWeightGrad();
+    if (accumulatorType != weightGradType) {
+      // A kernel of its own, right after the op: joined to the consumers
+      // (the tied sum at the end of the backward) it would keep the FP32
+      // accumulator alive through the whole backward.
+      Location at = m.weightGrad.getLoc();
+      auto region = tile::FusedOp::create(
+          builder, at, TypeRange{weightGradType}, ValueRange{weightGrad});
+      copyChunk(m.weightGrad, region);
+      OpBuilder inner = OpBuilder::atBlockBegin(&region.getBody().front());
+      auto rounding = nn::CastOp::create(
+          inner, at, weightGradType, region.getBody().front().getArgument(0));
+      tile::YieldOp::create(inner, at, rounding.getResult());
+      weightGrad = region.getResult(0);
+    }
+    m.weightGrad.getResult().replaceAllUsesWith(weightGrad);
+    m.inputGrad.erase();
+    m.weightGrad.erase();
+    grad.erase();
+    m.loss.erase();
+    m.head.erase();
+  }
+}
+
 /// Ops that will become one kernel.
 struct Cluster {
   SmallVector<Operation *> ops;
@@ -530,6 +729,13 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
   using NNFusePassBase::NNFusePassBase;
 
   void runOnOperation() final {
+    if (crossEntropyChunkRows < 0) {
+      getOperation().emitError()
+          << "nn-fuse: cross-entropy-chunk-rows must be 0 (chosen) or "
+             "positive, got "
+          << crossEntropyChunkRows;
+      return signalPassFailure();
+    }
     SmallVector<Decision> decisions;
     unsigned position = 0;
     Policy options{residualNorm, rope,     elementwise,
@@ -542,6 +748,12 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
           widenGradients(block, decisions, position, report);
         if (optimizer)
           groupOptimizer(block, decisions, position, report);
+        // After the epilogue group, which may have widened the LM head's
+        // weight gradient to the FP32 the op then writes.
+        if (linearCrossEntropy)
+          fuseLinearCrossEntropy(block, crossEntropyChunkRows,
+                                 crossEntropyFp32Logits, decisions, position,
+                                 report);
         Fuser fuser(block, options);
         fuser.cluster();
         if (failed(fuser.materialize(decisions, position)))

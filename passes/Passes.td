@@ -158,6 +158,36 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       accumulates in FP32 anyway: the cast kernel goes, and so does the
       BF16 rounding of the gradient (the one rounding point fusion removes;
       `--fusion=off` keeps it).
+    - `linear-cross-entropy`: the LM head (`nn.linear` without bias), its
+      `nn.cross_entropy`, the loss gradient and the two GEMMs that read the
+      logits' gradient (the input gradient and the weight gradient) become
+      one `tile.linear_cross_entropy`, which works through the tokens in
+      chunks: the chunk's logits in an FP32 scratch, their log-sum-exp and
+      loss, their gradient in place, the chunk's input gradient and its
+      share of the weight gradient (FP32 accumulation). The `[tokens,
+      vocab]` logits and their gradient (the largest buffers of a step
+      with a large vocabulary) are never stored. Only where the logits
+      feed nothing but the loss and its gradient, and that gradient
+      nothing but the two GEMMs; the chunk's logits take at most about the
+      bytes of the `[tokens, hidden]` activations (in multiples of 64 rows,
+      at least 64: fewer would re-read the weight for a few rows of work)
+      unless `cross-entropy-chunk-rows` says.
+      In a BF16 step the chunk's logits are rounded to BF16 as the unfused
+      GEMM stores them (fusion keeps the step's numerics);
+      `cross-entropy-fp32-logits` keeps them in FP32.
+      ```mlir
+      // before
+      %logits = nn.linear %h, %w : (tensor<2x16x64xf32>, tensor<256x64xf32>) -> tensor<2x16x256xf32>
+      %loss = nn.cross_entropy %logits, %t : ... -> tensor<f32>
+      %dl = nn.cross_entropy_grad %one, %logits, %t : ... -> tensor<2x16x256xf32>
+      %dh = nn.linear %dl, %w {transpose_weight} : ... -> tensor<2x16x64xf32>
+      %dw = nn.linear_weight_grad %dl, %h : ... -> tensor<256x64xf32>
+      // after
+      %loss, %dh, %dw, %scratch = tile.linear_cross_entropy %h, %w, %t, %one {chunk_rows = 16 : i64, ignore_index = -100 : i64}
+          : ... -> (tensor<f32>, tensor<2x16x64xf32>, tensor<256x64xf32>, tensor<16x256xf32>)
+      ```
+      The op is tagged `"B"`: the LM head's weight gradient is no longer
+      separate W work that a zero-bubble schedule could delay.
 
     An op joins the group of one of its operands' producers when both are
     row-local (`tile::isRowLocal`), in the same chunk (`kiln.chunk`), over
@@ -182,6 +212,18 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
            "Update every parameter in one multi-tensor AdamW per group">,
     Option<"epilogue", "epilogue", "bool", "true",
            "Write weight gradients in FP32 from their kernels' accumulators">,
+    Option<"linearCrossEntropy", "linear-cross-entropy", "bool", "true",
+           "Fuse the LM head, the loss and their gradients into one chunked "
+           "op that never stores the logits">,
+    Option<"crossEntropyChunkRows", "cross-entropy-chunk-rows", "int64_t",
+           "0",
+           "Tokens per chunk of linear-cross-entropy (0: chosen so that a "
+           "chunk's FP32 logits are at most the [tokens, hidden] activations)">,
+    Option<"crossEntropyFp32Logits", "cross-entropy-fp32-logits", "bool",
+           "false",
+           "In BF16 steps, keep linear-cross-entropy's logits in FP32 (more "
+           "accurate) instead of rounding them to BF16 as the unfused step "
+           "stores them (the same numerics)">,
     Option<"report", "report", "bool", "false",
            "Emit what was fused where as remarks">,
   ];

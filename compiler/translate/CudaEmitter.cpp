@@ -122,6 +122,9 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
           .Case([&](tile::CrossEntropyGradOp c) {
             return cuda::emitCrossEntropyGrad(c, k);
           })
+          .Case([&](tile::LinearCrossEntropyOp l) {
+            return cuda::emitLinearCrossEntropy(l, k);
+          })
           .Case([&](tile::EmbeddingGradOp e) {
             return cuda::emitEmbeddingGrad(e, k);
           })

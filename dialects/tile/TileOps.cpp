@@ -209,6 +209,67 @@ LogicalResult CrossEntropyGradOp::verify() {
   return nn::verifyLossGrad(*this, getLogits(), getTargets(), getResult());
 }
 
+LogicalResult LinearCrossEntropyOp::verify() {
+  auto inputType = cast<RankedTensorType>(getInput().getType());
+  auto weightType = cast<RankedTensorType>(getWeight().getType());
+  if (inputType.getRank() < 2)
+    return emitOpError() << "expects input ([..., hidden]) to have rank at "
+                            "least 2, got "
+                         << inputType;
+  if (weightType.getRank() != 2)
+    return emitOpError() << "expects weight ([vocab, hidden]) to have rank "
+                            "2, got "
+                         << weightType;
+  if (inputType.getElementType() != weightType.getElementType())
+    return emitOpError() << "expects input and weight to have one element "
+                            "type, got "
+                         << inputType << " and " << weightType;
+  int64_t hidden = inputType.getShape().back();
+  if (failed(
+          verifyCompatibleShape(ArrayRef<int64_t>{hidden},
+                                ArrayRef<int64_t>{weightType.getDimSize(1)})))
+    return emitOpError() << "expects weight dimension 1 to be the input's "
+                            "hidden size "
+                         << hidden << ", got " << weightType;
+  auto targetsType = cast<RankedTensorType>(getTargets().getType());
+  if (failed(verifyCompatibleShape(targetsType.getShape(),
+                                   inputType.getShape().drop_back())))
+    return emitOpError() << "expects targets to have the leading dimensions "
+                            "of input, got "
+                         << targetsType << " for " << inputType;
+  if (getInputGrad().getType() != inputType)
+    return emitOpError() << "expects input_grad to have the type of input "
+                         << inputType << ", got " << getInputGrad().getType();
+  auto weightGradType = cast<RankedTensorType>(getWeightGrad().getType());
+  if (weightGradType.getShape() != weightType.getShape() ||
+      !weightGradType.getElementType().isF32())
+    return emitOpError() << "expects weight_grad to be the FP32 accumulator "
+                            "of weight "
+                         << weightType << ", got " << weightGradType;
+  if (getFp32Logits() && !inputType.getElementType().isBF16())
+    return emitOpError() << "expects fp32_logits only with bf16 operands, "
+                            "got "
+                         << inputType;
+  int64_t chunk = getChunkRows();
+  if (chunk < 1)
+    return emitOpError() << "expects chunk_rows to be positive, got " << chunk;
+  int64_t tokens = ShapedType::isDynamic(numElements(getTargets()))
+                       ? ShapedType::kDynamic
+                       : numElements(getTargets());
+  if (!ShapedType::isDynamic(tokens) && chunk > tokens)
+    return emitOpError() << "expects chunk_rows to be at most the " << tokens
+                         << " tokens, got " << chunk;
+  auto scratchType = cast<RankedTensorType>(getLogitsScratch().getType());
+  if (failed(verifyCompatibleShape(
+          scratchType.getShape(),
+          ArrayRef<int64_t>{chunk, weightType.getDimSize(0)})))
+    return emitOpError() << "expects logits_scratch to be [chunk_rows, vocab] "
+                            "= ["
+                         << chunk << ", " << weightType.getDimSize(0)
+                         << "], got " << scratchType;
+  return success();
+}
+
 /// Unlike nn.embedding_grad, the kernel may accumulate in a wider type than
 /// the row gradients (FP32 for BF16), so only the shapes must agree.
 LogicalResult EmbeddingGradOp::verify() {

@@ -149,6 +149,50 @@ def Tile_CrossEntropyGradOp : Tile_Op<"cross_entropy_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Tile_LinearCrossEntropyOp : Tile_Op<"linear_cross_entropy", [Pure]> {
+  let summary = "LM head, cross-entropy loss and both of their gradients, over chunks of tokens";
+  let description = [{
+    `nn-fuse`'s `linear-cross-entropy` group: the LM-head linear
+    (`logits = input weight^T`, `weight` `[vocab, hidden]`), the mean
+    cross-entropy of the logits against `targets`, its gradient scaled by
+    `grad` (the loss's seed gradient), and the two GEMMs that consume the
+    logits' gradient (`input_grad = dlogits weight`, `weight_grad =
+    dlogits^T input`) as one op that never holds the `[tokens, vocab]`
+    logits. For each chunk of `chunk_rows` tokens it computes the chunk's
+    logits into `logits_scratch` (`[chunk_rows, vocab]`, FP32, FP32
+    accumulation; for BF16 operands the logits are then rounded to BF16,
+    as the unfused GEMM stores them, so that fusion does not change the
+    step's numerics, unless `fp32_logits` keeps them FP32), each row's
+    log-sum-exp and loss, the chunk's logits gradient in place (rounded to
+    BF16 for BF16 operands, as the unfused step stores it and as the BF16
+    GEMMs read it), the
+    chunk's rows of `input_grad`, and adds the chunk's product to
+    `weight_grad`, the FP32 accumulator (for a BF16 weight too; `nn-fuse`
+    rounds it with a cast where the unfused gradient was BF16). Rows whose target is `ignore_index` add nothing and get zero
+    input gradients. `logits_scratch` is a result so that the memory
+    planner gives it room; nothing reads it.
+
+    ```mlir
+    %loss, %dx, %dw, %scratch = tile.linear_cross_entropy %x, %w, %t, %one {chunk_rows = 16 : i64, ignore_index = -100 : i64}
+        : (tensor<2x16x64xbf16>, tensor<256x64xbf16>, tensor<2x16xi32>, tensor<f32>)
+        -> (tensor<f32>, tensor<2x16x64xbf16>, tensor<256x64xf32>, tensor<16x256xf32>)
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$input, NN_FloatTensor:$weight,
+                       NN_IndexTensor:$targets, NN_Scalar:$grad,
+                       I64Attr:$chunk_rows,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index,
+                       UnitAttr:$fp32_logits);
+  let results = (outs NN_Scalar:$loss, NN_FloatTensor:$input_grad,
+                      NN_FloatTensor:$weight_grad,
+                      NN_F32Tensor:$logits_scratch);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $targets `,` $grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def Tile_EmbeddingGradOp : Tile_Op<"embedding_grad", [Pure]> {
   let summary = "Scatter-add of row gradients into an embedding table";
   let description = [{

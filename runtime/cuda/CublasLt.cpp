@@ -142,7 +142,7 @@ void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
                  std::int64_t batch, std::int64_t m, std::int64_t n,
                  std::int64_t k, bool transA, bool transB, const void *a,
                  const void *b, void *c, const void *bias, void *workspace,
-                 std::size_t workspaceBytes) {
+                 std::size_t workspaceBytes, bool accumulate) {
   for (ElemType dtype : {inputType, outputType})
     if (dtype != ElemType::F32 && dtype != ElemType::BF16)
       throw Error(fmt::format("LtGemm: unsupported dtype {} (F32 or BF16)",
@@ -171,7 +171,7 @@ void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
   std::uint64_t elem = elemSize(inputType), outElem = elemSize(outputType);
 
   // The mapping of the file comment: cuBLASLt's A is our B, its B our A,
-  // its D (and C, unread with beta = 0) is C^T.
+  // its D (and C, read only when accumulating) is C^T.
   Layout ltA(type, transB ? k : n, transB ? n : k, batch, k * n);
   Layout ltB(type, transA ? m : k, transA ? k : m, batch, m * k);
   Layout ltD(outType, n, m, batch, m * n);
@@ -207,7 +207,7 @@ void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
     found = algorithms_.emplace(key, result.algo).first;
   }
 
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   KILN_CUBLAS_CHECK(
       api.cublasLtMatmul(handle_, desc.desc, &alpha, b, ltA.layout, a,
                          ltB.layout, &beta, c, ltD.layout, c, ltD.layout,

@@ -51,11 +51,14 @@ public:
 
   /// The same with A and B in `inputType` and C in `outputType`: BF16
   /// operands may write the FP32 accumulator (a weight gradient kept in
-  /// FP32 for the optimizer). A bias needs one dtype throughout.
+  /// FP32 for the optimizer). A bias needs one dtype throughout. With
+  /// `accumulate` the product is added to C (beta = 1: a weight gradient
+  /// summed over chunks of tokens).
   void run(CUstream stream, ElemType inputType, ElemType outputType,
            std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k,
            bool transA, bool transB, const void *a, const void *b, void *c,
-           const void *bias, void *workspace, std::size_t workspaceBytes);
+           const void *bias, void *workspace, std::size_t workspaceBytes,
+           bool accumulate = false);
 
   /// How many shapes have an algorithm chosen.
   std::size_t cachedAlgorithms() const { return algorithms_.size(); }

@@ -64,6 +64,9 @@ private:
   void synchronize();
   /// A GEMM through cuBLASLt.
   void runGemm(const Step &step, const GemmStep &gemm);
+  void runLinearCrossEntropy(const Step &step,
+                             const LinearCrossEntropyStep &op);
+  void launchOne(const CudaLaunch &launch);
   /// The step's kernel launches, in order.
   void launchKernels(const Step &step);
   CUdeviceptr address(int64_t value) const {
@@ -262,6 +265,8 @@ void CudaBackend::runStep(std::size_t, const Step &step) {
         using T = std::decay_t<decltype(op)>;
         if constexpr (std::is_same_v<T, GemmStep>)
           runGemm(step, op);
+        else if constexpr (std::is_same_v<T, LinearCrossEntropyStep>)
+          runLinearCrossEntropy(step, op);
         else
           launchKernels(step);
       },
@@ -287,50 +292,103 @@ void CudaBackend::runGemm(const Step &step, const GemmStep &g) {
   checkLaunch("cublasLtMatmul");
 }
 
+/// Per chunk: the logits GEMM into the FP32 scratch value, the row kernel
+/// (launch 1, its last argument the chunk index), the input-gradient GEMM
+/// and the weight-gradient GEMM added to the FP32 accumulator; around
+/// them launch 0 (count the valid targets) and launch 2 (the mean loss).
+/// The gradient the GEMMs read: the scratch value (FP32) or the step's
+/// scratch at plan::linearCrossEntropyScratch's offset (BF16).
+void CudaBackend::runLinearCrossEntropy(const Step &step,
+                                        const LinearCrossEntropyStep &op) {
+  const auto &values = planRef.values;
+  const ValueInfo &x = values.at(step.inputs[0]);
+  const ValueInfo &w = values.at(step.inputs[1]);
+  int64_t hidden = x.shape.back(), vocab = w.shape[0];
+  int64_t rows = x.numElements() / hidden;
+  bool bf16 = x.dtype == ElemType::BF16;
+  plan::LinearCrossEntropyScratch layout =
+      plan::linearCrossEntropyScratch(rows, op.chunkRows, vocab, bf16);
+  CUdeviceptr logits = address(step.outputs[3]);
+  CUdeviceptr dlogits = bf16 ? scratch + layout.dlogits : logits;
+  int64_t elem = static_cast<int64_t>(elemSize(x.dtype));
+  auto *ws = reinterpret_cast<void *>(workspace);
+  launchOne(step.cuda.launches[0]);
+  CudaLaunch rowKernel = step.cuda.launches[1];
+  for (int64_t chunk = 0, begin = 0; begin < rows;
+       ++chunk, begin += op.chunkRows) {
+    int64_t n = std::min(op.chunkRows, rows - begin);
+    auto xChunk = reinterpret_cast<const void *>(address(step.inputs[0]) +
+                                                 begin * hidden * elem);
+    gemm->run(stream, x.dtype, ElemType::F32, 1, n, vocab, hidden, false, true,
+              xChunk, reinterpret_cast<const void *>(address(step.inputs[1])),
+              reinterpret_cast<void *>(logits), nullptr, ws,
+              kGemmWorkspaceBytes);
+    checkLaunch("cublasLtMatmul (linear_cross_entropy logits)");
+    rowKernel.args.back().integer = chunk;
+    launchOne(rowKernel);
+    gemm->run(stream, x.dtype, x.dtype, 1, n, hidden, vocab, false, false,
+              reinterpret_cast<const void *>(dlogits),
+              reinterpret_cast<const void *>(address(step.inputs[1])),
+              reinterpret_cast<void *>(address(step.outputs[1]) +
+                                       begin * hidden * elem),
+              nullptr, ws, kGemmWorkspaceBytes);
+    checkLaunch("cublasLtMatmul (linear_cross_entropy input gradient)");
+    gemm->run(stream, x.dtype, ElemType::F32, 1, vocab, hidden, n, true, false,
+              reinterpret_cast<const void *>(dlogits), xChunk,
+              reinterpret_cast<void *>(address(step.outputs[2])), nullptr, ws,
+              kGemmWorkspaceBytes, /*accumulate=*/chunk > 0);
+    checkLaunch("cublasLtMatmul (linear_cross_entropy weight gradient)");
+  }
+  launchOne(step.cuda.launches[2]);
+}
+
 void CudaBackend::launchKernels(const Step &step) {
-  const DriverApi &cu = driver();
   if (!step.cuda.library.empty())
     throw Error("a '" + step.cuda.library + "' step that is not a gemm");
-  for (const CudaLaunch &launch : step.cuda.launches) {
-    // Argument storage: every parameter is 8 bytes (a pointer or a long
-    // long) or 4 (a float); cuLaunchKernel takes their addresses.
-    std::vector<uint64_t> words(launch.args.size());
-    std::vector<float> floats(launch.args.size());
-    std::vector<void *> params(launch.args.size());
-    for (std::size_t i = 0; i < launch.args.size(); ++i) {
-      const CudaArg &arg = launch.args[i];
-      switch (arg.kind) {
-      case CudaArg::Kind::Value:
-        words[i] = address(arg.integer);
-        break;
-      case CudaArg::Kind::Null:
-        words[i] = 0;
-        break;
-      case CudaArg::Kind::Scratch:
-        words[i] = scratch + arg.integer;
-        break;
-      case CudaArg::Kind::ErrorFlag:
-        words[i] = errorFlag;
-        break;
-      case CudaArg::Kind::Int:
-        words[i] = static_cast<uint64_t>(arg.integer);
-        break;
-      case CudaArg::Kind::Float:
-        floats[i] = static_cast<float>(arg.number);
-        params[i] = &floats[i];
-        continue;
-      case CudaArg::Kind::Double:
-        std::memcpy(&words[i], &arg.number, sizeof(double));
-        break;
-      }
-      params[i] = &words[i];
+  for (const CudaLaunch &launch : step.cuda.launches)
+    launchOne(launch);
+}
+
+void CudaBackend::launchOne(const CudaLaunch &launch) {
+  const DriverApi &cu = driver();
+  // Argument storage: every parameter is 8 bytes (a pointer or a long
+  // long) or 4 (a float); cuLaunchKernel takes their addresses.
+  std::vector<uint64_t> words(launch.args.size());
+  std::vector<float> floats(launch.args.size());
+  std::vector<void *> params(launch.args.size());
+  for (std::size_t i = 0; i < launch.args.size(); ++i) {
+    const CudaArg &arg = launch.args[i];
+    switch (arg.kind) {
+    case CudaArg::Kind::Value:
+      words[i] = address(arg.integer);
+      break;
+    case CudaArg::Kind::Null:
+      words[i] = 0;
+      break;
+    case CudaArg::Kind::Scratch:
+      words[i] = scratch + arg.integer;
+      break;
+    case CudaArg::Kind::ErrorFlag:
+      words[i] = errorFlag;
+      break;
+    case CudaArg::Kind::Int:
+      words[i] = static_cast<uint64_t>(arg.integer);
+      break;
+    case CudaArg::Kind::Float:
+      floats[i] = static_cast<float>(arg.number);
+      params[i] = &floats[i];
+      continue;
+    case CudaArg::Kind::Double:
+      std::memcpy(&words[i], &arg.number, sizeof(double));
+      break;
     }
-    KILN_CUDA_CHECK(cu.cuLaunchKernel(
-        functions.at(launch.kernel), launch.grid[0], launch.grid[1],
-        launch.grid[2], launch.block[0], launch.block[1], launch.block[2],
-        launch.sharedBytes, stream, params.data(), nullptr));
-    checkLaunch(launch.kernel);
+    params[i] = &words[i];
   }
+  KILN_CUDA_CHECK(cu.cuLaunchKernel(
+      functions.at(launch.kernel), launch.grid[0], launch.grid[1],
+      launch.grid[2], launch.block[0], launch.block[1], launch.block[2],
+      launch.sharedBytes, stream, params.data(), nullptr));
+  checkLaunch(launch.kernel);
 }
 
 void CudaBackend::finishRun() {

@@ -104,7 +104,68 @@ void crossEntropyGrad(double dloss, const T *logits,
   }
 }
 
+template <typename T>
+double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
+                          double dloss, T *scratch, T *dx, T *dw,
+                          std::int64_t rows, std::int64_t hidden,
+                          std::int64_t vocab, std::int64_t chunkRows,
+                          std::int64_t ignoreIndex,
+                          void (*roundLogits)(T *, std::int64_t),
+                          void (*roundGrad)(T *, std::int64_t)) {
+  const char *kernel = "linearCrossEntropy";
+  checkSize(kernel, "hidden", hidden);
+  if (chunkRows < 1)
+    throw Error(fmt::format("{}: chunkRows must be positive, got {}", kernel,
+                            chunkRows));
+  std::int64_t count = countTargets(kernel, targets, rows, vocab, ignoreIndex);
+  double scale = count > 0 ? dloss / static_cast<double>(count) : 0.0;
+  std::vector<double> losses(rows, 0.0);
+  for (std::int64_t begin = 0; begin < rows; begin += chunkRows) {
+    std::int64_t n = std::min(chunkRows, rows - begin);
+    const T *xChunk = x + begin * hidden;
+    gemm<T>(xChunk, w, scratch, 1, n, vocab, hidden, /*transA=*/false,
+            /*transB=*/true, nullptr, /*accumulate=*/false);
+    if (roundLogits)
+      roundLogits(scratch, n * vocab);
+      // Each row as crossEntropy and crossEntropyGrad compute it, the
+      // gradient over the logits in place.
+#pragma omp parallel for schedule(static) if (n * vocab >= kMinParallelWork)
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::int64_t r = begin + i;
+      T *row = scratch + i * vocab;
+      if (targets[r] == ignoreIndex) {
+        std::fill(row, row + vocab, T(0));
+        continue;
+      }
+      RowLogSumExp lse = rowLogSumExp(row, vocab);
+      double shift = lse.max + lse.logSum;
+      losses[r] = shift - static_cast<double>(row[targets[r]]);
+      for (std::int64_t j = 0; j < vocab; ++j) {
+        double p = std::exp(static_cast<double>(row[j]) - shift);
+        double onehot = j == targets[r] ? 1.0 : 0.0;
+        row[j] = static_cast<T>(scale * (p - onehot));
+      }
+    }
+    if (roundGrad)
+      roundGrad(scratch, n * vocab);
+    gemm<T>(scratch, w, dx + begin * hidden, 1, n, hidden, vocab,
+            /*transA=*/false, /*transB=*/false, nullptr, /*accumulate=*/false);
+    gemm<T>(scratch, xChunk, dw, 1, vocab, hidden, n, /*transA=*/true,
+            /*transB=*/false, nullptr, /*accumulate=*/begin > 0);
+  }
+  if (count == 0)
+    return 0.0;
+  double total = 0;
+  for (double loss : losses)
+    total += loss;
+  return total / static_cast<double>(count);
+}
+
 #define KILN_INSTANTIATE(T)                                                    \
+  template double linearCrossEntropy<T>(                                       \
+      const T *, const T *, const std::int32_t *, double, T *, T *, T *,       \
+      std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,    \
+      void (*)(T *, std::int64_t), void (*)(T *, std::int64_t));               \
   template double crossEntropy<T>(const T *, const std::int32_t *,             \
                                   std::int64_t, std::int64_t, std::int64_t);   \
   template void crossEntropyGrad<T>(double, const T *, const std::int32_t *,   \

@@ -344,6 +344,29 @@ void HostBackend::execute(const Step &step) {
       },
       [&](const FusedStep &) {
         throw Error("a fused step that was not decoded at load");
+      },
+      [&](const LinearCrossEntropyStep &l) {
+        const ValueInfo &input = values[in[0]];
+        int64_t hidden = lastDim(input), vocab = values[in[1]].shape[0];
+        FloatView x = view(in[0]), w = view(in[1]);
+        double dloss = view(in[3]).data[0];
+        OutputView dx = output(out[1]), dw = output(out[2]);
+        // BF16 operands: the logits (unless fp32_logits) and their gradient
+        // rounded to BF16, as the unfused step stores them.
+        auto roundBf16 = [](float *data, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= (1 << 14))
+          for (int64_t i = 0; i < n; ++i)
+            data[i] = roundToBf16(data[i]);
+        };
+        bool bf16 = input.dtype == ElemType::BF16;
+        double loss = host::linearCrossEntropy<float>(
+            x.data, w.data, ids(in[2]), dloss, f32(out[3]), dx.data, dw.data,
+            input.numElements() / hidden, hidden, vocab, l.chunkRows,
+            l.ignoreIndex, bf16 && !l.fp32Logits ? +roundBf16 : nullptr,
+            bf16 ? +roundBf16 : nullptr);
+        finish(dx);
+        finish(dw);
+        store(out[0], {static_cast<float>(loss)});
       }};
   std::visit(kernels, step.op);
 }

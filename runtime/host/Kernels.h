@@ -200,6 +200,26 @@ void crossEntropyGrad(double dloss, const T *logits,
                       std::int64_t rows, std::int64_t vocab,
                       std::int64_t ignoreIndex);
 
+/// The LM head, crossEntropy and both GEMMs of its gradient in one pass
+/// over chunks of `chunkRows` tokens, without the [rows, vocab] logits:
+/// for each chunk, scratch[chunk, vocab] = x_chunk w^T (w is [vocab,
+/// hidden]), passed to `roundLogits` when not null (the BF16 rounding of
+/// the logits the unfused step stores), each row's loss as crossEntropy
+/// computes it, the row's gradient as crossEntropyGrad computes it (in
+/// place; then passed to `roundGrad` when not null, as the unfused step
+/// rounds the stored dlogits), dx_chunk = dlogits w, and dw += dlogits^T
+/// x_chunk. Returns the mean loss (the row losses summed in row order, as
+/// crossEntropy does). dx and dw are overwritten; scratch holds chunkRows x
+/// vocab elements. Throws like crossEntropy, before any output is written.
+template <typename T>
+double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
+                          double dloss, T *scratch, T *dx, T *dw,
+                          std::int64_t rows, std::int64_t hidden,
+                          std::int64_t vocab, std::int64_t chunkRows,
+                          std::int64_t ignoreIndex,
+                          void (*roundLogits)(T *, std::int64_t),
+                          void (*roundGrad)(T *, std::int64_t));
+
 //===----------------------------------------------------------------------===//
 // Optimizer
 //===----------------------------------------------------------------------===//

@@ -321,6 +321,11 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
                      reader.numberAttr(attrs, a::kWeightDecay, where),
                      reader.numberAttr(attrs, a::kMaxGradNorm, where),
                      reader.flagAttr(attrs, a::kComputeCopies, where)};
+  case StepKind::LinearCrossEntropy:
+    return LinearCrossEntropyStep{
+        reader.intAttr(attrs, a::kChunkRows, where),
+        reader.intAttr(attrs, a::kIgnoreIndex, where),
+        reader.flagAttr(attrs, a::kFp32Logits, where)};
   case StepKind::Fused:
     break;
   }
@@ -532,15 +537,27 @@ Step parseStep(
                           where);
   if (entry.contains(k::kCuda)) {
     step.cuda = parseCuda(reader, entry.at(k::kCuda), where, checkId);
-    // cuBLASLt runs the GEMMs, launches the rest.
-    bool gemm = *kind == StepKind::Gemm;
+    // cuBLASLt runs the GEMMs (linear_cross_entropy's between its
+    // launches), launches the rest.
+    bool gemm =
+        *kind == StepKind::Gemm || *kind == StepKind::LinearCrossEntropy;
     if (gemm != !step.cuda.library.empty())
-      reader.fail(where, gemm ? fmt::format("a gemm runs in '{}', but its "
+      reader.fail(where, gemm ? fmt::format("a {} runs in '{}', but its "
                                             "'cuda' names no library",
-                                            plan::kCublasLt)
-                              : fmt::format("only gemm steps run in a "
-                                            "library, not '{}'",
+                                            kernel, plan::kCublasLt)
+                              : fmt::format("only gemm and "
+                                            "linear_cross_entropy steps run "
+                                            "in a library, not '{}'",
                                             step.cuda.library));
+    // The CUDA backend runs the GEMMs between launches 0 and 1 and 1 and
+    // 2, setting launch 1's last argument to the chunk's index.
+    const auto &launches = step.cuda.launches;
+    if (*kind == StepKind::LinearCrossEntropy &&
+        (launches.size() != 3 || launches[1].args.empty() ||
+         launches[1].args.back().kind != CudaArg::Kind::Int))
+      reader.fail(where, "a linear_cross_entropy's 'cuda' must have 3 "
+                         "launches (count, rows, reduce), the rows kernel's "
+                         "last argument an i64 (the chunk index)");
   }
   return step;
 }

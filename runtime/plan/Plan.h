@@ -150,11 +150,20 @@ struct FusedStep {
   std::map<int64_t, TensorInfo> temporaries;
   std::vector<int64_t> yield;
 };
+/// Inputs: input [tokens, hidden], weight [vocab, hidden], targets, dloss;
+/// outputs: loss, input_grad, weight_grad, logits scratch [chunk_rows,
+/// vocab] f32.
+struct LinearCrossEntropyStep {
+  int64_t chunkRows = 0;
+  int64_t ignoreIndex = 0;
+  /// BF16 operands: the logits stay FP32 (else rounded to BF16).
+  bool fp32Logits = false;
+};
 
 using StepOp =
     std::variant<FillStep, GemmStep, FlashForwardStep, FlashBackwardStep,
                  CrossEntropyStep, CrossEntropyGradStep, EmbeddingGradStep,
-                 GlobalNormStep, AdamWStep, FusedStep>;
+                 GlobalNormStep, AdamWStep, FusedStep, LinearCrossEntropyStep>;
 
 struct Step {
   StepOp op;

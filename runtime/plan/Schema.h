@@ -70,8 +70,9 @@ enum class StepKind {
   GlobalNorm,
   AdamW,
   Fused,
+  LinearCrossEntropy,
 };
-inline constexpr std::array<std::string_view, 10> kStepKindNames = {
+inline constexpr std::array<std::string_view, 11> kStepKindNames = {
     "fill",
     "gemm",
     "flash_attention_fwd",
@@ -81,7 +82,8 @@ inline constexpr std::array<std::string_view, 10> kStepKindNames = {
     "embedding_grad",
     "global_norm",
     "adamw",
-    "fused"};
+    "fused",
+    "linear_cross_entropy"};
 
 constexpr std::string_view stepKindName(StepKind kind) {
   return kStepKindNames[static_cast<std::size_t>(kind)];
@@ -228,6 +230,10 @@ inline constexpr const char *kBlockK = "block_k";
 inline constexpr const char *kNumWarps = "num_warps";
 inline constexpr const char *kNumStages = "num_stages";
 inline constexpr const char *kIgnoreIndex = "ignore_index";
+/// linear_cross_entropy: the tokens of one chunk (the rows of its scratch),
+/// and whether BF16 steps keep the logits FP32 (else rounded to BF16).
+inline constexpr const char *kChunkRows = "chunk_rows";
+inline constexpr const char *kFp32Logits = "fp32_logits";
 inline constexpr const char *kBeta1 = "beta1";
 inline constexpr const char *kBeta2 = "beta2";
 inline constexpr const char *kEpsilon = "epsilon";
@@ -243,9 +249,9 @@ inline constexpr const char *kComputeCopies = "compute_copies";
 
 /// The boolean attributes: the compiler writes each as false where its
 /// unit attribute is absent.
-inline constexpr std::array<std::string_view, 5> kFlagAttrs = {
-    attr::kTransposeA, attr::kTransposeB, attr::kCausal, attr::kInverse,
-    attr::kComputeCopies};
+inline constexpr std::array<std::string_view, 6> kFlagAttrs = {
+    attr::kTransposeA, attr::kTransposeB,    attr::kCausal,
+    attr::kInverse,    attr::kComputeCopies, attr::kFp32Logits};
 
 /// The values of `approximate` (gelu, gelu_grad).
 inline constexpr std::string_view kGeluExact = "none";
@@ -309,6 +315,28 @@ constexpr std::int64_t flashBackwardSharedBytes(std::int64_t headDim,
                                                 std::int64_t blockK) {
   return (2 * blockK * headDim + 2 * blockQ * headDim + blockQ * blockK) * 2 +
          blockQ * (4 + 4 + 4 + 4);
+}
+
+/// Where the CUDA steps of linear_cross_entropy keep their state in the
+/// step's scratch: the count of valid targets, every row's loss, and (BF16
+/// operands) the chunk's BF16 logits gradient that the GEMMs read; FP32
+/// operands read the gradient from the logits scratch value, in place.
+struct LinearCrossEntropyScratch {
+  std::int64_t count = 0, rowLoss = 0, dlogits = 0, bytes = 0;
+};
+constexpr LinearCrossEntropyScratch
+linearCrossEntropyScratch(std::int64_t rows, std::int64_t chunkRows,
+                          std::int64_t vocab, bool bf16) {
+  constexpr std::int64_t kAlign = 256;
+  auto align = [](std::int64_t bytes) {
+    return (bytes + kAlign - 1) / kAlign * kAlign;
+  };
+  LinearCrossEntropyScratch s;
+  s.count = 0;
+  s.rowLoss = kAlign;
+  s.dlogits = s.rowLoss + align(rows * 4);
+  s.bytes = s.dlogits + (bf16 ? chunkRows * vocab * 2 : 0);
+  return s;
 }
 
 } // namespace kiln::plan

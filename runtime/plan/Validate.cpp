@@ -93,6 +93,7 @@ public:
   }
 
   void gemm(const GemmStep &g) const;
+  void linearCrossEntropy(const LinearCrossEntropyStep &l) const;
   void flash(const FlashAttentionAttrs &f, bool backward) const;
   void fused(const FusedStep &f) const;
   void run();
@@ -160,6 +161,51 @@ void StepChecker::gemm(const GemmStep &g) const {
   matrix(output(0), outputName(0), g.batch, a::kM, g.m, a::kN, g.n);
   if (step.inputs.size() > 2)
     elements(input(2), g.n, inputName(2) + " (the bias)", "field 'n'");
+}
+
+void StepChecker::linearCrossEntropy(const LinearCrossEntropyStep &l) const {
+  // input [tokens, hidden], weight [vocab, hidden], targets, dloss -> loss,
+  // input_grad, weight_grad, scratch [chunk_rows, vocab] f32.
+  arity(4, 4, 4);
+  const ValueInfo &x = input(0), &w = input(1);
+  std::string xName = inputName(0) + " (input)";
+  std::string wName = inputName(1) + " (weight)";
+  floating(x, xName);
+  floating(w, wName);
+  if (w.dtype != x.dtype)
+    fail(fmt::format("{} is {}, but {} is {}", wName, elemName(w.dtype), xName,
+                     elemName(x.dtype)));
+  if (x.shape.size() < 2)
+    fail(fmt::format("{} has rank {}, expected [..., hidden]", xName,
+                     x.shape.size()));
+  if (w.shape.size() != 2)
+    fail(fmt::format("{} has rank {}, expected [vocab, hidden]", wName,
+                     w.shape.size()));
+  int64_t hidden = lastDim(x), vocab = w.shape[0];
+  positive("hidden", hidden);
+  positive("vocab", vocab);
+  if (w.shape[1] != hidden)
+    fail(fmt::format("{} has {} columns, but {} has hidden size {}", wName,
+                     w.shape[1], xName, hidden));
+  int64_t tokens = x.numElements() / hidden;
+  positive(a::kChunkRows, l.chunkRows, tokens);
+  dtype(input(2), ElemType::I32, inputName(2) + " (targets)");
+  elements(input(2), tokens, inputName(2) + " (targets)", "the input's rows");
+  floating(input(3), inputName(3) + " (dloss)");
+  elements(input(3), 1, inputName(3) + " (dloss)", "a scalar");
+  floating(output(0), outputName(0) + " (loss)");
+  elements(output(0), 1, outputName(0) + " (loss)", "a scalar");
+  sameShape(output(1), x, outputName(1) + " (input_grad)", xName);
+  dtype(output(1), x.dtype, outputName(1) + " (input_grad)");
+  sameShape(output(2), w, outputName(2) + " (weight_grad)", wName);
+  floating(output(2), outputName(2) + " (weight_grad)");
+  dtype(output(3), ElemType::F32, outputName(3) + " (scratch)");
+  std::vector<int64_t> scratch = {l.chunkRows, vocab};
+  if (output(3).shape != scratch)
+    fail(fmt::format("{} (scratch) has shape [{}], but field '{}' and the "
+                     "vocabulary make [{}]",
+                     outputName(3), fmt::join(output(3).shape, ", "),
+                     a::kChunkRows, fmt::join(scratch, ", ")));
 }
 
 void StepChecker::flash(const FlashAttentionAttrs &f, bool backward) const {
@@ -338,6 +384,8 @@ void StepChecker::run() {
               fail(fmt::format("field '{}' = {} is negative", field, value));
         } else if constexpr (std::is_same_v<T, FusedStep>) {
           fused(op);
+        } else if constexpr (std::is_same_v<T, LinearCrossEntropyStep>) {
+          linearCrossEntropy(op);
         }
       },
       step.op);

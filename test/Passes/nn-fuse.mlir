@@ -4,6 +4,9 @@
 // RUN: kiln-opt %s --split-input-file --nn-fuse="elementwise=false" | FileCheck %s --check-prefix=NOEW
 // RUN: kiln-opt %s --split-input-file --nn-fuse="epilogue=false" | FileCheck %s --check-prefix=NOEPI
 // RUN: kiln-opt %s --split-input-file --nn-fuse="optimizer=false" | FileCheck %s --check-prefix=NOOPT
+// RUN: kiln-opt %s --split-input-file --nn-fuse="linear-cross-entropy=false" | FileCheck %s --check-prefix=NOLCE
+// RUN: kiln-opt %s --split-input-file --nn-fuse="cross-entropy-chunk-rows=3" | FileCheck %s --check-prefix=CHUNK3
+// RUN: kiln-opt %s --split-input-file --nn-fuse="cross-entropy-fp32-logits" | FileCheck %s --check-prefix=FP32LOGITS
 
 // nn-fuse groups row-local ops into tile.fused regions, one kernel each.
 
@@ -206,4 +209,105 @@ func.func @compute_copies(%w0: tensor<8x4xf32> {kiln.param = "w0"}, %w1: tensor<
   %b0, %b1, %b2 = nn.adamw_update %w1, %g1, %m1, %v1, %lr, %step, %norm {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64, kiln.chunk = "O", max_grad_norm = 1.0 : f64, weight_decay = 0.1 : f64}
       : (tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32>)
   return %y, %a0, %b0 : tensor<2x4xbf16>, tensor<8x4xf32>, tensor<4x4xf32>
+}
+
+
+// -----
+
+// linear-cross-entropy: the LM head, its loss, the loss gradient and the
+// two GEMMs that read the logits' gradient become one op at the loss
+// gradient; the [128, 512] logits are gone. The chunk: 128 tokens x 32
+// hidden x 4 bytes fit 8 rows of 512 FP32 logits, but a chunk takes at
+// least 64.
+// CHECK-LABEL: func.func @linear_cross_entropy(
+// CHECK-NOT: nn.cross_entropy
+// CHECK: %[[ONE:.+]] = arith.constant
+// CHECK-NEXT: %[[LOSS:.+]], %[[DH:.+]], %[[DW:.+]], %{{.+}} = tile.linear_cross_entropy %arg0, %arg1, %arg2, %[[ONE]] {chunk_rows = 64 : i64, kiln.chunk = "B"} : (tensor<2x64x32xf32>, tensor<512x32xf32>, tensor<2x64xi32>, tensor<f32>) -> (tensor<f32>, tensor<2x64x32xf32>, tensor<512x32xf32>, tensor<64x512xf32>)
+// CHECK-NOT: nn.linear
+// CHECK: return %[[LOSS]], %[[DH]], %[[DW]]
+// The option off keeps the five ops.
+// NOLCE-LABEL: func.func @linear_cross_entropy(
+// NOLCE-NOT: tile.linear_cross_entropy
+// NOLCE: nn.cross_entropy
+// NOLCE: nn.cross_entropy_grad
+// NOLCE: nn.linear_weight_grad
+// The chunk option sets the rows of a chunk.
+// CHUNK3-LABEL: func.func @linear_cross_entropy(
+// CHUNK3: tile.linear_cross_entropy {{.*}}chunk_rows = 3 : i64{{.*}} -> (tensor<f32>, tensor<2x64x32xf32>, tensor<512x32xf32>, tensor<3x512xf32>)
+func.func @linear_cross_entropy(%h: tensor<2x64x32xf32>, %w: tensor<512x32xf32>, %t: tensor<2x64xi32>) -> (tensor<f32>, tensor<2x64x32xf32>, tensor<512x32xf32>) {
+  %logits = nn.linear %h, %w {kiln.chunk = "F"} : (tensor<2x64x32xf32>, tensor<512x32xf32>) -> tensor<2x64x512xf32>
+  %loss = nn.cross_entropy %logits, %t {kiln.chunk = "F"} : (tensor<2x64x512xf32>, tensor<2x64xi32>) -> tensor<f32>
+  %one = arith.constant {kiln.chunk = "B"} dense<1.0> : tensor<f32>
+  %dl = nn.cross_entropy_grad %one, %logits, %t {kiln.chunk = "B"} : (tensor<f32>, tensor<2x64x512xf32>, tensor<2x64xi32>) -> tensor<2x64x512xf32>
+  %dh = nn.linear %dl, %w {kiln.chunk = "B", transpose_weight} : (tensor<2x64x512xf32>, tensor<512x32xf32>) -> tensor<2x64x32xf32>
+  %dw = nn.linear_weight_grad %dl, %h {kiln.chunk = "W"} : (tensor<2x64x512xf32>, tensor<2x64x32xf32>) -> tensor<512x32xf32>
+  return %loss, %dh, %dw : tensor<f32>, tensor<2x64x32xf32>, tensor<512x32xf32>
+}
+
+// -----
+
+// A BF16 LM head tied to the embedding (GPT-2): its weight gradient adds
+// to the table's in BF16, so the op's FP32 accumulator is rounded once by a
+// cast, a kernel of its own right after the op (so that the accumulator
+// does not live until the sum); the add and the widening cast are one
+// region. 256 tokens x 64 hidden x 2 bytes fit 32 rows of 256 FP32
+// logits: the chunk takes the least, 64.
+// The option keeps a BF16 step's logits FP32; an FP32 step has no flag.
+// FP32LOGITS-LABEL: func.func @linear_cross_entropy(
+// FP32LOGITS-NOT: fp32_logits
+// FP32LOGITS-LABEL: func.func @tied_bf16(
+// FP32LOGITS: tile.linear_cross_entropy {{.*}}fp32_logits
+// CHECK-LABEL: func.func @tied_bf16(
+// CHECK: %{{.+}}, %{{.+}}, %[[DW:.+]], %{{.+}} = tile.linear_cross_entropy %arg0, %arg1, %arg2, %{{.+}} {chunk_rows = 64 : i64, {{.*}}} : (tensor<256x64xbf16>, tensor<256x64xbf16>, tensor<256xi32>, tensor<f32>) -> (tensor<f32>, tensor<256x64xbf16>, tensor<256x64xf32>, tensor<64x256xf32>)
+// CHECK-NEXT: %[[R:.+]] = tile.fused %[[DW]] {kiln.chunk = "W"}
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: nn.cast %{{.+}} : (tensor<256x64xf32>) -> tensor<256x64xbf16>
+// CHECK-NEXT: tile.yield
+// CHECK: tile.fused %[[R]], %arg3
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: nn.add
+// CHECK-NEXT: nn.cast %{{.+}} : (tensor<256x64xbf16>) -> tensor<256x64xf32>
+func.func @tied_bf16(%h: tensor<256x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<256xi32>, %demb: tensor<256x64xbf16>) -> (tensor<f32>, tensor<256x64xbf16>, tensor<256x64xf32>) {
+  %logits = nn.linear %h, %w {kiln.chunk = "F"} : (tensor<256x64xbf16>, tensor<256x64xbf16>) -> tensor<256x256xbf16>
+  %loss = nn.cross_entropy %logits, %t {kiln.chunk = "F"} : (tensor<256x256xbf16>, tensor<256xi32>) -> tensor<f32>
+  %one = arith.constant {kiln.chunk = "B"} dense<1.0> : tensor<f32>
+  %dl = nn.cross_entropy_grad %one, %logits, %t {kiln.chunk = "B"} : (tensor<f32>, tensor<256x256xbf16>, tensor<256xi32>) -> tensor<256x256xbf16>
+  %dh = nn.linear %dl, %w {kiln.chunk = "B", transpose_weight} : (tensor<256x256xbf16>, tensor<256x64xbf16>) -> tensor<256x64xbf16>
+  %dw = nn.linear_weight_grad %dl, %h {kiln.chunk = "W"} : (tensor<256x256xbf16>, tensor<256x64xbf16>) -> tensor<256x64xbf16>
+  %sum = nn.add %dw, %demb {kiln.chunk = "W"} : (tensor<256x64xbf16>, tensor<256x64xbf16>) -> tensor<256x64xbf16>
+  %wide = nn.cast %sum {kiln.chunk = "W"} : (tensor<256x64xbf16>) -> tensor<256x64xf32>
+  return %loss, %dh, %wide : tensor<f32>, tensor<256x64xbf16>, tensor<256x64xf32>
+}
+
+// -----
+
+// Logits that something besides the loss reads (here they are returned)
+// must exist: nothing fuses.
+// CHECK-LABEL: func.func @logits_escape(
+// CHECK-NOT: tile.linear_cross_entropy
+// CHECK: nn.cross_entropy_grad
+func.func @logits_escape(%h: tensor<8x16xf32>, %w: tensor<32x16xf32>, %t: tensor<8xi32>) -> (tensor<f32>, tensor<8x32xf32>, tensor<8x16xf32>, tensor<32x16xf32>) {
+  %logits = nn.linear %h, %w {kiln.chunk = "F"} : (tensor<8x16xf32>, tensor<32x16xf32>) -> tensor<8x32xf32>
+  %loss = nn.cross_entropy %logits, %t {kiln.chunk = "F"} : (tensor<8x32xf32>, tensor<8xi32>) -> tensor<f32>
+  %one = arith.constant {kiln.chunk = "B"} dense<1.0> : tensor<f32>
+  %dl = nn.cross_entropy_grad %one, %logits, %t {kiln.chunk = "B"} : (tensor<f32>, tensor<8x32xf32>, tensor<8xi32>) -> tensor<8x32xf32>
+  %dh = nn.linear %dl, %w {kiln.chunk = "B", transpose_weight} : (tensor<8x32xf32>, tensor<32x16xf32>) -> tensor<8x16xf32>
+  %dw = nn.linear_weight_grad %dl, %h {kiln.chunk = "W"} : (tensor<8x32xf32>, tensor<8x16xf32>) -> tensor<32x16xf32>
+  return %loss, %logits, %dh, %dw : tensor<f32>, tensor<8x32xf32>, tensor<8x16xf32>, tensor<32x16xf32>
+}
+
+// -----
+
+// The chunk of a larger step: 1024 tokens x 16 hidden x 4 bytes fit 170
+// rows of 96 FP32 logits, rounded down to a multiple of 64.
+// CHECK-LABEL: func.func @chunk_rows(
+// CHECK: tile.linear_cross_entropy {{.*}}{chunk_rows = 128 : i64, {{.*}} -> (tensor<f32>, tensor<1024x16xf32>, tensor<96x16xf32>, tensor<128x96xf32>)
+func.func @chunk_rows(%h: tensor<1024x16xf32>, %w: tensor<96x16xf32>, %t: tensor<1024xi32>) -> (tensor<f32>, tensor<1024x16xf32>, tensor<96x16xf32>) {
+  %logits = nn.linear %h, %w {kiln.chunk = "F"} : (tensor<1024x16xf32>, tensor<96x16xf32>) -> tensor<1024x96xf32>
+  %loss = nn.cross_entropy %logits, %t {kiln.chunk = "F"} : (tensor<1024x96xf32>, tensor<1024xi32>) -> tensor<f32>
+  %one = arith.constant {kiln.chunk = "B"} dense<1.0> : tensor<f32>
+  %dl = nn.cross_entropy_grad %one, %logits, %t {kiln.chunk = "B"} : (tensor<f32>, tensor<1024x96xf32>, tensor<1024xi32>) -> tensor<1024x96xf32>
+  %dh = nn.linear %dl, %w {kiln.chunk = "B", transpose_weight} : (tensor<1024x96xf32>, tensor<96x16xf32>) -> tensor<1024x16xf32>
+  %dw = nn.linear_weight_grad %dl, %h {kiln.chunk = "W"} : (tensor<1024x96xf32>, tensor<1024x16xf32>) -> tensor<96x16xf32>
+  return %loss, %dh, %dw : tensor<f32>, tensor<1024x16xf32>, tensor<96x16xf32>
 }

@@ -4,6 +4,7 @@
 // RUN: kiln-opt %s --tile-plan-memory="function=big" | FileCheck %s --check-prefix=BIG
 // RUN: kiln-opt %s --tile-plan-memory="function=multi" | FileCheck %s --check-prefix=MULTI
 // RUN: kiln-opt %s --tile-plan-memory="function=packed" | FileCheck %s --check-prefix=PACKED
+// RUN: kiln-opt %s --tile-plan-memory="function=lm_head" | FileCheck %s --check-prefix=LMHEAD
 
 // Arguments are persistent: 1 KiB each (16x16 f32), then the scalar in one
 // 256-byte block at 3072, so temporaries start at 3328.
@@ -124,4 +125,22 @@ func.func @packed(%wq: tensor<3x8xf32>, %x: tensor<4x8xf32>, %wk: tensor<1x8xf32
   }
   %ab = tile.concat %a, %b {dim = 1 : i64} : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x8xf32>
   return %ab : tensor<4x8xf32>
+}
+
+// tile.linear_cross_entropy's logits scratch is a result nobody reads: it
+// has room while the op runs (16x32 f32, 2 KiB after the loss and the two
+// 8 KiB gradients) and is free at once, so the next op's result reuses it.
+// Arguments: 8 KiB, 8 KiB, 256 B, 256 B: temporaries start at 16896.
+// LMHEAD-LABEL: func.func @lm_head(
+// LMHEAD: tile.linear_cross_entropy {{.*}}kiln.offsets = array<i64: 16896, 17152, 25344, 33536>
+// LMHEAD: tile.fused {{.*}}kiln.offsets = array<i64: 33536>
+func.func @lm_head(%x: tensor<32x64xf32>, %w: tensor<32x64xf32>, %t: tensor<32xi32>, %one: tensor<f32>) -> (tensor<f32>, tensor<32x64xf32>, tensor<32x64xf32>) {
+  %loss, %dx, %dw, %scratch = tile.linear_cross_entropy %x, %w, %t, %one {chunk_rows = 16 : i64}
+      : (tensor<32x64xf32>, tensor<32x64xf32>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<16x32xf32>)
+  %l2 = tile.fused %loss : (tensor<f32>) -> tensor<f32> {
+  ^bb0(%a: tensor<f32>):
+    %b = nn.add %a, %a : (tensor<f32>, tensor<f32>) -> tensor<f32>
+    tile.yield %b : tensor<f32>
+  }
+  return %l2, %dx, %dw : tensor<f32>, tensor<32x64xf32>, tensor<32x64xf32>
 }

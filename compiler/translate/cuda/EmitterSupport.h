@@ -170,6 +170,10 @@ mlir::LogicalResult emitEmbeddingGrad(tile::EmbeddingGradOp op,
 mlir::LogicalResult emitCrossEntropy(tile::CrossEntropyOp op, LaunchBuilder &k);
 mlir::LogicalResult emitCrossEntropyGrad(tile::CrossEntropyGradOp op,
                                          LaunchBuilder &k);
+/// The row kernels of linear_cross_entropy; the CUDA backend runs its GEMMs
+/// in cuBLASLt between them.
+mlir::LogicalResult emitLinearCrossEntropy(tile::LinearCrossEntropyOp op,
+                                           LaunchBuilder &k);
 
 // Attention.cpp: the exact kernels and FlashAttention-2 on tensor cores.
 mlir::LogicalResult emitAttentionForward(tile::FlashAttentionFwdOp op,

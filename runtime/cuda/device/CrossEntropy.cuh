@@ -195,6 +195,90 @@ crossEntropyGrad(const float *dloss, const float *count, const T *logits,
   }
 }
 
+namespace detail {
+
+/// One row of linearCrossEntropyRows' gradient: scale * (exp(x - shift) -
+/// onehot(target)) from the FP32 logits, or zeros, stored as T. In place
+/// when T is float: each thread reads its elements before writing them.
+template <int N, int kThreads, typename T>
+__device__ __forceinline__ void
+linearCrossEntropyGradRow(const float *row, T *grad, int vocab, int target,
+                          float shift, float scale, bool zero) {
+  for (int j = rowBegin<N>(); j < vocab; j += kThreads * N) {
+    float xs[N];
+    loadFloats<N>(row + j, xs);
+    float out[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      out[i] =
+          zero
+              ? 0.0f
+              : scale * (expf(xs[i] - shift) - (j + i == target ? 1.0f : 0.0f));
+    storeFloats<N>(grad + j, out);
+  }
+}
+
+} // namespace detail
+
+/// The rows of one chunk of linear_cross_entropy (the host's
+/// linearCrossEntropy): rows [chunk * chunkRows, min(rows, (chunk + 1) *
+/// chunkRows)) of the step, whose FP32 logits the chunk's GEMM wrote to
+/// `logits` ([chunkRows, vocab]). Each row's loss as crossEntropyRows
+/// computes it, into rowLoss (indexed by the step's row), then its gradient
+/// as crossEntropyGrad computes it (*dloss / *count, from countValid) into
+/// `dlogits` ([chunkRows, vocab] of T; the FP32 logits themselves, in
+/// place, when T is float). With kRoundLogits (a BF16 T) the logits are
+/// first rounded to T in place, as the unfused GEMM would store them.
+/// Block per row.
+template <typename T, int kThreads, bool kRoundLogits>
+__device__ __forceinline__ void
+linearCrossEntropyRows(float *logits, const int *targets, float *rowLoss,
+                       const float *dloss, const float *count, T *dlogits,
+                       long long rows, long long chunkRows, int vocab,
+                       long long ignoreIndex, int *errorFlag, long long chunk) {
+  __shared__ float scratch[kThreads / 32];
+  constexpr int N = kRowVectorWidth<float, T>;
+  const float scale = *count > 0.0f ? *dloss / *count : 0.0f;
+  const long long begin = chunk * chunkRows;
+  const long long n = rows - begin < chunkRows ? rows - begin : chunkRows;
+  for (long long i = blockIdx.x; i < n; i += gridDim.x) {
+    const long long row = begin + i;
+    const int target = targets[row];
+    float *r = logits + i * vocab;
+    T *g = dlogits + i * vocab;
+    bool zero = target == ignoreIndex;
+    float shift = 0.0f;
+    if (!zero && (target < 0 || target >= vocab)) {
+      if (threadIdx.x == 0) {
+        detail::reportError(errorFlag, row);
+        rowLoss[row] = __int_as_float(0x7fffffff); // NaN
+      }
+      zero = true;
+    } else if (!zero) {
+      if constexpr (kRoundLogits) {
+        // The logits as the unfused step stores them: rounded to T.
+        for (int j = threadIdx.x; j < vocab; j += kThreads)
+          r[j] = toFloat(fromFloat<T>(r[j]));
+        __syncthreads();
+      }
+      shift = detail::rowLogSumExp<float, kThreads>(r, vocab, scratch);
+      if (threadIdx.x == 0)
+        rowLoss[row] = shift - r[target];
+    } else if (threadIdx.x == 0) {
+      rowLoss[row] = 0.0f;
+    }
+    // The target's logit is read before the gradient overwrites it.
+    __syncthreads();
+    if (vocab % N == 0 && isAligned16(r) && isAligned16(g))
+      detail::linearCrossEntropyGradRow<N, kThreads>(r, g, vocab, target, shift,
+                                                     scale, zero);
+    else
+      detail::linearCrossEntropyGradRow<1, kThreads>(r, g, vocab, target, shift,
+                                                     scale, zero);
+    __syncthreads();
+  }
+}
+
 } // namespace kiln::dev
 
 #endif // KILN_RUNTIME_CUDA_DEVICE_CROSS_ENTROPY_CUH

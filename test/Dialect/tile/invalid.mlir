@@ -141,6 +141,95 @@ func.func @cross_entropy_grad_result(%g: tensor<f32>, %l: tensor<32x256xbf16>, %
 
 // -----
 
+// tile.linear_cross_entropy: one rule per case.
+func.func @lce_input_rank(%x: tensor<64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<i32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects input ([..., hidden]) to have rank at least 2, got 'tensor<64xbf16>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64} : (tensor<64xbf16>, tensor<256x64xbf16>, tensor<i32>, tensor<f32>) -> (tensor<f32>, tensor<64xbf16>, tensor<256x64xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_dtypes(%x: tensor<32x64xf32>, %w: tensor<256x64xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects input and weight to have one element type, got 'tensor<32x64xf32>' and 'tensor<256x64xbf16>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64} : (tensor<32x64xf32>, tensor<256x64xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xf32>, tensor<256x64xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_hidden(%x: tensor<32x64xbf16>, %w: tensor<256x32xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects weight dimension 1 to be the input's hidden size 64, got 'tensor<256x32xbf16>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64} : (tensor<32x64xbf16>, tensor<256x32xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xbf16>, tensor<256x32xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_targets(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<16xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects targets to have the leading dimensions of input, got 'tensor<16xi32>' for 'tensor<32x64xbf16>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64} : (tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<16xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xbf16>, tensor<256x64xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_input_grad(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects input_grad to have the type of input 'tensor<32x64xbf16>', got 'tensor<32x64xf32>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64} : (tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xf32>, tensor<256x64xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_weight_grad(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects weight_grad to be the FP32 accumulator of weight 'tensor<256x64xbf16>', got 'tensor<64x256xf32>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64} : (tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xbf16>, tensor<64x256xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_weight_grad_dtype(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects weight_grad to be the FP32 accumulator of weight 'tensor<256x64xbf16>', got 'tensor<256x64xbf16>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64} : (tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_fp32_logits(%x: tensor<32x64xf32>, %w: tensor<256x64xf32>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects fp32_logits only with bf16 operands, got 'tensor<32x64xf32>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64, fp32_logits} : (tensor<32x64xf32>, tensor<256x64xf32>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xf32>, tensor<256x64xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_chunk_positive(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects chunk_rows to be positive, got 0}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 0 : i64} : (tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xbf16>, tensor<256x64xf32>, tensor<16x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_chunk_tokens(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects chunk_rows to be at most the 32 tokens, got 64}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 64 : i64} : (tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xbf16>, tensor<256x64xf32>, tensor<64x256xf32>)
+  return
+}
+
+// -----
+
+func.func @lce_scratch(%x: tensor<32x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<32xi32>, %g: tensor<f32>) {
+  // expected-error @+1 {{expects logits_scratch to be [chunk_rows, vocab] = [16, 256], got 'tensor<8x256xf32>'}}
+  %0:4 = tile.linear_cross_entropy %x, %w, %t, %g {chunk_rows = 16 : i64} : (tensor<32x64xbf16>, tensor<256x64xbf16>, tensor<32xi32>, tensor<f32>) -> (tensor<f32>, tensor<32x64xbf16>, tensor<256x64xf32>, tensor<8x256xf32>)
+  return
+}
+
+// -----
+
 func.func @embedding_grad_result_rank(%dy: tensor<32x64xbf16>, %ids: tensor<32xi32>) {
   // expected-error @+1 {{expects result ([vocab, hidden]) to have rank 2, got 'tensor<320x8x8xf32>'}}
   %0 = tile.embedding_grad %dy, %ids : (tensor<32x64xbf16>, tensor<32xi32>) -> tensor<320x8x8xf32>

@@ -42,6 +42,17 @@ func.func @loss_and_optimizer(%l: tensor<32x256xbf16>, %t: tensor<32xi32>, %dy: 
   return
 }
 
+// The LM head and its loss over chunks of 16 tokens: BF16 operands, an FP32
+// weight gradient, the [chunk, vocab] FP32 scratch.
+// CHECK-LABEL: func.func @linear_cross_entropy
+func.func @linear_cross_entropy(%x: tensor<2x16x64xbf16>, %w: tensor<256x64xbf16>, %t: tensor<2x16xi32>, %one: tensor<f32>) {
+  // CHECK: %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} = tile.linear_cross_entropy %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {chunk_rows = 16 : i64, ignore_index = 0 : i64} : (tensor<2x16x64xbf16>, tensor<256x64xbf16>, tensor<2x16xi32>, tensor<f32>) -> (tensor<f32>, tensor<2x16x64xbf16>, tensor<256x64xf32>, tensor<16x256xf32>)
+  %loss, %dx, %dw, %scratch = tile.linear_cross_entropy %x, %w, %t, %one {chunk_rows = 16 : i64, ignore_index = 0 : i64}
+      : (tensor<2x16x64xbf16>, tensor<256x64xbf16>, tensor<2x16xi32>, tensor<f32>)
+      -> (tensor<f32>, tensor<2x16x64xbf16>, tensor<256x64xf32>, tensor<16x256xf32>)
+  return
+}
+
 // Multi-tensor: N params, N grads, N first and N second moments, then the
 // scalars; N new params, then the moments.
 // CHECK-LABEL: func.func @adamw_multi

@@ -558,8 +558,8 @@ const std::vector<Mutation> &mutations() {
        [](json &p) {
          p["steps"][0]["cuda"]["library"] = "cublasLt";
          return std::vector<std::string>{
-             "step 0 (fill): only gemm steps run in a library, not "
-             "'cublasLt'"};
+             "step 0 (fill): only gemm and linear_cross_entropy steps run "
+             "in a library, not 'cublasLt'"};
        }},
       // Values and the header.
       {"OldVersion",
@@ -694,13 +694,19 @@ const json &fusedPlan() {
 }
 
 /// What fusion adds to the plan: multi-op regions, multi-tensor AdamW
-/// steps and the BF16 compute copies they keep.
+/// steps and the BF16 compute copies they keep, and the LM head with its
+/// loss as one chunked step (linear-cross-entropy).
 TEST(PlanValidation, TheFusedPlanLoads) {
   if (!kFusedPlanPath)
     GTEST_SKIP() << "built without the compiler: no compiled plan";
   Plan plan = Plan::load(fusedPlan().dump(), "plan.json");
-  std::size_t optimizer = 0, updated = 0, regions = 0;
+  std::size_t optimizer = 0, updated = 0, regions = 0, heads = 0;
   for (const Step &step : plan.steps) {
+    if (const auto *head = std::get_if<LinearCrossEntropyStep>(&step.op)) {
+      ++heads;
+      EXPECT_EQ(head->chunkRows, 64); // the least; 128 tokens: two chunks
+      EXPECT_EQ(step.cuda.launches.size(), 3u);
+    }
     if (const auto *adamw = std::get_if<AdamWStep>(&step.op)) {
       ++optimizer;
       EXPECT_TRUE(adamw->computeCopies);
@@ -712,6 +718,7 @@ TEST(PlanValidation, TheFusedPlanLoads) {
   EXPECT_EQ(optimizer, 2u); // with and without weight decay
   EXPECT_EQ(updated, plan.parameters.size());
   EXPECT_GT(regions, 10u);
+  EXPECT_EQ(heads, 1u);
   for (const Parameter &param : plan.parameters)
     EXPECT_GE(param.computeCopy, 0) << param.name;
 }
@@ -752,6 +759,77 @@ std::vector<Mutation> fusedMutations() {
          // 5 tensors per parameter read as 4: the counts or the roles
          // disagree.
          return std::vector<std::string>{step(s, "adamw")};
+       }},
+      // linear_cross_entropy: attributes, operands and its library.
+      {"LinearCrossEntropyChunkOfZero",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         attrs(p, s)["chunk_rows"] = 0;
+         return std::vector<std::string>{
+             step(s, "linear_cross_entropy"),
+             "field 'chunk_rows' = 0 is outside [1, 128]"};
+       }},
+      {"LinearCrossEntropyWithoutChunkRows",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         attrs(p, s).erase("chunk_rows");
+         return std::vector<std::string>{
+             step(s, "linear_cross_entropy"),
+             "missing required attribute 'chunk_rows'"};
+       }},
+      {"LinearCrossEntropyScratchOfAnotherChunk",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         attrs(p, s)["chunk_rows"] = 32;
+         int64_t scratch = p["steps"][s]["outputs"][3];
+         return std::vector<std::string>{
+             step(s, "linear_cross_entropy"),
+             fmt::format("output 3 (value {}) (scratch) has shape [64, 320], "
+                         "but field 'chunk_rows' and the vocabulary make "
+                         "[32, 320]",
+                         scratch)};
+       }},
+      {"LinearCrossEntropyFloatTargets",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         p["steps"][s]["inputs"][2] = valueWithDtype(p, "bf16");
+         return std::vector<std::string>{step(s, "linear_cross_entropy"),
+                                         "(targets) is bf16, expected i32"};
+       }},
+      {"LinearCrossEntropyWeightOfAnotherWidth",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         // The head's weight swapped for its weight gradient's FP32 twin
+         // of another dtype.
+         p["steps"][s]["inputs"][1] = p["steps"][s]["outputs"][2];
+         return std::vector<std::string>{step(s, "linear_cross_entropy"),
+                                         "(weight) is f32, but input 0",
+                                         "(input) is bf16"};
+       }},
+      {"LinearCrossEntropyThreeOutputs",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         p["steps"][s]["outputs"].erase(3);
+         return std::vector<std::string>{step(s, "linear_cross_entropy"),
+                                         "takes 4 outputs, got 3"};
+       }},
+      {"LinearCrossEntropyWithoutItsLibrary",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         p["steps"][s]["cuda"].erase("library");
+         return std::vector<std::string>{
+             step(s, "linear_cross_entropy"),
+             "a linear_cross_entropy runs in 'cublasLt', but its 'cuda' "
+             "names no library"};
+       }},
+      {"LinearCrossEntropyRowsWithoutTheChunkArgument",
+       [](json &p) {
+         std::size_t s = stepOf(p, "linear_cross_entropy");
+         p["steps"][s]["cuda"]["launches"][1]["args"].erase(11);
+         return std::vector<std::string>{
+             step(s, "linear_cross_entropy"),
+             "must have 3 launches (count, rows, reduce), the rows kernel's "
+             "last argument an i64 (the chunk index)"};
        }},
       {"RegionReadsALaterLocal",
        [](json &p) {

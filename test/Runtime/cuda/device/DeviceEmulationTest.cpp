@@ -395,6 +395,73 @@ TYPED_TEST(DeviceEmulationTest, CrossEntropy) {
   EXPECT_TRUE(std::isfinite(rowLoss[3]));
 }
 
+/// linear_cross_entropy's row kernel, chunk by chunk over FP32 logits that
+/// T holds exactly (for BF16 its rounding of the logits is then exact):
+/// the row losses' mean and the gradient match the host's crossEntropy and
+/// crossEntropyGrad over the whole logits. FP32 writes the gradient over
+/// the logits in place; BF16 into its own buffer.
+template <typename T, int kThreads>
+void checkLinearCrossEntropyRows(int vocab, std::int64_t chunkRows) {
+  SCOPED_TRACE("vocab " + std::to_string(vocab) + " chunk " +
+               std::to_string(chunkRows) + " threads " +
+               std::to_string(kThreads));
+  const std::int64_t rows = 13, ignoreIndex = -100;
+  std::vector<double> logits = randomValues<T>(rows * vocab, -4, 4);
+  std::vector<std::int32_t> targets = randomIds(rows, vocab);
+  for (std::int64_t r = 1; r < rows; r += 5)
+    targets[r] = ignoreIndex;
+  std::vector<float> rowLoss = poisonedFloats(rows), loss = poisonedFloats(1),
+                     count = poisonedFloats(1);
+  emulateKernel({1}, 32, [&] {
+    dev::countValid<32>(targets.data(), rows, ignoreIndex, count.data());
+  });
+  const float dloss = 0.75f;
+  std::vector<double> got(rows * vocab);
+  int flag = 0;
+  for (std::int64_t chunk = 0; chunk * chunkRows < rows; ++chunk) {
+    std::int64_t begin = chunk * chunkRows;
+    std::int64_t n = std::min(chunkRows, rows - begin);
+    std::vector<float> scratch = poisonedFloats(chunkRows * vocab);
+    for (std::int64_t i = 0; i < n * vocab; ++i)
+      scratch[i] = static_cast<float>(logits[begin * vocab + i]);
+    Buffer<T> dlogits(chunkRows * vocab, 0);
+    T *out;
+    if constexpr (std::is_same_v<T, float>)
+      out = scratch.data();
+    else
+      out = dlogits.data();
+    emulateKernel({3}, kThreads, [&] {
+      dev::linearCrossEntropyRows<T, kThreads, !std::is_same_v<T, float>>(
+          scratch.data(), targets.data(), rowLoss.data(), &dloss, count.data(),
+          out, rows, chunkRows, vocab, ignoreIndex, &flag, chunk);
+    });
+    std::vector<double> values = widen(out, n * vocab);
+    std::copy(values.begin(), values.end(), got.begin() + begin * vocab);
+  }
+  EXPECT_EQ(flag, 0);
+  emulateKernel({1}, 64, [&] {
+    dev::crossEntropyReduce<64>(rowLoss.data(), targets.data(), loss.data(),
+                                rows, ignoreIndex);
+  });
+  EXPECT_CLOSE(widen(loss),
+               std::vector<double>{host::crossEntropy<double>(
+                   logits.data(), targets.data(), rows, vocab, ignoreIndex)},
+               kFloatTolerance);
+  std::vector<double> ref(rows * vocab);
+  host::crossEntropyGrad<double>(dloss, logits.data(), targets.data(),
+                                 ref.data(), rows, vocab, ignoreIndex);
+  EXPECT_CLOSE(got, ref, kTolerance<T>);
+}
+
+TYPED_TEST(DeviceEmulationTest, LinearCrossEntropyRows) {
+  using T = TypeParam;
+  for (int vocab : {8, 1000, 5003})
+    for (std::int64_t chunkRows : {1, 4, 13}) {
+      checkLinearCrossEntropyRows<T, 32>(vocab, chunkRows);
+      checkLinearCrossEntropyRows<T, 128>(vocab, chunkRows);
+    }
+}
+
 //===----------------------------------------------------------------------===//
 // Attention
 //===----------------------------------------------------------------------===//
