@@ -12,6 +12,7 @@
 #include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileOps.h"
 #include "passes/Chunks.h"
+#include "passes/Gemms.h"
 #include "passes/Passes.h"
 #include "passes/Report.h"
 
@@ -239,6 +240,193 @@ void widenGradients(Block &block, SmallVectorImpl<Decision> &decisions,
               .str()});
     for (nn::CastOp cast : casts)
       cast.erase();
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// gemm-epilogue
+//===----------------------------------------------------------------------===//
+
+/// Where one op may stand for both `a` and `b` of one block: at the first
+/// of them when the second's operands are defined by then, else at the
+/// second when nothing reads the first before it; null if neither.
+Operation *jointPlace(Operation *a, Operation *b) {
+  Operation *first = a, *second = b;
+  if (second->isBeforeInBlock(first))
+    std::swap(first, second);
+  Block &block = *first->getBlock();
+  bool operandsReady = llvm::all_of(second->getOperands(), [&](Value v) {
+    Operation *def = v.getDefiningOp();
+    return !def || def->getBlock() != &block || def->isBeforeInBlock(first);
+  });
+  if (operandsReady)
+    return first;
+  bool readLater = llvm::all_of(first->getUsers(), [&](Operation *user) {
+    Operation *ancestor = block.findAncestorOpInBlock(*user);
+    return ancestor && second->isBeforeInBlock(ancestor);
+  });
+  return readLater ? second : nullptr;
+}
+
+/// "forward" or "backward" for the report, from the chunk tag.
+StringRef directionOf(Operation *op) {
+  auto chunk = op->getAttrOfType<StringAttr>(kChunkAttr);
+  return !chunk || chunk.getValue() == "F" ? "forward" : "backward";
+}
+
+bool hasStaticShapes(Operation *op) {
+  auto isStatic = [](Type type) {
+    auto tensor = dyn_cast<RankedTensorType>(type);
+    return !tensor || tensor.hasStaticShape();
+  };
+  return llvm::all_of(op->getOperandTypes(), isStatic) &&
+         llvm::all_of(op->getResultTypes(), isStatic);
+}
+
+/// Whether `a` and `b` may become one kernel: one block, one chunk, static
+/// shapes.
+bool sameKernelPlace(Operation *a, Operation *b) {
+  return a->getBlock() == b->getBlock() &&
+         a->getAttr(kChunkAttr) == b->getAttr(kChunkAttr) &&
+         hasStaticShapes(a) && hasStaticShapes(b);
+}
+
+/// cuBLASLt's rule for the pre-activation (its aux matrix, [m, n]): a
+/// leading dimension divisible by 8 elements.
+constexpr int64_t kAuxAlignment = 8;
+constexpr const char *kAuxRefusal =
+    "{0}: {1} stays a kernel of its own (gemm-epilogue): the GEMM's {2} "
+    "columns are not a multiple of 8, which cuBLASLt's GELU epilogues need";
+
+/// The gemm-epilogue group: what cuBLASLt computes in a GEMM's epilogue
+/// (and the host right after its GEMM, in the same step) instead of a
+/// kernel of its own, each recorded for the report:
+/// - a linear layer's GELU (tanh) with its bias: `gelu_tanh`, which also
+///   writes the pre-activation when the backward reads it;
+/// - GELU's input gradient of an input-gradient GEMM's output:
+///   `dgelu_tanh`;
+/// - a bias gradient (`nn.column_sum` of an output gradient) with the
+///   weight-gradient GEMM that reads the same gradient: `bgrad_a/b`.
+void fuseGemmEpilogues(Block &block, SmallVectorImpl<Decision> &decisions,
+                       unsigned &position, bool report) {
+  auto record = [&](Location loc, const Twine &text) {
+    if (report)
+      decisions.push_back(Decision{loc, position++, text.str()});
+  };
+  for (auto gelu : llvm::make_early_inc_range(block.getOps<nn::GeluOp>())) {
+    auto linear = gelu.getInput().getDefiningOp<nn::LinearOp>();
+    if (!linear || !sameKernelPlace(linear, gelu))
+      continue;
+    if (gelu.getApproximate() != nn::GeluApproximation::tanh) {
+      record(gelu.getLoc(),
+             "forward: the exact GELU stays a kernel of its own "
+             "(gemm-epilogue): cuBLASLt's GELU epilogue is the tanh "
+             "approximation");
+      continue;
+    }
+    GemmGeometry g = linearGeometry(linear);
+    if (g.n % kAuxAlignment != 0) {
+      record(gelu.getLoc(), llvm::formatv(kAuxRefusal, "forward", "gelu", g.n));
+      continue;
+    }
+    Value pre = linear.getResult();
+    bool keepPre = !pre.hasOneUse();
+    OpBuilder builder(linear);
+    auto gemm = tile::GemmOp::create(
+        builder, builder.getFusedLoc({linear.getLoc(), gelu.getLoc()}),
+        gelu.getType(), keepPre ? TypeRange(pre.getType()) : TypeRange(), g.a,
+        g.b, linear.getBias(), Value(), g.batch, g.m, g.n, g.k, g.transposeA,
+        g.transposeB, tile::GemmOp::kGeluTanh);
+    copyChunk(linear, gemm);
+    record(linear.getLoc(),
+           llvm::formatv("{0}: linear{1} + gelu as one GEMM (gemm-epilogue "
+                         "gelu_tanh){2}",
+                         directionOf(linear), linear.getBias() ? " + bias" : "",
+                         keepPre ? ", which also writes the pre-activation "
+                                   "the backward reads"
+                                 : ""));
+    gelu.getResult().replaceAllUsesWith(gemm.getResult());
+    gelu.erase();
+    if (keepPre)
+      pre.replaceAllUsesWith(gemm.getPreActivation());
+    linear.erase();
+  }
+
+  for (auto grad : llvm::make_early_inc_range(block.getOps<nn::GeluGradOp>())) {
+    auto linear = grad.getGrad().getDefiningOp<nn::LinearOp>();
+    if (!linear || linear.getBias() || !sameKernelPlace(linear, grad) ||
+        grad.getApproximate() != nn::GeluApproximation::tanh)
+      continue;
+    if (!linear.getResult().hasOneUse()) {
+      record(grad.getLoc(),
+             "backward: gelu_grad stays a kernel of its own (gemm-epilogue): "
+             "the GEMM's output it scales has another consumer");
+      continue;
+    }
+    Value aux = grad.getInput();
+    if (getElementTypeOrSelf(aux.getType()) !=
+        getElementTypeOrSelf(linear.getInput().getType()))
+      continue;
+    GemmGeometry g = linearGeometry(linear);
+    if (g.n % kAuxAlignment != 0) {
+      record(grad.getLoc(),
+             llvm::formatv(kAuxRefusal, "backward", "gelu_grad", g.n));
+      continue;
+    }
+    OpBuilder builder(grad);
+    auto gemm = tile::GemmOp::create(
+        builder, builder.getFusedLoc({linear.getLoc(), grad.getLoc()}),
+        grad.getType(), TypeRange(), g.a, g.b, Value(), aux, g.batch, g.m, g.n,
+        g.k, g.transposeA, g.transposeB, tile::GemmOp::kDgeluTanh);
+    copyChunk(grad, gemm);
+    record(grad.getLoc(), "backward: input-gradient GEMM + gelu_grad as one "
+                          "GEMM (gemm-epilogue dgelu_tanh)");
+    grad.getResult().replaceAllUsesWith(gemm.getResult());
+    grad.erase();
+    linear.erase();
+  }
+
+  for (auto sum : llvm::make_early_inc_range(block.getOps<nn::ColumnSumOp>())) {
+    Value dy = sum.getInput();
+    nn::LinearWeightGradOp weightGrad;
+    for (Operation *user : dy.getUsers())
+      if (auto candidate = dyn_cast<nn::LinearWeightGradOp>(user);
+          candidate && candidate.getGrad() == dy &&
+          sameKernelPlace(candidate, sum) &&
+          getElementTypeOrSelf(candidate.getType()) ==
+              getElementTypeOrSelf(sum.getType())) {
+        weightGrad = candidate;
+        break;
+      }
+    if (!weightGrad)
+      continue;
+    Operation *at = jointPlace(sum, weightGrad);
+    if (!at) {
+      record(sum.getLoc(),
+             "backward: the bias gradient stays a kernel of its own "
+             "(gemm-epilogue): the weight gradient's input comes after it "
+             "and its result is read before the weight gradient");
+      continue;
+    }
+    OpBuilder builder(at);
+    GemmGeometry g = weightGradGeometry(weightGrad);
+    // The gradient is the GEMM's A ([tokens, out]: transpose_a) for a
+    // weight stored [out, in], its B for one stored [in, out].
+    bool fromA = g.a == dy;
+    auto gemm = tile::GemmOp::create(
+        builder, builder.getFusedLoc({weightGrad.getLoc(), sum.getLoc()}),
+        weightGrad.getType(), TypeRange(sum.getType()), g.a, g.b, Value(),
+        Value(), g.batch, g.m, g.n, g.k, g.transposeA, g.transposeB,
+        fromA ? tile::GemmOp::kBgradA : tile::GemmOp::kBgradB);
+    copyChunk(weightGrad, gemm);
+    record(sum.getLoc(),
+           llvm::formatv("backward: linear_weight_grad + the bias gradient "
+                         "(column_sum) as one GEMM (gemm-epilogue {0})",
+                         fromA ? "bgrad_a" : "bgrad_b"));
+    weightGrad.getResult().replaceAllUsesWith(gemm.getResult());
+    sum.getResult().replaceAllUsesWith(gemm.getBiasGrad());
+    weightGrad.erase();
+    sum.erase();
   }
 }
 
@@ -748,6 +936,10 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
           widenGradients(block, decisions, position, report);
         if (optimizer)
           groupOptimizer(block, decisions, position, report);
+        // After the epilogue group: a bias gradient joins its weight
+        // gradient's GEMM in the element type both then have.
+        if (gemmEpilogue)
+          fuseGemmEpilogues(block, decisions, position, report);
         // After the epilogue group, which may have widened the LM head's
         // weight gradient to the FP32 the op then writes.
         if (linearCrossEntropy)

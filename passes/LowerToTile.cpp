@@ -10,6 +10,7 @@
 #include "dialects/nn/NNOps.h"
 #include "dialects/tile/TileOps.h"
 #include "passes/Chunks.h"
+#include "passes/Gemms.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/IRMapping.h"
@@ -26,14 +27,6 @@ using namespace mlir;
 using namespace kiln;
 
 namespace {
-
-int64_t lastDim(Value v) {
-  return cast<RankedTensorType>(v.getType()).getShape().back();
-}
-
-int64_t numElements(Value v) {
-  return cast<RankedTensorType>(v.getType()).getNumElements();
-}
 
 /// Checks what the patterns multiply and divide: every tensor of `op` has
 /// an element count that fits in int64, and a GEMM's are not empty (its m,
@@ -71,40 +64,30 @@ LogicalResult checkSizes(Operation *op) {
   return success();
 }
 
-/// `x W^T + b` (or `x W + b` with transpose_weight): one GEMM with the
-/// activations viewed as a [tokens, in] matrix.
+/// `x W^T + b`: one GEMM (passes/Gemms.h).
 struct LowerLinear : OpRewritePattern<nn::LinearOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(nn::LinearOp op,
                                 PatternRewriter &rewriter) const override {
-    int64_t k = lastDim(op.getInput());
-    int64_t n = lastDim(op.getResult());
-    int64_t m = numElements(op.getInput()) / k;
-    auto gemm =
-        tile::GemmOp::create(rewriter, op.getLoc(), op.getType(), op.getInput(),
-                             op.getWeight(), op.getBias(),
-                             /*batch=*/1, m, n, k, /*transpose_a=*/false,
-                             /*transpose_b=*/!op.getTransposeWeight());
+    GemmGeometry g = linearGeometry(op);
+    auto gemm = tile::GemmOp::create(rewriter, op.getLoc(), op.getType(), g.a,
+                                     g.b, op.getBias(), g.batch, g.m, g.n, g.k,
+                                     g.transposeA, g.transposeB);
     copyChunk(op, gemm); // before replaceOp, which erases `op`
     rewriter.replaceOp(op, gemm.getResult());
     return success();
   }
 };
 
-/// dW = dy^T x summed over tokens ([out, in]), or x^T dy for a weight stored
-/// [in, out]: the tokens are the GEMM's contraction dimension.
+/// dW summed over tokens: one GEMM whose contraction is the tokens.
 struct LowerLinearWeightGrad : OpRewritePattern<nn::LinearWeightGradOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(nn::LinearWeightGradOp op,
                                 PatternRewriter &rewriter) const override {
-    Value dy = op.getGrad(), x = op.getInput();
-    int64_t tokens = numElements(x) / lastDim(x);
-    Value a = op.getTransposeWeight() ? x : dy;
-    Value b = op.getTransposeWeight() ? dy : x;
-    auto gemm = tile::GemmOp::create(rewriter, op.getLoc(), op.getType(), a, b,
-                                     /*bias=*/Value(), /*batch=*/1, lastDim(a),
-                                     lastDim(b), tokens, /*transpose_a=*/true,
-                                     /*transpose_b=*/false);
+    GemmGeometry g = weightGradGeometry(op);
+    auto gemm = tile::GemmOp::create(rewriter, op.getLoc(), op.getType(), g.a,
+                                     g.b, /*bias=*/Value(), g.batch, g.m, g.n,
+                                     g.k, g.transposeA, g.transposeB);
     copyChunk(op, gemm); // before replaceOp, which erases `op`
     rewriter.replaceOp(op, gemm.getResult());
     return success();

@@ -158,6 +158,17 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       accumulates in FP32 anyway: the cast kernel goes, and so does the
       BF16 rounding of the gradient (the one rounding point fusion removes;
       `--fusion=off` keeps it).
+    - `gemm-epilogue`: what cuBLASLt computes in a GEMM's epilogue, from
+      the FP32 accumulator, instead of a kernel of its own (on the host,
+      in the GEMM's step right after the product): a linear layer's GELU
+      with its bias (`tile.gemm` epilogue `gelu_tanh`, which also writes
+      the pre-activation the backward reads); GELU's input gradient of the
+      input-gradient GEMM that precedes it (`dgelu_tanh`); a bias gradient
+      (`nn.column_sum` of an output gradient) with the weight-gradient GEMM
+      of the same gradient (`bgrad_a`/`bgrad_b`). Only the tanh GELU
+      (cuBLASLt's); in BF16 the GEMM's output is no longer rounded before
+      the GELU or its gradient is applied (the rounding point this group
+      removes; FP32 is bitwise the unfused step).
     - `linear-cross-entropy`: the LM head (`nn.linear` without bias), its
       `nn.cross_entropy`, the loss gradient and the two GEMMs that read the
       logits' gradient (the input gradient and the weight gradient) become
@@ -212,6 +223,9 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
            "Update every parameter in one multi-tensor AdamW per group">,
     Option<"epilogue", "epilogue", "bool", "true",
            "Write weight gradients in FP32 from their kernels' accumulators">,
+    Option<"gemmEpilogue", "gemm-epilogue", "bool", "true",
+           "Compute GELU (tanh) and its gradient, and bias gradients, in the "
+           "epilogues of the GEMMs they follow">,
     Option<"linearCrossEntropy", "linear-cross-entropy", "bool", "true",
            "Fuse the LM head, the loss and their gradients into one chunked "
            "op that never stores the logits">,

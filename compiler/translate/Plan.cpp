@@ -91,6 +91,8 @@ json::Object attrsJson(Operation *op) {
     attrs[plan::attr::kScale] = attentionScale(fwd);
   if (auto bwd = dyn_cast<tile::FlashAttentionBwdOp>(op))
     attrs[plan::attr::kScale] = attentionScale(bwd);
+  if (auto gemm = dyn_cast<tile::GemmOp>(op))
+    attrs[plan::attr::kEpilogue] = gemm.getEpilogue();
   for (NamedAttribute named : op->getAttrs()) {
     StringRef name = named.getName().getValue();
     if (name.starts_with(attrs::kPrefix))
@@ -105,6 +107,8 @@ json::Object attrsJson(Operation *op) {
       attrs[name] = number.getValueAsDouble();
     } else if (isa<UnitAttr>(attr)) {
       attrs[name] = true;
+    } else if (auto text = dyn_cast<StringAttr>(attr)) {
+      attrs[name] = text.getValue();
     } else if (auto array = dyn_cast<DenseI64ArrayAttr>(attr)) {
       json::Array values;
       for (int64_t v : array.asArrayRef())

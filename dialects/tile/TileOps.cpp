@@ -155,7 +155,59 @@ LogicalResult GemmOp::verify() {
     return failure();
   if (getBias() && failed(expectElements(*this, "bias", getBias(), n, "n")))
     return failure();
-  return success();
+  return verifyEpilogue();
+}
+
+LogicalResult GemmOp::verifyEpilogue() {
+  StringRef epilogue = getEpilogue();
+  bool gelu = epilogue == kGeluTanh, dgelu = epilogue == kDgeluTanh;
+  bool bgradA = epilogue == kBgradA, bgradB = epilogue == kBgradB;
+  if (!gelu && !dgelu && !bgradA && !bgradB && epilogue != kNone)
+    return emitOpError() << "unknown epilogue '" << epilogue
+                         << "' (none, gelu_tanh, dgelu_tanh, bgrad_a, bgrad_b)";
+  bool bgrad = bgradA || bgradB;
+  if (getExtras().size() > 1 || (!getExtras().empty() && !gelu && !bgrad))
+    return emitOpError() << "has " << getExtras().size()
+                         << " results after the first; the " << epilogue
+                         << " epilogue writes "
+                         << (gelu    ? "at most one (the pre-activation)"
+                             : bgrad ? "one (the bias gradient)"
+                                     : "none");
+  if (getPreActivation() &&
+      getPreActivation().getType() != getResult().getType())
+    return emitOpError() << "expects pre_activation of the result's type "
+                         << getResult().getType() << ", got "
+                         << getPreActivation().getType();
+  if (static_cast<bool>(getAux()) != dgelu)
+    return emitOpError(dgelu ? "with the dgelu_tanh epilogue needs aux, the "
+                               "pre-activation"
+                             : "has an aux operand, which only the dgelu_tanh "
+                               "epilogue reads");
+  if (dgelu &&
+      failed(expectElements(*this, "aux", getAux(),
+                            getBatch() * getM() * getN(), "batch x m x n")))
+    return failure();
+  if (dgelu && getBias())
+    return emitOpError("with the dgelu_tanh epilogue takes no bias");
+  if (static_cast<bool>(getBiasGrad()) != bgrad)
+    return emitOpError(bgrad ? "with a bgrad epilogue needs a bias_grad result"
+                             : "has a bias_grad result, which only the "
+                               "bgrad_a and bgrad_b epilogues write");
+  if (!bgrad)
+    return success();
+  if (getBatch() != 1 || getBias())
+    return emitOpError("with a bgrad epilogue expects one problem and no bias");
+  if (bgradA && !getTransposeA())
+    return emitOpError("with bgrad_a expects transpose_a (A stored [k, m])");
+  if (bgradB && getTransposeB())
+    return emitOpError("with bgrad_b expects B stored [k, n] (no transpose_b)");
+  if (getElementTypeOrSelf(getBiasGrad().getType()) !=
+      getElementTypeOrSelf(getResult().getType()))
+    return emitOpError() << "expects bias_grad in the result's element type "
+                         << getElementTypeOrSelf(getResult().getType())
+                         << ", got " << getBiasGrad().getType();
+  return expectElements(*this, "bias_grad", getBiasGrad(),
+                        bgradA ? getM() : getN(), bgradA ? "m" : "n");
 }
 
 /// The rules the flash attention kernels share: head counts, tile sizes and

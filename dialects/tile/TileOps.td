@@ -8,8 +8,8 @@ include "dialects/nn/NNDialect.td"
 include "mlir/IR/RegionKindInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
-def Tile_GemmOp : Tile_Op<"gemm", [Pure]> {
-  let summary = "Batched GEMM with FP32 accumulation and a bias epilogue";
+def Tile_GemmOp : Tile_Op<"gemm", [Pure, AttrSizedOperandSegments]> {
+  let summary = "Batched GEMM with FP32 accumulation and an epilogue";
   let description = [{
     For each of `batch` problems, `C[m, n] = op(A) op(B) (+ bias[n])`, where
     `A` holds `m x k` elements (`k x m` with `transpose_a`), `B` holds `k x n`
@@ -18,19 +18,73 @@ def Tile_GemmOp : Tile_Op<"gemm", [Pure]> {
     the right number of elements: a linear layer's `[batch, seq, in]`
     activations are an `m = batch * seq` by `k = in` matrix.
 
+    `epilogue` (nn-fuse's `gemm-epilogue` group; cuBLASLt's epilogues of
+    the same names) computes more in the same kernel, from the FP32
+    accumulator before the result is rounded:
+    - `gelu_tanh`: `C = gelu(op(A) op(B) + bias)` with the tanh
+      approximation (cuBLASLt's GELU), and, as `pre_activation`, the sum it
+      applies GELU to (the backward's input; `GELU_AUX_BIAS`).
+    - `dgelu_tanh`: `C = (op(A) op(B)) * gelu'(aux)` for the pre-activation
+      `aux` ([m, n]): GELU's input gradient (`DGELU`). No bias.
+    - `bgrad_a` / `bgrad_b`: also `bias_grad`, the sum over `k` of A (stored
+      `[k, m]`, `transpose_a`: `m` sums) or of B (stored `[k, n]`: `n`
+      sums), in the result's element type: a linear layer's bias gradient
+      from the weight-gradient GEMM that reads the same output gradient
+      (`BGRADB` / `BGRADA`, cuBLASLt being column-major). One problem.
+
     ```mlir
     %y = tile.gemm %x, %w bias(%b) {batch = 1, m = 32, n = 96, k = 64, transpose_b}
         : (tensor<2x16x64xbf16>, tensor<96x64xbf16>, tensor<96xbf16>) -> tensor<2x16x96xbf16>
+    %a, %pre = tile.gemm %x, %w bias(%b) {batch = 1, m = 32, n = 96, k = 64, epilogue = "gelu_tanh"}
+        : (tensor<2x16x64xf32>, tensor<64x96xf32>, tensor<96xf32>) -> (tensor<2x16x96xf32>, tensor<2x16x96xf32>)
+    %dw, %db = tile.gemm %dy, %x {batch = 1, m = 96, n = 64, k = 32, transpose_a, epilogue = "bgrad_a"}
+        : (tensor<2x16x96xf32>, tensor<2x16x64xf32>) -> (tensor<96x64xf32>, tensor<96xf32>)
     ```
   }];
   let arguments = (ins NN_FloatTensor:$a, NN_FloatTensor:$b,
                        Optional<NN_FloatTensor>:$bias,
+                       Optional<NN_FloatTensor>:$aux,
                        I64Attr:$batch, I64Attr:$m, I64Attr:$n, I64Attr:$k,
-                       UnitAttr:$transpose_a, UnitAttr:$transpose_b);
-  let results = (outs NN_FloatTensor:$result);
+                       UnitAttr:$transpose_a, UnitAttr:$transpose_b,
+                       DefaultValuedStrAttr<StrAttr, "none">:$epilogue);
+  // `extras`: gelu_tanh's pre_activation (if any) or a bgrad epilogue's
+  // bias_grad.
+  let results = (outs NN_FloatTensor:$result,
+                      Variadic<NN_FloatTensor>:$extras);
   let assemblyFormat = [{
-    $a `,` $b (`bias` `(` $bias^ `)`)? attr-dict `:`
+    $a `,` $b (`bias` `(` $bias^ `)`)? (`aux` `(` $aux^ `)`)? attr-dict `:`
     functional-type(operands, results)
+  }];
+  let builders = [
+    // A plain GEMM (with a bias or without): the one result.
+    OpBuilder<(ins "::mlir::Type":$result, "::mlir::Value":$a,
+                   "::mlir::Value":$b, "::mlir::Value":$bias,
+                   "int64_t":$batch, "int64_t":$m, "int64_t":$n, "int64_t":$k,
+                   "bool":$transpose_a, "bool":$transpose_b), [{
+      build($_builder, $_state, result, /*extras=*/::mlir::TypeRange(), a, b,
+            bias, /*aux=*/::mlir::Value(), batch, m, n, k, transpose_a,
+            transpose_b, "none");
+    }]>
+  ];
+  let extraClassDeclaration = [{
+    /// The epilogues `epilogue` may name.
+    static constexpr ::llvm::StringLiteral kNone = "none";
+    static constexpr ::llvm::StringLiteral kGeluTanh = "gelu_tanh";
+    static constexpr ::llvm::StringLiteral kDgeluTanh = "dgelu_tanh";
+    static constexpr ::llvm::StringLiteral kBgradA = "bgrad_a";
+    static constexpr ::llvm::StringLiteral kBgradB = "bgrad_b";
+    /// gelu_tanh's pre-activation output, if it writes one.
+    ::mlir::Value getPreActivation() {
+      return getEpilogue() == kGeluTanh && !getExtras().empty()
+                 ? getExtras().front() : ::mlir::Value();
+    }
+    /// A bgrad epilogue's bias gradient.
+    ::mlir::Value getBiasGrad() {
+      return getEpilogue().starts_with("bgrad") && !getExtras().empty()
+                 ? getExtras().front() : ::mlir::Value();
+    }
+    /// The epilogue's rules (part of the verifier).
+    ::mlir::LogicalResult verifyEpilogue();
   }];
   let hasVerifier = 1;
 }

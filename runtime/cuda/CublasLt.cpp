@@ -77,23 +77,17 @@ struct Layout {
 };
 
 /// A matmul description: FP32 compute and scale, the two operations, and
-/// the bias epilogue when there is a bias.
+/// the epilogue.
 struct MatmulDesc {
   cublasLtMatmulDesc_t desc = nullptr;
 
-  MatmulDesc(cublasOperation_t opA, cublasOperation_t opB, cudaDataType type,
-             const void *bias) {
+  MatmulDesc(cublasOperation_t opA, cublasOperation_t opB) {
     const CublasLtApi &api = cublasLt();
     // CUBLAS_COMPUTE_32F, not _FAST_TF32: F32 GEMMs stay exact FP32.
     KILN_CUBLAS_CHECK(
         api.cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     set(CUBLASLT_MATMUL_DESC_TRANSA, opA);
     set(CUBLASLT_MATMUL_DESC_TRANSB, opB);
-    if (bias) {
-      set(CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
-      set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
-      set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<std::int32_t>(type));
-    }
   }
   ~MatmulDesc() {
     if (desc)
@@ -107,6 +101,30 @@ struct MatmulDesc {
         desc, name, &value, sizeof(value)));
   }
 };
+
+/// cuBLASLt's epilogue for ours, on D = C^T [n, m] (the file comment): a
+/// bias of C's n columns is one of D's n rows; the pre-activation has C's
+/// layout, so D's leading dimension n; our A is cuBLASLt's B, so summing A
+/// over k is BGRADB (a bias of D's m columns) and summing B is BGRADA.
+cublasLtEpilogue_t ltEpilogue(const LtGemm::Epilogue &e) {
+  using plan::GemmEpilogue;
+  switch (e.kind) {
+  case GemmEpilogue::None:
+    return e.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  case GemmEpilogue::GeluTanh:
+    if (e.aux)
+      return e.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                    : CUBLASLT_EPILOGUE_GELU_AUX;
+    return e.bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+  case GemmEpilogue::DgeluTanh:
+    return CUBLASLT_EPILOGUE_DGELU;
+  case GemmEpilogue::BgradA:
+    return CUBLASLT_EPILOGUE_BGRADB;
+  case GemmEpilogue::BgradB:
+    return CUBLASLT_EPILOGUE_BGRADA;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
+}
 
 /// The heuristic's constraints: workspace size and buffer alignments.
 struct Preference {
@@ -143,6 +161,18 @@ void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
                  std::int64_t k, bool transA, bool transB, const void *a,
                  const void *b, void *c, const void *bias, void *workspace,
                  std::size_t workspaceBytes, bool accumulate) {
+  Epilogue epilogue;
+  epilogue.bias = bias;
+  run(stream, inputType, outputType, batch, m, n, k, transA, transB, a, b, c,
+      epilogue, workspace, workspaceBytes, accumulate);
+}
+
+void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
+                 std::int64_t batch, std::int64_t m, std::int64_t n,
+                 std::int64_t k, bool transA, bool transB, const void *a,
+                 const void *b, void *c, const Epilogue &epilogue,
+                 void *workspace, std::size_t workspaceBytes, bool accumulate) {
+  using plan::GemmEpilogue;
   for (ElemType dtype : {inputType, outputType})
     if (dtype != ElemType::F32 && dtype != ElemType::BF16)
       throw Error(fmt::format("LtGemm: unsupported dtype {} (F32 or BF16)",
@@ -152,8 +182,23 @@ void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
     throw Error(fmt::format("LtGemm: {} operands with a {} result are not "
                             "supported (BF16 operands may write F32)",
                             elemName(inputType), elemName(outputType)));
-  if (inputType != outputType && bias)
+  if (inputType != outputType && epilogue.bias)
     throw Error("LtGemm: a bias needs the operands' dtype in the result");
+  bool gelu = epilogue.kind == GemmEpilogue::GeluTanh ||
+              epilogue.kind == GemmEpilogue::DgeluTanh;
+  bool bgrad = epilogue.kind == GemmEpilogue::BgradA ||
+               epilogue.kind == GemmEpilogue::BgradB;
+  std::string_view name = plan::gemmEpilogueName(epilogue.kind);
+  if (epilogue.kind == GemmEpilogue::DgeluTanh && !epilogue.aux)
+    throw Error("LtGemm: the dgelu_tanh epilogue needs the pre-activation");
+  if (gelu && n % 8 != 0)
+    throw Error(fmt::format("LtGemm: the {} epilogue needs n divisible by 8 "
+                            "(cuBLASLt's aux leading dimension), got n = {}",
+                            name, n));
+  if (bgrad && (!epilogue.biasGrad || batch != 1 || accumulate))
+    throw Error(fmt::format("LtGemm: the {} epilogue needs a bias gradient "
+                            "buffer, one problem and no accumulation",
+                            name));
   if (batch < 0 || m < 0 || n < 0 || k < 0 ||
       batch > std::numeric_limits<std::int32_t>::max())
     throw Error(fmt::format("LtGemm: invalid shape batch {} m {} n {} k {}",
@@ -176,14 +221,44 @@ void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
   Layout ltB(type, transA ? m : k, transA ? k : m, batch, m * k);
   Layout ltD(outType, n, m, batch, m * n);
   MatmulDesc desc(transB ? CUBLAS_OP_T : CUBLAS_OP_N,
-                  transA ? CUBLAS_OP_T : CUBLAS_OP_N, type, bias);
+                  transA ? CUBLAS_OP_T : CUBLAS_OP_N);
+  cublasLtEpilogue_t lt = ltEpilogue(epilogue);
+  if (lt != CUBLASLT_EPILOGUE_DEFAULT)
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, lt);
+  if (const void *vector = bgrad ? epilogue.biasGrad : epilogue.bias) {
+    desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, vector);
+    desc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+             static_cast<std::int32_t>(outType));
+  }
+  if (gelu && epilogue.aux) {
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, epilogue.aux);
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+             static_cast<std::int64_t>(n));
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE,
+             static_cast<std::int64_t>(m * n));
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE,
+             static_cast<std::int32_t>(outType));
+  }
 
   std::uint32_t alignB = alignmentOf(b, elem * k * n, batch);
   std::uint32_t alignA = alignmentOf(a, elem * m * k, batch);
   std::uint32_t alignC = alignmentOf(c, outElem * m * n, batch);
-  ShapeKey key{inputType, outputType, batch,  m,      n,
-               k,         transA,     transB, !!bias, workspaceBytes,
-               alignB,    alignA,     alignC, alignC};
+  ShapeKey key{inputType,
+               outputType,
+               batch,
+               m,
+               n,
+               k,
+               transA,
+               transB,
+               static_cast<int>(epilogue.kind),
+               epilogue.bias != nullptr,
+               epilogue.aux != nullptr,
+               workspaceBytes,
+               alignB,
+               alignA,
+               alignC,
+               alignC};
   auto found = algorithms_.find(key);
   if (found == algorithms_.end()) {
     Preference preference;
@@ -201,9 +276,10 @@ void LtGemm::run(CUstream stream, ElemType inputType, ElemType outputType,
     if (count == 0)
       throw Error(fmt::format(
           "LtGemm: cuBLASLt has no algorithm for {} -> {} batch {} m {} n {} "
-          "k {} transA {} transB {} bias {} within {} bytes of workspace",
+          "k {} transA {} transB {} bias {} epilogue {} within {} bytes of "
+          "workspace",
           elemName(inputType), elemName(outputType), batch, m, n, k, transA,
-          transB, bias != nullptr, workspaceBytes));
+          transB, epilogue.bias != nullptr, name, workspaceBytes));
     found = algorithms_.emplace(key, result.algo).first;
   }
 

@@ -60,6 +60,26 @@ public:
            const void *bias, void *workspace, std::size_t workspaceBytes,
            bool accumulate = false);
 
+  /// What follows the product, with its buffers (plan::GemmEpilogue, on
+  /// the row-major C[m, n]): `bias` (n elements) for none and gelu_tanh;
+  /// `aux` the pre-activation [m, n], written by gelu_tanh where not null,
+  /// read by dgelu_tanh; `biasGrad` the m (bgrad_a) or n (bgrad_b) sums,
+  /// in C's dtype. gelu_tanh and dgelu_tanh need n divisible by 8
+  /// (cuBLASLt's rule for the aux leading dimension).
+  struct Epilogue {
+    plan::GemmEpilogue kind = plan::GemmEpilogue::None;
+    const void *bias = nullptr;
+    void *aux = nullptr;
+    void *biasGrad = nullptr;
+  };
+
+  /// The general form: C = op(A) op(B), then `epilogue`.
+  void run(CUstream stream, ElemType inputType, ElemType outputType,
+           std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k,
+           bool transA, bool transB, const void *a, const void *b, void *c,
+           const Epilogue &epilogue, void *workspace,
+           std::size_t workspaceBytes, bool accumulate = false);
+
   /// How many shapes have an algorithm chosen.
   std::size_t cachedAlgorithms() const { return algorithms_.size(); }
 
@@ -68,8 +88,8 @@ private:
   /// alignment of each buffer that it may assume.
   using ShapeKey =
       std::tuple<ElemType, ElemType, std::int64_t, std::int64_t, std::int64_t,
-                 std::int64_t, bool, bool, bool, std::size_t, std::uint32_t,
-                 std::uint32_t, std::uint32_t, std::uint32_t>;
+                 std::int64_t, bool, bool, int, bool, bool, std::size_t,
+                 std::uint32_t, std::uint32_t, std::uint32_t, std::uint32_t>;
 
   cublasLtHandle_t handle_ = nullptr;
   std::map<ShapeKey, cublasLtMatmulAlgo_t> algorithms_;

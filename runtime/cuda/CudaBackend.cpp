@@ -278,16 +278,35 @@ void CudaBackend::runGemm(const Step &step, const GemmStep &g) {
     launchKernels(step);
     return;
   }
-  const void *bias =
-      step.inputs.size() > 2
-          ? reinterpret_cast<const void *>(address(step.inputs[2]))
-          : nullptr;
+  // The epilogue's buffers (docs/plan.md): the third input is the bias, or
+  // dgelu_tanh's pre-activation; the second output gelu_tanh's
+  // pre-activation or the bias gradient.
+  using plan::GemmEpilogue;
+  LtGemm::Epilogue epilogue;
+  epilogue.kind = g.epilogue;
+  bool dgelu = g.epilogue == GemmEpilogue::DgeluTanh;
+  bool bgrad =
+      g.epilogue == GemmEpilogue::BgradA || g.epilogue == GemmEpilogue::BgradB;
+  if (step.inputs.size() > 2) {
+    auto third = reinterpret_cast<void *>(address(step.inputs[2]));
+    if (dgelu)
+      epilogue.aux = third;
+    else
+      epilogue.bias = third;
+  }
+  if (step.outputs.size() > 1) {
+    auto second = reinterpret_cast<void *>(address(step.outputs[1]));
+    if (bgrad)
+      epilogue.biasGrad = second;
+    else
+      epilogue.aux = second;
+  }
   gemm->run(stream, planRef.values.at(step.inputs[0]).dtype,
             planRef.values.at(step.outputs[0]).dtype, g.batch, g.m, g.n, g.k,
             g.transposeA, g.transposeB,
             reinterpret_cast<const void *>(address(step.inputs[0])),
             reinterpret_cast<const void *>(address(step.inputs[1])),
-            reinterpret_cast<void *>(address(step.outputs[0])), bias,
+            reinterpret_cast<void *>(address(step.outputs[0])), epilogue,
             reinterpret_cast<void *>(workspace), kGemmWorkspaceBytes);
   checkLaunch("cublasLtMatmul");
 }

@@ -84,7 +84,44 @@ void columnSum(const T *x, T *y, std::int64_t rows, std::int64_t cols) {
   });
 }
 
+template <typename T>
+void gemmEpilogue(plan::GemmEpilogue epilogue, const T *a, const T *b,
+                  const T *aux, T *c, T *extra, std::int64_t batch,
+                  std::int64_t m, std::int64_t n, std::int64_t k) {
+  using plan::GemmEpilogue;
+  checkSize("gemmEpilogue", "batch", batch);
+  std::int64_t elements = batch * m * n;
+  switch (epilogue) {
+  case GemmEpilogue::None:
+    return;
+  case GemmEpilogue::GeluTanh:
+    if (extra)
+      std::copy_n(c, elements, extra);
+    gelu<T>(c, c, elements, /*tanhApprox=*/true);
+    return;
+  case GemmEpilogue::DgeluTanh:
+    if (!aux)
+      throw Error("gemmEpilogue: dgelu_tanh needs the pre-activation");
+    geluGrad<T>(c, aux, c, elements, /*tanhApprox=*/true);
+    return;
+  case GemmEpilogue::BgradA:
+  case GemmEpilogue::BgradB:
+    if (batch != 1 || !extra)
+      throw Error(fmt::format("gemmEpilogue: {} needs one problem and a bias "
+                              "gradient, got batch {}",
+                              plan::gemmEpilogueName(epilogue), batch));
+    if (epilogue == GemmEpilogue::BgradA)
+      columnSum<T>(a, extra, k, m);
+    else
+      columnSum<T>(b, extra, k, n);
+    return;
+  }
+}
+
 #define KILN_INSTANTIATE(T)                                                    \
+  template void gemmEpilogue<T>(plan::GemmEpilogue, const T *, const T *,      \
+                                const T *, T *, T *, std::int64_t,             \
+                                std::int64_t, std::int64_t, std::int64_t);     \
   template void gemm<T>(const T *, const T *, T *, std::int64_t, std::int64_t, \
                         std::int64_t, std::int64_t, bool, bool, const T *,     \
                         bool);                                                 \

@@ -238,14 +238,30 @@ void HostBackend::execute(const Step &step) {
         store(out[0], data);
       },
       [&](const GemmStep &g) {
+        using plan::GemmEpilogue;
         FloatView a = view(in[0]), b = view(in[1]);
         std::optional<FloatView> bias;
-        if (in.size() > 2)
+        if (in.size() > 2 && g.epilogue != GemmEpilogue::DgeluTanh)
           bias = view(in[2]);
         OutputView c = output(out[0]);
         host::gemm<float>(a.data, b.data, c.data, g.batch, g.m, g.n, g.k,
                           g.transposeA, g.transposeB,
                           bias ? bias->data : nullptr, /*accumulate=*/false);
+        // The epilogue, on the FP32 product (cuBLASLt's semantics): the
+        // unfused ops' kernels, without rounding between. Its extra input
+        // is dgelu_tanh's pre-activation, its extra output gelu_tanh's
+        // pre-activation or the bias gradient.
+        std::optional<FloatView> aux;
+        if (g.epilogue == GemmEpilogue::DgeluTanh)
+          aux = view(in[2]);
+        std::optional<OutputView> extra;
+        if (out.size() > 1)
+          extra = output(out[1]);
+        host::gemmEpilogue<float>(
+            g.epilogue, a.data, b.data, aux ? aux->data : nullptr, c.data,
+            extra ? extra->data : nullptr, g.batch, g.m, g.n, g.k);
+        if (extra)
+          finish(*extra);
         finish(c);
       },
       [&](const FlashForwardStep &f) {

@@ -24,6 +24,8 @@
 #ifndef KILN_RUNTIME_HOST_KERNELS_H
 #define KILN_RUNTIME_HOST_KERNELS_H
 
+#include "runtime/plan/Schema.h"
+
 #include <cstdint>
 
 namespace kiln::rt::host {
@@ -48,6 +50,18 @@ void gemm(const T *a, const T *b, T *c, std::int64_t batch, std::int64_t m,
 /// y[j] = sum over rows of x[row, j]: the gradient of a broadcast bias.
 template <typename T>
 void columnSum(const T *x, T *y, std::int64_t rows, std::int64_t cols);
+
+/// A gemm step's epilogue (plan::GemmEpilogue) on the product `c` that gemm
+/// wrote (batch x m x n), from the same A and B: gelu_tanh copies c to
+/// `extra` (the pre-activation; may be null) and applies the tanh GELU;
+/// dgelu_tanh multiplies c by GELU's derivative at `aux`; bgrad_a writes
+/// to `extra` the m column sums of A stored [k, m], bgrad_b the n column
+/// sums of B stored [k, n] (batch 1). The kernels the unfused ops run
+/// (gelu, geluGrad, columnSum): FP32 results are bitwise theirs.
+template <typename T>
+void gemmEpilogue(plan::GemmEpilogue epilogue, const T *a, const T *b,
+                  const T *aux, T *c, T *extra, std::int64_t batch,
+                  std::int64_t m, std::int64_t n, std::int64_t k);
 
 //===----------------------------------------------------------------------===//
 // Normalisation over the last dimension

@@ -289,13 +289,23 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
   switch (kind) {
   case StepKind::Fill:
     return FillStep{reader.numberAttr(attrs, a::kValue, where)};
-  case StepKind::Gemm:
+  case StepKind::Gemm: {
+    std::string epilogue = reader.stringAttr(attrs, a::kEpilogue, where);
+    std::optional<plan::GemmEpilogue> parsed =
+        plan::parseGemmEpilogue(epilogue);
+    if (!parsed)
+      reader.fail(where,
+                  fmt::format("attribute 'epilogue' must be one of {}, "
+                              "got '{}'",
+                              fmt::join(plan::kGemmEpilogues, ", "), epilogue));
     return GemmStep{reader.intAttr(attrs, a::kBatch, where),
                     reader.intAttr(attrs, a::kM, where),
                     reader.intAttr(attrs, a::kN, where),
                     reader.intAttr(attrs, a::kK, where),
                     reader.flagAttr(attrs, a::kTransposeA, where),
-                    reader.flagAttr(attrs, a::kTransposeB, where)};
+                    reader.flagAttr(attrs, a::kTransposeB, where),
+                    *parsed};
+  }
   case StepKind::FlashAttentionFwd: {
     FlashForwardStep step;
     flash(step);

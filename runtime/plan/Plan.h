@@ -118,6 +118,8 @@ struct FillStep {
 struct GemmStep {
   int64_t batch = 0, m = 0, n = 0, k = 0;
   bool transposeA = false, transposeB = false;
+  /// What follows the product (docs/plan.md): its extra inputs and outputs.
+  plan::GemmEpilogue epilogue = plan::GemmEpilogue::None;
 };
 struct FlashAttentionAttrs {
   int64_t numHeads = 0, numKvHeads = 0;

@@ -221,6 +221,8 @@ inline constexpr const char *kN = "n";
 inline constexpr const char *kK = "k";
 inline constexpr const char *kTransposeA = "transpose_a";
 inline constexpr const char *kTransposeB = "transpose_b";
+/// gemm: what the GEMM computes after the product (kGemmEpilogues).
+inline constexpr const char *kEpilogue = "epilogue";
 inline constexpr const char *kNumHeads = "num_heads";
 inline constexpr const char *kNumKvHeads = "num_kv_heads";
 inline constexpr const char *kCausal = "causal";
@@ -256,6 +258,25 @@ inline constexpr std::array<std::string_view, 6> kFlagAttrs = {
 /// The values of `approximate` (gelu, gelu_grad).
 inline constexpr std::string_view kGeluExact = "none";
 inline constexpr std::string_view kGeluTanh = "tanh";
+
+/// The values of a gemm's `epilogue`, in GemmEpilogue's order: none; GELU
+/// (tanh) of the product plus bias, with the pre-activation as an optional
+/// second output; the product times GELU's derivative at the third input;
+/// the bias gradient (the sum over k of A stored [k, m], or of B stored
+/// [k, n]) as a second output.
+enum class GemmEpilogue { None, GeluTanh, DgeluTanh, BgradA, BgradB };
+inline constexpr std::array<std::string_view, 5> kGemmEpilogues = {
+    "none", "gelu_tanh", "dgelu_tanh", "bgrad_a", "bgrad_b"};
+
+constexpr std::optional<GemmEpilogue> parseGemmEpilogue(std::string_view name) {
+  for (std::size_t i = 0; i < kGemmEpilogues.size(); ++i)
+    if (kGemmEpilogues[i] == name)
+      return static_cast<GemmEpilogue>(i);
+  return std::nullopt;
+}
+constexpr std::string_view gemmEpilogueName(GemmEpilogue epilogue) {
+  return kGemmEpilogues[static_cast<std::size_t>(epilogue)];
+}
 
 /// The CUDA library a GEMM step runs in.
 inline constexpr std::string_view kCublasLt = "cublasLt";

@@ -141,7 +141,17 @@ void StepChecker::matrix(const TensorInfo &info, const std::string &name,
 }
 
 void StepChecker::gemm(const GemmStep &g) const {
-  arity(2, 3, 1);
+  using plan::GemmEpilogue;
+  bool dgelu = g.epilogue == GemmEpilogue::DgeluTanh;
+  bool bgrad =
+      g.epilogue == GemmEpilogue::BgradA || g.epilogue == GemmEpilogue::BgradB;
+  // gelu_tanh may also write the pre-activation; bgrad_* write the bias
+  // gradient; dgelu_tanh reads the pre-activation where the bias would be.
+  std::size_t outputs =
+      bgrad || (g.epilogue == GemmEpilogue::GeluTanh && step.outputs.size() > 1)
+          ? 2
+          : 1;
+  arity(dgelu ? 3 : 2, bgrad ? 2 : 3, outputs);
   positive(a::kBatch, g.batch);
   positive(a::kM, g.m);
   positive(a::kN, g.n);
@@ -159,8 +169,38 @@ void StepChecker::gemm(const GemmStep &g) const {
   else
     matrix(input(1), inputName(1), g.batch, a::kK, g.k, a::kN, g.n);
   matrix(output(0), outputName(0), g.batch, a::kM, g.m, a::kN, g.n);
-  if (step.inputs.size() > 2)
+  std::string epilogue =
+      fmt::format("the {} epilogue's ", plan::gemmEpilogueName(g.epilogue));
+  if (dgelu)
+    elements(input(2), product(g.batch, product(g.m, g.n)),
+             inputName(2) + " (" + epilogue + "pre-activation)",
+             "batch x m x n");
+  else if (step.inputs.size() > 2)
     elements(input(2), g.n, inputName(2) + " (the bias)", "field 'n'");
+  if (outputs < 2)
+    return;
+  std::string name = outputName(1) + " (" + epilogue +
+                     (bgrad ? "bias gradient)" : "pre-activation)");
+  floating(output(1), name);
+  dtype(output(1), output(0).dtype, name);
+  if (!bgrad) {
+    elements(output(1), product(g.batch, product(g.m, g.n)), name,
+             "batch x m x n");
+    return;
+  }
+  bool fromA = g.epilogue == GemmEpilogue::BgradA;
+  if (g.batch != 1)
+    fail(fmt::format("field 'batch' = {}, but the {} epilogue takes one "
+                     "problem",
+                     g.batch, plan::gemmEpilogueName(g.epilogue)));
+  if (fromA && !g.transposeA)
+    fail("the bgrad_a epilogue sums A over k: it needs transpose_a (A stored "
+         "[k, m])");
+  if (!fromA && g.transposeB)
+    fail("the bgrad_b epilogue sums B over k: it needs B stored [k, n] (no "
+         "transpose_b)");
+  elements(output(1), fromA ? g.m : g.n, name,
+           fromA ? "field 'm'" : "field 'n'");
 }
 
 void StepChecker::linearCrossEntropy(const LinearCrossEntropyStep &l) const {

@@ -3,6 +3,7 @@
 // RUN: kiln-opt %s --split-input-file --nn-fuse="rope=false" | FileCheck %s --check-prefix=NOROPE
 // RUN: kiln-opt %s --split-input-file --nn-fuse="elementwise=false" | FileCheck %s --check-prefix=NOEW
 // RUN: kiln-opt %s --split-input-file --nn-fuse="epilogue=false" | FileCheck %s --check-prefix=NOEPI
+// RUN: kiln-opt %s --split-input-file --nn-fuse="gemm-epilogue=false" | FileCheck %s --check-prefix=NOGEMM
 // RUN: kiln-opt %s --split-input-file --nn-fuse="optimizer=false" | FileCheck %s --check-prefix=NOOPT
 // RUN: kiln-opt %s --split-input-file --nn-fuse="linear-cross-entropy=false" | FileCheck %s --check-prefix=NOLCE
 // RUN: kiln-opt %s --split-input-file --nn-fuse="cross-entropy-chunk-rows=3" | FileCheck %s --check-prefix=CHUNK3
@@ -133,15 +134,18 @@ func.func @chunks_and_weights(%x: tensor<2x8x32xf32>, %w: tensor<32xf32>, %dy: t
 
 // The epilogue group: a BF16 weight or bias gradient whose one use widens
 // it for the optimizer is written in FP32 by its kernel; one that is also
-// used in BF16 keeps its type and its cast.
+// used in BF16 keeps its type and its cast. The FP32 weight and bias
+// gradients of one output gradient are then one GEMM (gemm-epilogue).
 // CHECK-LABEL: func.func @fp32_gradients(
-// CHECK: %[[DW:.+]] = nn.linear_weight_grad %arg0, %arg1 {kiln.chunk = "W"} : (tensor<2x8x64xbf16>, tensor<2x8x32xbf16>) -> tensor<64x32xf32>
-// CHECK: %[[DB:.+]] = nn.column_sum %arg0 {kiln.chunk = "W"} : (tensor<2x8x64xbf16>) -> tensor<64xf32>
+// CHECK: %[[DW:.+]], %[[DB:.+]] = tile.gemm %arg0, %arg1 {batch = 1 : i64, epilogue = "bgrad_a", k = 16 : i64, kiln.chunk = "W", m = 64 : i64, n = 32 : i64, {{.*}}transpose_a} : (tensor<2x8x64xbf16>, tensor<2x8x32xbf16>) -> (tensor<64x32xf32>, tensor<64xf32>)
 // CHECK: %[[KEPT:.+]] = nn.column_sum %arg2 {kiln.chunk = "W"} : (tensor<2x8x32xbf16>) -> tensor<32xbf16>
 // CHECK: %[[WIDE:.+]] = nn.cast %[[KEPT]]
 // CHECK: return %[[DW]], %[[DB]], %[[WIDE]], %[[KEPT]]
+// NOGEMM-LABEL: func.func @fp32_gradients(
+// NOGEMM: nn.linear_weight_grad %arg0, %arg1 {kiln.chunk = "W"} : (tensor<2x8x64xbf16>, tensor<2x8x32xbf16>) -> tensor<64x32xf32>
+// NOGEMM: nn.column_sum %arg0 {kiln.chunk = "W"} : (tensor<2x8x64xbf16>) -> tensor<64xf32>
 // NOEPI-LABEL: func.func @fp32_gradients(
-// NOEPI: nn.linear_weight_grad {{.*}} -> tensor<64x32xbf16>
+// NOEPI: tile.gemm {{.*}}epilogue = "bgrad_a"{{.*}} -> (tensor<64x32xbf16>, tensor<64xbf16>)
 // NOEPI: nn.cast
 func.func @fp32_gradients(%dy: tensor<2x8x64xbf16>, %x: tensor<2x8x32xbf16>, %dz: tensor<2x8x32xbf16>) -> (tensor<64x32xf32>, tensor<64xf32>, tensor<32xf32>, tensor<32xbf16>) {
   %dw = nn.linear_weight_grad %dy, %x {kiln.chunk = "W"} : (tensor<2x8x64xbf16>, tensor<2x8x32xbf16>) -> tensor<64x32xbf16>

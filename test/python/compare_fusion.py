@@ -20,8 +20,14 @@ near zero by up to 1 / eps. With --max-relative (the step-1 gradients) and
 equal may differ by max|a - b| / max|b| up to that bound, and the report
 names the tensors that do: for FP32 steps whose LM-head weight gradient
 the linear-cross-entropy group sums chunk by chunk (another summation
-order). The fused plan must also have fewer steps, or the comparison would
-prove nothing. Standard library only.
+order). --skip-model leaves the weights out (the moments are still
+compared): in BF16 AdamW's first update, lr g / (|g| + eps), is lr times
+the sign of every gradient element well above eps, so a rounding point
+fewer flips the update of elements that are rounding noise around zero
+(GPT-2's K biases, whose gradient is zero in exact arithmetic), while the
+moments, smooth in g, stay within the tolerance. The fused plan must also
+have fewer steps, or the comparison would prove nothing. Standard library
+only.
 """
 
 import argparse
@@ -142,6 +148,7 @@ def main():
     parser.add_argument("--update-tolerance", type=float, default=None)
     parser.add_argument("--max-relative", type=float, default=0.0)
     parser.add_argument("--model-max-relative", type=float, default=0.0)
+    parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
 
     os.makedirs(args.workdir, exist_ok=True)
@@ -179,6 +186,10 @@ def main():
     ok &= compare("loss and gradients of step 1", runs["on"][1],
                   runs["off"][1], args.tolerance, args.max_relative)
     for part in ("model", "optimizer"):
+        if part == "model" and args.skip_model:
+            print(f"model after step {args.steps}: not compared "
+                  "(--skip-model)")
+            continue
         ok &= compare(f"{part} after step {args.steps}",
                       os.path.join(runs["on"][2], f"{part}.safetensors"),
                       os.path.join(runs["off"][2], f"{part}.safetensors"),

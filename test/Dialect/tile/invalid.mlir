@@ -477,3 +477,67 @@ func.func @concat_view(%x: tensor<16x64xf32>, %b: tensor<16x32xf32>) {
   %0 = tile.concat %v, %c {dim = 1 : i64} : (tensor<16x32xf32>, tensor<16x32xf32>) -> tensor<16x64xf32>
   return
 }
+
+// -----
+
+func.func @gemm_unknown_epilogue(%a: tensor<8x4xf32>, %b: tensor<4x8xf32>) {
+  // expected-error @+1 {{unknown epilogue 'relu' (none, gelu_tanh, dgelu_tanh, bgrad_a, bgrad_b)}}
+  %0 = tile.gemm %a, %b {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64, epilogue = "relu"} : (tensor<8x4xf32>, tensor<4x8xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @gemm_dgelu_without_aux(%a: tensor<8x4xf32>, %b: tensor<4x8xf32>) {
+  // expected-error @+1 {{with the dgelu_tanh epilogue needs aux, the pre-activation}}
+  %0 = tile.gemm %a, %b {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64, epilogue = "dgelu_tanh"} : (tensor<8x4xf32>, tensor<4x8xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @gemm_aux_without_dgelu(%a: tensor<8x4xf32>, %b: tensor<4x8xf32>, %p: tensor<8x8xf32>) {
+  // expected-error @+1 {{has an aux operand, which only the dgelu_tanh epilogue reads}}
+  %0 = tile.gemm %a, %b aux(%p) {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64} : (tensor<8x4xf32>, tensor<4x8xf32>, tensor<8x8xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @gemm_extra_result(%a: tensor<8x4xf32>, %b: tensor<4x8xf32>) {
+  // expected-error @+1 {{has 1 results after the first; the none epilogue writes none}}
+  %0, %1 = tile.gemm %a, %b {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64} : (tensor<8x4xf32>, tensor<4x8xf32>) -> (tensor<8x8xf32>, tensor<8x8xf32>)
+  return
+}
+
+// -----
+
+func.func @gemm_bgrad_a_layout(%a: tensor<8x4xf32>, %b: tensor<4x8xf32>) {
+  // expected-error @+1 {{with bgrad_a expects transpose_a (A stored [k, m])}}
+  %0, %1 = tile.gemm %a, %b {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64, epilogue = "bgrad_a"} : (tensor<8x4xf32>, tensor<4x8xf32>) -> (tensor<8x8xf32>, tensor<8xf32>)
+  return
+}
+
+// -----
+
+func.func @gemm_bgrad_size(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>) {
+  // expected-error @+1 {{expects bias_grad to hold m = 8 elements, got 4}}
+  %0, %1 = tile.gemm %a, %b {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64, transpose_a, epilogue = "bgrad_a"} : (tensor<4x8xf32>, tensor<4x8xf32>) -> (tensor<8x8xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @gemm_bgrad_dtype(%a: tensor<4x8xbf16>, %b: tensor<4x8xbf16>) {
+  // expected-error @+1 {{expects bias_grad in the result's element type 'f32', got 'tensor<8xbf16>'}}
+  %0, %1 = tile.gemm %a, %b {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64, transpose_a, epilogue = "bgrad_a"} : (tensor<4x8xbf16>, tensor<4x8xbf16>) -> (tensor<8x8xf32>, tensor<8xbf16>)
+  return
+}
+
+// -----
+
+func.func @gemm_pre_activation_type(%a: tensor<8x4xf32>, %b: tensor<4x8xf32>) {
+  // expected-error @+1 {{expects pre_activation of the result's type 'tensor<8x8xf32>', got 'tensor<64xf32>'}}
+  %0, %1 = tile.gemm %a, %b {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64, epilogue = "gelu_tanh"} : (tensor<8x4xf32>, tensor<4x8xf32>) -> (tensor<8x8xf32>, tensor<64xf32>)
+  return
+}

@@ -107,3 +107,19 @@ func.func @views(%qkv: tensor<2x16x192xf32>, %a: tensor<16x32xf32>, %wq: tensor<
   %w = tile.concat %wq, %wk {dim = 0 : i64} : (tensor<96x64xbf16>, tensor<32x64xbf16>) -> tensor<128x64xbf16>
   return %k, %b1, %xy, %w : tensor<2x16x64xf32>, tensor<1x16x192xf32>, tensor<16x64xf32>, tensor<128x64xbf16>
 }
+
+// -----
+
+// The epilogues: GELU with its pre-activation, its gradient, a bias
+// gradient.
+// CHECK-LABEL: func.func @gemm_epilogues
+func.func @gemm_epilogues(%x: tensor<2x8x32xf32>, %w: tensor<64x32xf32>, %b: tensor<64xf32>,
+                          %dy: tensor<2x8x64xf32>, %w2: tensor<64x32xf32>) -> (tensor<2x8x64xf32>, tensor<2x8x64xf32>, tensor<64x32xf32>, tensor<64xf32>) {
+  // CHECK: tile.gemm %{{.*}}, %{{.*}} bias(%{{.*}}) {batch = 1 : i64, epilogue = "gelu_tanh", k = 32 : i64, m = 16 : i64, n = 64 : i64, transpose_b} : (tensor<2x8x32xf32>, tensor<64x32xf32>, tensor<64xf32>) -> (tensor<2x8x64xf32>, tensor<2x8x64xf32>)
+  %a, %pre = tile.gemm %x, %w bias(%b) {batch = 1 : i64, m = 16 : i64, n = 64 : i64, k = 32 : i64, transpose_b, epilogue = "gelu_tanh"} : (tensor<2x8x32xf32>, tensor<64x32xf32>, tensor<64xf32>) -> (tensor<2x8x64xf32>, tensor<2x8x64xf32>)
+  // CHECK: tile.gemm %{{.*}}, %{{.*}} aux(%{{.*}}) {batch = 1 : i64, epilogue = "dgelu_tanh", k = 32 : i64, m = 16 : i64, n = 64 : i64, transpose_b} : (tensor<2x8x32xf32>, tensor<64x32xf32>, tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
+  %d = tile.gemm %x, %w aux(%pre) {batch = 1 : i64, m = 16 : i64, n = 64 : i64, k = 32 : i64, transpose_b, epilogue = "dgelu_tanh"} : (tensor<2x8x32xf32>, tensor<64x32xf32>, tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
+  // CHECK: tile.gemm %{{.*}}, %{{.*}} {batch = 1 : i64, epilogue = "bgrad_a", k = 16 : i64, m = 64 : i64, n = 32 : i64, transpose_a} : (tensor<2x8x64xf32>, tensor<2x8x32xf32>) -> (tensor<64x32xf32>, tensor<64xf32>)
+  %dw, %db = tile.gemm %dy, %x {batch = 1 : i64, m = 64 : i64, n = 32 : i64, k = 16 : i64, transpose_a, epilogue = "bgrad_a"} : (tensor<2x8x64xf32>, tensor<2x8x32xf32>) -> (tensor<64x32xf32>, tensor<64xf32>)
+  return %a, %d, %dw, %db : tensor<2x8x64xf32>, tensor<2x8x64xf32>, tensor<64x32xf32>, tensor<64xf32>
+}

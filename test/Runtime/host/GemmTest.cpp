@@ -123,6 +123,91 @@ TYPED_TEST(GemmTest, ColumnSumMatchesReference) {
   }
 }
 
+// The epilogues (nn-fuse's gemm-epilogue group) against the unfused ops
+// they replace, run on a separate copy of the product: bitwise, since
+// they are the same kernels in the same order. The bias gradients sum the
+// right operand: A stored [k, m] (bgrad_a, a weight stored [out, in]) or B
+// stored [k, n] (bgrad_b, one stored [in, out]), checked against the FP64
+// column sums of the gradient.
+TYPED_TEST(GemmTest, EpiloguesMatchTheUnfusedOps) {
+  using T = TypeParam;
+  using kiln::plan::GemmEpilogue;
+  const std::int64_t m = 6, n = 16, k = 5;
+  auto a = randomVector<T>(m * k), b = randomVector<T>(k * n);
+  auto bias = randomVector<T>(n), aux = randomVector<T>(m * n);
+  auto product = [&](const T *withBias) {
+    auto c = poisoned<T>(m * n);
+    gemm<T>(a.data(), b.data(), c.data(), 1, m, n, k, false, false, withBias,
+            false);
+    return c;
+  };
+
+  // gelu_tanh, with and without the pre-activation.
+  auto pre = product(bias.data());
+  auto activation = poisoned<T>(m * n);
+  gelu<T>(pre.data(), activation.data(), m * n, /*tanhApprox=*/true);
+  auto c = product(bias.data());
+  auto extra = poisoned<T>(m * n);
+  gemmEpilogue<T>(GemmEpilogue::GeluTanh, a.data(), b.data(), nullptr, c.data(),
+                  extra.data(), 1, m, n, k);
+  EXPECT_EQ(c, activation);
+  EXPECT_EQ(extra, pre);
+  c = product(bias.data());
+  gemmEpilogue<T>(GemmEpilogue::GeluTanh, a.data(), b.data(), nullptr, c.data(),
+                  nullptr, 1, m, n, k);
+  EXPECT_EQ(c, activation);
+
+  // dgelu_tanh: gelu_grad of the product at the pre-activation.
+  auto dh = product(nullptr);
+  auto dpre = poisoned<T>(m * n);
+  geluGrad<T>(dh.data(), aux.data(), dpre.data(), m * n, /*tanhApprox=*/true);
+  c = product(nullptr);
+  gemmEpilogue<T>(GemmEpilogue::DgeluTanh, a.data(), b.data(), aux.data(),
+                  c.data(), nullptr, 1, m, n, k);
+  EXPECT_EQ(c, dpre);
+
+  // bgrad_a: dW = dy^T x with dy = A stored [k, m]; bgrad_b: dW = x^T dy
+  // with dy = B stored [k, n].
+  for (GemmEpilogue kind : {GemmEpilogue::BgradA, GemmEpilogue::BgradB}) {
+    bool fromA = kind == GemmEpilogue::BgradA;
+    SCOPED_TRACE(kiln::plan::gemmEpilogueName(kind));
+    auto dy = randomVector<T>(k * (fromA ? m : n));
+    auto x = randomVector<T>(k * (fromA ? n : m));
+    const T *ga = fromA ? dy.data() : x.data();
+    const T *gb = fromA ? x.data() : dy.data();
+    std::int64_t width = fromA ? m : n;
+    auto dw = poisoned<T>(m * n), dwUnfused = poisoned<T>(m * n);
+    gemm<T>(ga, gb, dwUnfused.data(), 1, m, n, k, true, false, nullptr, false);
+    gemm<T>(ga, gb, dw.data(), 1, m, n, k, true, false, nullptr, false);
+    auto db = poisoned<T>(width), dbUnfused = poisoned<T>(width);
+    columnSum<T>(dy.data(), dbUnfused.data(), k, width);
+    gemmEpilogue<T>(kind, ga, gb, nullptr, dw.data(), db.data(), 1, m, n, k);
+    EXPECT_EQ(dw, dwUnfused);
+    EXPECT_EQ(db, dbUnfused);
+    std::vector<double> ref(width, 0.0);
+    for (std::int64_t r = 0; r < k; ++r)
+      for (std::int64_t j = 0; j < width; ++j)
+        ref[j] += dy[r * width + j];
+    EXPECT_LE(relativeError(db, ref), kForwardTolerance<T>);
+  }
+}
+
+TEST(GemmErrorTest, EpilogueNeedsItsBuffers) {
+  std::vector<float> a(6), b(6), c(4);
+  EXPECT_THAT(
+      [&] {
+        gemmEpilogue<float>(kiln::plan::GemmEpilogue::DgeluTanh, a.data(),
+                            b.data(), nullptr, c.data(), nullptr, 1, 2, 2, 3);
+      },
+      ThrowsMessage<Error>(HasSubstr("dgelu_tanh needs the pre-activation")));
+  EXPECT_THAT(
+      [&] {
+        gemmEpilogue<float>(kiln::plan::GemmEpilogue::BgradA, a.data(),
+                            b.data(), nullptr, c.data(), c.data(), 2, 1, 2, 3);
+      },
+      ThrowsMessage<Error>(HasSubstr("bgrad_a needs one problem")));
+}
+
 class GemmGradTest : public KernelTest {};
 
 // The gradients of C = op(A) op(B) + bias as the training step forms them

@@ -195,6 +195,57 @@ const std::vector<Mutation> &mutations() {
              fmt::format("input 0 (value {}) is i32, not a floating-point type",
                          tokens)};
        }},
+      {"GemmUnknownEpilogue",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["epilogue"] = "relu";
+         return std::vector<std::string>{
+             step(s, "gemm"), "attribute 'epilogue' must be one of none, "
+                              "gelu_tanh, dgelu_tanh, bgrad_a, bgrad_b, got "
+                              "'relu'"};
+       }},
+      {"GemmMissingEpilogue",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s).erase("epilogue");
+         return std::vector<std::string>{
+             step(s, "gemm"), "missing required attribute 'epilogue'"};
+       }},
+      {"GemmDgeluWithoutPreActivation",
+       [](json &p) {
+         // A plain GEMM told to scale by GELU's derivative has no
+         // pre-activation to read.
+         const json &steps = p.at("steps");
+         for (std::size_t s = 0; s < steps.size(); ++s)
+           if (steps[s]["kernel"] == "gemm" && steps[s]["inputs"].size() == 2) {
+             attrs(p, s)["epilogue"] = "dgelu_tanh";
+             return std::vector<std::string>{step(s, "gemm"),
+                                             "takes 3 inputs, got 2"};
+           }
+         throw std::runtime_error("no gemm without a bias");
+       }},
+      {"GemmBgradWithoutBiasGradient",
+       [](json &p) {
+         std::size_t s = stepOf(p, "gemm");
+         attrs(p, s)["epilogue"] = "bgrad_a";
+         return std::vector<std::string>{step(s, "gemm"),
+                                         "takes 2 outputs, got 1"};
+       }},
+      {"GemmGeluPreActivationSize",
+       [](json &p) {
+         // The pre-activation output is the weight (another size).
+         const json &steps = p.at("steps");
+         for (std::size_t s = 0; s < steps.size(); ++s)
+           if (steps[s]["kernel"] == "gemm" && steps[s]["inputs"].size() == 2 &&
+               steps[s]["attrs"]["m"] != steps[s]["attrs"]["k"]) {
+             attrs(p, s)["epilogue"] = "gelu_tanh";
+             p["steps"][s]["outputs"].push_back(p["steps"][s]["inputs"][1]);
+             return std::vector<std::string>{
+                 step(s, "gemm"),
+                 "(the gelu_tanh epilogue's pre-activation) holds"};
+           }
+         throw std::runtime_error("no gemm with m != k");
+       }},
       {"GemmOneInput",
        [](json &p) {
          std::size_t s = stepOf(p, "gemm");
