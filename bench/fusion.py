@@ -8,8 +8,10 @@
 (`kiln inspect --json`, nothing runs) and prints kernels per step, per layer
 (forward; backward with weight gradients), the optimizer's, the predicted
 bytes moved (every kernel reads its operands once and writes its results
-once: a prediction) and the planned peak memory, against the goals of the
-fusion issue.
+once: a prediction) and the planned peak memory, split into what persists
+across steps (parameters, moments, the fused step's BF16 compute copies)
+and the peak of the step's temporaries, against the goals of the fusion
+issue.
 
 `host` compiles one plan each way with the same kiln and trains a few steps
 of each with kiln-run on the host backend under KILN_PROFILE=1, alternating
@@ -59,7 +61,8 @@ def kernels(args):
           "bytes moved are predictions)")
     header = (f"{'model':<11} {'shape':<13} {'prec':<5} {'step':>11} "
               f"{'fwd/layer':>10} {'bwd/layer':>10} {'optimizer':>10} "
-              f"{'bytes moved':>15} {'peak memory':>17}  goal fwd/bwd")
+              f"{'bytes moved':>15} {'peak memory':>17} "
+              f"{'persistent':>17} {'transient':>16}  goal fwd/bwd")
     print(header)
     print("-" * len(header))
     for name, batch, seq_len, precision, goal in MODELS:
@@ -75,6 +78,9 @@ def kernels(args):
         def gib(key):
             return (f"{off[key] / 2**30:.2f}->{on[key] / 2**30:.2f}G")
 
+        def transient(plan):
+            return plan["peak_memory_bytes"] - plan["persistent_memory_bytes"]
+
         fwd, bwd = on["kernels_per_layer"]["forward"], \
             on["kernels_per_layer"]["backward"]
         met = "met" if fwd <= goal[0] and bwd <= goal[1] else "not yet"
@@ -84,8 +90,10 @@ def kernels(args):
               f"{pair('kernels_per_layer', 'backward'):>10} "
               f"{pair('kernels_optimizer'):>10} "
               f"{gib('predicted_bytes_moved_per_step'):>15} "
-              f"{gib('peak_memory_bytes'):>17}  <= {goal[0]}/{goal[1]} "
-              f"({met})", flush=True)
+              f"{gib('peak_memory_bytes'):>17} "
+              f"{gib('persistent_memory_bytes'):>17} "
+              f"{transient(off) / 2**30:>8.2f}->{transient(on) / 2**30:.2f}G"
+              f"  <= {goal[0]}/{goal[1]} ({met})", flush=True)
 
 
 def profile_run(kiln_run, plan, data, steps, threads, out):

@@ -431,6 +431,66 @@ void fuseGemmEpilogues(Block &block, SmallVectorImpl<Decision> &decisions,
 }
 
 //===----------------------------------------------------------------------===//
+// norm-param-grads
+//===----------------------------------------------------------------------===//
+
+/// The norm-param-grads group: a LayerNorm's weight gradient and its bias
+/// gradient (`nn.column_sum` of the same output gradient) as one tile.fused
+/// region, one kernel that reads the gradient once for both column sums.
+void fuseNormParamGrads(Block &block, SmallVectorImpl<Decision> &decisions,
+                        unsigned &position, bool report) {
+  for (auto weightGrad :
+       llvm::make_early_inc_range(block.getOps<nn::LayerNormWeightGradOp>())) {
+    Value dy = weightGrad.getGrad();
+    nn::ColumnSumOp sum;
+    for (Operation *user : dy.getUsers())
+      if (auto candidate = dyn_cast<nn::ColumnSumOp>(user);
+          candidate && candidate->getBlock() == &block &&
+          candidate->getAttr(kChunkAttr) == weightGrad->getAttr(kChunkAttr)) {
+        sum = candidate;
+        break;
+      }
+    if (!sum)
+      continue;
+    Operation *at = jointPlace(weightGrad, sum);
+    if (!at) {
+      if (report)
+        decisions.push_back(Decision{
+            weightGrad.getLoc(), position++,
+            "backward: the LayerNorm's weight and bias gradients stay apart "
+            "(norm-param-grads): neither can stand where the other is"});
+      continue;
+    }
+    OpBuilder builder(at);
+    Location loc = builder.getFusedLoc({weightGrad.getLoc(), sum.getLoc()});
+    auto fused = tile::FusedOp::create(
+        builder, loc, TypeRange{weightGrad.getType(), sum.getType()},
+        ValueRange{dy, weightGrad.getInput()});
+    copyChunk(weightGrad, fused);
+    Block &body = fused.getBody().front();
+    IRMapping mapping;
+    mapping.map(dy, body.getArgument(0));
+    mapping.map(weightGrad.getInput(), body.getArgument(1));
+    OpBuilder inner = OpBuilder::atBlockBegin(&body);
+    Operation *w = inner.clone(*weightGrad, mapping);
+    Operation *b = inner.clone(*sum, mapping);
+    w->removeAttr(kChunkAttr);
+    b->removeAttr(kChunkAttr);
+    tile::YieldOp::create(inner, loc,
+                          ValueRange{w->getResult(0), b->getResult(0)});
+    if (report)
+      decisions.push_back(Decision{
+          weightGrad.getLoc(), position++,
+          "backward: layer_norm_weight_grad + the bias gradient (column_sum) "
+          "as one kernel (norm-param-grads): the gradient read once"});
+    weightGrad.getResult().replaceAllUsesWith(fused.getResult(0));
+    sum.getResult().replaceAllUsesWith(fused.getResult(1));
+    weightGrad.erase();
+    sum.erase();
+  }
+}
+
+//===----------------------------------------------------------------------===//
 // linear-cross-entropy
 //===----------------------------------------------------------------------===//
 
@@ -940,6 +1000,10 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
         // gradient's GEMM in the element type both then have.
         if (gemmEpilogue)
           fuseGemmEpilogues(block, decisions, position, report);
+        // After gemm-epilogue, which takes the bias gradients of linear
+        // layers.
+        if (normParamGrads)
+          fuseNormParamGrads(block, decisions, position, report);
         // After the epilogue group, which may have widened the LM head's
         // weight gradient to the FP32 the op then writes.
         if (linearCrossEntropy)

@@ -169,6 +169,10 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       (cuBLASLt's); in BF16 the GEMM's output is no longer rounded before
       the GELU or its gradient is applied (the rounding point this group
       removes; FP32 is bitwise the unfused step).
+    - `norm-param-grads`: a LayerNorm's weight gradient and its bias
+      gradient (`nn.column_sum` of the same output gradient) as one
+      region: one kernel that reads the gradient once for both column
+      reductions (on the host the two unfused kernels in one step).
     - `linear-cross-entropy`: the LM head (`nn.linear` without bias), its
       `nn.cross_entropy`, the loss gradient and the two GEMMs that read the
       logits' gradient (the input gradient and the weight gradient) become
@@ -226,6 +230,8 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
     Option<"gemmEpilogue", "gemm-epilogue", "bool", "true",
            "Compute GELU (tanh) and its gradient, and bias gradients, in the "
            "epilogues of the GEMMs they follow">,
+    Option<"normParamGrads", "norm-param-grads", "bool", "true",
+           "Compute a LayerNorm's weight and bias gradients in one kernel">,
     Option<"linearCrossEntropy", "linear-cross-entropy", "bool", "true",
            "Fuse the LM head, the loss and their gradients into one chunked "
            "op that never stores the logits">,

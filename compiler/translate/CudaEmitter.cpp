@@ -41,6 +41,8 @@ LogicalResult emitFused(tile::FusedOp fused, LaunchBuilder &k) {
               "row-wise; "
            << whyNot;
   }
+  if (nn::LayerNormWeightGradOp weightGrad = cuda::layerNormParamGrads(fused))
+    return cuda::emitLayerNormParamGrads(fused, weightGrad, k);
   // Elementwise ops of one element count: a flat loop over the elements.
   int64_t count = cuda::numElements(fused.getResult(0));
   if (elementwise &&

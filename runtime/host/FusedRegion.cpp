@@ -230,12 +230,26 @@ void FusedRegion::run() {
     return runRows();
   for (const Widen &w : widens)
     widenToFloat(w.dtype, w.source, locals[w.local].data, w.elements);
-  for (const BodyOp &op : body) {
-    runOp(op);
-    // Each op's results hold what their element type can: the same
-    // rounding an unfused kernel's store would apply.
-    for (int64_t index : op.results)
-      round(locals[index]);
+  // nn-fuse's norm-param-grads: a LayerNorm's weight gradient and the
+  // column sum of the same gradient, in one pass.
+  if (body.size() == 2 && body[0].kind == BodyOpKind::LayerNormWeightGrad &&
+      body[1].kind == BodyOpKind::ColumnSum &&
+      body[1].operands[0] == body[0].operands[0]) {
+    const Local &dy = locals[body[0].operands[0]];
+    layerNormParamGrad<float>(dy.data, locals[body[0].operands[1]].data,
+                              locals[body[0].results[0]].data,
+                              locals[body[1].results[0]].data, dy.rows, dy.dim,
+                              body[0].epsilon);
+    round(locals[body[0].results[0]]);
+    round(locals[body[1].results[0]]);
+  } else {
+    for (const BodyOp &op : body) {
+      runOp(op);
+      // Each op's results hold what their element type can: the same
+      // rounding an unfused kernel's store would apply.
+      for (int64_t index : op.results)
+        round(locals[index]);
+    }
   }
   for (const Store &s : stores)
     narrowFromFloat(s.dtype, locals[s.local].data, s.target, s.elements);

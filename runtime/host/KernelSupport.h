@@ -44,6 +44,31 @@ inline void checkTokenId(const char *what, std::int64_t id, const char *where,
                             what, id, where, index, vocab));
 }
 
+/// reduceColumns for two sums in one pass over the rows: out0[j] and
+/// out1[j] are the sums of the pair value(r, j) returns, each in the order
+/// reduceColumns sums (bitwise two reduceColumns calls).
+template <typename T, typename Value>
+void reduceColumnPair(std::int64_t rows, std::int64_t cols, T *out0, T *out1,
+                      const Value &value) {
+  std::int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static) if (rows * cols >= kMinParallelWork)
+  for (std::int64_t block = 0; block < blocks; ++block) {
+    std::int64_t begin = block * kColumnBlock;
+    std::int64_t end = std::min(cols, begin + kColumnBlock);
+    double acc0[kColumnBlock] = {}, acc1[kColumnBlock] = {};
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t j = begin; j < end; ++j) {
+        auto [v0, v1] = value(r, j);
+        acc0[j - begin] += v0;
+        acc1[j - begin] += v1;
+      }
+    for (std::int64_t j = begin; j < end; ++j) {
+      out0[j] = static_cast<T>(acc0[j - begin]);
+      out1[j] = static_cast<T>(acc1[j - begin]);
+    }
+  }
+}
+
 /// out[j] = sum over rows r (ascending) of value(r, j), accumulated in
 /// double. Threads split the columns, so every column has one writer and the
 /// same summation order for any number of threads.

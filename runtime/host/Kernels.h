@@ -100,6 +100,12 @@ template <typename T>
 void layerNormWeightGrad(const T *dy, const T *x, T *dw, std::int64_t rows,
                          std::int64_t dim, double eps);
 
+/// layerNormWeightGrad and the bias gradient columnSum(dy) in one pass over
+/// dy (nn-fuse's norm-param-grads): bitwise the two kernels.
+template <typename T>
+void layerNormParamGrad(const T *dy, const T *x, T *dw, T *db,
+                        std::int64_t rows, std::int64_t dim, double eps);
+
 //===----------------------------------------------------------------------===//
 // Rotary embeddings and attention
 //===----------------------------------------------------------------------===//

@@ -9,6 +9,7 @@
 #include "runtime/host/RowKernels.h"
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 namespace kiln::rt::host {
@@ -107,7 +108,28 @@ void layerNormWeightGrad(const T *dy, const T *x, T *dw, std::int64_t rows,
   });
 }
 
+template <typename T>
+void layerNormParamGrad(const T *dy, const T *x, T *dw, T *db,
+                        std::int64_t rows, std::int64_t dim, double eps) {
+  checkNormArgs("layerNormParamGrad", rows, dim, eps);
+  std::vector<row::Moments> moments(rows);
+  if (dim > 0) {
+#pragma omp parallel for schedule(static) if (rows * dim >= kMinParallelWork)
+    for (std::int64_t r = 0; r < rows; ++r)
+      moments[r] = row::moments(x + r * dim, dim, eps);
+  }
+  detail::reduceColumnPair(
+      rows, dim, dw, db, [&](std::int64_t r, std::int64_t j) {
+        double xhat = (static_cast<double>(x[r * dim + j]) - moments[r].mean) *
+                      moments[r].rstd;
+        double g = static_cast<double>(dy[r * dim + j]);
+        return std::pair<double, double>{g * xhat, g};
+      });
+}
+
 #define KILN_INSTANTIATE(T)                                                    \
+  template void layerNormParamGrad<T>(const T *, const T *, T *, T *,          \
+                                      std::int64_t, std::int64_t, double);     \
   template void rmsNorm<T>(const T *, const T *, T *, std::int64_t,            \
                            std::int64_t, double);                              \
   template void rmsNormGrad<T>(const T *, const T *, const T *, T *,           \

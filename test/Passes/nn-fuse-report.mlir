@@ -79,3 +79,12 @@ func.func @dynamic_tokens(%h: tensor<?x16xf32>, %w: tensor<32x16xf32>, %t: tenso
   %dw = nn.linear_weight_grad %dl, %h {kiln.chunk = "W"} : (tensor<?x32xf32>, tensor<?x16xf32>) -> tensor<32x16xf32>
   return %loss, %dh, %dw : tensor<f32>, tensor<?x16xf32>, tensor<32x16xf32>
 }
+
+// -----
+
+func.func @layer_norm_param_grads(%dy: tensor<2x8x32xf32>, %x: tensor<2x8x32xf32>) -> (tensor<32xf32>, tensor<32xf32>) {
+  // expected-remark @+1 {{nn-fuse: backward: layer_norm_weight_grad + the bias gradient (column_sum) as one kernel (norm-param-grads): the gradient read once}}
+  %dw = nn.layer_norm_weight_grad %dy, %x {epsilon = 1.0e-05 : f64, kiln.chunk = "W"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<32xf32>
+  %db = nn.column_sum %dy {kiln.chunk = "W"} : (tensor<2x8x32xf32>) -> tensor<32xf32>
+  return %dw, %db : tensor<32xf32>, tensor<32xf32>
+}

@@ -4,6 +4,7 @@
 // RUN: kiln-opt %s --split-input-file --nn-fuse="elementwise=false" | FileCheck %s --check-prefix=NOEW
 // RUN: kiln-opt %s --split-input-file --nn-fuse="epilogue=false" | FileCheck %s --check-prefix=NOEPI
 // RUN: kiln-opt %s --split-input-file --nn-fuse="gemm-epilogue=false" | FileCheck %s --check-prefix=NOGEMM
+// RUN: kiln-opt %s --split-input-file --nn-fuse="norm-param-grads=false" | FileCheck %s --check-prefix=NONORM
 // RUN: kiln-opt %s --split-input-file --nn-fuse="optimizer=false" | FileCheck %s --check-prefix=NOOPT
 // RUN: kiln-opt %s --split-input-file --nn-fuse="linear-cross-entropy=false" | FileCheck %s --check-prefix=NOLCE
 // RUN: kiln-opt %s --split-input-file --nn-fuse="cross-entropy-chunk-rows=3" | FileCheck %s --check-prefix=CHUNK3
@@ -314,4 +315,27 @@ func.func @chunk_rows(%h: tensor<1024x16xf32>, %w: tensor<96x16xf32>, %t: tensor
   %dh = nn.linear %dl, %w {kiln.chunk = "B", transpose_weight} : (tensor<1024x96xf32>, tensor<96x16xf32>) -> tensor<1024x16xf32>
   %dw = nn.linear_weight_grad %dl, %h {kiln.chunk = "W"} : (tensor<1024x96xf32>, tensor<1024x16xf32>) -> tensor<96x16xf32>
   return %loss, %dh, %dw : tensor<f32>, tensor<1024x16xf32>, tensor<96x16xf32>
+}
+
+// -----
+
+// norm-param-grads: a LayerNorm's weight gradient and the column sum of
+// the same gradient (its bias gradient) as one region, at the first of
+// them; a column sum of another gradient stays apart.
+// CHECK-LABEL: func.func @layer_norm_param_grads(
+// CHECK: %[[G:.+]]:2 = tile.fused %arg0, %arg1 {kiln.chunk = "W"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> (tensor<32xf32>, tensor<32xf32>)
+// CHECK-NEXT: ^bb0(%[[DY:.+]]: tensor<2x8x32xf32>, %[[X:.+]]: tensor<2x8x32xf32>):
+// CHECK-NEXT: %[[W:.+]] = nn.layer_norm_weight_grad %[[DY]], %[[X]]
+// CHECK-NEXT: %[[B:.+]] = nn.column_sum %[[DY]]
+// CHECK-NEXT: tile.yield %[[W]], %[[B]]
+// CHECK: %[[OTHER:.+]] = nn.column_sum %arg2
+// CHECK: return %[[G]]#0, %[[G]]#1, %[[OTHER]]
+// NONORM-LABEL: func.func @layer_norm_param_grads(
+// NONORM-NOT: tile.fused
+// NONORM: return
+func.func @layer_norm_param_grads(%dy: tensor<2x8x32xf32>, %x: tensor<2x8x32xf32>, %dz: tensor<2x8x32xf32>) -> (tensor<32xf32>, tensor<32xf32>, tensor<32xf32>) {
+  %dw = nn.layer_norm_weight_grad %dy, %x {epsilon = 1.0e-05 : f64, kiln.chunk = "W"} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<32xf32>
+  %db = nn.column_sum %dy {kiln.chunk = "W"} : (tensor<2x8x32xf32>) -> tensor<32xf32>
+  %dc = nn.column_sum %dz {kiln.chunk = "W"} : (tensor<2x8x32xf32>) -> tensor<32xf32>
+  return %dw, %db, %dc : tensor<32xf32>, tensor<32xf32>, tensor<32xf32>
 }

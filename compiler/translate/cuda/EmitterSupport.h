@@ -156,6 +156,13 @@ mlir::LogicalResult emitRowRegion(tile::FusedOp op, int64_t rows,
 mlir::LogicalResult emitNorm(const RegionOp &r, LaunchBuilder &k);
 mlir::LogicalResult emitNormWeightGrad(const RegionOp &r, LaunchBuilder &k);
 mlir::LogicalResult emitColumnSum(const RegionOp &r, LaunchBuilder &k);
+/// A region of a LayerNorm's weight gradient and the column sum of the same
+/// gradient (nn-fuse's norm-param-grads): inputs (dy, x), results (dw, db).
+mlir::LogicalResult
+emitLayerNormParamGrads(tile::FusedOp fused,
+                        nn::LayerNormWeightGradOp weightGrad, LaunchBuilder &k);
+/// The weight gradient of a norm-param-grads region, if `fused` is one.
+nn::LayerNormWeightGradOp layerNormParamGrads(tile::FusedOp fused);
 
 // Rope.cpp.
 mlir::LogicalResult emitRope(nn::RoPEOp op, const RegionOp &r,

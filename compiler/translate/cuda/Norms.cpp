@@ -102,9 +102,15 @@ LogicalResult cuda::emitNormWeightGrad(const RegionOp &r, LaunchBuilder &k) {
   int64_t chunks = columnChunks(rows);
   k.step().scratchBytes = statsBytes + chunks * dim * 4;
   k.value(input, false, "x");
-  std::string stats = isLayer ? k.scratch("float", "mean", 0) + ", " +
-                                    k.scratch("float", "rstd", rows * 4)
-                              : k.scratch("float", "rstd", 0);
+  // One statement per parameter: their order is the launch's (the
+  // operands of + are evaluated in no set order).
+  std::string stats;
+  if (isLayer) {
+    stats = k.scratch("float", "mean", 0);
+    stats += ", " + k.scratch("float", "rstd", rows * 4);
+  } else {
+    stats = k.scratch("float", "rstd", 0);
+  }
   k.integer("rows", rows);
   k.integer("dim", dim);
   k.number("eps", epsilonOf(&inner));
@@ -117,10 +123,13 @@ LogicalResult cuda::emitNormWeightGrad(const RegionOp &r, LaunchBuilder &k) {
            {std::min(rows, kMaxGrid)}, threads);
   k.value(dy, false, "dy");
   k.value(input, false, "x");
-  std::string constStats = isLayer
-                               ? k.scratch("const float", "mean", 0) + ", " +
-                                     k.scratch("const float", "rstd", rows * 4)
-                               : k.scratch("const float", "rstd", 0);
+  std::string constStats;
+  if (isLayer) {
+    constStats = k.scratch("const float", "mean", 0);
+    constStats += ", " + k.scratch("const float", "rstd", rows * 4);
+  } else {
+    constStats = k.scratch("const float", "rstd", 0);
+  }
   k.scratch("float", "partials", statsBytes);
   k.integer("rows", rows);
   k.integer("dim", dim);
@@ -163,4 +172,70 @@ LogicalResult cuda::emitColumnSum(const RegionOp &r, LaunchBuilder &k) {
   finishColumns(k, 0, chunks, y, dim, planDtypeName(elementType(y)),
                 cudaType(elementType(y)));
   return success();
+}
+
+LogicalResult
+cuda::emitLayerNormParamGrads(tile::FusedOp fused,
+                              nn::LayerNormWeightGradOp weightGrad,
+                              LaunchBuilder &k) {
+  // The region's inputs are (dy, x) and its results (dw, db).
+  Value dy = fused.getInputs()[0], input = fused.getInputs()[1];
+  Value dw = fused.getResult(0), db = fused.getResult(1);
+  std::string t = cudaType(elementType(dy));
+  std::string tag = planDtypeName(elementType(dy));
+  int64_t dim = lastDim(input);
+  int64_t rows = numElements(input) / dim;
+  int64_t threads = rowThreads(dim);
+  int64_t statsBytes = rows * 4 * 2;
+  int64_t chunks = columnChunks(rows);
+  int64_t partialsBytes = chunks * dim * 4;
+  k.step().scratchBytes = statsBytes + 2 * partialsBytes;
+  k.value(input, false, "x");
+  // One statement per parameter: their order is the launch's.
+  std::string mean = k.scratch("float", "mean", 0);
+  std::string rstd = k.scratch("float", "rstd", rows * 4);
+  k.integer("rows", rows);
+  k.integer("dim", dim);
+  k.number("eps", epsilonOf(weightGrad));
+  k.launch(formatv("kiln_layerRowStats_{0}_t{1}", tag, threads).str(),
+           formatv("  kiln::dev::layerRowStats<{0}, {1}>(x, {2}, {3}, rows, "
+                   "(int)dim, eps);\n",
+                   t, threads, mean, rstd)
+               .str(),
+           {std::min(rows, kMaxGrid)}, threads);
+  k.value(dy, false, "dy");
+  k.value(input, false, "x");
+  mean = k.scratch("const float", "mean", 0);
+  rstd = k.scratch("const float", "rstd", rows * 4);
+  k.scratch("float", "wPartials", statsBytes);
+  k.scratch("float", "bPartials", statsBytes + partialsBytes);
+  k.integer("rows", rows);
+  k.integer("dim", dim);
+  k.launch(formatv("kiln_layerNormParamGradPartials_{0}", tag).str(),
+           formatv("  kiln::dev::layerNormParamGradPartials<{0}>(dy, x, {1}, "
+                   "{2}, wPartials, bPartials, rows, (int)dim);\n",
+                   t, mean, rstd)
+               .str(),
+           {ceilDiv(dim, kElementwiseThreads), chunks}, kElementwiseThreads);
+  finishColumns(k, statsBytes, chunks, dw, dim, planDtypeName(elementType(dw)),
+                cudaType(elementType(dw)));
+  finishColumns(k, statsBytes + partialsBytes, chunks, db, dim,
+                planDtypeName(elementType(db)), cudaType(elementType(db)));
+  return success();
+}
+
+nn::LayerNormWeightGradOp cuda::layerNormParamGrads(tile::FusedOp fused) {
+  Block &body = fused.getBody().front();
+  auto ops = body.without_terminator();
+  if (std::distance(ops.begin(), ops.end()) != 2 || body.getNumArguments() != 2)
+    return {};
+  auto weightGrad = dyn_cast<nn::LayerNormWeightGradOp>(*ops.begin());
+  auto sum = dyn_cast<nn::ColumnSumOp>(*std::next(ops.begin()));
+  auto yield = cast<tile::YieldOp>(body.getTerminator());
+  if (!weightGrad || !sum || weightGrad.getGrad() != body.getArgument(0) ||
+      weightGrad.getInput() != body.getArgument(1) ||
+      sum.getInput() != body.getArgument(0) ||
+      yield.getValues() != ValueRange{weightGrad.getResult(), sum.getResult()})
+    return {};
+  return weightGrad;
 }

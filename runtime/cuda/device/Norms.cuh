@@ -413,6 +413,29 @@ layerNormWeightGradPartials(const T *dy, const T *x, const float *mean,
   }
 }
 
+/// Stage 1 of a LayerNorm's weight and bias gradients in one pass over dy
+/// (nn-fuse's norm-param-grads): wPartials as layerNormWeightGradPartials,
+/// bPartials as columnSumPartials of dy, each summed in the same order.
+template <typename T>
+__device__ __forceinline__ void
+layerNormParamGradPartials(const T *dy, const T *x, const float *mean,
+                           const float *rstd, float *wPartials,
+                           float *bPartials, long long rows, int dim) {
+  const detail::RowChunk chunk = detail::rowChunk(rows);
+  for (long long j = detail::firstColumn(); j < dim;
+       j += detail::columnStride()) {
+    float wAcc = 0.0f, bAcc = 0.0f;
+    for (long long r = chunk.begin; r < chunk.end; ++r) {
+      const float g = toFloat(dy[r * dim + j]);
+      wAcc += g * ((toFloat(x[r * dim + j]) - mean[r]) * rstd[r]);
+      bAcc += g;
+    }
+    const long long at = blockIdx.y * static_cast<long long>(dim) + j;
+    wPartials[at] = wAcc;
+    bPartials[at] = bAcc;
+  }
+}
+
 } // namespace kiln::dev
 
 #endif // KILN_RUNTIME_CUDA_DEVICE_NORMS_CUH

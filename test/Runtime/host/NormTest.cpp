@@ -179,6 +179,16 @@ TEST_F(NormGradTest, FloatMatchesDouble) {
     layerNormWeightGrad(dy.data(), x.data(), dw.data(), rows, dim, eps);
     layerNormWeightGrad(dyd.data(), xd.data(), dwd.data(), rows, dim, eps);
     EXPECT_LE(relativeError(dw, dwd), kForwardTolerance<float>);
+
+    // norm-param-grads: both parameter gradients in one pass, bitwise the
+    // weight gradient and the column sum of dy.
+    auto db = poisoned<float>(dim);
+    columnSum(dy.data(), db.data(), rows, dim);
+    auto jointDw = poisoned<float>(dim), jointDb = poisoned<float>(dim);
+    layerNormParamGrad(dy.data(), x.data(), jointDw.data(), jointDb.data(),
+                       rows, dim, eps);
+    EXPECT_EQ(jointDw, dw);
+    EXPECT_EQ(jointDb, db);
   }
 }
 

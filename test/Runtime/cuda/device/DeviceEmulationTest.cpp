@@ -149,6 +149,23 @@ void checkNorms(std::int64_t rows, int dim, int offset) {
   finish(bias);
   host::columnSum<double>(dy.data(), columnRef.data(), rows, dim);
   EXPECT_CLOSE(bias.values(), columnRef, kTolerance<T>);
+
+  // norm-param-grads: both LayerNorm parameter gradients from one pass,
+  // equal to the two kernels it replaces (the same sums in the same order).
+  std::vector<float> wPartials = poisonedFloats(chunks * dim),
+                     bPartials = poisonedFloats(chunks * dim);
+  emulateKernel(columnGrid, 64, [&] {
+    dev::layerNormParamGradPartials<T>(dDy.data(), dX.data(), mean.data(),
+                                       layerRstd.data(), wPartials.data(),
+                                       bPartials.data(), rows, dim);
+  });
+  Buffer<T> jointDw(dim, offset), jointDb(dim, offset);
+  emulateKernel({columnGrid.x}, 64, [&] {
+    dev::finishColumns<T>(wPartials.data(), jointDw.data(), chunks, dim);
+    dev::finishColumns<T>(bPartials.data(), jointDb.data(), chunks, dim);
+  });
+  EXPECT_EQ(jointDw.values(), lnDw.values());
+  EXPECT_EQ(jointDb.values(), bias.values());
 }
 
 // Rows shorter than a vector, shorter and longer than the block, of whole
