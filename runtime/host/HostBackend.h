@@ -68,6 +68,11 @@ private:
   std::vector<std::byte> fusedNarrow;
   std::vector<std::string> stepKeys;
   std::vector<double> stepSeconds;
+  /// Per step: the time of GEMMs inside a kernel that is not a gemm step
+  /// (linear_cross_entropy's), counted as GEMM time by the profile.
+  std::vector<double> stepGemmSeconds;
+  /// The running step's entry of stepGemmSeconds.
+  double *currentGemmSeconds = nullptr;
   mutable std::map<std::string, double> seconds;
 };
 

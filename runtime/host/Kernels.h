@@ -231,6 +231,8 @@ void crossEntropyGrad(double dloss, const T *logits,
 /// x_chunk. Returns the mean loss (the row losses summed in row order, as
 /// crossEntropy does). dx and dw are overwritten; scratch holds chunkRows x
 /// vocab elements. Throws like crossEntropy, before any output is written.
+/// `gemmSeconds`, when not null, accumulates the wall time of its GEMMs
+/// (KILN_PROFILE's GEMM share).
 template <typename T>
 double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
                           double dloss, T *scratch, T *dx, T *dw,
@@ -238,7 +240,8 @@ double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
                           std::int64_t vocab, std::int64_t chunkRows,
                           std::int64_t ignoreIndex,
                           void (*roundLogits)(T *, std::int64_t),
-                          void (*roundGrad)(T *, std::int64_t));
+                          void (*roundGrad)(T *, std::int64_t),
+                          double *gemmSeconds = nullptr);
 
 //===----------------------------------------------------------------------===//
 // Optimizer
