@@ -53,6 +53,23 @@ RowLogSumExp rowLogSumExp(const T *row, std::int64_t vocab) {
   return {max, std::log(sum)};
 }
 
+/// One row's loss (log-sum-exp minus the target's logit) and its gradient
+/// scale * (softmax - onehot) into `grad`, which may be `row` itself (each
+/// element is read before it is written).
+template <typename T>
+double rowCrossEntropyGrad(const T *row, std::int32_t target, double scale,
+                           T *grad, std::int64_t vocab) {
+  RowLogSumExp lse = rowLogSumExp(row, vocab);
+  double shift = lse.max + lse.logSum;
+  double loss = shift - static_cast<double>(row[target]);
+  for (std::int64_t j = 0; j < vocab; ++j) {
+    double p = std::exp(static_cast<double>(row[j]) - shift);
+    double onehot = j == target ? 1.0 : 0.0;
+    grad[j] = static_cast<T>(scale * (p - onehot));
+  }
+  return loss;
+}
+
 } // namespace
 
 template <typename T>
@@ -95,13 +112,7 @@ void crossEntropyGrad(double dloss, const T *logits,
       std::fill(grad, grad + vocab, T(0));
       continue;
     }
-    RowLogSumExp lse = rowLogSumExp(row, vocab);
-    double shift = lse.max + lse.logSum;
-    for (std::int64_t j = 0; j < vocab; ++j) {
-      double p = std::exp(static_cast<double>(row[j]) - shift);
-      double onehot = j == targets[r] ? 1.0 : 0.0;
-      grad[j] = static_cast<T>(scale * (p - onehot));
-    }
+    rowCrossEntropyGrad(row, targets[r], scale, grad, vocab);
   }
 }
 
@@ -149,14 +160,7 @@ linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
         std::fill(row, row + vocab, T(0));
         continue;
       }
-      RowLogSumExp lse = rowLogSumExp(row, vocab);
-      double shift = lse.max + lse.logSum;
-      losses[r] = shift - static_cast<double>(row[targets[r]]);
-      for (std::int64_t j = 0; j < vocab; ++j) {
-        double p = std::exp(static_cast<double>(row[j]) - shift);
-        double onehot = j == targets[r] ? 1.0 : 0.0;
-        row[j] = static_cast<T>(scale * (p - onehot));
-      }
+      losses[r] = rowCrossEntropyGrad(row, targets[r], scale, row, vocab);
     }
     if (roundGrad)
       roundGrad(scratch, n * vocab);

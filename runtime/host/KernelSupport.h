@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -44,49 +45,40 @@ inline void checkTokenId(const char *what, std::int64_t id, const char *where,
                             what, id, where, index, vocab));
 }
 
-/// reduceColumns for two sums in one pass over the rows: out0[j] and
-/// out1[j] are the sums of the pair value(r, j) returns, each in the order
-/// reduceColumns sums (bitwise two reduceColumns calls).
-template <typename T, typename Value>
-void reduceColumnPair(std::int64_t rows, std::int64_t cols, T *out0, T *out1,
-                      const Value &value) {
+/// out[n][j] = sum over rows r (ascending) of value(r, j)[n] for n < N,
+/// accumulated in double: N column sums in one pass over the rows. Threads
+/// split the columns, so every column has one writer and the same
+/// summation order for any number of threads (and for any N: each sum is
+/// bitwise what it would be alone).
+template <std::size_t N, typename T, typename Value>
+void reduceColumnSums(std::int64_t rows, std::int64_t cols,
+                      const std::array<T *, N> &out, const Value &value) {
   std::int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
 #pragma omp parallel for schedule(static) if (rows * cols >= kMinParallelWork)
   for (std::int64_t block = 0; block < blocks; ++block) {
     std::int64_t begin = block * kColumnBlock;
     std::int64_t end = std::min(cols, begin + kColumnBlock);
-    double acc0[kColumnBlock] = {}, acc1[kColumnBlock] = {};
+    double acc[N][kColumnBlock] = {};
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t j = begin; j < end; ++j) {
-        auto [v0, v1] = value(r, j);
-        acc0[j - begin] += v0;
-        acc1[j - begin] += v1;
+        std::array<double, N> v = value(r, j);
+        for (std::size_t n = 0; n < N; ++n)
+          acc[n][j - begin] += v[n];
       }
-    for (std::int64_t j = begin; j < end; ++j) {
-      out0[j] = static_cast<T>(acc0[j - begin]);
-      out1[j] = static_cast<T>(acc1[j - begin]);
-    }
+    for (std::size_t n = 0; n < N; ++n)
+      for (std::int64_t j = begin; j < end; ++j)
+        out[n][j] = static_cast<T>(acc[n][j - begin]);
   }
 }
 
-/// out[j] = sum over rows r (ascending) of value(r, j), accumulated in
-/// double. Threads split the columns, so every column has one writer and the
-/// same summation order for any number of threads.
+/// One column sum: out[j] = sum over rows r (ascending) of value(r, j).
 template <typename T, typename Value>
 void reduceColumns(std::int64_t rows, std::int64_t cols, T *out,
                    const Value &value) {
-  std::int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static) if (rows * cols >= kMinParallelWork)
-  for (std::int64_t block = 0; block < blocks; ++block) {
-    std::int64_t begin = block * kColumnBlock;
-    std::int64_t end = std::min(cols, begin + kColumnBlock);
-    double acc[kColumnBlock] = {};
-    for (std::int64_t r = 0; r < rows; ++r)
-      for (std::int64_t j = begin; j < end; ++j)
-        acc[j - begin] += value(r, j);
-    for (std::int64_t j = begin; j < end; ++j)
-      out[j] = static_cast<T>(acc[j - begin]);
-  }
+  reduceColumnSums<1>(rows, cols, std::array<T *, 1>{out},
+                      [&](std::int64_t r, std::int64_t j) {
+                        return std::array<double, 1>{value(r, j)};
+                      });
 }
 
 /// The shape arguments of the attention kernels (naive and flash).

@@ -8,8 +8,8 @@
 #include "runtime/host/Kernels.h"
 #include "runtime/host/RowKernels.h"
 
+#include <array>
 #include <cmath>
-#include <utility>
 #include <vector>
 
 namespace kiln::rt::host {
@@ -91,16 +91,24 @@ void layerNormGrad(const T *dy, const T *x, const T *w, T *dx,
     row::layerNormGrad(dy + r * dim, x + r * dim, w, dx + r * dim, dim, eps);
 }
 
+/// Every row's mean and reciprocal standard deviation (LayerNorm's).
 template <typename T>
-void layerNormWeightGrad(const T *dy, const T *x, T *dw, std::int64_t rows,
-                         std::int64_t dim, double eps) {
-  checkNormArgs("layerNormWeightGrad", rows, dim, eps);
+std::vector<row::Moments> rowMoments(const T *x, std::int64_t rows,
+                                     std::int64_t dim, double eps) {
   std::vector<row::Moments> moments(rows);
   if (dim > 0) {
 #pragma omp parallel for schedule(static) if (rows * dim >= kMinParallelWork)
     for (std::int64_t r = 0; r < rows; ++r)
       moments[r] = row::moments(x + r * dim, dim, eps);
   }
+  return moments;
+}
+
+template <typename T>
+void layerNormWeightGrad(const T *dy, const T *x, T *dw, std::int64_t rows,
+                         std::int64_t dim, double eps) {
+  checkNormArgs("layerNormWeightGrad", rows, dim, eps);
+  std::vector<row::Moments> moments = rowMoments(x, rows, dim, eps);
   detail::reduceColumns(rows, dim, dw, [&](std::int64_t r, std::int64_t j) {
     double xhat = (static_cast<double>(x[r * dim + j]) - moments[r].mean) *
                   moments[r].rstd;
@@ -112,18 +120,14 @@ template <typename T>
 void layerNormParamGrad(const T *dy, const T *x, T *dw, T *db,
                         std::int64_t rows, std::int64_t dim, double eps) {
   checkNormArgs("layerNormParamGrad", rows, dim, eps);
-  std::vector<row::Moments> moments(rows);
-  if (dim > 0) {
-#pragma omp parallel for schedule(static) if (rows * dim >= kMinParallelWork)
-    for (std::int64_t r = 0; r < rows; ++r)
-      moments[r] = row::moments(x + r * dim, dim, eps);
-  }
-  detail::reduceColumnPair(
-      rows, dim, dw, db, [&](std::int64_t r, std::int64_t j) {
+  std::vector<row::Moments> moments = rowMoments(x, rows, dim, eps);
+  detail::reduceColumnSums<2>(
+      rows, dim, std::array<T *, 2>{dw, db},
+      [&](std::int64_t r, std::int64_t j) {
         double xhat = (static_cast<double>(x[r * dim + j]) - moments[r].mean) *
                       moments[r].rstd;
         double g = static_cast<double>(dy[r * dim + j]);
-        return std::pair<double, double>{g * xhat, g};
+        return std::array<double, 2>{g * xhat, g};
       });
 }
 

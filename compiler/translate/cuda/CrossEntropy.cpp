@@ -17,6 +17,25 @@ using namespace kiln;
 using namespace kiln::cuda;
 using llvm::formatv;
 
+namespace {
+
+/// The mean loss over the rows whose target is not `ignoreIndex`, from the
+/// per-row losses at `rowLossOffset` of the step's scratch: one block.
+void launchLossReduce(LaunchBuilder &k, int64_t rowLossOffset, Value targets,
+                      Value loss, int64_t rows, int64_t ignoreIndex) {
+  k.scratch("const float", "rowLoss", rowLossOffset);
+  k.value(targets, false, "targets");
+  k.value(loss, true, "loss");
+  k.integer("rows", rows);
+  k.integer("ignoreIndex", ignoreIndex);
+  k.launch("kiln_cross_entropy_reduce",
+           "  kiln::dev::crossEntropyReduce<1024>(rowLoss, targets, loss, "
+           "rows, ignoreIndex);\n",
+           {1}, 1024);
+}
+
+} // namespace
+
 LogicalResult cuda::emitCrossEntropy(tile::CrossEntropyOp loss,
                                      LaunchBuilder &k) {
   Value logits = loss.getLogits();
@@ -40,15 +59,8 @@ LogicalResult cuda::emitCrossEntropy(tile::CrossEntropyOp loss,
                    t, threads)
                .str(),
            {std::min(rows, kMaxGrid)}, threads);
-  k.scratch("const float", "rowLoss", 0);
-  k.value(loss.getTargets(), false, "targets");
-  k.value(loss.getLoss(), true, "loss");
-  k.integer("rows", rows);
-  k.integer("ignoreIndex", loss.getIgnoreIndex());
-  k.launch("kiln_cross_entropy_reduce",
-           "  kiln::dev::crossEntropyReduce<1024>(rowLoss, targets, loss, "
-           "rows, ignoreIndex);\n",
-           {1}, 1024);
+  launchLossReduce(k, 0, loss.getTargets(), loss.getLoss(), rows,
+                   loss.getIgnoreIndex());
   return success();
 }
 
@@ -141,14 +153,7 @@ LogicalResult cuda::emitLinearCrossEntropy(tile::LinearCrossEntropyOp op,
                    roundLogits ? "true" : "false")
                .str(),
            {std::min(chunkRows, kMaxGrid)}, threads);
-  k.scratch("const float", "rowLoss", layout.rowLoss);
-  k.value(op.getTargets(), false, "targets");
-  k.value(op.getLoss(), true, "loss");
-  k.integer("rows", rows);
-  k.integer("ignoreIndex", op.getIgnoreIndex());
-  k.launch("kiln_cross_entropy_reduce",
-           "  kiln::dev::crossEntropyReduce<1024>(rowLoss, targets, loss, "
-           "rows, ignoreIndex);\n",
-           {1}, 1024);
+  launchLossReduce(k, layout.rowLoss, op.getTargets(), op.getLoss(), rows,
+                   op.getIgnoreIndex());
   return success();
 }
