@@ -268,10 +268,11 @@ Operation *jointPlace(Operation *a, Operation *b) {
   return readLater ? second : nullptr;
 }
 
-/// "forward" or "backward" for the report, from the chunk tag.
-StringRef directionOf(Operation *op) {
-  auto chunk = op->getAttrOfType<StringAttr>(kChunkAttr);
-  return !chunk || chunk.getValue() == "F" ? "forward" : "backward";
+/// "forward" or "backward" for the report, from a chunk tag (the forward
+/// function has none: all of it is forward).
+StringRef directionOf(Attribute chunk) {
+  auto tag = dyn_cast_or_null<StringAttr>(chunk);
+  return !tag || tag.getValue() == "F" ? "forward" : "backward";
 }
 
 bool hasStaticShapes(Operation *op) {
@@ -341,7 +342,8 @@ void fuseGemmEpilogues(Block &block, SmallVectorImpl<Decision> &decisions,
     record(linear.getLoc(),
            llvm::formatv("{0}: linear{1} + gelu as one GEMM (gemm-epilogue "
                          "gelu_tanh){2}",
-                         directionOf(linear), linear.getBias() ? " + bias" : "",
+                         directionOf(linear->getAttr(kChunkAttr)),
+                         linear.getBias() ? " + bias" : "",
                          keepPre ? ", which also writes the pre-activation "
                                    "the backward reads"
                                  : ""));
@@ -946,10 +948,7 @@ LogicalResult Fuser::materialize(SmallVectorImpl<Decision> &decisions,
       StringRef group = c.hasNorm && c.hasAdd ? "residual-norm"
                         : c.sibling           ? "rope"
                                               : "elementwise";
-      // The forward function has no chunk tags: all of it is forward.
-      StringRef direction =
-          !c.chunk || cast<StringAttr>(c.chunk).getValue() == "F" ? "forward"
-                                                                  : "backward";
+      StringRef direction = directionOf(c.chunk);
       int64_t onChip = 0;
       for (Operation *op : c.ops)
         onChip += op->getNumResults();

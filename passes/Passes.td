@@ -172,7 +172,8 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
     - `norm-param-grads`: a LayerNorm's weight gradient and its bias
       gradient (`nn.column_sum` of the same output gradient) as one
       region: one kernel that reads the gradient once for both column
-      reductions (on the host the two unfused kernels in one step).
+      reductions (on the host too: one pass, the same sums in the same
+      order as the two unfused kernels).
     - `linear-cross-entropy`: the LM head (`nn.linear` without bias), its
       `nn.cross_entropy`, the loss gradient and the two GEMMs that read the
       logits' gradient (the input gradient and the weight gradient) become

@@ -80,7 +80,8 @@ def Tile_GemmOp : Tile_Op<"gemm", [Pure, AttrSizedOperandSegments]> {
     }
     /// A bgrad epilogue's bias gradient.
     ::mlir::Value getBiasGrad() {
-      return getEpilogue().starts_with("bgrad") && !getExtras().empty()
+      return (getEpilogue() == kBgradA || getEpilogue() == kBgradB) &&
+                     !getExtras().empty()
                  ? getExtras().front() : ::mlir::Value();
     }
     /// The epilogue's rules (part of the verifier).

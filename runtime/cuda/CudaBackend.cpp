@@ -278,29 +278,18 @@ void CudaBackend::runGemm(const Step &step, const GemmStep &g) {
     launchKernels(step);
     return;
   }
-  // The epilogue's buffers (docs/plan.md): the third input is the bias, or
-  // dgelu_tanh's pre-activation; the second output gelu_tanh's
-  // pre-activation or the bias gradient.
-  using plan::GemmEpilogue;
+  // The epilogue's buffers (docs/plan.md); cuBLASLt's aux pointer is the
+  // pre-activation dgelu_tanh reads or gelu_tanh writes.
+  GemmOperands operands = gemmOperands(step, g);
+  auto pointer = [&](int64_t id) {
+    return id < 0 ? nullptr : reinterpret_cast<void *>(address(id));
+  };
   LtGemm::Epilogue epilogue;
   epilogue.kind = g.epilogue;
-  bool dgelu = g.epilogue == GemmEpilogue::DgeluTanh;
-  bool bgrad =
-      g.epilogue == GemmEpilogue::BgradA || g.epilogue == GemmEpilogue::BgradB;
-  if (step.inputs.size() > 2) {
-    auto third = reinterpret_cast<void *>(address(step.inputs[2]));
-    if (dgelu)
-      epilogue.aux = third;
-    else
-      epilogue.bias = third;
-  }
-  if (step.outputs.size() > 1) {
-    auto second = reinterpret_cast<void *>(address(step.outputs[1]));
-    if (bgrad)
-      epilogue.biasGrad = second;
-    else
-      epilogue.aux = second;
-  }
+  epilogue.bias = pointer(operands.bias);
+  epilogue.aux =
+      pointer(operands.aux >= 0 ? operands.aux : operands.preActivation);
+  epilogue.biasGrad = pointer(operands.biasGrad);
   gemm->run(stream, planRef.values.at(step.inputs[0]).dtype,
             planRef.values.at(step.outputs[0]).dtype, g.batch, g.m, g.n, g.k,
             g.transposeA, g.transposeB,

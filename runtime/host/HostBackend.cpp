@@ -168,19 +168,16 @@ const std::map<std::string, double> &HostBackend::kernelSeconds() const {
 
 void HostBackend::runStep(std::size_t index, const Step &step) {
   auto start = std::chrono::steady_clock::now();
-  if (fusedRegions[index]) {
+  if (fusedRegions[index])
     fusedRegions[index]->run();
-  } else {
-    currentGemmSeconds = &stepGemmSeconds[index];
-    execute(step);
-    currentGemmSeconds = nullptr;
-  }
+  else
+    execute(step, stepGemmSeconds[index]);
   stepSeconds[index] +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
 }
 
-void HostBackend::execute(const Step &step) {
+void HostBackend::execute(const Step &step, double &gemmSeconds) {
   const auto &values = planRef.values;
   // Row-strided values (Plan::parse let only the attention kernels' q, k,
   // v and their gradients be) are read and written in place with their
@@ -247,25 +244,25 @@ void HostBackend::execute(const Step &step) {
         store(out[0], data);
       },
       [&](const GemmStep &g) {
-        using plan::GemmEpilogue;
+        GemmOperands operands = gemmOperands(step, g);
         FloatView a = view(in[0]), b = view(in[1]);
-        std::optional<FloatView> bias;
-        if (in.size() > 2 && g.epilogue != GemmEpilogue::DgeluTanh)
-          bias = view(in[2]);
+        std::optional<FloatView> bias, aux;
+        if (operands.bias >= 0)
+          bias = view(operands.bias);
+        if (operands.aux >= 0)
+          aux = view(operands.aux);
         OutputView c = output(out[0]);
         host::gemm<float>(a.data, b.data, c.data, g.batch, g.m, g.n, g.k,
                           g.transposeA, g.transposeB,
                           bias ? bias->data : nullptr, /*accumulate=*/false);
         // The epilogue, on the FP32 product (cuBLASLt's semantics): the
-        // unfused ops' kernels, without rounding between. Its extra input
-        // is dgelu_tanh's pre-activation, its extra output gelu_tanh's
-        // pre-activation or the bias gradient.
-        std::optional<FloatView> aux;
-        if (g.epilogue == GemmEpilogue::DgeluTanh)
-          aux = view(in[2]);
+        // unfused ops' kernels, without rounding between. Its extra output
+        // is the pre-activation or the bias gradient.
+        int64_t extraId = operands.preActivation >= 0 ? operands.preActivation
+                                                      : operands.biasGrad;
         std::optional<OutputView> extra;
-        if (out.size() > 1)
-          extra = output(out[1]);
+        if (extraId >= 0)
+          extra = output(extraId);
         host::gemmEpilogue<float>(
             g.epilogue, a.data, b.data, aux ? aux->data : nullptr, c.data,
             extra ? extra->data : nullptr, g.batch, g.m, g.n, g.k);
@@ -388,7 +385,7 @@ void HostBackend::execute(const Step &step) {
             x.data, w.data, ids(in[2]), dloss, f32(out[3]), dx.data, dw.data,
             input.numElements() / hidden, hidden, vocab, l.chunkRows,
             l.ignoreIndex, bf16 && !l.fp32Logits ? +roundBf16 : nullptr,
-            bf16 ? +roundBf16 : nullptr, currentGemmSeconds);
+            bf16 ? +roundBf16 : nullptr, &gemmSeconds);
         finish(dx);
         finish(dw);
         store(out[0], {static_cast<float>(loss)});

@@ -54,8 +54,9 @@ protected:
   void runStep(std::size_t index, const Step &step) override;
 
 private:
-  /// Runs a step that is not fused.
-  void execute(const Step &step);
+  /// Runs a step that is not fused; adds to `gemmSeconds` the time of
+  /// GEMMs inside another kernel (linear_cross_entropy's).
+  void execute(const Step &step, double &gemmSeconds);
 
   const Plan &planRef;
   std::unique_ptr<std::byte[], void (*)(std::byte *)> arena;
@@ -71,8 +72,6 @@ private:
   /// Per step: the time of GEMMs inside a kernel that is not a gemm step
   /// (linear_cross_entropy's), counted as GEMM time by the profile.
   std::vector<double> stepGemmSeconds;
-  /// The running step's entry of stepGemmSeconds.
-  double *currentGemmSeconds = nullptr;
   mutable std::map<std::string, double> seconds;
 };
 

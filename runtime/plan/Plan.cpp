@@ -739,6 +739,24 @@ Plan Plan::parse(const std::string &text, const std::string &source) {
   }
 }
 
+GemmOperands gemmOperands(const Step &step, const GemmStep &gemm) {
+  using plan::GemmEpilogue;
+  GemmOperands operands;
+  if (step.inputs.size() > 2) {
+    if (gemm.epilogue == GemmEpilogue::DgeluTanh)
+      operands.aux = step.inputs[2];
+    else
+      operands.bias = step.inputs[2];
+  }
+  if (step.outputs.size() > 1) {
+    if (gemm.epilogue == GemmEpilogue::GeluTanh)
+      operands.preActivation = step.outputs[1];
+    else
+      operands.biasGrad = step.outputs[1];
+  }
+  return operands;
+}
+
 int64_t Plan::input(const std::string &name) const {
   auto it = inputs.find(name);
   if (it == inputs.end())

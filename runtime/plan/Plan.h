@@ -180,6 +180,15 @@ struct Step {
   std::string_view kernel() const { return plan::stepKindName(kind()); }
 };
 
+/// The value ids of a gemm step's optional operands (docs/plan.md), -1
+/// where absent: its bias; dgelu_tanh's pre-activation input (`aux`);
+/// gelu_tanh's pre-activation output; a bgrad epilogue's bias gradient.
+struct GemmOperands {
+  int64_t bias = -1, aux = -1, preActivation = -1, biasGrad = -1;
+};
+/// Those of `step`, a gemm step with attributes `gemm`.
+GemmOperands gemmOperands(const Step &step, const GemmStep &gemm);
+
 struct Parameter {
   std::string name;
   std::string init;

@@ -54,6 +54,41 @@ double epsilonOf(Operation *op) {
   return cast<FloatAttr>(op->getAttr("epsilon")).getValueAsDouble();
 }
 
+/// The parameters of a norm's row statistics at the start of the step's
+/// scratch, as pointers to `type`: LayerNorm's mean and rstd, RMSNorm's
+/// rstd. One statement per parameter: their order is the launch's.
+std::string statsParams(LaunchBuilder &k, StringRef type, bool isLayer,
+                        int64_t rows) {
+  if (!isLayer)
+    return k.scratch(type, "rstd", 0);
+  std::string mean = k.scratch(type, "mean", 0);
+  return mean + ", " + k.scratch(type, "rstd", rows * 4);
+}
+
+/// Launches the kernel that writes the row statistics of `input` (a
+/// LayerNorm's or RMSNorm's) for a weight gradient; returns their bytes.
+int64_t launchRowStats(LaunchBuilder &k, Value input, bool isLayer,
+                       double eps) {
+  std::string t = cudaType(elementType(input));
+  std::string tag = planDtypeName(elementType(input));
+  int64_t dim = lastDim(input);
+  int64_t rows = numElements(input) / dim;
+  int64_t threads = rowThreads(dim);
+  k.value(input, false, "x");
+  std::string stats = statsParams(k, "float", isLayer, rows);
+  k.integer("rows", rows);
+  k.integer("dim", dim);
+  k.number("eps", eps);
+  std::string fn = isLayer ? "layerRowStats" : "rmsRowStats";
+  k.launch(formatv("kiln_{0}_{1}_t{2}", fn, tag, threads).str(),
+           formatv("  kiln::dev::{0}<{1}, {2}>(x, {3}, rows, (int)dim, "
+                   "eps);\n",
+                   fn, t, threads, stats)
+               .str(),
+           {std::min(rows, kMaxGrid)}, threads);
+  return rows * 4 * (isLayer ? 2 : 1);
+}
+
 } // namespace
 
 LogicalResult cuda::emitNorm(const RegionOp &r, LaunchBuilder &k) {
@@ -97,39 +132,12 @@ LogicalResult cuda::emitNormWeightGrad(const RegionOp &r, LaunchBuilder &k) {
   std::string tag = planDtypeName(elementType(dy));
   int64_t dim = lastDim(input);
   int64_t rows = numElements(input) / dim;
-  int64_t threads = rowThreads(dim);
-  int64_t statsBytes = rows * 4 * (isLayer ? 2 : 1);
   int64_t chunks = columnChunks(rows);
+  int64_t statsBytes = launchRowStats(k, input, isLayer, epsilonOf(&inner));
   k.step().scratchBytes = statsBytes + chunks * dim * 4;
-  k.value(input, false, "x");
-  // One statement per parameter: their order is the launch's (the
-  // operands of + are evaluated in no set order).
-  std::string stats;
-  if (isLayer) {
-    stats = k.scratch("float", "mean", 0);
-    stats += ", " + k.scratch("float", "rstd", rows * 4);
-  } else {
-    stats = k.scratch("float", "rstd", 0);
-  }
-  k.integer("rows", rows);
-  k.integer("dim", dim);
-  k.number("eps", epsilonOf(&inner));
-  std::string statsFn = isLayer ? "layerRowStats" : "rmsRowStats";
-  k.launch(formatv("kiln_{0}_{1}_t{2}", statsFn, tag, threads).str(),
-           formatv("  kiln::dev::{0}<{1}, {2}>(x, {3}, rows, (int)dim, "
-                   "eps);\n",
-                   statsFn, t, threads, stats)
-               .str(),
-           {std::min(rows, kMaxGrid)}, threads);
   k.value(dy, false, "dy");
   k.value(input, false, "x");
-  std::string constStats;
-  if (isLayer) {
-    constStats = k.scratch("const float", "mean", 0);
-    constStats += ", " + k.scratch("const float", "rstd", rows * 4);
-  } else {
-    constStats = k.scratch("const float", "rstd", 0);
-  }
+  std::string constStats = statsParams(k, "const float", isLayer, rows);
   k.scratch("float", "partials", statsBytes);
   k.integer("rows", rows);
   k.integer("dim", dim);
@@ -185,36 +193,22 @@ cuda::emitLayerNormParamGrads(tile::FusedOp fused,
   std::string tag = planDtypeName(elementType(dy));
   int64_t dim = lastDim(input);
   int64_t rows = numElements(input) / dim;
-  int64_t threads = rowThreads(dim);
-  int64_t statsBytes = rows * 4 * 2;
   int64_t chunks = columnChunks(rows);
+  int64_t statsBytes =
+      launchRowStats(k, input, /*isLayer=*/true, epsilonOf(weightGrad));
   int64_t partialsBytes = chunks * dim * 4;
   k.step().scratchBytes = statsBytes + 2 * partialsBytes;
-  k.value(input, false, "x");
-  // One statement per parameter: their order is the launch's.
-  std::string mean = k.scratch("float", "mean", 0);
-  std::string rstd = k.scratch("float", "rstd", rows * 4);
-  k.integer("rows", rows);
-  k.integer("dim", dim);
-  k.number("eps", epsilonOf(weightGrad));
-  k.launch(formatv("kiln_layerRowStats_{0}_t{1}", tag, threads).str(),
-           formatv("  kiln::dev::layerRowStats<{0}, {1}>(x, {2}, {3}, rows, "
-                   "(int)dim, eps);\n",
-                   t, threads, mean, rstd)
-               .str(),
-           {std::min(rows, kMaxGrid)}, threads);
   k.value(dy, false, "dy");
   k.value(input, false, "x");
-  mean = k.scratch("const float", "mean", 0);
-  rstd = k.scratch("const float", "rstd", rows * 4);
+  std::string stats = statsParams(k, "const float", /*isLayer=*/true, rows);
   k.scratch("float", "wPartials", statsBytes);
   k.scratch("float", "bPartials", statsBytes + partialsBytes);
   k.integer("rows", rows);
   k.integer("dim", dim);
   k.launch(formatv("kiln_layerNormParamGradPartials_{0}", tag).str(),
            formatv("  kiln::dev::layerNormParamGradPartials<{0}>(dy, x, {1}, "
-                   "{2}, wPartials, bPartials, rows, (int)dim);\n",
-                   t, mean, rstd)
+                   "wPartials, bPartials, rows, (int)dim);\n",
+                   t, stats)
                .str(),
            {ceilDiv(dim, kElementwiseThreads), chunks}, kElementwiseThreads);
   finishColumns(k, statsBytes, chunks, dw, dim, planDtypeName(elementType(dw)),
