@@ -493,6 +493,162 @@ void fuseNormParamGrads(Block &block, SmallVectorImpl<Decision> &decisions,
 }
 
 //===----------------------------------------------------------------------===//
+// rope-attention
+//===----------------------------------------------------------------------===//
+
+/// A forward RoPE of `value` with `heads` heads, if that is what defines it.
+nn::RoPEOp forwardRope(Value value, uint64_t heads) {
+  auto rope = value.getDefiningOp<nn::RoPEOp>();
+  if (!rope || rope.getInverse() || rope.getNumHeads() != heads)
+    return {};
+  return rope;
+}
+
+/// The inverse of `forward` applied to `grad` and nothing else reading
+/// `grad`: the RoPE the attention's store takes over.
+nn::RoPEOp inverseRope(Value grad, nn::RoPEOp forward) {
+  if (!grad.hasOneUse())
+    return {};
+  auto rope = dyn_cast<nn::RoPEOp>(*grad.getUsers().begin());
+  if (!rope || !rope.getInverse() ||
+      rope.getNumHeads() != forward.getNumHeads() ||
+      rope.getPositions() != forward.getPositions() ||
+      rope.getTheta() != forward.getTheta())
+    return {};
+  return rope;
+}
+
+/// The rope-attention group: the RoPE of Q and K moves into the attention
+/// that reads them (rotated on load from one nn.rope_table per step) and the
+/// inverse RoPE of dq and dk into its gradient (rotated back on store). The
+/// table is built once, at the top of the step, for every attention with
+/// the same positions, angle base and shape.
+void fuseRopeAttention(Block &block, SmallVectorImpl<Decision> &decisions,
+                       unsigned &position, bool report) {
+  auto record = [&](Location loc, const Twine &text) {
+    if (report)
+      decisions.push_back(Decision{loc, position++, text.str()});
+  };
+  using TableKey = std::tuple<Value, double, Type>;
+  SmallVector<std::pair<TableKey, Value>> tables;
+  for (auto attention :
+       llvm::make_early_inc_range(block.getOps<nn::AttentionOp>())) {
+    if (attention.getRope())
+      continue;
+    nn::RoPEOp q = forwardRope(attention.getQuery(), attention.getNumHeads());
+    nn::RoPEOp k = forwardRope(attention.getKey(), attention.getNumKvHeads());
+    if (!q || !k)
+      continue;
+    if (q.getPositions() != k.getPositions() || q.getTheta() != k.getTheta() ||
+        !hasStaticShapes(attention)) {
+      record(attention.getLoc(),
+             "forward: RoPE stays a kernel of its own (rope-attention): Q and "
+             "K rotate by different positions or angles, or the shapes are "
+             "dynamic");
+      continue;
+    }
+    // Everything that reads the rotated Q and K must take the table: the
+    // attention and the gradients of the same attention, whose dq and dk
+    // the inverse RoPE alone reads.
+    SmallVector<std::tuple<nn::AttentionGradOp, nn::RoPEOp, nn::RoPEOp>> grads;
+    bool fusible = true;
+    for (Value rotated : {q.getResult(), k.getResult()})
+      for (Operation *user : rotated.getUsers()) {
+        if (user == attention)
+          continue;
+        auto grad = dyn_cast<nn::AttentionGradOp>(user);
+        if (!grad || grad.getQuery() != q.getResult() ||
+            grad.getKey() != k.getResult() || grad.getRope() ||
+            grad.getValue() != attention.getValue() ||
+            grad.getCuSeqlens() != attention.getCuSeqlens()) {
+          fusible = false;
+          continue;
+        }
+        if (llvm::any_of(grads,
+                         [&](auto &g) { return std::get<0>(g) == grad; }))
+          continue;
+        nn::RoPEOp dq = inverseRope(grad.getQueryGrad(), q);
+        nn::RoPEOp dk = inverseRope(grad.getKeyGrad(), k);
+        if (!dq || !dk)
+          fusible = false;
+        else
+          grads.push_back({grad, dq, dk});
+      }
+    if (!fusible) {
+      record(attention.getLoc(),
+             "forward: RoPE stays a kernel of its own (rope-attention): the "
+             "rotated Q or K is read by more than this attention and its "
+             "gradient, or a gradient is not rotated back alone");
+      continue;
+    }
+
+    // One table per positions, angle base and [batch, seq, head_dim].
+    auto queryType = cast<RankedTensorType>(attention.getQuery().getType());
+    auto tableType = RankedTensorType::get(
+        {queryType.getDimSize(0), queryType.getDimSize(1),
+         queryType.getDimSize(2) /
+             static_cast<int64_t>(attention.getNumHeads())},
+        Float32Type::get(attention.getContext()));
+    TableKey key{q.getPositions(), q.getTheta().convertToDouble(), tableType};
+    auto found = llvm::find_if(tables, [&](auto &t) { return t.first == key; });
+    Value table;
+    if (found != tables.end()) {
+      table = found->second;
+    } else {
+      OpBuilder builder(&block, block.begin());
+      if (Operation *def =
+              q.getPositions() ? q.getPositions().getDefiningOp() : nullptr)
+        builder.setInsertionPointAfter(def);
+      // Shared by every layer: the step's location, not a layer's.
+      auto op = nn::RoPETableOp::create(builder, block.getParentOp()->getLoc(),
+                                        tableType, q.getPositions(),
+                                        q.getThetaAttr());
+      copyChunk(q, op);
+      table = op.getResult();
+      tables.push_back({key, table});
+    }
+
+    OpBuilder builder(attention);
+    auto fused = nn::AttentionOp::create(
+        builder, attention.getLoc(), attention.getType(), q.getInput(),
+        k.getInput(), attention.getValue(), attention.getCuSeqlens(), table,
+        attention.getNumHeadsAttr(), attention.getNumKvHeadsAttr(),
+        attention.getCausalAttr(), attention.getScaleAttr());
+    copyChunk(attention, fused);
+    attention.getResult().replaceAllUsesWith(fused.getResult());
+    attention.erase();
+    for (auto [grad, dq, dk] : grads) {
+      // In the gradient's place: the unrotated Q and K and the table come
+      // before the forward, and the inverse RoPEs after the gradient.
+      builder.setInsertionPoint(grad);
+      auto fusedGrad = nn::AttentionGradOp::create(
+          builder, grad.getLoc(), grad.getResultTypes(), grad.getGrad(),
+          q.getInput(), k.getInput(), grad.getValue(), grad.getCuSeqlens(),
+          table, grad.getNumHeadsAttr(), grad.getNumKvHeadsAttr(),
+          grad.getCausalAttr(), grad.getScaleAttr());
+      copyChunk(grad, fusedGrad);
+      dq.getResult().replaceAllUsesWith(fusedGrad.getQueryGrad());
+      dk.getResult().replaceAllUsesWith(fusedGrad.getKeyGrad());
+      grad.getValueGrad().replaceAllUsesWith(fusedGrad.getValueGrad());
+      dq.erase();
+      dk.erase();
+      grad.erase();
+    }
+    record(q.getLoc(),
+           llvm::formatv("forward: the RoPE of Q and K inside the attention's "
+                         "load (rope-attention){0}: no kernel, the rotated Q "
+                         "and K never stored",
+                         grads.empty() ? ""
+                                       : "; backward: the inverse RoPE of dq "
+                                         "and dk in the gradient's store")
+               .str());
+    q.erase();
+    if (k.use_empty())
+      k.erase();
+  }
+}
+
+//===----------------------------------------------------------------------===//
 // linear-cross-entropy
 //===----------------------------------------------------------------------===//
 
@@ -995,6 +1151,9 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
           widenGradients(block, decisions, position, report);
         if (optimizer)
           groupOptimizer(block, decisions, position, report);
+        // Before the row groups, which would pair the RoPEs of Q and K.
+        if (ropeAttention)
+          fuseRopeAttention(block, decisions, position, report);
         // After the epilogue group: a bias gradient joins its weight
         // gradient's GEMM in the element type both then have.
         if (gemmEpilogue)

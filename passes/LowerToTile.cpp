@@ -227,6 +227,7 @@ struct NNLowerToTilePass
     patterns.add<
         LowerLinear, LowerLinearWeightGrad, LowerMatmul, WrapInFused,
         LowerOneToOne<nn::CrossEntropyOp, tile::CrossEntropyOp>,
+        LowerOneToOne<nn::RoPETableOp, tile::RoPETableOp>,
         LowerOneToOne<nn::CrossEntropyGradOp, tile::CrossEntropyGradOp>,
         LowerEmbeddingGrad, LowerOneToOne<nn::GlobalNormOp, tile::GlobalNormOp>,
         LowerOneToOne<nn::AdamWUpdateOp, tile::AdamWOp>>(&getContext());

@@ -144,6 +144,18 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       gradient it adds to).
     - `rope`: the rotary embeddings of Q and K (forward and inverse) that
       read the same positions, in one kernel.
+    - `rope-attention`: the RoPE of Q and K moves into the attention that
+      reads them: `nn.attention` takes the unrotated projections and an
+      `nn.rope_table` (the cosines and sines, `[batch, seq, head_dim]` FP32,
+      one per step for every layer) and rotates each Q and K tile as it
+      loads it; its gradient rotates dq and dk back as it stores them. The
+      rotated Q and K are never stored. Only where nothing else reads the
+      rotated Q and K and nothing else the gradients before the inverse
+      RoPE; otherwise the `rope` group below pairs the two RoPEs. In a BF16
+      step the rotated Q and K are rounded to BF16 as the unfused RoPE
+      stores them; dq and dk are rounded once, after the inverse rotation,
+      instead of before and after it (the rounding point this group
+      removes; FP32 is bitwise the unfused step).
     - `elementwise`: chains of elementwise ops (adds, casts, activations)
       and embedding gathers with their consumers.
     - `optimizer`: the AdamW updates of the step that share their
@@ -222,6 +234,9 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
            "Fuse residual adds with RMSNorm/LayerNorm, forward and backward">,
     Option<"rope", "rope", "bool", "true",
            "Fuse the RoPE of Q and K that share positions">,
+    Option<"ropeAttention", "rope-attention", "bool", "true",
+           "Rotate Q and K inside the attention's load (and dq, dk back in "
+           "its gradient's store) instead of RoPE kernels">,
     Option<"elementwise", "elementwise", "bool", "true",
            "Fuse chains of elementwise ops and embedding gathers">,
     Option<"optimizer", "optimizer", "bool", "true",

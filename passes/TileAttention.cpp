@@ -106,7 +106,7 @@ tile::FlashAttentionFwdOp buildForward(PatternRewriter &rewriter, Attention op,
   auto forward = tile::FlashAttentionFwdOp::create(
       rewriter, op.getLoc(), op.getQuery().getType(),
       lseType(op.getQuery(), op.getNumHeads()), op.getQuery(), op.getKey(),
-      op.getValue(), op.getCuSeqlens(), op.getNumHeadsAttr(),
+      op.getValue(), op.getCuSeqlens(), op.getRope(), op.getNumHeadsAttr(),
       op.getNumKvHeadsAttr(), op.getCausalAttr(), op.getScaleAttr(),
       b.getI64IntegerAttr(tiles.blockQ), b.getI64IntegerAttr(tiles.blockK),
       b.getI64IntegerAttr(tiles.numWarps),
@@ -134,6 +134,7 @@ tile::FlashAttentionFwdOp findForward(nn::AttentionGradOp op) {
     if (forward && forward.getKey() == op.getKey() &&
         forward.getValue() == op.getValue() &&
         forward.getCuSeqlens() == op.getCuSeqlens() &&
+        forward.getRope() == op.getRope() &&
         forward.getNumHeads() == op.getNumHeads() &&
         forward.getNumKvHeads() == op.getNumKvHeads() &&
         forward.getCausal() == op.getCausal() &&
@@ -158,8 +159,8 @@ struct TileAttentionGrad : OpRewritePattern<nn::AttentionGradOp> {
     auto grad = tile::FlashAttentionBwdOp::create(
         rewriter, op.getLoc(), op.getResultTypes(), op.getGrad(), op.getQuery(),
         op.getKey(), op.getValue(), forward.getResult(), forward.getLse(),
-        op.getCuSeqlens(), op.getNumHeadsAttr(), op.getNumKvHeadsAttr(),
-        op.getCausalAttr(), op.getScaleAttr(),
+        op.getCuSeqlens(), op.getRope(), op.getNumHeadsAttr(),
+        op.getNumKvHeadsAttr(), op.getCausalAttr(), op.getScaleAttr(),
         b.getI64IntegerAttr(tiles.blockQ), b.getI64IntegerAttr(tiles.blockK),
         b.getI64IntegerAttr(tiles.numWarps),
         b.getI64IntegerAttr(tiles.numStages));

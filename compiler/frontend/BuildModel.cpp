@@ -166,7 +166,7 @@ private:
                           ? b.getF64FloatAttr(config.attentionScale)
                           : FloatAttr();
     return nn::AttentionOp::create(
-        b, loc, q.getType(), q, k, v, /*cu_seqlens=*/Value(),
+        b, loc, q.getType(), q, k, v, /*cu_seqlens=*/Value(), /*rope=*/Value(),
         b.getI64IntegerAttr(config.numHeads),
         b.getI64IntegerAttr(config.numKvHeads), b.getUnitAttr(), scale);
   }

@@ -90,6 +90,14 @@ cl::opt<Fusion> fusion(
                clEnumValN(Fusion::Off, "off", "one kernel per op")),
     cl::sub(compileCommand), cl::sub(trainCommand), cl::sub(inspectCommand));
 
+cl::opt<std::string> fuseOptions(
+    "fuse-options",
+    cl::desc("nn-fuse's options as kiln-opt --nn-fuse takes them, with "
+             "--fusion=on: groups to switch off (\"rope-attention=false "
+             "gemm-epilogue=false\"), cross-entropy-chunk-rows=N, ..."),
+    cl::value_desc("options"), cl::sub(compileCommand), cl::sub(trainCommand),
+    cl::sub(inspectCommand));
+
 enum class Stage { NN, Train, Tile, Plan };
 cl::opt<Stage> emitStage(
     "emit", cl::desc("What to print"), cl::init(Stage::Plan),
@@ -244,7 +252,8 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage);
 /// largest single buffer, and its kernels. Every op of the memory-planned
 /// step is one plan step, one kernel: counted per decoder layer (the layer
 /// its location names) and direction (forward F; backward B and W), the
-/// optimizer's (O), and the rest (embedding, final norm, LM head, loss).
+/// optimizer's (O), and the rest (embedding, RoPE table, final norm, LM
+/// head, loss).
 struct StepSummary {
   int64_t peak = 0, persistent = 0, largest = 0;
   int64_t kernels = 0, optimizerKernels = 0, outsideLayerKernels = 0;
@@ -288,7 +297,13 @@ FailureOr<StepSummary> summarizeStep(MLIRContext &context,
       ++summary.optimizerKernels;
       continue;
     }
-    std::optional<int64_t> layer = layerOf(op.getLoc());
+    // A region counts in the layer of its first op: the kernel that ends
+    // layer N (its residual add) and starts layer N + 1 (the next norm)
+    // counts once, in layer N; the one that gathers the embeddings and
+    // normalizes them for layer 0 counts outside the layers.
+    auto fused = dyn_cast<tile::FusedOp>(op);
+    std::optional<int64_t> layer =
+        layerOf(fused ? fused.getBody().front().front().getLoc() : op.getLoc());
     if (!layer) {
       ++summary.outsideLayerKernels;
       continue;
@@ -378,14 +393,15 @@ int runInspect(MLIRContext &context) {
                       batchSize, seqLen, precision, memory->peak,
                       memory->persistent, memory->peak - memory->persistent,
                       memory->largest);
-  os << llvm::formatv("kernels per step: {0} (per layer {1} forward, {2} "
-                      "backward with weight gradients; optimizer {3}; "
-                      "embedding, final norm, LM head and loss {4}), fusion "
-                      "{5}; predicted {6:N} bytes moved per step\n",
-                      memory->kernels, memory->layerForward,
-                      memory->layerBackward, memory->optimizerKernels,
-                      memory->outsideLayerKernels,
-                      fusion == Fusion::On ? "on" : "off", memory->bytesMoved);
+  os << llvm::formatv(
+      "kernels per step: {0} (per layer {1} forward, {2} "
+      "backward with weight gradients; optimizer {3}; "
+      "embedding, RoPE table, final norm, LM head and loss {4}), "
+      "fusion "
+      "{5}; predicted {6:N} bytes moved per step\n",
+      memory->kernels, memory->layerForward, memory->layerBackward,
+      memory->optimizerKernels, memory->outsideLayerKernels,
+      fusion == Fusion::On ? "on" : "off", memory->bytesMoved);
   for (const ParameterInfo &p : params) {
     std::string dims;
     llvm::raw_string_ostream dimsStream(dims);
@@ -412,6 +428,11 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   }
   if (stage == Stage::NN)
     return std::move(*module);
+  if (fusion == Fusion::Off && !fuseOptions.empty()) {
+    llvm::errs() << "kiln: error: --fuse-options configures nn-fuse, which "
+                    "--fusion=off leaves out\n";
+    return failure();
+  }
   PassManager pm(&context);
   if (fusion == Fusion::On) {
     NNPackProjectionsPassOptions pack;
@@ -426,7 +447,13 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
     if (fusion == Fusion::On) {
       NNFusePassOptions fuse;
       fuse.report = reportChoices;
-      pm.addPass(createNNFusePass(fuse));
+      std::unique_ptr<Pass> pass = createNNFusePass(fuse);
+      if (failed(pass->initializeOptions(fuseOptions, [](const Twine &msg) {
+            llvm::errs() << "kiln: error: --fuse-options: " << msg << "\n";
+            return failure();
+          })))
+        return failure();
+      pm.addPass(std::move(pass));
     }
     NNTileAttentionPassOptions attention;
     attention.target = tileTarget();

@@ -112,6 +112,7 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
             step.library = std::string(plan::kCublasLt);
             return success();
           })
+          .Case([&](tile::RoPETableOp r) { return cuda::emitRopeTable(r, k); })
           .Case([&](tile::FlashAttentionFwdOp a) {
             return cuda::emitAttentionForward(a, k);
           })

@@ -157,13 +157,15 @@ LogicalResult AttentionOp::buildGradients(OpBuilder &b,
   auto grad = AttentionGradOp::create(
       b, getLoc(), getQuery().getType(), getKey().getType(),
       getValue().getType(), resultGrads[0], getQuery(), getKey(), getValue(),
-      getCuSeqlens(), getNumHeadsAttr(), getNumKvHeadsAttr(), getCausalAttr(),
-      getScaleAttr());
+      getCuSeqlens(), getRope(), getNumHeadsAttr(), getNumKvHeadsAttr(),
+      getCausalAttr(), getScaleAttr());
   push(grads, needsGrad, grad.getQueryGrad());
   push(grads, needsGrad, grad.getKeyGrad());
   push(grads, needsGrad, grad.getValueGrad());
-  if (getCuSeqlens())
-    return pushNone(*this, grads, needsGrad, "cu_seqlens");
+  if (getCuSeqlens() && failed(pushNone(*this, grads, needsGrad, "cu_seqlens")))
+    return failure();
+  if (getRope())
+    return pushNone(*this, grads, needsGrad, "rope");
   return success();
 }
 

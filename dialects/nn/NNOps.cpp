@@ -367,6 +367,50 @@ LogicalResult RoPEOp::verify() {
   return success();
 }
 
+LogicalResult kiln::nn::verifyRopeTable(Operation *op, Value positions,
+                                        Value table, const APFloat &theta) {
+  if (failed(expectRank(op, "result ([batch, seq, head_dim])", table, 3)) ||
+      failed(expectPositive(op, "theta", theta)))
+    return failure();
+  RankedTensorType type = tensorType(table);
+  int64_t headDim = type.getDimSize(2);
+  if (!ShapedType::isDynamic(headDim) && (headDim <= 0 || headDim % 2 != 0))
+    return op->emitOpError() << "expects an even, positive head_dim (the "
+                                "result's last dimension), got "
+                             << headDim;
+  if (!positions)
+    return success();
+  if (failed(expectRank(op, "positions ([batch, seq])", positions, 2)) ||
+      failed(expectDim(op, "positions batch", positions, 0, type.getDimSize(0),
+                       "the batch size of the table")))
+    return failure();
+  return expectDim(op, "positions length", positions, 1, type.getDimSize(1),
+                   "the sequence length of the table");
+}
+
+LogicalResult RoPETableOp::verify() {
+  return verifyRopeTable(*this, getPositions(), getResult(), getTheta());
+}
+
+LogicalResult kiln::nn::verifyAttentionRope(Operation *op, Value query,
+                                            Value rope, int64_t numHeads) {
+  if (!rope)
+    return success();
+  if (failed(expectRank(op, "rope ([batch, seq, head_dim])", rope, 3)))
+    return failure();
+  RankedTensorType queryType = tensorType(query);
+  int64_t hidden = queryType.getDimSize(2);
+  int64_t headDim = ShapedType::isDynamic(hidden) || numHeads <= 0
+                        ? ShapedType::kDynamic
+                        : hidden / numHeads;
+  if (failed(expectDim(op, "rope batch", rope, 0, queryType.getDimSize(0),
+                       "the batch size of query")) ||
+      failed(expectDim(op, "rope length", rope, 1, queryType.getDimSize(1),
+                       "the sequence length of query")))
+    return failure();
+  return expectDim(op, "rope width", rope, 2, headDim, "head_dim");
+}
+
 //===----------------------------------------------------------------------===//
 // AttentionOp
 //===----------------------------------------------------------------------===//
@@ -435,15 +479,19 @@ LogicalResult AttentionOp::verify() {
   if (failed(expectRank(*this, "query", getQuery(), 3)) ||
       failed(expectSameType(*this, "query", getQuery(), "result", getResult())))
     return failure();
-  return verifyAttentionOperands(*this, getQuery(), getKey(), getValue(),
-                                 getCuSeqlens(), getNumHeads(), getNumKvHeads(),
-                                 getScale());
+  if (failed(verifyAttentionOperands(*this, getQuery(), getKey(), getValue(),
+                                     getCuSeqlens(), getNumHeads(),
+                                     getNumKvHeads(), getScale())))
+    return failure();
+  return verifyAttentionRope(*this, getQuery(), getRope(), getNumHeads());
 }
 
 LogicalResult AttentionGradOp::verify() {
   if (failed(verifyAttentionOperands(*this, getQuery(), getKey(), getValue(),
                                      getCuSeqlens(), getNumHeads(),
                                      getNumKvHeads(), getScale())) ||
+      failed(
+          verifyAttentionRope(*this, getQuery(), getRope(), getNumHeads())) ||
       failed(expectSameType(*this, "grad", getGrad(), "query", getQuery())) ||
       failed(expectSameType(*this, "query", getQuery(), "query_grad",
                             getQueryGrad())) ||

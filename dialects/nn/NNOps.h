@@ -34,6 +34,18 @@ mlir::LogicalResult verifyLossOperands(mlir::Operation *op, mlir::Value logits,
 mlir::LogicalResult verifyLossGrad(mlir::Operation *op, mlir::Value logits,
                                    mlir::Value targets, mlir::Value result);
 
+/// A rotary table ([batch, seq, head_dim] with an even head_dim) and its
+/// optional positions ([batch, seq]).
+mlir::LogicalResult verifyRopeTable(mlir::Operation *op, mlir::Value positions,
+                                    mlir::Value table,
+                                    const llvm::APFloat &theta);
+
+/// The table an attention op rotates its query and key by: [batch, seq,
+/// head_dim] of `query` ([batch, seq, num_heads * head_dim]). `rope` may be
+/// null.
+mlir::LogicalResult verifyAttentionRope(mlir::Operation *op, mlir::Value query,
+                                        mlir::Value rope, int64_t numHeads);
+
 /// At least one tensor to take the norm of.
 mlir::LogicalResult verifyGlobalNorm(mlir::Operation *op,
                                      mlir::ValueRange inputs);

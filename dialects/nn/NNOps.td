@@ -165,11 +165,38 @@ def NN_RoPEOp : NN_Op<"rope", [Pure, DeclareOpInterfaceMethods<NN_Differentiable
   let hasVerifier = 1;
 }
 
+def NN_RoPETableOp : NN_Op<"rope_table", [Pure]> {
+  let summary = "The cosines and sines of the rotary embedding, per token";
+  let description = [{
+    `[batch, seq, head_dim]` FP32: for `i < head_dim / 2`, element `i` is
+    `cos(position * theta^(-2i / head_dim))` and element `i + head_dim / 2`
+    its sine, the angle and both functions in double and rounded to FP32:
+    exactly the factors `nn.rope` multiplies by. Positions are as for
+    `nn.rope`. `nn-fuse` builds one table for the attention ops that rotate
+    their query and key on load (`nn.attention` `rope`); it is not
+    differentiable and appears only after autodiff.
+
+    ```mlir
+    %t = nn.rope_table {theta = 5.0e5 : f64} : () -> tensor<1x8192x128xf32>
+    %p = nn.rope_table positions(%pos) {theta = 1.0e4 : f64}
+        : (tensor<2x64xi32>) -> tensor<2x64x64xf32>
+    ```
+  }];
+  let arguments = (ins Optional<NN_IndexTensor>:$positions,
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+  let results = (outs NN_F32Tensor:$result);
+  let assemblyFormat = [{
+    (`positions` `(` $positions^ `)`)? attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Attention
 //===----------------------------------------------------------------------===//
 
-def NN_AttentionOp : NN_Op<"attention", [Pure, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
+def NN_AttentionOp : NN_Op<"attention", [Pure, AttrSizedOperandSegments, DeclareOpInterfaceMethods<NN_DifferentiableOpInterface>]> {
   let summary = "Scaled dot-product attention with GQA, causal masking and "
                 "packed sequences";
   let description = [{
@@ -185,6 +212,12 @@ def NN_AttentionOp : NN_Op<"attention", [Pure, DeclareOpInterfaceMethods<NN_Diff
     boundaries of packed sequences in the flattened `batch * seq` token
     stream; no token attends across a boundary.
 
+    `rope` (an `nn.rope_table` of the query's batch, sequence and head
+    dimension) rotates every query and key head by the table as `nn.rope`
+    does, rounded to their element type, before the scores: `query` and
+    `key` are then the unrotated projections. `nn-fuse` folds the RoPE of Q
+    and K into the attention this way.
+
     ```mlir
     %o = nn.attention %q, %k, %v {causal, num_heads = 32 : i64, num_kv_heads = 8 : i64}
         : (tensor<8x2048x4096xbf16>, tensor<8x2048x1024xbf16>, tensor<8x2048x1024xbf16>)
@@ -192,17 +225,21 @@ def NN_AttentionOp : NN_Op<"attention", [Pure, DeclareOpInterfaceMethods<NN_Diff
     %p = nn.attention %q, %k, %v cu_seqlens(%cu) {causal, num_heads = 14 : i64, num_kv_heads = 2 : i64}
         : (tensor<1x4096x896xbf16>, tensor<1x4096x128xbf16>, tensor<1x4096x128xbf16>, tensor<5xi32>)
         -> tensor<1x4096x896xbf16>
+    %r = nn.attention %q, %k, %v rope(%table) {causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+        : (tensor<2x16x64xf32>, tensor<2x16x32xf32>, tensor<2x16x32xf32>, tensor<2x16x16xf32>)
+        -> tensor<2x16x64xf32>
     ```
   }];
   let arguments = (ins NN_FloatTensor:$query, NN_FloatTensor:$key,
                        NN_FloatTensor:$value,
                        Optional<NN_I32Vector>:$cu_seqlens,
+                       Optional<NN_F32Tensor>:$rope,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads,
                        UnitAttr:$causal, OptionalAttr<F64Attr>:$scale);
   let results = (outs NN_FloatTensor:$result);
   let assemblyFormat = [{
-    $query `,` $key `,` $value (`cu_seqlens` `(` $cu_seqlens^ `)`)? attr-dict
-    `:` functional-type(operands, results)
+    $query `,` $key `,` $value (`cu_seqlens` `(` $cu_seqlens^ `)`)?
+    (`rope` `(` $rope^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -572,12 +609,15 @@ def NN_LayerNormWeightGradOp : NN_Op<"layer_norm_weight_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
-def NN_AttentionGradOp : NN_Op<"attention_grad", [Pure]> {
+def NN_AttentionGradOp : NN_Op<"attention_grad", [Pure, AttrSizedOperandSegments]> {
   let summary = "Gradients of nn.attention with respect to q, k and v";
   let description = [{
     Takes the gradient of the attention output and the forward operands with
     the forward attributes, and returns `dq`, `dk`, `dv`. With GQA, `dk` and
-    `dv` sum over the query heads that share each key/value head.
+    `dv` sum over the query heads that share each key/value head. With
+    `rope`, `query` and `key` are unrotated (as for `nn.attention`) and `dq`
+    and `dk` are their gradients: the gradients of the rotated operands
+    rotated back by the inverse angles.
 
     ```mlir
     %dq, %dk, %dv = nn.attention_grad %do, %q, %k, %v {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64}
@@ -588,13 +628,14 @@ def NN_AttentionGradOp : NN_Op<"attention_grad", [Pure]> {
   let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$query,
                        NN_FloatTensor:$key, NN_FloatTensor:$value,
                        Optional<NN_I32Vector>:$cu_seqlens,
+                       Optional<NN_F32Tensor>:$rope,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads,
                        UnitAttr:$causal, OptionalAttr<F64Attr>:$scale);
   let results = (outs NN_FloatTensor:$query_grad, NN_FloatTensor:$key_grad,
                       NN_FloatTensor:$value_grad);
   let assemblyFormat = [{
     $grad `,` $query `,` $key `,` $value (`cu_seqlens` `(` $cu_seqlens^ `)`)?
-    attr-dict `:` functional-type(operands, results)
+    (`rope` `(` $rope^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

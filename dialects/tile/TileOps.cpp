@@ -242,15 +242,23 @@ static LogicalResult verifyAttention(Operation *op, Value query, Value lse,
 }
 
 LogicalResult FlashAttentionFwdOp::verify() {
-  return verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
-                         getNumKvHeads(), getBlockQ(), getBlockK(),
-                         getNumWarps(), getNumStages());
+  if (failed(verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
+                             getNumKvHeads(), getBlockQ(), getBlockK(),
+                             getNumWarps(), getNumStages())))
+    return failure();
+  return nn::verifyAttentionRope(*this, getQuery(), getRope(), getNumHeads());
 }
 
 LogicalResult FlashAttentionBwdOp::verify() {
-  return verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
-                         getNumKvHeads(), getBlockQ(), getBlockK(),
-                         getNumWarps(), getNumStages());
+  if (failed(verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
+                             getNumKvHeads(), getBlockQ(), getBlockK(),
+                             getNumWarps(), getNumStages())))
+    return failure();
+  return nn::verifyAttentionRope(*this, getQuery(), getRope(), getNumHeads());
+}
+
+LogicalResult RoPETableOp::verify() {
+  return nn::verifyRopeTable(*this, getPositions(), getResult(), getTheta());
 }
 
 LogicalResult CrossEntropyOp::verify() {

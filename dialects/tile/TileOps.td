@@ -90,7 +90,7 @@ def Tile_GemmOp : Tile_Op<"gemm", [Pure, AttrSizedOperandSegments]> {
   let hasVerifier = 1;
 }
 
-def Tile_FlashAttentionFwdOp : Tile_Op<"flash_attention_fwd", [Pure]> {
+def Tile_FlashAttentionFwdOp : Tile_Op<"flash_attention_fwd", [Pure, AttrSizedOperandSegments]> {
   let summary = "IO-aware attention forward: output and per-row log-sum-exp";
   let description = [{
     The FlashAttention-2 forward kernel of `nn.attention`: for each block of
@@ -102,7 +102,8 @@ def Tile_FlashAttentionFwdOp : Tile_Op<"flash_attention_fwd", [Pure]> {
     Besides the output it returns the log-sum-exp of every query row
     (`[batch, num_heads, seq]`, FP32), all the backward needs to rebuild the
     probabilities. `num_warps` and `num_stages` shape the GPU kernel (warps
-    per block, software-pipelining depth of the K/V loads).
+    per block, software-pipelining depth of the K/V loads). With `rope` (a
+    `tile.rope_table`), Q and K tiles are rotated as they are loaded.
 
     ```mlir
     %o, %lse = tile.flash_attention_fwd %q, %k, %v {block_k = 64 : i64, block_q = 64 : i64, causal,
@@ -114,19 +115,20 @@ def Tile_FlashAttentionFwdOp : Tile_Op<"flash_attention_fwd", [Pure]> {
   let arguments = (ins NN_FloatTensor:$query, NN_FloatTensor:$key,
                        NN_FloatTensor:$value,
                        Optional<NN_I32Vector>:$cu_seqlens,
+                       Optional<NN_F32Tensor>:$rope,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads,
                        UnitAttr:$causal, OptionalAttr<F64Attr>:$scale,
                        I64Attr:$block_q, I64Attr:$block_k,
                        I64Attr:$num_warps, I64Attr:$num_stages);
   let results = (outs NN_FloatTensor:$result, NN_F32Tensor:$lse);
   let assemblyFormat = [{
-    $query `,` $key `,` $value (`cu_seqlens` `(` $cu_seqlens^ `)`)? attr-dict
-    `:` functional-type(operands, results)
+    $query `,` $key `,` $value (`cu_seqlens` `(` $cu_seqlens^ `)`)?
+    (`rope` `(` $rope^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }
 
-def Tile_FlashAttentionBwdOp : Tile_Op<"flash_attention_bwd", [Pure]> {
+def Tile_FlashAttentionBwdOp : Tile_Op<"flash_attention_bwd", [Pure, AttrSizedOperandSegments]> {
   let summary = "IO-aware attention backward from the saved log-sum-exp";
   let description = [{
     The FlashAttention-2 backward kernel: `dq`, `dk`, `dv` from the output
@@ -134,7 +136,9 @@ def Tile_FlashAttentionBwdOp : Tile_Op<"flash_attention_bwd", [Pure]> {
     The probabilities are recomputed tile by tile from the log-sum-exp; each
     key block accumulates its `dk`/`dv` over the query blocks (and GQA query
     heads) that see it, and `dq` over the key blocks, so every gradient
-    element has one writer.
+    element has one writer. With `rope`, Q and K are rotated as they are
+    loaded and `dq`, `dk` rotated back by the inverse angles as they are
+    stored.
 
     ```mlir
     %dq, %dk, %dv = tile.flash_attention_bwd %do, %q, %k, %v, %o, %lse {block_k = 64 : i64, block_q = 64 : i64,
@@ -148,6 +152,7 @@ def Tile_FlashAttentionBwdOp : Tile_Op<"flash_attention_bwd", [Pure]> {
                        NN_FloatTensor:$key, NN_FloatTensor:$value,
                        NN_FloatTensor:$output, NN_F32Tensor:$lse,
                        Optional<NN_I32Vector>:$cu_seqlens,
+                       Optional<NN_F32Tensor>:$rope,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads,
                        UnitAttr:$causal, OptionalAttr<F64Attr>:$scale,
                        I64Attr:$block_q, I64Attr:$block_k,
@@ -156,8 +161,8 @@ def Tile_FlashAttentionBwdOp : Tile_Op<"flash_attention_bwd", [Pure]> {
                       NN_FloatTensor:$value_grad);
   let assemblyFormat = [{
     $grad `,` $query `,` $key `,` $value `,` $output `,` $lse
-    (`cu_seqlens` `(` $cu_seqlens^ `)`)? attr-dict `:`
-    functional-type(operands, results)
+    (`cu_seqlens` `(` $cu_seqlens^ `)`)? (`rope` `(` $rope^ `)`)? attr-dict
+    `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }
@@ -243,6 +248,28 @@ def Tile_LinearCrossEntropyOp : Tile_Op<"linear_cross_entropy", [Pure]> {
                       NN_F32Tensor:$logits_scratch);
   let assemblyFormat = [{
     $input `,` $weight `,` $targets `,` $grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tile_RoPETableOp : Tile_Op<"rope_table", [Pure]> {
+  let summary = "The rotary embedding's cosines and sines, one row per token";
+  let description = [{
+    The kernel of `nn.rope_table`: `[batch, seq, head_dim]` FP32, cosines in
+    the first half of each row and sines in the second, computed in double
+    and rounded as `nn.rope` computes them; the attention kernels that
+    rotate Q and K on load read it.
+
+    ```mlir
+    %t = tile.rope_table {theta = 1.0e4 : f64} : () -> tensor<2x16x16xf32>
+    ```
+  }];
+  let arguments = (ins Optional<NN_IndexTensor>:$positions,
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+  let results = (outs NN_F32Tensor:$result);
+  let assemblyFormat = [{
+    (`positions` `(` $positions^ `)`)? attr-dict `:`
     functional-type(operands, results)
   }];
   let hasVerifier = 1;

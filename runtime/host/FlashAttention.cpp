@@ -27,10 +27,12 @@
 
 #include "runtime/host/KernelSupport.h"
 #include "runtime/host/Kernels.h"
+#include "runtime/host/RowKernels.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace kiln::rt::host {
@@ -146,14 +148,38 @@ std::int64_t tileElements(std::int64_t headDim, FlashBlocks blocks) {
 }
 
 /// Copies the rows [begin, end) of one head of a [tokens, stride] tensor
-/// (starting at column `offset`) into a dense [rows, headDim] tile.
+/// (starting at column `offset`) into a dense [rows, headDim] tile, rotated
+/// by their rope table rows (and rounded) when `rope` has a table.
 template <typename T>
 void loadTile(const T *src, std::int64_t stride, std::int64_t offset,
               std::int64_t begin, std::int64_t end, std::int64_t headDim,
-              T *tile) {
-  for (std::int64_t t = begin; t < end; ++t)
-    std::copy_n(src + t * stride + offset, headDim,
-                tile + (t - begin) * headDim);
+              T *tile, const RopeOnLoad &rope = {}) {
+  for (std::int64_t t = begin; t < end; ++t) {
+    T *row = tile + (t - begin) * headDim;
+    std::copy_n(src + t * stride + offset, headDim, row);
+    if (!rope.table)
+      continue;
+    row::rotateByTableRow(row, rope.table + t * headDim, headDim,
+                          /*inverse=*/false);
+    if constexpr (std::is_same_v<T, float>)
+      if (rope.round)
+        for (std::int64_t e = 0; e < headDim; ++e)
+          row[e] = rope.round(row[e]);
+  }
+}
+
+/// Stores scale x a gradient row of a tile, rotated back by the inverse
+/// angles of token t's rope table row when `rope` has a table (the gradient
+/// of the unrotated q or k). `row` is scaled in place.
+template <typename T>
+void storeGradientRow(T *row, T scale, std::int64_t t, std::int64_t headDim,
+                      const RopeOnLoad &rope, T *out) {
+  for (std::int64_t e = 0; e < headDim; ++e)
+    row[e] = scale * row[e];
+  if (rope.table)
+    row::rotateByTableRow(row, rope.table + t * headDim, headDim,
+                          /*inverse=*/true);
+  std::copy_n(row, headDim, out);
 }
 
 // The three tile products below are the whole arithmetic of both passes.
@@ -322,7 +348,7 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
                            std::int64_t headDim, double scale, bool causal,
                            const std::int32_t *cuSeqlens,
                            std::int64_t numCuSeqlens, FlashBlocks blocks,
-                           const RowStrides &strides) {
+                           const RowStrides &strides, const RopeOnLoad &rope) {
   const char *kernel = "flashAttentionForward";
   AttentionShape s{batch, seq, heads, kvHeads, headDim};
   const std::int64_t qPitch = strides.q ? strides.q : s.qStride(),
@@ -350,7 +376,7 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
         std::int64_t qOffset = h * headDim;
         std::int64_t kvOffset = (h / s.group()) * headDim;
         loadTile(q, qPitch, qOffset, queries.begin, queries.end, headDim,
-                 tile.q);
+                 tile.q, rope);
         std::fill_n(tile.acc, rows * headDim, T(0));
         std::fill_n(tile.rowMax, rows, negInf);
         std::fill_n(tile.rowSum, rows, T(0));
@@ -364,7 +390,8 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
           Block keys{queries.docBegin, queries.docEnd, kb,
                      std::min(kb + blocks.blockK, queries.docEnd)};
           std::int64_t cols = keys.rows();
-          loadTile(k, kPitch, kvOffset, keys.begin, keys.end, headDim, tile.k);
+          loadTile(k, kPitch, kvOffset, keys.begin, keys.end, headDim, tile.k,
+                   rope);
           loadTile(v, vPitch, kvOffset, keys.begin, keys.end, headDim, tile.v);
           // S = scale * Q K^T, then the online softmax: rescale what the
           // earlier key blocks left by exp(m - m_new) and add this block.
@@ -429,7 +456,7 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
                             std::int64_t headDim, double scale, bool causal,
                             const std::int32_t *cuSeqlens,
                             std::int64_t numCuSeqlens, FlashBlocks blocks,
-                            const RowStrides &strides) {
+                            const RowStrides &strides, const RopeOnLoad &rope) {
   const char *kernel = "flashAttentionBackward";
   AttentionShape s{batch, seq, heads, kvHeads, headDim};
   const std::int64_t qPitch = strides.q ? strides.q : s.qStride(),
@@ -475,7 +502,7 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
     // Loads q, dout, lse and D of query head h over `queries`.
     auto loadQueries = [&](const Block &queries, std::int64_t h) {
       loadTile(q, qPitch, h * headDim, queries.begin, queries.end, headDim,
-               tile.q);
+               tile.q, rope);
       loadTile(dout, s.qStride(), h * headDim, queries.begin, queries.end,
                headDim, tile.dout);
       for (std::int64_t t = queries.begin; t < queries.end; ++t) {
@@ -503,7 +530,7 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
         const Block &keys = keyBlocks[kb];
         std::int64_t cols = keys.rows();
         loadTile(k, kPitch, kvh * headDim, keys.begin, keys.end, headDim,
-                 tile.k);
+                 tile.k, rope);
         loadTile(v, vPitch, kvh * headDim, keys.begin, keys.end, headDim,
                  tile.v);
         std::fill_n(tile.dk, cols * headDim, T(0));
@@ -529,14 +556,10 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
           }
         }
         for (std::int64_t j = keys.begin; j < keys.end; ++j) {
-          T *dkOut = dk + j * dkPitch + kvh * headDim;
-          T *dvOut = dv + j * dvPitch + kvh * headDim;
-          const T *dkRow = tile.dk + (j - keys.begin) * headDim;
-          const T *dvRow = tile.dv + (j - keys.begin) * headDim;
-          for (std::int64_t e = 0; e < headDim; ++e) {
-            dkOut[e] = tScale * dkRow[e];
-            dvOut[e] = dvRow[e];
-          }
+          storeGradientRow(tile.dk + (j - keys.begin) * headDim, tScale, j,
+                           headDim, rope, dk + j * dkPitch + kvh * headDim);
+          std::copy_n(tile.dv + (j - keys.begin) * headDim, headDim,
+                      dv + j * dvPitch + kvh * headDim);
         }
       }
     }
@@ -559,18 +582,16 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
              kb += blocks.blockK) {
           Block keys{queries.docBegin, queries.docEnd, kb,
                      std::min(kb + blocks.blockK, queries.docEnd)};
-          loadTile(k, kPitch, kvOffset, keys.begin, keys.end, headDim, tile.k);
+          loadTile(k, kPitch, kvOffset, keys.begin, keys.end, headDim, tile.k,
+                   rope);
           loadTile(v, vPitch, kvOffset, keys.begin, keys.end, headDim, tile.v);
           probabilitiesAndGradients(queries, keys);
           accumulateProduct(tile.dscores, tile.k, tile.dq, rows, keys.rows(),
                             headDim, ldp);
         }
-        for (std::int64_t t = queries.begin; t < queries.end; ++t) {
-          T *dqRow = dq + t * dqPitch + h * headDim;
-          const T *accRow = tile.dq + (t - queries.begin) * headDim;
-          for (std::int64_t e = 0; e < headDim; ++e)
-            dqRow[e] = tScale * accRow[e];
-        }
+        for (std::int64_t t = queries.begin; t < queries.end; ++t)
+          storeGradientRow(tile.dq + (t - queries.begin) * headDim, tScale, t,
+                           headDim, rope, dq + t * dqPitch + h * headDim);
       }
     }
   }
@@ -581,12 +602,13 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
   template void flashAttentionForward<T>(                                      \
       const T *, const T *, const T *, T *, float *, std::int64_t,             \
       std::int64_t, std::int64_t, std::int64_t, std::int64_t, double, bool,    \
-      const std::int32_t *, std::int64_t, FlashBlocks, const RowStrides &);    \
+      const std::int32_t *, std::int64_t, FlashBlocks, const RowStrides &,     \
+      const RopeOnLoad &);                                                     \
   template void flashAttentionBackward<T>(                                     \
       const T *, const T *, const T *, const T *, const T *, const float *,    \
       T *, T *, T *, std::int64_t, std::int64_t, std::int64_t, std::int64_t,   \
       std::int64_t, double, bool, const std::int32_t *, std::int64_t,          \
-      FlashBlocks, const RowStrides &);
+      FlashBlocks, const RowStrides &, const RopeOnLoad &);
 KILN_INSTANTIATE(float)
 KILN_INSTANTIATE(double)
 #undef KILN_INSTANTIATE

@@ -236,6 +236,24 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
   };
   const auto &in = step.inputs;
   const auto &out = step.outputs;
+  // An attention step's cu_seqlens, the input after its `operands` fixed
+  // ones (before the rope table), if it has one.
+  auto cuSeqlens =
+      [&](const FlashAttentionAttrs &f,
+          std::size_t operands) -> std::pair<const int32_t *, int64_t> {
+    if (in.size() <= operands + (f.rope ? 1 : 0))
+      return {nullptr, 0};
+    return {ids(in[operands]), values[in[operands]].numElements()};
+  };
+  // An attention step's rope table (its last input, if `rope`), with the
+  // rounding of the rotated Q and K to their type.
+  auto ropeOnLoad = [&](const FlashAttentionAttrs &f, std::size_t query) {
+    if (!f.rope)
+      return host::RopeOnLoad{};
+    return host::RopeOnLoad{
+        f32(in.back()),
+        values[in[query]].dtype == ElemType::BF16 ? &roundToBf16 : nullptr};
+  };
 
   auto kernels = Overloaded{
       [&](const FillStep &fill) {
@@ -276,15 +294,14 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
         int64_t headDim = query.shape[2] / f.numHeads;
         // The tiled algorithm with the tile sizes nn-tile-attention chose.
         host::FlashBlocks blocks{f.blockQ, f.blockK};
-        const int32_t *cu = in.size() > 3 ? ids(in[3]) : nullptr;
-        int64_t numCu = in.size() > 3 ? values[in[3]].numElements() : 0;
+        auto [cu, numCu] = cuSeqlens(f, 3);
         FloatView q = view(in[0]), k = view(in[1]), v = view(in[2]);
         OutputView o = output(out[0]);
         host::RowStrides strides{pitch(in[0]), pitch(in[1]), pitch(in[2])};
         host::flashAttentionForward<float>(
             q.data, k.data, v.data, o.data, f32(out[1]), batch, seq, f.numHeads,
             f.numKvHeads, headDim, f.scale, f.causal, cu, numCu, blocks,
-            strides);
+            strides, ropeOnLoad(f, 0));
         finish(o);
       },
       [&](const FlashBackwardStep &f) {
@@ -292,8 +309,7 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
         int64_t batch = query.shape[0], seq = query.shape[1];
         int64_t headDim = query.shape[2] / f.numHeads;
         host::FlashBlocks blocks{f.blockQ, f.blockK};
-        const int32_t *cu = in.size() > 6 ? ids(in[6]) : nullptr;
-        int64_t numCu = in.size() > 6 ? values[in[6]].numElements() : 0;
+        auto [cu, numCu] = cuSeqlens(f, 6);
         FloatView dout = view(in[0]), q = view(in[1]), k = view(in[2]),
                   v = view(in[3]), o = view(in[4]);
         OutputView dq = output(out[0]), dk = output(out[1]),
@@ -303,10 +319,16 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
         host::flashAttentionBackward<float>(
             dout.data, q.data, k.data, v.data, o.data, f32(in[5]), dq.data,
             dk.data, dv.data, batch, seq, f.numHeads, f.numKvHeads, headDim,
-            f.scale, f.causal, cu, numCu, blocks, strides);
+            f.scale, f.causal, cu, numCu, blocks, strides, ropeOnLoad(f, 1));
         finish(dq);
         finish(dk);
         finish(dv);
+      },
+      [&](const RopeTableStep &r) {
+        const ValueInfo &table = values[out[0]];
+        host::ropeTable(in.empty() ? nullptr : ids(in[0]), f32(out[0]),
+                        table.shape[0], table.shape[1], table.shape[2],
+                        r.theta);
       },
       [&](const CrossEntropyStep &c) {
         FloatView logits = view(in[0]);

@@ -124,6 +124,13 @@ void rope(const T *x, const std::int32_t *positions, T *y, std::int64_t batch,
           std::int64_t seq, std::int64_t heads, std::int64_t headDim,
           double theta, bool inverse);
 
+/// The factors of rope as a table [batch, seq, headDim]: row t holds the
+/// cosines of its angles (computed in double as rope computes them, rounded
+/// to FP32) in its first half and the sines in its second. `positions` as
+/// for rope.
+void ropeTable(const std::int32_t *positions, float *table, std::int64_t batch,
+               std::int64_t seq, std::int64_t headDim, double theta);
+
 /// Exact softmax attention, naive O(seq^2) per head.
 ///
 /// q and out are [batch, seq, heads * headDim]; k and v are
@@ -284,6 +291,16 @@ struct RowStrides {
   std::int64_t dq = 0, dk = 0, dv = 0;
 };
 
+/// Rotary embedding on load (nn-fuse's rope-attention): q and k rows rotated
+/// by a ropeTable ([batch * seq, headDim]) as the flash kernels load them,
+/// then rounded by `round` (may be null) to the precision the unfused RoPE
+/// would have stored; dq and dk rotated back by the inverse angles as they
+/// are stored. No table: none of it.
+struct RopeOnLoad {
+  const float *table = nullptr;
+  float (*round)(float) = nullptr;
+};
+
 /// attentionForward by the FlashAttention-2 algorithm: the same arguments,
 /// layouts, GQA mapping, causal and cu_seqlens semantics and lse, computed
 /// tile by tile (blockQ queries against blockK keys, never crossing a
@@ -300,7 +317,8 @@ void flashAttentionForward(const T *q, const T *k, const T *v, T *out,
                            std::int64_t headDim, double scale, bool causal,
                            const std::int32_t *cuSeqlens,
                            std::int64_t numCuSeqlens, FlashBlocks blocks,
-                           const RowStrides &strides = {});
+                           const RowStrides &strides = {},
+                           const RopeOnLoad &rope = {});
 
 /// attentionBackward by the FlashAttention-2 algorithm: D = rowsum(dout *
 /// out) first; then dk and dv per (document, kv head, key tile) over every
@@ -317,7 +335,8 @@ void flashAttentionBackward(const T *dout, const T *q, const T *k, const T *v,
                             std::int64_t headDim, double scale, bool causal,
                             const std::int32_t *cuSeqlens,
                             std::int64_t numCuSeqlens, FlashBlocks blocks,
-                            const RowStrides &strides = {});
+                            const RowStrides &strides = {},
+                            const RopeOnLoad &rope = {});
 
 /// Bytes of working memory the flash kernels use per thread (the larger of
 /// the forward's and the backward's tiles), for elements of `elementBytes`

@@ -37,6 +37,28 @@ void rope(const T *x, const std::int32_t *positions, T *y, std::int64_t batch,
   }
 }
 
+void ropeTable(const std::int32_t *positions, float *table, std::int64_t batch,
+               std::int64_t seq, std::int64_t headDim, double theta) {
+  checkSize("rope_table", "batch", batch);
+  checkSize("rope_table", "seq", seq);
+  checkSize("rope_table", "headDim", headDim);
+  if (headDim % 2 != 0)
+    throw Error(
+        fmt::format("rope_table: headDim must be even, got {}", headDim));
+  if (!(theta > 0))
+    throw Error(
+        fmt::format("rope_table: theta must be positive, got {}", theta));
+  const std::vector<double> freq = row::ropeFrequencies(theta, headDim);
+  const std::int64_t tokens = batch * seq, half = headDim / 2;
+#pragma omp parallel for schedule(static) if (tokens * half >= kMinParallelWork)
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    double pos = positions ? static_cast<double>(positions[t])
+                           : static_cast<double>(t % seq);
+    float *row = table + t * headDim;
+    row::ropeFactors(freq, pos, row, row + half);
+  }
+}
+
 #define KILN_INSTANTIATE(T)                                                    \
   template void rope<T>(const T *, const std::int32_t *, T *, std::int64_t,    \
                         std::int64_t, std::int64_t, std::int64_t, double,      \

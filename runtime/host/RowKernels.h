@@ -110,40 +110,81 @@ void layerNormGrad(const T *dy, const T *x, const T *w, T *dx, std::int64_t dim,
   }
 }
 
+/// freq_i = theta^(-2i / headDim) for i < headDim / 2, as Hugging Face's
+/// inv_freq.
+inline std::vector<double> ropeFrequencies(double theta, std::int64_t headDim) {
+  std::vector<double> freq(headDim / 2);
+  for (std::int64_t i = 0; i < headDim / 2; ++i)
+    freq[i] = std::pow(theta, -2.0 * static_cast<double>(i) /
+                                  static_cast<double>(headDim));
+  return freq;
+}
+
+/// The cosine and sine of pos * freq_i (in double), rounded to T: the
+/// factors of one token's rotation.
+template <typename T>
+void ropeFactors(const std::vector<double> &freq, double pos, T *cosines,
+                 T *sines) {
+  for (std::size_t i = 0; i < freq.size(); ++i) {
+    double angle = pos * freq[i];
+    cosines[i] = static_cast<T>(std::cos(angle));
+    sines[i] = static_cast<T>(std::sin(angle));
+  }
+}
+
+/// One pair (x[i], x[i + headDim / 2]) rotated by (c, s).
+template <typename T> void rotatePair(T lo, T hi, T c, T s, T &yLo, T &yHi) {
+  yLo = lo * c - hi * s;
+  yHi = hi * c + lo * s;
+}
+
+/// Rotates the heads of one token (rotate_half convention) by the factors
+/// of ropeFactors. `y` may be `x`.
+template <typename T>
+void rotateHeads(const T *x, const T *cosines, const T *sines, T *y,
+                 std::int64_t heads, std::int64_t headDim) {
+  const std::int64_t half = headDim / 2;
+  for (std::int64_t h = 0; h < heads; ++h) {
+    const T *xh = x + h * headDim;
+    T *yh = y + h * headDim;
+    for (std::int64_t i = 0; i < half; ++i)
+      rotatePair(xh[i], xh[i + half], cosines[i], sines[i], yh[i],
+                 yh[i + half]);
+  }
+}
+
+/// Rotates one head row in place by a ropeTable row (cosines, then sines;
+/// the sines negated for the inverse): rotateHeads with the table's
+/// factors.
+template <typename T>
+void rotateByTableRow(T *x, const float *tableRow, std::int64_t headDim,
+                      bool inverse) {
+  const std::int64_t half = headDim / 2;
+  for (std::int64_t i = 0; i < half; ++i) {
+    T c = static_cast<T>(tableRow[i]);
+    T s = static_cast<T>(inverse ? -tableRow[half + i] : tableRow[half + i]);
+    rotatePair(x[i], x[i + half], c, s, x[i], x[i + half]);
+  }
+}
+
 /// Rotates the heads of one token (rotate_half convention) by angles
 /// pos * theta^(-2i / headDim), negated when `inverse`. One object per
 /// thread: it keeps the token's cosines and sines.
 template <typename T> class Rope {
 public:
   Rope(std::int64_t heads, std::int64_t headDim, double theta, bool inverse)
-      : heads(heads), headDim(headDim), half(headDim / 2),
-        sign(inverse ? -1.0 : 1.0), freq(half), cosines(half), sines(half) {
-    // freq_i = theta^(-2i / headDim), as Hugging Face's inv_freq.
-    for (std::int64_t i = 0; i < half; ++i)
-      freq[i] = std::pow(theta, -2.0 * static_cast<double>(i) /
-                                    static_cast<double>(headDim));
-  }
+      : heads(heads), headDim(headDim), sign(inverse ? -1.0 : 1.0),
+        freq(ropeFrequencies(theta, headDim)), cosines(headDim / 2),
+        sines(headDim / 2) {}
 
   /// `y` may be `x`.
   void operator()(const T *x, double pos, T *y) {
-    for (std::int64_t i = 0; i < half; ++i) {
-      double angle = sign * pos * freq[i];
-      cosines[i] = static_cast<T>(std::cos(angle));
-      sines[i] = static_cast<T>(std::sin(angle));
-    }
-    for (std::int64_t h = 0; h < heads; ++h) {
-      const T *xh = x + h * headDim;
-      T *yh = y + h * headDim;
-      for (std::int64_t i = 0; i < half; ++i) {
-        T lo = xh[i], hi = xh[i + half];
-        yh[i] = lo * cosines[i] - hi * sines[i];
-        yh[i + half] = hi * cosines[i] + lo * sines[i];
-      }
-    }
+    ropeFactors(freq, sign * pos, cosines.data(), sines.data());
+    rotateHeads(x, cosines.data(), sines.data(), y, heads, headDim);
   }
 
 private:
-  std::int64_t heads, headDim, half;
+  std::int64_t heads, headDim;
   double sign;
   std::vector<double> freq;
   std::vector<T> cosines, sines;

@@ -285,6 +285,7 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
     f.blockK = reader.intAttr(attrs, a::kBlockK, where);
     f.numWarps = reader.intAttr(attrs, a::kNumWarps, where);
     f.numStages = reader.intAttr(attrs, a::kNumStages, where);
+    f.rope = reader.flagAttr(attrs, a::kRope, where);
   };
   switch (kind) {
   case StepKind::Fill:
@@ -336,6 +337,8 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
         reader.intAttr(attrs, a::kChunkRows, where),
         reader.intAttr(attrs, a::kIgnoreIndex, where),
         reader.flagAttr(attrs, a::kFp32Logits, where)};
+  case StepKind::RopeTable:
+    return RopeTableStep{reader.numberAttr(attrs, a::kTheta, where)};
   case StepKind::Fused:
     break;
   }

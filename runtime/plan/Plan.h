@@ -126,6 +126,8 @@ struct FlashAttentionAttrs {
   bool causal = false;
   double scale = 0;
   int64_t blockQ = 0, blockK = 0, numWarps = 0, numStages = 0;
+  /// Q and K rotated by a rope_table input (the last), dq and dk back.
+  bool rope = false;
 };
 struct FlashForwardStep : FlashAttentionAttrs {};
 struct FlashBackwardStep : FlashAttentionAttrs {};
@@ -136,6 +138,9 @@ struct CrossEntropyGradStep {
   int64_t ignoreIndex = 0;
 };
 struct EmbeddingGradStep {};
+struct RopeTableStep {
+  double theta = 0;
+};
 struct GlobalNormStep {};
 struct AdamWStep {
   double beta1 = 0, beta2 = 0, epsilon = 0, weightDecay = 0, maxGradNorm = 0;
@@ -165,7 +170,8 @@ struct LinearCrossEntropyStep {
 using StepOp =
     std::variant<FillStep, GemmStep, FlashForwardStep, FlashBackwardStep,
                  CrossEntropyStep, CrossEntropyGradStep, EmbeddingGradStep,
-                 GlobalNormStep, AdamWStep, FusedStep, LinearCrossEntropyStep>;
+                 GlobalNormStep, AdamWStep, FusedStep, LinearCrossEntropyStep,
+                 RopeTableStep>;
 
 struct Step {
   StepOp op;

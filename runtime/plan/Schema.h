@@ -71,8 +71,9 @@ enum class StepKind {
   AdamW,
   Fused,
   LinearCrossEntropy,
+  RopeTable,
 };
-inline constexpr std::array<std::string_view, 11> kStepKindNames = {
+inline constexpr std::array<std::string_view, 12> kStepKindNames = {
     "fill",
     "gemm",
     "flash_attention_fwd",
@@ -83,7 +84,8 @@ inline constexpr std::array<std::string_view, 11> kStepKindNames = {
     "global_norm",
     "adamw",
     "fused",
-    "linear_cross_entropy"};
+    "linear_cross_entropy",
+    "rope_table"};
 
 constexpr std::string_view stepKindName(StepKind kind) {
   return kStepKindNames[static_cast<std::size_t>(kind)];
@@ -231,6 +233,9 @@ inline constexpr const char *kBlockQ = "block_q";
 inline constexpr const char *kBlockK = "block_k";
 inline constexpr const char *kNumWarps = "num_warps";
 inline constexpr const char *kNumStages = "num_stages";
+/// flash attention: Q and K are rotated on load by the rope_table that
+/// follows the other inputs (and dq, dk rotated back on store).
+inline constexpr const char *kRope = "rope";
 inline constexpr const char *kIgnoreIndex = "ignore_index";
 /// linear_cross_entropy: the tokens of one chunk (the rows of its scratch),
 /// and whether BF16 steps keep the logits FP32 (else rounded to BF16).
@@ -251,9 +256,9 @@ inline constexpr const char *kComputeCopies = "compute_copies";
 
 /// The boolean attributes: the compiler writes each as false where its
 /// unit attribute is absent.
-inline constexpr std::array<std::string_view, 6> kFlagAttrs = {
-    attr::kTransposeA, attr::kTransposeB,    attr::kCausal,
-    attr::kInverse,    attr::kComputeCopies, attr::kFp32Logits};
+inline constexpr std::array<std::string_view, 7> kFlagAttrs = {
+    attr::kTransposeA,    attr::kTransposeB, attr::kCausal, attr::kInverse,
+    attr::kComputeCopies, attr::kFp32Logits, attr::kRope};
 
 /// The values of `approximate` (gelu, gelu_grad).
 inline constexpr std::string_view kGeluExact = "none";

@@ -249,10 +249,11 @@ void StepChecker::linearCrossEntropy(const LinearCrossEntropyStep &l) const {
 }
 
 void StepChecker::flash(const FlashAttentionAttrs &f, bool backward) const {
-  // Forward: q, k, v[, cu_seqlens] -> out, lse; backward: dout, q, k, v,
-  // out, lse[, cu_seqlens] -> dq, dk, dv.
+  // Forward: q, k, v[, cu_seqlens][, rope table] -> out, lse; backward:
+  // dout, q, k, v, out, lse[, cu_seqlens][, rope table] -> dq, dk, dv.
   std::size_t operands = backward ? 6 : 3;
-  arity(operands, operands + 1, backward ? 3 : 2);
+  std::size_t rope = f.rope ? 1 : 0;
+  arity(operands + rope, operands + rope + 1, backward ? 3 : 2);
   positive(a::kNumHeads, f.numHeads);
   positive(a::kNumKvHeads, f.numKvHeads);
   positive(a::kBlockQ, f.blockQ);
@@ -306,7 +307,21 @@ void StepChecker::flash(const FlashAttentionAttrs &f, bool backward) const {
     elements(output(1), lseElements, outputName(1) + " (lse)",
              "batch x num_heads x seq");
   }
-  if (step.inputs.size() > operands) {
+  if (f.rope) {
+    std::size_t t = step.inputs.size() - 1;
+    std::string name = inputName(t) + " (rope table)";
+    dtype(input(t), ElemType::F32, name);
+    std::vector<int64_t> tableShape = {batch, seq, headDim};
+    if (input(t).shape != tableShape)
+      fail(fmt::format("{} has shape [{}], expected [batch, seq, head_dim] = "
+                       "[{}]",
+                       name, fmt::join(input(t).shape, ", "),
+                       fmt::join(tableShape, ", ")));
+    if (headDim % 2 != 0)
+      fail(fmt::format("field 'rope' rotates pairs, but head_dim {} is odd",
+                       headDim));
+  }
+  if (step.inputs.size() > operands + rope) {
     const ValueInfo &cu = input(operands);
     dtype(cu, ElemType::I32, inputName(operands) + " (cu_seqlens)");
     if (cu.numElements() < 2)
@@ -350,6 +365,22 @@ void StepChecker::run() {
                      outputName(0) + " (dlogits)", "the logits' size");
           else
             elements(output(0), 1, outputName(0) + " (loss)", "a scalar");
+        } else if constexpr (std::is_same_v<T, RopeTableStep>) {
+          // [positions] -> [batch, seq, head_dim] cosines | sines.
+          arity(0, 1, 1);
+          const ValueInfo &table = output(0);
+          dtype(table, ElemType::F32, outputName(0));
+          if (table.shape.size() != 3 || table.shape[2] % 2 != 0)
+            fail(fmt::format("{} has shape [{}], expected [batch, seq, "
+                             "head_dim] with an even head_dim",
+                             outputName(0), fmt::join(table.shape, ", ")));
+          if (!(op.theta > 0))
+            fail(fmt::format("field 'theta' = {} is not positive", op.theta));
+          if (!step.inputs.empty()) {
+            dtype(input(0), ElemType::I32, inputName(0) + " (positions)");
+            elements(input(0), product(table.shape[0], table.shape[1]),
+                     inputName(0) + " (positions)", "batch x seq");
+          }
         } else if constexpr (std::is_same_v<T, EmbeddingGradStep>) {
           arity(2, 2, 1);
           floating(input(0), inputName(0) + " (dy)");

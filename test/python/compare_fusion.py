@@ -1,6 +1,6 @@
 """Trains the same steps with --fusion=on and --fusion=off and compares them.
 
-usage: compare_fusion.py KILN CONFIG WORKDIR [--precision fp32|bf16]
+usage: compare_fusion.py KILN CONFIG WORKDIR [--precision fp32|bf16] [--baseline FLAG]
                          [--batch B] [--seq-len T] [--steps N]
                          [--tolerance REL] [--update-tolerance REL]
 
@@ -26,8 +26,9 @@ the sign of every gradient element well above eps, so a rounding point
 fewer flips the update of elements that are rounding noise around zero
 (GPT-2's K biases, whose gradient is zero in exact arithmetic), while the
 moments, smooth in g, stay within the tolerance. The fused plan must also
-have fewer steps, or the comparison would prove nothing. Standard library
-only.
+have fewer steps, or the comparison would prove nothing. --baseline
+replaces --fusion=off by other flags: --fuse-options=... compares one
+nn-fuse group on and off. Standard library only.
 """
 
 import argparse
@@ -149,6 +150,10 @@ def main():
     parser.add_argument("--max-relative", type=float, default=0.0)
     parser.add_argument("--model-max-relative", type=float, default=0.0)
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--baseline", default="--fusion=off",
+                        help="the flags of the run to compare with (default "
+                        "--fusion=off; e.g. --fuse-options=... to compare "
+                        "one nn-fuse group on and off)")
     args = parser.parse_args()
 
     os.makedirs(args.workdir, exist_ok=True)
@@ -166,11 +171,13 @@ def main():
                               shard, "--steps", str(args.steps), "--batch",
                               str(args.batch), "--seq-len", str(args.seq_len),
                               "--precision", args.precision, "--seed", "11",
-                              f"--fusion={fusion}", "--save-grads", grads,
+                              "--fusion=on" if fusion == "on"
+                              else args.baseline, "--save-grads", grads,
                               "--out", out, "--overwrite"],
                              capture_output=True, text=True)
         if run.returncode != 0:
-            sys.exit(f"kiln train --fusion={fusion} failed:\n{run.stderr}")
+            sys.exit(f"kiln train ({'--fusion=on' if fusion == 'on' else args.baseline}) "
+                     f"failed:\n{run.stderr}")
         plan = json.load(open(os.path.join(out, "plan.json")))
         checkpoint = os.path.join(out, f"checkpoint-{args.steps:06d}")
         views = sum("row_stride" in value for value in plan["values"])

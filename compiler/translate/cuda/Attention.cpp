@@ -66,7 +66,40 @@ Pitches pitchesOf(ArrayRef<Value> values) {
   return pitches;
 }
 
+/// The trailing arguments of an attention device call with a rope table:
+/// the pitches (explicit, as the table follows them) and the table, and the
+/// kernel-name suffix; nothing without one.
+Pitches withRope(Pitches pitches, Value rope) {
+  if (!rope)
+    return pitches;
+  if (pitches.argument.empty())
+    pitches.argument = ", kiln::dev::AttentionPitches{}";
+  pitches.argument += ", rope";
+  pitches.suffix += "_rope";
+  return pitches;
+}
+
 } // namespace
+
+LogicalResult cuda::emitRopeTable(tile::RoPETableOp table, LaunchBuilder &k) {
+  auto shape = cast<RankedTensorType>(table.getType()).getShape();
+  int64_t threads = rowThreads(shape[2] / 2);
+  Value positions = table.getPositions();
+  positions ? k.value(positions, false, "positions")
+            : k.null("int", "positions");
+  k.value(table.getResult(), true, "table");
+  k.integer("batch", shape[0]);
+  k.integer("seq", shape[1]);
+  k.integer("headDim", shape[2]);
+  k.number("theta", table.getTheta().convertToDouble());
+  k.launch(formatv("kiln_rope_table_t{0}", threads).str(),
+           formatv("  kiln::dev::ropeTable<{0}>(positions, table, (int)batch, "
+                   "(int)seq, (int)headDim, theta);\n",
+                   threads)
+               .str(),
+           {std::min(shape[0] * shape[1], kMaxGrid)}, threads);
+  return success();
+}
 
 LogicalResult cuda::emitAttentionForward(tile::FlashAttentionFwdOp attention,
                                          LaunchBuilder &k) {
@@ -91,7 +124,11 @@ LogicalResult cuda::emitAttentionForward(tile::FlashAttentionFwdOp attention,
   Value cu = attention.getCuSeqlens();
   cu ? k.value(cu, false, "cuSeqlens") : k.null("int", "cuSeqlens");
   k.integer("numCuSeqlens", cu ? numElements(cu) : 0);
-  Pitches pitches = pitchesOf({q, attention.getKey(), attention.getValue()});
+  Value rope = attention.getRope();
+  if (rope)
+    k.value(rope, false, "rope");
+  Pitches pitches =
+      withRope(pitchesOf({q, attention.getKey(), attention.getValue()}), rope);
   std::string args = "(q, k, v, out, lse, (int)batch, (int)seq, (int)heads, "
                      "(int)kvHeads, scale, causal != 0, cuSeqlens, "
                      "(int)numCuSeqlens" +
@@ -136,6 +173,7 @@ LogicalResult cuda::emitAttentionBackward(tile::FlashAttentionBwdOp grad,
   std::string t = cudaType(elementType(q));
   std::string tag = planDtypeName(elementType(q));
   const bool flash = usesFlashKernel(q, headDim);
+  Value rope = grad.getRope();
   // Scratch: delta = rowsum(dout * out), then (flash) the FP32 dq
   // accumulator at a 256-byte boundary.
   int64_t rows = shape[0] * heads * shape[1];
@@ -186,10 +224,13 @@ LogicalResult cuda::emitAttentionBackward(tile::FlashAttentionBwdOp grad,
     Value cu = grad.getCuSeqlens();
     cu ? k.value(cu, false, "cuSeqlens") : k.null("int", "cuSeqlens");
     k.integer("numCuSeqlens", cu ? numElements(cu) : 0);
+    if (rope)
+      k.value(rope, false, "rope");
   };
-  Pitches pitches =
+  Pitches pitches = withRope(
       pitchesOf({q, grad.getKey(), grad.getValue(), grad.getQueryGrad(),
-                 grad.getKeyGrad(), grad.getValueGrad()});
+                 grad.getKeyGrad(), grad.getValueGrad()}),
+      rope);
   std::string tail = "(int)batch, (int)seq, (int)heads, (int)kvHeads, "
                      "scale, causal != 0, cuSeqlens, (int)numCuSeqlens" +
                      pitches.argument + ");\n";
@@ -214,6 +255,22 @@ LogicalResult cuda::emitAttentionBackward(tile::FlashAttentionBwdOp grad,
     k.number("scale", scale);
     Value dq = grad.getQueryGrad();
     bool stridedDq = tile::isRowStrided(dq);
+    if (rope) {
+      // dq rotated back pair by pair: a thread per pair.
+      int64_t pitch = stridedDq ? tile::rowPitch(dq) : 0;
+      k.value(rope, false, "rope");
+      k.launch(formatv("kiln_flash_attention_bwd_dq_rope_{0}_d{1}_w{2}_p{3}",
+                       tag, headDim, shape[2], pitch)
+                   .str(),
+               formatv("  kiln::dev::flashAttentionFinishDqRope<{0}>(dqAccum, "
+                       "dq, rope, n, scale, {1}, {2}, {3});\n",
+                       t, headDim, shape[2], pitch)
+                   .str(),
+               {std::min(kMaxGrid,
+                         ceilDiv(numElements(q) / 2, kElementwiseThreads))},
+               kElementwiseThreads);
+      return success();
+    }
     k.launch(
         stridedDq ? formatv("kiln_flash_attention_bwd_dq_{0}_w{1}_p{2}", tag,
                             shape[2], tile::rowPitch(dq))

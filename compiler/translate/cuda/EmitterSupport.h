@@ -183,6 +183,7 @@ mlir::LogicalResult emitLinearCrossEntropy(tile::LinearCrossEntropyOp op,
                                            LaunchBuilder &k);
 
 // Attention.cpp: the exact kernels and FlashAttention-2 on tensor cores.
+mlir::LogicalResult emitRopeTable(tile::RoPETableOp op, LaunchBuilder &k);
 mlir::LogicalResult emitAttentionForward(tile::FlashAttentionFwdOp op,
                                          LaunchBuilder &k);
 mlir::LogicalResult emitAttentionBackward(tile::FlashAttentionBwdOp op,

@@ -28,6 +28,7 @@
 
 #include "Common.cuh"
 #include "Reductions.cuh"
+#include "Rope.cuh"
 
 namespace kiln::dev {
 
@@ -93,6 +94,54 @@ loadHeadRow(const T *p, int lane, float (&out)[(kHeadDim + 31) / 32]) {
   }
 }
 
+/// loadHeadRow of a head row `p` rotated by its rope table row (null: as
+/// loaded) and rounded to T, as an unfused rope would have stored it; each
+/// lane reads its elements' partners (d +- kHeadDim / 2) too.
+template <int kHeadDim, typename T>
+__device__ __forceinline__ void
+loadRotatedHeadRow(const T *p, const float *tableRow, int lane,
+                   float (&out)[(kHeadDim + 31) / 32]) {
+  loadHeadRow<kHeadDim>(p, lane, out);
+  if (!tableRow)
+    return;
+  constexpr int kHalf = kHeadDim / 2;
+#pragma unroll
+  for (int e = 0; e < (kHeadDim + 31) / 32; ++e) {
+    const int d = lane + 32 * e;
+    if (kHeadDim % 32 == 0 || d < kHeadDim)
+      out[e] = toFloat(fromFloat<T>(
+          rotatedByTable(out[e], toFloat(p[d < kHalf ? d + kHalf : d - kHalf]),
+                         tableRow, d, kHeadDim, false)));
+  }
+}
+
+/// Element d of a head's gradient from the warps' partial sums: scale x
+/// their sum (in warp order) and, with a rope table row, rotated back by the
+/// inverse angles (the gradient of the unrotated operand) with the sum of
+/// the element it pairs with.
+template <int kWarps, int kHeadDim>
+__device__ __forceinline__ float
+scaledGradient(const float (&partials)[kWarps][kHeadDim], int d, float scale,
+               const float *tableRow) {
+  const int partner = d < kHeadDim / 2 ? d + kHeadDim / 2 : d - kHeadDim / 2;
+  float total = 0.0f, partnerTotal = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    total += partials[w][d];
+    if (tableRow)
+      partnerTotal += partials[w][partner];
+  }
+  return tableRow ? rotatedByTable(scale * total, scale * partnerTotal,
+                                   tableRow, d, kHeadDim, true)
+                  : scale * total;
+}
+
+/// The row of a rope table for token t, or null without one.
+__device__ __forceinline__ const float *ropeRow(const float *rope, long long t,
+                                                int headDim) {
+  return rope ? rope + t * headDim : nullptr;
+}
+
 /// The compile-time checks of the attention templates' parameters.
 template <int kHeadDim, int kThreads> struct AttentionShapeCheck {
   static_assert(kThreads % 32 == 0 && kThreads >= 32 && kThreads <= 1024,
@@ -130,7 +179,7 @@ __device__ __forceinline__ void
 attentionForward(const T *q, const T *k, const T *v, T *out, float *lse,
                  int batch, int seq, int heads, int kvHeads, float scale,
                  bool causal, const int *cuSeqlens, int numCuSeqlens,
-                 AttentionPitches pitches = {}) {
+                 AttentionPitches pitches = {}, const float *rope = nullptr) {
   static_assert(detail::AttentionShapeCheck<kHeadDim, kThreads>::ok);
   constexpr int kWarps = kThreads / 32;
   constexpr int kPerLane = (kHeadDim + 31) / 32;
@@ -153,14 +202,18 @@ attentionForward(const T *q, const T *k, const T *v, T *out, float *lse,
                             begin, last);
 
         float qr[kPerLane];
-        detail::loadHeadRow<kHeadDim>(q + t * pitch.q + h * kHeadDim, lane, qr);
+        detail::loadRotatedHeadRow<kHeadDim>(q + t * pitch.q + h * kHeadDim,
+                                             detail::ropeRow(rope, t, kHeadDim),
+                                             lane, qr);
         float max = negativeInfinity(), sum = 0.0f, acc[kPerLane];
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e)
           acc[e] = 0.0f;
         for (long long j = begin + warp; j < last; j += kWarps) {
           float kr[kPerLane], vr[kPerLane];
-          detail::loadHeadRow<kHeadDim>(k + j * pitch.k + kvOffset, lane, kr);
+          detail::loadRotatedHeadRow<kHeadDim>(
+              k + j * pitch.k + kvOffset, detail::ropeRow(rope, j, kHeadDim),
+              lane, kr);
           detail::loadHeadRow<kHeadDim>(v + j * pitch.v + kvOffset, lane, vr);
           float partial = 0.0f;
 #pragma unroll
@@ -263,12 +316,11 @@ attentionBackwardPreprocess(const T *dout, const T *out, float *delta,
 /// keys in turn, combined in warp order. Rows with lse = -inf (no visible
 /// key) get dq = 0.
 template <typename T, int kHeadDim, int kThreads>
-__device__ __forceinline__ void
-attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
-                       const float *lse, const float *delta, T *dq, int batch,
-                       int seq, int heads, int kvHeads, float scale,
-                       bool causal, const int *cuSeqlens, int numCuSeqlens,
-                       AttentionPitches pitches = {}) {
+__device__ __forceinline__ void attentionBackwardQuery(
+    const T *dout, const T *q, const T *k, const T *v, const float *lse,
+    const float *delta, T *dq, int batch, int seq, int heads, int kvHeads,
+    float scale, bool causal, const int *cuSeqlens, int numCuSeqlens,
+    AttentionPitches pitches = {}, const float *rope = nullptr) {
   static_assert(detail::AttentionShapeCheck<kHeadDim, kThreads>::ok);
   constexpr int kWarps = kThreads / 32;
   constexpr int kPerLane = (kHeadDim + 31) / 32;
@@ -293,7 +345,9 @@ attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
         const long long headOffset = static_cast<long long>(h) * kHeadDim;
 
         float qr[kPerLane], dor[kPerLane], acc[kPerLane];
-        detail::loadHeadRow<kHeadDim>(q + t * pitch.q + headOffset, lane, qr);
+        detail::loadRotatedHeadRow<kHeadDim>(q + t * pitch.q + headOffset,
+                                             detail::ropeRow(rope, t, kHeadDim),
+                                             lane, qr);
         detail::loadHeadRow<kHeadDim>(dout + t * qStride + headOffset, lane,
                                       dor);
 #pragma unroll
@@ -302,7 +356,9 @@ attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
         if (rowLse > negativeInfinity()) {
           for (long long j = begin + warp; j < last; j += kWarps) {
             float kr[kPerLane], vr[kPerLane];
-            detail::loadHeadRow<kHeadDim>(k + j * pitch.k + kvOffset, lane, kr);
+            detail::loadRotatedHeadRow<kHeadDim>(
+                k + j * pitch.k + kvOffset, detail::ropeRow(rope, j, kHeadDim),
+                lane, kr);
             detail::loadHeadRow<kHeadDim>(v + j * pitch.v + kvOffset, lane, vr);
             float qk = 0.0f, dp = 0.0f;
 #pragma unroll
@@ -324,13 +380,11 @@ attentionBackwardQuery(const T *dout, const T *q, const T *k, const T *v,
           if (kHeadDim % 32 == 0 || lane + 32 * e < kHeadDim)
             warpAcc[warp][lane + 32 * e] = acc[e];
         __syncthreads();
-        for (int d = threadIdx.x; d < kHeadDim; d += kThreads) {
-          float total = 0.0f;
-#pragma unroll
-          for (int w = 0; w < kWarps; ++w)
-            total += warpAcc[w][d];
-          dq[t * pitch.dq + headOffset + d] = fromFloat<T>(scale * total);
-        }
+        // With a rope table: the gradient of the unrotated q.
+        const float *tableRow = detail::ropeRow(rope, t, kHeadDim);
+        for (int d = threadIdx.x; d < kHeadDim; d += kThreads)
+          dq[t * pitch.dq + headOffset + d] =
+              fromFloat<T>(detail::scaledGradient(warpAcc, d, scale, tableRow));
         __syncthreads();
       }
 }
@@ -347,7 +401,8 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
                           const float *lse, const float *delta, T *dk, T *dv,
                           int batch, int seq, int heads, int kvHeads,
                           float scale, bool causal, const int *cuSeqlens,
-                          int numCuSeqlens, AttentionPitches pitches = {}) {
+                          int numCuSeqlens, AttentionPitches pitches = {},
+                          const float *rope = nullptr) {
   static_assert(detail::AttentionShapeCheck<kHeadDim, kThreads>::ok);
   constexpr int kWarps = kThreads / 32;
   constexpr int kPerLane = (kHeadDim + 31) / 32;
@@ -372,7 +427,9 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
         const long long count = begin <= j && j < end ? end - first : 0;
 
         float kr[kPerLane], vr[kPerLane], dkAcc[kPerLane], dvAcc[kPerLane];
-        detail::loadHeadRow<kHeadDim>(k + j * pitch.k + kvOffset, lane, kr);
+        detail::loadRotatedHeadRow<kHeadDim>(k + j * pitch.k + kvOffset,
+                                             detail::ropeRow(rope, j, kHeadDim),
+                                             lane, kr);
         detail::loadHeadRow<kHeadDim>(v + j * pitch.v + kvOffset, lane, vr);
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e)
@@ -387,7 +444,9 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
           const float rowDelta = delta[rowIndex];
           const long long headOffset = static_cast<long long>(h) * kHeadDim;
           float qr[kPerLane], dor[kPerLane];
-          detail::loadHeadRow<kHeadDim>(q + t * pitch.q + headOffset, lane, qr);
+          detail::loadRotatedHeadRow<kHeadDim>(
+              q + t * pitch.q + headOffset, detail::ropeRow(rope, t, kHeadDim),
+              lane, qr);
           detail::loadHeadRow<kHeadDim>(dout + t * qStride + headOffset, lane,
                                         dor);
           float qk = 0.0f, dp = 0.0f;
@@ -413,14 +472,15 @@ attentionBackwardKeyValue(const T *dout, const T *q, const T *k, const T *v,
             warpDv[warp][lane + 32 * e] = dvAcc[e];
           }
         __syncthreads();
+        // With a rope table: the gradient of the unrotated k.
+        const float *tableRow = detail::ropeRow(rope, j, kHeadDim);
         for (int d = threadIdx.x; d < kHeadDim; d += kThreads) {
-          float dkTotal = 0.0f, dvTotal = 0.0f;
+          float dvTotal = 0.0f;
 #pragma unroll
-          for (int w = 0; w < kWarps; ++w) {
-            dkTotal += warpDk[w][d];
+          for (int w = 0; w < kWarps; ++w)
             dvTotal += warpDv[w][d];
-          }
-          dk[j * pitch.dk + kvOffset + d] = fromFloat<T>(scale * dkTotal);
+          dk[j * pitch.dk + kvOffset + d] =
+              fromFloat<T>(detail::scaledGradient(warpDk, d, scale, tableRow));
           dv[j * pitch.dv + kvOffset + d] = fromFloat<T>(dvTotal);
         }
         __syncthreads();

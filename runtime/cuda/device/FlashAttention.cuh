@@ -156,6 +156,34 @@ loadKeyValueTiles(__nv_bfloat16 *kTile, __nv_bfloat16 *vTile,
   loadTileAsync<kBlockK, kHeadDim, kThreads>(vTile, v, vStride, first, lo, hi);
 }
 
+/// Rotates the rows of a swizzled tile that loadTileAsync filled from rows
+/// [first, first + kRows) by their rope table rows, where they are in [lo,
+/// hi) (the rest are zeros); rounded to BF16 as an unfused rope stores
+/// them. One thread per pair; the caller synchronizes the block before and
+/// after.
+template <int kRows, int kWidth, int kThreads>
+__device__ __forceinline__ void rotateTile(__nv_bfloat16 *tile,
+                                           const float *rope, long long first,
+                                           long long lo, long long hi) {
+  constexpr int kHalf = kWidth / 2;
+  // Not unrolled: the kernels around it hold their accumulators in
+  // registers.
+#pragma unroll 1
+  for (int i = threadIdx.x; i < kRows * kHalf; i += kThreads) {
+    const int r = i / kHalf, c = i % kHalf;
+    const long long row = first + r;
+    if (row < lo || row >= hi)
+      continue;
+    const float *tableRow = rope + row * kWidth;
+    __nv_bfloat16 &a = tile[swizzle<kWidth>(r, c)];
+    __nv_bfloat16 &b = tile[swizzle<kWidth>(r, c + kHalf)];
+    const float low = toFloat(a), high = toFloat(b);
+    const float cs = tableRow[c], sn = tableRow[kHalf + c];
+    a = fromFloat<__nv_bfloat16>(rotatedLow(low, high, cs, sn));
+    b = fromFloat<__nv_bfloat16>(rotatedHigh(low, high, cs, sn));
+  }
+}
+
 /// MMA fragments from swizzled tiles of rows of kWidth bf16. Each lane's
 /// ldmatrix row address is its offset for the tile's first 16x16 block,
 /// computed once: for a block at (row0, col0), multiples of 16, the swizzle
@@ -242,12 +270,11 @@ flashBackwardSharedBytes(int headDim, int blockQ, int blockK) {
 /// also correct) of kBlockQ / 16 warps with flashForwardSharedBytes bytes of
 /// dynamic shared memory. Pointers 16-byte aligned.
 template <int kHeadDim, int kBlockQ, int kBlockK, int kStages>
-__device__ __forceinline__ void
-flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                      const __nv_bfloat16 *v, __nv_bfloat16 *out, float *lse,
-                      int batch, int seq, int heads, int kvHeads, float scale,
-                      bool causal, const int *cuSeqlens, int numCuSeqlens,
-                      AttentionPitches pitches = {}) {
+__device__ __forceinline__ void flashAttentionForward(
+    const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+    __nv_bfloat16 *out, float *lse, int batch, int seq, int heads, int kvHeads,
+    float scale, bool causal, const int *cuSeqlens, int numCuSeqlens,
+    AttentionPitches pitches = {}, const float *rope = nullptr) {
   using bf16 = __nv_bfloat16;
   static_assert(detail::isFlashWidth<kHeadDim>, "head dim: 16/32/64/128");
   static_assert(kBlockQ % 16 == 0 && kBlockQ >= 16 && kBlockQ <= 128,
@@ -317,6 +344,11 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
         detail::copyAsyncCommit();
         detail::copyAsyncWait<0>();
         __syncthreads();
+        if (rope) { // the first K tile is rotated in the loop
+          detail::rotateTile<kBlockQ, kHeadDim, kThreads>(qTile, rope, t0, t0,
+                                                          tEnd);
+          __syncthreads();
+        }
 
         unsigned qFrag[kHeadDim / 16][4];
 #pragma unroll
@@ -344,6 +376,11 @@ flashAttentionForward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
             detail::copyAsyncWait<0>();
           }
           __syncthreads();
+          if (rope) {
+            detail::rotateTile<kBlockK, kHeadDim, kThreads>(
+                kTiles + (it % kStages) * kTileK, rope, j0, kLo, kHi);
+            __syncthreads();
+          }
           const bf16 *kTile = kTiles + (it % kStages) * kTileK;
           const bf16 *vTile = vTiles + (it % kStages) * kTileK;
 
@@ -454,7 +491,8 @@ __device__ __forceinline__ void flashAttentionBackward(
     const __nv_bfloat16 *v, const float *lse, const float *delta,
     float *dqAccum, __nv_bfloat16 *dk, __nv_bfloat16 *dv, int batch, int seq,
     int heads, int kvHeads, float scale, bool causal, const int *cuSeqlens,
-    int numCuSeqlens, AttentionPitches pitches = {}) {
+    int numCuSeqlens, AttentionPitches pitches = {},
+    const float *rope = nullptr) {
   using bf16 = __nv_bfloat16;
   static_assert(detail::isFlashWidth<kHeadDim>, "head dim: 16/32/64/128");
   static_assert(detail::isFlashWidth<kBlockK>,
@@ -511,6 +549,12 @@ __device__ __forceinline__ void flashAttentionBackward(
             kTile, vTile, k + kvOffset, v + kvOffset, pitch.k, pitch.v, j0, j0,
             jEnd);
         detail::copyAsyncCommit();
+        if (rope) { // K rotated once, before any query tile reads it
+          detail::copyAsyncWait<0>();
+          __syncthreads();
+          detail::rotateTile<kBlockK, kHeadDim, kThreads>(kTile, rope, j0, j0,
+                                                          jEnd);
+        }
 
         float dkAcc[kHeadDim / 8][4] = {}, dvAcc[kHeadDim / 8][4] = {};
 
@@ -543,6 +587,11 @@ __device__ __forceinline__ void flashAttentionBackward(
             }
             detail::copyAsyncWait<0>();
             __syncthreads();
+            if (rope) {
+              detail::rotateTile<kBlockQ, kHeadDim, kThreads>(qTile, rope, qt,
+                                                              qt, qHi);
+              __syncthreads();
+            }
 
             // 16 queries at a time (so that S and dP take 16 registers per
             // thread whatever the query block): S^T = K Q^T and dP^T =
@@ -639,12 +688,35 @@ __device__ __forceinline__ void flashAttentionBackward(
             continue;
           bf16 *dkRow = dk + key * pitch.dk + kvOffset;
           bf16 *dvRow = dv + key * pitch.dv + kvOffset;
+          // With a rope table, the gradient of the unrotated k: a lane holds
+          // both elements of each pair (n and n + kHeadDim / 16).
+          float dkOut[kHeadDim / 8][2];
+#pragma unroll
+          for (int n = 0; n < kHeadDim / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              dkOut[n][e] = scale * dkAcc[n][2 * r + e];
+          if (rope) {
+            const float *tableRow = rope + key * kHeadDim;
+#pragma unroll
+            for (int n = 0; n < kHeadDim / 16; ++n)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int col = n * 8 + 2 * quadCol + e;
+                const float low = dkOut[n][e];
+                const float high = dkOut[n + kHeadDim / 16][e];
+                const float cs = tableRow[col],
+                            sn = -tableRow[kHeadDim / 2 + col];
+                dkOut[n][e] = detail::rotatedLow(low, high, cs, sn);
+                dkOut[n + kHeadDim / 16][e] =
+                    detail::rotatedHigh(low, high, cs, sn);
+              }
+          }
 #pragma unroll
           for (int n = 0; n < kHeadDim / 8; ++n) {
             const int col = n * 8 + 2 * quadCol;
             *reinterpret_cast<__nv_bfloat162 *>(dkRow + col) =
-                __floats2bfloat162_rn(scale * dkAcc[n][2 * r],
-                                      scale * dkAcc[n][2 * r + 1]);
+                __floats2bfloat162_rn(dkOut[n][0], dkOut[n][1]);
             *reinterpret_cast<__nv_bfloat162 *>(dvRow + col) =
                 __floats2bfloat162_rn(dvAcc[n][2 * r], dvAcc[n][2 * r + 1]);
           }
@@ -667,6 +739,36 @@ flashAttentionFinishDq(const float *dqAccum, T *dq, long long n, float scale,
        i < n; i += stride)
     dq[pitch ? i / width * pitch + i % width : i] =
         fromFloat<T>(scale * dqAccum[i]);
+}
+
+/// flashAttentionFinishDq of an attention with a rope table: dq of the
+/// unrotated queries, each pair (i, i + headDim / 2) of a head rotated back
+/// by the inverse angles of its token's row, then rounded. Grid-stride over
+/// the n / 2 pairs; rows of `width` (heads x headDim) elements `pitch`
+/// apart (0: contiguous).
+template <typename T>
+__device__ __forceinline__ void
+flashAttentionFinishDqRope(const float *dqAccum, T *dq, const float *rope,
+                           long long n, float scale, int headDim,
+                           long long width, long long pitch = 0) {
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  const int half = headDim / 2;
+  for (long long p =
+           static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       p < n / 2; p += stride) {
+    // Pair p: token t, head h, frequency i.
+    const long long t = p / (width / 2);
+    const long long inRow = p % (width / 2);
+    const long long head = inRow / half;
+    const int i = static_cast<int>(inRow % half);
+    const long long lo = t * width + head * headDim + i;
+    const float *tableRow = rope + t * headDim;
+    const float low = scale * dqAccum[lo], high = scale * dqAccum[lo + half];
+    const float cs = tableRow[i], sn = -tableRow[half + i];
+    const long long out = (pitch ? t * pitch : t * width) + head * headDim + i;
+    dq[out] = fromFloat<T>(detail::rotatedLow(low, high, cs, sn));
+    dq[out + half] = fromFloat<T>(detail::rotatedHigh(low, high, cs, sn));
+  }
 }
 
 } // namespace kiln::dev

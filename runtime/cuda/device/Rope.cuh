@@ -23,6 +23,32 @@ __device__ __forceinline__ double ropeFrequency(double theta, int i,
              -2.0 * static_cast<double>(i) / static_cast<double>(headDim));
 }
 
+/// One pair of a rotation by (c, s): lo c - hi s and hi c + lo s, every
+/// product and sum rounded on its own (no fused multiply-add), as the host
+/// computes them, so that the device and the host agree bit for bit given
+/// the same factors.
+__device__ __forceinline__ float rotatedLow(float lo, float hi, float c,
+                                            float s) {
+  return __fsub_rn(__fmul_rn(lo, c), __fmul_rn(hi, s));
+}
+__device__ __forceinline__ float rotatedHigh(float lo, float hi, float c,
+                                             float s) {
+  return __fadd_rn(__fmul_rn(hi, c), __fmul_rn(lo, s));
+}
+
+/// Element d of a head rotated by a ropeTable row (cosines, then sines):
+/// `self` is element d, `partner` element d +- headDim / 2; the inverse
+/// rotates by the negated angles (the sines negated).
+__device__ __forceinline__ float rotatedByTable(float self, float partner,
+                                                const float *tableRow, int d,
+                                                int headDim, bool inverse) {
+  const int half = headDim / 2, i = d < half ? d : d - half;
+  const float c = tableRow[i];
+  const float s = inverse ? -tableRow[half + i] : tableRow[half + i];
+  return d < half ? rotatedLow(self, partner, c, s)
+                  : rotatedHigh(partner, self, c, s);
+}
+
 /// Rotates the heads of one token, in the rotate_half convention, by
 /// `pos` (negated already for the inverse): threads split the frequencies
 /// and loop over the heads. `firstFreq` is ropeFrequency of this thread's
@@ -44,8 +70,8 @@ __device__ __forceinline__ void ropeToken(const TX *xr, TY *yr, double pos,
       const long long base = static_cast<long long>(h) * headDim;
       const float lo = toFloat(xr[base + i]);
       const float hi = toFloat(xr[base + i + half]);
-      yr[base + i] = fromFloat<TY>(lo * c - hi * s);
-      yr[base + i + half] = fromFloat<TY>(hi * c + lo * s);
+      yr[base + i] = fromFloat<TY>(rotatedLow(lo, hi, c, s));
+      yr[base + i + half] = fromFloat<TY>(rotatedHigh(lo, hi, c, s));
     }
   }
 }
@@ -99,6 +125,31 @@ __device__ __forceinline__ void rope(const T *x, const int *positions, T *y,
       pos = -pos;
     detail::ropeToken<kThreads>(x + t * width, y + t * width, pos, heads,
                                 headDim, thetaD, firstFreq);
+  }
+}
+
+/// The factors of rope as a table [batch, seq, headDim] (runtime/host's
+/// ropeTable): row t holds cos(pos * theta^(-2i / headDim)) for i <
+/// headDim / 2, then the sines, computed in double as rope computes them and
+/// rounded to FP32; `positions` as for rope. Block per token; threads split
+/// the frequencies.
+template <int kThreads>
+__device__ __forceinline__ void ropeTable(const int *positions, float *table,
+                                          int batch, int seq, int headDim,
+                                          float theta) {
+  const long long tokens = static_cast<long long>(batch) * seq;
+  const int half = headDim / 2;
+  const double thetaD = static_cast<double>(theta);
+  for (long long t = blockIdx.x; t < tokens; t += gridDim.x) {
+    const double pos = positions ? static_cast<double>(positions[t])
+                                 : static_cast<double>(t % seq);
+    float *row = table + t * headDim;
+    for (int i = threadIdx.x; i < half; i += kThreads) {
+      double sinD, cosD;
+      sincos(pos * detail::ropeFrequency(thetaD, i, headDim), &sinD, &cosD);
+      row[i] = static_cast<float>(cosD);
+      row[half + i] = static_cast<float>(sinD);
+    }
   }
 }
 

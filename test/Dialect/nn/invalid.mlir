@@ -926,3 +926,44 @@ func.func @adamw_bf16(%p: tensor<64xbf16>, %s: tensor<f32>) {
       : (tensor<64xbf16>, tensor<64xbf16>, tensor<64xbf16>, tensor<64xbf16>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xbf16>, tensor<64xbf16>, tensor<64xbf16>)
   return
 }
+
+// -----
+
+func.func @rope_table_odd(%pos: tensor<2x16xi32>) {
+  // expected-error @+1 {{expects an even, positive head_dim (the result's last dimension), got 7}}
+  %t = nn.rope_table positions(%pos) : (tensor<2x16xi32>) -> tensor<2x16x7xf32>
+  return
+}
+
+// -----
+
+func.func @rope_table_positions(%pos: tensor<2x8xi32>) {
+  // expected-error @+1 {{expects positions length (dimension 1 of 'tensor<2x8xi32>') to equal the sequence length of the table (16), got 8}}
+  %t = nn.rope_table positions(%pos) : (tensor<2x8xi32>) -> tensor<2x16x8xf32>
+  return
+}
+
+// -----
+
+func.func @rope_table_theta() {
+  // expected-error @+1 {{expects theta to be positive, got 0}}
+  %t = nn.rope_table {theta = 0.0 : f64} : () -> tensor<2x16x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_rope_width(%q: tensor<2x16x64xf32>, %k: tensor<2x16x16xf32>, %t: tensor<2x16x16xf32>) {
+  // 8 heads of 8: the table's rows are 8 wide.
+  // expected-error @+1 {{expects rope width (dimension 2 of 'tensor<2x16x16xf32>') to equal head_dim (8), got 16}}
+  %0 = nn.attention %q, %k, %k rope(%t) {num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>) -> tensor<2x16x64xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_rope_length(%q: tensor<2x16x64xf32>, %k: tensor<2x16x16xf32>, %t: tensor<2x8x8xf32>) {
+  // expected-error @+1 {{expects rope length (dimension 1 of 'tensor<2x8x8xf32>') to equal the sequence length of query (16), got 8}}
+  %dq, %dk, %dv = nn.attention_grad %q, %q, %k, %k rope(%t) {num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xf32>, tensor<2x16x64xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>, tensor<2x8x8xf32>) -> (tensor<2x16x64xf32>, tensor<2x16x16xf32>, tensor<2x16x16xf32>)
+  return
+}

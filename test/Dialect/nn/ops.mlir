@@ -81,6 +81,21 @@ func.func @attention(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x16xbf16>, %v: ten
   return %0, %1, %2 : tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<1x?x32xf32>
 }
 
+// CHECK-LABEL: func.func @rope_in_attention
+func.func @rope_in_attention(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x16xbf16>, %cu: tensor<4xi32>, %pos: tensor<2x16xi32>)
+    -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) {
+  // The table of the rotation's factors, with and without positions.
+  // CHECK: %[[T:.+]] = nn.rope_table {theta = 5.000000e+05 : f64} : () -> tensor<2x16x8xf32>
+  %t = nn.rope_table {theta = 5.0e5 : f64} : () -> tensor<2x16x8xf32>
+  // CHECK: nn.rope_table positions(%{{.*}}) : (tensor<2x16xi32>) -> tensor<2x16x8xf32>
+  %tp = nn.rope_table positions(%pos) : (tensor<2x16xi32>) -> tensor<2x16x8xf32>
+  // CHECK: nn.attention %{{.*}}, %{{.*}}, %{{.*}} cu_seqlens(%{{.*}}) rope(%[[T]]) {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>, tensor<4xi32>, tensor<2x16x8xf32>) -> tensor<2x16x64xbf16>
+  %0 = nn.attention %q, %k, %k cu_seqlens(%cu) rope(%t) {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>, tensor<4xi32>, tensor<2x16x8xf32>) -> tensor<2x16x64xbf16>
+  // CHECK: nn.attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} rope(%{{.*}}) {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64}
+  %dq, %dk, %dv = nn.attention_grad %0, %q, %k, %k rope(%tp) {causal, num_heads = 8 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>, tensor<2x16x8xf32>) -> (tensor<2x16x64xbf16>, tensor<2x16x16xbf16>, tensor<2x16x16xbf16>)
+  return %0, %dq : tensor<2x16x64xbf16>, tensor<2x16x64xbf16>
+}
+
 // CHECK-LABEL: func.func @elementwise
 func.func @elementwise(%a: tensor<2x16x64xbf16>, %b: tensor<2x16x64xbf16>)
     -> (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x64xbf16>) {

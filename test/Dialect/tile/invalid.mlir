@@ -541,3 +541,19 @@ func.func @gemm_pre_activation_type(%a: tensor<8x4xf32>, %b: tensor<4x8xf32>) {
   %0, %1 = tile.gemm %a, %b {batch = 1 : i64, m = 8 : i64, n = 8 : i64, k = 4 : i64, epilogue = "gelu_tanh"} : (tensor<8x4xf32>, tensor<4x8xf32>) -> (tensor<8x8xf32>, tensor<64xf32>)
   return
 }
+
+// -----
+
+func.func @rope_table_rank() {
+  // expected-error @+1 {{expects result ([batch, seq, head_dim]) to have rank 3, got 'tensor<16x8xf32>'}}
+  %t = tile.rope_table : () -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_rope_batch(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x32xbf16>, %t: tensor<1x16x16xf32>) {
+  // expected-error @+1 {{expects rope batch (dimension 0 of 'tensor<1x16x16xf32>') to equal the batch size of query (2), got 1}}
+  %o, %lse = tile.flash_attention_fwd %q, %k, %k rope(%t) {block_q = 16 : i64, block_k = 16 : i64, num_warps = 4 : i64, num_stages = 2 : i64, causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>, tensor<1x16x16xf32>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+  return
+}

@@ -24,6 +24,19 @@ func.func @attention(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x32xbf16>, %cu: te
   return
 }
 
+// CHECK-LABEL: func.func @attention_rope
+func.func @attention_rope(%q: tensor<2x16x64xbf16>, %k: tensor<2x16x32xbf16>, %pos: tensor<2x16xi32>) {
+  // CHECK: %[[T:.+]] = tile.rope_table positions(%{{.*}}) {theta = 5.000000e+05 : f64} : (tensor<2x16xi32>) -> tensor<2x16x16xf32>
+  %t = tile.rope_table positions(%pos) {theta = 5.0e5 : f64} : (tensor<2x16xi32>) -> tensor<2x16x16xf32>
+  // CHECK: %[[O:.+]], %[[LSE:.+]] = tile.flash_attention_fwd %{{.*}}, %{{.*}}, %{{.*}} rope(%[[T]]) {block_k = 16 : i64
+  %o, %lse = tile.flash_attention_fwd %q, %k, %k rope(%t) {block_q = 16 : i64, block_k = 16 : i64, num_warps = 4 : i64, num_stages = 2 : i64, causal, num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>, tensor<2x16x16xf32>) -> (tensor<2x16x64xbf16>, tensor<2x4x16xf32>)
+  // CHECK: tile.flash_attention_bwd %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[O]], %[[LSE]] rope(%[[T]]) {block_k = 32 : i64
+  %dq, %dk, %dv = tile.flash_attention_bwd %o, %q, %k, %k, %o, %lse rope(%t) {block_q = 16 : i64, block_k = 32 : i64, num_warps = 1 : i64, num_stages = 1 : i64, causal, num_heads = 4 : i64, num_kv_heads = 2 : i64}
+      : (tensor<2x16x64xbf16>, tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>, tensor<2x16x64xbf16>, tensor<2x4x16xf32>, tensor<2x16x16xf32>)
+      -> (tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>)
+  return
+}
+
 // CHECK-LABEL: func.func @loss_and_optimizer
 func.func @loss_and_optimizer(%l: tensor<32x256xbf16>, %t: tensor<32xi32>, %dy: tensor<32x64xbf16>,
                               %p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>,

@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/Error.h"
+#include "runtime/Numerics.h"
 #include "runtime/host/Kernels.h"
 
 #include "KernelTestSupport.h"
@@ -513,6 +514,67 @@ TEST_F(FlashAttentionTest, RowStridedViewsGiveTheContiguousBits) {
                          c.heads, c.kvHeads, c.headDim, c.scale(), c.causal,
                          nullptr, 0, {16, 16}, strides);
   EXPECT_TRUE(dqkv == pack(dq, dk, dv));
+}
+
+// rope-attention: Q and K rotated by a ropeTable as the tiles load (and
+// rounded, for a BF16 step), dq and dk rotated back as they are stored, give
+// the bits of the RoPE kernel, the flash kernels on its output (rounded as a
+// BF16 tensor stores it) and the inverse RoPE of their gradients, with
+// positions and with strided Q and K.
+TEST_F(FlashAttentionTest, RopeOnLoadGivesTheRopeKernelsBits) {
+  for (bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16 rounding" : "fp32");
+    AttentionCase c{2, 40, 4, 2, 32, true, {}};
+    FlashInputs in(c);
+    const std::int64_t tokens = c.batch * c.seq;
+    const double theta = 500000.0;
+    auto positions = randomIds(tokens, 3000);
+    auto table = poisoned<float>(tokens * c.headDim);
+    ropeTable(positions.data(), table.data(), c.batch, c.seq, c.headDim, theta);
+    auto rotated = [&](const std::vector<float> &x, std::int64_t heads,
+                       bool inverse, bool round) {
+      auto y = poisoned<float>(x.size());
+      rope(x.data(), positions.data(), y.data(), c.batch, c.seq, heads,
+           c.headDim, theta, inverse);
+      if (round)
+        for (float &e : y)
+          e = roundToBf16(e);
+      return y;
+    };
+    auto qr = rotated(in.q, c.heads, false, bf16),
+         kr = rotated(in.k, c.kvHeads, false, bf16);
+    RopeOnLoad onLoad{table.data(), bf16 ? &roundToBf16 : nullptr};
+    FlashBlocks blocks{16, 8};
+
+    auto out = poisoned<float>(c.qSize()), outFused = out;
+    auto lse = poisoned<float>(c.lseSize()), lseFused = lse;
+    flashAttentionForward(qr.data(), kr.data(), in.v.data(), out.data(),
+                          lse.data(), c.batch, c.seq, c.heads, c.kvHeads,
+                          c.headDim, c.scale(), c.causal, nullptr, 0, blocks);
+    flashAttentionForward(in.q.data(), in.k.data(), in.v.data(),
+                          outFused.data(), lseFused.data(), c.batch, c.seq,
+                          c.heads, c.kvHeads, c.headDim, c.scale(), c.causal,
+                          nullptr, 0, blocks, {}, onLoad);
+    EXPECT_TRUE(out == outFused);
+    EXPECT_TRUE(lse == lseFused);
+
+    auto dqr = poisoned<float>(c.qSize()), dkr = poisoned<float>(c.kvSize()),
+         dv = poisoned<float>(c.kvSize());
+    flashAttentionBackward(in.dout.data(), qr.data(), kr.data(), in.v.data(),
+                           out.data(), lse.data(), dqr.data(), dkr.data(),
+                           dv.data(), c.batch, c.seq, c.heads, c.kvHeads,
+                           c.headDim, c.scale(), c.causal, nullptr, 0, blocks);
+    auto dq = poisoned<float>(c.qSize()), dk = poisoned<float>(c.kvSize()),
+         dvFused = poisoned<float>(c.kvSize());
+    flashAttentionBackward(in.dout.data(), in.q.data(), in.k.data(),
+                           in.v.data(), out.data(), lse.data(), dq.data(),
+                           dk.data(), dvFused.data(), c.batch, c.seq, c.heads,
+                           c.kvHeads, c.headDim, c.scale(), c.causal, nullptr,
+                           0, blocks, {}, onLoad);
+    EXPECT_TRUE(dv == dvFused);
+    EXPECT_TRUE(dq == rotated(dqr, c.heads, true, false));
+    EXPECT_TRUE(dk == rotated(dkr, c.kvHeads, true, false));
+  }
 }
 
 /// A field of /proc/self/status in bytes ("VmHWM", "VmRSS"); -1 if absent.

@@ -3,7 +3,8 @@
 // The forward rotation against FP64 loops written from the Hugging Face
 // Llama formula (rotate_half), with and without explicit positions; the
 // inverse as the transpose (<y, rope(x)> = <rope^-1(y), x>) and as the
-// gradient (finite differences).
+// gradient (finite differences). (The rotation from a ropeTable that the
+// attention applies on load is checked against rope in FlashAttentionTest.)
 //
 //===----------------------------------------------------------------------===//
 
@@ -141,6 +142,16 @@ TEST_F(RopeGradTest, MatchesFiniteDifferences) {
          10000.0, !inverse);
     EXPECT_GRADIENT_MATCHES(dx, x, loss);
   }
+}
+
+TEST(RopeTableTest, BadArgumentsThrow) {
+  std::vector<float> table(12);
+  EXPECT_THAT(
+      [&] { ropeTable(nullptr, table.data(), 1, 2, 3, 10000.0); },
+      ThrowsMessage<Error>(HasSubstr("rope_table: headDim must be even")));
+  EXPECT_THAT(
+      [&] { ropeTable(nullptr, table.data(), 1, 2, 4, 0.0); },
+      ThrowsMessage<Error>(HasSubstr("rope_table: theta must be positive")));
 }
 
 TEST(RopeErrorTest, OddHeadDimThrows) {

@@ -882,6 +882,45 @@ std::vector<Mutation> fusedMutations() {
              "must have 3 launches (count, rows, reduce), the rows kernel's "
              "last argument an i64 (the chunk index)"};
        }},
+      // rope-attention: the table an attention rotates Q and K by.
+      {"RopeAttentionWithoutItsTable",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         p["steps"][s]["inputs"].erase(p["steps"][s]["inputs"].size() - 1);
+         return std::vector<std::string>{step(s, "flash_attention_fwd"),
+                                         "takes 4 to 5 inputs, got 3"};
+       }},
+      {"RopeAttentionReadsTheLseAsItsTable",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_bwd");
+         json &inputs = p["steps"][s]["inputs"];
+         inputs[inputs.size() - 1] = inputs[5]; // the lse: f32, [b, h, s]
+         return std::vector<std::string>{
+             step(s, "flash_attention_bwd"),
+             "(rope table) has shape [2, 4, 64], expected [batch, seq, "
+             "head_dim] = [2, 64, 32]"};
+       }},
+      {"RopeTableReadAsCuSeqlens",
+       [](json &p) {
+         std::size_t s = stepOf(p, "flash_attention_fwd");
+         attrs(p, s)["rope"] = false;
+         return std::vector<std::string>{step(s, "flash_attention_fwd"),
+                                         "(cu_seqlens) is f32, expected i32"};
+       }},
+      {"RopeTableOfThetaZero",
+       [](json &p) {
+         std::size_t s = stepOf(p, "rope_table");
+         attrs(p, s)["theta"] = 0.0;
+         return std::vector<std::string>{step(s, "rope_table"),
+                                         "field 'theta' = 0 is not positive"};
+       }},
+      {"RopeTableOfFloatPositions",
+       [](json &p) {
+         std::size_t s = stepOf(p, "rope_table");
+         p["steps"][s]["inputs"][0] = p["steps"][s]["outputs"][0];
+         return std::vector<std::string>{step(s, "rope_table"),
+                                         "(positions) is f32, expected i32"};
+       }},
       {"RegionReadsALaterLocal",
        [](json &p) {
          const json &steps = p.at("steps");

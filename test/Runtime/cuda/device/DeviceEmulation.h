@@ -288,6 +288,12 @@ inline float atomicAdd(float *address, float value) {
   return old;
 }
 
+/// The single-rounding arithmetic intrinsics: the host's operators (no
+/// contraction into fused multiply-adds on x86-64 without -mfma).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+
 inline float __shfl_xor_sync(unsigned, float value, int laneMask) {
   kiln::dev::emulation::LaneWords mine{};
   std::memcpy(&mine[0], &value, sizeof value);

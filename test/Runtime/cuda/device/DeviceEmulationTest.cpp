@@ -676,6 +676,108 @@ TYPED_TEST(DeviceEmulationTest, AttentionReadsAndWritesRowStridedViews) {
             packRows(dq.values(), dk.values(), dv.values(), tokens, wq, wkv));
 }
 
+/// The unfused RoPE of x (tokens x heads x headDim) by the RoPE kernel, or
+/// its inverse, into a new buffer.
+template <typename T>
+Buffer<T> ropeKernel(const T *x, const std::vector<std::int32_t> &positions,
+                     int batch, int seq, int heads, int headDim, bool inverse) {
+  Buffer<T> y(std::int64_t(batch) * seq * heads * headDim, 0);
+  emulateKernel({unsigned(batch * seq)}, 32, [&] {
+    dev::rope<T, 32>(x, positions.data(), y.data(), batch, seq, heads, headDim,
+                     5.0e5f, inverse);
+  });
+  return y;
+}
+
+/// The table rope-attention reads, by its kernel.
+std::vector<float> ropeTableKernel(const std::vector<std::int32_t> &positions,
+                                   int batch, int seq, int headDim) {
+  std::vector<float> table =
+      poisonedFloats(std::int64_t(batch) * seq * headDim);
+  emulateKernel({unsigned(batch * seq)}, 32, [&] {
+    dev::ropeTable<32>(positions.data(), table.data(), batch, seq, headDim,
+                       5.0e5f);
+  });
+  return table;
+}
+
+// rope-attention on the exact kernels: rotating Q and K as they are loaded
+// (and dq, dk back as they are stored) from a ropeTable gives the bits of
+// the RoPE kernels around the plain attention: forward bit for bit in both
+// types; the gradients bit for bit in FP32 and, in BF16, within one
+// rounding (the unfused step rounds the rotated gradient before rotating
+// it back).
+TYPED_TEST(DeviceEmulationTest, AttentionRotatesByTheRopeTable) {
+  using T = TypeParam;
+  constexpr int kHeadDim = 32, kThreads = 64;
+  const int batch = 2, seq = 7, heads = 4, kvHeads = 2;
+  const AttentionCase<T> c(batch, seq, heads, kvHeads, kHeadDim, true, {});
+  const EmulatedDim3 grid{unsigned(seq), unsigned(heads), unsigned(batch)};
+  const EmulatedDim3 kvGrid{unsigned(seq), unsigned(kvHeads), unsigned(batch)};
+  std::vector<std::int32_t> positions(batch * seq);
+  for (int t = 0; t < batch * seq; ++t)
+    positions[t] = (t * 37) % 2000; // packed documents' restarts, any order
+  const std::vector<float> table =
+      ropeTableKernel(positions, batch, seq, kHeadDim);
+
+  Buffer<T> q(c.q, 0), k(c.k, 0), v(c.v, 0), dout(c.dout, 0);
+  Buffer<T> qr =
+      ropeKernel(q.data(), positions, batch, seq, heads, kHeadDim, false);
+  Buffer<T> kr =
+      ropeKernel(k.data(), positions, batch, seq, kvHeads, kHeadDim, false);
+  Buffer<T> out(c.qSize, 0), outFused(c.qSize, 0);
+  std::vector<float> lse = poisonedFloats(c.rows), lseFused = lse;
+  emulateKernel(grid, kThreads, [&] {
+    dev::attentionForward<T, kHeadDim, kThreads>(
+        qr.data(), kr.data(), v.data(), out.data(), lse.data(), batch, seq,
+        heads, kvHeads, c.scale, true, nullptr, 0);
+    dev::attentionForward<T, kHeadDim, kThreads>(
+        q.data(), k.data(), v.data(), outFused.data(), lseFused.data(), batch,
+        seq, heads, kvHeads, c.scale, true, nullptr, 0, {}, table.data());
+  });
+  EXPECT_EQ(outFused.values(), out.values());
+  EXPECT_EQ(lseFused, lse);
+
+  std::vector<float> delta = poisonedFloats(c.rows);
+  emulateKernel(grid, 32, [&] {
+    dev::attentionBackwardPreprocess<T, 32>(
+        dout.data(), out.data(), delta.data(), batch, seq, heads, kHeadDim);
+  });
+  Buffer<T> dqr(c.qSize, 0), dkr(c.kvSize, 0), dv(c.kvSize, 0);
+  Buffer<T> dq(c.qSize, 0), dk(c.kvSize, 0), dvFused(c.kvSize, 0);
+  emulateKernel(grid, kThreads, [&] {
+    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
+        dout.data(), qr.data(), kr.data(), v.data(), lse.data(), delta.data(),
+        dqr.data(), batch, seq, heads, kvHeads, c.scale, true, nullptr, 0);
+    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
+        dout.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(),
+        dq.data(), batch, seq, heads, kvHeads, c.scale, true, nullptr, 0, {},
+        table.data());
+  });
+  emulateKernel(kvGrid, kThreads, [&] {
+    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
+        dout.data(), qr.data(), kr.data(), v.data(), lse.data(), delta.data(),
+        dkr.data(), dv.data(), batch, seq, heads, kvHeads, c.scale, true,
+        nullptr, 0);
+    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
+        dout.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(),
+        dk.data(), dvFused.data(), batch, seq, heads, kvHeads, c.scale, true,
+        nullptr, 0, {}, table.data());
+  });
+  Buffer<T> dqUnfused =
+      ropeKernel(dqr.data(), positions, batch, seq, heads, kHeadDim, true);
+  Buffer<T> dkUnfused =
+      ropeKernel(dkr.data(), positions, batch, seq, kvHeads, kHeadDim, true);
+  EXPECT_EQ(dvFused.values(), dv.values());
+  if constexpr (std::is_same_v<T, float>) {
+    EXPECT_EQ(dq.values(), dqUnfused.values());
+    EXPECT_EQ(dk.values(), dkUnfused.values());
+  } else {
+    EXPECT_CLOSE(dq.values(), dqUnfused.values(), 8e-3);
+    EXPECT_CLOSE(dk.values(), dkUnfused.values(), 8e-3);
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // FlashAttention on tensor cores
 //===----------------------------------------------------------------------===//
@@ -848,6 +950,97 @@ TEST(DeviceEmulationFlashTest, FlashAttentionReadsAndWritesRowStridedViews) {
   EXPECT_EQ(lseStrided, lse);
   EXPECT_EQ(dqkv.values(),
             packRows(dq.values(), dk.values(), dv.values(), tokens, wq, wkv));
+}
+
+// rope-attention on the tensor-core kernels: Q and K tiles rotated in
+// shared memory as they land, dK rotated back in registers, dq in the
+// finishing kernel. The forward gives the bits of the RoPE kernel around the
+// plain kernel; the gradients are within one BF16 rounding (the unfused
+// step rounds them before the inverse rotation too).
+TEST(DeviceEmulationFlashTest, FlashAttentionRotatesByTheRopeTable) {
+  using T = __nv_bfloat16;
+  using Tiles = FlashTiles<16, 16, 2, 16, 16>;
+  constexpr int kHeadDim = 64;
+  const int batch = 2, seq = 33, heads = 4, kvHeads = 2;
+  const AttentionCase<T> c(batch, seq, heads, kvHeads, kHeadDim, true, {});
+  const std::int64_t wq = heads * kHeadDim;
+  const EmulatedDim3 grid{unsigned((seq + 15) / 16), unsigned(heads),
+                          unsigned(batch)};
+  const EmulatedDim3 kvGrid{unsigned((seq + 15) / 16), unsigned(kvHeads),
+                            unsigned(batch)};
+  const unsigned forwardShared = dev::flashForwardSharedBytes(
+      kHeadDim, Tiles::kBlockQ, Tiles::kBlockK, Tiles::kStages);
+  const unsigned backwardShared = dev::flashBackwardSharedBytes(
+      kHeadDim, Tiles::kBwdBlockQ, Tiles::kBwdBlockK);
+  std::vector<std::int32_t> positions(batch * seq);
+  for (int t = 0; t < batch * seq; ++t)
+    positions[t] = t % 17; // two documents a row
+  const std::vector<float> table =
+      ropeTableKernel(positions, batch, seq, kHeadDim);
+
+  Buffer<T> q(c.q, 0), k(c.k, 0), v(c.v, 0), dout(c.dout, 0);
+  Buffer<T> qr =
+      ropeKernel(q.data(), positions, batch, seq, heads, kHeadDim, false);
+  Buffer<T> kr =
+      ropeKernel(k.data(), positions, batch, seq, kvHeads, kHeadDim, false);
+  // One run: on rotated inputs without a table, or on the projections with.
+  auto run = [&](const T *qp, const T *kp, const float *rope, Buffer<T> &out,
+                 std::vector<float> &lse, Buffer<T> &dq, Buffer<T> &dk,
+                 Buffer<T> &dv) {
+    emulateKernel(
+        grid, Tiles::kBlockQ / 16 * 32,
+        [&] {
+          dev::flashAttentionForward<kHeadDim, Tiles::kBlockQ, Tiles::kBlockK,
+                                     Tiles::kStages>(
+              qp, kp, v.data(), out.data(), lse.data(), batch, seq, heads,
+              kvHeads, c.scale, true, nullptr, 0, {}, rope);
+        },
+        forwardShared);
+    std::vector<float> delta = poisonedFloats(c.rows),
+                       dqAccum = poisonedFloats(c.qSize);
+    emulateKernel({3}, 64, [&] {
+      dev::attentionBackwardPreprocess<T, 64>(dout.data(), out.data(),
+                                              delta.data(), batch, seq, heads,
+                                              kHeadDim, dqAccum.data());
+    });
+    emulateKernel(
+        kvGrid, Tiles::kBwdBlockK / 16 * 32,
+        [&] {
+          dev::flashAttentionBackward<kHeadDim, Tiles::kBwdBlockQ,
+                                      Tiles::kBwdBlockK>(
+              dout.data(), qp, kp, v.data(), lse.data(), delta.data(),
+              dqAccum.data(), dk.data(), dv.data(), batch, seq, heads, kvHeads,
+              c.scale, true, nullptr, 0, {}, rope);
+        },
+        backwardShared);
+    emulateKernel({2}, 64, [&] {
+      if (rope)
+        dev::flashAttentionFinishDqRope<T>(dqAccum.data(), dq.data(), rope,
+                                           c.qSize, c.scale, kHeadDim, wq);
+      else
+        dev::flashAttentionFinishDq<T>(dqAccum.data(), dq.data(), c.qSize,
+                                       c.scale);
+    });
+  };
+  Buffer<T> out(c.qSize, 0), outFused(c.qSize, 0);
+  std::vector<float> lse = poisonedFloats(c.rows), lseFused = lse;
+  Buffer<T> dqr(c.qSize, 0), dkr(c.kvSize, 0), dv(c.kvSize, 0);
+  Buffer<T> dq(c.qSize, 0), dk(c.kvSize, 0), dvFused(c.kvSize, 0);
+  run(qr.data(), kr.data(), nullptr, out, lse, dqr, dkr, dv);
+  run(q.data(), k.data(), table.data(), outFused, lseFused, dq, dk, dvFused);
+  EXPECT_EQ(outFused.values(), out.values());
+  EXPECT_EQ(lseFused, lse);
+  EXPECT_EQ(dvFused.values(), dv.values());
+  EXPECT_CLOSE(
+      dq.values(),
+      ropeKernel(dqr.data(), positions, batch, seq, heads, kHeadDim, true)
+          .values(),
+      8e-3);
+  EXPECT_CLOSE(
+      dk.values(),
+      ropeKernel(dkr.data(), positions, batch, seq, kvHeads, kHeadDim, true)
+          .values(),
+      8e-3);
 }
 
 // The host's copy of the flash kernels' shared-memory sizes
