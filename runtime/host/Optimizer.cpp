@@ -29,11 +29,25 @@ template <typename T> double sumOfSquares(const T *x, std::int64_t n) {
   std::vector<double> partial(chunks, 0.0);
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (std::int64_t c = 0; c < chunks; ++c) {
-    double sum = 0;
-    for (std::int64_t i = c * kSumChunk; i < std::min(n, (c + 1) * kSumChunk);
-         ++i)
-      sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-    partial[c] = sum;
+    // kLanes independent sums, element i in lane i % kLanes, added
+    // pairwise at the end: a fixed order that vectorises (one running sum
+    // is bound by the latency of its adds).
+    constexpr std::int64_t kLanes = 8;
+    double lanes[kLanes] = {};
+    const std::int64_t begin = c * kSumChunk;
+    const std::int64_t end = std::min(n, (c + 1) * kSumChunk);
+    std::int64_t i = begin;
+    for (; i + kLanes <= end; i += kLanes)
+      for (std::int64_t j = 0; j < kLanes; ++j)
+        lanes[j] +=
+            static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+    for (; i < end; ++i)
+      lanes[(i - begin) % kLanes] +=
+          static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    for (std::int64_t width = kLanes / 2; width > 0; width /= 2)
+      for (std::int64_t j = 0; j < width; ++j)
+        lanes[j] += lanes[j + width];
+    partial[c] = lanes[0];
   }
   double total = 0;
   for (double sum : partial)
