@@ -617,6 +617,40 @@ std::vector<double> packRows(const std::vector<double> &a,
   return packed;
 }
 
+/// One run of the exact attention kernels on c's shape: the forward into
+/// out and lse, delta from that out, then dq (a block per query row) and dk,
+/// dv (a block per key row), with the given pitches and rope table.
+template <typename T, int kHeadDim, int kThreads>
+void exactAttention(const AttentionCase<T> &c, const T *q, const T *k,
+                    const T *v, const T *dout, T *out, std::vector<float> &lse,
+                    T *dq, T *dk, T *dv, dev::AttentionPitches pitches = {},
+                    const float *rope = nullptr) {
+  const EmulatedDim3 grid{unsigned(c.seq), unsigned(c.heads),
+                          unsigned(c.batch)};
+  const EmulatedDim3 kvGrid{unsigned(c.seq), unsigned(c.kvHeads),
+                            unsigned(c.batch)};
+  emulateKernel(grid, kThreads, [&] {
+    dev::attentionForward<T, kHeadDim, kThreads>(
+        q, k, v, out, lse.data(), c.batch, c.seq, c.heads, c.kvHeads, c.scale,
+        c.causal, nullptr, 0, pitches, rope);
+  });
+  std::vector<float> delta = poisonedFloats(c.rows);
+  emulateKernel(grid, 32, [&] {
+    dev::attentionBackwardPreprocess<T, 32>(dout, out, delta.data(), c.batch,
+                                            c.seq, c.heads, kHeadDim);
+  });
+  emulateKernel(grid, kThreads, [&] {
+    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
+        dout, q, k, v, lse.data(), delta.data(), dq, c.batch, c.seq, c.heads,
+        c.kvHeads, c.scale, c.causal, nullptr, 0, pitches, rope);
+  });
+  emulateKernel(kvGrid, kThreads, [&] {
+    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
+        dout, q, k, v, lse.data(), delta.data(), dk, dv, c.batch, c.seq,
+        c.heads, c.kvHeads, c.scale, c.causal, nullptr, 0, pitches, rope);
+  });
+}
+
 // Q, K and V read as row-strided views of a packed QKV tensor, and dQ, dK
 // and dV written into a packed gradient (tile-fold-views), give the bits of
 // the contiguous tensors: only the addressing changes.
@@ -627,8 +661,6 @@ TYPED_TEST(DeviceEmulationTest, AttentionReadsAndWritesRowStridedViews) {
   const AttentionCase<T> c(batch, seq, heads, kvHeads, kHeadDim, true, {});
   const std::int64_t tokens = batch * seq, wq = heads * kHeadDim,
                      wkv = kvHeads * kHeadDim, pitch = wq + 2 * wkv;
-  const EmulatedDim3 grid{unsigned(seq), unsigned(heads), unsigned(batch)};
-  const EmulatedDim3 kvGrid{unsigned(seq), unsigned(kvHeads), unsigned(batch)};
   const dev::AttentionPitches pitches{pitch, pitch, pitch, pitch, pitch, pitch};
 
   Buffer<T> q(c.q, 0), k(c.k, 0), v(c.v, 0), dout(c.dout, 0);
@@ -636,42 +668,17 @@ TYPED_TEST(DeviceEmulationTest, AttentionReadsAndWritesRowStridedViews) {
   T *qs = qkv.data(), *ks = qs + wq, *vs = ks + wkv;
   Buffer<T> out(c.qSize, 0), outStrided(c.qSize, 0);
   std::vector<float> lse = poisonedFloats(c.rows), lseStrided = lse;
-  emulateKernel(grid, kThreads, [&] {
-    dev::attentionForward<T, kHeadDim, kThreads>(
-        q.data(), k.data(), v.data(), out.data(), lse.data(), batch, seq, heads,
-        kvHeads, c.scale, true, nullptr, 0);
-    dev::attentionForward<T, kHeadDim, kThreads>(
-        qs, ks, vs, outStrided.data(), lseStrided.data(), batch, seq, heads,
-        kvHeads, c.scale, true, nullptr, 0, pitches);
-  });
-  EXPECT_EQ(outStrided.values(), out.values());
-  EXPECT_EQ(lseStrided, lse);
-
-  std::vector<float> delta = poisonedFloats(c.rows);
-  emulateKernel(grid, 32, [&] {
-    dev::attentionBackwardPreprocess<T, 32>(
-        dout.data(), out.data(), delta.data(), batch, seq, heads, kHeadDim);
-  });
   Buffer<T> dq(c.qSize, 0), dk(c.kvSize, 0), dv(c.kvSize, 0),
       dqkv(tokens * pitch, 0);
   T *dqs = dqkv.data(), *dks = dqs + wq, *dvs = dks + wkv;
-  emulateKernel(grid, kThreads, [&] {
-    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
-        dout.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(),
-        dq.data(), batch, seq, heads, kvHeads, c.scale, true, nullptr, 0);
-    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
-        dout.data(), qs, ks, vs, lse.data(), delta.data(), dqs, batch, seq,
-        heads, kvHeads, c.scale, true, nullptr, 0, pitches);
-  });
-  emulateKernel(kvGrid, kThreads, [&] {
-    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
-        dout.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(),
-        dk.data(), dv.data(), batch, seq, heads, kvHeads, c.scale, true,
-        nullptr, 0);
-    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
-        dout.data(), qs, ks, vs, lse.data(), delta.data(), dks, dvs, batch, seq,
-        heads, kvHeads, c.scale, true, nullptr, 0, pitches);
-  });
+  exactAttention<T, kHeadDim, kThreads>(c, q.data(), k.data(), v.data(),
+                                        dout.data(), out.data(), lse, dq.data(),
+                                        dk.data(), dv.data());
+  exactAttention<T, kHeadDim, kThreads>(c, qs, ks, vs, dout.data(),
+                                        outStrided.data(), lseStrided, dqs, dks,
+                                        dvs, pitches);
+  EXPECT_EQ(outStrided.values(), out.values());
+  EXPECT_EQ(lseStrided, lse);
   EXPECT_EQ(dqkv.values(),
             packRows(dq.values(), dk.values(), dv.values(), tokens, wq, wkv));
 }
@@ -712,8 +719,6 @@ TYPED_TEST(DeviceEmulationTest, AttentionRotatesByTheRopeTable) {
   constexpr int kHeadDim = 32, kThreads = 64;
   const int batch = 2, seq = 7, heads = 4, kvHeads = 2;
   const AttentionCase<T> c(batch, seq, heads, kvHeads, kHeadDim, true, {});
-  const EmulatedDim3 grid{unsigned(seq), unsigned(heads), unsigned(batch)};
-  const EmulatedDim3 kvGrid{unsigned(seq), unsigned(kvHeads), unsigned(batch)};
   std::vector<std::int32_t> positions(batch * seq);
   for (int t = 0; t < batch * seq; ++t)
     positions[t] = (t * 37) % 2000; // packed documents' restarts, any order
@@ -727,48 +732,21 @@ TYPED_TEST(DeviceEmulationTest, AttentionRotatesByTheRopeTable) {
       ropeKernel(k.data(), positions, batch, seq, kvHeads, kHeadDim, false);
   Buffer<T> out(c.qSize, 0), outFused(c.qSize, 0);
   std::vector<float> lse = poisonedFloats(c.rows), lseFused = lse;
-  emulateKernel(grid, kThreads, [&] {
-    dev::attentionForward<T, kHeadDim, kThreads>(
-        qr.data(), kr.data(), v.data(), out.data(), lse.data(), batch, seq,
-        heads, kvHeads, c.scale, true, nullptr, 0);
-    dev::attentionForward<T, kHeadDim, kThreads>(
-        q.data(), k.data(), v.data(), outFused.data(), lseFused.data(), batch,
-        seq, heads, kvHeads, c.scale, true, nullptr, 0, {}, table.data());
-  });
-  EXPECT_EQ(outFused.values(), out.values());
-  EXPECT_EQ(lseFused, lse);
-
-  std::vector<float> delta = poisonedFloats(c.rows);
-  emulateKernel(grid, 32, [&] {
-    dev::attentionBackwardPreprocess<T, 32>(
-        dout.data(), out.data(), delta.data(), batch, seq, heads, kHeadDim);
-  });
   Buffer<T> dqr(c.qSize, 0), dkr(c.kvSize, 0), dv(c.kvSize, 0);
   Buffer<T> dq(c.qSize, 0), dk(c.kvSize, 0), dvFused(c.kvSize, 0);
-  emulateKernel(grid, kThreads, [&] {
-    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
-        dout.data(), qr.data(), kr.data(), v.data(), lse.data(), delta.data(),
-        dqr.data(), batch, seq, heads, kvHeads, c.scale, true, nullptr, 0);
-    dev::attentionBackwardQuery<T, kHeadDim, kThreads>(
-        dout.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(),
-        dq.data(), batch, seq, heads, kvHeads, c.scale, true, nullptr, 0, {},
-        table.data());
-  });
-  emulateKernel(kvGrid, kThreads, [&] {
-    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
-        dout.data(), qr.data(), kr.data(), v.data(), lse.data(), delta.data(),
-        dkr.data(), dv.data(), batch, seq, heads, kvHeads, c.scale, true,
-        nullptr, 0);
-    dev::attentionBackwardKeyValue<T, kHeadDim, kThreads>(
-        dout.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(),
-        dk.data(), dvFused.data(), batch, seq, heads, kvHeads, c.scale, true,
-        nullptr, 0, {}, table.data());
-  });
+  exactAttention<T, kHeadDim, kThreads>(c, qr.data(), kr.data(), v.data(),
+                                        dout.data(), out.data(), lse,
+                                        dqr.data(), dkr.data(), dv.data());
+  exactAttention<T, kHeadDim, kThreads>(
+      c, q.data(), k.data(), v.data(), dout.data(), outFused.data(), lseFused,
+      dq.data(), dk.data(), dvFused.data(), {}, table.data());
+  EXPECT_EQ(outFused.values(), out.values());
+  EXPECT_EQ(lseFused, lse);
+  EXPECT_EQ(dvFused.values(), dv.values());
   Buffer<T> dqUnfused =
       ropeKernel(dqr.data(), positions, batch, seq, heads, kHeadDim, true);
   Buffer<T> dkUnfused =
       ropeKernel(dkr.data(), positions, batch, seq, kvHeads, kHeadDim, true);
-  EXPECT_EQ(dvFused.values(), dv.values());
   if constexpr (std::is_same_v<T, float>) {
     EXPECT_EQ(dq.values(), dqUnfused.values());
     EXPECT_EQ(dk.values(), dkUnfused.values());
