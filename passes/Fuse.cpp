@@ -55,8 +55,9 @@ struct Policy {
 /// hyperparameters become one multi-tensor tile.adamw each, at the last of
 /// them (every operand is defined by then: the parameters and moments are
 /// arguments, the gradients precede the updates).
-void groupOptimizer(Block &block, SmallVectorImpl<Decision> &decisions,
-                    unsigned &position, bool report) {
+void groupOptimizer(Block &block, bool computeCopies,
+                    SmallVectorImpl<Decision> &decisions, unsigned &position,
+                    bool report) {
   using Key = std::tuple<Value, Value, Value, double, double, double, double,
                          double, Attribute>;
   // Few groups (two in practice): a linear search keeps program order.
@@ -117,7 +118,7 @@ void groupOptimizer(Block &block, SmallVectorImpl<Decision> &decisions,
         break;
       casts.push_back(rounding);
     }
-    bool copies = casts.size() == updates.size();
+    bool copies = computeCopies && casts.size() == updates.size();
     SmallVector<Value> copyArgs;
     if (copies) {
       for (auto [update, rounding] : llvm::zip_equal(updates, casts)) {
@@ -1150,7 +1151,7 @@ struct NNFusePass : kiln::impl::NNFusePassBase<NNFusePass> {
         if (epilogue)
           widenGradients(block, decisions, position, report);
         if (optimizer)
-          groupOptimizer(block, decisions, position, report);
+          groupOptimizer(block, computeCopies, decisions, position, report);
         // Before the row groups, which would pair the RoPEs of Q and K.
         if (ropeAttention)
           fuseRopeAttention(block, decisions, position, report);

@@ -163,6 +163,10 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
       decay, the norms and biases without) as one multi-tensor `tile.adamw`
       each: two kernels (a handful of launches on the GPU) instead of one
       per parameter, after the one multi-tensor gradient-norm reduction.
+      In a BF16 step the update also writes each weight's BF16 compute copy,
+      which the step keeps across steps instead of a cast kernel per weight
+      per step; `compute-copies=false` trades those kernels back for the
+      memory (2 bytes per parameter, persistent).
     - `epilogue`: a weight gradient (`nn.linear_weight_grad`, a bias's
       `nn.column_sum`, `nn.embedding_grad`, a norm's weight gradient) whose
       only use widens it to FP32
@@ -241,6 +245,10 @@ def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
            "Fuse chains of elementwise ops and embedding gathers">,
     Option<"optimizer", "optimizer", "bool", "true",
            "Update every parameter in one multi-tensor AdamW per group">,
+    Option<"computeCopies", "compute-copies", "bool", "true",
+           "With the optimizer group, keep each weight's BF16 compute copy "
+           "across steps (written by AdamW: no cast kernels); false casts "
+           "them every step into temporaries instead (less memory)">,
     Option<"epilogue", "epilogue", "bool", "true",
            "Write weight gradients in FP32 from their kernels' accumulators">,
     Option<"gemmEpilogue", "gemm-epilogue", "bool", "true",

@@ -9,6 +9,7 @@
 // RUN: kiln-opt %s --split-input-file --nn-fuse="linear-cross-entropy=false" | FileCheck %s --check-prefix=NOLCE
 // RUN: kiln-opt %s --split-input-file --nn-fuse="cross-entropy-chunk-rows=3" | FileCheck %s --check-prefix=CHUNK3
 // RUN: kiln-opt %s --split-input-file --nn-fuse="cross-entropy-fp32-logits" | FileCheck %s --check-prefix=FP32LOGITS
+// RUN: kiln-opt %s --split-input-file --nn-fuse="compute-copies=false" | FileCheck %s --check-prefix=NOCOPIES
 
 // nn-fuse groups row-local ops into tile.fused regions, one kernel each.
 
@@ -200,6 +201,15 @@ func.func @optimizer(%p0: tensor<8x4xf32>, %p1: tensor<4x4xf32>, %p2: tensor<4xf
 // CHECK: nn.linear %{{.+}}, %[[C1]]
 // CHECK: %[[A:.+]]:8 = tile.adamw %arg0, %arg1, %arg3, %arg4, %arg5, %arg6, %arg7, %arg8, %[[C0]], %[[C1]], %arg9, %arg10, %arg11 {{{.*}}compute_copies{{.*}}} : {{.*}} -> (tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xbf16>, tensor<4x4xbf16>)
 // CHECK: return %{{.+}}, %[[A]]#0, %[[A]]#1, %[[A]]#6, %[[A]]#7
+// compute-copies=false: one multi-tensor update still, but the casts stay
+// kernels of the step and nothing new persists.
+// NOCOPIES-LABEL: func.func @compute_copies(
+// NOCOPIES-SAME: %arg11: tensor<f32>)
+// NOCOPIES-SAME: -> (tensor<2x4xbf16>, tensor<8x4xf32>, tensor<4x4xf32>) {
+// NOCOPIES-COUNT-2: nn.cast
+// NOCOPIES: %[[A:.+]]:6 = tile.adamw
+// NOCOPIES-NOT: compute_copies
+// NOCOPIES: return %{{.+}}, %[[A]]#0, %[[A]]#1 :
 func.func @compute_copies(%w0: tensor<8x4xf32> {kiln.param = "w0"}, %w1: tensor<4x4xf32> {kiln.param = "w1"}, %x: tensor<2x4xbf16>,
                           %g0: tensor<8x4xf32>, %g1: tensor<4x4xf32>,
                           %m0: tensor<8x4xf32>, %m1: tensor<4x4xf32>, %v0: tensor<8x4xf32>, %v1: tensor<4x4xf32>,
