@@ -59,11 +59,21 @@ RowLogSumExp rowLogSumExp(const T *row, std::int64_t vocab) {
 template <typename T>
 double rowCrossEntropyGrad(const T *row, std::int32_t target, double scale,
                            T *grad, std::int64_t vocab) {
-  RowLogSumExp lse = rowLogSumExp(row, vocab);
-  double shift = lse.max + lse.logSum;
-  double loss = shift - static_cast<double>(row[target]);
+  // The exponentials of the log-sum-exp, kept for the softmax: one exp per
+  // logit instead of two (the sum in the same order as rowLogSumExp's).
+  thread_local std::vector<double> exps;
+  exps.resize(vocab);
+  double max = -std::numeric_limits<double>::infinity();
+  for (std::int64_t j = 0; j < vocab; ++j)
+    max = std::max(max, static_cast<double>(row[j]));
+  double sum = 0;
   for (std::int64_t j = 0; j < vocab; ++j) {
-    double p = std::exp(static_cast<double>(row[j]) - shift);
+    exps[j] = std::exp(static_cast<double>(row[j]) - max);
+    sum += exps[j];
+  }
+  double loss = max + std::log(sum) - static_cast<double>(row[target]);
+  for (std::int64_t j = 0; j < vocab; ++j) {
+    double p = exps[j] / sum;
     double onehot = j == target ? 1.0 : 0.0;
     grad[j] = static_cast<T>(scale * (p - onehot));
   }
