@@ -643,9 +643,9 @@ void fuseRopeAttention(Block &block, SmallVectorImpl<Decision> &decisions,
                                        : "; backward: the inverse RoPE of dq "
                                          "and dk in the gradient's store")
                .str());
+    // Nothing else read them (checked above).
     q.erase();
-    if (k.use_empty())
-      k.erase();
+    k.erase();
   }
 }
 

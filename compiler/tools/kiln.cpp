@@ -394,11 +394,10 @@ int runInspect(MLIRContext &context) {
                       memory->persistent, memory->peak - memory->persistent,
                       memory->largest);
   os << llvm::formatv(
-      "kernels per step: {0} (per layer {1} forward, {2} "
-      "backward with weight gradients; optimizer {3}; "
-      "embedding, RoPE table, final norm, LM head and loss {4}), "
-      "fusion "
-      "{5}; predicted {6:N} bytes moved per step\n",
+      "kernels per step: {0} (per layer {1} forward, {2} backward with "
+      "weight gradients; optimizer {3}; embedding, RoPE table, final norm, "
+      "LM head and loss {4}), fusion {5}; predicted {6:N} bytes moved per "
+      "step\n",
       memory->kernels, memory->layerForward, memory->layerBackward,
       memory->optimizerKernels, memory->outsideLayerKernels,
       fusion == Fusion::On ? "on" : "off", memory->bytesMoved);

@@ -87,14 +87,14 @@ json::Object attrsJson(Operation *op) {
       for (std::string_view flag : plan::kFlagAttrs)
         if (name.getValue() == llvm::StringRef(flag) && !op->hasAttr(name))
           attrs[name.getValue()] = false;
-  if (auto fwd = dyn_cast<tile::FlashAttentionFwdOp>(op)) {
-    attrs[plan::attr::kScale] = attentionScale(fwd);
-    attrs[plan::attr::kRope] = static_cast<bool>(fwd.getRope());
-  }
-  if (auto bwd = dyn_cast<tile::FlashAttentionBwdOp>(op)) {
-    attrs[plan::attr::kScale] = attentionScale(bwd);
-    attrs[plan::attr::kRope] = static_cast<bool>(bwd.getRope());
-  }
+  auto attention = [&](auto flash) {
+    attrs[plan::attr::kScale] = attentionScale(flash);
+    attrs[plan::attr::kRope] = static_cast<bool>(flash.getRope());
+  };
+  if (auto fwd = dyn_cast<tile::FlashAttentionFwdOp>(op))
+    attention(fwd);
+  if (auto bwd = dyn_cast<tile::FlashAttentionBwdOp>(op))
+    attention(bwd);
   if (auto gemm = dyn_cast<tile::GemmOp>(op))
     attrs[plan::attr::kEpilogue] = gemm.getEpilogue();
   for (NamedAttribute named : op->getAttrs()) {

@@ -210,12 +210,13 @@ LogicalResult GemmOp::verifyEpilogue() {
                         bgradA ? getM() : getN(), bgradA ? "m" : "n");
 }
 
-/// The rules the flash attention kernels share: head counts, tile sizes and
-/// the log-sum-exp shape [batch, num_heads, seq].
+/// The rules the flash attention kernels share: head counts, tile sizes,
+/// the log-sum-exp shape [batch, num_heads, seq] and the rope table.
 static LogicalResult verifyAttention(Operation *op, Value query, Value lse,
-                                     int64_t numHeads, int64_t numKvHeads,
-                                     int64_t blockQ, int64_t blockK,
-                                     int64_t warps, int64_t stages) {
+                                     Value rope, int64_t numHeads,
+                                     int64_t numKvHeads, int64_t blockQ,
+                                     int64_t blockK, int64_t warps,
+                                     int64_t stages) {
   if (blockQ <= 0 || blockK <= 0 || warps <= 0 || stages <= 0)
     return op->emitOpError()
            << "expects positive block_q, block_k, num_warps and num_stages, "
@@ -238,23 +239,19 @@ static LogicalResult verifyAttention(Operation *op, Value query, Value lse,
                                 "("
                              << expected[0] << "x" << expected[1] << "x"
                              << expected[2] << "), got " << lseType;
-  return success();
+  return nn::verifyAttentionRope(op, query, rope, numHeads);
 }
 
 LogicalResult FlashAttentionFwdOp::verify() {
-  if (failed(verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
-                             getNumKvHeads(), getBlockQ(), getBlockK(),
-                             getNumWarps(), getNumStages())))
-    return failure();
-  return nn::verifyAttentionRope(*this, getQuery(), getRope(), getNumHeads());
+  return verifyAttention(*this, getQuery(), getLse(), getRope(), getNumHeads(),
+                         getNumKvHeads(), getBlockQ(), getBlockK(),
+                         getNumWarps(), getNumStages());
 }
 
 LogicalResult FlashAttentionBwdOp::verify() {
-  if (failed(verifyAttention(*this, getQuery(), getLse(), getNumHeads(),
-                             getNumKvHeads(), getBlockQ(), getBlockK(),
-                             getNumWarps(), getNumStages())))
-    return failure();
-  return nn::verifyAttentionRope(*this, getQuery(), getRope(), getNumHeads());
+  return verifyAttention(*this, getQuery(), getLse(), getRope(), getNumHeads(),
+                         getNumKvHeads(), getBlockQ(), getBlockK(),
+                         getNumWarps(), getNumStages());
 }
 
 LogicalResult RoPETableOp::verify() {

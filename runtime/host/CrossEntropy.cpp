@@ -36,21 +36,28 @@ std::int64_t countTargets(const char *kernel, const std::int32_t *targets,
   return count;
 }
 
-/// The maximum and log(sum(exp(x - max))) of one row, in double.
+/// The maximum, sum(exp(x - max)) and its log of one row, in double; each
+/// exp(x - max) also into `exps` when given (the softmax's numerators).
 struct RowLogSumExp {
   double max;
+  double sum;
   double logSum;
 };
 
 template <typename T>
-RowLogSumExp rowLogSumExp(const T *row, std::int64_t vocab) {
+RowLogSumExp rowLogSumExp(const T *row, std::int64_t vocab,
+                          double *exps = nullptr) {
   double max = -std::numeric_limits<double>::infinity();
   for (std::int64_t j = 0; j < vocab; ++j)
     max = std::max(max, static_cast<double>(row[j]));
   double sum = 0;
-  for (std::int64_t j = 0; j < vocab; ++j)
-    sum += std::exp(static_cast<double>(row[j]) - max);
-  return {max, std::log(sum)};
+  for (std::int64_t j = 0; j < vocab; ++j) {
+    double e = std::exp(static_cast<double>(row[j]) - max);
+    if (exps)
+      exps[j] = e;
+    sum += e;
+  }
+  return {max, sum, std::log(sum)};
 }
 
 /// One row's loss (log-sum-exp minus the target's logit) and its gradient
@@ -59,21 +66,14 @@ RowLogSumExp rowLogSumExp(const T *row, std::int64_t vocab) {
 template <typename T>
 double rowCrossEntropyGrad(const T *row, std::int32_t target, double scale,
                            T *grad, std::int64_t vocab) {
-  // The exponentials of the log-sum-exp, kept for the softmax: one exp per
-  // logit instead of two (the sum in the same order as rowLogSumExp's).
+  // The log-sum-exp's exponentials, kept for the softmax: one exp per logit
+  // instead of two.
   thread_local std::vector<double> exps;
   exps.resize(vocab);
-  double max = -std::numeric_limits<double>::infinity();
-  for (std::int64_t j = 0; j < vocab; ++j)
-    max = std::max(max, static_cast<double>(row[j]));
-  double sum = 0;
+  RowLogSumExp lse = rowLogSumExp(row, vocab, exps.data());
+  double loss = lse.max + lse.logSum - static_cast<double>(row[target]);
   for (std::int64_t j = 0; j < vocab; ++j) {
-    exps[j] = std::exp(static_cast<double>(row[j]) - max);
-    sum += exps[j];
-  }
-  double loss = max + std::log(sum) - static_cast<double>(row[target]);
-  for (std::int64_t j = 0; j < vocab; ++j) {
-    double p = exps[j] / sum;
+    double p = exps[j] / lse.sum;
     double onehot = j == target ? 1.0 : 0.0;
     grad[j] = static_cast<T>(scale * (p - onehot));
   }

@@ -9,18 +9,37 @@ namespace kiln::rt::host {
 using detail::checkSize;
 using detail::kMinParallelWork;
 
+namespace {
+
+/// The shape and angle base rope and ropeTable share.
+void checkRope(const char *kernel, std::int64_t batch, std::int64_t seq,
+               std::int64_t headDim, double theta) {
+  checkSize(kernel, "batch", batch);
+  checkSize(kernel, "seq", seq);
+  checkSize(kernel, "headDim", headDim);
+  if (headDim % 2 != 0)
+    throw Error(
+        fmt::format("{}: headDim must be even, got {}", kernel, headDim));
+  if (!(theta > 0))
+    throw Error(
+        fmt::format("{}: theta must be positive, got {}", kernel, theta));
+}
+
+/// Token t's position: positions[t], or its index within the sequence.
+double positionOf(const std::int32_t *positions, std::int64_t t,
+                  std::int64_t seq) {
+  return positions ? static_cast<double>(positions[t])
+                   : static_cast<double>(t % seq);
+}
+
+} // namespace
+
 template <typename T>
 void rope(const T *x, const std::int32_t *positions, T *y, std::int64_t batch,
           std::int64_t seq, std::int64_t heads, std::int64_t headDim,
           double theta, bool inverse) {
-  checkSize("rope", "batch", batch);
-  checkSize("rope", "seq", seq);
   checkSize("rope", "heads", heads);
-  checkSize("rope", "headDim", headDim);
-  if (headDim % 2 != 0)
-    throw Error(fmt::format("rope: headDim must be even, got {}", headDim));
-  if (!(theta > 0))
-    throw Error(fmt::format("rope: theta must be positive, got {}", theta));
+  checkRope("rope", batch, seq, headDim, theta);
 
   std::int64_t width = heads * headDim;
   std::int64_t tokens = batch * seq;
@@ -30,32 +49,20 @@ void rope(const T *x, const std::int32_t *positions, T *y, std::int64_t batch,
     row::Rope<T> rotate = rotation; // the token's cosines and sines
 #pragma omp for schedule(static)
     for (std::int64_t t = 0; t < tokens; ++t) {
-      double pos = positions ? static_cast<double>(positions[t])
-                             : static_cast<double>(t % seq);
-      rotate(x + t * width, pos, y + t * width);
+      rotate(x + t * width, positionOf(positions, t, seq), y + t * width);
     }
   }
 }
 
 void ropeTable(const std::int32_t *positions, float *table, std::int64_t batch,
                std::int64_t seq, std::int64_t headDim, double theta) {
-  checkSize("rope_table", "batch", batch);
-  checkSize("rope_table", "seq", seq);
-  checkSize("rope_table", "headDim", headDim);
-  if (headDim % 2 != 0)
-    throw Error(
-        fmt::format("rope_table: headDim must be even, got {}", headDim));
-  if (!(theta > 0))
-    throw Error(
-        fmt::format("rope_table: theta must be positive, got {}", theta));
+  checkRope("rope_table", batch, seq, headDim, theta);
   const std::vector<double> freq = row::ropeFrequencies(theta, headDim);
   const std::int64_t tokens = batch * seq, half = headDim / 2;
 #pragma omp parallel for schedule(static) if (tokens * half >= kMinParallelWork)
   for (std::int64_t t = 0; t < tokens; ++t) {
-    double pos = positions ? static_cast<double>(positions[t])
-                           : static_cast<double>(t % seq);
     float *row = table + t * headDim;
-    row::ropeFactors(freq, pos, row, row + half);
+    row::ropeFactors(freq, positionOf(positions, t, seq), row, row + half);
   }
 }
 

@@ -174,13 +174,12 @@ __device__ __forceinline__ void rotateTile(__nv_bfloat16 *tile,
     const long long row = first + r;
     if (row < lo || row >= hi)
       continue;
-    const float *tableRow = rope + row * kWidth;
     __nv_bfloat16 &a = tile[swizzle<kWidth>(r, c)];
     __nv_bfloat16 &b = tile[swizzle<kWidth>(r, c + kHalf)];
-    const float low = toFloat(a), high = toFloat(b);
-    const float cs = tableRow[c], sn = tableRow[kHalf + c];
-    a = fromFloat<__nv_bfloat16>(rotatedLow(low, high, cs, sn));
-    b = fromFloat<__nv_bfloat16>(rotatedHigh(low, high, cs, sn));
+    float low = toFloat(a), high = toFloat(b);
+    rotatePairByTable(low, high, rope + row * kWidth, c, kHalf, false);
+    a = fromFloat<__nv_bfloat16>(low);
+    b = fromFloat<__nv_bfloat16>(high);
   }
 }
 
@@ -697,20 +696,14 @@ __device__ __forceinline__ void flashAttentionBackward(
             for (int e = 0; e < 2; ++e)
               dkOut[n][e] = scale * dkAcc[n][2 * r + e];
           if (rope) {
-            const float *tableRow = rope + key * kHeadDim;
 #pragma unroll
             for (int n = 0; n < kHeadDim / 16; ++n)
 #pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int col = n * 8 + 2 * quadCol + e;
-                const float low = dkOut[n][e];
-                const float high = dkOut[n + kHeadDim / 16][e];
-                const float cs = tableRow[col],
-                            sn = -tableRow[kHeadDim / 2 + col];
-                dkOut[n][e] = detail::rotatedLow(low, high, cs, sn);
-                dkOut[n + kHeadDim / 16][e] =
-                    detail::rotatedHigh(low, high, cs, sn);
-              }
+              for (int e = 0; e < 2; ++e)
+                detail::rotatePairByTable(
+                    dkOut[n][e], dkOut[n + kHeadDim / 16][e],
+                    rope + key * kHeadDim, n * 8 + 2 * quadCol + e,
+                    kHeadDim / 2, true);
           }
 #pragma unroll
           for (int n = 0; n < kHeadDim / 8; ++n) {
@@ -762,12 +755,11 @@ flashAttentionFinishDqRope(const float *dqAccum, T *dq, const float *rope,
     const long long head = inRow / half;
     const int i = static_cast<int>(inRow % half);
     const long long lo = t * width + head * headDim + i;
-    const float *tableRow = rope + t * headDim;
-    const float low = scale * dqAccum[lo], high = scale * dqAccum[lo + half];
-    const float cs = tableRow[i], sn = -tableRow[half + i];
+    float low = scale * dqAccum[lo], high = scale * dqAccum[lo + half];
+    detail::rotatePairByTable(low, high, rope + t * headDim, i, half, true);
     const long long out = (pitch ? t * pitch : t * width) + head * headDim + i;
-    dq[out] = fromFloat<T>(detail::rotatedLow(low, high, cs, sn));
-    dq[out + half] = fromFloat<T>(detail::rotatedHigh(low, high, cs, sn));
+    dq[out] = fromFloat<T>(low);
+    dq[out + half] = fromFloat<T>(high);
   }
 }
 

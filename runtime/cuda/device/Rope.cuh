@@ -36,6 +36,18 @@ __device__ __forceinline__ float rotatedHigh(float lo, float hi, float c,
   return __fadd_rn(__fmul_rn(hi, c), __fmul_rn(lo, s));
 }
 
+/// A pair (element i and i + half of a head) rotated in place by a
+/// ropeTable row's factors for frequency i; the inverse negates the sine.
+__device__ __forceinline__ void rotatePairByTable(float &low, float &high,
+                                                  const float *tableRow, int i,
+                                                  int half, bool inverse) {
+  const float c = tableRow[i];
+  const float s = inverse ? -tableRow[half + i] : tableRow[half + i];
+  const float lo = low, hi = high;
+  low = rotatedLow(lo, hi, c, s);
+  high = rotatedHigh(lo, hi, c, s);
+}
+
 /// Element d of a head rotated by a ropeTable row (cosines, then sines):
 /// `self` is element d, `partner` element d +- headDim / 2; the inverse
 /// rotates by the negated angles (the sines negated).
