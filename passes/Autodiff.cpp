@@ -151,7 +151,10 @@ LogicalResult NNAutodiffPass::buildTrainStep(func::FuncOp forward) {
   b.setListener(&backwardOps);
   Value loss = stepReturn.getOperand(0);
   llvm::DenseMap<Value, Value> grads;
-  grads[loss] = splat(b, loss.getLoc(), loss.getType(), 1.0);
+  // The loss's own gradient: a placeholder until the `loss_scale` input
+  // exists (below).
+  Value seed = splat(b, loss.getLoc(), loss.getType(), 1.0);
+  grads[loss] = seed;
   SmallVector<Value> activationGrads;
 
   for (Operation *op : llvm::reverse(forwardOps)) {
@@ -238,7 +241,7 @@ LogicalResult NNAutodiffPass::buildTrainStep(func::FuncOp forward) {
   for (StringRef key : {kExpAvgAttr, kExpAvgSqAttr})
     for (auto [param, name] : llvm::zip_equal(params, paramNames))
       addArgument(param.getType(), argDict(key, name), param.getLoc());
-  for (StringRef input : {"lr", "step"})
+  for (StringRef input : {"lr", "step", "loss_scale"})
     addArgument(scalarF32, argDict(kInputAttr, StringAttr::get(ctx, input)),
                 step.getLoc());
   unsigned first = step.getNumArguments();
@@ -248,7 +251,13 @@ LogicalResult NNAutodiffPass::buildTrainStep(func::FuncOp forward) {
   SmallVector<BlockArgument> expAvg(added.take_front(params.size()));
   SmallVector<BlockArgument> expAvgSq(
       added.drop_front(params.size()).take_front(params.size()));
-  SmallVector<Value> scalars(added.take_back(2));
+  SmallVector<Value> scalars(added.take_back(3));
+  // The backward starts from d(step loss)/d(loss) = loss_scale: 1 for one
+  // micro-batch; with several, the micro-batch's share of the step's
+  // counted tokens, so that the accumulated gradient is that of the
+  // step's mean loss.
+  seed.replaceAllUsesWith(scalars[2]);
+  seed.getDefiningOp()->erase();
 
   // Gradient clipping and AdamW.
   b.setInsertionPoint(stepReturn);

@@ -230,7 +230,9 @@ struct NNLowerToTilePass
         LowerOneToOne<nn::RoPETableOp, tile::RoPETableOp>,
         LowerOneToOne<nn::CrossEntropyGradOp, tile::CrossEntropyGradOp>,
         LowerEmbeddingGrad, LowerOneToOne<nn::GlobalNormOp, tile::GlobalNormOp>,
-        LowerOneToOne<nn::AdamWUpdateOp, tile::AdamWOp>>(&getContext());
+        LowerOneToOne<nn::AdamWUpdateOp, tile::AdamWOp>,
+        LowerOneToOne<nn::GradAccumulateOp, tile::GradAccumulateOp>>(
+        &getContext());
     if (failed(applyPartialConversion(module, target, std::move(patterns))))
       return signalPassFailure();
   }

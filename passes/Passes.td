@@ -34,8 +34,10 @@ def NNAutodiffPass : Pass<"nn-autodiff", "mlir::ModuleOp"> {
 
     `train_step` takes the forward arguments, then the first and second
     AdamW moments of every parameter (`kiln.exp_avg`, `kiln.exp_avg_sq`),
-    then the learning rate and the 1-based step number (`kiln.input =
-    "lr"`, `"step"`), and returns the loss followed by the updated
+    then the learning rate, the 1-based step number and the gradient of
+    the loss the backward starts from (`kiln.input = "lr"`, `"step"`,
+    `"loss_scale"`: 1 for a step of one micro-batch, the micro-batch's share
+    of the step's counted tokens with several), and returns the loss followed by the updated
     parameters and moments, each result marked like the argument it
     replaces. Gradients are clipped to a global norm of `max-grad-norm`;
     weight decay applies to parameters of rank 2 or more (matrices and
@@ -123,6 +125,46 @@ def NNTileAttentionPass : Pass<"nn-tile-attention", "mlir::ModuleOp"> {
            "remarks">,
   ];
   let dependentDialects = ["::kiln::tile::TileDialect"];
+}
+
+def NNAccumulateGradientsPass
+    : Pass<"nn-accumulate-gradients", "mlir::ModuleOp"> {
+  let summary = "Gradient accumulation over the micro-batches of a step";
+  let description = [{
+    A batch that does not fit in memory at once is processed as
+    `micro-batches` micro-batches of the compiled shape per optimizer step.
+    The runtime runs the forward and backward chunks (F, B, W) of
+    `train_step` once per micro-batch and the optimizer chunk (O) once,
+    after the last; this pass makes the gradients the optimizer reads the
+    sum over the micro-batches. It adds an FP32 accumulator per parameter
+    (an argument marked `kiln.grad_accumulator = "<name>"`, and a result
+    marked the same: it persists across micro-steps, like the moments) and
+    the input `micro_step` (the 0-based micro-batch index), and puts one
+    multi-tensor `nn.grad_accumulate` at the end of the W chunk: the
+    optimizer (the gradient norm and AdamW) then reads the accumulators.
+    Each micro-batch's gradient already carries its share of the step's
+    mean loss (`loss_scale`, see nn-autodiff), so the accumulated gradient
+    is that of the mean over the whole step, as one large batch computes
+    it up to the order of the sum.
+
+    With `micro-batches=1` the step is unchanged. Either way the pass
+    records `micro_batches` in the module's `kiln.model`, which the plan
+    carries to the runtime.
+
+    ```mlir
+    // after nn-autodiff, with micro-batches=4: the W chunk ends with
+    %acc:2 = nn.grad_accumulate %a0, %a1, %g0, %g1, %micro_step {kiln.chunk = "W"}
+        : (...) -> (tensor<64x64xf32>, tensor<64xf32>)
+    %norm = nn.global_norm %acc#0, %acc#1 {kiln.chunk = "O"} : ...
+    ```
+  }];
+  let options = [
+    Option<"microBatches", "micro-batches", "int64_t", "1",
+           "Micro-batches per optimizer step (1: no accumulation)">,
+    Option<"trainStepName", "train-step", "std::string", "\"train_step\"",
+           "The training step to change">,
+  ];
+  let dependentDialects = ["::kiln::nn::NNDialect"];
 }
 
 def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {

@@ -2,7 +2,7 @@
 //
 // Gives every tensor of the training step an offset in one arena: arguments
 // in a persistent region, temporaries best-fit in program order and freed
-// after their last use, AdamW results in place.
+// after their last use, AdamW and gradient-accumulation results in place.
 //
 //===----------------------------------------------------------------------===//
 
@@ -243,12 +243,16 @@ void TilePlanMemoryPass::runOnOperation() {
       continue;
     SmallVector<int64_t> resultOffsets;
     auto adamw = dyn_cast<tile::AdamWOp>(op);
+    auto accumulate = dyn_cast<tile::GradAccumulateOp>(op);
+    bool inPlace = adamw || accumulate;
     for (auto [index, result] : llvm::enumerate(op.getResults())) {
       tile::Placement placed = tile::placement(result);
       int64_t offset;
       if (adamw) {
         // In place: the new params and moments overwrite the old.
         offset = offsets.lookup(adamw.getReplaced(index));
+      } else if (accumulate) {
+        offset = offsets.lookup(accumulate.getAccumulator(index));
       } else if (auto found = offsets.find(placed.root);
                  found != offsets.end()) {
         // A view, or a part of a buffer a sibling part already allocated.
@@ -278,7 +282,8 @@ void TilePlanMemoryPass::runOnOperation() {
     // in-place results stay).
     auto releaseRoot = [&](Value root) {
       if (isa<BlockArgument>(root) || persistentRoots.count(root) ||
-          isa_and_nonnull<tile::AdamWOp>(root.getDefiningOp()) ||
+          isa_and_nonnull<tile::AdamWOp, tile::GradAccumulateOp>(
+              root.getDefiningOp()) ||
           !offsets.count(root))
         return;
       arena.release(offsets.lookup(root), sizeOf(root));
@@ -293,7 +298,7 @@ void TilePlanMemoryPass::runOnOperation() {
     // A result nobody uses is dead at once.
     for (Value result : op.getResults()) {
       Value root = rootOf(result);
-      if (!adamw && !lastUse.count(root) && released.insert(root).second)
+      if (!inPlace && !lastUse.count(root) && released.insert(root).second)
         releaseRoot(root);
     }
   }

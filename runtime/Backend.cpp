@@ -8,11 +8,14 @@
 
 namespace kiln::rt {
 
-void Backend::run(const std::function<void(char)> &beforeChunk) {
+void Backend::run(const std::function<void(char)> &beforeChunk, Steps which) {
   const Plan &planned = plan();
   char current = 0;
   for (std::size_t i = 0; i < planned.steps.size(); ++i) {
     const Step &step = planned.steps[i];
+    if ((which == Steps::MicroStep && step.chunk == 'O') ||
+        (which == Steps::Optimizer && step.chunk != 'O'))
+      continue;
     if (beforeChunk && step.chunk != current)
       beforeChunk(step.chunk);
     current = step.chunk;

@@ -34,10 +34,17 @@ public:
   virtual void write(int64_t value, std::span<const float> data) = 0;
   virtual void writeInt32(int64_t value, std::span<const int32_t> data) = 0;
 
-  /// Runs every step in order; `beforeChunk` is called before each run of
-  /// steps of one chunk kind ('F', 'B', 'W', 'O'), e.g. to read gradients
-  /// before the optimizer consumes them. A step's error names the step.
-  void run(const std::function<void(char chunk)> &beforeChunk);
+  /// Which steps a run takes: all of them (one micro-batch per step), or,
+  /// for gradient accumulation, those of one micro-batch (chunks F, B, W)
+  /// and the optimizer's (O, which Plan::load checked come last).
+  enum class Steps { All, MicroStep, Optimizer };
+
+  /// Runs the `which` steps in order; `beforeChunk` is called before each
+  /// run of steps of one chunk kind ('F', 'B', 'W', 'O'), e.g. to read
+  /// gradients before the optimizer consumes them. A step's error names
+  /// the step.
+  void run(const std::function<void(char chunk)> &beforeChunk,
+           Steps which = Steps::All);
 
   /// Seconds per kernel kind over all runs, for profiles.
   virtual const std::map<std::string, double> &kernelSeconds() const = 0;

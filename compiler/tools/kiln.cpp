@@ -67,9 +67,24 @@ cl::opt<std::string> configPath(cl::Positional, cl::desc("<config.json>"),
                                 cl::sub(compileCommand), cl::sub(trainCommand));
 cl::opt<bool> jsonOutput("json", cl::desc("Print JSON"),
                          cl::sub(inspectCommand));
-cl::opt<int64_t> batchSize("batch", cl::desc("Sequences per step"), cl::init(8),
-                           cl::sub(inspectCommand), cl::sub(compileCommand),
-                           cl::sub(trainCommand));
+cl::opt<int64_t> batchSize("batch",
+                           cl::desc("Sequences per optimizer step (the "
+                                    "global batch)"),
+                           cl::init(8), cl::sub(inspectCommand),
+                           cl::sub(compileCommand), cl::sub(trainCommand));
+cl::opt<int64_t> microBatchSize(
+    "micro-batch",
+    cl::desc("Sequences per micro-step: the step's gradients are "
+             "accumulated over --batch / --micro-batch micro-batches "
+             "(default: --batch, one micro-batch)"),
+    cl::init(0), cl::sub(inspectCommand), cl::sub(compileCommand),
+    cl::sub(trainCommand));
+cl::opt<int64_t> microBatchCount(
+    "micro-batches",
+    cl::desc("Micro-batches per optimizer step, instead of --micro-batch "
+             "(--batch must divide by it)"),
+    cl::init(0), cl::sub(inspectCommand), cl::sub(compileCommand),
+    cl::sub(trainCommand));
 cl::opt<int64_t> seqLen("seq-len", cl::desc("Tokens per sequence"),
                         cl::init(128), cl::sub(inspectCommand),
                         cl::sub(compileCommand), cl::sub(trainCommand));
@@ -244,6 +259,57 @@ int fail(const llvm::Twine &message) {
 
 int fail(llvm::Error error) { return fail(llvm::toString(std::move(error))); }
 
+/// The micro-batch split of --batch: sequences per micro-step and
+/// micro-batches per step, from --micro-batch or --micro-batches.
+struct MicroBatching {
+  int64_t size = 1, count = 1;
+};
+
+FailureOr<MicroBatching> microBatching() {
+  if (batchSize < 1) {
+    fail("--batch must be positive, got " + llvm::Twine(batchSize.getValue()));
+    return failure();
+  }
+  if (microBatchSize.getNumOccurrences() && microBatchSize < 1) {
+    fail("--micro-batch must be positive, got " +
+         llvm::Twine(microBatchSize.getValue()));
+    return failure();
+  }
+  if (microBatchCount.getNumOccurrences() && microBatchCount < 1) {
+    fail("--micro-batches must be positive, got " +
+         llvm::Twine(microBatchCount.getValue()));
+    return failure();
+  }
+  MicroBatching split{batchSize, 1};
+  if (microBatchSize.getNumOccurrences()) {
+    if (batchSize % microBatchSize != 0) {
+      fail(llvm::formatv("--batch {0} is not a multiple of --micro-batch "
+                         "{1}: every micro-batch holds the same number of "
+                         "sequences",
+                         batchSize.getValue(), microBatchSize.getValue()));
+      return failure();
+    }
+    split = {microBatchSize, batchSize / microBatchSize};
+  }
+  if (microBatchCount.getNumOccurrences()) {
+    if (batchSize % microBatchCount != 0) {
+      fail(llvm::formatv("--batch {0} does not divide into --micro-batches "
+                         "{1} micro-batches of the same size",
+                         batchSize.getValue(), microBatchCount.getValue()));
+      return failure();
+    }
+    if (microBatchSize.getNumOccurrences() && split.count != microBatchCount) {
+      fail(llvm::formatv("--micro-batch {0} makes {1} micro-batches of "
+                         "--batch {2}, but --micro-batches says {3}",
+                         microBatchSize.getValue(), split.count,
+                         batchSize.getValue(), microBatchCount.getValue()));
+      return failure();
+    }
+    split = {batchSize / microBatchCount, microBatchCount};
+  }
+  return split;
+}
+
 FailureOr<OwningOpRef<ModuleOp>>
 compileModel(MLIRContext &context, const ModelConfig &config, Stage stage);
 
@@ -333,6 +399,9 @@ int runInspect(MLIRContext &context) {
   FailureOr<StepSummary> memory = summarizeStep(context, *config);
   if (failed(memory))
     return 1;
+  FailureOr<MicroBatching> split = microBatching();
+  if (failed(split))
+    return 1;
 
   llvm::raw_ostream &os = llvm::outs();
   if (jsonOutput) {
@@ -348,6 +417,8 @@ int runInspect(MLIRContext &context) {
       json.attribute("vocab_size", config->vocabSize);
       json.attribute("tie_word_embeddings", config->tieEmbeddings);
       json.attribute("batch", static_cast<int64_t>(batchSize));
+      json.attribute("micro_batch", split->size);
+      json.attribute("micro_batches", split->count);
       json.attribute("seq_len", static_cast<int64_t>(seqLen));
       json.attribute("precision", std::string(precision));
       json.attribute("peak_memory_bytes", memory->peak);
@@ -387,12 +458,16 @@ int runInspect(MLIRContext &context) {
      << " tensors\n";
   for (const std::string &note : config->notes)
     os << "note: " << note << "\n";
-  os << llvm::formatv("training step (batch {0} x {1} tokens, {2}): {3:N} "
-                      "bytes planned = {4:N} parameters, optimizer state and "
-                      "inputs + {5:N} peak temporaries; largest buffer {6:N}\n",
-                      batchSize, seqLen, precision, memory->peak,
-                      memory->persistent, memory->peak - memory->persistent,
-                      memory->largest);
+  os << llvm::formatv(
+      "training step (batch {0} x {1} tokens{7}, {2}): {3:N} "
+      "bytes planned = {4:N} parameters, optimizer state and "
+      "inputs + {5:N} peak temporaries; largest buffer {6:N}\n",
+      batchSize, seqLen, precision, memory->peak, memory->persistent,
+      memory->peak - memory->persistent, memory->largest,
+      split->count > 1 ? llvm::formatv(" in {0} micro-batches of {1}",
+                                       split->count, split->size)
+                             .str()
+                       : std::string());
   os << llvm::formatv(
       "kernels per step: {0} (per layer {1} forward, {2} backward with "
       "weight gradients; optimizer {3}; embedding, RoPE table, final norm, "
@@ -418,7 +493,10 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
     fail("--precision must be bf16 or fp32, got '" + precision + "'");
     return failure();
   }
-  BatchShape shape{batchSize, seqLen,
+  FailureOr<MicroBatching> split = microBatching();
+  if (failed(split))
+    return failure();
+  BatchShape shape{split->size, seqLen,
                    precision == "fp32" ? Precision::FP32 : Precision::BF16};
   auto module = buildForward(context, config, shape);
   if (!module) {
@@ -442,6 +520,9 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   autodiff.weightDecay = weightDecay;
   autodiff.maxGradNorm = maxGradNorm;
   pm.addPass(createNNAutodiffPass(autodiff));
+  NNAccumulateGradientsPassOptions accumulate;
+  accumulate.microBatches = split->count;
+  pm.addPass(createNNAccumulateGradientsPass(accumulate));
   if (stage != Stage::Train) {
     if (fusion == Fusion::On) {
       NNFusePassOptions fuse;
@@ -532,6 +613,10 @@ bool applyRecordedSettings() {
   }
   if (!batchSize.getNumOccurrences())
     batchSize = recorded.batch;
+  if (!microBatchSize.getNumOccurrences() &&
+      !microBatchCount.getNumOccurrences() && recorded.microBatches > 1 &&
+      batchSize % recorded.microBatches == 0)
+    microBatchCount = recorded.microBatches;
   if (!seqLen.getNumOccurrences())
     seqLen = recorded.seqLen;
   if (recorded.precision && !precision.getNumOccurrences())

@@ -134,6 +134,9 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
           .Case(
               [&](tile::GlobalNormOp n) { return cuda::emitGlobalNorm(n, k); })
           .Case([&](tile::AdamWOp a) { return cuda::emitAdamW(a, k); })
+          .Case([&](tile::GradAccumulateOp a) {
+            return cuda::emitGradAccumulate(a, k);
+          })
           .Case([&](tile::FusedOp f) { return emitFused(f, k); })
           .Default([](Operation *o) {
             return o->emitOpError("cuda: no CUDA kernel for this op");

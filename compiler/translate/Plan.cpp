@@ -285,11 +285,14 @@ FailureOr<json::Object> PlanWriter::build() {
     } else if (StringAttr name = attr(attrs::kComputeCopy)) {
       (*parameters[paramIndex.lookup(name.getValue())]
             .getAsObject())[plan::key::kComputeCopy] = id;
+    } else if (attr(attrs::kGradAccumulator)) {
+      // Persistent memory the parameter's `grad` (the accumulate step's
+      // result, which the optimizer reads) lies in.
     } else {
       return func.emitError("plan: argument #")
              << arg.getArgNumber()
-             << " is neither an input, a parameter, optimizer state nor a "
-                "compute copy";
+             << " is neither an input, a parameter, optimizer state, a "
+                "compute copy nor a gradient accumulator";
     }
   }
 
@@ -429,7 +432,11 @@ LogicalResult kiln::writePlan(ModuleOp module, llvm::raw_ostream &os,
   FailureOr<json::Object> written = PlanWriter(func).build();
   if (failed(written))
     return failure();
-  (*written)[plan::key::kModel] = modelJson(module);
+  json::Object model = modelJson(module);
+  // One micro-batch per step unless nn-accumulate-gradients said otherwise.
+  if (!model.get(plan::model::kMicroBatches))
+    model[plan::model::kMicroBatches] = 1;
+  (*written)[plan::key::kModel] = std::move(model);
   os << llvm::formatv("{0:1}", json::Value(std::move(*written))) << "\n";
   return success();
 }

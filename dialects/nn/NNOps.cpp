@@ -820,5 +820,36 @@ LogicalResult kiln::nn::detail::verifyAdamW(
 
 LogicalResult AdamWUpdateOp::verify() { return verifyAdamW(*this); }
 
+LogicalResult kiln::nn::verifyGradAccumulate(Operation *op, ValueRange operands,
+                                             ValueRange results) {
+  unsigned n = results.size();
+  if (n == 0 || operands.size() != 2 * n + 1)
+    return op->emitOpError()
+           << "expects N accumulators, N gradients and the micro-step index "
+              "for N results (N >= 1), got "
+           << operands.size() << " operands and " << n << " results";
+  Value microStep = operands.back();
+  if (cast<RankedTensorType>(microStep.getType()).getRank() != 0)
+    return op->emitOpError() << "expects the micro-step index to be a scalar "
+                                "(tensor<f32>), got "
+                             << microStep.getType();
+  for (unsigned i = 0; i < n; ++i) {
+    Type type = operands[i].getType();
+    if (operands[n + i].getType() != type)
+      return op->emitOpError()
+             << "expects gradient #" << i << " to have its accumulator's type "
+             << type << ", got " << operands[n + i].getType();
+    if (results[i].getType() != type)
+      return op->emitOpError()
+             << "expects result #" << i << " to have its accumulator's type "
+             << type << ", got " << results[i].getType();
+  }
+  return success();
+}
+
+LogicalResult GradAccumulateOp::verify() {
+  return verifyGradAccumulate(*this, getOperands_(), getAccumulated());
+}
+
 #define GET_OP_CLASSES
 #include "dialects/nn/NNOps.cpp.inc"

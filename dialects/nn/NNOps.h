@@ -50,6 +50,13 @@ mlir::LogicalResult verifyAttentionRope(mlir::Operation *op, mlir::Value query,
 mlir::LogicalResult verifyGlobalNorm(mlir::Operation *op,
                                      mlir::ValueRange inputs);
 
+/// A gradient accumulation (nn.grad_accumulate, tile.grad_accumulate):
+/// N accumulators, N gradients of their types and a scalar micro-step
+/// index among `operands`, N `results` of the accumulators' types.
+mlir::LogicalResult verifyGradAccumulate(mlir::Operation *op,
+                                         mlir::ValueRange operands,
+                                         mlir::ValueRange results);
+
 namespace detail {
 mlir::LogicalResult
 verifyAdamW(mlir::Operation *op, mlir::Value param,

@@ -767,4 +767,45 @@ def NN_AdamWUpdateOp : NN_Op<"adamw_update", [Pure]> {
   let hasVerifier = 1;
 }
 
+def NN_GradAccumulateOp : NN_Op<"grad_accumulate", [Pure]> {
+  let summary = "Adds a micro-batch's gradients into their FP32 accumulators";
+  let description = [{
+    Gradient accumulation over the micro-batches of one optimizer step
+    (`nn-accumulate-gradients`). The operands are N accumulators, the N
+    gradients of this micro-batch (same types, in the same order) and the
+    micro-step index `m` (0-based, an FP32 scalar set by the runtime); the
+    results are the N new accumulators:
+
+    ```
+    acc_i' = (m == 0 ? 0 : acc_i) + grad_i      (FP32)
+    ```
+
+    so the first micro-batch overwrites what the last step left and the
+    accumulators need no clearing. The runtime runs the forward and backward
+    chunks once per micro-batch and the optimizer (chunk `O`) once, after the
+    last, on the accumulated gradients.
+
+    ```mlir
+    %a0, %a1 = nn.grad_accumulate %acc0, %acc1, %g0, %g1, %m
+        : (tensor<64x64xf32>, tensor<64xf32>, tensor<64x64xf32>, tensor<64xf32>,
+           tensor<f32>) -> (tensor<64x64xf32>, tensor<64xf32>)
+    ```
+  }];
+  let arguments = (ins Variadic<NN_F32Tensor>:$operands_);
+  let results = (outs Variadic<NN_F32Tensor>:$accumulated);
+  let assemblyFormat = [{
+    $operands_ attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// N: the gradients it accumulates.
+    unsigned getNumGrads() { return getAccumulated().size(); }
+    ::mlir::Value getAccumulator(unsigned i) { return getOperands_()[i]; }
+    ::mlir::Value getGrad(unsigned i) {
+      return getOperands_()[getNumGrads() + i];
+    }
+    ::mlir::Value getMicroStep() { return getOperands_().back(); }
+  }];
+}
+
 #endif // KILN_NN_OPS

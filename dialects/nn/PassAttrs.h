@@ -70,6 +70,11 @@ inline constexpr PassAttr<mlir::StringAttr> kExpAvgSq{"kiln.exp_avg_sq"};
 /// The BF16 compute copy of the named parameter that the optimizer writes
 /// (nn-fuse's optimizer group), an argument and a result of the step.
 inline constexpr PassAttr<mlir::StringAttr> kComputeCopy{"kiln.compute_copy"};
+/// The FP32 accumulator of the named parameter's gradient over the
+/// micro-batches of a step (nn-accumulate-gradients), an argument and a
+/// result of the step.
+inline constexpr PassAttr<mlir::StringAttr> kGradAccumulator{
+    "kiln.grad_accumulator"};
 
 // Ops (nn-autodiff, carried by the lowerings).
 /// The pipeline chunk of an op of the step: "F", "B", "W" or "O".

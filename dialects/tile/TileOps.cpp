@@ -383,6 +383,52 @@ static std::optional<int64_t> plannedOffset(Value value) {
   return offsets[result.getResultNumber()];
 }
 
+/// What an op that overwrites `replaced` with `result` in place needs: no
+/// later use of `replaced` in the block and, once memory is planned, the
+/// same offset for both.
+static LogicalResult verifyOverwrittenInPlace(Operation *op, Value replaced,
+                                              StringRef label, Value result,
+                                              StringRef resultLabel) {
+  for (Operation *user : replaced.getUsers())
+    if (user != op && user->getBlock() == op->getBlock() &&
+        op->isBeforeInBlock(user)) {
+      InFlightDiagnostic diag = op->emitOpError()
+                                << "expects no use of " << label
+                                << " after the update, which overwrites it in "
+                                   "place";
+      diag.attachNote(user->getLoc()) << "used here";
+      return diag;
+    }
+  std::optional<int64_t> resultOffset = plannedOffset(result);
+  std::optional<int64_t> operandOffset = plannedOffset(replaced);
+  if (resultOffset && operandOffset && *resultOffset != *operandOffset)
+    return op->emitOpError()
+           << "expects " << resultLabel << " at the offset of " << label
+           << " (in place), got " << *resultOffset << " and " << *operandOffset;
+  return success();
+}
+
+LogicalResult GradAccumulateOp::verify() {
+  if (failed(nn::verifyGradAccumulate(*this, getOperands_(), getAccumulated())))
+    return failure();
+  unsigned n = getNumGrads();
+  llvm::DenseMap<Value, unsigned> seen;
+  for (unsigned i = 0; i < 2 * n; ++i) {
+    auto [it, inserted] = seen.try_emplace(getOperands_()[i], i);
+    if (!inserted && (i < n || it->second < n))
+      return emitOpError() << "expects accumulator #"
+                           << (it->second < n ? it->second : i)
+                           << " to be a value of its own: the accumulation "
+                              "overwrites it in place";
+  }
+  for (unsigned i = 0; i < n; ++i)
+    if (failed(verifyOverwrittenInPlace(
+            *this, getAccumulator(i), ("accumulator #" + Twine(i)).str(),
+            getAccumulated()[i], ("result #" + Twine(i)).str())))
+      return failure();
+  return success();
+}
+
 LogicalResult AdamWOp::verify() {
   unsigned n = getNumParams();
   if (getOperands_().size() < 3)
@@ -463,31 +509,14 @@ LogicalResult AdamWOp::verify() {
              << " to be different values: the update overwrites params, "
                 "exp_avgs and exp_avg_sqs in place";
   }
-  for (unsigned index = 0; index < getUpdated().size(); ++index) {
-    Value value = getReplaced(index);
-    std::string label = operands[index < n ? index : index + n].first;
-    for (Operation *user : value.getUsers())
-      if (user != getOperation() &&
-          user->getBlock() == getOperation()->getBlock() &&
-          getOperation()->isBeforeInBlock(user)) {
-        InFlightDiagnostic diag =
-            emitOpError() << "expects no use of " << label
-                          << " after the update, which overwrites it in place";
-        diag.attachNote(user->getLoc()) << "used here";
-        return diag;
-      }
-    // After tile-plan-memory: each result in its operand's buffer.
-    std::optional<int64_t> resultOffset = plannedOffset(getUpdated()[index]);
-    std::optional<int64_t> operandOffset = plannedOffset(value);
-    if (resultOffset && operandOffset && *resultOffset != *operandOffset) {
-      static constexpr StringRef kResults[] = {
-          "new_param", "new_exp_avg", "new_exp_avg_sq", "new compute copy"};
-      return emitOpError() << "expects " << name(kResults[index / n], index % n)
-                           << " at the offset of " << label
-                           << " (in place), got " << *resultOffset << " and "
-                           << *operandOffset;
-    }
-  }
+  static constexpr StringRef kResults[] = {
+      "new_param", "new_exp_avg", "new_exp_avg_sq", "new compute copy"};
+  for (unsigned index = 0; index < getUpdated().size(); ++index)
+    if (failed(verifyOverwrittenInPlace(
+            *this, getReplaced(index),
+            operands[index < n ? index : index + n].first, getUpdated()[index],
+            name(kResults[index / n], index % n))))
+      return failure();
   return success();
 }
 

@@ -403,6 +403,39 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
   }];
 }
 
+def Tile_GradAccumulateOp : Tile_Op<"grad_accumulate", [Pure]> {
+  let summary = "Multi-tensor gradient accumulation kernel, in place";
+  let description = [{
+    The kernel of `nn.grad_accumulate`: N FP32 accumulators, the N gradients
+    of one micro-batch and the micro-step index `m` (an FP32 scalar);
+    `acc_i = (m == 0 ? 0 : acc_i) + grad_i`. The results reuse the
+    accumulators' buffers (tile-plan-memory gives them the same offsets),
+    which persist across the micro-steps of an optimizer step; the verifier
+    checks what makes that safe: N accumulators of their own, not read after
+    the op, and once memory is planned each result at its accumulator's
+    offset.
+
+    ```mlir
+    %a0 = tile.grad_accumulate %acc0, %g0, %m
+        : (tensor<64xf32>, tensor<64xf32>, tensor<f32>) -> tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<NN_F32Tensor>:$operands_);
+  let results = (outs Variadic<NN_F32Tensor>:$accumulated);
+  let assemblyFormat = [{
+    $operands_ attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    unsigned getNumGrads() { return getAccumulated().size(); }
+    ::mlir::Value getAccumulator(unsigned i) { return getOperands_()[i]; }
+    ::mlir::Value getGrad(unsigned i) {
+      return getOperands_()[getNumGrads() + i];
+    }
+    ::mlir::Value getMicroStep() { return getOperands_().back(); }
+  }];
+}
+
 def Tile_ViewOp : Tile_Op<"view", [Pure]> {
   let summary = "A slice of a tensor read in place: no kernel, no copy";
   let description = [{

@@ -386,6 +386,14 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
                             elements);
         }
       },
+      [&](const GradAccumulateStep &) {
+        // In place: the outputs are the accumulators (Plan checked).
+        std::size_t n = out.size();
+        bool first = *f32(in[2 * n]) == 0.0f;
+        for (std::size_t i = 0; i < n; ++i)
+          host::accumulateGrad<float>(f32(in[i]), f32(in[n + i]),
+                                      values[in[i]].numElements(), first);
+      },
       [&](const FusedStep &) {
         throw Error("a fused step that was not decoded at load");
       },

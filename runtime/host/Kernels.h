@@ -258,6 +258,11 @@ double linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
 /// gradient and takes the square root for the global gradient norm.
 template <typename T> double sumOfSquares(const T *x, std::int64_t n);
 
+/// Gradient accumulation over micro-batches, in place: acc = grad for the
+/// first micro-batch, acc + grad after.
+template <typename T>
+void accumulateGrad(T *acc, const T *grad, std::int64_t n, bool first);
+
 /// One AdamW step over n elements, in torch's order: gradients are scaled by
 /// min(1, maxGradNorm / (gradNorm + 1e-6)) when maxGradNorm > 0
 /// (torch.nn.utils.clip_grad_norm_), then, as torch.optim.AdamW,

@@ -91,8 +91,17 @@ void adamw(T *param, const T *grad, T *expAvg, T *expAvgSq, std::int64_t n,
   }
 }
 
+template <typename T>
+void accumulateGrad(T *acc, const T *grad, std::int64_t n, bool first) {
+  checkSize("accumulateGrad", "n", n);
+#pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
+  for (std::int64_t i = 0; i < n; ++i)
+    acc[i] = first ? grad[i] : acc[i] + grad[i];
+}
+
 #define KILN_INSTANTIATE(T)                                                    \
   template double sumOfSquares<T>(const T *, std::int64_t);                    \
+  template void accumulateGrad<T>(T *, const T *, std::int64_t, bool);         \
   template void adamw<T>(T *, const T *, T *, T *, std::int64_t, double,       \
                          double, double, double, double, double, double,       \
                          double);

@@ -339,6 +339,8 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
         reader.flagAttr(attrs, a::kFp32Logits, where)};
   case StepKind::RopeTable:
     return RopeTableStep{reader.numberAttr(attrs, a::kTheta, where)};
+  case StepKind::GradAccumulate:
+    return GradAccumulateStep{};
   case StepKind::Fused:
     break;
   }
@@ -665,6 +667,15 @@ Plan parsePlan(const std::string &text, const std::string &source) {
                                          "tokens, but input 'tokens' holds "
                                          "{}",
                                          batch, seqLen, tokens, held));
+    plan.microBatches =
+        reader.integer(plan.model, plan::model::kMicroBatches, "model");
+    int64_t sequences;
+    if (plan.microBatches < 1 ||
+        __builtin_mul_overflow(batch, plan.microBatches, &sequences))
+      reader.fail("model", fmt::format("micro_batches ({}) must be at least "
+                                       "1, and micro_batches x batch a "
+                                       "64-bit size",
+                                       plan.microBatches));
   }
 
   for (const json &entry : reader.field(root, "parameters", "plan")) {

@@ -142,6 +142,9 @@ struct RopeTableStep {
   double theta = 0;
 };
 struct GlobalNormStep {};
+/// Inputs: N accumulators, N gradients, the micro-step index; outputs: the
+/// N accumulators, in place.
+struct GradAccumulateStep {};
 struct AdamWStep {
   double beta1 = 0, beta2 = 0, epsilon = 0, weightDecay = 0, maxGradNorm = 0;
   /// Inputs: N params, grads, exp_avgs, exp_avg_sqs (and compute copies),
@@ -171,7 +174,7 @@ using StepOp =
     std::variant<FillStep, GemmStep, FlashForwardStep, FlashBackwardStep,
                  CrossEntropyStep, CrossEntropyGradStep, EmbeddingGradStep,
                  GlobalNormStep, AdamWStep, FusedStep, LinearCrossEntropyStep,
-                 RopeTableStep>;
+                 RopeTableStep, GradAccumulateStep>;
 
 struct Step {
   StepOp op;
@@ -216,6 +219,8 @@ struct Plan {
   std::map<std::string, int64_t> outputs;
   std::vector<Parameter> parameters;
   std::vector<Step> steps;
+  /// Micro-batches per optimizer step (`model.micro_batches`).
+  int64_t microBatches = 1;
 
   // The CUDA kernels (name -> NVRTC source) and precompiled cubins
   // (arch -> name -> cubin), when the plan was compiled for CUDA.

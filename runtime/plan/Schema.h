@@ -24,8 +24,10 @@ namespace kiln::plan {
 inline constexpr std::string_view kFormat = "kiln-plan";
 /// The version the compiler writes and the runtime requires. 2: every
 /// attribute explicit (flags written as false, defaults filled in), launch
-/// records carry `min_compute_capability`.
-inline constexpr int kVersion = 2;
+/// records carry `min_compute_capability`. 3: micro-batches (the model's
+/// `micro_batches`, the inputs `loss_scale` and `micro_step`, the
+/// `grad_accumulate` kernel), the optimizer chunk last.
+inline constexpr int kVersion = 3;
 
 //===----------------------------------------------------------------------===//
 // Names tied to enums
@@ -72,8 +74,9 @@ enum class StepKind {
   Fused,
   LinearCrossEntropy,
   RopeTable,
+  GradAccumulate,
 };
-inline constexpr std::array<std::string_view, 12> kStepKindNames = {
+inline constexpr std::array<std::string_view, 13> kStepKindNames = {
     "fill",
     "gemm",
     "flash_attention_fwd",
@@ -85,7 +88,8 @@ inline constexpr std::array<std::string_view, 12> kStepKindNames = {
     "adamw",
     "fused",
     "linear_cross_entropy",
-    "rope_table"};
+    "rope_table",
+    "grad_accumulate"};
 
 constexpr std::string_view stepKindName(StepKind kind) {
   return kStepKindNames[static_cast<std::size_t>(kind)];
@@ -212,6 +216,30 @@ inline constexpr const char *kArgs = "args";
 inline constexpr const char *kSharedBytes = "shared_bytes";
 inline constexpr const char *kMinComputeCapability = "min_compute_capability";
 } // namespace key
+
+/// Keys of `model` the runtime reads.
+namespace model {
+/// Sequences of one micro-step (the compiled shape) and their length.
+inline constexpr const char *kBatch = "batch";
+inline constexpr const char *kSeqLen = "seq_len";
+/// Micro-batches per optimizer step: the runtime runs the chunks F, B and W
+/// this many times, then O once.
+inline constexpr const char *kMicroBatches = "micro_batches";
+} // namespace model
+
+/// The step's inputs that the runtime sets (`inputs`).
+namespace input {
+inline constexpr const char *kTokens = "tokens";
+inline constexpr const char *kPositions = "positions";
+inline constexpr const char *kTargets = "targets";
+inline constexpr const char *kLr = "lr";
+inline constexpr const char *kStep = "step";
+/// The gradient the backward starts from: the micro-batch's counted tokens
+/// over the step's (1 with one micro-batch).
+inline constexpr const char *kLossScale = "loss_scale";
+/// The 0-based micro-batch index (with micro_batches > 1).
+inline constexpr const char *kMicroStep = "micro_step";
+} // namespace input
 
 /// Kernel and body-op attributes (`attrs`). Every attribute a kernel reads
 /// is required: the compiler writes flags as false and fills in defaults.

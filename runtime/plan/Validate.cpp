@@ -453,6 +453,33 @@ void StepChecker::run() {
                                       {a::kMaxGradNorm, op.maxGradNorm}})
             if (!(value >= 0))
               fail(fmt::format("field '{}' = {} is negative", field, value));
+        } else if constexpr (std::is_same_v<T, GradAccumulateStep>) {
+          // N accumulators, N gradients, micro_step -> N accumulators in
+          // place.
+          std::size_t in = step.inputs.size();
+          if (in < 3 || in % 2 != 1)
+            fail(fmt::format("takes N accumulators, N gradients and the "
+                             "micro-step index (2N + 1 inputs, N >= 1), got "
+                             "{} inputs",
+                             in));
+          std::size_t n = (in - 1) / 2;
+          if (step.outputs.size() != n)
+            fail(fmt::format("takes {} outputs (the accumulators), got {}", n,
+                             step.outputs.size()));
+          for (std::size_t i = 0; i < in; ++i)
+            dtype(input(i), ElemType::F32, inputName(i));
+          elements(input(in - 1), 1, inputName(in - 1) + " (micro_step)",
+                   "a scalar");
+          for (std::size_t i = 0; i < n; ++i) {
+            elements(input(n + i), input(i).numElements(),
+                     inputName(n + i) + " (gradient)",
+                     "its accumulator's size");
+            dtype(output(i), ElemType::F32, outputName(i));
+            if (output(i).offset != input(i).offset ||
+                output(i).bytes() != input(i).bytes())
+              fail(fmt::format("{} must update {} (accumulator) in place",
+                               outputName(i), inputName(i)));
+          }
         } else if constexpr (std::is_same_v<T, FusedStep>) {
           fused(op);
         } else if constexpr (std::is_same_v<T, LinearCrossEntropyStep>) {
@@ -576,7 +603,9 @@ void validateSteps(const Plan &plan, const std::string &source) {
     const Step &step = plan.steps[index];
     StepChecker check(plan, step, index, source);
     check.run();
-    bool optimizer = step.kind() == StepKind::AdamW;
+    // The steps that update persistent state in place.
+    bool optimizer = step.kind() == StepKind::AdamW ||
+                     step.kind() == StepKind::GradAccumulate;
     for (std::size_t i = 0; i < step.inputs.size(); ++i)
       if (check.input(i).strided() && !acceptsRowStride(step, i, false))
         check.fail(fmt::format("{} is row-strided (row_stride {}), which "
@@ -592,7 +621,8 @@ void validateSteps(const Plan &plan, const std::string &source) {
       if (!optimizer && out.offset < plan.persistentBytes)
         check.fail(fmt::format("{} at offset {} lies in the persistent region "
                                "[0, {}) of inputs, parameters and optimizer "
-                               "state, which only adamw updates",
+                               "state, which only adamw and "
+                               "grad_accumulate update",
                                check.outputName(o), out.offset,
                                plan.persistentBytes));
       for (std::size_t p = 0; p < o; ++p)
@@ -605,7 +635,30 @@ void validateSteps(const Plan &plan, const std::string &source) {
             check.fail(fmt::format("{} overlaps {}", check.outputName(o),
                                    check.inputName(i)));
     }
-    if (optimizer) {
+    if (step.kind() == StepKind::GradAccumulate) {
+      // Each accumulator is a parameter's gradient, in the persistent
+      // region, and no gradient it adds is another's accumulator.
+      for (std::size_t o = 0; o < step.outputs.size(); ++o) {
+        bool found = false;
+        for (const Parameter &param : plan.parameters)
+          found |= param.grad == step.outputs[o];
+        if (!found)
+          check.fail(
+              fmt::format("{} is no parameter's grad", check.outputName(o)));
+        if (check.output(o).offset + check.output(o).extentBytes() >
+            plan.persistentBytes)
+          check.fail(fmt::format("{} lies outside the persistent region "
+                                 "[0, {}): an accumulator must outlive the "
+                                 "micro-step",
+                                 check.outputName(o), plan.persistentBytes));
+        std::size_t n = step.outputs.size();
+        for (std::size_t i = n; i < 2 * n; ++i)
+          if (overlaps(check.output(o), check.input(i)))
+            check.fail(fmt::format("{} overlaps {} (a gradient)",
+                                   check.outputName(o), check.inputName(i)));
+      }
+    }
+    if (step.kind() == StepKind::AdamW) {
       // Each parameter it updates must be one, with its own state.
       const auto &adamw = std::get<AdamWStep>(step.op);
       std::size_t n = adamw.numParams(step.inputs.size());
@@ -665,6 +718,42 @@ void checkTrainable(const Plan &plan, const std::string &source) {
       written |= id == loss->second;
   if (!written)
     throw Error(fmt::format("{} is written by no step", where));
+
+  // What the trainer sets per micro-step: the scalars it writes.
+  auto scalarInput = [&](const char *name, const char *why) {
+    auto input = plan.inputs.find(name);
+    if (input == plan.inputs.end())
+      throw Error(
+          fmt::format("{}: plan: no input '{}' ({})", source, name, why));
+    const ValueInfo &info = plan.values[input->second];
+    if (info.dtype != ElemType::F32 || info.numElements() != 1)
+      throw Error(fmt::format("{}: input '{}' (value {}) must be one f32 "
+                              "element, got {} of {} elements",
+                              source, name, input->second, elemName(info.dtype),
+                              info.numElements()));
+  };
+  scalarInput(plan::input::kLossScale, "the gradient the backward starts "
+                                       "from");
+  bool accumulates = false;
+  for (const Step &step : plan.steps)
+    accumulates |= step.kind() == StepKind::GradAccumulate;
+  if (plan.microBatches > 1) {
+    scalarInput(plan::input::kMicroStep, "the micro-batch index");
+    if (!accumulates)
+      throw Error(fmt::format("{}: plan: micro_batches is {} but no "
+                              "grad_accumulate step sums the micro-batches' "
+                              "gradients",
+                              source, plan.microBatches));
+  }
+  // The runtime runs F, B and W once per micro-batch and O once after:
+  // the optimizer must come last.
+  for (std::size_t i = 1; i < plan.steps.size(); ++i)
+    if (plan.steps[i - 1].chunk == 'O' && plan.steps[i].chunk != 'O')
+      throw Error(fmt::format("{}: step {} ({}): chunk '{}' after the "
+                              "optimizer chunk 'O' (step {}); the optimizer's "
+                              "steps must come last",
+                              source, i, plan.steps[i].kernel(),
+                              plan.steps[i].chunk, i - 1));
 }
 
 } // namespace kiln::rt

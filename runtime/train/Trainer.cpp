@@ -155,11 +155,13 @@ void checkAtLeast(const char *flag, int64_t value, int64_t min) {
                             min == 0 ? "at least 0" : "positive", value));
 }
 
-/// The compiled settings of a plan: batch and sequence length, precision,
-/// and the optimizer's weight decay (of matrices) and clipping norm.
+/// The compiled settings of a plan: the batch (sequences per optimizer
+/// step: the compiled micro-batch times micro_batches) and sequence length,
+/// precision, and the optimizer's weight decay (of matrices) and clipping
+/// norm.
 RunSettings compiledSettings(const Plan &plan) {
   RunSettings s;
-  s.batch = plan.modelInt("batch");
+  s.batch = plan.modelInt("batch") * plan.microBatches;
   s.seqLen = plan.modelInt("seq_len");
   s.precision = plan.model.value("precision", "");
   for (const Step &step : plan.steps) {
@@ -194,6 +196,10 @@ private:
   void resume();
   void saveCheckpoint(int64_t step);
   void saveGradients(int64_t step, double loss);
+  /// Runs the optimizer step on the global batch in `inputs`/`targets`:
+  /// each micro-batch's forward and backward, then the optimizer; returns
+  /// the mean loss over the batch's counted tokens.
+  double runStep(int64_t step, bool saveGrads);
   void writeLossCurve();
   void log(const std::string &line);
   void note(const std::string &line) { log("note: " + line); }
@@ -285,8 +291,9 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
   backend = createBackend(plan, options.backend);
   stream.emplace(resolveData(settings.data, outDir, vocab),
                  static_cast<uint32_t>(vocab));
-  positions.resize(settings.batch * settings.seqLen);
-  for (int64_t b = 0; b < settings.batch; ++b)
+  int64_t microBatch = plan.modelInt("batch");
+  positions.resize(microBatch * settings.seqLen);
+  for (int64_t b = 0; b < microBatch; ++b)
     for (int64_t s = 0; s < settings.seqLen; ++s)
       positions[b * settings.seqLen + s] = static_cast<int32_t>(s);
 }
@@ -298,7 +305,8 @@ void Trainer::checkModel(const TrainerState &state) {
   std::vector<std::string> differences = configDifferencesFromCheckpoint();
   if (differences.empty() && state.format >= 2) {
     json ours = plan.model, theirs = state.model;
-    for (const char *key : {"batch", "seq_len", "precision"}) {
+    for (const char *key :
+         {"batch", "seq_len", "precision", plan::model::kMicroBatches}) {
       ours.erase(key);
       theirs.erase(key);
     }
@@ -587,6 +595,62 @@ void Trainer::saveGradients(int64_t step, double loss) {
                                 "of the loss for every parameter"}});
 }
 
+/// The targets a loss ignores (the plan's cross-entropy ignore_index).
+int64_t ignoreIndexOf(const Plan &plan) {
+  for (const Step &step : plan.steps) {
+    if (const auto *ce = std::get_if<CrossEntropyStep>(&step.op))
+      return ce->ignoreIndex;
+    if (const auto *lce = std::get_if<LinearCrossEntropyStep>(&step.op))
+      return lce->ignoreIndex;
+  }
+  return -100;
+}
+
+double Trainer::runStep(int64_t step, bool saveGrads) {
+  const int64_t microBatches = plan.microBatches;
+  const std::size_t microTokens = positions.size();
+  const int64_t ignore = ignoreIndexOf(plan);
+  auto counted = [&](std::size_t begin, std::size_t end) {
+    return std::count_if(targets.begin() + begin, targets.begin() + end,
+                         [&](int32_t t) { return t != ignore; });
+  };
+  // Each micro-batch's loss is the mean over its own counted tokens; its
+  // gradient is scaled by its share of the step's, so that the sum over
+  // the micro-batches is the gradient of the step's mean loss.
+  const int64_t total = counted(0, targets.size());
+  int64_t lossValue = plan.output("loss");
+  double loss = 0;
+  for (int64_t m = 0; m < microBatches; ++m) {
+    std::size_t begin = m * microTokens, end = begin + microTokens;
+    int64_t count = counted(begin, end);
+    double share = total > 0
+                       ? static_cast<double>(count) / static_cast<double>(total)
+                       : 1.0;
+    backend->writeInt32(plan.input("tokens"),
+                        std::span(inputs).subspan(begin, microTokens));
+    backend->writeInt32(plan.input("targets"),
+                        std::span(targets).subspan(begin, microTokens));
+    backend->writeInt32(plan.input("positions"), positions);
+    backend->write(plan.input(plan::input::kLossScale),
+                   std::vector<float>{static_cast<float>(share)});
+    if (microBatches == 1) {
+      backend->run([&](char chunk) {
+        if (chunk == 'O' && saveGrads)
+          saveGradients(step, backend->read(lossValue)[0]);
+      });
+      return backend->read(lossValue)[0];
+    }
+    backend->write(plan.input(plan::input::kMicroStep),
+                   std::vector<float>{static_cast<float>(m)});
+    backend->run(nullptr, Backend::Steps::MicroStep);
+    loss += share * backend->read(lossValue)[0];
+  }
+  if (saveGrads)
+    saveGradients(step, loss);
+  backend->run(nullptr, Backend::Steps::Optimizer);
+  return loss;
+}
+
 void Trainer::writeLossCurve() {
   std::vector<std::pair<int64_t, double>> curve;
   for (const MetricRecord &record : MetricsLog::read(metricsPath))
@@ -611,12 +675,15 @@ int Trainer::run() {
       backend->write(param.computeCopy, backend->read(param.value));
   MetricsLog metrics(metricsPath, /*append=*/resumeState.has_value());
   progress.emplace(settings.steps, firstStep, options.progressBar);
-  log(fmt::format("training {} on {}: batch {} x {} tokens, steps {}-{}",
+  log(fmt::format("training {} on {}: batch {} x {} tokens{}, steps {}-{}",
                   plan.model.value("architecture", "the model"),
                   backend->describe(), settings.batch, settings.seqLen,
+                  plan.microBatches > 1
+                      ? fmt::format(" in {} micro-batches of {}",
+                                    plan.microBatches, plan.modelInt("batch"))
+                      : std::string(),
                   firstStep, settings.steps));
 
-  int64_t lossValue = plan.output("loss");
   int64_t logEvery = std::max<int64_t>(1, settings.steps / 20);
   int64_t batch = settings.batch, seqLen = settings.seqLen;
   auto start = std::chrono::steady_clock::now();
@@ -628,18 +695,11 @@ int Trainer::run() {
     auto stepStart = std::chrono::steady_clock::now();
     stream->nextBatch(static_cast<int>(batch), static_cast<int>(seqLen), inputs,
                       targets);
-    backend->writeInt32(plan.input("tokens"), inputs);
-    backend->writeInt32(plan.input("targets"), targets);
-    backend->writeInt32(plan.input("positions"), positions);
     double lr = schedule.at(step);
     backend->write(plan.input("lr"), std::vector<float>{float(lr)});
     backend->write(plan.input("step"), std::vector<float>{float(step)});
     bool saveGrads = step == firstStep && !options.saveGradsPath.empty();
-    backend->run([&](char chunk) {
-      if (chunk == 'O' && saveGrads)
-        saveGradients(step, backend->read(lossValue)[0]);
-    });
-    double loss = backend->read(lossValue)[0];
+    double loss = runStep(step, saveGrads);
     double seconds = std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - stepStart)
                          .count();
@@ -719,6 +779,9 @@ CompiledSettings compiledSettingsOf(const std::string &resumeDir) {
   TrainerState state = readTrainerState(dir / kTrainerStateFile);
   CompiledSettings compiled;
   compiled.batch = state.batch;
+  if (auto micro = state.model.find(plan::model::kMicroBatches);
+      micro != state.model.end() && micro->is_number_integer())
+    compiled.microBatches = micro->get<int64_t>();
   compiled.seqLen = state.seqLen;
   if (state.settings) {
     compiled.precision = state.settings->precision;

@@ -59,6 +59,8 @@ struct TrainOptions {
 /// --resume` recompiles the step the run was started with.
 struct CompiledSettings {
   int64_t batch = 0, seqLen = 0;
+  /// Micro-batches per step the run was compiled with (older runs: 1).
+  int64_t microBatches = 1;
   std::optional<std::string> precision;
   std::optional<double> weightDecay, gradClip;
 };

@@ -14,7 +14,7 @@
 // CHECK-SAME: %[[W:[^:]+]]: tensor<8x8xf32> {kiln.param = "proj"}
 // CHECK-SAME: %[[M0:[^:]+]]: tensor<16x8xf32> {kiln.exp_avg = "wte"}
 // CHECK-SAME: %[[V0:[^:]+]]: tensor<16x8xf32> {kiln.exp_avg_sq = "wte"}
-// CHECK-SAME: %[[LR:[^:]+]]: tensor<f32> {kiln.input = "lr"}, %[[STEP:[^:]+]]: tensor<f32> {kiln.input = "step"}
+// CHECK-SAME: %[[LR:[^:]+]]: tensor<f32> {kiln.input = "lr"}, %[[STEP:[^:]+]]: tensor<f32> {kiln.input = "step"}, %[[SCALE:[^:]+]]: tensor<f32> {kiln.input = "loss_scale"}
 // CHECK-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<16x8xf32> {kiln.param = "wte"}
 // CHECK-SAME: tensor<8x8xf32> {kiln.exp_avg_sq = "proj"})
 // CHECK: %[[WTE16:.+]] = nn.cast %[[WTE]] {kiln.chunk = "F"}
@@ -22,9 +22,9 @@
 // CHECK: %[[N:.+]] = nn.rms_norm %[[H]], %{{.+}} {kiln.chunk = "F"}
 // CHECK: %[[R:.+]] = nn.add %[[H]], %{{.+}} {kiln.chunk = "F"}
 // CHECK: %[[LOSS:.+]] = nn.cross_entropy {{.*}}kiln.chunk = "F"
-// The backward pass starts from d loss = 1.
-// CHECK: %[[ONE:.+]] = arith.constant {kiln.chunk = "B"} dense<1.000000e+00> : tensor<f32>
-// CHECK: %[[DLOGITS:.+]] = nn.cross_entropy_grad %[[ONE]], {{.*}}kiln.chunk = "B"
+// The backward pass starts from d loss = loss_scale (1 for one micro-batch).
+// CHECK-NOT: arith.constant {{.*}}dense<1.000000e+00> : tensor<f32>
+// CHECK: %[[DLOGITS:.+]] = nn.cross_entropy_grad %[[SCALE]], {{.*}}kiln.chunk = "B"
 // Input gradient of the lm_head (B) and its weight gradient (W).
 // CHECK: %[[DR:.+]] = nn.linear %[[DLOGITS]], %[[WTE16]] {kiln.chunk = "B", transpose_weight}
 // CHECK: %[[DHEAD:.+]] = nn.linear_weight_grad %[[DLOGITS]], %[[R]] {kiln.chunk = "W"}

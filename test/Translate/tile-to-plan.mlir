@@ -11,6 +11,7 @@
 // CHECK-NEXT: "value": 0
 // CHECK: "name": "lr",
 // CHECK: "model": {
+// CHECK-NEXT: "micro_batches": 1,
 // CHECK-NEXT: "vocab_size": 16
 // CHECK: "parameters": [
 // CHECK-NEXT: {

@@ -189,9 +189,11 @@ mlir::LogicalResult emitAttentionForward(tile::FlashAttentionFwdOp op,
 mlir::LogicalResult emitAttentionBackward(tile::FlashAttentionBwdOp op,
                                           LaunchBuilder &k);
 
-// Optimizer.cpp: the global gradient norm and AdamW.
+// Optimizer.cpp: the global gradient norm, AdamW and gradient accumulation.
 mlir::LogicalResult emitGlobalNorm(tile::GlobalNormOp op, LaunchBuilder &k);
 mlir::LogicalResult emitAdamW(tile::AdamWOp op, LaunchBuilder &k);
+mlir::LogicalResult emitGradAccumulate(tile::GradAccumulateOp op,
+                                       LaunchBuilder &k);
 
 } // namespace cuda
 } // namespace kiln

@@ -3,7 +3,7 @@
 // The global gradient norm in two stages, block partials of every
 // gradient into the step's scratch and one block that adds them in order
 // (runtime/cuda/device/Optimizer.cuh); AdamW in place, grid-stride, with
-// its hyperparameters as doubles.
+// its hyperparameters as doubles; gradient accumulation in place.
 //
 //===----------------------------------------------------------------------===//
 
@@ -108,6 +108,38 @@ LogicalResult cuda::emitAdamW(tile::AdamWOp adamw, LaunchBuilder &k) {
         {std::min(kMaxGrid, ceilDiv(largest, kElementwiseThreads)),
          static_cast<int64_t>(count)},
         kElementwiseThreads);
+  }
+  return success();
+}
+
+LogicalResult cuda::emitGradAccumulate(tile::GradAccumulateOp op,
+                                       LaunchBuilder &k) {
+  // In place, like AdamW: a launch per group of tensors, a row of blocks
+  // per tensor (blockIdx.y), grid-stride over it.
+  unsigned n = op.getNumGrads();
+  for (unsigned first = 0; first < n; first += kAdamWTensorsPerLaunch) {
+    unsigned count = std::min(kAdamWTensorsPerLaunch, n - first);
+    std::string text = "  switch (blockIdx.y) {\n";
+    int64_t largest = 0;
+    for (unsigned t = 0; t < count; ++t) {
+      unsigned i = first + t;
+      int64_t elements = numElements(op.getGrad(i));
+      largest = std::max(largest, elements);
+      k.value(op.getAccumulated()[i], true, formatv("acc{0}", t).str());
+      k.value(op.getGrad(i), false, formatv("grad{0}", t).str());
+      k.integer(formatv("n{0}", t).str(), elements);
+      text += formatv("  case {0}:\n    kiln::dev::accumulateGrad(acc{0}, "
+                      "grad{0}, n{0}, first);\n    break;\n",
+                      t)
+                  .str();
+    }
+    text += "  }\n";
+    k.value(op.getMicroStep(), false, "microStep");
+    k.launch(formatv("kiln_grad_accumulate_x{0}", count).str(),
+             "  const bool first = *microStep == 0.0f;\n" + text,
+             {std::min(kMaxGrid, ceilDiv(largest, kElementwiseThreads)),
+              static_cast<int64_t>(count)},
+             kElementwiseThreads);
   }
   return success();
 }

@@ -121,6 +121,18 @@ adamw(float *param, const float *grad, float *expAvg, float *expAvgSq,
   }
 }
 
+/// acc = (first ? 0 : acc) + grad over n FP32 elements, in place: the
+/// gradient accumulation of one micro-batch (see host::accumulateGrad).
+/// Grid-stride.
+__device__ __forceinline__ void accumulateGrad(float *acc, const float *grad,
+                                               long long n, bool first) {
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  for (long long i =
+           static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < n; i += stride)
+    acc[i] = first ? grad[i] : acc[i] + grad[i];
+}
+
 } // namespace kiln::dev
 
 #endif // KILN_RUNTIME_CUDA_DEVICE_OPTIMIZER_CUH
