@@ -117,7 +117,8 @@ json planWithBatch(int64_t batch, int64_t seqLen) {
   json plan = planWith({4, 4}, 0, 256);
   plan["values"][0]["dtype"] = "i32";
   plan["inputs"] = json::array({json{{"name", "tokens"}, {"value", 0}}});
-  plan["model"] = json{{"batch", batch}, {"seq_len", seqLen}};
+  plan["model"] =
+      json{{"batch", batch}, {"seq_len", seqLen}, {"micro_batches", 1}};
   return plan;
 }
 

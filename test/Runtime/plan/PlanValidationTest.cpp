@@ -49,6 +49,13 @@ const json &validPlan() {
 
 /// The index of the first step of `kernel` (and, for fused steps, whose
 /// first body op is `bodyOp`).
+/// "step 0 (<kernel>): launch of <name>" of the plan's first launch.
+std::string firstLaunch(const json &plan) {
+  const json &first = plan["steps"][0];
+  return "step 0 (" + first["kernel"].get<std::string>() + "): launch of " +
+         first["cuda"]["launches"][0]["kernel"].get<std::string>();
+}
+
 std::size_t stepOf(const json &plan, const std::string &kernel,
                    const std::string &bodyOp = "") {
   const json &steps = plan.at("steps");
@@ -448,12 +455,12 @@ const std::vector<Mutation> &mutations() {
          return std::vector<std::string>{"plan.json: step 5 (",
                                          "missing 'chunk'"};
        }},
-      {"FillWithoutValue",
+      {"AdamWWithoutBeta1",
        [](json &p) {
-         std::size_t s = stepOf(p, "fill");
-         attrs(p, s).erase("value");
-         return std::vector<std::string>{step(s, "fill"),
-                                         "missing required attribute 'value'"};
+         std::size_t s = stepOf(p, "adamw");
+         attrs(p, s).erase("beta1");
+         return std::vector<std::string>{step(s, "adamw"),
+                                         "missing required attribute 'beta1'"};
        }},
       // Fused bodies.
       {"TemporaryTenTimesTooLarge",
@@ -558,31 +565,27 @@ const std::vector<Mutation> &mutations() {
       {"LaunchGridZero",
        [](json &p) {
          p["steps"][0]["cuda"]["launches"][0]["grid"][0] = 0;
-         return std::vector<std::string>{
-             "plan.json: step 0 (fill): launch of kiln_fill_f32: launch "
-             "geometry out of range"};
+         return std::vector<std::string>{"plan.json: " + firstLaunch(p),
+                                         "launch geometry out of range"};
        }},
       {"LaunchBlockTooLarge",
        [](json &p) {
          p["steps"][0]["cuda"]["launches"][0]["block"][0] = 2048;
-         return std::vector<std::string>{"step 0 (fill): launch of "
-                                         "kiln_fill_f32: launch geometry out "
-                                         "of range"};
+         return std::vector<std::string>{firstLaunch(p),
+                                         "launch geometry out of range"};
        }},
       {"LaunchArgUnknownValue",
        [](json &p) {
+         std::string launch = firstLaunch(p);
          p["steps"][0]["cuda"]["launches"][0]["args"][0] =
              json{{"value", 100000}};
-         return std::vector<std::string>{"step 0 (fill): launch of "
-                                         "kiln_fill_f32: refers to value "
-                                         "100000"};
+         return std::vector<std::string>{launch, "refers to value 100000"};
        }},
       {"LaunchWithoutComputeCapability",
        [](json &p) {
          p["steps"][0]["cuda"]["launches"][0].erase("min_compute_capability");
-         return std::vector<std::string>{
-             "step 0 (fill): launch of kiln_fill_f32: missing "
-             "'min_compute_capability'"};
+         return std::vector<std::string>{firstLaunch(p),
+                                         "missing 'min_compute_capability'"};
        }},
       {"LaunchOfAKernelWithoutSource",
        [](json &p) {
@@ -609,15 +612,16 @@ const std::vector<Mutation> &mutations() {
        [](json &p) {
          p["steps"][0]["cuda"]["library"] = "cublasLt";
          return std::vector<std::string>{
-             "step 0 (fill): only gemm and linear_cross_entropy steps run "
-             "in a library, not 'cublasLt'"};
+             "step 0 (" + p["steps"][0]["kernel"].get<std::string>() +
+             "): only gemm and linear_cross_entropy steps run in a "
+             "library, not 'cublasLt'"};
        }},
       // Values and the header.
       {"OldVersion",
        [](json &p) {
          p["version"] = 1;
          return std::vector<std::string>{
-             "format version 1 is not the version this runtime reads (2)"};
+             "format version 1 is not the version this runtime reads (3)"};
        }},
       {"UnknownDtype",
        [](json &p) {
@@ -729,7 +733,8 @@ TEST(PlanValidation, TheCompiledPlanLoads) {
     GTEST_SKIP() << "built without the compiler: no compiled plan";
   Plan plan = Plan::load(validPlan().dump(), "plan.json");
   EXPECT_GT(plan.steps.size(), 100u);
-  EXPECT_EQ(plan.steps.front().kind(), StepKind::Fill);
+  EXPECT_EQ(plan.microBatches, 1);
+  EXPECT_TRUE(plan.inputs.count("loss_scale"));
   // The flash kernels carry their tensor-core requirement.
   int flash = 0;
   for (const Step &step : plan.steps)
