@@ -79,10 +79,9 @@ LogicalResult NNAccumulateGradientsPass::accumulate(func::FuncOp step) {
                             << " has no nn.adamw_update to accumulate the "
                                "gradients of";
   for (BlockArgument arg : step.getArguments())
-    if (attrs::kGradAccumulator.getArg(step, arg.getArgNumber()) ||
-        (attrs::kInput.getArg(step, arg.getArgNumber()) &&
-         attrs::kInput.getArg(step, arg.getArgNumber()).getValue() ==
-             "micro_step"))
+    if (StringAttr input = attrs::kInput.getArg(step, arg.getArgNumber());
+        attrs::kGradAccumulator.getArg(step, arg.getArgNumber()) ||
+        (input && input.getValue() == "micro_step"))
       return step.emitError() << "nn-accumulate-gradients: @" << trainStepName
                               << " already accumulates its gradients";
   Operation *firstOptimizerOp = nullptr;

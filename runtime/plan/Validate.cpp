@@ -638,7 +638,8 @@ void validateSteps(const Plan &plan, const std::string &source) {
     if (step.kind() == StepKind::GradAccumulate) {
       // Each accumulator is a parameter's gradient, in the persistent
       // region, and no gradient it adds is another's accumulator.
-      for (std::size_t o = 0; o < step.outputs.size(); ++o) {
+      std::size_t n = step.outputs.size();
+      for (std::size_t o = 0; o < n; ++o) {
         bool found = false;
         for (const Parameter &param : plan.parameters)
           found |= param.grad == step.outputs[o];
@@ -651,7 +652,6 @@ void validateSteps(const Plan &plan, const std::string &source) {
                                  "[0, {}): an accumulator must outlive the "
                                  "micro-step",
                                  check.outputName(o), plan.persistentBytes));
-        std::size_t n = step.outputs.size();
         for (std::size_t i = n; i < 2 * n; ++i)
           if (overlaps(check.output(o), check.input(i)))
             check.fail(fmt::format("{} overlaps {} (a gradient)",

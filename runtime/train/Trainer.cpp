@@ -161,8 +161,8 @@ void checkAtLeast(const char *flag, int64_t value, int64_t min) {
 /// norm.
 RunSettings compiledSettings(const Plan &plan) {
   RunSettings s;
-  s.batch = plan.modelInt("batch") * plan.microBatches;
-  s.seqLen = plan.modelInt("seq_len");
+  s.batch = plan.modelInt(plan::model::kBatch) * plan.microBatches;
+  s.seqLen = plan.modelInt(plan::model::kSeqLen);
   s.precision = plan.model.value("precision", "");
   for (const Step &step : plan.steps) {
     const auto *adamw = std::get_if<AdamWStep>(&step.op);
@@ -291,7 +291,7 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
   backend = createBackend(plan, options.backend);
   stream.emplace(resolveData(settings.data, outDir, vocab),
                  static_cast<uint32_t>(vocab));
-  int64_t microBatch = plan.modelInt("batch");
+  int64_t microBatch = plan.modelInt(plan::model::kBatch);
   positions.resize(microBatch * settings.seqLen);
   for (int64_t b = 0; b < microBatch; ++b)
     for (int64_t s = 0; s < settings.seqLen; ++s)
@@ -305,8 +305,8 @@ void Trainer::checkModel(const TrainerState &state) {
   std::vector<std::string> differences = configDifferencesFromCheckpoint();
   if (differences.empty() && state.format >= 2) {
     json ours = plan.model, theirs = state.model;
-    for (const char *key :
-         {"batch", "seq_len", "precision", plan::model::kMicroBatches}) {
+    for (const char *key : {plan::model::kBatch, plan::model::kSeqLen,
+                            "precision", plan::model::kMicroBatches}) {
       ours.erase(key);
       theirs.erase(key);
     }
@@ -626,11 +626,11 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
     double share = total > 0
                        ? static_cast<double>(count) / static_cast<double>(total)
                        : 1.0;
-    backend->writeInt32(plan.input("tokens"),
+    backend->writeInt32(plan.input(plan::input::kTokens),
                         std::span(inputs).subspan(begin, microTokens));
-    backend->writeInt32(plan.input("targets"),
+    backend->writeInt32(plan.input(plan::input::kTargets),
                         std::span(targets).subspan(begin, microTokens));
-    backend->writeInt32(plan.input("positions"), positions);
+    backend->writeInt32(plan.input(plan::input::kPositions), positions);
     backend->write(plan.input(plan::input::kLossScale),
                    std::vector<float>{static_cast<float>(share)});
     if (microBatches == 1) {
@@ -680,7 +680,8 @@ int Trainer::run() {
                   backend->describe(), settings.batch, settings.seqLen,
                   plan.microBatches > 1
                       ? fmt::format(" in {} micro-batches of {}",
-                                    plan.microBatches, plan.modelInt("batch"))
+                                    plan.microBatches,
+                                    plan.modelInt(plan::model::kBatch))
                       : std::string(),
                   firstStep, settings.steps));
 
@@ -696,8 +697,9 @@ int Trainer::run() {
     stream->nextBatch(static_cast<int>(batch), static_cast<int>(seqLen), inputs,
                       targets);
     double lr = schedule.at(step);
-    backend->write(plan.input("lr"), std::vector<float>{float(lr)});
-    backend->write(plan.input("step"), std::vector<float>{float(step)});
+    backend->write(plan.input(plan::input::kLr), std::vector<float>{float(lr)});
+    backend->write(plan.input(plan::input::kStep),
+                   std::vector<float>{float(step)});
     bool saveGrads = step == firstStep && !options.saveGradsPath.empty();
     double loss = runStep(step, saveGrads);
     double seconds = std::chrono::duration<double>(

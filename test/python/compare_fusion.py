@@ -48,6 +48,18 @@ def write_token_shard(path, tokens):
         f.write(struct.pack(f"<{len(tokens)}H", *tokens))
 
 
+def write_random_shard(args):
+    """A shard of random tokens of the config's vocabulary, enough for
+    args.steps batches of args.batch x args.seq_len; returns its path."""
+    os.makedirs(args.workdir, exist_ok=True)
+    vocab = json.load(open(args.config))["vocab_size"]
+    rng = random.Random(7)
+    shard = os.path.join(args.workdir, "tokens.bin")
+    tokens = args.batch * args.seq_len * (args.steps + 1) + 1
+    write_token_shard(shard, [rng.randrange(vocab) for _ in range(tokens)])
+    return shard
+
+
 def read_tensors(path):
     """name -> (dtype, shape, raw bytes) of a safetensors file."""
     with open(path, "rb") as f:
@@ -156,12 +168,7 @@ def main():
                         "one nn-fuse group on and off)")
     args = parser.parse_args()
 
-    os.makedirs(args.workdir, exist_ok=True)
-    vocab = json.load(open(args.config))["vocab_size"]
-    rng = random.Random(7)
-    shard = os.path.join(args.workdir, "tokens.bin")
-    tokens = args.batch * args.seq_len * (args.steps + 1) + 1
-    write_token_shard(shard, [rng.randrange(vocab) for _ in range(tokens)])
+    shard = write_random_shard(args)
 
     runs = {}
     for fusion in ("on", "off"):

@@ -17,12 +17,11 @@ would prove nothing. Standard library only.
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_fusion import compare, write_token_shard  # noqa: E402
+from compare_fusion import compare, write_random_shard  # noqa: E402
 
 
 def main():
@@ -40,12 +39,7 @@ def main():
     parser.add_argument("--update-tolerance", type=float, default=None)
     args = parser.parse_args()
 
-    os.makedirs(args.workdir, exist_ok=True)
-    vocab = json.load(open(args.config))["vocab_size"]
-    rng = random.Random(7)
-    shard = os.path.join(args.workdir, "tokens.bin")
-    tokens = args.batch * args.seq_len * (args.steps + 1) + 1
-    write_token_shard(shard, [rng.randrange(vocab) for _ in range(tokens)])
+    shard = write_random_shard(args)
 
     runs = {}
     for label, extra in (("micro", ["--micro-batch", str(args.micro_batch)]),

@@ -20,6 +20,38 @@ namespace {
 /// Blocks of each partial sum of squares in the gradient norm.
 constexpr int64_t kNormPartials = 64;
 
+/// A multi-tensor kernel over `n` tensors: a launch per group of up to
+/// kAdamWTensorsPerLaunch (their pointers and sizes fit a launch's 4 KiB of
+/// arguments), a row of blocks per tensor (blockIdx.y), each row
+/// grid-stride over its tensor. `tensor(t, i)` binds tensor `i`'s
+/// parameters as slot `t` of its launch and returns its element count and
+/// the statement its row runs; `shared()` binds the parameters every row
+/// reads; `prologue` precedes the switch; `name(count)` names the kernel.
+void emitMultiTensor(
+    LaunchBuilder &k, unsigned n,
+    llvm::function_ref<std::pair<int64_t, std::string>(unsigned t, unsigned i)>
+        tensor,
+    llvm::function_ref<void()> shared,
+    llvm::function_ref<std::string(unsigned count)> name,
+    llvm::StringRef prologue = "") {
+  for (unsigned first = 0; first < n; first += kAdamWTensorsPerLaunch) {
+    unsigned count = std::min(kAdamWTensorsPerLaunch, n - first);
+    std::string text = prologue.str() + "  switch (blockIdx.y) {\n";
+    int64_t largest = 0;
+    for (unsigned t = 0; t < count; ++t) {
+      auto [elements, statement] = tensor(t, first + t);
+      largest = std::max(largest, elements);
+      text += formatv("  case {0}:\n    {1}\n    break;\n", t, statement).str();
+    }
+    text += "  }\n";
+    shared();
+    k.launch(name(count), text,
+             {std::min(kMaxGrid, ceilDiv(largest, kElementwiseThreads)),
+              static_cast<int64_t>(count)},
+             kElementwiseThreads);
+  }
+}
+
 } // namespace
 
 LogicalResult cuda::emitGlobalNorm(tile::GlobalNormOp norm, LaunchBuilder &k) {
@@ -75,71 +107,55 @@ LogicalResult cuda::emitAdamW(tile::AdamWOp adamw, LaunchBuilder &k) {
              kElementwiseThreads);
     return success();
   }
-  // Many parameters: a launch per group of up to kAdamWTensorsPerLaunch
-  // (their pointers and sizes fit a launch's 4 KiB of arguments), a row of
-  // blocks per tensor (blockIdx.y), each row grid-stride over its tensor.
-  for (unsigned first = 0; first < n; first += kAdamWTensorsPerLaunch) {
-    unsigned count = std::min(kAdamWTensorsPerLaunch, n - first);
-    std::string text = "  switch (blockIdx.y) {\n";
-    int64_t largest = 0;
-    for (unsigned t = 0; t < count; ++t) {
-      unsigned i = first + t;
-      int64_t elements = numElements(adamw.getParam(i));
-      largest = std::max(largest, elements);
-      k.value(adamw.getNewParam(i), true, formatv("param{0}", t).str());
-      k.value(adamw.getGrad(i), false, formatv("grad{0}", t).str());
-      k.value(adamw.getNewExpAvg(i), true, formatv("expAvg{0}", t).str());
-      k.value(adamw.getNewExpAvgSq(i), true, formatv("expAvgSq{0}", t).str());
-      k.integer(formatv("n{0}", t).str(), elements);
-      if (copies)
-        k.value(adamw.getNewComputeCopy(i), true, formatv("copy{0}", t).str());
-      text += formatv("  case {0}:\n    kiln::dev::adamw(param{0}, grad{0}, "
-                      "expAvg{0}, expAvgSq{0}, n{0}, lr, step, gradNorm, "
-                      "beta1, beta2, eps, weightDecay, maxGradNorm{1});\n"
-                      "    break;\n",
-                      t, copies ? formatv(", copy{0}", t).str() : "")
-                  .str();
-    }
-    text += "  }\n";
-    common();
-    k.launch(
-        formatv("kiln_adamw_x{0}{1}", count, copies ? "_copies" : "").str(),
-        text,
-        {std::min(kMaxGrid, ceilDiv(largest, kElementwiseThreads)),
-         static_cast<int64_t>(count)},
-        kElementwiseThreads);
-  }
+  // Many parameters: one multi-tensor kernel per group.
+  emitMultiTensor(
+      k, n,
+      [&](unsigned t, unsigned i) {
+        k.value(adamw.getNewParam(i), true, formatv("param{0}", t).str());
+        k.value(adamw.getGrad(i), false, formatv("grad{0}", t).str());
+        k.value(adamw.getNewExpAvg(i), true, formatv("expAvg{0}", t).str());
+        k.value(adamw.getNewExpAvgSq(i), true, formatv("expAvgSq{0}", t).str());
+        int64_t elements = numElements(adamw.getParam(i));
+        k.integer(formatv("n{0}", t).str(), elements);
+        if (copies)
+          k.value(adamw.getNewComputeCopy(i), true,
+                  formatv("copy{0}", t).str());
+        return std::pair(
+            elements,
+            formatv("kiln::dev::adamw(param{0}, grad{0}, expAvg{0}, "
+                    "expAvgSq{0}, n{0}, lr, step, gradNorm, beta1, beta2, "
+                    "eps, weightDecay, maxGradNorm{1});",
+                    t, copies ? formatv(", copy{0}", t).str() : "")
+                .str());
+      },
+      common,
+      [&](unsigned count) {
+        return formatv("kiln_adamw_x{0}{1}", count, copies ? "_copies" : "")
+            .str();
+      });
   return success();
 }
 
 LogicalResult cuda::emitGradAccumulate(tile::GradAccumulateOp op,
                                        LaunchBuilder &k) {
-  // In place, like AdamW: a launch per group of tensors, a row of blocks
-  // per tensor (blockIdx.y), grid-stride over it.
-  unsigned n = op.getNumGrads();
-  for (unsigned first = 0; first < n; first += kAdamWTensorsPerLaunch) {
-    unsigned count = std::min(kAdamWTensorsPerLaunch, n - first);
-    std::string text = "  switch (blockIdx.y) {\n";
-    int64_t largest = 0;
-    for (unsigned t = 0; t < count; ++t) {
-      unsigned i = first + t;
-      int64_t elements = numElements(op.getGrad(i));
-      largest = std::max(largest, elements);
-      k.value(op.getAccumulated()[i], true, formatv("acc{0}", t).str());
-      k.value(op.getGrad(i), false, formatv("grad{0}", t).str());
-      k.integer(formatv("n{0}", t).str(), elements);
-      text += formatv("  case {0}:\n    kiln::dev::accumulateGrad(acc{0}, "
-                      "grad{0}, n{0}, first);\n    break;\n",
-                      t)
-                  .str();
-    }
-    text += "  }\n";
-    k.value(op.getMicroStep(), false, "microStep");
-    k.launch(formatv("kiln_grad_accumulate_x{0}", count).str(),
-             "  const bool first = *microStep == 0.0f;\n" + text,
-             {std::min(kMaxGrid, ceilDiv(largest, kElementwiseThreads)),
-              static_cast<int64_t>(count)},
-             kElementwiseThreads);
-  }
+  // In place, like AdamW.
+  emitMultiTensor(
+      k, op.getNumGrads(),
+      [&](unsigned t, unsigned i) {
+        k.value(op.getAccumulated()[i], true, formatv("acc{0}", t).str());
+        k.value(op.getGrad(i), false, formatv("grad{0}", t).str());
+        int64_t elements = numElements(op.getGrad(i));
+        k.integer(formatv("n{0}", t).str(), elements);
+        return std::pair(
+            elements,
+            formatv("kiln::dev::accumulateGrad(acc{0}, grad{0}, n{0}, first);",
+                    t)
+                .str());
+      },
+      [&] { k.value(op.getMicroStep(), false, "microStep"); },
+      [](unsigned count) {
+        return formatv("kiln_grad_accumulate_x{0}", count).str();
+      },
+      "  const bool first = *microStep == 0.0f;\n");
   return success();
 }
