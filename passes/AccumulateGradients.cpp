@@ -34,17 +34,6 @@ private:
   LogicalResult accumulate(func::FuncOp step);
 };
 
-/// Records `micro_batches` in the module's kiln.model.
-void recordMicroBatches(ModuleOp module, int64_t microBatches) {
-  Builder b(module.getContext());
-  NamedAttrList model;
-  if (DictionaryAttr dict =
-          module->getAttrOfType<DictionaryAttr>(attrs::kModel))
-    model.assign(dict.getValue());
-  model.set("micro_batches", b.getI64IntegerAttr(microBatches));
-  module->setAttr(attrs::kModel, model.getDictionary(module.getContext()));
-}
-
 bool inChunk(Operation *op, StringRef chunk) {
   auto tag = op->getAttrOfType<StringAttr>(kChunkAttr);
   return tag && tag.getValue() == chunk;
@@ -67,7 +56,8 @@ void NNAccumulateGradientsPass::runOnOperation() {
   }
   if (microBatches > 1 && failed(accumulate(step)))
     return signalPassFailure();
-  recordMicroBatches(module, microBatches);
+  attrs::setModelEntry(module, "micro_batches",
+                       Builder(module.getContext()).getI64IntegerAttr(count));
 }
 
 LogicalResult NNAccumulateGradientsPass::accumulate(func::FuncOp step) {

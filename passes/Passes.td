@@ -167,6 +167,50 @@ def NNAccumulateGradientsPass
   let dependentDialects = ["::kiln::nn::NNDialect"];
 }
 
+def DistReduceGradientsPass
+    : Pass<"dist-reduce-gradients", "mlir::ModuleOp"> {
+  let summary = "The data-parallel gradient reduction, bucketed";
+  let description = [{
+    Data parallelism runs the same step on `dp` ranks, each on its own
+    slice of the global batch. Each rank's gradient already carries its
+    share of the global batch's mean loss (`loss_scale`, see nn-autodiff),
+    so the gradient of the step is the sum over the ranks: this pass sums
+    the gradients the optimizer reads with `dist.all_reduce sum` over
+    `#dist.group<"dp", dp>` before the optimizer chunk reads them.
+
+    The gradients are grouped into buckets of about `bucket-mb` MiB (25, as
+    PyTorch DDP's default) in the order the W chunk produces them (the last
+    layers first); each bucket's reduction follows the op that produces its
+    last gradient, so the runtime can send the late layers' gradients while
+    the early layers' are still being computed. Under gradient
+    accumulation (`nn-accumulate-gradients` with more than one micro-batch)
+    the reductions follow the accumulation and are marked
+    `last_micro_step`: they run once per step, on the sums.
+
+    With `dp=1` the step is unchanged. Either way the pass records
+    `data_parallel` in the module's `kiln.model`, which the plan carries:
+    the runtime refuses to run it on another number of ranks.
+
+    ```mlir
+    // dp=2: after the W op that produces the last gradient of a bucket
+    %r:2 = dist.all_reduce sum %g0, %g1 : tensor<64x64xf32>, tensor<64xf32>
+        over #dist.group<"dp", 2> {kiln.chunk = "W"}
+    %norm = nn.global_norm %r#0, %r#1 {kiln.chunk = "O"} : ...
+    ```
+  }];
+  let options = [
+    Option<"dataParallel", "dp", "int64_t", "1",
+           "Data-parallel ranks (1: no reduction)">,
+    Option<"bucketMiB", "bucket-mb", "double", "25.0",
+           "Bucket size in MiB: gradients reduced together">,
+    Option<"trainStepName", "train-step", "std::string", "\"train_step\"",
+           "The training step to change">,
+    Option<"report", "report", "bool", "false",
+           "Emit a remark per bucket: its gradients, bytes and position">,
+  ];
+  let dependentDialects = ["::kiln::dist::DistDialect"];
+}
+
 def NNFusePass : Pass<"nn-fuse", "mlir::ModuleOp"> {
   let summary = "Groups row-wise nn ops into tile.fused kernels";
   let description = [{

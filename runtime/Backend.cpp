@@ -13,8 +13,10 @@ void Backend::run(const std::function<void(char)> &beforeChunk, Steps which) {
   char current = 0;
   for (std::size_t i = 0; i < planned.steps.size(); ++i) {
     const Step &step = planned.steps[i];
-    if ((which == Steps::MicroStep && step.chunk == 'O') ||
-        (which == Steps::Optimizer && step.chunk != 'O'))
+    bool micro = which == Steps::MicroStep || which == Steps::LastMicroStep;
+    if ((micro && step.chunk == 'O') ||
+        (which == Steps::Optimizer && step.chunk != 'O') ||
+        (which == Steps::MicroStep && step.runsInLastMicroStepOnly()))
       continue;
     if (beforeChunk && step.chunk != current)
       beforeChunk(step.chunk);

@@ -35,9 +35,11 @@ public:
   virtual void writeInt32(int64_t value, std::span<const int32_t> data) = 0;
 
   /// Which steps a run takes: all of them (one micro-batch per step), or,
-  /// for gradient accumulation, those of one micro-batch (chunks F, B, W)
-  /// and the optimizer's (O, which Plan::load checked come last).
-  enum class Steps { All, MicroStep, Optimizer };
+  /// for gradient accumulation, those of one micro-batch (chunks F, B, W;
+  /// the last micro-batch's also the steps marked to run only then, as the
+  /// data-parallel reduction of the sums) and the optimizer's (O, which
+  /// Plan::load checked come last).
+  enum class Steps { All, MicroStep, LastMicroStep, Optimizer };
 
   /// Runs the `which` steps in order; `beforeChunk` is called before each
   /// run of steps of one chunk kind ('F', 'B', 'W', 'O'), e.g. to read

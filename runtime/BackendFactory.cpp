@@ -24,13 +24,13 @@ bool cudaUsable(std::string *why) {
 #endif
 }
 
-std::unique_ptr<Backend> createBackend(const Plan &plan,
-                                       const std::string &choice) {
+std::unique_ptr<Backend>
+createBackend(const Plan &plan, const std::string &choice, Communicator *comm) {
   if (choice != "auto" && choice != "host" && choice != "cuda")
     throw Error(
         fmt::format("--backend must be auto, host or cuda, got '{}'", choice));
   if (choice == "host")
-    return std::make_unique<HostBackend>(plan);
+    return std::make_unique<HostBackend>(plan, comm);
   std::string why;
   bool usable = plan.hasCuda && cudaUsable(&why);
   if (!plan.hasCuda)
@@ -38,10 +38,10 @@ std::unique_ptr<Backend> createBackend(const Plan &plan,
   if (!usable) {
     if (choice == "cuda")
       throw Error("--backend cuda: no usable GPU: " + why);
-    return std::make_unique<HostBackend>(plan);
+    return std::make_unique<HostBackend>(plan, comm);
   }
 #if KILN_ENABLE_CUDA
-  return cuda::createCudaBackend(plan);
+  return cuda::createCudaBackend(plan, comm);
 #else
   throw Error("unreachable: CUDA reported usable without CUDA support");
 #endif

@@ -54,6 +54,19 @@ if config.kiln_enable_cuda in ("1", "ON", "TRUE") and glob.glob(
 else:
     lit_config.note("NVRTC or CUDA support missing: the CUDA compile checks "
                     "are skipped")
+# MPI (OpenMPI's mpirun) and a runtime built with it: the data-parallel
+# tests, which launch several ranks on this machine.
+import shutil
+
+if config.kiln_enable_mpi in ("1", "ON", "TRUE") and shutil.which("mpirun"):
+    config.available_features.add("mpi")
+    # As root OpenMPI needs --allow-run-as-root, and --oversubscribe for
+    # more ranks than cores.
+    config.substitutions.append(
+        ("%mpirun", "mpirun --allow-run-as-root --oversubscribe"))
+else:
+    lit_config.note("mpirun or MPI support missing: the data-parallel tests "
+                    "are skipped (install openmpi-bin and libopenmpi-dev)")
 # A KILN_SANITIZE build: the sanitizer settings ctest uses too
 # (CMakeLists.txt), unless the environment sets them.
 # (Feature `sanitizer`: tests of release artefacts, such as the GPU bundle's

@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/translate/Plan.h"
+#include "dialects/dist/DistDialect.h"
 #include "dialects/nn/NNDialect.h"
 #include "dialects/tile/TileDialect.h"
 #include "runtime/cuda/Precompile.h"
@@ -60,8 +61,9 @@ void registerPtxasReportTranslation() {
         return success();
       },
       [](DialectRegistry &registry) {
-        registry.insert<kiln::nn::NNDialect, kiln::tile::TileDialect,
-                        arith::ArithDialect, func::FuncDialect>();
+        registry.insert<kiln::dist::DistDialect, kiln::nn::NNDialect,
+                        kiln::tile::TileDialect, arith::ArithDialect,
+                        func::FuncDialect>();
       });
 }
 

@@ -9,6 +9,7 @@
 
 #include "compiler/frontend/BuildModel.h"
 #include "compiler/translate/Plan.h"
+#include "dialects/dist/DistDialect.h"
 #include "dialects/nn/NNDialect.h"
 #include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileDialect.h"
@@ -18,6 +19,7 @@
 #include "passes/Report.h"
 #include "runtime/cuda/Device.h"
 #include "runtime/cuda/Precompile.h"
+#include "runtime/dist/Communicator.h"
 #include "runtime/io/Tokenize.h"
 #include "runtime/train/Trainer.h"
 
@@ -85,6 +87,19 @@ cl::opt<int64_t> microBatchCount(
              "(--batch must divide by it)"),
     cl::init(0), cl::sub(inspectCommand), cl::sub(compileCommand),
     cl::sub(trainCommand));
+cl::opt<int64_t> dataParallelFlag(
+    "dp",
+    cl::desc("Data-parallel ranks the step is compiled for (default: the "
+             "launcher's world size for train, else 1): each rank runs "
+             "--batch / dp sequences per step and the gradients are summed "
+             "over the ranks"),
+    cl::init(1), cl::sub(inspectCommand), cl::sub(compileCommand),
+    cl::sub(trainCommand));
+cl::opt<double> bucketMiB(
+    "bucket-mb",
+    cl::desc("MiB of gradients reduced together under data parallelism "
+             "(dist-reduce-gradients)"),
+    cl::init(25.0), cl::sub(compileCommand), cl::sub(trainCommand));
 cl::opt<int64_t> seqLen("seq-len", cl::desc("Tokens per sequence"),
                         cl::init(128), cl::sub(inspectCommand),
                         cl::sub(compileCommand), cl::sub(trainCommand));
@@ -265,9 +280,24 @@ struct MicroBatching {
   int64_t size = 1, count = 1;
 };
 
+/// The data-parallel ranks: --dp, else (kiln train) the launcher's world.
+int64_t dataParallel() {
+  rt::LaunchInfo launch;
+  std::string error;
+  if (dataParallelFlag.getNumOccurrences() || !trainCommand ||
+      !rt::detectLaunch(launch, error))
+    return dataParallelFlag; // (runTrain reports a bad environment)
+  return launch.size;
+}
+
 FailureOr<MicroBatching> microBatching() {
   if (batchSize < 1) {
     fail("--batch must be positive, got " + llvm::Twine(batchSize.getValue()));
+    return failure();
+  }
+  int64_t ranks = dataParallel();
+  if (ranks < 1) {
+    fail("--dp must be positive, got " + llvm::Twine(ranks));
     return failure();
   }
   if (microBatchSize.getNumOccurrences() && microBatchSize < 1) {
@@ -280,32 +310,45 @@ FailureOr<MicroBatching> microBatching() {
          llvm::Twine(microBatchCount.getValue()));
     return failure();
   }
-  MicroBatching split{batchSize, 1};
+  if (batchSize % ranks != 0) {
+    fail(llvm::formatv("--batch {0} does not divide among {1} data-parallel "
+                       "ranks: every rank takes the same number of "
+                       "sequences",
+                       batchSize.getValue(), ranks));
+    return failure();
+  }
+  // What one rank runs per step, and the words that say so.
+  int64_t perRank = batchSize / ranks;
+  std::string batch =
+      ranks == 1 ? llvm::formatv("--batch {0}", perRank).str()
+                 : llvm::formatv("--batch {0} over {1} ranks ({2} each)",
+                                 batchSize.getValue(), ranks, perRank)
+                       .str();
+  MicroBatching split{perRank, 1};
   if (microBatchSize.getNumOccurrences()) {
-    if (batchSize % microBatchSize != 0) {
-      fail(llvm::formatv("--batch {0} is not a multiple of --micro-batch "
-                         "{1}: every micro-batch holds the same number of "
-                         "sequences",
-                         batchSize.getValue(), microBatchSize.getValue()));
+    if (perRank % microBatchSize != 0) {
+      fail(llvm::formatv("{0} is not a multiple of --micro-batch {1}: every "
+                         "micro-batch holds the same number of sequences",
+                         batch, microBatchSize.getValue()));
       return failure();
     }
-    split = {microBatchSize, batchSize / microBatchSize};
+    split = {microBatchSize, perRank / microBatchSize};
   }
   if (microBatchCount.getNumOccurrences()) {
-    if (batchSize % microBatchCount != 0) {
-      fail(llvm::formatv("--batch {0} does not divide into --micro-batches "
-                         "{1} micro-batches of the same size",
-                         batchSize.getValue(), microBatchCount.getValue()));
+    if (perRank % microBatchCount != 0) {
+      fail(llvm::formatv("{0} does not divide into --micro-batches {1} "
+                         "micro-batches of the same size",
+                         batch, microBatchCount.getValue()));
       return failure();
     }
     if (microBatchSize.getNumOccurrences() && split.count != microBatchCount) {
-      fail(llvm::formatv("--micro-batch {0} makes {1} micro-batches of "
-                         "--batch {2}, but --micro-batches says {3}",
-                         microBatchSize.getValue(), split.count,
-                         batchSize.getValue(), microBatchCount.getValue()));
+      fail(llvm::formatv("--micro-batch {0} makes {1} micro-batches of {2}, "
+                         "but --micro-batches says {3}",
+                         microBatchSize.getValue(), split.count, batch,
+                         microBatchCount.getValue()));
       return failure();
     }
-    split = {batchSize / microBatchCount, microBatchCount};
+    split = {perRank / microBatchCount, microBatchCount};
   }
   return split;
 }
@@ -419,6 +462,7 @@ int runInspect(MLIRContext &context) {
       json.attribute("batch", static_cast<int64_t>(batchSize));
       json.attribute("micro_batch", split->size);
       json.attribute("micro_batches", split->count);
+      json.attribute("data_parallel", dataParallel());
       json.attribute("seq_len", static_cast<int64_t>(seqLen));
       json.attribute("precision", std::string(precision));
       json.attribute("peak_memory_bytes", memory->peak);
@@ -523,6 +567,11 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   NNAccumulateGradientsPassOptions accumulate;
   accumulate.microBatches = split->count;
   pm.addPass(createNNAccumulateGradientsPass(accumulate));
+  DistReduceGradientsPassOptions reduce;
+  reduce.dataParallel = dataParallel();
+  reduce.bucketMiB = bucketMiB;
+  reduce.report = reportChoices;
+  pm.addPass(createDistReduceGradientsPass(reduce));
   if (stage != Stage::Train) {
     if (fusion == Fusion::On) {
       NNFusePassOptions fuse;
@@ -615,7 +664,7 @@ bool applyRecordedSettings() {
     batchSize = recorded.batch;
   if (!microBatchSize.getNumOccurrences() &&
       !microBatchCount.getNumOccurrences() && recorded.microBatches > 1 &&
-      batchSize % recorded.microBatches == 0)
+      batchSize % (dataParallel() * recorded.microBatches) == 0)
     microBatchCount = recorded.microBatches;
   if (!seqLen.getNumOccurrences())
     seqLen = recorded.seqLen;
@@ -632,8 +681,21 @@ int runTrain(MLIRContext &context) {
   llvm::Expected<ModelConfig> config = readModelConfig(configPath);
   if (!config)
     return fail(config.takeError());
-  for (const std::string &note : config->notes)
-    llvm::WithColor::note(llvm::errs(), "kiln") << note << "\n";
+  // Under mpirun or srun every rank compiles the same step for the world it
+  // was launched in.
+  rt::LaunchInfo launch;
+  if (std::string error; !rt::detectLaunch(launch, error))
+    return fail(error);
+  if (dataParallelFlag.getNumOccurrences() && dataParallelFlag != launch.size)
+    return fail(llvm::formatv(
+        "--dp {0}, but {1} processes were launched{2}; kiln train runs one "
+        "data-parallel rank per process: leave out --dp, or launch {0} "
+        "(mpirun -np {0})",
+        dataParallelFlag.getValue(), launch.size,
+        launch.launcher.empty() ? "" : " (by " + launch.launcher + ")"));
+  if (launch.rank == 0)
+    for (const std::string &note : config->notes)
+      llvm::WithColor::note(llvm::errs(), "kiln") << note << "\n";
   if (!resumeDir.empty() && !applyRecordedSettings())
     return 1;
   auto module = compileModel(context, *config, Stage::Plan);
@@ -869,8 +931,9 @@ int main(int argc, char **argv) {
   if (!parseCommandLine(argc, argv))
     return 1;
   MLIRContext context;
-  context.loadDialect<kiln::nn::NNDialect, kiln::tile::TileDialect,
-                      func::FuncDialect, arith::ArithDialect>();
+  context.loadDialect<kiln::dist::DistDialect, kiln::nn::NNDialect,
+                      kiln::tile::TileDialect, func::FuncDialect,
+                      arith::ArithDialect>();
   ScopedDiagnosticHandler remarks(&context, printRemark);
   if ((trainCommand || inspectCommand || compileCommand) &&
       !checkNumericFlags())

@@ -8,6 +8,8 @@
 
 #include "compiler/translate/CudaEmitter.h"
 #include "compiler/translate/cuda/EmitterSupport.h"
+#include "dialects/dist/DistOps.h"
+#include "runtime/plan/Schema.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/TypeSwitch.h"
@@ -110,6 +112,11 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
           // GEMMs run in cuBLASLt and need no source.
           .Case([&](tile::GemmOp) {
             step.library = std::string(plan::kCublasLt);
+            return success();
+          })
+          // Collectives run in NCCL.
+          .Case([&](dist::AllReduceOp) {
+            step.library = std::string(plan::kNccl);
             return success();
           })
           .Case([&](tile::RoPETableOp r) { return cuda::emitRopeTable(r, k); })

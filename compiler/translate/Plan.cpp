@@ -3,6 +3,7 @@
 #include "compiler/translate/Plan.h"
 #include "compiler/translate/CudaEmitter.h"
 
+#include "dialects/dist/DistOps.h"
 #include "dialects/nn/NNDialect.h"
 #include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileOps.h"
@@ -335,6 +336,13 @@ FailureOr<json::Object> PlanWriter::build() {
         return failure();
       for (auto &entry : *region)
         step[entry.first] = std::move(entry.second);
+    } else if (auto reduce = dyn_cast<dist::AllReduceOp>(op)) {
+      step[plan::key::kAttrs] =
+          json::Object{{plan::attr::kReduction,
+                        dist::stringifyReduction(reduce.getReduction()).str()},
+                       {plan::attr::kGroup, reduce.getGroup().getName().str()},
+                       {plan::attr::kGroupSize, reduce.getGroup().getSize()},
+                       {plan::attr::kLastMicroStep, reduce.getLastMicroStep()}};
     } else if (op.getDialect() && op.getDialect()->getNamespace() == "tile") {
       step[plan::key::kAttrs] = attrsJson(&op);
       if (auto adamw = dyn_cast<tile::AdamWOp>(op))
@@ -473,8 +481,9 @@ void kiln::registerTileToPlanTranslation() {
         return writePlan(module, os);
       },
       [](DialectRegistry &registry) {
-        registry.insert<kiln::nn::NNDialect, kiln::tile::TileDialect,
-                        arith::ArithDialect, func::FuncDialect>();
+        registry.insert<kiln::dist::DistDialect, kiln::nn::NNDialect,
+                        kiln::tile::TileDialect, arith::ArithDialect,
+                        func::FuncDialect>();
       });
   TranslateFromMLIRRegistration cuda(
       "tile-to-cuda",
@@ -486,7 +495,8 @@ void kiln::registerTileToPlanTranslation() {
         return writeCudaSources(module, os);
       },
       [](DialectRegistry &registry) {
-        registry.insert<kiln::nn::NNDialect, kiln::tile::TileDialect,
-                        arith::ArithDialect, func::FuncDialect>();
+        registry.insert<kiln::dist::DistDialect, kiln::nn::NNDialect,
+                        kiln::tile::TileDialect, arith::ArithDialect,
+                        func::FuncDialect>();
       });
 }

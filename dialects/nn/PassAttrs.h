@@ -98,6 +98,17 @@ inline constexpr PassAttr<mlir::IntegerAttr> kLargestBufferBytes{
 /// What the runtime needs to know about the model beyond the step.
 inline constexpr PassAttr<mlir::DictionaryAttr> kModel{"kiln.model"};
 
+/// Sets entry `name` of `module`'s kiln.model (the passes that shape the
+/// step record what they chose there: micro_batches, data_parallel).
+inline void setModelEntry(mlir::Operation *module, llvm::StringRef name,
+                          mlir::Attribute value) {
+  mlir::NamedAttrList model;
+  if (mlir::DictionaryAttr dict = kModel.get(module))
+    model.assign(dict.getValue());
+  model.set(name, value);
+  kModel.set(module, model.getDictionary(module->getContext()));
+}
+
 } // namespace kiln::attrs
 
 #endif // KILN_DIALECTS_NN_PASSATTRS_H

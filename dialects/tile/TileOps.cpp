@@ -1,6 +1,7 @@
 //===- TileOps.cpp - tile dialect operations ------------------------------===//
 
 #include "dialects/tile/TileOps.h"
+#include "dialects/dist/DistOps.h"
 #include "dialects/nn/NNOps.h"
 #include "dialects/nn/PassAttrs.h"
 
@@ -597,6 +598,9 @@ int64_t kiln::tile::rowPitch(Value value) {
     return rowPitch(view.getSource());
   if (ConcatOp concat = concatUser(value))
     return rowPitch(concat.getResult());
+  if (auto reduce = value.getDefiningOp<dist::AllReduceOp>())
+    return rowPitch(
+        reduce.getInputs()[cast<OpResult>(value).getResultNumber()]);
   return lastDimOf(value);
 }
 
@@ -605,6 +609,10 @@ bool kiln::tile::isRowStrided(Value value) {
 }
 
 Placement kiln::tile::placement(Value value) {
+  // A collective reduces in place: each result where its operand is.
+  if (auto reduce = value.getDefiningOp<dist::AllReduceOp>())
+    return placement(
+        reduce.getInputs()[cast<OpResult>(value).getResultNumber()]);
   if (auto view = value.getDefiningOp<ViewOp>()) {
     Placement source = placement(view.getSource());
     auto type = cast<RankedTensorType>(view.getSource().getType());

@@ -62,7 +62,8 @@ int64_t rowPitch(mlir::Value value);
 bool isRowStrided(mlir::Value value);
 
 /// Where a value lives: the buffer of `root` (a value that is neither a
-/// tile.view nor placed into a tile.concat), `elementOffset` elements in.
+/// tile.view, nor placed into a tile.concat, nor the in-place result of a
+/// dist.all_reduce), `elementOffset` elements in.
 struct Placement {
   mlir::Value root;
   int64_t elementOffset = 0;

@@ -9,6 +9,7 @@
 #include "runtime/cuda/Device.h"
 #include "runtime/cuda/DeviceHeader.h"
 #include "runtime/cuda/KernelCache.h"
+#include "runtime/cuda/Nccl.h"
 #include "runtime/cuda/Nvrtc.h"
 
 #include <fmt/format.h>
@@ -35,12 +36,13 @@ bool syncEachLaunch() {
 
 class CudaBackend final : public Backend {
 public:
-  explicit CudaBackend(const Plan &plan);
+  CudaBackend(const Plan &plan, Communicator *comm);
   ~CudaBackend() override;
 
   const Plan &plan() const override { return planRef; }
   std::string describe() const override {
-    return fmt::format("cuda ({}, {})", device.name, device.arch());
+    return fmt::format("cuda ({}, {}{})", device.name, device.arch(),
+                       group ? ", " + group->describe() : std::string());
   }
   std::vector<float> read(int64_t value) override;
   void write(int64_t value, std::span<const float> data) override;
@@ -67,6 +69,12 @@ private:
   void runLinearCrossEntropy(const Step &step,
                              const LinearCrossEntropyStep &op);
   void launchOne(const CudaLaunch &launch);
+  /// Queues an all_reduce on the collectives' stream, after the work queued
+  /// so far on the compute stream.
+  void runAllReduce(const Step &step);
+  /// Makes the compute stream wait for the collectives in flight if `step`
+  /// reads or writes a buffer they reduce.
+  void awaitCollectives(const Step &step);
   /// The step's kernel launches, in order.
   void launchKernels(const Step &step);
   CUdeviceptr address(int64_t value) const {
@@ -83,15 +91,37 @@ private:
   std::map<std::string, CUfunction> functions;
   std::unique_ptr<LtGemm> gemm;
   std::map<std::string, double> seconds;
+  // Data parallelism: the NCCL communicator, the stream its collectives run
+  // on (ordered after the compute stream by `computed`, before it by
+  // `reduced`), and the arena ranges of the collectives in flight.
+  std::unique_ptr<NcclGroup> group;
+  CUstream commStream = nullptr;
+  CUevent computed = nullptr, reduced = nullptr;
+  std::vector<std::pair<int64_t, int64_t>> inFlight;
 };
 
-CudaBackend::CudaBackend(const Plan &plan) : planRef(plan) {
+CudaBackend::CudaBackend(const Plan &plan, Communicator *comm) : planRef(plan) {
+  int ranks = comm ? comm->size() : 1;
+  if (ranks != plan.dataParallel)
+    throw Error(fmt::format("the plan is compiled for {} data-parallel "
+                            "ranks and this run has {}",
+                            plan.dataParallel, ranks));
   std::string why;
   std::optional<DeviceInfo> info = probeDevice(&why);
   if (!info)
     throw Error("--backend cuda: no usable GPU: " + why);
-  device = *info;
   const DriverApi &cu = driver();
+  // The ranks on one node take its GPUs in turn, by local rank.
+  if (comm && comm->localRank() > 0) {
+    int count = 0;
+    KILN_CUDA_CHECK(cu.cuDeviceGetCount(&count));
+    info = probeDevice(&why, comm->localRank() % std::max(count, 1));
+    if (!info)
+      throw Error(fmt::format("--backend cuda: local rank {} has no usable "
+                              "GPU: {}",
+                              comm->localRank(), why));
+  }
+  device = *info;
   CUdevice handle;
   KILN_CUDA_CHECK(cu.cuDeviceGet(&handle, device.ordinal));
   KILN_CUDA_CHECK(cu.cuDevicePrimaryCtxRetain(&context, handle));
@@ -111,6 +141,12 @@ CudaBackend::CudaBackend(const Plan &plan) : planRef(plan) {
   KILN_CUDA_CHECK(cu.cuMemAlloc(&workspace, kGemmWorkspaceBytes));
   gemm = std::make_unique<LtGemm>();
   loadKernels();
+  if (plan.dataParallel > 1) {
+    group = std::make_unique<NcclGroup>(*comm);
+    KILN_CUDA_CHECK(cu.cuStreamCreate(&commStream, CU_STREAM_NON_BLOCKING));
+    KILN_CUDA_CHECK(cu.cuEventCreate(&computed, CU_EVENT_DISABLE_TIMING));
+    KILN_CUDA_CHECK(cu.cuEventCreate(&reduced, CU_EVENT_DISABLE_TIMING));
+  }
 }
 
 CudaBackend::~CudaBackend() {
@@ -118,6 +154,14 @@ CudaBackend::~CudaBackend() {
   // Teardown errors are not actionable; release what can be released.
   if (stream)
     cu.cuStreamSynchronize(stream);
+  if (commStream)
+    cu.cuStreamSynchronize(commStream);
+  group.reset();
+  for (CUevent event : {computed, reduced})
+    if (event)
+      cu.cuEventDestroy(event);
+  if (commStream)
+    cu.cuStreamDestroy(commStream);
   gemm.reset();
   for (CUmodule module : modules)
     cu.cuModuleUnload(module);
@@ -249,7 +293,11 @@ void CudaBackend::checkLaunch(const std::string &kernel) {
 
 void CudaBackend::synchronize() {
   try {
-    KILN_CUDA_CHECK(driver().cuStreamSynchronize(stream));
+    // With collectives, the wait watches NCCL's errors and the timeout.
+    if (group)
+      group->synchronize(stream, "the step's kernels and collectives");
+    else
+      KILN_CUDA_CHECK(driver().cuStreamSynchronize(stream));
   } catch (const Error &error) {
     if (syncLaunches)
       throw;
@@ -260,10 +308,14 @@ void CudaBackend::synchronize() {
 }
 
 void CudaBackend::runStep(std::size_t, const Step &step) {
+  if (!inFlight.empty())
+    awaitCollectives(step);
   std::visit(
       [&](const auto &op) {
         using T = std::decay_t<decltype(op)>;
-        if constexpr (std::is_same_v<T, GemmStep>)
+        if constexpr (std::is_same_v<T, AllReduceStep>)
+          runAllReduce(step);
+        else if constexpr (std::is_same_v<T, GemmStep>)
           runGemm(step, op);
         else if constexpr (std::is_same_v<T, LinearCrossEntropyStep>)
           runLinearCrossEntropy(step, op);
@@ -271,6 +323,45 @@ void CudaBackend::runStep(std::size_t, const Step &step) {
           launchKernels(step);
       },
       step.op);
+}
+
+void CudaBackend::runAllReduce(const Step &step) {
+  // (Plan::parse checked: f32 tensors reduced in place, over the plan's
+  // ranks, which the constructor checked this run has.)
+  const DriverApi &cu = driver();
+  KILN_CUDA_CHECK(cu.cuEventRecord(computed, stream));
+  KILN_CUDA_CHECK(cu.cuStreamWaitEvent(commStream, computed, 0));
+  std::vector<std::pair<CUdeviceptr, std::size_t>> buffers;
+  for (int64_t id : step.inputs) {
+    const ValueInfo &value = planRef.values.at(id);
+    buffers.emplace_back(address(id),
+                         static_cast<std::size_t>(value.numElements()));
+    inFlight.emplace_back(value.offset, value.offset + value.bytes());
+  }
+  group->allReduceSum(commStream, buffers);
+  KILN_CUDA_CHECK(cu.cuEventRecord(reduced, commStream));
+  checkLaunch("ncclAllReduce");
+}
+
+void CudaBackend::awaitCollectives(const Step &step) {
+  auto touches = [&](int64_t id) {
+    const ValueInfo &value = planRef.values.at(id);
+    int64_t begin = value.offset, end = value.offset + value.extentBytes();
+    for (auto [b, e] : inFlight)
+      if (begin < e && b < end)
+        return true;
+    return false;
+  };
+  bool wait = false;
+  for (const auto *ids : {&step.inputs, &step.outputs})
+    for (int64_t id : *ids)
+      wait |= touches(id);
+  if (!wait)
+    return;
+  // (`reduced` is the last collective's: it follows all the earlier ones
+  // on their stream.)
+  KILN_CUDA_CHECK(driver().cuStreamWaitEvent(stream, reduced, 0));
+  inFlight.clear();
 }
 
 void CudaBackend::runGemm(const Step &step, const GemmStep &g) {
@@ -401,6 +492,10 @@ void CudaBackend::launchOne(const CudaLaunch &launch) {
 
 void CudaBackend::finishRun() {
   const DriverApi &cu = driver();
+  if (!inFlight.empty()) {
+    KILN_CUDA_CHECK(cu.cuStreamWaitEvent(stream, reduced, 0));
+    inFlight.clear();
+  }
   int flag = 0;
   KILN_CUDA_CHECK(cu.cuMemcpyDtoHAsync(&flag, errorFlag, sizeof(flag), stream));
   synchronize();
@@ -416,10 +511,12 @@ void CudaBackend::finishRun() {
 
 } // namespace
 
-std::unique_ptr<Backend> createCudaBackend(const Plan &plan) {
+std::unique_ptr<Backend> createCudaBackend(const Plan &plan,
+                                           Communicator *comm) {
   if (!plan.hasCuda)
     throw Error("--backend cuda: the plan has no CUDA kernels; recompile it");
-  return std::make_unique<CudaBackend>(plan);
+
+  return std::make_unique<CudaBackend>(plan, comm);
 }
 
 } // namespace kiln::rt::cuda

@@ -13,6 +13,7 @@
 #define KILN_RUNTIME_CUDA_CUDABACKEND_H
 
 #include "runtime/Backend.h"
+#include "runtime/dist/Communicator.h"
 
 #include <memory>
 
@@ -20,8 +21,10 @@ namespace kiln::rt::cuda {
 
 /// Creates the cuda backend for `plan` on device 0; throws Error when there
 /// is no usable GPU, the plan has no CUDA kernels, or a kernel fails to
-/// compile or load.
-std::unique_ptr<Backend> createCudaBackend(const Plan &plan);
+/// compile or load. `comm` (may be null for one process) spans the ranks
+/// the plan was compiled for.
+std::unique_ptr<Backend> createCudaBackend(const Plan &plan,
+                                           Communicator *comm = nullptr);
 
 } // namespace kiln::rt::cuda
 

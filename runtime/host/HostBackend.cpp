@@ -52,8 +52,15 @@ void freeArena(std::byte *p) { std::free(p); }
 
 } // namespace
 
-HostBackend::HostBackend(const Plan &plan)
-    : planRef(plan), arena(nullptr, freeArena) {
+HostBackend::HostBackend(const Plan &plan, Communicator *comm)
+    : planRef(plan), comm(comm), arena(nullptr, freeArena) {
+  int ranks = comm ? comm->size() : 1;
+  if (ranks != plan.dataParallel)
+    throw Error(fmt::format("the plan is compiled for {} data-parallel "
+                            "ranks and this run has {}; launch it with "
+                            "mpirun -np {} (or compile it with --dp {})",
+                            plan.dataParallel, ranks, plan.dataParallel,
+                            ranks));
   // Plan::parse checked every step; the profile groups fused regions by
   // their ops.
   for (const Step &step : plan.steps) {
@@ -393,6 +400,14 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
         for (std::size_t i = 0; i < n; ++i)
           host::accumulateGrad<float>(f32(in[i]), f32(in[n + i]),
                                       values[in[i]].numElements(), first);
+      },
+      [&](const AllReduceStep &) {
+        // In place, f32 (Plan checked); one process reduces nothing.
+        std::vector<std::span<float>> buffers;
+        for (int64_t id : in)
+          buffers.emplace_back(f32(id), values[id].numElements());
+        if (comm)
+          comm->allReduceSum(buffers);
       },
       [&](const FusedStep &) {
         throw Error("a fused step that was not decoded at load");

@@ -11,6 +11,7 @@
 #define KILN_RUNTIME_HOST_HOSTBACKEND_H
 
 #include "runtime/Backend.h"
+#include "runtime/dist/Communicator.h"
 
 #include <cstddef>
 #include <functional>
@@ -29,8 +30,10 @@ class FusedRegion;
 class HostBackend final : public Backend {
 public:
   /// Allocates the arena (zeroed) and decodes every fused region against
-  /// it; the plan's steps were validated by Plan::parse.
-  explicit HostBackend(const Plan &plan);
+  /// it; the plan's steps were validated by Plan::parse. `comm` (kept, may
+  /// be null for one process) runs the plan's collectives; it must span the
+  /// ranks the plan was compiled for.
+  explicit HostBackend(const Plan &plan, Communicator *comm = nullptr);
   ~HostBackend();
 
   const Plan &plan() const override { return planRef; }
@@ -59,6 +62,7 @@ private:
   void execute(const Step &step, double &gemmSeconds);
 
   const Plan &planRef;
+  Communicator *comm;
   std::unique_ptr<std::byte[], void (*)(std::byte *)> arena;
   /// Per step: its fused body decoded at load (null for other kernels), its
   /// profile key and its time.

@@ -341,6 +341,18 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
     return RopeTableStep{reader.numberAttr(attrs, a::kTheta, where)};
   case StepKind::GradAccumulate:
     return GradAccumulateStep{};
+  case StepKind::AllReduce: {
+    std::string reduction = reader.stringAttr(attrs, a::kReduction, where);
+    std::optional<plan::Reduction> parsed = plan::parseReduction(reduction);
+    if (!parsed)
+      reader.fail(where,
+                  fmt::format("attribute 'reduction' must be one of {}, "
+                              "got '{}'",
+                              fmt::join(plan::kReductions, ", "), reduction));
+    return AllReduceStep{*parsed, reader.stringAttr(attrs, a::kGroup, where),
+                         reader.intAttr(attrs, a::kGroupSize, where),
+                         reader.flagAttr(attrs, a::kLastMicroStep, where)};
+  }
   case StepKind::Fused:
     break;
   }
@@ -445,7 +457,7 @@ parseCuda(const Reader &reader, const json &cuda, const std::string &where,
   CudaStep step;
   if (cuda.contains(k::kLibrary)) {
     step.library = reader.string(cuda, k::kLibrary, where);
-    if (step.library != plan::kCublasLt)
+    if (step.library != plan::kCublasLt && step.library != plan::kNccl)
       reader.fail(where,
                   fmt::format("unknown CUDA library '{}'", step.library));
   }
@@ -553,17 +565,27 @@ Step parseStep(
   if (entry.contains(k::kCuda)) {
     step.cuda = parseCuda(reader, entry.at(k::kCuda), where, checkId);
     // cuBLASLt runs the GEMMs (linear_cross_entropy's between its
-    // launches), launches the rest.
-    bool gemm =
-        *kind == StepKind::Gemm || *kind == StepKind::LinearCrossEntropy;
-    if (gemm != !step.cuda.library.empty())
-      reader.fail(where, gemm ? fmt::format("a {} runs in '{}', but its "
-                                            "'cuda' names no library",
-                                            kernel, plan::kCublasLt)
-                              : fmt::format("only gemm and "
-                                            "linear_cross_entropy steps run "
-                                            "in a library, not '{}'",
-                                            step.cuda.library));
+    // launches), NCCL the collectives; launches run the rest.
+    std::string_view library;
+    if (*kind == StepKind::Gemm || *kind == StepKind::LinearCrossEntropy)
+      library = plan::kCublasLt;
+    else if (*kind == StepKind::AllReduce)
+      library = plan::kNccl;
+    if (step.cuda.library != library)
+      reader.fail(where,
+                  library.empty()
+                      ? fmt::format("only gemm and linear_cross_entropy "
+                                    "steps run in cuBLASLt and all_reduce "
+                                    "in NCCL; a {} does not run in '{}'",
+                                    kernel, step.cuda.library)
+                      : fmt::format("a {} runs in '{}', but its 'cuda' "
+                                    "names {}",
+                                    kernel, library,
+                                    step.cuda.library.empty()
+                                        ? "no library"
+                                        : "'" + step.cuda.library + "'"));
+    if (*kind == StepKind::AllReduce && !step.cuda.launches.empty())
+      reader.fail(where, "an all_reduce runs in NCCL and has no launches");
     // The CUDA backend runs the GEMMs between launches 0 and 1 and 1 and
     // 2, setting launch 1's last argument to the chunk's index.
     const auto &launches = step.cuda.launches;
@@ -676,6 +698,14 @@ Plan parsePlan(const std::string &text, const std::string &source) {
                                        "1, and micro_batches x batch a "
                                        "64-bit size",
                                        plan.microBatches));
+    if (plan.model.contains(plan::model::kDataParallel)) {
+      plan.dataParallel =
+          reader.integer(plan.model, plan::model::kDataParallel, "model");
+      if (plan.dataParallel < 1)
+        reader.fail("model",
+                    fmt::format("data_parallel ({}) must be at least 1",
+                                plan.dataParallel));
+    }
   }
 
   for (const json &entry : reader.field(root, "parameters", "plan")) {

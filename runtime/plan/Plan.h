@@ -145,6 +145,15 @@ struct GlobalNormStep {};
 /// Inputs: N accumulators, N gradients, the micro-step index; outputs: the
 /// N accumulators, in place.
 struct GradAccumulateStep {};
+/// Inputs: N tensors; outputs: the same N, in place, each the `reduction`
+/// of the ranks' values over the `groupSize` ranks of `group`. With
+/// `lastMicroStep` it runs only in the step's last micro-batch.
+struct AllReduceStep {
+  plan::Reduction reduction = plan::Reduction::Sum;
+  std::string group;
+  int64_t groupSize = 1;
+  bool lastMicroStep = false;
+};
 struct AdamWStep {
   double beta1 = 0, beta2 = 0, epsilon = 0, weightDecay = 0, maxGradNorm = 0;
   /// Inputs: N params, grads, exp_avgs, exp_avg_sqs (and compute copies),
@@ -174,7 +183,7 @@ using StepOp =
     std::variant<FillStep, GemmStep, FlashForwardStep, FlashBackwardStep,
                  CrossEntropyStep, CrossEntropyGradStep, EmbeddingGradStep,
                  GlobalNormStep, AdamWStep, FusedStep, LinearCrossEntropyStep,
-                 RopeTableStep, GradAccumulateStep>;
+                 RopeTableStep, GradAccumulateStep, AllReduceStep>;
 
 struct Step {
   StepOp op;
@@ -187,6 +196,12 @@ struct Step {
   StepKind kind() const { return static_cast<StepKind>(op.index()); }
   /// The kernel's name in the plan ("gemm").
   std::string_view kernel() const { return plan::stepKindName(kind()); }
+  /// Whether it runs only in the last micro-batch of a step (under
+  /// gradient accumulation: the reduction of the sums).
+  bool runsInLastMicroStepOnly() const {
+    const auto *reduce = std::get_if<AllReduceStep>(&op);
+    return reduce && reduce->lastMicroStep;
+  }
 };
 
 /// The value ids of a gemm step's optional operands (docs/plan.md), -1
@@ -221,6 +236,8 @@ struct Plan {
   std::vector<Step> steps;
   /// Micro-batches per optimizer step (`model.micro_batches`).
   int64_t microBatches = 1;
+  /// Data-parallel ranks it was compiled for (`model.data_parallel`).
+  int64_t dataParallel = 1;
 
   // The CUDA kernels (name -> NVRTC source) and precompiled cubins
   // (arch -> name -> cubin), when the plan was compiled for CUDA.

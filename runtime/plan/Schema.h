@@ -26,7 +26,9 @@ inline constexpr std::string_view kFormat = "kiln-plan";
 /// attribute explicit (flags written as false, defaults filled in), launch
 /// records carry `min_compute_capability`. 3: micro-batches (the model's
 /// `micro_batches`, the inputs `loss_scale` and `micro_step`, the
-/// `grad_accumulate` kernel), the optimizer chunk last.
+/// `grad_accumulate` kernel), the optimizer chunk last; later additions
+/// that older version-3 plans do without: the model's `data_parallel` (1
+/// when absent) and the `all_reduce` step.
 inline constexpr int kVersion = 3;
 
 //===----------------------------------------------------------------------===//
@@ -75,8 +77,9 @@ enum class StepKind {
   LinearCrossEntropy,
   RopeTable,
   GradAccumulate,
+  AllReduce,
 };
-inline constexpr std::array<std::string_view, 13> kStepKindNames = {
+inline constexpr std::array<std::string_view, 14> kStepKindNames = {
     "fill",
     "gemm",
     "flash_attention_fwd",
@@ -89,7 +92,8 @@ inline constexpr std::array<std::string_view, 13> kStepKindNames = {
     "fused",
     "linear_cross_entropy",
     "rope_table",
-    "grad_accumulate"};
+    "grad_accumulate",
+    "all_reduce"};
 
 constexpr std::string_view stepKindName(StepKind kind) {
   return kStepKindNames[static_cast<std::size_t>(kind)];
@@ -225,6 +229,9 @@ inline constexpr const char *kSeqLen = "seq_len";
 /// Micro-batches per optimizer step: the runtime runs the chunks F, B and W
 /// this many times, then O once.
 inline constexpr const char *kMicroBatches = "micro_batches";
+/// Data-parallel ranks the step was compiled for (1 when absent): the
+/// runtime runs it on exactly this many.
+inline constexpr const char *kDataParallel = "data_parallel";
 } // namespace model
 
 /// The step's inputs that the runtime sets (`inputs`).
@@ -280,13 +287,20 @@ inline constexpr const char *kApproximate = "approximate";
 /// adamw: the inputs hold each parameter's BF16 compute copy after its
 /// moments, and the outputs its update after theirs.
 inline constexpr const char *kComputeCopies = "compute_copies";
+/// all_reduce: how the ranks' values combine (kReductions), the group's
+/// name and size, and whether it runs only in the step's last micro-batch.
+inline constexpr const char *kReduction = "reduction";
+inline constexpr const char *kGroup = "group";
+inline constexpr const char *kGroupSize = "group_size";
+inline constexpr const char *kLastMicroStep = "last_micro_step";
 } // namespace attr
 
 /// The boolean attributes: the compiler writes each as false where its
 /// unit attribute is absent.
-inline constexpr std::array<std::string_view, 7> kFlagAttrs = {
-    attr::kTransposeA,    attr::kTransposeB, attr::kCausal, attr::kInverse,
-    attr::kComputeCopies, attr::kFp32Logits, attr::kRope};
+inline constexpr std::array<std::string_view, 8> kFlagAttrs = {
+    attr::kTransposeA, attr::kTransposeB,    attr::kCausal,
+    attr::kInverse,    attr::kComputeCopies, attr::kFp32Logits,
+    attr::kRope,       attr::kLastMicroStep};
 
 /// The values of `approximate` (gelu, gelu_grad).
 inline constexpr std::string_view kGeluExact = "none";
@@ -311,8 +325,18 @@ constexpr std::string_view gemmEpilogueName(GemmEpilogue epilogue) {
   return kGemmEpilogues[static_cast<std::size_t>(epilogue)];
 }
 
+/// The values of an all_reduce's `reduction`.
+enum class Reduction { Sum, Avg, Max, Min };
+inline constexpr std::array<std::string_view, 4> kReductions = {"sum", "avg",
+                                                                "max", "min"};
+constexpr std::optional<Reduction> parseReduction(std::string_view name) {
+  return lookupName<Reduction>(kReductions, name);
+}
+
 /// The CUDA library a GEMM step runs in.
 inline constexpr std::string_view kCublasLt = "cublasLt";
+/// The library a communication step runs in on the cuda backend.
+inline constexpr std::string_view kNccl = "nccl";
 
 //===----------------------------------------------------------------------===//
 // Launch records

@@ -453,6 +453,31 @@ void StepChecker::run() {
                                       {a::kMaxGradNorm, op.maxGradNorm}})
             if (!(value >= 0))
               fail(fmt::format("field '{}' = {} is negative", field, value));
+        } else if constexpr (std::is_same_v<T, AllReduceStep>) {
+          // N tensors reduced in place over a group of the plan's ranks.
+          if (step.inputs.empty() || step.outputs.size() != step.inputs.size())
+            fail(fmt::format("takes N >= 1 inputs and as many outputs (the "
+                             "same tensors, reduced in place), got {} and {}",
+                             step.inputs.size(), step.outputs.size()));
+          for (std::size_t i = 0; i < step.inputs.size(); ++i) {
+            if (input(i).dtype != ElemType::F32)
+              fail(fmt::format("{} is {}; all_reduce takes f32 (FP32 "
+                               "gradients)",
+                               inputName(i), elemName(input(i).dtype)));
+            if (output(i).offset != input(i).offset ||
+                output(i).dtype != input(i).dtype ||
+                output(i).numElements() != input(i).numElements())
+              fail(fmt::format("{} must be {} reduced in place (the same "
+                               "offset, dtype and elements)",
+                               outputName(i), inputName(i)));
+          }
+          if (op.groupSize != plan.dataParallel)
+            fail(fmt::format("group '{}' has {} ranks, but the plan is "
+                             "compiled for data_parallel {}",
+                             op.group, op.groupSize, plan.dataParallel));
+          if (op.group != "dp")
+            fail(fmt::format("group '{}' is not one the runtime forms (dp)",
+                             op.group));
         } else if constexpr (std::is_same_v<T, GradAccumulateStep>) {
           // N accumulators, N gradients, micro_step -> N accumulators in
           // place.
@@ -605,7 +630,8 @@ void validateSteps(const Plan &plan, const std::string &source) {
     check.run();
     // The steps that update persistent state in place.
     bool optimizer = step.kind() == StepKind::AdamW ||
-                     step.kind() == StepKind::GradAccumulate;
+                     step.kind() == StepKind::GradAccumulate ||
+                     step.kind() == StepKind::AllReduce;
     for (std::size_t i = 0; i < step.inputs.size(); ++i)
       if (check.input(i).strided() && !acceptsRowStride(step, i, false))
         check.fail(fmt::format("{} is row-strided (row_stride {}), which "
@@ -621,8 +647,8 @@ void validateSteps(const Plan &plan, const std::string &source) {
       if (!optimizer && out.offset < plan.persistentBytes)
         check.fail(fmt::format("{} at offset {} lies in the persistent region "
                                "[0, {}) of inputs, parameters and optimizer "
-                               "state, which only adamw and "
-                               "grad_accumulate update",
+                               "state, which only adamw, grad_accumulate "
+                               "and all_reduce update",
                                check.outputName(o), out.offset,
                                plan.persistentBytes));
       for (std::size_t p = 0; p < o; ++p)
@@ -640,9 +666,11 @@ void validateSteps(const Plan &plan, const std::string &source) {
       // region, and no gradient it adds is another's accumulator.
       std::size_t n = step.outputs.size();
       for (std::size_t o = 0; o < n; ++o) {
+        // (The grad the optimizer reads may be a later all_reduce's
+        // result, in the same place.)
         bool found = false;
         for (const Parameter &param : plan.parameters)
-          found |= param.grad == step.outputs[o];
+          found |= plan.values[param.grad].offset == check.output(o).offset;
         if (!found)
           check.fail(
               fmt::format("{} is no parameter's grad", check.outputName(o)));
@@ -745,6 +773,21 @@ void checkTrainable(const Plan &plan, const std::string &source) {
                               "gradients",
                               source, plan.microBatches));
   }
+  // Data parallelism: the optimizer reads every gradient summed over the
+  // ranks.
+  if (plan.dataParallel > 1)
+    for (const Parameter &param : plan.parameters) {
+      bool reduced = false;
+      for (const Step &step : plan.steps)
+        if (step.kind() == StepKind::AllReduce)
+          for (int64_t id : step.outputs)
+            reduced |= id == param.grad;
+      if (!reduced)
+        throw Error(fmt::format("{}: plan: data_parallel is {} but no "
+                                "all_reduce step reduces the gradient of "
+                                "parameter '{}'",
+                                source, plan.dataParallel, param.name));
+    }
   // The runtime runs F, B and W once per micro-batch and O once after:
   // the optimizer must come last.
   for (std::size_t i = 1; i < plan.steps.size(); ++i)

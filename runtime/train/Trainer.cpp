@@ -4,10 +4,12 @@
 
 #include "runtime/BackendFactory.h"
 #include "runtime/Error.h"
+#include "runtime/dist/Communicator.h"
 #include "runtime/io/AtomicFile.h"
 #include "runtime/io/ByteTokenizer.h"
 #include "runtime/io/InputFile.h"
 #include "runtime/io/SafeTensors.h"
+#include "runtime/io/Sha256.h"
 #include "runtime/io/TokenShard.h"
 #include "runtime/plan/Plan.h"
 #include "runtime/train/Checkpoint.h"
@@ -22,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +32,7 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <set>
 #include <span>
@@ -104,7 +108,8 @@ void loadTensor(Backend &backend, int64_t value, const SafeTensors &file,
 /// Token data: llm.c shards as given; text files are tokenized byte by byte
 /// into a shard in the output directory first.
 std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
-                                     const fs::path &outDir, int64_t vocab) {
+                                     const fs::path &outDir, int64_t vocab,
+                                     bool writer) {
   if (inputs.empty())
     throw Error("no training data: pass --data <token shards, a directory "
                 "of them, or text files>");
@@ -139,10 +144,13 @@ std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
           "but the model's vocab_size is {}; give token shards made with the "
           "model's tokenizer instead",
           texts.front(), kByteVocabSize, vocab));
-    std::vector<uint32_t> tokens = tokenizeFiles(texts);
-    fs::create_directories(outDir / "tokens");
+    // (Under data parallelism rank 0 writes the shard; the others read it.)
     std::string shard = (outDir / "tokens" / "train_000.bin").string();
-    writeTokenShard(shard, tokens, /*version=*/1);
+    if (writer) {
+      std::vector<uint32_t> tokens = tokenizeFiles(texts);
+      fs::create_directories(outDir / "tokens");
+      writeTokenShard(shard, tokens, /*version=*/1);
+    }
     shards.push_back(shard);
   }
   return shards;
@@ -155,13 +163,46 @@ void checkAtLeast(const char *flag, int64_t value, int64_t min) {
                             min == 0 ? "at least 0" : "positive", value));
 }
 
+/// What every rank of a job must agree on, digested: the plan, the config,
+/// the data (each input's path, size and first MiB; a directory's shards)
+/// and the run's settings.
+struct RunIdentity {
+  Sha256::Digest plan, config, data, settings;
+};
+
+Sha256::Digest dataDigest(const std::vector<std::string> &inputs) {
+  Sha256 digest;
+  auto file = [&](const std::string &path) {
+    InputFile input(path);
+    std::vector<std::byte> head(std::min<uint64_t>(input.size(), 1 << 20));
+    input.readAt(0, head);
+    digest.update(fmt::format("{}\n{}\n", path, input.size())).update(head);
+  };
+  for (const std::string &path : inputs) {
+    if (!fs::is_directory(path)) {
+      file(path);
+      continue;
+    }
+    std::vector<std::string> shards;
+    for (const auto &entry : fs::directory_iterator(path))
+      if (entry.path().extension() == ".bin")
+        shards.push_back(entry.path().string());
+    std::sort(shards.begin(), shards.end());
+    for (const std::string &shard : shards)
+      file(shard);
+  }
+  return digest.finish();
+}
+
 /// The compiled settings of a plan: the batch (sequences per optimizer
-/// step: the compiled micro-batch times micro_batches) and sequence length,
+/// step: the compiled micro-batch times micro_batches times the
+/// data-parallel ranks) and sequence length,
 /// precision, and the optimizer's weight decay (of matrices) and clipping
 /// norm.
 RunSettings compiledSettings(const Plan &plan) {
   RunSettings s;
-  s.batch = plan.modelInt(plan::model::kBatch) * plan.microBatches;
+  s.batch = plan.modelInt(plan::model::kBatch) * plan.microBatches *
+            plan.dataParallel;
   s.seqLen = plan.modelInt(plan::model::kSeqLen);
   s.precision = plan.model.value("precision", "");
   for (const Step &step : plan.steps) {
@@ -182,7 +223,7 @@ std::string absolutePath(const std::string &path) {
 
 class Trainer {
 public:
-  explicit Trainer(const TrainOptions &options);
+  Trainer(const TrainOptions &options, Communicator &comm);
   /// Trains; returns 0, or 128 + the signal that stopped the run.
   int run();
 
@@ -196,6 +237,12 @@ private:
   void resume();
   void saveCheckpoint(int64_t step);
   void saveGradients(int64_t step, double loss);
+  /// Refuses to start unless every rank runs the same plan, config, data
+  /// and settings as rank 0.
+  void checkRanksAgree();
+  void preparePositions();
+  /// Whether this process writes the run's files (rank 0).
+  bool writer() const { return comm.rank() == 0; }
   /// Runs the optimizer step on the global batch in `inputs`/`targets`:
   /// each micro-batch's forward and backward, then the optimizer; returns
   /// the mean loss over the batch's counted tokens.
@@ -205,6 +252,7 @@ private:
   void note(const std::string &line) { log("note: " + line); }
 
   const TrainOptions &options;
+  Communicator &comm;
   fs::path outDir;
   Plan plan;
   std::unique_ptr<Backend> backend;
@@ -218,11 +266,14 @@ private:
   fs::path checkpoint;   ///< when resuming: the checkpoint
   std::optional<TrainerState> resumeState;
   std::vector<int32_t> inputs, targets, positions;
+  /// Some rank was interrupted during the last step: all stop after it.
+  bool stopAll = false;
   std::string metricsPath, svgPath;
   int64_t lastSaved = 0; ///< the step of the newest checkpoint written
 };
 
-Trainer::Trainer(const TrainOptions &options) : options(options) {
+Trainer::Trainer(const TrainOptions &options, Communicator &comm)
+    : options(options), comm(comm) {
   if (options.overwrite && !options.resumeDir.empty())
     throw Error("--overwrite starts a new run and --resume continues one; "
                 "give only one of them");
@@ -242,6 +293,12 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
         fmt::format("--lr must be positive and finite, got {}", *options.lr));
   // Everything is read and checked before anything on disk is touched.
   plan = Plan::load(options.planText, options.planSource);
+  if (plan.dataParallel != comm.size())
+    throw Error(fmt::format(
+        "{} is compiled for {} data-parallel ranks, and this run has {} "
+        "({}); launch it with mpirun -np {}, or compile it for {}",
+        options.planSource, plan.dataParallel, comm.size(), comm.describe(),
+        plan.dataParallel, comm.size()));
   vocab = plan.modelInt("vocab_size");
   outDir = options.outDir.empty() ? fs::path("out") : fs::path(options.outDir);
   if (!options.resumeDir.empty()) {
@@ -261,8 +318,19 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
     checkModel(*resumeState);
   }
   settle(resumeState);
+  checkRanksAgree();
   metricsPath = (outDir / "metrics.jsonl").string();
   svgPath = (outDir / "loss.svg").string();
+  // Rank 0 prepares the output directory and writes the run's files; the
+  // others wait for it (the tokenized text is rank 0's).
+  if (!writer()) {
+    comm.barrier();
+    backend = createBackend(plan, options.backend, &comm);
+    stream.emplace(resolveData(settings.data, outDir, vocab, false),
+                   static_cast<uint32_t>(vocab));
+    preparePositions();
+    return;
+  }
   if (!resumeState)
     prepareFreshOutput();
   else
@@ -288,14 +356,58 @@ Trainer::Trainer(const TrainOptions &options) : options(options) {
     note(fmt::format("removed what interrupted saves left in {}: {}",
                      outDir.string(), fmt::join(stale, ", ")));
   writeFileAtomic((outDir / "plan.json").string(), toBytes(options.planText));
-  backend = createBackend(plan, options.backend);
-  stream.emplace(resolveData(settings.data, outDir, vocab),
-                 static_cast<uint32_t>(vocab));
+  std::vector<std::string> shards =
+      resolveData(settings.data, outDir, vocab, true);
+  comm.barrier();
+  backend = createBackend(plan, options.backend, &comm);
+  stream.emplace(shards, static_cast<uint32_t>(vocab));
+  preparePositions();
+}
+
+void Trainer::preparePositions() {
   int64_t microBatch = plan.modelInt(plan::model::kBatch);
   positions.resize(microBatch * settings.seqLen);
   for (int64_t b = 0; b < microBatch; ++b)
     for (int64_t s = 0; s < settings.seqLen; ++s)
       positions[b * settings.seqLen + s] = static_cast<int32_t>(s);
+}
+
+void Trainer::checkRanksAgree() {
+  if (comm.size() == 1)
+    return;
+  const RunSettings &r = settings;
+  std::string runSettings = fmt::format(
+      "steps {} lr {} warmup {} min_lr_ratio {} seed {} save_every {} keep "
+      "{} resume {} init {} backend {} no_checkpoint {}",
+      r.steps, r.lr, r.warmupSteps, r.minLrRatio, r.seed, r.saveEvery, r.keep,
+      resumeState ? resumeState->step : 0, options.initPath, options.backend,
+      options.noCheckpoint);
+  RunIdentity mine{Sha256::of(options.planText), Sha256::of(options.configText),
+                   dataDigest(settings.data), Sha256::of(runSettings)};
+  std::vector<std::vector<std::byte>> all =
+      comm.allGather(std::as_bytes(std::span<const RunIdentity>(&mine, 1)));
+  std::vector<std::string> differences;
+  RunIdentity root;
+  std::memcpy(&root, all[0].data(), sizeof(root));
+  for (int rank = 1; rank < comm.size(); ++rank) {
+    RunIdentity theirs;
+    std::memcpy(&theirs, all[rank].data(), sizeof(theirs));
+    std::vector<std::string> what;
+    for (auto [field, name] : {std::pair{&RunIdentity::plan, "plan"},
+                               {&RunIdentity::config, "config"},
+                               {&RunIdentity::data, "data"},
+                               {&RunIdentity::settings, "settings"}})
+      if (theirs.*field != root.*field)
+        what.push_back(name);
+    if (!what.empty())
+      differences.push_back(
+          fmt::format("rank {} ({})", rank, fmt::join(what, ", ")));
+  }
+  if (!differences.empty())
+    throw Error(fmt::format(
+        "the ranks of this job disagree with rank 0: {} differ; every rank "
+        "must run the same command on the same config, plan and data",
+        fmt::join(differences, "; ")));
 }
 
 /// Refuses to resume a checkpoint of a different model: the config and
@@ -481,6 +593,8 @@ void Trainer::checkResumeOutput() {
 }
 
 void Trainer::log(const std::string &line) {
+  if (!writer())
+    return;
   if (progress)
     progress->printAbove(line);
   else
@@ -615,17 +729,21 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
                          [&](int32_t t) { return t != ignore; });
   };
   // Each micro-batch's loss is the mean over its own counted tokens; its
-  // gradient is scaled by its share of the step's, so that the sum over
-  // the micro-batches is the gradient of the step's mean loss.
+  // gradient is scaled by its share of the global batch's, so that the sum
+  // over the micro-batches and the ranks (the all-reduce) is the gradient
+  // of the global batch's mean loss. Rank r takes the r-th slice of the
+  // global batch, which every rank reads.
   const int64_t total = counted(0, targets.size());
+  const std::size_t rankTokens = microTokens * microBatches;
+  const std::size_t first = rankTokens * comm.rank();
   int64_t lossValue = plan.output("loss");
   double loss = 0;
   for (int64_t m = 0; m < microBatches; ++m) {
-    std::size_t begin = m * microTokens, end = begin + microTokens;
+    std::size_t begin = first + m * microTokens, end = begin + microTokens;
     int64_t count = counted(begin, end);
     double share = total > 0
                        ? static_cast<double>(count) / static_cast<double>(total)
-                       : 1.0;
+                       : 1.0 / static_cast<double>(microBatches * comm.size());
     backend->writeInt32(plan.input(plan::input::kTokens),
                         std::span(inputs).subspan(begin, microTokens));
     backend->writeInt32(plan.input(plan::input::kTargets),
@@ -633,19 +751,23 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
     backend->writeInt32(plan.input(plan::input::kPositions), positions);
     backend->write(plan.input(plan::input::kLossScale),
                    std::vector<float>{static_cast<float>(share)});
-    if (microBatches == 1) {
-      backend->run([&](char chunk) {
-        if (chunk == 'O' && saveGrads)
-          saveGradients(step, backend->read(lossValue)[0]);
-      });
-      return backend->read(lossValue)[0];
-    }
-    backend->write(plan.input(plan::input::kMicroStep),
-                   std::vector<float>{static_cast<float>(m)});
-    backend->run(nullptr, Backend::Steps::MicroStep);
-    loss += share * backend->read(lossValue)[0];
+    bool last = m + 1 == microBatches;
+    if (microBatches > 1)
+      backend->write(plan.input(plan::input::kMicroStep),
+                     std::vector<float>{static_cast<float>(m)});
+    backend->run(nullptr, last ? Backend::Steps::LastMicroStep
+                               : Backend::Steps::MicroStep);
+    // One micro-batch of one rank: its own mean loss, unscaled.
+    double partial = backend->read(lossValue)[0];
+    loss += share * partial;
   }
-  if (saveGrads)
+  // The step's loss and whether any rank was asked to stop (so that all
+  // stop after the same step), in one all-reduce.
+  std::array<double, 2> reduced{loss, InterruptGuard::pending() ? 1.0 : 0.0};
+  comm.allReduceSum(reduced);
+  loss = reduced[0];
+  stopAll = reduced[1] > 0;
+  if (saveGrads && writer())
     saveGradients(step, loss);
   backend->run(nullptr, Backend::Steps::Optimizer);
   return loss;
@@ -663,7 +785,7 @@ void Trainer::writeLossCurve() {
 int Trainer::run() {
   if (resumeState) {
     resume();
-    if (fs::exists(metricsPath))
+    if (writer() && fs::exists(metricsPath))
       MetricsLog::truncateAfter(metricsPath, firstStep - 1);
   } else {
     initialise();
@@ -673,17 +795,24 @@ int Trainer::run() {
   for (const Parameter &param : plan.parameters)
     if (param.computeCopy >= 0)
       backend->write(param.computeCopy, backend->read(param.value));
-  MetricsLog metrics(metricsPath, /*append=*/resumeState.has_value());
-  progress.emplace(settings.steps, firstStep, options.progressBar);
-  log(fmt::format("training {} on {}: batch {} x {} tokens{}, steps {}-{}",
-                  plan.model.value("architecture", "the model"),
-                  backend->describe(), settings.batch, settings.seqLen,
-                  plan.microBatches > 1
-                      ? fmt::format(" in {} micro-batches of {}",
-                                    plan.microBatches,
-                                    plan.modelInt(plan::model::kBatch))
-                      : std::string(),
-                  firstStep, settings.steps));
+  // Rank 0 keeps the metrics and the progress bar.
+  std::optional<MetricsLog> metrics;
+  if (writer()) {
+    metrics.emplace(metricsPath, /*append=*/resumeState.has_value());
+    progress.emplace(settings.steps, firstStep, options.progressBar);
+  }
+  std::string split;
+  if (comm.size() > 1)
+    split += fmt::format(" over {} ranks ({} each)", comm.size(),
+                         settings.batch / comm.size());
+  if (plan.microBatches > 1)
+    split += fmt::format(" in {} micro-batches of {}", plan.microBatches,
+                         plan.modelInt(plan::model::kBatch));
+  log(fmt::format(
+      "training {} on {}{}: batch {} x {} tokens{}, steps {}-{}",
+      plan.model.value("architecture", "the model"), backend->describe(),
+      comm.size() > 1 ? ", " + comm.describe() : std::string(), settings.batch,
+      settings.seqLen, split, firstStep, settings.steps));
 
   int64_t logEvery = std::max<int64_t>(1, settings.steps / 20);
   int64_t batch = settings.batch, seqLen = settings.seqLen;
@@ -691,7 +820,8 @@ int Trainer::run() {
   InterruptGuard interrupt;
   int64_t lastStep = firstStep - 1;
   for (int64_t step = firstStep; step <= settings.steps; ++step) {
-    if (InterruptGuard::pending())
+    // (Several ranks stop together, after the step in which one was asked.)
+    if (comm.size() == 1 ? InterruptGuard::pending() != 0 : stopAll)
       break;
     auto stepStart = std::chrono::steady_clock::now();
     stream->nextBatch(static_cast<int>(batch), static_cast<int>(seqLen), inputs,
@@ -710,18 +840,23 @@ int Trainer::run() {
       throw Error(fmt::format("the loss is {} at step {}; lower --lr or "
                               "check the data",
                               loss, step));
-    metrics.write(step, loss, lr, tokensPerSecond);
     lastStep = step;
+    bool save = settings.saveEvery > 0 && step % settings.saveEvery == 0 &&
+                step != settings.steps && !options.noCheckpoint;
+    if (!writer())
+      continue;
+    metrics->write(step, loss, lr, tokensPerSecond);
     if (options.progressBar)
       progress->update(step, loss, tokensPerSecond);
     else if (step == firstStep || step % logEvery == 0 ||
              step == settings.steps)
       log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s", step,
                       settings.steps, loss, lr, formatRate(tokensPerSecond)));
-    if (settings.saveEvery > 0 && step % settings.saveEvery == 0 &&
-        step != settings.steps && !options.noCheckpoint)
+    if (save)
       saveCheckpoint(step);
   }
+  if (!writer())
+    return InterruptGuard::pending() ? 128 + InterruptGuard::pending() : 0;
   progress->finish();
   if (lastStep > lastSaved && !options.noCheckpoint)
     saveCheckpoint(lastStep);
@@ -796,12 +931,22 @@ CompiledSettings compiledSettingsOf(const std::string &resumeDir) {
 } // namespace
 
 int runTraining(const TrainOptions &options) noexcept {
+  std::unique_ptr<Communicator> comm;
   try {
-    Trainer trainer(options);
+    comm = createCommunicator();
+    Trainer trainer(options, *comm);
     return trainer.run();
   } catch (const std::exception &error) {
-    std::fprintf(stderr, "\nkiln: error: %s\n", error.what());
-    return 1;
+    if (!comm || comm->size() == 1) {
+      std::fprintf(stderr, "\nkiln: error: %s\n", error.what());
+      return 1;
+    }
+    // The other ranks may wait in a collective for this one: end the job
+    // (never MPI_Finalize, which would wait for them).
+    std::fprintf(stderr, "\nkiln: error: rank %d: %s\n", comm->rank(),
+                 error.what());
+    std::fflush(stderr);
+    comm->abort(1);
   }
 }
 

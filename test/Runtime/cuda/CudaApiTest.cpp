@@ -12,6 +12,7 @@
 #include "../io/IoTestSupport.h"
 #include "runtime/Error.h"
 #include "runtime/cuda/CublasLt.h"
+#include "runtime/cuda/Nccl.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -117,6 +118,22 @@ TEST(CudaApiTest, LoadsNvrtcAndCublasLt) {
 
   EXPECT_GT(cublasLt().cublasLtGetVersion(), 0u);
   EXPECT_THAT(cublasLtLibraryPath(), HasSubstr("libcublasLt.so"));
+}
+
+// NCCL (the toolkit's libnccl.so.2) loads with every function the cuda
+// backend calls, without a GPU; a communicator needs one.
+TEST(CudaApiTest, LoadsNccl) {
+  const NcclApi *api = nullptr;
+  try {
+    api = &nccl();
+  } catch (const Error &e) {
+    GTEST_SKIP() << e.what();
+  }
+  int version = 0;
+  ASSERT_EQ(api->ncclGetVersion(&version), ncclSuccess);
+  EXPECT_GE(version, 20000); // 2.x: NCCL_VERSION(2, y, z) = 20000 + ...
+  EXPECT_THAT(api->ncclGetErrorString(ncclInvalidArgument),
+              HasSubstr("invalid argument"));
 }
 
 // Library lists every candidate's failure, and names a missing function.

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/Error.h"
+#include "runtime/host/HostBackend.h"
 #include "runtime/plan/Plan.h"
 
 #include <gmock/gmock.h>
@@ -86,6 +87,30 @@ int64_t valueWithDtype(const json &plan, const std::string &dtype,
 
 /// One edit: it changes the plan and returns the substrings the error must
 /// contain.
+/// Makes the plan one for two data-parallel ranks: an all_reduce of the
+/// first parameter's gradient before the optimizer (the others stay
+/// unreduced; the mutations test the step itself). Returns its index.
+std::size_t insertAllReduce(json &p) {
+  p["model"]["data_parallel"] = 2;
+  json &steps = p["steps"];
+  std::size_t at = 0;
+  while (at < steps.size() && steps[at]["chunk"] != "O")
+    ++at;
+  int64_t grad = p["parameters"][0]["grad"].get<int64_t>();
+  json reduce = {{"kernel", "all_reduce"},
+                 {"chunk", "W"},
+                 {"inputs", {grad}},
+                 {"outputs", {grad}},
+                 {"attrs",
+                  {{"reduction", "sum"},
+                   {"group", "dp"},
+                   {"group_size", 2},
+                   {"last_micro_step", false}}},
+                 {"cuda", {{"library", "nccl"}, {"launches", json::array()}}}};
+  steps.insert(steps.begin() + at, reduce);
+  return at;
+}
+
 struct Mutation {
   const char *name;
   std::function<std::vector<std::string>(json &)> apply;
@@ -105,6 +130,42 @@ json &bodyAttrs(json &plan, std::size_t index) {
 
 const std::vector<Mutation> &mutations() {
   static const std::vector<Mutation> cases = {
+      {"AllReduceGroupSize",
+       [](json &p) {
+         std::size_t at = insertAllReduce(p);
+         p["steps"][at]["attrs"]["group_size"] = 4;
+         return std::vector<std::string>{
+             step(at, "all_reduce") +
+             ": group 'dp' has 4 ranks, but the plan is compiled for "
+             "data_parallel 2"};
+       }},
+      {"AllReduceNotInPlace",
+       [](json &p) {
+         std::size_t at = insertAllReduce(p);
+         p["steps"][at]["outputs"][0] = valueWithDtype(p, "f32");
+         return std::vector<std::string>{step(at, "all_reduce") + ": output 0",
+                                         "must be input 0", "reduced in place"};
+       }},
+      {"AllReduceReduction",
+       [](json &p) {
+         std::size_t at = insertAllReduce(p);
+         p["steps"][at]["attrs"]["reduction"] = "prod";
+         return std::vector<std::string>{
+             "attribute 'reduction' must be one of sum, avg, max, min, got "
+             "'prod'"};
+       }},
+      {"AllReduceInCublasLt",
+       [](json &p) {
+         std::size_t at = insertAllReduce(p);
+         p["steps"][at]["cuda"]["library"] = "cublasLt";
+         return std::vector<std::string>{
+             "a all_reduce runs in 'nccl', but its 'cuda' names 'cublasLt'"};
+       }},
+      {"NcclForAKernel",
+       [](json &p) {
+         p["steps"][0]["cuda"]["library"] = "nccl";
+         return std::vector<std::string>{"does not run in 'nccl'"};
+       }},
       // GEMM dimensions against the operands.
       {"GemmBatchOf100",
        [](json &p) {
@@ -613,8 +674,10 @@ const std::vector<Mutation> &mutations() {
          p["steps"][0]["cuda"]["library"] = "cublasLt";
          return std::vector<std::string>{
              "step 0 (" + p["steps"][0]["kernel"].get<std::string>() +
-             "): only gemm and linear_cross_entropy steps run in a "
-             "library, not 'cublasLt'"};
+             "): only gemm and linear_cross_entropy steps run in cuBLASLt "
+             "and all_reduce in NCCL; a " +
+             p["steps"][0]["kernel"].get<std::string>() +
+             " does not run in 'cublasLt'"};
        }},
       // Values and the header.
       {"OldVersion",
@@ -698,6 +761,15 @@ const std::vector<Mutation> &programMutations() {
          return std::vector<std::string>{
              "output 'loss' (value 3) must be one f32 element"};
        }},
+      // Data parallelism: an all_reduce of the first parameter's gradient
+      // before the optimizer, for two ranks.
+      {"DataParallelWithoutReduction",
+       [](json &p) {
+         p["model"]["data_parallel"] = 2;
+         return std::vector<std::string>{
+             "plan: data_parallel is 2 but no all_reduce step reduces the "
+             "gradient of parameter"};
+       }},
       {"LossWrittenByNoStep",
        [](json &p) {
          p["outputs"][0]["value"] = valueOf(p, "inputs", "lr");
@@ -741,6 +813,28 @@ TEST(PlanValidation, TheCompiledPlanLoads) {
     for (const CudaLaunch &launch : step.cuda.launches)
       flash += launch.minComputeCapability == 80;
   EXPECT_GT(flash, 0);
+}
+
+/// A plan for two data-parallel ranks parses, and a backend of one process
+/// refuses it.
+TEST(PlanValidation, AnAllReducePlanNeedsItsRanks) {
+  if (!kPlanPath)
+    GTEST_SKIP() << "built without the compiler: no compiled plan";
+  json p = validPlan();
+  std::size_t at = insertAllReduce(p);
+  Plan plan = Plan::parse(p.dump(), "plan.json");
+  EXPECT_EQ(plan.dataParallel, 2);
+  ASSERT_EQ(plan.steps[at].kind(), kiln::plan::StepKind::AllReduce);
+  EXPECT_EQ(plan.steps[at].cuda.library, kiln::plan::kNccl);
+  EXPECT_FALSE(plan.steps[at].runsInLastMicroStepOnly());
+  try {
+    HostBackend backend(plan);
+    FAIL() << "a host backend of one process ran a plan for two ranks";
+  } catch (const Error &e) {
+    EXPECT_THAT(e.what(),
+                ::testing::HasSubstr("the plan is compiled for 2 data-parallel "
+                                     "ranks and this run has 1"));
+  }
 }
 
 /// The default, fused plan (nn-fuse), read once.

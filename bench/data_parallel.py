@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Host tokens/s of data parallelism: one process against mpirun -np N.
+
+    bench/data_parallel.py [--config C] [--batch B] [--seq-len T]
+                           [--ranks 2] [--steps 12] [--repeats 3]
+
+Trains the same global batch (the tiny Llama by default, FP32) with one
+process and with N ranks of `mpirun --oversubscribe` on the host backend,
+alternating the runs so that both see the same machine load, and prints
+each one's tokens/s (the median over steps of metrics.jsonl, the first two
+steps left out, then the median over repeats) and the ratio. One process
+uses every core through OpenMP; N ranks split the cores between them (Open
+MPI binds each rank to its share), so on one machine the ratio measures
+the cost of the reduction and of the smaller per-rank GEMMs, not a speed-up:
+data parallelism pays across machines or GPUs.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "test" / "python"))
+from compare_fusion import write_random_shard  # noqa: E402
+
+MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
+
+
+def tokens_per_second(out):
+    rates = [json.loads(line)["tokens_per_s"]
+             for line in open(os.path.join(out, "metrics.jsonl"))]
+    return statistics.median(rates[2:] or rates)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kiln", default=str(ROOT / "build" / "bin" / "kiln"))
+    parser.add_argument("--config", default=str(
+        ROOT / "examples" / "configs" / "tiny-llama" / "config.json"))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as work:
+        args.workdir = work
+        shard = write_random_shard(args)
+        rates = {1: [], args.ranks: []}
+        for repeat in range(args.repeats):
+            for ranks in rates:
+                out = os.path.join(work, f"run-{ranks}")
+                launch = MPIRUN + ["-np", str(ranks)] if ranks > 1 else []
+                command = launch + [
+                    args.kiln, "train", args.config, "--data", shard,
+                    "--steps", str(args.steps), "--batch", str(args.batch),
+                    "--seq-len", str(args.seq_len), "--precision", "fp32",
+                    "--no-checkpoint", "--overwrite", "--out", out]
+                run = subprocess.run(command, capture_output=True, text=True)
+                if run.returncode != 0:
+                    sys.exit(f"{' '.join(command)} failed:\n{run.stderr}")
+                rates[ranks].append(tokens_per_second(out))
+    cores = os.cpu_count()
+    print(f"host, {cores} cores, {Path(args.config).parent.name} FP32, "
+          f"batch {args.batch} x {args.seq_len} tokens, {args.steps} steps, "
+          f"{args.repeats} repeats")
+    one = statistics.median(rates[1])
+    for ranks, values in rates.items():
+        median = statistics.median(values)
+        print(f"  {ranks} rank{'s' if ranks > 1 else ' '}: {median:10.0f} "
+              f"tok/s (runs: {', '.join(f'{v:.0f}' for v in values)})  "
+              f"x{median / one:.2f}")
+
+
+if __name__ == "__main__":
+    main()

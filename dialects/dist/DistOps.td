@@ -1,0 +1,159 @@
+//===- DistOps.td - dist dialect operations -----------------*- tablegen -*-===//
+
+#ifndef KILN_DIST_OPS
+#define KILN_DIST_OPS
+
+include "dialects/dist/DistDialect.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+class Dist_Op<string mnemonic, list<Trait> traits = []> :
+    Op<Dist_Dialect, mnemonic, traits>;
+
+// Collectives and transfers have no side-effect traits on purpose: they are
+// never hoisted, merged or dropped, so every rank issues the same
+// communication in the same order.
+
+def Dist_AllReduceOp : Dist_Op<"all_reduce",
+    [DeclareOpInterfaceMethods<InferTypeOpInterface>]> {
+  let summary = "Combines each tensor across the ranks of a group";
+  let description = [{
+    Every rank of `group` ends with the element-wise `reduction` of all the
+    ranks' values of each operand: result `i` has operand `i`'s type. One op
+    reduces a bucket of tensors (the runtime issues them together: one NCCL
+    group, or MPI requests completed together); after `tile-plan-memory`
+    each result lies where its operand does (the reduction is in place).
+
+    `last_micro_step` (set by `dist-reduce-gradients`): under gradient
+    accumulation the reduction runs only in the step's last micro-batch,
+    on the accumulated sums.
+
+    ```mlir
+    %r:2 = dist.all_reduce sum %g0, %g1 : tensor<64x64xf32>, tensor<64xf32>
+        over #dist.group<"dp", 4>
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs,
+                       Dist_Reduction:$reduction, Dist_GroupAttr:$group,
+                       UnitAttr:$last_micro_step);
+  let results = (outs Variadic<AnyRankedTensor>:$outputs);
+  let assemblyFormat = [{
+    $reduction $inputs `:` type($inputs) `over` qualified($group) attr-dict
+  }];
+  let hasVerifier = 1;
+}
+
+def Dist_ReduceScatterOp : Dist_Op<"reduce_scatter"> {
+  let summary = "Reduces a tensor across a group, each rank keeping a shard";
+  let description = [{
+    The element-wise `reduction` of the ranks' inputs, split along
+    dimension 0 into `group.size` equal shards: rank `r` of the group keeps
+    shard `r`. Dimension 0 must divide by the group's size. ZeRO-1 reduces
+    gradients this way, each rank updating only its shard.
+
+    ```mlir
+    %s = dist.reduce_scatter sum %g : tensor<1024xf32> -> tensor<256xf32>
+        over #dist.group<"dp", 4>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$input, Dist_Reduction:$reduction,
+                       Dist_GroupAttr:$group);
+  let results = (outs AnyRankedTensor:$output);
+  let assemblyFormat = [{
+    $reduction $input `:` type($input) `->` type($output) `over`
+    qualified($group) attr-dict
+  }];
+  let hasVerifier = 1;
+}
+
+def Dist_AllGatherOp : Dist_Op<"all_gather"> {
+  let summary = "Concatenates the ranks' shards of a tensor on every rank";
+  let description = [{
+    The inverse of `reduce_scatter`'s split: every rank of `group` ends
+    with the ranks' inputs concatenated along dimension 0 in rank order.
+    ZeRO-1 gathers the updated parameter shards this way.
+
+    ```mlir
+    %p = dist.all_gather %shard : tensor<256xf32> -> tensor<1024xf32>
+        over #dist.group<"dp", 4>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$input, Dist_GroupAttr:$group);
+  let results = (outs AnyRankedTensor:$output);
+  let assemblyFormat = [{
+    $input `:` type($input) `->` type($output) `over` qualified($group)
+    attr-dict
+  }];
+  let hasVerifier = 1;
+}
+
+def Dist_SendOp : Dist_Op<"send"> {
+  let summary = "Sends a tensor to another rank";
+  let description = [{
+    Sends `input` to rank `peer`; the peer's `dist.recv` with the same `tag`
+    and this rank as its peer receives it. Pipeline stages pass activations
+    forward and their gradients backward this way.
+
+    ```mlir
+    dist.send %x to 1 tag 0 : tensor<4x64x256xbf16>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$peer, I64Attr:$tag);
+  let assemblyFormat = [{
+    $input `to` $peer `tag` $tag attr-dict `:` type($input)
+  }];
+  let hasVerifier = 1;
+}
+
+def Dist_RecvOp : Dist_Op<"recv"> {
+  let summary = "Receives a tensor from another rank";
+  let description = [{
+    Receives the tensor rank `peer` sends with `dist.send` and the same
+    `tag`; its type must be the one sent (the runtime checks the size).
+
+    ```mlir
+    %x = dist.recv from 0 tag 0 : tensor<4x64x256xbf16>
+    ```
+  }];
+  let arguments = (ins I64Attr:$peer, I64Attr:$tag);
+  let results = (outs AnyRankedTensor:$output);
+  let assemblyFormat = [{
+    `from` $peer `tag` $tag attr-dict `:` type($output)
+  }];
+  let hasVerifier = 1;
+}
+
+def Dist_ScheduleOp : Dist_Op<"schedule", [
+    HasParent<"mlir::ModuleOp">,
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "The order in which each rank runs the chunks of a step";
+  let description = [{
+    For the training function `step`, split into `stages` pipeline stages
+    and run on `micro_batches` micro-batches per optimizer step: `ranks`
+    holds, for each rank, its ordered actions (`#dist.action<kind, stage,
+    micro_batch>`). The verifier checks what any correct schedule
+    satisfies: every stage lives on one rank; every stage runs F, B and W
+    exactly once per micro-batch, in that order, and O once, after its last
+    W. Which interleaving (1F1B, zero-bubble, DualPipe) is the scheduling
+    pass's choice.
+
+    One stage on one rank with two micro-batches (gradient accumulation):
+
+    ```mlir
+    dist.schedule @train_step stages 1 micro_batches 2 ranks [[
+        #dist.action<F, 0, 0>, #dist.action<B, 0, 0>, #dist.action<W, 0, 0>,
+        #dist.action<F, 0, 1>, #dist.action<B, 0, 1>, #dist.action<W, 0, 1>,
+        #dist.action<O, 0, 0>]]
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$step, I64Attr:$stages,
+                       I64Attr:$micro_batches,
+                       TypedArrayAttrBase<ArrayAttr, "actions per rank">:$ranks);
+  let assemblyFormat = [{
+    $step `stages` $stages `micro_batches` $micro_batches `ranks` $ranks
+    attr-dict
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // KILN_DIST_OPS

@@ -1,0 +1,86 @@
+//===- Nccl.h - Collectives between GPUs through NCCL -----------*- C++ -*-===//
+//
+// The cuda backend's communication: NCCL (libnccl.so.2, opened with dlopen
+// like the other CUDA libraries), one communicator over the job's ranks,
+// its unique id sent from rank 0 over the job's Communicator (MPI).
+// Collectives run on a stream of their own; waiting for one polls NCCL's
+// asynchronous error and gives up after KILN_COMM_TIMEOUT, so that a rank
+// that died or hangs ends the others with an error instead of a hang.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KILN_RUNTIME_CUDA_NCCL_H
+#define KILN_RUNTIME_CUDA_NCCL_H
+
+#include "runtime/dist/Communicator.h"
+
+#include <cuda.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <utility>
+
+namespace kiln::rt::cuda {
+
+/// The NCCL functions the cuda backend uses.
+#define KILN_NCCL_FUNCTIONS(X)                                                 \
+  X(ncclGetVersion)                                                            \
+  X(ncclGetErrorString)                                                        \
+  X(ncclGetUniqueId)                                                           \
+  X(ncclCommInitRank)                                                          \
+  X(ncclCommDestroy)                                                           \
+  X(ncclCommAbort)                                                             \
+  X(ncclCommGetAsyncError)                                                     \
+  X(ncclAllReduce)                                                             \
+  X(ncclGroupStart)                                                            \
+  X(ncclGroupEnd)
+
+#define KILN_NCCL_DECLARE_FUNCTION(fn) decltype(&::fn) fn = nullptr;
+struct NcclApi {
+  KILN_NCCL_FUNCTIONS(KILN_NCCL_DECLARE_FUNCTION)
+};
+#undef KILN_NCCL_DECLARE_FUNCTION
+
+/// libnccl.so.2, first where the dynamic linker looks, then in the CUDA
+/// toolkit's and the pip wheels' library directories; opened on first use
+/// and never closed. Throws Error saying why it does not load.
+const NcclApi &nccl();
+
+/// One NCCL communicator over the ranks of a job, on the current device.
+class NcclGroup {
+public:
+  /// Creates the communicator: rank 0 makes the unique id and sends it to
+  /// the others over `comm`. Every rank must call this together.
+  explicit NcclGroup(Communicator &comm);
+  ~NcclGroup();
+  NcclGroup(const NcclGroup &) = delete;
+  NcclGroup &operator=(const NcclGroup &) = delete;
+
+  /// Sums each FP32 buffer (device address, elements) in place over the
+  /// ranks, queued on `stream` as one NCCL group.
+  void
+  allReduceSum(CUstream stream,
+               std::span<const std::pair<CUdeviceptr, std::size_t>> buffers);
+
+  /// Waits for `stream`, checking NCCL's asynchronous error and the
+  /// timeout; on either aborts the communicator and throws Error naming
+  /// `what`.
+  void synchronize(CUstream stream, const char *what);
+
+  /// "NCCL 2.28.3, 8 ranks".
+  std::string describe() const;
+
+private:
+  [[noreturn]] void fail(const std::string &why);
+
+  Communicator &comm;
+  ncclComm_t handle = nullptr;
+  std::chrono::milliseconds timeout;
+};
+
+} // namespace kiln::rt::cuda
+
+#endif // KILN_RUNTIME_CUDA_NCCL_H
