@@ -52,7 +52,7 @@ public:
   allGather(std::span<const std::byte> mine) override {
     return {std::vector<std::byte>(mine.begin(), mine.end())};
   }
-  void barrier() override {}
+  void barrier(std::chrono::milliseconds) override {}
   [[noreturn]] void abort(int status) override { std::_Exit(status); }
 };
 
@@ -140,10 +140,10 @@ public:
                          all.begin() + (r + 1) * mine.size());
     return ranks;
   }
-  void barrier() override {
+  void barrier(std::chrono::milliseconds patience) override {
     std::vector<MPI_Request> requests(1);
     check(MPI_Ibarrier(MPI_COMM_WORLD, &requests[0]), "MPI_Ibarrier");
-    wait(requests, "a barrier");
+    wait(requests, "a barrier", patience);
   }
   [[noreturn]] void abort(int status) override {
     MPI_Abort(MPI_COMM_WORLD, status);
@@ -165,7 +165,9 @@ private:
   /// polls (so that a waiting rank leaves the cores to the others). Every
   /// rank also tells rank 0 that it arrived (a message per collective), so
   /// that rank 0 can name the ranks that never did.
-  void wait(std::vector<MPI_Request> &requests, const char *what) {
+  void wait(std::vector<MPI_Request> &requests, const char *what,
+            std::optional<std::chrono::milliseconds> patience = {}) {
+    const std::chrono::milliseconds limit = patience.value_or(timeout);
     ++sequence;
     std::vector<MPI_Request> arrivals;
     if (me == 0) {
@@ -197,16 +199,17 @@ private:
       bool finished = complete(requests);
       if (complete(arrivals) && finished)
         return;
-      if (std::chrono::steady_clock::now() - start > timeout)
-        throw Error(timeoutMessage(arrivals, what));
+      if (std::chrono::steady_clock::now() - start > limit)
+        throw Error(timeoutMessage(arrivals, what, limit));
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(1000));
     }
   }
   std::string timeoutMessage(std::vector<MPI_Request> &arrivals,
-                             const char *what) {
+                             const char *what,
+                             std::chrono::milliseconds limit) {
     auto seconds =
-        std::chrono::duration_cast<std::chrono::seconds>(timeout).count();
+        std::chrono::duration_cast<std::chrono::seconds>(limit).count();
     std::vector<int> missing;
     for (int r = 1; r < count && me == 0; ++r) {
       int done = 0;

@@ -33,6 +33,11 @@ LaunchInfo detectLaunch();
 /// driver): false with the reason in `error` when the environment is bad.
 bool detectLaunch(LaunchInfo &info, std::string &error) noexcept;
 
+/// How long a rank waits in one collective for the others before it gives
+/// up with an error (a rank that died or hangs): KILN_COMM_TIMEOUT seconds,
+/// default 60.
+std::chrono::milliseconds commTimeout();
+
 class Communicator {
 public:
   virtual ~Communicator() = default;
@@ -52,16 +57,14 @@ public:
   /// Every rank's `mine` (the same size on all), in rank order.
   virtual std::vector<std::vector<std::byte>>
   allGather(std::span<const std::byte> mine) = 0;
-  virtual void barrier() = 0;
+  /// Waits for every rank; `patience` replaces the collective timeout
+  /// (ranks waiting while rank 0 writes a checkpoint).
+  virtual void barrier(std::chrono::milliseconds patience) = 0;
+  void barrier() { barrier(commTimeout()); }
   /// Ends every process of the job (after an error that leaves the others
   /// waiting in a collective).
   [[noreturn]] virtual void abort(int status) = 0;
 };
-
-/// How long a rank waits in one collective for the others before it gives
-/// up with an error (a rank that died or hangs): KILN_COMM_TIMEOUT seconds,
-/// default 60.
-std::chrono::milliseconds commTimeout();
 
 /// The communicator of the job this process was launched in: MPI when a
 /// launcher started more than one process (Error when this Kiln was built

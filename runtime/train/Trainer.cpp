@@ -782,6 +782,9 @@ void Trainer::writeLossCurve() {
                                 plan.model.value("architecture", "model")));
 }
 
+/// How long the other ranks wait for rank 0 to write a checkpoint.
+constexpr std::chrono::minutes kCheckpointPatience{30};
+
 int Trainer::run() {
   if (resumeState) {
     resume();
@@ -843,17 +846,21 @@ int Trainer::run() {
     lastStep = step;
     bool save = settings.saveEvery > 0 && step % settings.saveEvery == 0 &&
                 step != settings.steps && !options.noCheckpoint;
-    if (!writer())
-      continue;
-    metrics->write(step, loss, lr, tokensPerSecond);
-    if (options.progressBar)
-      progress->update(step, loss, tokensPerSecond);
-    else if (step == firstStep || step % logEvery == 0 ||
-             step == settings.steps)
-      log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s", step,
-                      settings.steps, loss, lr, formatRate(tokensPerSecond)));
-    if (save)
-      saveCheckpoint(step);
+    if (writer()) {
+      metrics->write(step, loss, lr, tokensPerSecond);
+      if (options.progressBar)
+        progress->update(step, loss, tokensPerSecond);
+      else if (step == firstStep || step % logEvery == 0 ||
+               step == settings.steps)
+        log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s", step,
+                        settings.steps, loss, lr, formatRate(tokensPerSecond)));
+      if (save)
+        saveCheckpoint(step);
+    }
+    // The other ranks wait for rank 0's checkpoint here, not in the next
+    // step's first collective, whose timeout is for a rank that died.
+    if (save && comm.size() > 1)
+      comm.barrier(kCheckpointPatience);
   }
   if (!writer())
     return InterruptGuard::pending() ? 128 + InterruptGuard::pending() : 0;
