@@ -187,7 +187,9 @@ def DistReduceGradientsPass
     the reductions follow the accumulation and are marked
     `last_micro_step`: they run once per step, on the sums.
 
-    With `dp=1` the step is unchanged. Either way the pass records
+    With `dp=1` the step is unchanged, unless `single-rank` asks for the
+    reductions anyway (each the identity: the communication path runs, to
+    measure what it costs on one device). Either way the pass records
     `data_parallel` in the module's `kiln.model`, which the plan carries:
     the runtime refuses to run it on another number of ranks.
 
@@ -207,6 +209,8 @@ def DistReduceGradientsPass
            "The training step to change">,
     Option<"report", "report", "bool", "false",
            "Emit a remark per bucket: its gradients, bytes and position">,
+    Option<"singleRank", "single-rank", "bool", "false",
+           "Insert the reductions with dp=1 too (each the identity)">,
   ];
   let dependentDialects = ["::kiln::dist::DistDialect"];
 }

@@ -68,7 +68,7 @@ void DistReduceGradientsPass::runOnOperation() {
                        << trainStepName << " (run nn-autodiff first)";
     return signalPassFailure();
   }
-  if (ranks > 1 && failed(reduce(step)))
+  if ((ranks > 1 || singleRank) && failed(reduce(step)))
     return signalPassFailure();
   attrs::setModelEntry(module, "data_parallel",
                        Builder(module.getContext()).getI64IntegerAttr(ranks));

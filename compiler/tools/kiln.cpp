@@ -100,6 +100,12 @@ cl::opt<double> bucketMiB(
     cl::desc("MiB of gradients reduced together under data parallelism "
              "(dist-reduce-gradients)"),
     cl::init(25.0), cl::sub(compileCommand), cl::sub(trainCommand));
+cl::opt<bool> forceCollectives(
+    "force-collectives",
+    cl::desc("Reduce the gradients over the ranks even with one rank (each "
+             "reduction the identity): runs the communication path, to "
+             "measure its cost"),
+    cl::init(false), cl::sub(compileCommand), cl::sub(trainCommand));
 cl::opt<int64_t> seqLen("seq-len", cl::desc("Tokens per sequence"),
                         cl::init(128), cl::sub(inspectCommand),
                         cl::sub(compileCommand), cl::sub(trainCommand));
@@ -571,6 +577,7 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   reduce.dataParallel = dataParallel();
   reduce.bucketMiB = bucketMiB;
   reduce.report = reportChoices;
+  reduce.singleRank = forceCollectives;
   pm.addPass(createDistReduceGradientsPass(reduce));
   if (stage != Stage::Train) {
     if (fusion == Fusion::On) {

@@ -94,6 +94,7 @@ private:
   // Data parallelism: the NCCL communicator, the stream its collectives run
   // on (ordered after the compute stream by `computed`, before it by
   // `reduced`), and the arena ranges of the collectives in flight.
+  std::unique_ptr<Communicator> ownComm;
   std::unique_ptr<NcclGroup> group;
   CUstream commStream = nullptr;
   CUevent computed = nullptr, reduced = nullptr;
@@ -141,7 +142,16 @@ CudaBackend::CudaBackend(const Plan &plan, Communicator *comm) : planRef(plan) {
   KILN_CUDA_CHECK(cu.cuMemAlloc(&workspace, kGemmWorkspaceBytes));
   gemm = std::make_unique<LtGemm>();
   loadKernels();
-  if (plan.dataParallel > 1) {
+  bool collectives = false;
+  for (const Step &step : plan.steps)
+    collectives |= step.kind() == plan::StepKind::AllReduce;
+  if (collectives) {
+    // (One rank with collectives, --force-collectives: NCCL over a world
+    // of one, each reduction the identity.)
+    if (!comm) {
+      ownComm = createCommunicator();
+      comm = ownComm.get();
+    }
     group = std::make_unique<NcclGroup>(*comm);
     KILN_CUDA_CHECK(cu.cuStreamCreate(&commStream, CU_STREAM_NON_BLOCKING));
     KILN_CUDA_CHECK(cu.cuEventCreate(&computed, CU_EVENT_DISABLE_TIMING));

@@ -3,6 +3,7 @@
 // RUN: kiln-opt %s --nn-autodiff --nn-accumulate-gradients=micro-batches=2 --dist-reduce-gradients=dp=2 | FileCheck %s --check-prefix=ACCUMULATE
 // RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients=dp=2 --nn-lower-to-tile --tile-plan-memory | FileCheck %s --check-prefix=TILE
 // RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients | FileCheck %s --check-prefix=ONE
+// RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients=single-rank=true | FileCheck %s --check-prefix=SINGLE
 // RUN: not kiln-opt %s --nn-autodiff --dist-reduce-gradients=dp=0 2>&1 | FileCheck %s --check-prefix=ZERO
 // RUN: not kiln-opt %s --dist-reduce-gradients=dp=2 2>&1 | FileCheck %s --check-prefix=NOSTEP
 // RUN: not kiln-opt %s --nn-autodiff --dist-reduce-gradients=dp=2 --dist-reduce-gradients=dp=2 2>&1 | FileCheck %s --check-prefix=TWICE
@@ -49,6 +50,11 @@
 
 // ONE: kiln.model = {{{.*}}data_parallel = 1 : i64
 // ONE-NOT: dist.all_reduce
+
+// single-rank: the reductions with one rank (each the identity), for the
+// communication path's cost.
+// SINGLE: kiln.model = {{{.*}}data_parallel = 1 : i64
+// SINGLE: dist.all_reduce sum {{.*}} over #dist.group<"dp", 1> {kiln.chunk = "W"}
 
 // ZERO: dist-reduce-gradients: dp must be at least 1, got 0
 // NOSTEP: dist-reduce-gradients: no function @train_step (run nn-autodiff first)
