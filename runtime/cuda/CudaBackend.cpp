@@ -102,11 +102,7 @@ private:
 };
 
 CudaBackend::CudaBackend(const Plan &plan, Communicator *comm) : planRef(plan) {
-  int ranks = comm ? comm->size() : 1;
-  if (ranks != plan.dataParallel)
-    throw Error(fmt::format("the plan is compiled for {} data-parallel "
-                            "ranks and this run has {}",
-                            plan.dataParallel, ranks));
+  requireRanks(plan.dataParallel, comm);
   std::string why;
   std::optional<DeviceInfo> info = probeDevice(&why);
   if (!info)

@@ -290,6 +290,15 @@ std::chrono::milliseconds commTimeout() {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
+void requireRanks(int64_t ranks, const Communicator *comm) {
+  int have = comm ? comm->size() : 1;
+  if (have != ranks)
+    throw Error(fmt::format("the plan is compiled for {} data-parallel "
+                            "ranks and this run has {}; launch it with "
+                            "mpirun -np {} (or compile it with --dp {})",
+                            ranks, have, ranks, have));
+}
+
 std::unique_ptr<Communicator> createCommunicator() {
   LaunchInfo launch = detectLaunch();
   if (launch.size == 1)

@@ -66,6 +66,10 @@ public:
   [[noreturn]] virtual void abort(int status) = 0;
 };
 
+/// Throws Error unless `comm` (null: one process) spans `ranks` ranks, the
+/// data-parallel ranks a plan was compiled for (the backends' check).
+void requireRanks(int64_t ranks, const Communicator *comm);
+
 /// The communicator of the job this process was launched in: MPI when a
 /// launcher started more than one process (Error when this Kiln was built
 /// without MPI), else a world of one.

@@ -54,13 +54,7 @@ void freeArena(std::byte *p) { std::free(p); }
 
 HostBackend::HostBackend(const Plan &plan, Communicator *comm)
     : planRef(plan), comm(comm), arena(nullptr, freeArena) {
-  int ranks = comm ? comm->size() : 1;
-  if (ranks != plan.dataParallel)
-    throw Error(fmt::format("the plan is compiled for {} data-parallel "
-                            "ranks and this run has {}; launch it with "
-                            "mpirun -np {} (or compile it with --dp {})",
-                            plan.dataParallel, ranks, plan.dataParallel,
-                            ranks));
+  requireRanks(plan.dataParallel, comm);
   // Plan::parse checked every step; the profile groups fused regions by
   // their ops.
   for (const Step &step : plan.steps) {

@@ -775,19 +775,18 @@ void checkTrainable(const Plan &plan, const std::string &source) {
   }
   // Data parallelism: the optimizer reads every gradient summed over the
   // ranks.
-  if (plan.dataParallel > 1)
-    for (const Parameter &param : plan.parameters) {
-      bool reduced = false;
-      for (const Step &step : plan.steps)
-        if (step.kind() == StepKind::AllReduce)
-          for (int64_t id : step.outputs)
-            reduced |= id == param.grad;
-      if (!reduced)
+  if (plan.dataParallel > 1) {
+    std::set<int64_t> reduced;
+    for (const Step &step : plan.steps)
+      if (step.kind() == StepKind::AllReduce)
+        reduced.insert(step.outputs.begin(), step.outputs.end());
+    for (const Parameter &param : plan.parameters)
+      if (!reduced.count(param.grad))
         throw Error(fmt::format("{}: plan: data_parallel is {} but no "
                                 "all_reduce step reduces the gradient of "
                                 "parameter '{}'",
                                 source, plan.dataParallel, param.name));
-    }
+  }
   // The runtime runs F, B and W once per micro-batch and O once after:
   // the optimizer must come last.
   for (std::size_t i = 1; i < plan.steps.size(); ++i)

@@ -105,6 +105,16 @@ void loadTensor(Backend &backend, int64_t value, const SafeTensors &file,
   backend.write(value, data);
 }
 
+/// The `.bin` token shards in `dir`, sorted.
+std::vector<std::string> shardsIn(const fs::path &dir) {
+  std::vector<std::string> shards;
+  for (const auto &entry : fs::directory_iterator(dir))
+    if (entry.path().extension() == ".bin")
+      shards.push_back(entry.path().string());
+  std::sort(shards.begin(), shards.end());
+  return shards;
+}
+
 /// Token data: llm.c shards as given; text files are tokenized byte by byte
 /// into a shard in the output directory first.
 std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
@@ -116,14 +126,10 @@ std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
   std::vector<std::string> shards, texts;
   for (const std::string &input : inputs) {
     if (fs::is_directory(input)) {
-      std::vector<std::string> found;
-      for (const auto &entry : fs::directory_iterator(input))
-        if (entry.path().extension() == ".bin")
-          found.push_back(entry.path().string());
+      std::vector<std::string> found = shardsIn(input);
       if (found.empty())
         throw Error(
             fmt::format("{}: no .bin token shards in this directory", input));
-      std::sort(found.begin(), found.end());
       shards.insert(shards.end(), found.begin(), found.end());
       continue;
     }
@@ -183,12 +189,7 @@ Sha256::Digest dataDigest(const std::vector<std::string> &inputs) {
       file(path);
       continue;
     }
-    std::vector<std::string> shards;
-    for (const auto &entry : fs::directory_iterator(path))
-      if (entry.path().extension() == ".bin")
-        shards.push_back(entry.path().string());
-    std::sort(shards.begin(), shards.end());
-    for (const std::string &shard : shards)
+    for (const std::string &shard : shardsIn(path))
       file(shard);
   }
   return digest.finish();
@@ -240,7 +241,7 @@ private:
   /// Refuses to start unless every rank runs the same plan, config, data
   /// and settings as rank 0.
   void checkRanksAgree();
-  void preparePositions();
+  void prepareOutput();
   /// Whether this process writes the run's files (rank 0).
   bool writer() const { return comm.rank() == 0; }
   /// Runs the optimizer step on the global batch in `inputs`/`targets`:
@@ -323,14 +324,24 @@ Trainer::Trainer(const TrainOptions &options, Communicator &comm)
   svgPath = (outDir / "loss.svg").string();
   // Rank 0 prepares the output directory and writes the run's files; the
   // others wait for it (the tokenized text is rank 0's).
-  if (!writer()) {
-    comm.barrier();
-    backend = createBackend(plan, options.backend, &comm);
-    stream.emplace(resolveData(settings.data, outDir, vocab, false),
-                   static_cast<uint32_t>(vocab));
-    preparePositions();
-    return;
-  }
+  if (writer())
+    prepareOutput();
+  std::vector<std::string> shards =
+      resolveData(settings.data, outDir, vocab, writer());
+  comm.barrier();
+  backend = createBackend(plan, options.backend, &comm);
+  stream.emplace(shards, static_cast<uint32_t>(vocab));
+  int64_t microBatch = plan.modelInt(plan::model::kBatch);
+  positions.resize(microBatch * settings.seqLen);
+  for (int64_t b = 0; b < microBatch; ++b)
+    for (int64_t s = 0; s < settings.seqLen; ++s)
+      positions[b * settings.seqLen + s] = static_cast<int32_t>(s);
+}
+
+/// Rank 0's output directory: a fresh run's checked or taken over, a
+/// resumed run's checked, interrupted saves' leftovers removed, the plan
+/// written.
+void Trainer::prepareOutput() {
   if (!resumeState)
     prepareFreshOutput();
   else
@@ -356,20 +367,6 @@ Trainer::Trainer(const TrainOptions &options, Communicator &comm)
     note(fmt::format("removed what interrupted saves left in {}: {}",
                      outDir.string(), fmt::join(stale, ", ")));
   writeFileAtomic((outDir / "plan.json").string(), toBytes(options.planText));
-  std::vector<std::string> shards =
-      resolveData(settings.data, outDir, vocab, true);
-  comm.barrier();
-  backend = createBackend(plan, options.backend, &comm);
-  stream.emplace(shards, static_cast<uint32_t>(vocab));
-  preparePositions();
-}
-
-void Trainer::preparePositions() {
-  int64_t microBatch = plan.modelInt(plan::model::kBatch);
-  positions.resize(microBatch * settings.seqLen);
-  for (int64_t b = 0; b < microBatch; ++b)
-    for (int64_t s = 0; s < settings.seqLen; ++s)
-      positions[b * settings.seqLen + s] = static_cast<int32_t>(s);
 }
 
 void Trainer::checkRanksAgree() {
