@@ -286,7 +286,7 @@ LogicalResult NNAutodiffPass::buildTrainStep(func::FuncOp forward) {
         param, paramGrads[i], expAvg[i], expAvgSq[i], scalars[0], scalars[1],
         norm, b.getF64FloatAttr(beta1), b.getF64FloatAttr(beta2),
         b.getF64FloatAttr(epsilon), b.getF64FloatAttr(decay),
-        b.getF64FloatAttr(maxGradNorm));
+        b.getF64FloatAttr(maxGradNorm), /*shards=*/IntegerAttr());
     update->setAttr(kChunkAttr, optimizerTag);
     newParams.push_back(update.getNewParam());
     newExpAvg.push_back(update.getNewExpAvg());

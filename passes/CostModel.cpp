@@ -16,9 +16,10 @@ using namespace kiln;
 using llvm::formatv;
 
 llvm::ArrayRef<Target> kiln::knownTargets() {
-  // Datasheet figures (dense BF16; SXM parts); shared memory per block is the
-  // opt-in maximum. The host: 2 cores of a current x86 at ~100 GFLOP/s FP32
-  // each, and a quarter of a 1 MiB L2 for one tile's working set.
+  // Datasheet figures (dense BF16; SXM parts; NVLink per direction); shared
+  // memory per block is the opt-in maximum. The host: 2 cores of a current x86
+  // at ~100 GFLOP/s FP32 each, and a quarter of a 1 MiB L2 for one tile's
+  // working set.
   static const Target targets[] = {
       {.name = "host",
        .arch = "",
@@ -32,21 +33,24 @@ llvm::ArrayRef<Target> kiln::knownTargets() {
        .tileMemoryBytes = 163 << 10,
        .peakFlops = 312e12,
        .memoryBandwidth = 2.0e12,
-       .memoryBytes = 80'000'000'000},
+       .memoryBytes = 80'000'000'000,
+       .linkBandwidth = 300e9},
       {.name = "h100",
        .arch = "sm_90a",
        .gpu = true,
        .tileMemoryBytes = 227 << 10,
        .peakFlops = 989e12,
        .memoryBandwidth = 3.35e12,
-       .memoryBytes = 80'000'000'000},
+       .memoryBytes = 80'000'000'000,
+       .linkBandwidth = 450e9},
       {.name = "h200",
        .arch = "sm_90a",
        .gpu = true,
        .tileMemoryBytes = 227 << 10,
        .peakFlops = 989e12,
        .memoryBandwidth = 4.8e12,
-       .memoryBytes = 141'000'000'000},
+       .memoryBytes = 141'000'000'000,
+       .linkBandwidth = 450e9},
   };
   return targets;
 }
@@ -305,4 +309,12 @@ double kiln::attentionBytes(const AttentionShape &shape, bool backward) {
 
 double kiln::predictSeconds(const Target &target, double flops, double bytes) {
   return std::max(flops / target.peakFlops, bytes / target.memoryBandwidth);
+}
+
+double kiln::predictCollectiveSeconds(const Target &target, double bytes,
+                                      int64_t ranks, bool allReduce) {
+  if (ranks <= 1 || target.linkBandwidth <= 0)
+    return 0;
+  double share = double(ranks - 1) / double(ranks) * bytes;
+  return (allReduce ? 2 : 1) * share / target.linkBandwidth;
 }

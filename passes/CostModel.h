@@ -35,6 +35,9 @@ struct Target {
   double memoryBandwidth = 0;
   /// Device memory (0 for the host: not modelled).
   int64_t memoryBytes = 0;
+  /// Bandwidth of one device's links to its peers, one direction (NVLink;
+  /// 0 for the host: not modelled), for the collectives.
+  double linkBandwidth = 0;
 };
 
 /// Every known target: host, a100, h100, h200.
@@ -105,6 +108,13 @@ double attentionBytes(const AttentionShape &shape, bool backward);
 /// Predicted seconds of work with `flops` and `bytes` on `target`: the
 /// larger of compute time and memory time (a roofline).
 double predictSeconds(const Target &target, double flops, double bytes);
+
+/// Predicted seconds of a ring collective of `bytes` (each rank's tensor)
+/// over `ranks` devices linked at `target.linkBandwidth`: every rank sends
+/// (ranks - 1) / ranks of the bytes once for a reduce-scatter or an
+/// all-gather, twice for an all-reduce. 0 with one rank or no link model.
+double predictCollectiveSeconds(const Target &target, double bytes,
+                                int64_t ranks, bool allReduce);
 
 } // namespace kiln
 

@@ -59,7 +59,7 @@ void groupOptimizer(Block &block, bool computeCopies,
                     SmallVectorImpl<Decision> &decisions, unsigned &position,
                     bool report) {
   using Key = std::tuple<Value, Value, Value, double, double, double, double,
-                         double, Attribute>;
+                         double, Attribute, Attribute>;
   // Few groups (two in practice): a linear search keeps program order.
   SmallVector<std::pair<Key, SmallVector<nn::AdamWUpdateOp>>> groups;
   for (auto update : block.getOps<nn::AdamWUpdateOp>()) {
@@ -71,7 +71,8 @@ void groupOptimizer(Block &block, bool computeCopies,
             update.getEpsilon().convertToDouble(),
             update.getWeightDecay().convertToDouble(),
             update.getMaxGradNorm().convertToDouble(),
-            update->getAttr(kChunkAttr)};
+            update->getAttr(kChunkAttr),
+            update.getShardsAttr()};
     auto it = llvm::find_if(
         groups, [&](const auto &group) { return group.first == key; });
     if (it == groups.end())
@@ -118,7 +119,10 @@ void groupOptimizer(Block &block, bool computeCopies,
         break;
       casts.push_back(rounding);
     }
-    bool copies = computeCopies && casts.size() == updates.size();
+    // (Under ZeRO-1 a rank updates only its shard of each master: the casts
+    // of the gathered parameters stay in the step.)
+    bool sharded = last.getShards().value_or(1) > 1;
+    bool copies = computeCopies && !sharded && casts.size() == updates.size();
     SmallVector<Value> copyArgs;
     if (copies) {
       for (auto [update, rounding] : llvm::zip_equal(updates, casts)) {
@@ -144,7 +148,7 @@ void groupOptimizer(Block &block, bool computeCopies,
         builder, builder.getFusedLoc(locations), types, tensors,
         last.getBeta1Attr(), last.getBeta2Attr(), last.getEpsilonAttr(),
         last.getWeightDecayAttr(), last.getMaxGradNormAttr(),
-        copies ? builder.getUnitAttr() : UnitAttr());
+        copies ? builder.getUnitAttr() : UnitAttr(), last.getShardsAttr());
     copyChunk(last, multi);
     unsigned n = updates.size();
     if (copies) {

@@ -187,6 +187,15 @@ def DistReduceGradientsPass
     the reductions follow the accumulation and are marked
     `last_micro_step`: they run once per step, on the sums.
 
+    `zero=1` is ZeRO-1 (as llm.c's `zero.cuh`): each gradient is
+    `dist.reduce_scatter`ed instead (same buckets), each rank updates only
+    its shard of every parameter (`shards` on `nn.adamw_update`, whose
+    moments become step arguments of the shard's size: the optimizer state
+    is divided among the ranks), the gradient norm sums the ranks' shards
+    (`shards` on `nn.global_norm`), and one `dist.all_gather` per bucket
+    after the updates gives every rank every parameter again. The model's
+    `zero` entry records it.
+
     With `dp=1` the step is unchanged, unless `single-rank` asks for the
     reductions anyway (each the identity: the communication path runs, to
     measure what it costs on one device). Either way the pass records
@@ -211,6 +220,8 @@ def DistReduceGradientsPass
            "Emit a remark per bucket: its gradients, bytes and position">,
     Option<"singleRank", "single-rank", "bool", "false",
            "Insert the reductions with dp=1 too (each the identity)">,
+    Option<"zero", "zero", "int64_t", "0",
+           "ZeRO stage: 0 (all-reduce) or 1 (optimizer state sharded)">,
   ];
   let dependentDialects = ["::kiln::dist::DistDialect"];
 }

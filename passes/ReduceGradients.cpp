@@ -2,7 +2,8 @@
 //
 // Data parallelism: the gradients the optimizer reads are summed over the
 // data-parallel ranks by bucketed dist.all_reduce ops, each placed after the
-// op that produces its bucket's last gradient.
+// op that produces its bucket's last gradient. ZeRO-1 reduce-scatters them
+// instead, shards the optimizer, and all-gathers the parameters.
 //
 //===----------------------------------------------------------------------===//
 
@@ -35,6 +36,10 @@ struct DistReduceGradientsPass
 
 private:
   LogicalResult reduce(func::FuncOp step);
+  /// ZeRO-1 after the reduce-scatters: shard the updates and the norm, and
+  /// gather the parameters of each bucket after its last update.
+  LogicalResult shardOptimizer(func::FuncOp step,
+                               ArrayRef<SmallVector<Value>> buckets);
 };
 
 bool inOptimizer(Operation *op) {
@@ -68,16 +73,24 @@ void DistReduceGradientsPass::runOnOperation() {
                        << trainStepName << " (run nn-autodiff first)";
     return signalPassFailure();
   }
+  if (zero != 0 && zero != 1) {
+    module.emitError() << "dist-reduce-gradients: zero must be 0 or 1 (ZeRO "
+                          "stage), got "
+                       << static_cast<int64_t>(zero);
+    return signalPassFailure();
+  }
   if ((ranks > 1 || singleRank) && failed(reduce(step)))
     return signalPassFailure();
-  attrs::setModelEntry(module, "data_parallel",
-                       Builder(module.getContext()).getI64IntegerAttr(ranks));
+  Builder b(module.getContext());
+  attrs::setModelEntry(module, "data_parallel", b.getI64IntegerAttr(ranks));
+  attrs::setModelEntry(module, "zero", b.getI64IntegerAttr(zero));
 }
 
 LogicalResult DistReduceGradientsPass::reduce(func::FuncOp step) {
   MLIRContext *ctx = &getContext();
   Block &body = step.getBody().front();
-  if (!body.getOps<dist::AllReduceOp>().empty())
+  if (!body.getOps<dist::AllReduceOp>().empty() ||
+      !body.getOps<dist::ReduceScatterOp>().empty())
     return step.emitError() << "dist-reduce-gradients: @" << trainStepName
                             << " already reduces its gradients";
   bool accumulates = false;
@@ -129,32 +142,113 @@ LogicalResult DistReduceGradientsPass::reduce(func::FuncOp step) {
 
   auto group = dist::GroupAttr::get(ctx, "dp", dataParallel);
   OpBuilder b(ctx);
+  SmallVector<SmallVector<Value>> reduced;
   for (auto [index, bucket] : llvm::enumerate(buckets)) {
     Operation *last = bucket.back().getDefiningOp();
     b.setInsertionPointAfter(last);
-    auto reduce = dist::AllReduceOp::create(
-        b, last->getLoc(), bucket, dist::Reduction::sum, group, accumulates);
+    Operation *reduce =
+        zero ? dist::ReduceScatterOp::create(b, last->getLoc(), bucket,
+                                             dist::Reduction::sum, group,
+                                             accumulates)
+                   .getOperation()
+             : dist::AllReduceOp::create(b, last->getLoc(), bucket,
+                                         dist::Reduction::sum, group,
+                                         accumulates)
+                   .getOperation();
     reduce->setAttr(kChunkAttr, StringAttr::get(ctx, "W"));
     // Everything after the reduction reads the sums (the reduction is in
     // place: what follows it in memory is the sum).
-    for (auto [grad, sum] : llvm::zip_equal(bucket, reduce.getOutputs()))
+    for (auto [grad, sum] : llvm::zip_equal(bucket, reduce->getResults()))
       grad.replaceUsesWithIf(sum, [&](OpOperand &use) {
         Operation *user = body.findAncestorOpInBlock(*use.getOwner());
         return user != reduce && reduce->isBeforeInBlock(user);
       });
+    reduced.emplace_back(reduce->getResults());
     if (report) {
       int64_t bytes = 0;
       for (Value grad : bucket)
         bytes += bytesOf(grad);
-      reduce.emitRemark() << llvm::formatv(
+      reduce->emitRemark() << llvm::formatv(
           "dist-reduce-gradients: bucket {0} of {1}: {2} gradients, {3} "
-          "bytes ({4:F2} MiB), reduced over {5} ranks after the op that "
-          "produces the last{6}",
+          "bytes ({4:F2} MiB), {5} over {6} ranks after the op that "
+          "produces the last{7}",
           index, buckets.size(), bucket.size(), bytes,
-          bytes / (1024.0 * 1024.0), static_cast<int64_t>(dataParallel),
+          bytes / (1024.0 * 1024.0), zero ? "reduce-scattered" : "reduced",
+          static_cast<int64_t>(dataParallel),
           accumulates ? " (in the last micro-batch, on the accumulated sums)"
                       : "");
     }
+  }
+  if (zero)
+    return shardOptimizer(step, reduced);
+  return success();
+}
+
+LogicalResult
+DistReduceGradientsPass::shardOptimizer(func::FuncOp step,
+                                        ArrayRef<SmallVector<Value>> buckets) {
+  MLIRContext *ctx = &getContext();
+  Block &body = step.getBody().front();
+  const int64_t shards = dataParallel;
+  OpBuilder b(ctx);
+  IntegerAttr shardsAttr = b.getI64IntegerAttr(shards);
+  for (nn::GlobalNormOp norm : body.getOps<nn::GlobalNormOp>())
+    norm.setShardsAttr(shardsAttr);
+
+  // Each update's moments become this rank's shard: the step's arguments
+  // and results of the moments change type with it.
+  nn::AdamWUpdateOp lastUpdate;
+  Operation *ret = body.getTerminator();
+  for (nn::AdamWUpdateOp update : body.getOps<nn::AdamWUpdateOp>()) {
+    auto type = cast<RankedTensorType>(update.getParam().getType());
+    if (!type.hasStaticShape())
+      return update.emitOpError()
+             << "dist-reduce-gradients: zero=1 shards parameters of static "
+                "shape, got "
+             << type;
+    RankedTensorType shard = nn::shardType(type, shards);
+    for (Value moment : {update.getExpAvg(), update.getExpAvgSq()}) {
+      auto arg = dyn_cast<BlockArgument>(moment);
+      if (!arg || arg.getOwner() != &body || !moment.hasOneUse())
+        return update.emitOpError()
+               << "dist-reduce-gradients: zero=1 needs each moment to be an "
+                  "argument of @"
+               << trainStepName << " that only its update reads";
+      arg.setType(shard);
+    }
+    for (Value result : {update.getNewExpAvg(), update.getNewExpAvgSq()}) {
+      result.setType(shard);
+      for (OpOperand &use : result.getUses())
+        if (use.getOwner() != ret)
+          return update.emitOpError()
+                 << "dist-reduce-gradients: zero=1 needs the new moments to "
+                    "be only returned";
+    }
+    update.setShardsAttr(shardsAttr);
+    lastUpdate = update;
+  }
+  step.setType(
+      FunctionType::get(ctx, body.getArgumentTypes(), ret->getOperandTypes()));
+
+  // One gather per bucket of the new parameters, after the last update
+  // (nn-fuse may merge the updates into one op at the last one's place);
+  // the step returns the gathered parameters.
+  auto group = dist::GroupAttr::get(ctx, "dp", shards);
+  b.setInsertionPointAfter(lastUpdate);
+  for (ArrayRef<Value> bucket : buckets) {
+    SmallVector<Value> params;
+    for (Value grad : bucket)
+      for (Operation *user : grad.getUsers())
+        if (auto update = dyn_cast<nn::AdamWUpdateOp>(user);
+            update && update.getGrad() == grad)
+          params.push_back(update.getNewParam());
+    if (params.empty())
+      continue;
+    auto gather =
+        dist::AllGatherOp::create(b, lastUpdate.getLoc(), params, group);
+    gather->setAttr(kChunkAttr, StringAttr::get(ctx, "O"));
+    for (auto [param, gathered] : llvm::zip_equal(params, gather.getOutputs()))
+      param.replaceAllUsesExcept(gathered, gather);
   }
   return success();
 }

@@ -104,6 +104,9 @@ for model in tiny-llama gpt2-small; do
     compile "$model" "$precision" 2 64 "$stage/plans/test/$model-$precision.json"
   done
 done
+# NCCL over one rank against the plain step (TrainStepGpuTest).
+compile tiny-llama fp32 2 64 "$stage/plans/test/tiny-llama-fp32-collectives.json" \
+  --force-collectives
 # The benchmarks' plans fused (the default) and not: the step time of each.
 for model in tiny-llama:16:1024 llama-1b:4:2048; do
   IFS=: read -r name batch seq <<<"$model"

@@ -10,6 +10,7 @@
 #include "compiler/frontend/BuildModel.h"
 #include "compiler/translate/Plan.h"
 #include "dialects/dist/DistDialect.h"
+#include "dialects/dist/DistOps.h"
 #include "dialects/nn/NNDialect.h"
 #include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileDialect.h"
@@ -106,6 +107,13 @@ cl::opt<bool> forceCollectives(
              "reduction the identity): runs the communication path, to "
              "measure its cost"),
     cl::init(false), cl::sub(compileCommand), cl::sub(trainCommand));
+cl::opt<int64_t> zeroStage(
+    "zero",
+    cl::desc("ZeRO stage under data parallelism: 0 (every rank keeps the "
+             "whole optimizer state) or 1 (AdamW moments sharded over the "
+             "ranks, gradients reduce-scattered, parameters all-gathered)"),
+    cl::init(0), cl::sub(inspectCommand), cl::sub(compileCommand),
+    cl::sub(trainCommand));
 cl::opt<int64_t> seqLen("seq-len", cl::desc("Tokens per sequence"),
                         cl::init(128), cl::sub(inspectCommand),
                         cl::sub(compileCommand), cl::sub(trainCommand));
@@ -156,7 +164,7 @@ cl::opt<std::string>
                     "(cuda:a100, cuda:h100, cuda:h200: its architecture, and "
                     "tiles sized for it) (NVRTC, no GPU needed); prints "
                     "ptxas' registers and spills per kernel"),
-           cl::sub(compileCommand));
+           cl::sub(compileCommand), cl::sub(inspectCommand));
 cl::opt<std::string> tuningDb(
     "tuning-db",
     cl::desc("Tuning database of tile sizes (JSON), before the cost model"),
@@ -306,6 +314,11 @@ FailureOr<MicroBatching> microBatching() {
     fail("--dp must be positive, got " + llvm::Twine(ranks));
     return failure();
   }
+  if (zeroStage != 0 && zeroStage != 1) {
+    fail("--zero must be 0 or 1 (the ZeRO stage), got " +
+         llvm::Twine(zeroStage.getValue()));
+    return failure();
+  }
   if (microBatchSize.getNumOccurrences() && microBatchSize < 1) {
     fail("--micro-batch must be positive, got " +
          llvm::Twine(microBatchSize.getValue()));
@@ -378,7 +391,46 @@ struct StepSummary {
   /// writes each result once: a prediction, and a lower bound for GEMMs and
   /// attention, which re-read tiles.
   int64_t bytesMoved = 0;
+  /// Per rank, from the step's buffers: the FP32 masters, the gradients the
+  /// optimizer reads, the AdamW moments (this rank's shards under ZeRO-1)
+  /// and the BF16 compute copies.
+  int64_t parameterBytes = 0, gradientBytes = 0, optimizerBytes = 0,
+          computeCopyBytes = 0;
+  /// Predicted (cost model, on the tile target): the step's kernels one
+  /// after another, each a roofline of its FLOPs and bytes, the F/B/W ones
+  /// once per micro-batch; and its collectives as rings over the links.
+  std::string target;
+  double computeSeconds = 0, communicationSeconds = 0;
 };
+
+/// The cost model's FLOPs of a tile op: the GEMMs' 2 m n k, attention's,
+/// the fused LM head's three GEMMs; 0 for the rest (memory-bound).
+double predictedFlops(Operation &op) {
+  if (auto gemm = dyn_cast<tile::GemmOp>(op))
+    return 2.0 * gemm.getBatch() * gemm.getM() * gemm.getN() * gemm.getK();
+  auto attention = [](auto flash, bool backward) {
+    auto type = cast<RankedTensorType>(flash.getQuery().getType());
+    AttentionShape shape{type.getDimSize(0),
+                         type.getDimSize(1),
+                         flash.getNumHeads(),
+                         flash.getNumKvHeads(),
+                         type.getDimSize(2) / flash.getNumHeads(),
+                         type.getElementTypeBitWidth() / 8,
+                         flash.getCausal()};
+    return attentionFlops(shape, backward);
+  };
+  if (auto fwd = dyn_cast<tile::FlashAttentionFwdOp>(op))
+    return attention(fwd, false);
+  if (auto bwd = dyn_cast<tile::FlashAttentionBwdOp>(op))
+    return attention(bwd, true);
+  if (auto head = dyn_cast<tile::LinearCrossEntropyOp>(op)) {
+    auto input = cast<RankedTensorType>(head.getInput().getType());
+    auto weight = cast<RankedTensorType>(head.getWeight().getType());
+    return 6.0 * (input.getNumElements() / input.getShape().back()) *
+           weight.getNumElements();
+  }
+  return 0;
+}
 
 FailureOr<StepSummary> summarizeStep(MLIRContext &context,
                                      const ModelConfig &config) {
@@ -399,10 +451,52 @@ FailureOr<StepSummary> summarizeStep(MLIRContext &context,
     unsigned bits = type.getElementType().getIntOrFloatBitWidth();
     return type.getNumElements() * std::max(bits / 8, 1u);
   };
+  for (BlockArgument arg : step.getArguments()) {
+    unsigned index = arg.getArgNumber();
+    if (attrs::kParam.getArg(step, index))
+      summary.parameterBytes += bytes(arg);
+    else if (attrs::kExpAvg.getArg(step, index) ||
+             attrs::kExpAvgSq.getArg(step, index))
+      summary.optimizerBytes += bytes(arg);
+    else if (attrs::kComputeCopy.getArg(step, index))
+      summary.computeCopyBytes += bytes(arg);
+  }
+  for (tile::AdamWOp adamw : step.getBody().front().getOps<tile::AdamWOp>())
+    for (unsigned i = 0; i < adamw.getNumParams(); ++i)
+      summary.gradientBytes += bytes(adamw.getGrad(i));
+  llvm::Expected<Target> target = lookupTarget(tileTarget());
+  if (!target) {
+    fail(target.takeError());
+    return failure();
+  }
+  summary.target = target->name;
+  int64_t microBatches = 1;
+  if (DictionaryAttr model = attrs::kModel.get(**module))
+    if (auto count = model.getAs<IntegerAttr>("micro_batches"))
+      microBatches = count.getInt();
   for (Operation &op : step.getBody().front().without_terminator()) {
     // Views and in-place concatenations launch nothing and move nothing.
     if (isa<tile::ViewOp, tile::ConcatOp>(op))
       continue;
+    auto chunkTag = op.getAttrOfType<StringAttr>(attrs::kChunk);
+    bool once = (chunkTag && chunkTag.getValue() == "O") ||
+                op.hasAttr("last_micro_step");
+    double repeats = once ? 1.0 : double(microBatches);
+    if (isa<dist::AllReduceOp, dist::ReduceScatterOp, dist::AllGatherOp>(op)) {
+      double tensors = 0;
+      for (Value v : op.getOperands())
+        tensors += bytes(v);
+      auto group = op.getAttrOfType<dist::GroupAttr>("group");
+      summary.communicationSeconds +=
+          repeats * predictCollectiveSeconds(*target, tensors, group.getSize(),
+                                             isa<dist::AllReduceOp>(op));
+    } else {
+      double moved = 0;
+      for (Value v : llvm::concat<Value>(op.getOperands(), op.getResults()))
+        moved += bytes(v);
+      summary.computeSeconds +=
+          repeats * predictSeconds(*target, predictedFlops(op), moved);
+    }
     ++summary.kernels;
     for (Value v : llvm::concat<Value>(op.getOperands(), op.getResults()))
       summary.bytesMoved += bytes(v);
@@ -469,6 +563,16 @@ int runInspect(MLIRContext &context) {
       json.attribute("micro_batch", split->size);
       json.attribute("micro_batches", split->count);
       json.attribute("data_parallel", dataParallel());
+      json.attribute("zero", static_cast<int64_t>(zeroStage));
+      // What each rank holds (every rank runs the same step).
+      json.attributeObject("per_rank_memory_bytes", [&] {
+        json.attribute("parameters", memory->parameterBytes);
+        json.attribute("gradients", memory->gradientBytes);
+        json.attribute("optimizer_state", memory->optimizerBytes);
+        json.attribute("compute_copies", memory->computeCopyBytes);
+        json.attribute("persistent", memory->persistent);
+        json.attribute("peak", memory->peak);
+      });
       json.attribute("seq_len", static_cast<int64_t>(seqLen));
       json.attribute("precision", std::string(precision));
       json.attribute("peak_memory_bytes", memory->peak);
@@ -483,6 +587,13 @@ int runInspect(MLIRContext &context) {
       json.attribute("kernels_optimizer", memory->optimizerKernels);
       json.attribute("kernels_outside_layers", memory->outsideLayerKernels);
       json.attribute("predicted_bytes_moved_per_step", memory->bytesMoved);
+      json.attributeObject("predicted_step_seconds", [&] {
+        json.attribute("target", memory->target);
+        json.attribute("kernels", memory->computeSeconds);
+        json.attribute("collectives", memory->communicationSeconds);
+        json.attribute("without_overlap",
+                       memory->computeSeconds + memory->communicationSeconds);
+      });
       json.attributeArray("notes", [&] {
         for (const std::string &note : config->notes)
           json.value(note);
@@ -518,6 +629,19 @@ int runInspect(MLIRContext &context) {
                                        split->count, split->size)
                              .str()
                        : std::string());
+  os << llvm::formatv(
+      "per rank: {0:N} bytes of parameters, {1:N} of gradients, {2:N} of "
+      "optimizer state{3}, {4:N} of BF16 compute copies\n",
+      memory->parameterBytes, memory->gradientBytes, memory->optimizerBytes,
+      zeroStage == 1 && dataParallel() > 1
+          ? llvm::formatv(" (ZeRO-1: sharded over {0} ranks)", dataParallel())
+                .str()
+          : std::string(),
+      memory->computeCopyBytes);
+  os << llvm::formatv("predicted step on {0} (cost model, rooflines): "
+                      "{1:F4} s of kernels + {2:F4} s of collectives\n",
+                      memory->target, memory->computeSeconds,
+                      memory->communicationSeconds);
   os << llvm::formatv(
       "kernels per step: {0} (per layer {1} forward, {2} backward with "
       "weight gradients; optimizer {3}; embedding, RoPE table, final norm, "
@@ -578,6 +702,7 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   reduce.bucketMiB = bucketMiB;
   reduce.report = reportChoices;
   reduce.singleRank = forceCollectives;
+  reduce.zero = zeroStage;
   pm.addPass(createDistReduceGradientsPass(reduce));
   if (stage != Stage::Train) {
     if (fusion == Fusion::On) {
@@ -700,6 +825,10 @@ int runTrain(MLIRContext &context) {
         "(mpirun -np {0})",
         dataParallelFlag.getValue(), launch.size,
         launch.launcher.empty() ? "" : " (by " + launch.launcher + ")"));
+  if (zeroStage == 1 && launch.size > 1 && backendChoice == "cuda")
+    return fail("--zero 1 runs on the host backend only so far (the CUDA "
+                "optimizer kernels update whole tensors): use --backend host, "
+                "or --zero 0 on GPUs");
   if (launch.rank == 0)
     for (const std::string &note : config->notes)
       llvm::WithColor::note(llvm::errs(), "kiln") << note << "\n";

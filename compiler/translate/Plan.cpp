@@ -98,6 +98,9 @@ json::Object attrsJson(Operation *op) {
     attention(bwd);
   if (auto gemm = dyn_cast<tile::GemmOp>(op))
     attrs[plan::attr::kEpilogue] = gemm.getEpilogue();
+  // The optimizer's ZeRO-1 shards: 1 (none) unless the op says.
+  if (isa<tile::AdamWOp, tile::GlobalNormOp>(op))
+    attrs[plan::attr::kShards] = int64_t(1);
   for (NamedAttribute named : op->getAttrs()) {
     StringRef name = named.getName().getValue();
     if (name.starts_with(attrs::kPrefix))
@@ -336,13 +339,19 @@ FailureOr<json::Object> PlanWriter::build() {
         return failure();
       for (auto &entry : *region)
         step[entry.first] = std::move(entry.second);
-    } else if (auto reduce = dyn_cast<dist::AllReduceOp>(op)) {
+    } else if (isa<dist::AllReduceOp, dist::ReduceScatterOp>(op)) {
+      auto reduction = op.getAttrOfType<dist::ReductionAttr>("reduction");
+      auto group = op.getAttrOfType<dist::GroupAttr>("group");
+      step[plan::key::kAttrs] = json::Object{
+          {plan::attr::kReduction,
+           dist::stringifyReduction(reduction.getValue()).str()},
+          {plan::attr::kGroup, group.getName().str()},
+          {plan::attr::kGroupSize, group.getSize()},
+          {plan::attr::kLastMicroStep, op.hasAttr("last_micro_step")}};
+    } else if (auto gather = dyn_cast<dist::AllGatherOp>(op)) {
       step[plan::key::kAttrs] =
-          json::Object{{plan::attr::kReduction,
-                        dist::stringifyReduction(reduce.getReduction()).str()},
-                       {plan::attr::kGroup, reduce.getGroup().getName().str()},
-                       {plan::attr::kGroupSize, reduce.getGroup().getSize()},
-                       {plan::attr::kLastMicroStep, reduce.getLastMicroStep()}};
+          json::Object{{plan::attr::kGroup, gather.getGroup().getName().str()},
+                       {plan::attr::kGroupSize, gather.getGroup().getSize()}};
     } else if (op.getDialect() && op.getDialect()->getNamespace() == "tile") {
       step[plan::key::kAttrs] = attrsJson(&op);
       if (auto adamw = dyn_cast<tile::AdamWOp>(op))

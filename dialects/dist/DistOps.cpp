@@ -20,12 +20,18 @@ using namespace kiln::dist;
 // Collectives
 //===----------------------------------------------------------------------===//
 
+/// The collectives work in place: result `i` has operand `i`'s type.
+static LogicalResult inPlace(ValueRange operands,
+                             SmallVectorImpl<Type> &types) {
+  for (Value operand : operands)
+    types.push_back(operand.getType());
+  return success();
+}
+
 LogicalResult AllReduceOp::inferReturnTypes(
     MLIRContext *, std::optional<Location>, ValueRange operands, DictionaryAttr,
     OpaqueProperties, RegionRange, SmallVectorImpl<Type> &inferredReturnTypes) {
-  for (Value operand : operands)
-    inferredReturnTypes.push_back(operand.getType());
-  return success();
+  return inPlace(operands, inferredReturnTypes);
 }
 
 /// Reductions combine numbers: float or integer elements.
@@ -41,60 +47,51 @@ static LogicalResult verifyReducible(Operation *op, Value value,
   return success();
 }
 
-LogicalResult AllReduceOp::verify() {
-  if (getInputs().empty())
-    return emitOpError("reduces at least one tensor");
-  for (auto [index, input] : llvm::enumerate(getInputs()))
-    if (failed(verifyReducible(*this, input, index)))
+/// A reduction of a bucket: static numeric operands, floats for avg.
+static LogicalResult verifyReduction(Operation *op, ValueRange inputs,
+                                     Reduction reduction) {
+  if (inputs.empty())
+    return op->emitOpError("reduces at least one tensor");
+  for (auto [index, input] : llvm::enumerate(inputs))
+    if (failed(verifyReducible(op, input, index)))
       return failure();
-  if (getReduction() == Reduction::avg)
-    for (auto [index, input] : llvm::enumerate(getInputs()))
+  if (reduction == Reduction::avg)
+    for (auto [index, input] : llvm::enumerate(inputs))
       if (!isa<FloatType>(getElementTypeOrSelf(input.getType())))
-        return emitOpError() << "avg needs float operands; operand #" << index
-                             << " is " << input.getType();
+        return op->emitOpError() << "avg needs float operands; operand #"
+                                 << index << " is " << input.getType();
   return success();
 }
 
-/// `shard` is `whole` split `parts` ways along dimension 0.
-static LogicalResult verifySharded(Operation *op, RankedTensorType whole,
-                                   RankedTensorType shard, int64_t parts,
-                                   StringRef wholeName, StringRef shardName) {
-  if (whole.getElementType() != shard.getElementType())
-    return op->emitOpError()
-           << shardName << " " << shard << " and " << wholeName << " " << whole
-           << " must have the same element type";
-  if (whole.getRank() == 0 || whole.getRank() != shard.getRank())
-    return op->emitOpError()
-           << shardName << " " << shard << " and " << wholeName << " " << whole
-           << " must have the same rank, at least 1";
-  if (whole.getDimSize(0) % parts != 0)
-    return op->emitOpError()
-           << "dimension 0 of " << wholeName << " " << whole
-           << " does not divide into the group's " << parts << " ranks";
-  SmallVector<int64_t> expected(whole.getShape());
-  expected[0] /= parts;
-  if (shard.getShape() != ArrayRef(expected))
-    return op->emitOpError()
-           << shardName << " must be " << wholeName << " " << whole << " split "
-           << parts << " ways along dimension 0, "
-           << RankedTensorType::get(expected, whole.getElementType())
-           << ", got " << shard;
-  return success();
+LogicalResult AllReduceOp::verify() {
+  return verifyReduction(*this, getInputs(), getReduction());
+}
+
+LogicalResult ReduceScatterOp::inferReturnTypes(
+    MLIRContext *, std::optional<Location>, ValueRange operands, DictionaryAttr,
+    OpaqueProperties, RegionRange, SmallVectorImpl<Type> &inferredReturnTypes) {
+  return inPlace(operands, inferredReturnTypes);
 }
 
 LogicalResult ReduceScatterOp::verify() {
-  if (failed(verifyReducible(*this, getInput(), 0)))
-    return failure();
-  return verifySharded(*this, getInput().getType(), getOutput().getType(),
-                       getGroup().getSize(), "the input", "the result");
+  return verifyReduction(*this, getInputs(), getReduction());
+}
+
+LogicalResult AllGatherOp::inferReturnTypes(
+    MLIRContext *, std::optional<Location>, ValueRange operands, DictionaryAttr,
+    OpaqueProperties, RegionRange, SmallVectorImpl<Type> &inferredReturnTypes) {
+  return inPlace(operands, inferredReturnTypes);
 }
 
 LogicalResult AllGatherOp::verify() {
-  auto input = getInput().getType();
-  if (!input.hasStaticShape())
-    return emitOpError() << "the input must have a static shape, got " << input;
-  return verifySharded(*this, getOutput().getType(), input,
-                       getGroup().getSize(), "the result", "the input");
+  if (getInputs().empty())
+    return emitOpError("gathers at least one tensor");
+  for (auto [index, input] : llvm::enumerate(getInputs()))
+    if (!cast<RankedTensorType>(input.getType()).hasStaticShape())
+      return emitOpError() << "operand #" << index
+                           << " must have a static shape, got "
+                           << input.getType();
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

@@ -43,46 +43,54 @@ def Dist_AllReduceOp : Dist_Op<"all_reduce",
   let hasVerifier = 1;
 }
 
-def Dist_ReduceScatterOp : Dist_Op<"reduce_scatter"> {
-  let summary = "Reduces a tensor across a group, each rank keeping a shard";
+def Dist_ReduceScatterOp : Dist_Op<"reduce_scatter",
+    [DeclareOpInterfaceMethods<InferTypeOpInterface>]> {
+  let summary = "Reduces each tensor across a group, each rank keeping its shard";
   let description = [{
-    The element-wise `reduction` of the ranks' inputs, split along
-    dimension 0 into `group.size` equal shards: rank `r` of the group keeps
-    shard `r`. Dimension 0 must divide by the group's size. ZeRO-1 reduces
-    gradients this way, each rank updating only its shard.
+    ZeRO-1's gradient reduction. Each operand is seen flattened and split
+    into `group.size` shards of `ceil(n / size)` elements (the last ones
+    shorter, or empty): in result `i`, the shard of rank `r` of the group
+    holds the element-wise `reduction` of all the ranks' values of operand
+    `i`, and every other element keeps this rank's value. Results have the
+    operands' types; one op is a bucket, as for `all_reduce`, and after
+    `tile-plan-memory` each result lies where its operand does (in place).
+    `last_micro_step` as for `all_reduce`.
 
     ```mlir
-    %s = dist.reduce_scatter sum %g : tensor<1024xf32> -> tensor<256xf32>
+    %s:2 = dist.reduce_scatter sum %g0, %g1 : tensor<64x64xf32>, tensor<64xf32>
         over #dist.group<"dp", 4>
     ```
   }];
-  let arguments = (ins AnyRankedTensor:$input, Dist_Reduction:$reduction,
-                       Dist_GroupAttr:$group);
-  let results = (outs AnyRankedTensor:$output);
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs,
+                       Dist_Reduction:$reduction, Dist_GroupAttr:$group,
+                       UnitAttr:$last_micro_step);
+  let results = (outs Variadic<AnyRankedTensor>:$outputs);
   let assemblyFormat = [{
-    $reduction $input `:` type($input) `->` type($output) `over`
-    qualified($group) attr-dict
+    $reduction $inputs `:` type($inputs) `over` qualified($group) attr-dict
   }];
   let hasVerifier = 1;
 }
 
-def Dist_AllGatherOp : Dist_Op<"all_gather"> {
-  let summary = "Concatenates the ranks' shards of a tensor on every rank";
+def Dist_AllGatherOp : Dist_Op<"all_gather",
+    [DeclareOpInterfaceMethods<InferTypeOpInterface>]> {
+  let summary = "Gathers every rank's shard of each tensor on every rank";
   let description = [{
-    The inverse of `reduce_scatter`'s split: every rank of `group` ends
-    with the ranks' inputs concatenated along dimension 0 in rank order.
-    ZeRO-1 gathers the updated parameter shards this way.
+    The other half of `reduce_scatter`: with the same shards (each operand
+    flattened, `ceil(n / size)` elements per rank), shard `r` of result `i`
+    is rank `r`'s shard of operand `i`, on every rank of `group`. ZeRO-1
+    gathers the parameters this way after each rank updated its shard. In
+    place after `tile-plan-memory`, like the other collectives.
 
     ```mlir
-    %p = dist.all_gather %shard : tensor<256xf32> -> tensor<1024xf32>
+    %p:2 = dist.all_gather %w0, %w1 : tensor<64x64xf32>, tensor<64xf32>
         over #dist.group<"dp", 4>
     ```
   }];
-  let arguments = (ins AnyRankedTensor:$input, Dist_GroupAttr:$group);
-  let results = (outs AnyRankedTensor:$output);
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs,
+                       Dist_GroupAttr:$group);
+  let results = (outs Variadic<AnyRankedTensor>:$outputs);
   let assemblyFormat = [{
-    $input `:` type($input) `->` type($output) `over` qualified($group)
-    attr-dict
+    $inputs `:` type($inputs) `over` qualified($group) attr-dict
   }];
   let hasVerifier = 1;
 }

@@ -784,23 +784,53 @@ LogicalResult GeluGradOp::verify() {
 // Optimizer ops
 //===----------------------------------------------------------------------===//
 
-LogicalResult kiln::nn::verifyGlobalNorm(Operation *op, ValueRange inputs) {
+LogicalResult kiln::nn::verifyGlobalNorm(Operation *op, ValueRange inputs,
+                                         std::optional<uint64_t> shards) {
   if (inputs.empty())
     return op->emitOpError("expects at least one input");
+  if (shards && *shards < 1)
+    return op->emitOpError() << "expects shards >= 1, got " << *shards;
   return success();
 }
 
 LogicalResult GlobalNormOp::verify() {
-  return verifyGlobalNorm(*this, getInputs());
+  return verifyGlobalNorm(*this, getInputs(), getShards());
+}
+
+RankedTensorType kiln::nn::shardType(RankedTensorType param, int64_t shards) {
+  if (shards <= 1)
+    return param;
+  int64_t elements = param.getNumElements();
+  return RankedTensorType::get({(elements + shards - 1) / shards},
+                               param.getElementType());
 }
 
 LogicalResult kiln::nn::detail::verifyAdamW(
-    Operation *op, Value param, ArrayRef<std::pair<StringRef, Value>> sameType,
-    const APFloat &beta1, const APFloat &beta2, const APFloat &epsilon,
-    const APFloat &weightDecay, const APFloat &maxGradNorm) {
+    Operation *op, Value param, NamedValues sameType, NamedValues moments,
+    std::optional<uint64_t> shards, const APFloat &beta1, const APFloat &beta2,
+    const APFloat &epsilon, const APFloat &weightDecay,
+    const APFloat &maxGradNorm) {
   for (auto [name, value] : sameType)
     if (failed(expectSameType(op, "param", param, name, value)))
       return failure();
+  if (shards && *shards < 1)
+    return op->emitOpError() << "expects shards >= 1, got " << *shards;
+  auto paramType = cast<RankedTensorType>(param.getType());
+  if (shards && *shards > 1 && !paramType.hasStaticShape())
+    return op->emitOpError()
+           << "shards a parameter of dynamic shape " << paramType;
+  RankedTensorType momentType =
+      shards && paramType.hasStaticShape()
+          ? shardType(paramType, static_cast<int64_t>(*shards))
+          : paramType;
+  for (auto [name, value] : moments)
+    if (value.getType() != momentType)
+      return op->emitOpError()
+             << "expects " << name << " to be " << momentType
+             << (momentType == paramType
+                     ? StringRef(" (the param's type)")
+                     : StringRef(" (this rank's shard of the param)"))
+             << ", got " << value.getType();
   for (auto [name, beta] :
        {std::pair<StringRef, double>{"beta1", beta1.convertToDouble()},
         {"beta2", beta2.convertToDouble()}})

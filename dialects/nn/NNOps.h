@@ -48,7 +48,8 @@ mlir::LogicalResult verifyAttentionRope(mlir::Operation *op, mlir::Value query,
 
 /// At least one tensor to take the norm of.
 mlir::LogicalResult verifyGlobalNorm(mlir::Operation *op,
-                                     mlir::ValueRange inputs);
+                                     mlir::ValueRange inputs,
+                                     std::optional<uint64_t> shards);
 
 /// A gradient accumulation (nn.grad_accumulate, tile.grad_accumulate):
 /// N accumulators, N gradients of their types and a scalar micro-step
@@ -57,28 +58,35 @@ mlir::LogicalResult verifyGradAccumulate(mlir::Operation *op,
                                          mlir::ValueRange operands,
                                          mlir::ValueRange results);
 
+/// The moments of one rank's ZeRO-1 shard of a parameter of type `param`
+/// split `shards` ways: `tensor<ceil(n / shards) x f32>` (the parameter's
+/// own type when `shards` is 1).
+mlir::RankedTensorType shardType(mlir::RankedTensorType param, int64_t shards);
+
 namespace detail {
+using NamedValues = llvm::ArrayRef<std::pair<llvm::StringRef, mlir::Value>>;
 mlir::LogicalResult
-verifyAdamW(mlir::Operation *op, mlir::Value param,
-            llvm::ArrayRef<std::pair<llvm::StringRef, mlir::Value>> sameType,
+verifyAdamW(mlir::Operation *op, mlir::Value param, NamedValues sameType,
+            NamedValues moments, std::optional<uint64_t> shards,
             const llvm::APFloat &beta1, const llvm::APFloat &beta2,
             const llvm::APFloat &epsilon, const llvm::APFloat &weightDecay,
             const llvm::APFloat &maxGradNorm);
 } // namespace detail
 
-/// An AdamW update (nn.adamw_update, tile.adamw): the gradient, moments and
-/// results of the parameter's type, betas in [0, 1), a positive epsilon and
-/// non-negative weight decay and clipping threshold.
+/// An AdamW update (nn.adamw_update, tile.adamw): the gradient and new
+/// parameter of the parameter's type, the moments too or (ZeRO-1, `shards`
+/// S > 1) of its shard's (shardType), betas in [0, 1), a positive epsilon
+/// and non-negative weight decay and clipping threshold.
 template <typename AdamWOp> mlir::LogicalResult verifyAdamW(AdamWOp op) {
-  return detail::verifyAdamW(op, op.getParam(),
-                             {{"grad", op.getGrad()},
-                              {"exp_avg", op.getExpAvg()},
-                              {"exp_avg_sq", op.getExpAvgSq()},
-                              {"new_param", op.getNewParam()},
-                              {"new_exp_avg", op.getNewExpAvg()},
-                              {"new_exp_avg_sq", op.getNewExpAvgSq()}},
-                             op.getBeta1(), op.getBeta2(), op.getEpsilon(),
-                             op.getWeightDecay(), op.getMaxGradNorm());
+  return detail::verifyAdamW(
+      op, op.getParam(),
+      {{"grad", op.getGrad()}, {"new_param", op.getNewParam()}},
+      {{"exp_avg", op.getExpAvg()},
+       {"exp_avg_sq", op.getExpAvgSq()},
+       {"new_exp_avg", op.getNewExpAvg()},
+       {"new_exp_avg_sq", op.getNewExpAvgSq()}},
+      op.getShards(), op.getBeta1(), op.getBeta2(), op.getEpsilon(),
+      op.getWeightDecay(), op.getMaxGradNorm());
 }
 
 } // namespace kiln::nn

@@ -719,7 +719,11 @@ def NN_GlobalNormOp : NN_Op<"global_norm", [Pure]> {
     %n = nn.global_norm %g0, %g1 : (tensor<64x64xf32>, tensor<64xf32>) -> tensor<f32>
     ```
   }];
-  let arguments = (ins Variadic<NN_FloatTensor>:$inputs);
+  // ZeRO-1 (dist-reduce-gradients zero=1): with `shards` = S, each rank's
+  // inputs hold only its shard of each gradient (see dist.reduce_scatter);
+  // the norm is over those shards, their squares summed over the S ranks.
+  let arguments = (ins Variadic<NN_FloatTensor>:$inputs,
+                       OptionalAttr<I64Attr>:$shards);
   let results = (outs NN_Scalar:$result);
   let assemblyFormat = [{
     $inputs attr-dict `:` functional-type(operands, results)
@@ -744,6 +748,13 @@ def NN_AdamWUpdateOp : NN_Op<"adamw_update", [Pure]> {
     `grad_norm` are FP32 scalars computed per step (the learning-rate
     schedule lives in the runtime).
 
+    ZeRO-1 (`dist-reduce-gradients zero=1`): with `shards` = S, the update
+    is of this rank's shard of the parameter only (the flattened tensor
+    split into S shards of `ceil(n / S)` elements, as `dist.reduce_scatter`
+    splits it); the moments are that shard's, `tensor<ceil(n / S) x f32>`
+    (the last ranks' shards are shorter and their moments' tails unused),
+    and the rest of the parameter is returned as it came.
+
     ```mlir
     %p2, %m2, %v2 = nn.adamw_update %p, %g, %m, %v, %lr, %step, %norm
         {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-08 : f64,
@@ -757,7 +768,8 @@ def NN_AdamWUpdateOp : NN_Op<"adamw_update", [Pure]> {
                        NN_F32Tensor:$exp_avg, NN_F32Tensor:$exp_avg_sq,
                        NN_Scalar:$lr, NN_Scalar:$step, NN_Scalar:$grad_norm,
                        F64Attr:$beta1, F64Attr:$beta2, F64Attr:$epsilon,
-                       F64Attr:$weight_decay, F64Attr:$max_grad_norm);
+                       F64Attr:$weight_decay, F64Attr:$max_grad_norm,
+                       OptionalAttr<I64Attr>:$shards);
   let results = (outs NN_F32Tensor:$new_param, NN_F32Tensor:$new_exp_avg,
                       NN_F32Tensor:$new_exp_avg_sq);
   let assemblyFormat = [{

@@ -361,7 +361,7 @@ LogicalResult EmbeddingGradOp::verify() {
 }
 
 LogicalResult GlobalNormOp::verify() {
-  return nn::verifyGlobalNorm(*this, getInputs());
+  return nn::verifyGlobalNorm(*this, getInputs(), getShards());
 }
 
 /// The arena offset memory planning gave `value`, if it has one: a function
@@ -480,15 +480,15 @@ LogicalResult AdamWOp::verify() {
     std::string names[] = {name("grad", i),        name("exp_avg", i),
                            name("exp_avg_sq", i),  name("new_param", i),
                            name("new_exp_avg", i), name("new_exp_avg_sq", i)};
-    if (failed(nn::detail::verifyAdamW(*this, getParam(i),
-                                       {{names[0], getGrad(i)},
-                                        {names[1], getExpAvg(i)},
-                                        {names[2], getExpAvgSq(i)},
-                                        {names[3], getNewParam(i)},
-                                        {names[4], getNewExpAvg(i)},
-                                        {names[5], getNewExpAvgSq(i)}},
-                                       getBeta1(), getBeta2(), getEpsilon(),
-                                       getWeightDecay(), getMaxGradNorm())))
+    if (failed(nn::detail::verifyAdamW(
+            *this, getParam(i),
+            {{names[0], getGrad(i)}, {names[3], getNewParam(i)}},
+            {{names[1], getExpAvg(i)},
+             {names[2], getExpAvgSq(i)},
+             {names[4], getNewExpAvg(i)},
+             {names[5], getNewExpAvgSq(i)}},
+            getShards(), getBeta1(), getBeta2(), getEpsilon(), getWeightDecay(),
+            getMaxGradNorm())))
       return failure();
   }
   // The update runs in place, so what it overwrites must be its own: 4N
@@ -590,6 +590,16 @@ ConcatOp kiln::tile::concatUser(Value value) {
   return nullptr;
 }
 
+/// The operand a collective's result `value` overwrites in place (the
+/// collectives of dist-reduce-gradients), or null.
+static Value inPlaceOperand(Value value) {
+  Operation *op = value.getDefiningOp();
+  if (!isa_and_nonnull<kiln::dist::AllReduceOp, kiln::dist::ReduceScatterOp,
+                       kiln::dist::AllGatherOp>(op))
+    return Value();
+  return op->getOperand(cast<OpResult>(value).getResultNumber());
+}
+
 int64_t kiln::tile::rowPitch(Value value) {
   // A single row has no pitch to speak of.
   if (rowCount(value) <= 1)
@@ -598,9 +608,8 @@ int64_t kiln::tile::rowPitch(Value value) {
     return rowPitch(view.getSource());
   if (ConcatOp concat = concatUser(value))
     return rowPitch(concat.getResult());
-  if (auto reduce = value.getDefiningOp<dist::AllReduceOp>())
-    return rowPitch(
-        reduce.getInputs()[cast<OpResult>(value).getResultNumber()]);
+  if (Value operand = inPlaceOperand(value))
+    return rowPitch(operand);
   return lastDimOf(value);
 }
 
@@ -609,10 +618,9 @@ bool kiln::tile::isRowStrided(Value value) {
 }
 
 Placement kiln::tile::placement(Value value) {
-  // A collective reduces in place: each result where its operand is.
-  if (auto reduce = value.getDefiningOp<dist::AllReduceOp>())
-    return placement(
-        reduce.getInputs()[cast<OpResult>(value).getResultNumber()]);
+  // A collective works in place: each result where its operand is.
+  if (Value operand = inPlaceOperand(value))
+    return placement(operand);
   if (auto view = value.getDefiningOp<ViewOp>()) {
     Placement source = placement(view.getSource());
     auto type = cast<RankedTensorType>(view.getSource().getType());

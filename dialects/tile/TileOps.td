@@ -305,7 +305,8 @@ def Tile_GlobalNormOp : Tile_Op<"global_norm", [Pure]> {
     %n = tile.global_norm %g0, %g1 : (tensor<64x64xf32>, tensor<64xf32>) -> tensor<f32>
     ```
   }];
-  let arguments = (ins Variadic<NN_FloatTensor>:$inputs);
+  let arguments = (ins Variadic<NN_FloatTensor>:$inputs,
+                       OptionalAttr<I64Attr>:$shards);
   let results = (outs NN_Scalar:$result);
   let assemblyFormat = [{
     $inputs attr-dict `:` functional-type(operands, results)
@@ -330,7 +331,8 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
     verifier checks what makes it safe: the 4N tensors are different values,
     nothing after the update reads the 3N it overwrites, and once memory is
     planned (`kiln.offsets`) each result has the offset of the operand it
-    replaces.
+    replaces. `shards` as for `nn.adamw_update` (ZeRO-1: each rank updates
+    its shard of every parameter, with moments of the shard's size).
 
     ```mlir
     %p2, %m2, %v2 = tile.adamw %p, %g, %m, %v, %lr, %step, %n
@@ -346,7 +348,7 @@ def Tile_AdamWOp : Tile_Op<"adamw", [Pure]> {
   let arguments = (ins Variadic<NN_FloatTensor>:$operands_,
                        F64Attr:$beta1, F64Attr:$beta2, F64Attr:$epsilon,
                        F64Attr:$weight_decay, F64Attr:$max_grad_norm,
-                       UnitAttr:$compute_copies);
+                       UnitAttr:$compute_copies, OptionalAttr<I64Attr>:$shards);
   let results = (outs Variadic<NN_FloatTensor>:$updated);
   let assemblyFormat = [{
     $operands_ attr-dict `:` functional-type(operands, results)

@@ -103,6 +103,13 @@ private:
 
 CudaBackend::CudaBackend(const Plan &plan, Communicator *comm) : planRef(plan) {
   requireRanks(plan.dataParallel, comm);
+  // (The generated AdamW and norm kernels update whole tensors.)
+  if (plan.optimizerShards() > 1)
+    throw Error(fmt::format("--backend cuda: the plan shards the optimizer "
+                            "over {} ranks (ZeRO-1, --zero 1), which only "
+                            "the host backend runs so far; train with --zero "
+                            "0 on GPUs",
+                            plan.optimizerShards()));
   std::string why;
   std::optional<DeviceInfo> info = probeDevice(&why);
   if (!info)
@@ -321,6 +328,10 @@ void CudaBackend::runStep(std::size_t, const Step &step) {
         using T = std::decay_t<decltype(op)>;
         if constexpr (std::is_same_v<T, AllReduceStep>)
           runAllReduce(step);
+        else if constexpr (std::is_same_v<T, ReduceScatterStep> ||
+                           std::is_same_v<T, AllGatherStep>)
+          throw Error(fmt::format("{}: ZeRO-1 runs on the host backend only",
+                                  step.kernel()));
         else if constexpr (std::is_same_v<T, GemmStep>)
           runGemm(step, op);
         else if constexpr (std::is_same_v<T, LinearCrossEntropyStep>)

@@ -3,6 +3,7 @@
 #include "runtime/dist/Communicator.h"
 
 #include "runtime/Error.h"
+#include "runtime/plan/Schema.h"
 
 #include <fmt/format.h>
 
@@ -47,6 +48,8 @@ public:
   std::string describe() const override { return "one process"; }
   void allReduceSum(std::span<const std::span<float>>) override {}
   void allReduceSum(std::span<double>) override {}
+  void reduceScatterSum(std::span<const std::span<float>>) override {}
+  void allGatherShards(std::span<const std::span<float>>) override {}
   void broadcast(std::span<std::byte>, int) override {}
   std::vector<std::vector<std::byte>>
   allGather(std::span<const std::byte> mine) override {
@@ -118,6 +121,28 @@ public:
           "MPI_Iallreduce");
     wait(requests, "an all-reduce");
   }
+  // Shard r goes to (comes from) rank r: one reduce (broadcast) per rank
+  // and piece, in place, for shards of any size.
+  void reduceScatterSum(std::span<const std::span<float>> buffers) override {
+    std::vector<MPI_Request> requests;
+    forEachShardPiece(buffers, [&](float *data, int n, int root) {
+      requests.emplace_back();
+      check(MPI_Ireduce(root == me ? MPI_IN_PLACE : data, data, n, MPI_FLOAT,
+                        MPI_SUM, root, MPI_COMM_WORLD, &requests.back()),
+            "MPI_Ireduce");
+    });
+    wait(requests, "the gradient reduce-scatter");
+  }
+  void allGatherShards(std::span<const std::span<float>> buffers) override {
+    std::vector<MPI_Request> requests;
+    forEachShardPiece(buffers, [&](float *data, int n, int root) {
+      requests.emplace_back();
+      check(MPI_Ibcast(data, n, MPI_FLOAT, root, MPI_COMM_WORLD,
+                       &requests.back()),
+            "MPI_Ibcast");
+    });
+    wait(requests, "the parameter all-gather");
+  }
   void broadcast(std::span<std::byte> data, int root) override {
     std::vector<MPI_Request> requests(1);
     check(MPI_Ibcast(data.data(), static_cast<int>(data.size()), MPI_BYTE, root,
@@ -151,6 +176,24 @@ public:
   }
 
 private:
+  /// Calls `piece(data, n, root)` for every rank's shard of every buffer,
+  /// in pieces of at most kMaxCount elements (empty shards skipped, the
+  /// same on every rank).
+  template <typename Piece>
+  void forEachShardPiece(std::span<const std::span<float>> buffers,
+                         Piece piece) {
+    for (std::span<float> buffer : buffers)
+      for (int root = 0; root < count; ++root) {
+        plan::Shard shard =
+            plan::shardOf(static_cast<int64_t>(buffer.size()), count, root);
+        for (int64_t at = 0; at < shard.count;
+             at += static_cast<int64_t>(kMaxCount))
+          piece(buffer.data() + shard.offset + at,
+                static_cast<int>(std::min<int64_t>(
+                    static_cast<int64_t>(kMaxCount), shard.count - at)),
+                root);
+      }
+  }
   void check(int code, const char *call) const {
     if (code == MPI_SUCCESS)
       return;

@@ -52,6 +52,12 @@ public:
   /// one call complete together (a bucket).
   virtual void allReduceSum(std::span<const std::span<float>> buffers) = 0;
   virtual void allReduceSum(std::span<double> data) = 0;
+  /// ZeRO-1's reduction, in place: in each buffer, this rank's shard
+  /// (plan::shardOf over size() ranks) becomes the sum over the ranks; the
+  /// rest keeps its value. One bucket per call, as allReduceSum.
+  virtual void reduceScatterSum(std::span<const std::span<float>> buffers) = 0;
+  /// ZeRO-1's gather, in place: shard r of each buffer from rank r.
+  virtual void allGatherShards(std::span<const std::span<float>> buffers) = 0;
   /// Rank `root`'s bytes to every rank.
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   /// Every rank's `mine` (the same size on all), in rank order.

@@ -207,6 +207,17 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
           fmt::format("expects an f32 value, got {}", elemName(info.dtype)));
     return reinterpret_cast<float *>(arena.get() + info.offset);
   };
+  // A collective's f32 tensors, in place.
+  auto buffersOf = [&](const std::vector<int64_t> &tensors) {
+    std::vector<std::span<float>> buffers;
+    for (int64_t id : tensors)
+      buffers.emplace_back(f32(id), values[id].numElements());
+    return buffers;
+  };
+  // This rank's ZeRO-1 shard of a tensor (all of it with one shard).
+  auto shardOf = [&](const ValueInfo &info, int64_t shards) {
+    return plan::shardOf(info.numElements(), shards, comm ? comm->rank() : 0);
+  };
   // An output computed in FP32: in place for f32 values (Plan::parse
   // checked that outputs overlap no input), else in a buffer that finish
   // rounds into the value.
@@ -358,12 +369,17 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
                                    lastDim(table));
         finish(dtable);
       },
-      [&](const GlobalNormStep &) {
+      [&](const GlobalNormStep &g) {
+        // ZeRO-1: this rank's shards, the squares summed over the ranks.
         double sum = 0;
         for (int64_t id : in) {
-          FloatView g = view(id);
-          sum += host::sumOfSquares<float>(g.data, values[id].numElements());
+          FloatView grad = view(id);
+          plan::Shard shard = shardOf(values[id], g.shards);
+          sum +=
+              host::sumOfSquares<float>(grad.data + shard.offset, shard.count);
         }
+        if (g.shards > 1 && comm)
+          comm->allReduceSum(std::span<double>(&sum, 1));
         store(out[0], {static_cast<float>(std::sqrt(sum))});
       },
       [&](const AdamWStep &o) {
@@ -376,10 +392,13 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
         float lr = *f32(in[scalars]), stepNumber = *f32(in[scalars + 1]),
               norm = *f32(in[scalars + 2]);
         for (std::size_t i = 0; i < n; ++i) {
+          // ZeRO-1: this rank's shard of the parameter, with its moments.
           int64_t elements = values[in[i]].numElements();
-          host::adamw<float>(f32(in[i]), f32(in[n + i]), f32(in[2 * n + i]),
-                             f32(in[3 * n + i]), elements, lr, stepNumber, norm,
-                             o.beta1, o.beta2, o.epsilon, o.weightDecay,
+          plan::Shard shard = shardOf(values[in[i]], o.shards);
+          host::adamw<float>(f32(in[i]) + shard.offset,
+                             f32(in[n + i]) + shard.offset, f32(in[2 * n + i]),
+                             f32(in[3 * n + i]), shard.count, lr, stepNumber,
+                             norm, o.beta1, o.beta2, o.epsilon, o.weightDecay,
                              o.maxGradNorm);
           if (o.computeCopies)
             narrowFromFloat(ElemType::BF16, f32(in[i]),
@@ -397,11 +416,16 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
       },
       [&](const AllReduceStep &) {
         // In place, f32 (Plan checked); one process reduces nothing.
-        std::vector<std::span<float>> buffers;
-        for (int64_t id : in)
-          buffers.emplace_back(f32(id), values[id].numElements());
         if (comm)
-          comm->allReduceSum(buffers);
+          comm->allReduceSum(buffersOf(in));
+      },
+      [&](const ReduceScatterStep &) {
+        if (comm)
+          comm->reduceScatterSum(buffersOf(in));
+      },
+      [&](const AllGatherStep &) {
+        if (comm)
+          comm->allGatherShards(buffersOf(in));
       },
       [&](const FusedStep &) {
         throw Error("a fused step that was not decoded at load");

@@ -324,14 +324,15 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
   case StepKind::EmbeddingGrad:
     return EmbeddingGradStep{};
   case StepKind::GlobalNorm:
-    return GlobalNormStep{};
+    return GlobalNormStep{reader.intAttr(attrs, a::kShards, where)};
   case StepKind::AdamW:
     return AdamWStep{reader.numberAttr(attrs, a::kBeta1, where),
                      reader.numberAttr(attrs, a::kBeta2, where),
                      reader.numberAttr(attrs, a::kEpsilon, where),
                      reader.numberAttr(attrs, a::kWeightDecay, where),
                      reader.numberAttr(attrs, a::kMaxGradNorm, where),
-                     reader.flagAttr(attrs, a::kComputeCopies, where)};
+                     reader.flagAttr(attrs, a::kComputeCopies, where),
+                     reader.intAttr(attrs, a::kShards, where)};
   case StepKind::LinearCrossEntropy:
     return LinearCrossEntropyStep{
         reader.intAttr(attrs, a::kChunkRows, where),
@@ -341,7 +342,8 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
     return RopeTableStep{reader.numberAttr(attrs, a::kTheta, where)};
   case StepKind::GradAccumulate:
     return GradAccumulateStep{};
-  case StepKind::AllReduce: {
+  case StepKind::AllReduce:
+  case StepKind::ReduceScatter: {
     std::string reduction = reader.stringAttr(attrs, a::kReduction, where);
     std::optional<plan::Reduction> parsed = plan::parseReduction(reduction);
     if (!parsed)
@@ -349,10 +351,16 @@ StepOp parseKernel(const Reader &reader, StepKind kind, const json &attrs,
                   fmt::format("attribute 'reduction' must be one of {}, "
                               "got '{}'",
                               fmt::join(plan::kReductions, ", "), reduction));
-    return AllReduceStep{*parsed, reader.stringAttr(attrs, a::kGroup, where),
+    AllReduceStep reduce{*parsed, reader.stringAttr(attrs, a::kGroup, where),
                          reader.intAttr(attrs, a::kGroupSize, where),
                          reader.flagAttr(attrs, a::kLastMicroStep, where)};
+    if (kind == StepKind::ReduceScatter)
+      return ReduceScatterStep{reduce};
+    return reduce;
   }
+  case StepKind::AllGather:
+    return AllGatherStep{reader.stringAttr(attrs, a::kGroup, where),
+                         reader.intAttr(attrs, a::kGroupSize, where)};
   case StepKind::Fused:
     break;
   }
@@ -567,16 +575,20 @@ Step parseStep(
     // cuBLASLt runs the GEMMs (linear_cross_entropy's between its
     // launches), NCCL the collectives; launches run the rest.
     std::string_view library;
+    bool collective = *kind == StepKind::AllReduce ||
+                      *kind == StepKind::ReduceScatter ||
+                      *kind == StepKind::AllGather;
     if (*kind == StepKind::Gemm || *kind == StepKind::LinearCrossEntropy)
       library = plan::kCublasLt;
-    else if (*kind == StepKind::AllReduce)
+    else if (collective)
       library = plan::kNccl;
     if (step.cuda.library != library)
       reader.fail(where,
                   library.empty()
                       ? fmt::format("only gemm and linear_cross_entropy "
-                                    "steps run in cuBLASLt and all_reduce "
-                                    "in NCCL; a {} does not run in '{}'",
+                                    "steps run in cuBLASLt and the "
+                                    "collectives in NCCL; a {} does not run "
+                                    "in '{}'",
                                     kernel, step.cuda.library)
                       : fmt::format("a {} runs in '{}', but its 'cuda' "
                                     "names {}",
@@ -584,8 +596,10 @@ Step parseStep(
                                     step.cuda.library.empty()
                                         ? "no library"
                                         : "'" + step.cuda.library + "'"));
-    if (*kind == StepKind::AllReduce && !step.cuda.launches.empty())
-      reader.fail(where, "an all_reduce runs in NCCL and has no launches");
+    if (collective && !step.cuda.launches.empty())
+      reader.fail(
+          where,
+          fmt::format("a {} step runs in NCCL and has no launches", kernel));
     // The CUDA backend runs the GEMMs between launches 0 and 1 and 1 and
     // 2, setting launch 1's last argument to the chunk's index.
     const auto &launches = step.cuda.launches;
@@ -705,6 +719,13 @@ Plan parsePlan(const std::string &text, const std::string &source) {
         reader.fail("model",
                     fmt::format("data_parallel ({}) must be at least 1",
                                 plan.dataParallel));
+    }
+    if (plan.model.contains(plan::model::kZero)) {
+      plan.zero = reader.integer(plan.model, plan::model::kZero, "model");
+      if (plan.zero != 0 && plan.zero != 1)
+        reader.fail("model", fmt::format("zero ({}) must be 0 or 1 (the "
+                                         "ZeRO stage)",
+                                         plan.zero));
     }
   }
 

@@ -141,7 +141,11 @@ struct EmbeddingGradStep {};
 struct RopeTableStep {
   double theta = 0;
 };
-struct GlobalNormStep {};
+/// ZeRO-1 (`shards` > 1): the norm of this rank's shards of the inputs,
+/// the squares summed over the data-parallel ranks.
+struct GlobalNormStep {
+  int64_t shards = 1;
+};
 /// Inputs: N accumulators, N gradients, the micro-step index; outputs: the
 /// N accumulators, in place.
 struct GradAccumulateStep {};
@@ -154,11 +158,23 @@ struct AllReduceStep {
   int64_t groupSize = 1;
   bool lastMicroStep = false;
 };
+/// As all_reduce, but only this rank's shard of each tensor (plan::shardOf
+/// over `groupSize` ranks) holds the reduction; the rest keeps its value.
+struct ReduceScatterStep : AllReduceStep {};
+/// Inputs: N tensors; outputs: the same N, in place, shard r of each from
+/// rank r of `group`.
+struct AllGatherStep {
+  std::string group;
+  int64_t groupSize = 1;
+};
 struct AdamWStep {
   double beta1 = 0, beta2 = 0, epsilon = 0, weightDecay = 0, maxGradNorm = 0;
   /// Inputs: N params, grads, exp_avgs, exp_avg_sqs (and compute copies),
   /// then lr, step, grad_norm; outputs: the N params, moments (and copies).
   bool computeCopies = false;
+  /// ZeRO-1: only this rank's shard of each parameter is updated, and the
+  /// moments hold that shard's elements (plan::shardOf).
+  int64_t shards = 1;
   /// N: the parameters the step updates.
   std::size_t numParams(std::size_t inputs) const {
     return inputs < 3 ? 0 : (inputs - 3) / (computeCopies ? 5 : 4);
@@ -183,7 +199,8 @@ using StepOp =
     std::variant<FillStep, GemmStep, FlashForwardStep, FlashBackwardStep,
                  CrossEntropyStep, CrossEntropyGradStep, EmbeddingGradStep,
                  GlobalNormStep, AdamWStep, FusedStep, LinearCrossEntropyStep,
-                 RopeTableStep, GradAccumulateStep, AllReduceStep>;
+                 RopeTableStep, GradAccumulateStep, AllReduceStep,
+                 ReduceScatterStep, AllGatherStep>;
 
 struct Step {
   StepOp op;
@@ -199,8 +216,10 @@ struct Step {
   /// Whether it runs only in the last micro-batch of a step (under
   /// gradient accumulation: the reduction of the sums).
   bool runsInLastMicroStepOnly() const {
-    const auto *reduce = std::get_if<AllReduceStep>(&op);
-    return reduce && reduce->lastMicroStep;
+    if (const auto *reduce = std::get_if<AllReduceStep>(&op))
+      return reduce->lastMicroStep;
+    const auto *scatter = std::get_if<ReduceScatterStep>(&op);
+    return scatter && scatter->lastMicroStep;
   }
 };
 
@@ -238,6 +257,12 @@ struct Plan {
   int64_t microBatches = 1;
   /// Data-parallel ranks it was compiled for (`model.data_parallel`).
   int64_t dataParallel = 1;
+  /// ZeRO stage (`model.zero`): 1 shards the optimizer state over the
+  /// data-parallel ranks (each parameter's moments hold the elements of
+  /// plan::shardOf(n, dataParallel, rank)).
+  int64_t zero = 0;
+  /// The ranks sharing the optimizer: data_parallel under ZeRO-1, else 1.
+  int64_t optimizerShards() const { return zero == 1 ? dataParallel : 1; }
 
   // The CUDA kernels (name -> NVRTC source) and precompiled cubins
   // (arch -> name -> cubin), when the plan was compiled for CUDA.

@@ -28,7 +28,9 @@ inline constexpr std::string_view kFormat = "kiln-plan";
 /// `micro_batches`, the inputs `loss_scale` and `micro_step`, the
 /// `grad_accumulate` kernel), the optimizer chunk last; later additions
 /// that older version-3 plans do without: the model's `data_parallel` (1
-/// when absent) and the `all_reduce` step.
+/// when absent) and `zero` (0 when absent), the `all_reduce`,
+/// `reduce_scatter` and `all_gather` steps, and the `shards` attribute of
+/// `adamw` and `global_norm` (required: plans are compiled per run).
 inline constexpr int kVersion = 3;
 
 //===----------------------------------------------------------------------===//
@@ -78,8 +80,10 @@ enum class StepKind {
   RopeTable,
   GradAccumulate,
   AllReduce,
+  ReduceScatter,
+  AllGather,
 };
-inline constexpr std::array<std::string_view, 14> kStepKindNames = {
+inline constexpr std::array<std::string_view, 16> kStepKindNames = {
     "fill",
     "gemm",
     "flash_attention_fwd",
@@ -93,7 +97,9 @@ inline constexpr std::array<std::string_view, 14> kStepKindNames = {
     "linear_cross_entropy",
     "rope_table",
     "grad_accumulate",
-    "all_reduce"};
+    "all_reduce",
+    "reduce_scatter",
+    "all_gather"};
 
 constexpr std::string_view stepKindName(StepKind kind) {
   return kStepKindNames[static_cast<std::size_t>(kind)];
@@ -232,6 +238,8 @@ inline constexpr const char *kMicroBatches = "micro_batches";
 /// Data-parallel ranks the step was compiled for (1 when absent): the
 /// runtime runs it on exactly this many.
 inline constexpr const char *kDataParallel = "data_parallel";
+/// ZeRO stage (0 when absent): 1 shards the optimizer over data_parallel.
+inline constexpr const char *kZero = "zero";
 } // namespace model
 
 /// The step's inputs that the runtime sets (`inputs`).
@@ -293,6 +301,10 @@ inline constexpr const char *kReduction = "reduction";
 inline constexpr const char *kGroup = "group";
 inline constexpr const char *kGroupSize = "group_size";
 inline constexpr const char *kLastMicroStep = "last_micro_step";
+/// adamw, global_norm: ZeRO-1's data-parallel ranks sharing the optimizer
+/// (1: none); each rank updates, and counts in the norm, its shard of every
+/// tensor (shardOf).
+inline constexpr const char *kShards = "shards";
 } // namespace attr
 
 /// The boolean attributes: the compiler writes each as false where its
@@ -331,6 +343,22 @@ inline constexpr std::array<std::string_view, 4> kReductions = {"sum", "avg",
                                                                 "max", "min"};
 constexpr std::optional<Reduction> parseReduction(std::string_view name) {
   return lookupName<Reduction>(kReductions, name);
+}
+
+/// ZeRO-1's split of a tensor of `elements` among `shards` ranks: each rank
+/// `r` owns the `count` elements from `offset` of the flattened tensor,
+/// shards of `stride` = ceil(elements / shards) elements, the last ones
+/// shorter or empty. Moments hold `stride` elements on every rank.
+struct Shard {
+  int64_t offset = 0, count = 0, stride = 0;
+};
+constexpr Shard shardOf(int64_t elements, int64_t shards, int64_t rank) {
+  if (shards <= 1) // (every rank holds all of it)
+    return Shard{0, elements, elements};
+  int64_t stride = (elements + shards - 1) / shards;
+  int64_t offset = stride * rank < elements ? stride * rank : elements;
+  int64_t end = offset + stride < elements ? offset + stride : elements;
+  return Shard{offset, end - offset, stride};
 }
 
 /// The CUDA library a GEMM step runs in.

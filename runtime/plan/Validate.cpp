@@ -78,6 +78,14 @@ public:
       fail(fmt::format("{} is {}, expected {}", name, elemName(info.dtype),
                        elemName(type)));
   }
+  /// An optimizer step's ZeRO-1 `shards`: the plan's optimizer shards.
+  void checkShards(int64_t shards) const {
+    if (shards != plan.optimizerShards())
+      fail(fmt::format("field 'shards' = {}, but the plan shards its "
+                       "optimizer over {} (data_parallel {}, zero {})",
+                       shards, plan.optimizerShards(), plan.dataParallel,
+                       plan.zero));
+  }
   void elements(const TensorInfo &info, int64_t expected,
                 const std::string &name, const std::string &why) const {
     if (info.numElements() != expected)
@@ -399,10 +407,12 @@ void StepChecker::run() {
             floating(input(i), inputName(i));
           floating(output(0), outputName(0));
           elements(output(0), 1, outputName(0) + " (the norm)", "a scalar");
+          checkShards(op.shards);
         } else if constexpr (std::is_same_v<T, AdamWStep>) {
           // N params, N grads, N exp_avgs, N exp_avg_sqs (N BF16 compute
           // copies), lr, step, grad_norm -> N params, exp_avgs, exp_avg_sqs
           // (compute copies) in place.
+          checkShards(op.shards);
           std::size_t per = op.computeCopies ? 5 : 4;
           std::size_t in = step.inputs.size();
           if (in < per + 3 || (in - 3) % per != 0)
@@ -433,9 +443,21 @@ void StepChecker::run() {
             std::string name = fmt::format("{} ({})", inputName(i), role(i));
             bool copy = i >= 4 * n && i < per * n;
             dtype(input(i), copy ? ElemType::BF16 : ElemType::F32, name);
-            elements(input(i), i < per * n ? input(i % n).numElements() : 1,
-                     name, i < per * n ? "the parameter's size" : "a scalar");
+            // Under ZeRO-1 the moments are this rank's shard's.
+            bool moment = i >= 2 * n && i < 4 * n;
+            int64_t size = input(i % n).numElements();
+            if (moment && op.shards > 1)
+              elements(input(i), plan::shardOf(size, op.shards, 0).stride, name,
+                       fmt::format("the parameter's shard over {} ranks "
+                                   "(ceil({} / {}))",
+                                   op.shards, size, op.shards));
+            else
+              elements(input(i), i < per * n ? size : 1, name,
+                       i < per * n ? "the parameter's size" : "a scalar");
           }
+          if (op.shards > 1 && op.computeCopies)
+            fail("a sharded update (shards > 1) writes no compute copies: "
+                 "each rank updates only its shard of the master");
           for (std::size_t o = 0; o < (per - 1) * n; ++o) {
             std::size_t i = o < n ? o : o + n;
             if (output(o).offset != input(i).offset ||
@@ -453,24 +475,33 @@ void StepChecker::run() {
                                       {a::kMaxGradNorm, op.maxGradNorm}})
             if (!(value >= 0))
               fail(fmt::format("field '{}' = {} is negative", field, value));
-        } else if constexpr (std::is_same_v<T, AllReduceStep>) {
-          // N tensors reduced in place over a group of the plan's ranks.
+        } else if constexpr (std::is_same_v<T, AllReduceStep> ||
+                             std::is_same_v<T, ReduceScatterStep> ||
+                             std::is_same_v<T, AllGatherStep>) {
+          // N tensors reduced (gathered) in place over a group of the
+          // plan's ranks.
+          constexpr bool gather = std::is_same_v<T, AllGatherStep>;
+          const char *what = gather ? "gathered" : "reduced";
           if (step.inputs.empty() || step.outputs.size() != step.inputs.size())
             fail(fmt::format("takes N >= 1 inputs and as many outputs (the "
-                             "same tensors, reduced in place), got {} and {}",
-                             step.inputs.size(), step.outputs.size()));
+                             "same tensors, {} in place), got {} and {}",
+                             what, step.inputs.size(), step.outputs.size()));
           for (std::size_t i = 0; i < step.inputs.size(); ++i) {
             if (input(i).dtype != ElemType::F32)
-              fail(fmt::format("{} is {}; all_reduce takes f32 (FP32 "
-                               "gradients)",
-                               inputName(i), elemName(input(i).dtype)));
+              fail(fmt::format("{} is {}; {} takes f32 ({})", inputName(i),
+                               elemName(input(i).dtype), step.kernel(),
+                               gather ? "FP32 parameters" : "FP32 gradients"));
             if (output(i).offset != input(i).offset ||
                 output(i).dtype != input(i).dtype ||
                 output(i).numElements() != input(i).numElements())
-              fail(fmt::format("{} must be {} reduced in place (the same "
+              fail(fmt::format("{} must be {} {} in place (the same "
                                "offset, dtype and elements)",
-                               outputName(i), inputName(i)));
+                               outputName(i), inputName(i), what));
           }
+          if (!std::is_same_v<T, AllReduceStep> && plan.zero != 1)
+            fail(fmt::format("{} shards over the ranks, but the plan's model "
+                             "has zero {} (ZeRO-1 is zero 1)",
+                             step.kernel(), plan.zero));
           if (op.groupSize != plan.dataParallel)
             fail(fmt::format("group '{}' has {} ranks, but the plan is "
                              "compiled for data_parallel {}",
@@ -613,14 +644,21 @@ void validateSteps(const Plan &plan, const std::string &source) {
                                 source, param.name, param.computeCopy,
                                 plan.persistentBytes));
     }
-    if (plan.values[param.expAvg].numElements() !=
-            plan.values[param.value].numElements() ||
-        plan.values[param.expAvgSq].numElements() !=
-            plan.values[param.value].numElements() ||
-        grad.numElements() != plan.values[param.value].numElements())
-      throw Error(fmt::format("{}: parameter '{}': its grad and moments do "
-                              "not hold as many elements as its value",
+    int64_t size = plan.values[param.value].numElements();
+    int64_t moments = plan::shardOf(size, plan.optimizerShards(), 0).stride;
+    if (grad.numElements() != size)
+      throw Error(fmt::format("{}: parameter '{}': its grad does not hold as "
+                              "many elements as its value",
                               source, param.name));
+    if (plan.values[param.expAvg].numElements() != moments ||
+        plan.values[param.expAvgSq].numElements() != moments)
+      throw Error(fmt::format(
+          "{}: parameter '{}': its moments do not hold {} elements ({})",
+          source, param.name, moments,
+          plan.optimizerShards() > 1
+              ? fmt::format("its shard over {} ranks under ZeRO-1",
+                            plan.optimizerShards())
+              : std::string("as many as its value")));
   }
   // What no step but the optimizer may write: the persistent region
   // (inputs, parameters, optimizer state).
@@ -631,7 +669,9 @@ void validateSteps(const Plan &plan, const std::string &source) {
     // The steps that update persistent state in place.
     bool optimizer = step.kind() == StepKind::AdamW ||
                      step.kind() == StepKind::GradAccumulate ||
-                     step.kind() == StepKind::AllReduce;
+                     step.kind() == StepKind::AllReduce ||
+                     step.kind() == StepKind::ReduceScatter ||
+                     step.kind() == StepKind::AllGather;
     for (std::size_t i = 0; i < step.inputs.size(); ++i)
       if (check.input(i).strided() && !acceptsRowStride(step, i, false))
         check.fail(fmt::format("{} is row-strided (row_stride {}), which "
@@ -648,7 +688,7 @@ void validateSteps(const Plan &plan, const std::string &source) {
         check.fail(fmt::format("{} at offset {} lies in the persistent region "
                                "[0, {}) of inputs, parameters and optimizer "
                                "state, which only adamw, grad_accumulate "
-                               "and all_reduce update",
+                               "and the collectives update",
                                check.outputName(o), out.offset,
                                plan.persistentBytes));
       for (std::size_t p = 0; p < o; ++p)
@@ -776,16 +816,32 @@ void checkTrainable(const Plan &plan, const std::string &source) {
   // Data parallelism: the optimizer reads every gradient summed over the
   // ranks.
   if (plan.dataParallel > 1) {
-    std::set<int64_t> reduced;
-    for (const Step &step : plan.steps)
-      if (step.kind() == StepKind::AllReduce)
+    // (ZeRO-1: reduce-scattered, and every parameter gathered after its
+    // update.)
+    StepKind reduction =
+        plan.zero == 1 ? StepKind::ReduceScatter : StepKind::AllReduce;
+    std::set<int64_t> reduced, gathered;
+    for (const Step &step : plan.steps) {
+      if (step.kind() == reduction)
         reduced.insert(step.outputs.begin(), step.outputs.end());
-    for (const Parameter &param : plan.parameters)
+      // (The gather writes in place: its outputs are new values at the
+      // parameters' offsets.)
+      if (step.kind() == StepKind::AllGather)
+        for (int64_t id : step.outputs)
+          gathered.insert(plan.values[id].offset);
+    }
+    for (const Parameter &param : plan.parameters) {
       if (!reduced.count(param.grad))
         throw Error(fmt::format("{}: plan: data_parallel is {} but no "
-                                "all_reduce step reduces the gradient of "
+                                "{} step reduces the gradient of "
                                 "parameter '{}'",
-                                source, plan.dataParallel, param.name));
+                                source, plan.dataParallel,
+                                plan::stepKindName(reduction), param.name));
+      if (plan.zero == 1 && !gathered.count(plan.values[param.value].offset))
+        throw Error(fmt::format("{}: plan: zero is 1 but no all_gather step "
+                                "gathers parameter '{}' after its update",
+                                source, param.name));
+    }
   }
   // The runtime runs F, B and W once per micro-batch and O once after:
   // the optimizer must come last.

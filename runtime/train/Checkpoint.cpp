@@ -247,9 +247,13 @@ TrainerState readTrainerState(const fs::path &path) {
                              describe(digest));
       state.checksums[name] = digest.get<std::string>();
     }
-    for (const char *required : {kModelFile, kOptimizerFile})
-      if (!state.checksums.count(required))
-        r.fail("files", fmt::format("does not list {}", required));
+    if (!state.checksums.count(kModelFile))
+      r.fail("files", fmt::format("does not list {}", kModelFile));
+    // The optimizer state: one file, or (ZeRO-1) a manifest of shards.
+    if (!state.checksums.count(kOptimizerFile) &&
+        !state.checksums.count(kOptimizerManifestFile))
+      r.fail("files", fmt::format("lists neither {} nor {}", kOptimizerFile,
+                                  kOptimizerManifestFile));
   }
   return state;
 }
@@ -357,6 +361,69 @@ void verifyCheckpoint(const fs::path &dir, const TrainerState &state) {
                               "another one",
                               file.string(), actual, expected));
   }
+}
+
+//===----------------------------------------------------------------------===//
+// ZeRO-1 optimizer shards
+//===----------------------------------------------------------------------===//
+
+std::string optimizerShardFile(int64_t rank, int64_t worldSize) {
+  return fmt::format("optimizer-{:05}-of-{:05}.safetensors", rank, worldSize);
+}
+
+std::string optimizerManifestJson(const OptimizerManifest &manifest) {
+  json parameters = json::array();
+  for (const auto &[name, elements] : manifest.parameters)
+    parameters.push_back({{"name", name}, {"elements", elements}});
+  json root = {{"format", "kiln-optimizer-shards"},
+               {"zero", manifest.zero},
+               {"world_size", manifest.worldSize},
+               {"shards",
+                "each tensor flattened; rank r holds the elements from r * "
+                "ceil(n / world_size), at most ceil(n / world_size) of them"},
+               {"files", manifest.files},
+               {"parameters", std::move(parameters)}};
+  return root.dump(2) + "\n";
+}
+
+OptimizerManifest readOptimizerManifest(const fs::path &path) {
+  json root = json::parse(readText(path), nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object())
+    throw Error(fmt::format("{}: not a JSON object", path.string()));
+  StateReader r(root, path.string());
+  if (r.string("format") != "kiln-optimizer-shards")
+    r.fail("format", "must be \"kiln-optimizer-shards\"");
+  OptimizerManifest manifest;
+  manifest.zero = r.integer("zero", 1, 1);
+  manifest.worldSize = r.integer("world_size", 1, 1 << 20);
+  const json &files = r.get("files");
+  if (!files.is_array() ||
+      files.size() != static_cast<std::size_t>(manifest.worldSize))
+    r.fail("files", fmt::format("must list {} files (world_size), got {}",
+                                manifest.worldSize, describe(files)));
+  for (std::size_t rank = 0; rank < files.size(); ++rank) {
+    std::string expected =
+        optimizerShardFile(static_cast<int64_t>(rank), manifest.worldSize);
+    if (!files[rank].is_string() || files[rank].get<std::string>() != expected)
+      r.fail(
+          fmt::format("files[{}]", rank),
+          fmt::format("must be \"{}\", got {}", expected, files[rank].dump()));
+    manifest.files.push_back(expected);
+  }
+  const json &parameters = r.get("parameters");
+  if (!parameters.is_array())
+    r.fail("parameters", "must be an array, got " + describe(parameters));
+  for (std::size_t i = 0; i < parameters.size(); ++i) {
+    if (!parameters[i].is_object())
+      r.fail(fmt::format("parameters[{}]", i),
+             "must be an object, got " + describe(parameters[i]));
+    StateReader entry(parameters[i], path.string(),
+                      fmt::format("parameters[{}].", i));
+    manifest.parameters.emplace_back(
+        entry.string("name"),
+        entry.integer("elements", 1, std::numeric_limits<int64_t>::max()));
+  }
+  return manifest;
 }
 
 //===----------------------------------------------------------------------===//

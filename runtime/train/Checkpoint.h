@@ -7,6 +7,9 @@
 //   out/plan.json  metrics.jsonl  loss.svg  latest ("checkpoint-000040")
 //   out/checkpoint-000040/model.safetensors      parameters, HF names
 //                         optimizer.safetensors  exp_avg.* / exp_avg_sq.*
+//                         (ZeRO-1 instead: optimizer.manifest.json and
+//                          optimizer-00000-of-00002.safetensors, ... one
+//                          shard per rank, each rank writing its own)
 //                         config.json            the model's config
 //                         trainer_state.json     step, data position, the
 //                                                run's settings, the model
@@ -44,6 +47,24 @@ constexpr const char *kModelFile = "model.safetensors";
 constexpr const char *kOptimizerFile = "optimizer.safetensors";
 constexpr const char *kConfigFile = "config.json";
 constexpr const char *kLatestFile = "latest";
+constexpr const char *kOptimizerManifestFile = "optimizer.manifest.json";
+
+/// ZeRO-1's optimizer state in a checkpoint: rank r of `worldSize` wrote
+/// `files[r]`, holding `exp_avg.<name>` and `exp_avg_sq.<name>` of its
+/// shard of each parameter: 1-D, the elements plan::shardOf gives it
+/// (offset r * ceil(n / worldSize) of the flattened tensor), possibly none.
+struct OptimizerManifest {
+  int64_t zero = 1;
+  int64_t worldSize = 1;
+  std::vector<std::string> files;
+  /// Each parameter's name and element count.
+  std::vector<std::pair<std::string, int64_t>> parameters;
+};
+/// The file rank `rank` of `worldSize` writes its shard to.
+std::string optimizerShardFile(int64_t rank, int64_t worldSize);
+std::string optimizerManifestJson(const OptimizerManifest &manifest);
+/// Reads and validates `path`, naming the file and field in any Error.
+OptimizerManifest readOptimizerManifest(const std::filesystem::path &path);
 
 /// What a run was started with. A resume uses these unless a flag says
 /// otherwise.

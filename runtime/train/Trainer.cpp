@@ -222,6 +222,9 @@ std::string absolutePath(const std::string &path) {
   return ec ? path : absolute.lexically_normal().string();
 }
 
+/// How long the other ranks wait for rank 0 to write a checkpoint.
+constexpr std::chrono::minutes kCheckpointPatience{30};
+
 class Trainer {
 public:
   Trainer(const TrainOptions &options, Communicator &comm);
@@ -236,8 +239,17 @@ private:
   void checkResumeOutput();
   void initialise();
   void resume();
+  /// The moments from the checkpoint, re-sharded for this run's ranks.
+  void loadMoments();
+  /// Saves a checkpoint: rank 0, and under ZeRO-1 every rank its shard.
   void saveCheckpoint(int64_t step);
-  void saveGradients(int64_t step, double loss);
+  void saveGradients(int64_t step, double loss,
+                     const std::vector<std::vector<float>> &grads);
+  /// This rank's ZeRO-1 shard of a parameter (all of it without ZeRO-1).
+  plan::Shard shardOf(const Parameter &param) const {
+    return plan::shardOf(plan.values[param.value].numElements(),
+                         plan.optimizerShards(), comm.rank());
+  }
   /// Refuses to start unless every rank runs the same plan, config, data
   /// and settings as rank 0.
   void checkRanksAgree();
@@ -414,8 +426,11 @@ void Trainer::checkModel(const TrainerState &state) {
   std::vector<std::string> differences = configDifferencesFromCheckpoint();
   if (differences.empty() && state.format >= 2) {
     json ours = plan.model, theirs = state.model;
+    // (Nor how the batch is split among micro-batches and ranks, and
+    // where the optimizer state lives: the moments are re-sharded.)
     for (const char *key : {plan::model::kBatch, plan::model::kSeqLen,
-                            "precision", plan::model::kMicroBatches}) {
+                            "precision", plan::model::kMicroBatches,
+                            plan::model::kDataParallel, plan::model::kZero}) {
       ours.erase(key);
       theirs.erase(key);
     }
@@ -640,16 +655,10 @@ void Trainer::initialise() {
 
 void Trainer::resume() {
   std::string modelPath = (checkpoint / kModelFile).string();
-  std::string optimizerPath = (checkpoint / kOptimizerFile).string();
   SafeTensors model = readSafeTensors(modelPath);
-  SafeTensors optimizer = readSafeTensors(optimizerPath);
-  for (const Parameter &param : plan.parameters) {
+  for (const Parameter &param : plan.parameters)
     loadTensor(*backend, param.value, model, param.name, modelPath);
-    loadTensor(*backend, param.expAvg, optimizer, "exp_avg." + param.name,
-               optimizerPath);
-    loadTensor(*backend, param.expAvgSq, optimizer, "exp_avg_sq." + param.name,
-               optimizerPath);
-  }
+  loadMoments();
   const DataPosition &position = resumeState->position;
   stream->seek(
       TokenStream::Position{position.shard, position.offset, position.epoch});
@@ -658,19 +667,142 @@ void Trainer::resume() {
                   firstStep));
 }
 
+void Trainer::loadMoments() {
+  // The checkpoint's layout: a full optimizer file (one shard of a world of
+  // one), or ZeRO-1's manifest and a shard per rank of its world.
+  fs::path manifestPath = checkpoint / kOptimizerManifestFile;
+  bool manifested = fs::exists(manifestPath);
+  std::vector<std::string> files{kOptimizerFile};
+  if (manifested) {
+    OptimizerManifest manifest = readOptimizerManifest(manifestPath);
+    files = manifest.files;
+    for (const std::string &file : files)
+      if (!resumeState->checksums.count(file))
+        throw Error(fmt::format("{}: names {}, which the checkpoint's {} "
+                                "does not list (a shard saved by another "
+                                "run?)",
+                                manifestPath.string(), file,
+                                kTrainerStateFile));
+    std::map<std::string, int64_t> recorded(manifest.parameters.begin(),
+                                            manifest.parameters.end());
+    for (const Parameter &param : plan.parameters) {
+      auto it = recorded.find(param.name);
+      int64_t elements = plan.values[param.value].numElements();
+      if (it == recorded.end() || it->second != elements)
+        throw Error(fmt::format(
+            "{}: parameter '{}' {}, but the model's has {} elements",
+            manifestPath.string(), param.name,
+            it == recorded.end() ? std::string("is missing")
+                                 : fmt::format("has {} elements", it->second),
+            elements));
+    }
+  }
+  const int64_t oldWorld = static_cast<int64_t>(files.size());
+  std::map<int64_t, SafeTensors> opened; // read when first needed
+  auto fileOf = [&](int64_t k) -> const SafeTensors & {
+    auto it = opened.find(k);
+    if (it == opened.end())
+      it = opened.emplace(k, readSafeTensors((checkpoint / files[k]).string()))
+               .first;
+    return it->second;
+  };
+  for (const Parameter &param : plan.parameters) {
+    int64_t elements = plan.values[param.value].numElements();
+    plan::Shard mine = shardOf(param);
+    for (auto [prefix, value] : {std::pair{"exp_avg.", param.expAvg},
+                                 {"exp_avg_sq.", param.expAvgSq}}) {
+      std::string name = prefix + param.name;
+      std::vector<float> data(plan.values[value].numElements(), 0.0f);
+      // Each old shard's overlap with this rank's.
+      for (int64_t k = 0; k < oldWorld; ++k) {
+        plan::Shard old = plan::shardOf(elements, oldWorld, k);
+        int64_t begin = std::max(old.offset, mine.offset);
+        int64_t end =
+            std::min(old.offset + old.count, mine.offset + mine.count);
+        if (begin >= end)
+          continue;
+        std::string path = (checkpoint / files[k]).string();
+        const Tensor *tensor = fileOf(k).find(name);
+        if (!tensor)
+          throw Error(fmt::format("{}: has no tensor '{}'", path, name));
+        if (tensor->dtype != DType::F32 || tensor->numElements() != old.count)
+          throw Error(fmt::format("{}: tensor '{}' must be F32 with {} "
+                                  "elements ({}), got {} {}",
+                                  path, name, old.count,
+                                  manifested ? "its shard" : "the parameter's",
+                                  dtypeName(tensor->dtype),
+                                  shapeString(tensor->shape)));
+        std::memcpy(data.data() + (begin - mine.offset),
+                    tensor->data.data() + (begin - old.offset) * sizeof(float),
+                    (end - begin) * sizeof(float));
+      }
+      if (std::any_of(data.begin(), data.end(),
+                      [](float x) { return !std::isfinite(x); }))
+        throw Error(fmt::format("{}: tensor '{}' holds a value that is not "
+                                "finite",
+                                checkpoint.string(), name));
+      backend->write(value, data);
+    }
+  }
+}
+
 void Trainer::saveCheckpoint(int64_t step) {
-  CheckpointWriter writer(outDir, step);
+  // Under ZeRO-1 every rank writes its optimizer shard into rank 0's
+  // temporary directory, which rank 0 then commits with the rest.
+  const bool sharded = plan.optimizerShards() > 1;
+  std::optional<CheckpointWriter> files;
+  if (writer())
+    files.emplace(outDir, step);
+  if (sharded) {
+    std::string dir = files ? files->pathOf("") : std::string();
+    uint64_t length = dir.size();
+    comm.broadcast(std::as_writable_bytes(std::span(&length, 1)), 0);
+    dir.resize(length);
+    comm.broadcast(std::as_writable_bytes(std::span(dir.data(), dir.size())),
+                   0);
+    std::vector<Tensor> shard;
+    for (const Parameter &param : plan.parameters) {
+      plan::Shard mine = shardOf(param);
+      for (auto [prefix, value] : {std::pair{"exp_avg.", param.expAvg},
+                                   {"exp_avg_sq.", param.expAvgSq}}) {
+        std::vector<float> data = backend->read(value);
+        data.resize(mine.count);
+        shard.push_back(floatTensor(prefix + param.name, {mine.count}, data));
+      }
+    }
+    writeSafeTensors(dir + optimizerShardFile(comm.rank(), comm.size()), shard,
+                     {{"rank", std::to_string(comm.rank())},
+                      {"world_size", std::to_string(comm.size())}});
+    comm.barrier(kCheckpointPatience);
+    lastSaved = step;
+    if (!writer())
+      return;
+  }
+  CheckpointWriter &writer = *files;
   std::vector<Tensor> model, optimizer;
+  OptimizerManifest manifest;
+  manifest.worldSize = comm.size();
+  for (int64_t rank = 0; rank < comm.size(); ++rank)
+    manifest.files.push_back(optimizerShardFile(rank, comm.size()));
   for (const Parameter &param : plan.parameters) {
     const std::vector<int64_t> &shape = plan.values[param.value].shape;
     model.push_back(floatTensor(param.name, shape, backend->read(param.value)));
+    manifest.parameters.emplace_back(param.name,
+                                     plan.values[param.value].numElements());
+    if (sharded)
+      continue;
     optimizer.push_back(floatTensor("exp_avg." + param.name, shape,
                                     backend->read(param.expAvg)));
     optimizer.push_back(floatTensor("exp_avg_sq." + param.name, shape,
                                     backend->read(param.expAvgSq)));
   }
   writeSafeTensors(writer.pathOf(kModelFile), model, {{"format", "pt"}});
-  writeSafeTensors(writer.pathOf(kOptimizerFile), optimizer);
+  if (sharded) {
+    std::string text = optimizerManifestJson(manifest);
+    writeFileAtomic(writer.pathOf(kOptimizerManifestFile), toBytes(text));
+  } else {
+    writeSafeTensors(writer.pathOf(kOptimizerFile), optimizer);
+  }
   if (!options.configText.empty())
     writeFileAtomic(writer.pathOf(kConfigFile), toBytes(options.configText));
   TokenStream::Position position = stream->position();
@@ -690,16 +822,18 @@ void Trainer::saveCheckpoint(int64_t step) {
   pruneCheckpoints(outDir, runId, settings.keep, dir);
 }
 
-void Trainer::saveGradients(int64_t step, double loss) {
+void Trainer::saveGradients(int64_t step, double loss,
+                            const std::vector<std::vector<float>> &grads) {
   std::vector<Tensor> tensors;
   tensors.push_back(
       int32Tensor("input_ids", {settings.batch, settings.seqLen}, inputs));
   tensors.push_back(
       int32Tensor("targets", {settings.batch, settings.seqLen}, targets));
   tensors.push_back(floatTensor("loss", {}, {static_cast<float>(loss)}));
-  for (const Parameter &param : plan.parameters)
-    tensors.push_back(floatTensor(param.name, plan.values[param.grad].shape,
-                                  backend->read(param.grad)));
+  for (std::size_t i = 0; i < plan.parameters.size(); ++i)
+    tensors.push_back(floatTensor(plan.parameters[i].name,
+                                  plan.values[plan.parameters[i].grad].shape,
+                                  grads[i]));
   writeSafeTensors(options.saveGradsPath, tensors,
                    {{"step", std::to_string(step)},
                     {"content", "input ids, targets, loss and the gradient "
@@ -764,8 +898,18 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
   comm.allReduceSum(reduced);
   loss = reduced[0];
   stopAll = reduced[1] > 0;
-  if (saveGrads && writer())
-    saveGradients(step, loss);
+  if (saveGrads) {
+    // Under ZeRO-1 each rank holds only its shard of each reduced gradient.
+    std::vector<std::vector<float>> grads;
+    for (const Parameter &param : plan.parameters)
+      grads.push_back(backend->read(param.grad));
+    if (plan.optimizerShards() > 1) {
+      std::vector<std::span<float>> buffers(grads.begin(), grads.end());
+      comm.allGatherShards(buffers);
+    }
+    if (writer())
+      saveGradients(step, loss, grads);
+  }
   backend->run(nullptr, Backend::Steps::Optimizer);
   return loss;
 }
@@ -778,9 +922,6 @@ void Trainer::writeLossCurve() {
                     fmt::format("{} training loss",
                                 plan.model.value("architecture", "model")));
 }
-
-/// How long the other ranks wait for rank 0 to write a checkpoint.
-constexpr std::chrono::minutes kCheckpointPatience{30};
 
 int Trainer::run() {
   if (resumeState) {
@@ -851,18 +992,22 @@ int Trainer::run() {
                step == settings.steps)
         log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s", step,
                         settings.steps, loss, lr, formatRate(tokensPerSecond)));
-      if (save)
-        saveCheckpoint(step);
     }
+    if (save && (writer() || plan.optimizerShards() > 1))
+      saveCheckpoint(step);
     // The other ranks wait for rank 0's checkpoint here, not in the next
     // step's first collective, whose timeout is for a rank that died.
     if (save && comm.size() > 1)
       comm.barrier(kCheckpointPatience);
   }
-  if (!writer())
+  bool finalSave = lastStep > lastSaved && !options.noCheckpoint;
+  if (!writer()) {
+    if (finalSave && plan.optimizerShards() > 1)
+      saveCheckpoint(lastStep);
     return InterruptGuard::pending() ? 128 + InterruptGuard::pending() : 0;
+  }
   progress->finish();
-  if (lastStep > lastSaved && !options.noCheckpoint)
+  if (finalSave)
     saveCheckpoint(lastStep);
   writeLossCurve();
   std::string saved =

@@ -4,6 +4,9 @@
 // RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients=dp=2 --nn-lower-to-tile --tile-plan-memory | FileCheck %s --check-prefix=TILE
 // RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients | FileCheck %s --check-prefix=ONE
 // RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients=single-rank=true | FileCheck %s --check-prefix=SINGLE
+// RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients="dp=4 zero=1 report=true" 2>&1 | FileCheck %s --check-prefix=ZERO1
+// RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients="dp=4 zero=1" --nn-fuse --nn-lower-to-tile --tile-plan-memory | FileCheck %s --check-prefix=ZERO1-TILE
+// RUN: not kiln-opt %s --nn-autodiff --dist-reduce-gradients="dp=2 zero=2" 2>&1 | FileCheck %s --check-prefix=STAGE
 // RUN: not kiln-opt %s --nn-autodiff --dist-reduce-gradients=dp=0 2>&1 | FileCheck %s --check-prefix=ZERO
 // RUN: not kiln-opt %s --dist-reduce-gradients=dp=2 2>&1 | FileCheck %s --check-prefix=NOSTEP
 // RUN: not kiln-opt %s --nn-autodiff --dist-reduce-gradients=dp=2 --dist-reduce-gradients=dp=2 2>&1 | FileCheck %s --check-prefix=TWICE
@@ -56,6 +59,35 @@
 // SINGLE: kiln.model = {{{.*}}data_parallel = 1 : i64
 // SINGLE: dist.all_reduce sum {{.*}} over #dist.group<"dp", 1> {kiln.chunk = "W"}
 
+// ZeRO-1: the bucket is reduce-scattered; every update is of this rank's
+// shard, with moments of ceil(n / 4) elements (64 -> 16, the bias's 8 -> 2)
+// that the step takes and returns; the norm sums the ranks' shards; one
+// gather after the last update gives every rank the new parameters, which
+// the step returns.
+// ZERO1: remark: dist-reduce-gradients: bucket 0 of 1: 3 gradients, 544 bytes (0.00 MiB), reduce-scattered over 4 ranks
+// ZERO1: kiln.model = {{{.*}}data_parallel = 4 : i64{{.*}}zero = 1 : i64
+// ZERO1-LABEL: func.func @train_step(
+// ZERO1-SAME: tensor<16xf32> {kiln.exp_avg = "w1"}
+// ZERO1-SAME: tensor<2xf32> {kiln.exp_avg = "b"}
+// ZERO1: %[[S:.+]]:3 = dist.reduce_scatter sum %{{.+}}, %{{.+}}, %{{.+}} : tensor<8x8xf32>, tensor<8xf32>, tensor<8x8xf32> over #dist.group<"dp", 4> {kiln.chunk = "W"}
+// ZERO1-NEXT: nn.global_norm %[[S]]#2, %[[S]]#0, %[[S]]#1 {kiln.chunk = "O", shards = 4 : i64}
+// ZERO1: %[[P1:.+]], %{{.+}}, %{{.+}} = nn.adamw_update %{{.+}}, %[[S]]#2, {{.*}}shards = 4 : i64{{.*}} -> (tensor<8x8xf32>, tensor<16xf32>, tensor<16xf32>)
+// ZERO1: %[[P2:.+]], %{{.+}}, %{{.+}} = nn.adamw_update
+// ZERO1: %[[P3:.+]], %{{.+}}, %{{.+}} = nn.adamw_update {{.*}} -> (tensor<8xf32>, tensor<2xf32>, tensor<2xf32>)
+// ZERO1-NEXT: %[[G:.+]]:3 = dist.all_gather %[[P2]], %[[P3]], %[[P1]] : tensor<8x8xf32>, tensor<8xf32>, tensor<8x8xf32> over #dist.group<"dp", 4> {kiln.chunk = "O"}
+// ZERO1: return {{.*}}%[[G]]#2, %[[G]]#0, %[[G]]#1
+
+// Fused into one multi-tensor AdamW (sharded, no compute copies) and
+// planned: the gather writes the parameters in place.
+// ZERO1-TILE: func.func @train_step(
+// ZERO1-TILE-SAME: kiln.offset = [[W1:[0-9]+]] : i64, kiln.param = "w1"
+// ZERO1-TILE-SAME: kiln.offset = [[W2:[0-9]+]] : i64, kiln.param = "w2"
+// ZERO1-TILE-SAME: kiln.offset = [[B:[0-9]+]] : i64, kiln.param = "b"
+// ZERO1-TILE: tile.adamw {{.*}}shards = 4 : i64
+// ZERO1-TILE-NOT: compute_copies
+// ZERO1-TILE: dist.all_gather {{.*}}kiln.offsets = array<i64: [[W2]], [[B]], [[W1]]>
+
+// STAGE: dist-reduce-gradients: zero must be 0 or 1 (ZeRO stage), got 2
 // ZERO: dist-reduce-gradients: dp must be at least 1, got 0
 // NOSTEP: dist-reduce-gradients: no function @train_step (run nn-autodiff first)
 // TWICE: dist-reduce-gradients: @train_step already reduces its gradients

@@ -2,14 +2,15 @@
 // RUN: kiln-opt %s --mlir-print-op-generic | kiln-opt | FileCheck %s
 
 // CHECK-LABEL: func.func @collectives
-func.func @collectives(%g0: tensor<64x32xf32>, %g1: tensor<32xf32>, %s: tensor<16x32xf32>) -> (tensor<64x32xf32>, tensor<32xf32>, tensor<16x32xf32>, tensor<64x32xf32>) {
+func.func @collectives(%g0: tensor<64x32xf32>, %g1: tensor<32xf32>, %w: tensor<10x3xf32>) -> (tensor<64x32xf32>, tensor<32xf32>, tensor<64x32xf32>, tensor<10x3xf32>) {
   // CHECK: %[[R:.*]]:2 = dist.all_reduce sum %{{.*}}, %{{.*}} : tensor<64x32xf32>, tensor<32xf32> over #dist.group<"dp", 4> {last_micro_step}
   %r:2 = dist.all_reduce sum %g0, %g1 : tensor<64x32xf32>, tensor<32xf32> over #dist.group<"dp", 4> {last_micro_step}
-  // CHECK: dist.reduce_scatter avg %{{.*}} : tensor<64x32xf32> -> tensor<16x32xf32> over #dist.group<"dp", 4>
-  %rs = dist.reduce_scatter avg %g0 : tensor<64x32xf32> -> tensor<16x32xf32> over #dist.group<"dp", 4>
-  // CHECK: dist.all_gather %{{.*}} : tensor<16x32xf32> -> tensor<64x32xf32> over #dist.group<"dp", 4>
-  %ag = dist.all_gather %s : tensor<16x32xf32> -> tensor<64x32xf32> over #dist.group<"dp", 4>
-  return %r#0, %r#1, %rs, %ag : tensor<64x32xf32>, tensor<32xf32>, tensor<16x32xf32>, tensor<64x32xf32>
+  // Shards need not divide evenly: 30 elements over 4 ranks are 8, 8, 8, 6.
+  // CHECK: %[[S:.*]]:2 = dist.reduce_scatter avg %{{.*}}, %{{.*}} : tensor<64x32xf32>, tensor<10x3xf32> over #dist.group<"dp", 4> {last_micro_step}
+  %s:2 = dist.reduce_scatter avg %g0, %w : tensor<64x32xf32>, tensor<10x3xf32> over #dist.group<"dp", 4> {last_micro_step}
+  // CHECK: dist.all_gather %[[S]]#1 : tensor<10x3xf32> over #dist.group<"dp", 4>
+  %ag = dist.all_gather %s#1 : tensor<10x3xf32> over #dist.group<"dp", 4>
+  return %r#0, %r#1, %s#0, %ag : tensor<64x32xf32>, tensor<32xf32>, tensor<64x32xf32>, tensor<10x3xf32>
 }
 
 // CHECK-LABEL: func.func @point_to_point

@@ -874,8 +874,28 @@ func.func @global_norm_empty() {
 
 // -----
 
+// ZeRO-1: 10 x 3 = 30 elements over 4 ranks are shards of 8; the moments
+// are a shard's.
+func.func @adamw_shard_moments(%p: tensor<10x3xf32>, %m: tensor<7xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects exp_avg to be 'tensor<8xf32>' (this rank's shard of the param), got 'tensor<7xf32>'}}
+  %p2, %m2, %v2 = nn.adamw_update %p, %p, %m, %m, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64, shards = 4 : i64}
+      : (tensor<10x3xf32>, tensor<10x3xf32>, tensor<7xf32>, tensor<7xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<10x3xf32>, tensor<7xf32>, tensor<7xf32>)
+  return
+}
+
+// -----
+
+func.func @adamw_zero_shards(%p: tensor<8xf32>, %s: tensor<f32>) {
+  // expected-error @+1 {{expects shards >= 1, got 0}}
+  %p2, %m2, %v2 = nn.adamw_update %p, %p, %p, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64, shards = 0 : i64}
+      : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>)
+  return
+}
+
+// -----
+
 func.func @adamw_types(%p: tensor<64x64xf32>, %m: tensor<64xf32>, %s: tensor<f32>) {
-  // expected-error @+1 {{expects param and exp_avg to have the same type, got 'tensor<64x64xf32>' and 'tensor<64xf32>'}}
+  // expected-error @+1 {{expects exp_avg to be 'tensor<64x64xf32>' (the param's type), got 'tensor<64xf32>'}}
   %p2, %m2, %v2 = nn.adamw_update %p, %p, %m, %p, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64, max_grad_norm = 1.0 : f64}
       : (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64xf32>, tensor<64x64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>)
   return

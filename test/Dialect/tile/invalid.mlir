@@ -264,7 +264,7 @@ func.func @global_norm_empty() {
 
 // tile.adamw shares nn.adamw_update's rules on types and hyperparameters.
 func.func @adamw_types(%p: tensor<64x64xf32>, %g: tensor<64x64xf32>, %m: tensor<64xf32>, %v: tensor<64x64xf32>, %s: tensor<f32>) {
-  // expected-error @+1 {{expects param and exp_avg to have the same type, got 'tensor<64x64xf32>' and 'tensor<64xf32>'}}
+  // expected-error @+1 {{expects exp_avg to be 'tensor<64x64xf32>' (the param's type), got 'tensor<64xf32>'}}
   %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
       : (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64xf32>, tensor<64x64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>)
   return
@@ -273,7 +273,7 @@ func.func @adamw_types(%p: tensor<64x64xf32>, %g: tensor<64x64xf32>, %m: tensor<
 // -----
 
 func.func @adamw_result_type(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %s: tensor<f32>) {
-  // expected-error @+1 {{expects param and new_exp_avg_sq to have the same type, got 'tensor<64xf32>' and 'tensor<32xf32>'}}
+  // expected-error @+1 {{expects new_exp_avg_sq to be 'tensor<64xf32>' (the param's type), got 'tensor<32xf32>'}}
   %0:3 = tile.adamw %p, %g, %m, %v, %s, %s, %s {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64, max_grad_norm = 1.0 : f64}
       : (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<f32>, tensor<f32>, tensor<f32>) -> (tensor<64xf32>, tensor<64xf32>, tensor<32xf32>)
   return

@@ -4,7 +4,10 @@
 // compiled into <build>/test/gpu-plans): one training step on the cuda
 // backend against the host backend from the same weights and batch (loss,
 // every gradient, every updated weight), then a short run whose losses must
-// track the host's. Skips, with the reason, without a GPU or without plans.
+// track the host's. A `<name>-collectives.json` plan (--force-collectives:
+// the gradients all-reduced over a world of one) runs NCCL's path and must
+// give `<name>.json`'s step bitwise. Skips, with the reason, without a GPU,
+// plans or (for the collectives) NCCL.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,12 +15,15 @@
 #include "runtime/Error.h"
 #include "runtime/cuda/CudaBackend.h"
 #include "runtime/cuda/Device.h"
+#include "runtime/cuda/Nccl.h"
 #include "runtime/host/HostBackend.h"
 #include "runtime/train/Random.h"
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -28,13 +34,21 @@ using namespace kiln::rt;
 
 namespace {
 
-std::vector<fs::path> planFiles() {
+constexpr std::string_view kCollectives = "-collectives";
+
+bool isCollectivesPlan(const fs::path &path) {
+  return path.stem().string().ends_with(kCollectives);
+}
+
+/// The plans to test: the plain ones, or those with collectives.
+std::vector<fs::path> planFiles(bool collectives = false) {
   const char *env = std::getenv("KILN_GPU_TEST_PLANS");
   fs::path dir = env ? fs::path(env) : fs::path(KILN_TEST_PLAN_DIR);
   std::vector<fs::path> plans;
   if (fs::is_directory(dir))
     for (const auto &entry : fs::directory_iterator(dir))
-      if (entry.path().extension() == ".json")
+      if (entry.path().extension() == ".json" &&
+          isCollectivesPlan(entry.path()) == collectives)
         plans.push_back(entry.path());
   std::sort(plans.begin(), plans.end());
   return plans;
@@ -153,6 +167,64 @@ TEST_F(TrainStepGpuTest, ShortRunTracksTheHost) {
       (step == 1 ? first : last) = g;
     }
     EXPECT_LT(last, first) << "the loss did not fall on the GPU";
+  }
+}
+
+// NCCL over one rank: every all-reduce is the identity, run by NCCL on the
+// collectives' stream and ordered by events; the step must be the plain
+// plan's, bit for bit. Prints the time of each (the cost of the path; not
+// asserted).
+TEST_F(TrainStepGpuTest, NcclOverOneRankIsThePlainStep) {
+  std::vector<fs::path> collectives = planFiles(true);
+  if (collectives.empty())
+    GTEST_SKIP() << "no *" << kCollectives << ".json plan";
+  try {
+    cuda::nccl();
+  } catch (const Error &error) {
+    GTEST_SKIP() << "NCCL does not load: " << error.what();
+  }
+  for (const fs::path &path : collectives) {
+    SCOPED_TRACE(path.string());
+    std::string stem = path.stem().string();
+    fs::path plainPath =
+        path.parent_path() /
+        (stem.substr(0, stem.size() - kCollectives.size()) + ".json");
+    Plan reduced = Plan::parse(readText(path), path.string());
+    Plan plain = Plan::parse(readText(plainPath), plainPath.string());
+    ASSERT_TRUE(std::any_of(
+        reduced.steps.begin(), reduced.steps.end(),
+        [](const Step &step) { return step.kind() == StepKind::AllReduce; }))
+        << "the plan reduces nothing";
+    std::unique_ptr<Backend> withNccl = cuda::createCudaBackend(reduced);
+    std::unique_ptr<Backend> without = cuda::createCudaBackend(plain);
+    // (prepare writes the same data into both: a host backend is not
+    // needed, but its signature takes two.)
+    prepare(reduced, *withNccl, *withNccl, 42, 1);
+    prepare(plain, *without, *without, 42, 1);
+    double seconds[2] = {0, 0};
+    Backend *backends[2] = {withNccl.get(), without.get()};
+    for (int step = 1; step <= 5; ++step)
+      for (int b = 0; b < 2; ++b) {
+        const Plan &plan = b == 0 ? reduced : plain;
+        backends[b]->write(plan.input("step"), std::vector<float>{float(step)});
+        auto start = std::chrono::steady_clock::now();
+        backends[b]->run({});
+        backends[b]->read(plan.output("loss"));
+        if (step > 1)
+          seconds[b] += std::chrono::duration<double>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+      }
+    EXPECT_EQ(withNccl->read(reduced.output("loss")),
+              without->read(plain.output("loss")));
+    for (std::size_t i = 0; i < reduced.parameters.size(); ++i)
+      EXPECT_EQ(withNccl->read(reduced.parameters[i].value),
+                without->read(plain.parameters[i].value))
+          << reduced.parameters[i].name << " after 5 steps";
+    std::printf("%s: 4 steps with NCCL over one rank %.3f ms, without "
+                "%.3f ms (x%.3f)\n",
+                stem.c_str(), seconds[0] * 1e3, seconds[1] * 1e3,
+                seconds[0] / std::max(seconds[1], 1e-12));
   }
 }
 

@@ -161,6 +161,62 @@ const std::vector<Mutation> &mutations() {
          return std::vector<std::string>{
              "a all_reduce runs in 'nccl', but its 'cuda' names 'cublasLt'"};
        }},
+      // ZeRO-1's steps and shards.
+      {"ReduceScatterWithoutZero",
+       [](json &p) {
+         std::size_t at = insertAllReduce(p);
+         p["steps"][at]["kernel"] = "reduce_scatter";
+         return std::vector<std::string>{
+             step(at, "reduce_scatter") +
+             ": reduce_scatter shards over the ranks, but the plan's model "
+             "has zero 0 (ZeRO-1 is zero 1)"};
+       }},
+      {"AllGatherOfBf16",
+       [](json &p) {
+         std::size_t at = insertAllReduce(p);
+         json &gather = p["steps"][at];
+         gather["kernel"] = "all_gather";
+         gather["attrs"] = {{"group", "dp"}, {"group_size", 2}};
+         int64_t bf16 = valueWithDtype(p, "bf16");
+         gather["inputs"] = gather["outputs"] = {bf16};
+         return std::vector<std::string>{
+             step(at, "all_gather"),
+             fmt::format("input 0 (value {}) is bf16; all_gather takes f32 "
+                         "(FP32 parameters)",
+                         bf16)};
+       }},
+      {"AdamWShardsWithoutZero",
+       [](json &p) {
+         std::size_t s = stepOf(p, "adamw");
+         attrs(p, s)["shards"] = 2;
+         return std::vector<std::string>{
+             step(s, "adamw"), "field 'shards' = 2, but the plan shards its "
+                               "optimizer over 1 (data_parallel 1, zero 0)"};
+       }},
+      {"GlobalNormWithoutShards",
+       [](json &p) {
+         std::size_t s = stepOf(p, "global_norm");
+         attrs(p, s).erase("shards");
+         return std::vector<std::string>{step(s, "global_norm"), "shards"};
+       }},
+      {"ZeroMomentsOfTheWholeParameter",
+       [](json &p) {
+         // ZeRO-1 over 2 ranks with moments of the whole parameter.
+         p["model"]["data_parallel"] = 2;
+         p["model"]["zero"] = 1;
+         return std::vector<std::string>{
+             "plan.json: parameter '" +
+                 p["parameters"][0]["name"].get<std::string>() + "'",
+             "its moments do not hold",
+             "(its shard over 2 ranks under "
+             "ZeRO-1)"};
+       }},
+      {"ZeroStageTwo",
+       [](json &p) {
+         p["model"]["zero"] = 2;
+         return std::vector<std::string>{
+             "zero (2) must be 0 or 1 (the ZeRO stage)"};
+       }},
       {"NcclForAKernel",
        [](json &p) {
          p["steps"][0]["cuda"]["library"] = "nccl";
@@ -675,7 +731,7 @@ const std::vector<Mutation> &mutations() {
          return std::vector<std::string>{
              "step 0 (" + p["steps"][0]["kernel"].get<std::string>() +
              "): only gemm and linear_cross_entropy steps run in cuBLASLt "
-             "and all_reduce in NCCL; a " +
+             "and the collectives in NCCL; a " +
              p["steps"][0]["kernel"].get<std::string>() +
              " does not run in 'cublasLt'"};
        }},
