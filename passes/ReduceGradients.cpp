@@ -42,6 +42,21 @@ private:
                                ArrayRef<SmallVector<Value>> buckets);
 };
 
+/// The one BF16 nn.cast through which the step reads `param`, besides its
+/// `update`; null if it reads it any other way.
+nn::CastOp onlyBf16Cast(BlockArgument param, nn::AdamWUpdateOp update) {
+  nn::CastOp rounding;
+  for (Operation *user : param.getUsers()) {
+    if (user == update.getOperation())
+      continue;
+    auto cast = dyn_cast<nn::CastOp>(user);
+    if (!cast || rounding || !getElementTypeOrSelf(cast.getType()).isBF16())
+      return nn::CastOp();
+    rounding = cast;
+  }
+  return rounding;
+}
+
 bool inOptimizer(Operation *op) {
   auto tag = op->getAttrOfType<StringAttr>(kChunkAttr);
   return tag && tag.getValue() == "O";
@@ -196,8 +211,17 @@ DistReduceGradientsPass::shardOptimizer(func::FuncOp step,
     norm.setShardsAttr(shardsAttr);
 
   // Each update's moments become this rank's shard: the step's arguments
-  // and results of the moments change type with it.
+  // and results of the moments change type with it. A master weight that
+  // the step reads only through one BF16 cast is sharded too: the step
+  // takes its BF16 compute copy whole instead of the cast, and the master
+  // only as this rank's shard (see the gathers below).
   nn::AdamWUpdateOp lastUpdate;
+  struct ShardedMaster {
+    nn::AdamWUpdateOp update;
+    Value copy;
+    StringAttr name;
+  };
+  SmallVector<ShardedMaster> masters;
   Operation *ret = body.getTerminator();
   for (nn::AdamWUpdateOp update : body.getOps<nn::AdamWUpdateOp>()) {
     auto type = cast<RankedTensorType>(update.getParam().getType());
@@ -207,6 +231,23 @@ DistReduceGradientsPass::shardOptimizer(func::FuncOp step,
                 "shape, got "
              << type;
     RankedTensorType shard = nn::shardType(type, shards);
+    if (shards > 1)
+      if (auto param = dyn_cast<BlockArgument>(update.getParam());
+          param && param.getOwner() == &body)
+        if (StringAttr name = attrs::kParam.getArg(step, param.getArgNumber()))
+          if (nn::CastOp rounding = onlyBf16Cast(param, update)) {
+            unsigned index = step.getNumArguments();
+            (void)step.insertArgument(
+                index, rounding.getType(),
+                b.getDictionaryAttr({attrs::kComputeCopy.named(name)}),
+                param.getLoc());
+            Value copy = step.getArgument(index);
+            rounding.getResult().replaceAllUsesWith(copy);
+            rounding.erase();
+            param.setType(shard);
+            update.getNewParam().setType(shard);
+            masters.push_back({update, copy, name});
+          }
     for (Value moment : {update.getExpAvg(), update.getExpAvgSq()}) {
       auto arg = dyn_cast<BlockArgument>(moment);
       if (!arg || arg.getOwner() != &body || !moment.hasOneUse())
@@ -227,29 +268,64 @@ DistReduceGradientsPass::shardOptimizer(func::FuncOp step,
     update.setShardsAttr(shardsAttr);
     lastUpdate = update;
   }
-  step.setType(
-      FunctionType::get(ctx, body.getArgumentTypes(), ret->getOperandTypes()));
 
   // One gather per bucket of the new parameters, after the last update
   // (nn-fuse may merge the updates into one op at the last one's place);
-  // the step returns the gathered parameters.
+  // the step returns the gathered parameters. A sharded master's new shard
+  // is rounded to BF16 and gathered into its compute copy instead, which
+  // the step returns for the next one (the master stays a shard).
   auto group = dist::GroupAttr::get(ctx, "dp", shards);
+  auto optimizerTag = StringAttr::get(ctx, "O");
   b.setInsertionPointAfter(lastUpdate);
   for (ArrayRef<Value> bucket : buckets) {
-    SmallVector<Value> params;
+    SmallVector<Value> params, rounded, copies;
+    SmallVector<StringAttr> names;
     for (Value grad : bucket)
-      for (Operation *user : grad.getUsers())
-        if (auto update = dyn_cast<nn::AdamWUpdateOp>(user);
-            update && update.getGrad() == grad)
+      for (Operation *user : grad.getUsers()) {
+        auto update = dyn_cast<nn::AdamWUpdateOp>(user);
+        if (!update || update.getGrad() != grad)
+          continue;
+        const ShardedMaster *master =
+            llvm::find_if(masters, [&](const ShardedMaster &m) {
+              return m.update == update;
+            });
+        if (master == masters.end()) {
           params.push_back(update.getNewParam());
-    if (params.empty())
-      continue;
-    auto gather =
-        dist::AllGatherOp::create(b, lastUpdate.getLoc(), params, group);
-    gather->setAttr(kChunkAttr, StringAttr::get(ctx, "O"));
-    for (auto [param, gathered] : llvm::zip_equal(params, gather.getOutputs()))
-      param.replaceAllUsesExcept(gathered, gather);
+          continue;
+        }
+        auto shardType = cast<RankedTensorType>(update.getNewParam().getType());
+        auto cast = nn::CastOp::create(b, update.getLoc(),
+                                       shardType.clone(b.getBF16Type()),
+                                       update.getNewParam());
+        cast->setAttr(kChunkAttr, optimizerTag);
+        rounded.push_back(cast.getResult());
+        copies.push_back(master->copy);
+        names.push_back(master->name);
+      }
+    if (!params.empty()) {
+      auto gather =
+          dist::AllGatherOp::create(b, lastUpdate.getLoc(), params, group);
+      gather->setAttr(kChunkAttr, optimizerTag);
+      for (auto [param, gathered] :
+           llvm::zip_equal(params, gather.getOutputs()))
+        param.replaceAllUsesExcept(gathered, gather);
+    }
+    if (!rounded.empty()) {
+      auto gather = dist::AllGatherIntoOp::create(b, lastUpdate.getLoc(),
+                                                  ValueRange(copies).getTypes(),
+                                                  rounded, copies, group);
+      gather->setAttr(kChunkAttr, optimizerTag);
+      for (auto [name, copy] : llvm::zip_equal(names, gather.getOutputs())) {
+        unsigned index = step.getNumResults();
+        (void)step.insertResult(
+            index, copy.getType(),
+            b.getDictionaryAttr({attrs::kComputeCopy.named(name)}));
+        ret->insertOperands(ret->getNumOperands(), copy);
+      }
+    }
   }
+  step.setType(
+      FunctionType::get(ctx, body.getArgumentTypes(), ret->getOperandTypes()));
   return success();
 }
 

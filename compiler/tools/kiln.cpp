@@ -482,9 +482,11 @@ FailureOr<StepSummary> summarizeStep(MLIRContext &context,
     bool once = (chunkTag && chunkTag.getValue() == "O") ||
                 op.hasAttr("last_micro_step");
     double repeats = once ? 1.0 : double(microBatches);
-    if (isa<dist::AllReduceOp, dist::ReduceScatterOp, dist::AllGatherOp>(op)) {
+    if (isa<dist::AllReduceOp, dist::ReduceScatterOp, dist::AllGatherOp,
+            dist::AllGatherIntoOp>(op)) {
+      // (Each rank's whole tensors: a gather into destinations moves theirs.)
       double tensors = 0;
-      for (Value v : op.getOperands())
+      for (Value v : op.getResults())
         tensors += bytes(v);
       auto group = op.getAttrOfType<dist::GroupAttr>("group");
       summary.communicationSeconds +=

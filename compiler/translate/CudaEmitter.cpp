@@ -115,11 +115,11 @@ FailureOr<CudaStep> CudaEmitter::emit(Operation *op) {
             return success();
           })
           // Collectives run in NCCL.
-          .Case<dist::AllReduceOp, dist::ReduceScatterOp, dist::AllGatherOp>(
-              [&](Operation *) {
-                step.library = std::string(plan::kNccl);
-                return success();
-              })
+          .Case<dist::AllReduceOp, dist::ReduceScatterOp, dist::AllGatherOp,
+                dist::AllGatherIntoOp>([&](Operation *) {
+            step.library = std::string(plan::kNccl);
+            return success();
+          })
           .Case([&](tile::RoPETableOp r) { return cuda::emitRopeTable(r, k); })
           .Case([&](tile::FlashAttentionFwdOp a) {
             return cuda::emitAttentionForward(a, k);

@@ -348,10 +348,15 @@ FailureOr<json::Object> PlanWriter::build() {
           {plan::attr::kGroup, group.getName().str()},
           {plan::attr::kGroupSize, group.getSize()},
           {plan::attr::kLastMicroStep, op.hasAttr("last_micro_step")}};
-    } else if (auto gather = dyn_cast<dist::AllGatherOp>(op)) {
+    } else if (isa<dist::AllGatherOp, dist::AllGatherIntoOp>(op)) {
+      // (The gather into destinations is the plan's all_gather with 2N
+      // inputs: the shards, then the destinations.)
+      step[plan::key::kKernel] =
+          llvm::StringRef(plan::stepKindName(plan::StepKind::AllGather));
+      auto group = op.getAttrOfType<dist::GroupAttr>("group");
       step[plan::key::kAttrs] =
-          json::Object{{plan::attr::kGroup, gather.getGroup().getName().str()},
-                       {plan::attr::kGroupSize, gather.getGroup().getSize()}};
+          json::Object{{plan::attr::kGroup, group.getName().str()},
+                       {plan::attr::kGroupSize, group.getSize()}};
     } else if (op.getDialect() && op.getDialect()->getNamespace() == "tile") {
       step[plan::key::kAttrs] = attrsJson(&op);
       if (auto adamw = dyn_cast<tile::AdamWOp>(op))

@@ -94,6 +94,34 @@ LogicalResult AllGatherOp::verify() {
   return success();
 }
 
+LogicalResult AllGatherIntoOp::verify() {
+  if (getShards().empty() || getShards().size() != getDests().size() ||
+      getOutputs().size() != getDests().size())
+    return emitOpError() << "expects N >= 1 shards, N destinations and N "
+                            "results, got "
+                         << getShards().size() << ", " << getDests().size()
+                         << " and " << getOutputs().size();
+  int64_t ranks = getGroup().getSize();
+  for (auto [index, shard, dest, output] :
+       llvm::enumerate(getShards(), getDests(), getOutputs())) {
+    auto whole = cast<RankedTensorType>(dest.getType());
+    if (!whole.hasStaticShape())
+      return emitOpError() << "destination #" << index
+                           << " must have a static shape, got " << whole;
+    auto expected = RankedTensorType::get(
+        {(whole.getNumElements() + ranks - 1) / ranks}, whole.getElementType());
+    if (shard.getType() != expected)
+      return emitOpError() << "expects shard #" << index << " to be "
+                           << expected << " (a rank's shard of " << whole
+                           << " over " << ranks << " ranks), got "
+                           << shard.getType();
+    if (output.getType() != whole)
+      return emitOpError() << "expects result #" << index << " to be " << whole
+                           << ", got " << output.getType();
+  }
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Point to point
 //===----------------------------------------------------------------------===//

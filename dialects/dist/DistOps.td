@@ -95,6 +95,34 @@ def Dist_AllGatherOp : Dist_Op<"all_gather",
   let hasVerifier = 1;
 }
 
+def Dist_AllGatherIntoOp : Dist_Op<"all_gather_into", [AttrSizedOperandSegments]> {
+  let summary = "Gathers every rank's shard into a whole tensor on every rank";
+  let description = [{
+    ZeRO-1 with sharded master weights: operand `shards[i]` is this rank's
+    shard of a tensor (1-D, `ceil(n / size)` elements, only the first as
+    many as the shard holds used), `dests[i]` the whole tensor it belongs to
+    (`n` elements of the same element type). Result `i` is `dests[i]` with
+    shard `r` taken from rank `r`'s `shards[i]`: the BF16 compute copies,
+    rebuilt from the ranks' updated master shards. After `tile-plan-memory`
+    each result lies where its destination does (in place).
+
+    ```mlir
+    %c:2 = dist.all_gather_into %s0, %s1 into %c0, %c1
+        : tensor<1024xbf16>, tensor<16xbf16> into tensor<64x64xbf16>, tensor<64xbf16>
+        -> tensor<64x64xbf16>, tensor<64xbf16> over #dist.group<"dp", 4>
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$shards,
+                       Variadic<AnyRankedTensor>:$dests,
+                       Dist_GroupAttr:$group);
+  let results = (outs Variadic<AnyRankedTensor>:$outputs);
+  let assemblyFormat = [{
+    $shards `into` $dests `:` type($shards) `into` type($dests) `->`
+    type($outputs) `over` qualified($group) attr-dict
+  }];
+  let hasVerifier = 1;
+}
+
 def Dist_SendOp : Dist_Op<"send"> {
   let summary = "Sends a tensor to another rank";
   let description = [{

@@ -810,24 +810,29 @@ LogicalResult kiln::nn::detail::verifyAdamW(
     std::optional<uint64_t> shards, const APFloat &beta1, const APFloat &beta2,
     const APFloat &epsilon, const APFloat &weightDecay,
     const APFloat &maxGradNorm) {
-  for (auto [name, value] : sameType)
-    if (failed(expectSameType(op, "param", param, name, value)))
-      return failure();
   if (shards && *shards < 1)
     return op->emitOpError() << "expects shards >= 1, got " << *shards;
-  auto paramType = cast<RankedTensorType>(param.getType());
-  if (shards && *shards > 1 && !paramType.hasStaticShape())
+  // The whole tensor's type is the gradient's (sameType[0]); under ZeRO-1
+  // with sharded masters the param (and its update) is this rank's shard.
+  auto wholeType = cast<RankedTensorType>(sameType.front().second.getType());
+  bool sharded = shards && *shards > 1;
+  if (sharded && !wholeType.hasStaticShape())
     return op->emitOpError()
-           << "shards a parameter of dynamic shape " << paramType;
-  RankedTensorType momentType =
-      shards && paramType.hasStaticShape()
-          ? shardType(paramType, static_cast<int64_t>(*shards))
-          : paramType;
+           << "shards a parameter of dynamic shape " << wholeType;
+  RankedTensorType shard =
+      sharded ? shardType(wholeType, static_cast<int64_t>(*shards)) : wholeType;
+  if (!(sharded && param.getType() == shard))
+    for (auto [name, value] : sameType)
+      if (failed(expectSameType(op, "param", param, name, value)))
+        return failure();
+  for (auto [name, value] : sameType.drop_front())
+    if (failed(expectSameType(op, "param", param, name, value)))
+      return failure();
   for (auto [name, value] : moments)
-    if (value.getType() != momentType)
+    if (value.getType() != shard)
       return op->emitOpError()
-             << "expects " << name << " to be " << momentType
-             << (momentType == paramType
+             << "expects " << name << " to be " << shard
+             << (shard == wholeType
                      ? StringRef(" (the param's type)")
                      : StringRef(" (this rank's shard of the param)"))
              << ", got " << value.getType();

@@ -73,10 +73,12 @@ verifyAdamW(mlir::Operation *op, mlir::Value param, NamedValues sameType,
             const llvm::APFloat &maxGradNorm);
 } // namespace detail
 
-/// An AdamW update (nn.adamw_update, tile.adamw): the gradient and new
-/// parameter of the parameter's type, the moments too or (ZeRO-1, `shards`
-/// S > 1) of its shard's (shardType), betas in [0, 1), a positive epsilon
-/// and non-negative weight decay and clipping threshold.
+/// An AdamW update (nn.adamw_update, tile.adamw): the gradient (the first
+/// of `sameType`) and new parameter of the parameter's type, the moments
+/// too; or (ZeRO-1, `shards` S > 1) the moments of the gradient's shard
+/// (shardType), and the parameter and its update whole or that shard (a
+/// sharded master); betas in [0, 1), a positive epsilon and non-negative
+/// weight decay and clipping threshold.
 template <typename AdamWOp> mlir::LogicalResult verifyAdamW(AdamWOp op) {
   return detail::verifyAdamW(
       op, op.getParam(),

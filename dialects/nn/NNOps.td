@@ -753,7 +753,9 @@ def NN_AdamWUpdateOp : NN_Op<"adamw_update", [Pure]> {
     split into S shards of `ceil(n / S)` elements, as `dist.reduce_scatter`
     splits it); the moments are that shard's, `tensor<ceil(n / S) x f32>`
     (the last ranks' shards are shorter and their moments' tails unused),
-    and the rest of the parameter is returned as it came.
+    and the rest of the parameter is returned as it came. With sharded
+    master weights the param and its update are that shard too (the
+    gradient stays whole).
 
     ```mlir
     %p2, %m2, %v2 = nn.adamw_update %p, %g, %m, %v, %lr, %step, %norm

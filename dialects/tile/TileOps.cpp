@@ -594,10 +594,15 @@ ConcatOp kiln::tile::concatUser(Value value) {
 /// collectives of dist-reduce-gradients), or null.
 static Value inPlaceOperand(Value value) {
   Operation *op = value.getDefiningOp();
+  unsigned index = isa_and_nonnull<OpResult>(value)
+                       ? cast<OpResult>(value).getResultNumber()
+                       : 0;
+  if (auto into = dyn_cast_or_null<kiln::dist::AllGatherIntoOp>(op))
+    return into.getDests()[index];
   if (!isa_and_nonnull<kiln::dist::AllReduceOp, kiln::dist::ReduceScatterOp,
                        kiln::dist::AllGatherOp>(op))
     return Value();
-  return op->getOperand(cast<OpResult>(value).getResultNumber());
+  return op->getOperand(index);
 }
 
 int64_t kiln::tile::rowPitch(Value value) {

@@ -42,6 +42,7 @@ std::optional<int> envInt(const char *name) {
 /// One process: every collective is the identity.
 class SelfCommunicator final : public Communicator {
 public:
+  using Communicator::allGatherShards;
   int rank() const override { return 0; }
   int size() const override { return 1; }
   int localRank() const override { return 0; }
@@ -49,7 +50,8 @@ public:
   void allReduceSum(std::span<const std::span<float>>) override {}
   void allReduceSum(std::span<double>) override {}
   void reduceScatterSum(std::span<const std::span<float>>) override {}
-  void allGatherShards(std::span<const std::span<float>>) override {}
+  void allGatherShards(std::span<const std::span<std::byte>>,
+                       std::size_t) override {}
   void broadcast(std::span<std::byte>, int) override {}
   std::vector<std::vector<std::byte>>
   allGather(std::span<const std::byte> mine) override {
@@ -65,6 +67,7 @@ constexpr std::size_t kMaxCount = INT_MAX / 2;
 
 class MpiCommunicator final : public Communicator {
 public:
+  using Communicator::allGatherShards;
   explicit MpiCommunicator(const LaunchInfo &launch)
       : local(launch.localRank), timeout(commTimeout()) {
     int provided = 0;
@@ -125,22 +128,30 @@ public:
   // and piece, in place, for shards of any size.
   void reduceScatterSum(std::span<const std::span<float>> buffers) override {
     std::vector<MPI_Request> requests;
-    forEachShardPiece(buffers, [&](float *data, int n, int root) {
-      requests.emplace_back();
-      check(MPI_Ireduce(root == me ? MPI_IN_PLACE : data, data, n, MPI_FLOAT,
-                        MPI_SUM, root, MPI_COMM_WORLD, &requests.back()),
-            "MPI_Ireduce");
-    });
+    for (std::span<float> buffer : buffers)
+      forEachShardPiece(buffer.data(), buffer.size(), sizeof(float),
+                        sizeof(float), [&](std::byte *data, int n, int root) {
+                          auto *floats = reinterpret_cast<float *>(data);
+                          requests.emplace_back();
+                          check(MPI_Ireduce(root == me ? MPI_IN_PLACE : floats,
+                                            floats, n, MPI_FLOAT, MPI_SUM, root,
+                                            MPI_COMM_WORLD, &requests.back()),
+                                "MPI_Ireduce");
+                        });
     wait(requests, "the gradient reduce-scatter");
   }
-  void allGatherShards(std::span<const std::span<float>> buffers) override {
+  void allGatherShards(std::span<const std::span<std::byte>> buffers,
+                       std::size_t elementBytes) override {
+    // (A copy, not a reduction: the elements travel as bytes.)
     std::vector<MPI_Request> requests;
-    forEachShardPiece(buffers, [&](float *data, int n, int root) {
-      requests.emplace_back();
-      check(MPI_Ibcast(data, n, MPI_FLOAT, root, MPI_COMM_WORLD,
-                       &requests.back()),
-            "MPI_Ibcast");
-    });
+    for (std::span<std::byte> buffer : buffers)
+      forEachShardPiece(buffer.data(), buffer.size() / elementBytes,
+                        elementBytes, 1, [&](std::byte *data, int n, int root) {
+                          requests.emplace_back();
+                          check(MPI_Ibcast(data, n, MPI_BYTE, root,
+                                           MPI_COMM_WORLD, &requests.back()),
+                                "MPI_Ibcast");
+                        });
     wait(requests, "the parameter all-gather");
   }
   void broadcast(std::span<std::byte> data, int root) override {
@@ -176,23 +187,27 @@ public:
   }
 
 private:
-  /// Calls `piece(data, n, root)` for every rank's shard of every buffer,
-  /// in pieces of at most kMaxCount elements (empty shards skipped, the
-  /// same on every rank).
+  /// Calls `piece(data, n, root)` for every rank's shard of a buffer of
+  /// `elements` elements of `elementBytes` bytes each, in pieces of at most
+  /// kMaxCount units of the MPI datatype's `unit` bytes (`n` counts them);
+  /// empty shards are skipped, the same on every rank.
   template <typename Piece>
-  void forEachShardPiece(std::span<const std::span<float>> buffers,
+  void forEachShardPiece(void *buffer, std::size_t elements,
+                         std::size_t elementBytes, std::size_t unit,
                          Piece piece) {
-    for (std::span<float> buffer : buffers)
-      for (int root = 0; root < count; ++root) {
-        plan::Shard shard =
-            plan::shardOf(static_cast<int64_t>(buffer.size()), count, root);
-        for (int64_t at = 0; at < shard.count;
-             at += static_cast<int64_t>(kMaxCount))
-          piece(buffer.data() + shard.offset + at,
-                static_cast<int>(std::min<int64_t>(
-                    static_cast<int64_t>(kMaxCount), shard.count - at)),
-                root);
-      }
+    auto *base = static_cast<std::byte *>(buffer);
+    for (int root = 0; root < count; ++root) {
+      plan::Shard shard =
+          plan::shardOf(static_cast<int64_t>(elements), count, root);
+      const int64_t units =
+          shard.count * static_cast<int64_t>(elementBytes / unit);
+      std::byte *start = base + shard.offset * elementBytes;
+      for (int64_t at = 0; at < units; at += static_cast<int64_t>(kMaxCount))
+        piece(start + at * unit,
+              static_cast<int>(std::min<int64_t>(
+                  static_cast<int64_t>(kMaxCount), units - at)),
+              root);
+    }
   }
   void check(int code, const char *call) const {
     if (code == MPI_SUCCESS)
@@ -331,6 +346,13 @@ std::chrono::milliseconds commTimeout() {
                             "positive number",
                             text));
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+void Communicator::allGatherShards(std::span<const std::span<float>> buffers) {
+  std::vector<std::span<std::byte>> bytes;
+  for (std::span<float> buffer : buffers)
+    bytes.push_back(std::as_writable_bytes(buffer));
+  allGatherShards(bytes, sizeof(float));
 }
 
 void requireRanks(int64_t ranks, const Communicator *comm) {

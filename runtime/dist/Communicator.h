@@ -56,8 +56,11 @@ public:
   /// (plan::shardOf over size() ranks) becomes the sum over the ranks; the
   /// rest keeps its value. One bucket per call, as allReduceSum.
   virtual void reduceScatterSum(std::span<const std::span<float>> buffers) = 0;
-  /// ZeRO-1's gather, in place: shard r of each buffer from rank r.
-  virtual void allGatherShards(std::span<const std::span<float>> buffers) = 0;
+  /// ZeRO-1's gather, in place: shard r of each buffer (of elements of
+  /// `elementBytes` bytes) from rank r.
+  virtual void allGatherShards(std::span<const std::span<std::byte>> buffers,
+                               std::size_t elementBytes) = 0;
+  void allGatherShards(std::span<const std::span<float>> buffers);
   /// Rank `root`'s bytes to every rank.
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   /// Every rank's `mine` (the same size on all), in rank order.

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <optional>
 
 namespace kiln::rt {
@@ -392,10 +393,12 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
         float lr = *f32(in[scalars]), stepNumber = *f32(in[scalars + 1]),
               norm = *f32(in[scalars + 2]);
         for (std::size_t i = 0; i < n; ++i) {
-          // ZeRO-1: this rank's shard of the parameter, with its moments.
+          // ZeRO-1: this rank's shard of the parameter, with its moments
+          // (of the whole gradient; the master whole, or that shard).
           int64_t elements = values[in[i]].numElements();
-          plan::Shard shard = shardOf(values[in[i]], o.shards);
-          host::adamw<float>(f32(in[i]) + shard.offset,
+          plan::Shard shard = shardOf(values[in[n + i]], o.shards);
+          bool shardedMaster = elements != values[in[n + i]].numElements();
+          host::adamw<float>(f32(in[i]) + (shardedMaster ? 0 : shard.offset),
                              f32(in[n + i]) + shard.offset, f32(in[2 * n + i]),
                              f32(in[3 * n + i]), shard.count, lr, stepNumber,
                              norm, o.beta1, o.beta2, o.epsilon, o.weightDecay,
@@ -424,8 +427,30 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
           comm->reduceScatterSum(buffersOf(in));
       },
       [&](const AllGatherStep &) {
-        if (comm)
-          comm->allGatherShards(buffersOf(in));
+        if (in.size() == out.size()) { // in place
+          if (comm)
+            comm->allGatherShards(buffersOf(in));
+          return;
+        }
+        // N shards into N destinations (Plan checked): this rank's shard
+        // into its place, then every rank's.
+        std::size_t n = out.size();
+        // (One gather per element size, in a fixed order on every rank.)
+        std::map<std::size_t, std::vector<std::span<std::byte>>> buffers;
+        for (std::size_t i = 0; i < n; ++i) {
+          const ValueInfo &dest = values[in[n + i]];
+          std::size_t elementBytes = plan::dtypeBytes(dest.dtype);
+          plan::Shard shard = shardOf(dest, planRef.dataParallel);
+          std::byte *base = arena.get() + dest.offset;
+          std::memcpy(base + shard.offset * elementBytes,
+                      arena.get() + values[in[i]].offset,
+                      shard.count * elementBytes);
+          buffers[elementBytes].emplace_back(base,
+                                             dest.numElements() * elementBytes);
+        }
+        for (const auto &[elementBytes, group] : buffers)
+          if (comm)
+            comm->allGatherShards(group, elementBytes);
       },
       [&](const FusedStep &) {
         throw Error("a fused step that was not decoded at load");

@@ -263,6 +263,13 @@ struct Plan {
   int64_t zero = 0;
   /// The ranks sharing the optimizer: data_parallel under ZeRO-1, else 1.
   int64_t optimizerShards() const { return zero == 1 ? dataParallel : 1; }
+  /// Whether `param`'s value is only this rank's ZeRO-1 shard of its master
+  /// (the step reads its BF16 compute copy, whole): fewer elements than its
+  /// gradient, which is always whole.
+  bool shardedMaster(const Parameter &param) const {
+    return values[param.value].numElements() !=
+           values[param.grad].numElements();
+  }
 
   // The CUDA kernels (name -> NVRTC source) and precompiled cubins
   // (arch -> name -> cubin), when the plan was compiled for CUDA.

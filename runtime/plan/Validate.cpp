@@ -23,6 +23,8 @@ namespace {
 
 namespace a = plan::attr;
 
+bool overlaps(const ValueInfo &x, const ValueInfo &y);
+
 /// The checks of one step; `fail` throws with the step's prefix.
 class StepChecker {
 public:
@@ -443,10 +445,14 @@ void StepChecker::run() {
             std::string name = fmt::format("{} ({})", inputName(i), role(i));
             bool copy = i >= 4 * n && i < per * n;
             dtype(input(i), copy ? ElemType::BF16 : ElemType::F32, name);
-            // Under ZeRO-1 the moments are this rank's shard's.
+            // Under ZeRO-1 the moments are this rank's shard's, and so may
+            // the master be; the gradient is whole.
             bool moment = i >= 2 * n && i < 4 * n;
-            int64_t size = input(i % n).numElements();
-            if (moment && op.shards > 1)
+            int64_t size = i < per * n ? input(n + i % n).numElements() : 1;
+            bool shardedMaster = i < n && op.shards > 1 &&
+                                 input(i).numElements() ==
+                                     plan::shardOf(size, op.shards, 0).stride;
+            if ((moment || shardedMaster) && op.shards > 1)
               elements(input(i), plan::shardOf(size, op.shards, 0).stride, name,
                        fmt::format("the parameter's shard over {} ranks "
                                    "(ceil({} / {}))",
@@ -482,11 +488,44 @@ void StepChecker::run() {
           // plan's ranks.
           constexpr bool gather = std::is_same_v<T, AllGatherStep>;
           const char *what = gather ? "gathered" : "reduced";
-          if (step.inputs.empty() || step.outputs.size() != step.inputs.size())
+          // (all_gather with 2N inputs: N shards gathered into N
+          // destinations, the BF16 compute copies of sharded masters.)
+          bool into = gather && !step.outputs.empty() &&
+                      step.inputs.size() == 2 * step.outputs.size();
+          if (into) {
+            std::size_t n = step.outputs.size();
+            for (std::size_t i = 0; i < n; ++i) {
+              const ValueInfo &dest = input(n + i);
+              int64_t stride =
+                  plan::shardOf(dest.numElements(), op.groupSize, 0).stride;
+              if (input(i).dtype != dest.dtype ||
+                  input(i).numElements() != stride)
+                fail(fmt::format("{} (shard {}) must be {} {} elements, a "
+                                 "rank's shard of {} over {} ranks",
+                                 inputName(i), i, elemName(dest.dtype), stride,
+                                 inputName(n + i), op.groupSize));
+              if (dest.dtype != ElemType::F32 && dest.dtype != ElemType::BF16)
+                fail(fmt::format("{} is {}; all_gather takes f32 or bf16",
+                                 inputName(n + i), elemName(dest.dtype)));
+              if (output(i).offset != dest.offset ||
+                  output(i).dtype != dest.dtype ||
+                  output(i).numElements() != dest.numElements())
+                fail(fmt::format("{} must be {} gathered in place (the same "
+                                 "offset, dtype and elements)",
+                                 outputName(i), inputName(n + i)));
+              if (overlaps(input(i), dest))
+                fail(fmt::format("{} overlaps {}", inputName(i),
+                                 inputName(n + i)));
+            }
+          } else if (step.inputs.empty() ||
+                     step.outputs.size() != step.inputs.size()) {
             fail(fmt::format("takes N >= 1 inputs and as many outputs (the "
-                             "same tensors, {} in place), got {} and {}",
-                             what, step.inputs.size(), step.outputs.size()));
-          for (std::size_t i = 0; i < step.inputs.size(); ++i) {
+                             "same tensors, {} in place){}, got {} and {}",
+                             what,
+                             gather ? ", or N shards and N destinations" : "",
+                             step.inputs.size(), step.outputs.size()));
+          }
+          for (std::size_t i = 0; !into && i < step.inputs.size(); ++i) {
             if (input(i).dtype != ElemType::F32)
               fail(fmt::format("{} is {}; {} takes f32 ({})", inputName(i),
                                elemName(input(i).dtype), step.kernel(),
@@ -623,12 +662,12 @@ void validateSteps(const Plan &plan, const std::string &source) {
     if (param.computeCopy >= 0) {
       const ValueInfo &copy = plan.values[param.computeCopy];
       if (copy.dtype != ElemType::BF16 ||
-          copy.numElements() != plan.values[param.value].numElements())
+          copy.numElements() != grad.numElements())
         throw Error(fmt::format("{}: parameter '{}': compute_copy (value {}) "
                                 "must be bf16 with the parameter's {} "
                                 "elements",
                                 source, param.name, param.computeCopy,
-                                plan.values[param.value].numElements()));
+                                grad.numElements()));
       for (auto [name, id] : {std::pair{"value", param.value},
                               {"grad", param.grad},
                               {"exp_avg", param.expAvg},
@@ -644,12 +683,22 @@ void validateSteps(const Plan &plan, const std::string &source) {
                                 source, param.name, param.computeCopy,
                                 plan.persistentBytes));
     }
-    int64_t size = plan.values[param.value].numElements();
+    // The whole tensor is the gradient's; under ZeRO-1 a master read only
+    // through its compute copy may be this rank's shard.
+    int64_t size = grad.numElements();
     int64_t moments = plan::shardOf(size, plan.optimizerShards(), 0).stride;
-    if (grad.numElements() != size)
-      throw Error(fmt::format("{}: parameter '{}': its grad does not hold as "
-                              "many elements as its value",
-                              source, param.name));
+    if (plan.values[param.value].numElements() != size &&
+        !(plan.shardedMaster(param) && param.computeCopy >= 0 &&
+          plan.optimizerShards() > 1 &&
+          plan.values[param.value].numElements() == moments))
+      throw Error(fmt::format(
+          "{}: parameter '{}': its value holds {} elements; its grad's {}{}",
+          source, param.name, plan.values[param.value].numElements(), size,
+          plan.optimizerShards() > 1
+              ? fmt::format(", or (a sharded master, with a compute copy) "
+                            "{}",
+                            moments)
+              : std::string()));
     if (plan.values[param.expAvg].numElements() != moments ||
         plan.values[param.expAvgSq].numElements() != moments)
       throw Error(fmt::format(
@@ -733,13 +782,13 @@ void validateSteps(const Plan &plan, const std::string &source) {
       for (std::size_t i = 0; i < n; ++i) {
         bool found = false;
         for (const Parameter &param : plan.parameters)
-          found |=
-              param.value == step.inputs[i] &&
-              param.grad == step.inputs[n + i] &&
-              param.expAvg == step.inputs[2 * n + i] &&
-              param.expAvgSq == step.inputs[3 * n + i] &&
-              (adamw.computeCopies ? param.computeCopy == step.inputs[4 * n + i]
-                                   : param.computeCopy < 0);
+          found |= param.value == step.inputs[i] &&
+                   param.grad == step.inputs[n + i] &&
+                   param.expAvg == step.inputs[2 * n + i] &&
+                   param.expAvgSq == step.inputs[3 * n + i] &&
+                   (adamw.computeCopies
+                        ? param.computeCopy == step.inputs[4 * n + i]
+                        : param.computeCopy < 0 || plan.shardedMaster(param));
         if (!found)
           check.fail(
               n == 1
@@ -825,7 +874,7 @@ void checkTrainable(const Plan &plan, const std::string &source) {
       if (step.kind() == reduction)
         reduced.insert(step.outputs.begin(), step.outputs.end());
       // (The gather writes in place: its outputs are new values at the
-      // parameters' offsets.)
+      // parameters' offsets, or at their compute copies'.)
       if (step.kind() == StepKind::AllGather)
         for (int64_t id : step.outputs)
           gathered.insert(plan.values[id].offset);
@@ -837,7 +886,10 @@ void checkTrainable(const Plan &plan, const std::string &source) {
                                 "parameter '{}'",
                                 source, plan.dataParallel,
                                 plan::stepKindName(reduction), param.name));
-      if (plan.zero == 1 && !gathered.count(plan.values[param.value].offset))
+      int64_t whole =
+          plan.shardedMaster(param) ? param.computeCopy : param.value;
+      if (plan.zero == 1 && whole >= 0 &&
+          !gathered.count(plan.values[whole].offset))
         throw Error(fmt::format("{}: plan: zero is 1 but no all_gather step "
                                 "gathers parameter '{}' after its update",
                                 source, param.name));

@@ -69,20 +69,20 @@ std::string shapeString(const std::vector<int64_t> &shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
 
-/// Loads a tensor of a safetensors file into an f32 value of the step,
-/// checking its shape.
-void loadTensor(Backend &backend, int64_t value, const SafeTensors &file,
-                const std::string &name, const std::string &path) {
+/// A tensor of a safetensors file as FP32, checking its shape (`shape`, the
+/// model's) and that every value is finite.
+std::vector<float> readTensor(const SafeTensors &file, const std::string &name,
+                              const std::string &path,
+                              const std::vector<int64_t> &shape) {
   const Tensor *tensor = file.find(name);
   if (!tensor)
     throw Error(fmt::format("{}: has no tensor '{}'", path, name));
-  const ValueInfo &info = backend.plan().values[value];
-  if (tensor->shape != info.shape)
+  if (tensor->shape != shape)
     throw Error(fmt::format("{}: tensor '{}' has shape {}, the model expects "
                             "{}",
                             path, name, shapeString(tensor->shape),
-                            shapeString(info.shape)));
-  std::vector<float> data(info.numElements());
+                            shapeString(shape)));
+  std::vector<float> data(tensor->numElements());
   if (tensor->dtype == DType::F32) {
     std::memcpy(data.data(), tensor->data.data(), tensor->data.size());
   } else if (tensor->dtype == DType::BF16) {
@@ -102,7 +102,7 @@ void loadTensor(Backend &backend, int64_t value, const SafeTensors &file,
                             "file is damaged or the run that wrote it "
                             "diverged",
                             path, name, *bad, bad - data.begin()));
-  backend.write(value, data);
+  return data;
 }
 
 /// The `.bin` token shards in `dir`, sorted.
@@ -247,9 +247,19 @@ private:
                      const std::vector<std::vector<float>> &grads);
   /// This rank's ZeRO-1 shard of a parameter (all of it without ZeRO-1).
   plan::Shard shardOf(const Parameter &param) const {
-    return plan::shardOf(plan.values[param.value].numElements(),
+    return plan::shardOf(plan.values[param.grad].numElements(),
                          plan.optimizerShards(), comm.rank());
   }
+  /// A parameter's shape: its gradient's (the value may be a shard).
+  const std::vector<int64_t> &shapeOf(const Parameter &param) const {
+    return plan.values[param.grad].shape;
+  }
+  /// Sets a parameter from its whole FP32 master: the value (this rank's
+  /// shard of it, for a sharded master) and its BF16 compute copy.
+  void writeMaster(const Parameter &param, const std::vector<float> &whole);
+  /// The whole FP32 masters (gathered from the ranks' shards where the
+  /// masters are sharded: every rank must call it).
+  std::vector<std::vector<float>> readMasters();
   /// Refuses to start unless every rank runs the same plan, config, data
   /// and settings as rank 0.
   void checkRanksAgree();
@@ -632,32 +642,71 @@ void Trainer::initialise() {
                        options.initPath, unused.size(),
                        fmt::join(unused, ", ")));
   }
+  // (Every rank draws every parameter whole, in the same order, and keeps
+  // its shard where the masters are sharded.)
   for (const Parameter &param : plan.parameters) {
-    const ValueInfo &info = plan.values[param.value];
     if (init) {
-      loadTensor(*backend, param.value, *init, param.name, options.initPath);
+      writeMaster(param, readTensor(*init, param.name, options.initPath,
+                                    shapeOf(param)));
     } else {
-      std::vector<float> data(info.numElements(), 0.0f);
+      std::vector<float> data(plan.values[param.grad].numElements(), 0.0f);
       if (param.init == "ones") {
         std::fill(data.begin(), data.end(), 1.0f);
       } else if (param.init.rfind("normal:", 0) == 0) {
         double std = std::stod(param.init.substr(7));
-        fillNormal(rng, data.data(), info.numElements(), 0.0, std);
+        fillNormal(rng, data.data(), data.size(), 0.0, std);
       } else if (param.init != "zeros") {
         throw Error(fmt::format("parameter '{}': unknown init '{}'", param.name,
                                 param.init));
       }
-      backend->write(param.value, data);
+      writeMaster(param, data);
     }
     // Optimizer moments start at zero (the arena is zeroed).
   }
+}
+
+void Trainer::writeMaster(const Parameter &param,
+                          const std::vector<float> &whole) {
+  if (plan.shardedMaster(param)) {
+    plan::Shard mine = shardOf(param);
+    std::vector<float> shard(mine.stride, 0.0f);
+    std::copy_n(whole.begin() + mine.offset, mine.count, shard.begin());
+    backend->write(param.value, shard);
+  } else {
+    backend->write(param.value, whole);
+  }
+  // The BF16 compute copy: rounded from the master once here, then by
+  // every update (or its gather); checkpoints hold only the masters.
+  if (param.computeCopy >= 0)
+    backend->write(param.computeCopy, whole);
+}
+
+std::vector<std::vector<float>> Trainer::readMasters() {
+  std::vector<std::vector<float>> masters;
+  std::vector<std::span<float>> sharded;
+  for (const Parameter &param : plan.parameters) {
+    std::vector<float> value = backend->read(param.value);
+    if (!plan.shardedMaster(param)) {
+      masters.push_back(std::move(value));
+      continue;
+    }
+    plan::Shard mine = shardOf(param);
+    std::vector<float> &whole =
+        masters.emplace_back(plan.values[param.grad].numElements(), 0.0f);
+    std::copy_n(value.begin(), mine.count, whole.begin() + mine.offset);
+    sharded.emplace_back(whole);
+  }
+  if (!sharded.empty())
+    comm.allGatherShards(sharded);
+  return masters;
 }
 
 void Trainer::resume() {
   std::string modelPath = (checkpoint / kModelFile).string();
   SafeTensors model = readSafeTensors(modelPath);
   for (const Parameter &param : plan.parameters)
-    loadTensor(*backend, param.value, model, param.name, modelPath);
+    writeMaster(param,
+                readTensor(model, param.name, modelPath, shapeOf(param)));
   loadMoments();
   const DataPosition &position = resumeState->position;
   stream->seek(
@@ -687,7 +736,7 @@ void Trainer::loadMoments() {
                                             manifest.parameters.end());
     for (const Parameter &param : plan.parameters) {
       auto it = recorded.find(param.name);
-      int64_t elements = plan.values[param.value].numElements();
+      int64_t elements = plan.values[param.grad].numElements();
       if (it == recorded.end() || it->second != elements)
         throw Error(fmt::format(
             "{}: parameter '{}' {}, but the model's has {} elements",
@@ -707,7 +756,7 @@ void Trainer::loadMoments() {
     return it->second;
   };
   for (const Parameter &param : plan.parameters) {
-    int64_t elements = plan.values[param.value].numElements();
+    int64_t elements = plan.values[param.grad].numElements();
     plan::Shard mine = shardOf(param);
     for (auto [prefix, value] : {std::pair{"exp_avg.", param.expAvg},
                                  {"exp_avg_sq.", param.expAvgSq}}) {
@@ -753,6 +802,8 @@ void Trainer::saveCheckpoint(int64_t step) {
   std::optional<CheckpointWriter> files;
   if (writer())
     files.emplace(outDir, step);
+  // (Gathered on every rank where the masters are sharded.)
+  std::vector<std::vector<float>> masters = readMasters();
   if (sharded) {
     std::string dir = files ? files->pathOf("") : std::string();
     uint64_t length = dir.size();
@@ -784,11 +835,12 @@ void Trainer::saveCheckpoint(int64_t step) {
   manifest.worldSize = comm.size();
   for (int64_t rank = 0; rank < comm.size(); ++rank)
     manifest.files.push_back(optimizerShardFile(rank, comm.size()));
-  for (const Parameter &param : plan.parameters) {
-    const std::vector<int64_t> &shape = plan.values[param.value].shape;
-    model.push_back(floatTensor(param.name, shape, backend->read(param.value)));
+  for (std::size_t index = 0; index < plan.parameters.size(); ++index) {
+    const Parameter &param = plan.parameters[index];
+    const std::vector<int64_t> &shape = shapeOf(param);
+    model.push_back(floatTensor(param.name, shape, masters[index]));
     manifest.parameters.emplace_back(param.name,
-                                     plan.values[param.value].numElements());
+                                     plan.values[param.grad].numElements());
     if (sharded)
       continue;
     optimizer.push_back(floatTensor("exp_avg." + param.name, shape,
@@ -931,11 +983,6 @@ int Trainer::run() {
   } else {
     initialise();
   }
-  // The BF16 compute copies the optimizer keeps: rounded from the masters
-  // once here, then by every update (checkpoints hold only the masters).
-  for (const Parameter &param : plan.parameters)
-    if (param.computeCopy >= 0)
-      backend->write(param.computeCopy, backend->read(param.value));
   // Rank 0 keeps the metrics and the progress bar.
   std::optional<MetricsLog> metrics;
   if (writer()) {

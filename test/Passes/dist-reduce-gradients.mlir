@@ -6,6 +6,7 @@
 // RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients=single-rank=true | FileCheck %s --check-prefix=SINGLE
 // RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients="dp=4 zero=1 report=true" 2>&1 | FileCheck %s --check-prefix=ZERO1
 // RUN: kiln-opt %s --nn-autodiff --dist-reduce-gradients="dp=4 zero=1" --nn-fuse --nn-lower-to-tile --tile-plan-memory | FileCheck %s --check-prefix=ZERO1-TILE
+// RUN: kiln-opt %S/Inputs/bf16-step.mlir --nn-autodiff --dist-reduce-gradients="dp=4 zero=1" | FileCheck %s --check-prefix=MASTER
 // RUN: not kiln-opt %s --nn-autodiff --dist-reduce-gradients="dp=2 zero=2" 2>&1 | FileCheck %s --check-prefix=STAGE
 // RUN: not kiln-opt %s --nn-autodiff --dist-reduce-gradients=dp=0 2>&1 | FileCheck %s --check-prefix=ZERO
 // RUN: not kiln-opt %s --dist-reduce-gradients=dp=2 2>&1 | FileCheck %s --check-prefix=NOSTEP
@@ -86,6 +87,24 @@
 // ZERO1-TILE: tile.adamw {{.*}}shards = 4 : i64
 // ZERO1-TILE-NOT: compute_copies
 // ZERO1-TILE: dist.all_gather {{.*}}kiln.offsets = array<i64: [[W2]], [[B]], [[W1]]>
+
+// A master read only through one BF16 cast is sharded too (w: 30
+// elements, shards of 8): the step takes its whole BF16 compute copy
+// instead of the cast and the master as a shard; the new shard is rounded
+// and gathered into the copy, which the step returns. v, read in FP32,
+// stays whole and is gathered in place.
+// MASTER-LABEL: func.func @train_step(
+// MASTER-SAME: %[[W:[^:]+]]: tensor<8xf32> {kiln.param = "w"}
+// MASTER-SAME: %{{[^:]+}}: tensor<10x10xf32> {kiln.param = "v"}
+// MASTER-SAME: %[[COPY:[^:]+]]: tensor<10x3xbf16> {kiln.compute_copy = "w"}
+// MASTER-SAME: tensor<10x3xbf16> {kiln.compute_copy = "w"})
+// MASTER-NOT: nn.cast %[[W]]
+// MASTER: nn.linear %{{.+}}, %[[COPY]]
+// MASTER: %[[NEW:[^,]+]], %{{.+}}, %{{.+}} = nn.adamw_update %[[W]], {{.*}}shards = 4 : i64{{.*}} : (tensor<8xf32>, tensor<10x3xf32>, tensor<8xf32>, tensor<8xf32>,
+// MASTER: %[[ROUNDED:.+]] = nn.cast %[[NEW]] {kiln.chunk = "O"} : (tensor<8xf32>) -> tensor<8xbf16>
+// MASTER: dist.all_gather %{{.+}} : tensor<10x10xf32> over #dist.group<"dp", 4>
+// MASTER: %[[GATHERED:.+]] = dist.all_gather_into %[[ROUNDED]] into %[[COPY]] : tensor<8xbf16> into tensor<10x3xbf16> -> tensor<10x3xbf16> over #dist.group<"dp", 4> {kiln.chunk = "O"}
+// MASTER: return {{.*}}%[[NEW]], {{.*}}, %[[GATHERED]] :
 
 // STAGE: dist-reduce-gradients: zero must be 0 or 1 (ZeRO stage), got 2
 // ZERO: dist-reduce-gradients: dp must be at least 1, got 0

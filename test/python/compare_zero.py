@@ -41,6 +41,13 @@ MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
+def _count(shape):
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
 def run(command):
     done = subprocess.run(command, capture_output=True, text=True, env=ENV)
     if done.returncode != 0:
@@ -171,14 +178,21 @@ def main():
                 if s["kernel"] == "all_gather" for o in s["outputs"]}
     sharded = [s["attrs"]["shards"] for s in plan["steps"]
                if s["kernel"] in ("adamw", "global_norm")]
+    # A sharded master (BF16): the value is this rank's shard, and its
+    # compute copy is what is gathered.
+    sizes = {v["id"]: _count(v["shape"]) for v in plan["values"]}
+    masters = [p for p in plan["parameters"]
+               if sizes[p["value"]] != sizes[p["grad"]]]
     print(f"zero1 plan: zero {plan['model'].get('zero')}, "
           f"{kinds.count('reduce_scatter')} reduce_scatter, "
           f"{kinds.count('all_gather')} all_gather, {kinds.count('all_reduce')}"
-          f" all_reduce; adamw/global_norm shards {sorted(set(sharded))}")
+          f" all_reduce; adamw/global_norm shards {sorted(set(sharded))}; "
+          f"masters sharded: {len(masters)} of {len(plan['parameters'])}")
     ok = (plan["model"].get("zero") == 1 and "all_reduce" not in kinds and
           set(sharded) == {args.ranks} and
-          all(p["grad"] in scattered and offsets[p["value"]] in gathered
-              for p in plan["parameters"]))
+          all(p["grad"] in scattered and
+              offsets[p["compute_copy"] if p in masters else p["value"]]
+              in gathered for p in plan["parameters"]))
     if not ok:
         print("FAIL the ZeRO-1 plan does not shard every gradient, update "
               "and parameter")

@@ -64,6 +64,22 @@ func.func @gather_dynamic(%s: tensor<?xf32>) {
 
 // -----
 
+func.func @gather_into_shard(%s: tensor<7xbf16>, %c: tensor<10x3xbf16>) {
+  // expected-error @+1 {{expects shard #0 to be 'tensor<8xbf16>' (a rank's shard of 'tensor<10x3xbf16>' over 4 ranks), got 'tensor<7xbf16>'}}
+  %g = dist.all_gather_into %s into %c : tensor<7xbf16> into tensor<10x3xbf16> -> tensor<10x3xbf16> over #dist.group<"dp", 4>
+  return
+}
+
+// -----
+
+func.func @gather_into_result(%s: tensor<8xbf16>, %c: tensor<10x3xbf16>) {
+  // expected-error @+1 {{expects result #0 to be 'tensor<10x3xbf16>', got 'tensor<30xbf16>'}}
+  %g = dist.all_gather_into %s into %c : tensor<8xbf16> into tensor<10x3xbf16> -> tensor<30xbf16> over #dist.group<"dp", 4>
+  return
+}
+
+// -----
+
 func.func @send_peer(%x: tensor<4xf32>) {
   // expected-error @+1 {{peer must be a rank (at least 0), got -1}}
   dist.send %x to -1 tag 0 : tensor<4xf32>

@@ -13,6 +13,13 @@ func.func @collectives(%g0: tensor<64x32xf32>, %g1: tensor<32xf32>, %w: tensor<1
   return %r#0, %r#1, %s#0, %ag : tensor<64x32xf32>, tensor<32xf32>, tensor<64x32xf32>, tensor<10x3xf32>
 }
 
+// CHECK-LABEL: func.func @gather_into
+func.func @gather_into(%s: tensor<8xbf16>, %c: tensor<10x3xbf16>) -> tensor<10x3xbf16> {
+  // CHECK: dist.all_gather_into %{{.*}} into %{{.*}} : tensor<8xbf16> into tensor<10x3xbf16> -> tensor<10x3xbf16> over #dist.group<"dp", 4>
+  %g = dist.all_gather_into %s into %c : tensor<8xbf16> into tensor<10x3xbf16> -> tensor<10x3xbf16> over #dist.group<"dp", 4>
+  return %g : tensor<10x3xbf16>
+}
+
 // CHECK-LABEL: func.func @point_to_point
 func.func @point_to_point(%x: tensor<2x16x64xbf16>) -> tensor<2x16x64xbf16> {
   // CHECK: dist.send %{{.*}} to 1 tag 7 : tensor<2x16x64xbf16>

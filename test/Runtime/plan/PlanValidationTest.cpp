@@ -185,6 +185,34 @@ const std::vector<Mutation> &mutations() {
                          "(FP32 parameters)",
                          bf16)};
        }},
+      {"AllGatherIntoAShardOfAnotherSize",
+       [](json &p) {
+         // N shards into N destinations: shard 0 must be a rank's shard of
+         // destination 0 (over 2 ranks: half of it).
+         std::size_t at = insertAllReduce(p);
+         json &gather = p["steps"][at];
+         gather["kernel"] = "all_gather";
+         gather["attrs"] = {{"group", "dp"}, {"group_size", 2}};
+         int64_t dest = valueWithDtype(p, "bf16");
+         int64_t shard = valueWithDtype(p, "bf16", dest);
+         gather["inputs"] = {shard, dest};
+         gather["outputs"] = {dest};
+         return std::vector<std::string>{
+             step(at, "all_gather"),
+             fmt::format("input 0 (value {}) (shard 0) must be bf16", shard),
+             fmt::format("a rank's shard of input 1 (value {}) over 2 ranks",
+                         dest)};
+       }},
+      {"ParameterValueOfAnotherSize",
+       [](json &p) {
+         // A value smaller than its gradient is only a sharded master's.
+         int64_t value = p["parameters"][0]["value"].get<int64_t>();
+         p["values"][value]["shape"] = {1};
+         return std::vector<std::string>{
+             "plan.json: parameter '" +
+             p["parameters"][0]["name"].get<std::string>() +
+             "': its value holds 1 elements; its grad's"};
+       }},
       {"AdamWShardsWithoutZero",
        [](json &p) {
          std::size_t s = stepOf(p, "adamw");
