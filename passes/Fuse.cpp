@@ -12,6 +12,7 @@
 #include "dialects/nn/PassAttrs.h"
 #include "dialects/tile/TileOps.h"
 #include "passes/Chunks.h"
+#include "passes/ComputeCopies.h"
 #include "passes/Gemms.h"
 #include "passes/Passes.h"
 #include "passes/Report.h"
@@ -129,14 +130,8 @@ void groupOptimizer(Block &block, bool computeCopies,
         auto param = cast<BlockArgument>(update.getParam());
         StringAttr name = func.getArgAttrOfType<StringAttr>(
             param.getArgNumber(), attrs::kParam);
-        unsigned index = func.getNumArguments();
-        (void)func.insertArgument(
-            index, rounding.getType(),
-            builder.getDictionaryAttr({attrs::kComputeCopy.named(name)}),
-            param.getLoc());
-        Value copy = func.getArgument(index);
-        rounding.getResult().replaceAllUsesWith(copy);
-        rounding.erase();
+        Value copy =
+            replaceCastByComputeCopy(func, rounding, name, param.getLoc());
         copyArgs.push_back(copy);
         tensors.push_back(copy);
       }
@@ -152,17 +147,11 @@ void groupOptimizer(Block &block, bool computeCopies,
     copyChunk(last, multi);
     unsigned n = updates.size();
     if (copies) {
-      Operation *ret = block.getTerminator();
-      for (unsigned i = 0; i < n; ++i) {
-        unsigned index = func.getNumResults();
-        (void)func.insertResult(
-            index, copyArgs[i].getType(),
-            builder.getDictionaryAttr(
-                {attrs::kComputeCopy.named(func.getArgAttrOfType<StringAttr>(
-                    cast<BlockArgument>(copyArgs[i]).getArgNumber(),
-                    attrs::kComputeCopy))}));
-        ret->insertOperands(ret->getNumOperands(), multi.getNewComputeCopy(i));
-      }
+      for (unsigned i = 0; i < n; ++i)
+        returnComputeCopy(func, multi.getNewComputeCopy(i),
+                          func.getArgAttrOfType<StringAttr>(
+                              cast<BlockArgument>(copyArgs[i]).getArgNumber(),
+                              attrs::kComputeCopy));
     }
     for (auto [i, update] : llvm::enumerate(updates)) {
       for (unsigned result = 0; result < 3; ++result)

@@ -11,6 +11,7 @@
 #include "dialects/nn/NNOps.h"
 #include "dialects/nn/PassAttrs.h"
 #include "passes/Chunks.h"
+#include "passes/ComputeCopies.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -236,14 +237,8 @@ DistReduceGradientsPass::shardOptimizer(func::FuncOp step,
           param && param.getOwner() == &body)
         if (StringAttr name = attrs::kParam.getArg(step, param.getArgNumber()))
           if (nn::CastOp rounding = onlyBf16Cast(param, update)) {
-            unsigned index = step.getNumArguments();
-            (void)step.insertArgument(
-                index, rounding.getType(),
-                b.getDictionaryAttr({attrs::kComputeCopy.named(name)}),
-                param.getLoc());
-            Value copy = step.getArgument(index);
-            rounding.getResult().replaceAllUsesWith(copy);
-            rounding.erase();
+            Value copy =
+                replaceCastByComputeCopy(step, rounding, name, param.getLoc());
             param.setType(shard);
             update.getNewParam().setType(shard);
             masters.push_back({update, copy, name});
@@ -315,13 +310,8 @@ DistReduceGradientsPass::shardOptimizer(func::FuncOp step,
                                                   ValueRange(copies).getTypes(),
                                                   rounded, copies, group);
       gather->setAttr(kChunkAttr, optimizerTag);
-      for (auto [name, copy] : llvm::zip_equal(names, gather.getOutputs())) {
-        unsigned index = step.getNumResults();
-        (void)step.insertResult(
-            index, copy.getType(),
-            b.getDictionaryAttr({attrs::kComputeCopy.named(name)}));
-        ret->insertOperands(ret->getNumOperands(), copy);
-      }
+      for (auto [name, copy] : llvm::zip_equal(names, gather.getOutputs()))
+        returnComputeCopy(step, copy, name);
     }
   }
   step.setType(
