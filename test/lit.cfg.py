@@ -67,6 +67,24 @@ if config.kiln_enable_mpi in ("1", "ON", "TRUE") and shutil.which("mpirun"):
 else:
     lit_config.note("mpirun or MPI support missing: the data-parallel tests "
                     "are skipped (install openmpi-bin and libopenmpi-dev)")
+# GPUs (nvidia-smi's list) in a runtime built with CUDA support: `gpu` for
+# one, `multi-gpu` for two or more (ZeRO-1 and data parallelism over NCCL,
+# one GPU per rank). Tests that need them are UNSUPPORTED elsewhere.
+gpus = 0
+if config.kiln_enable_cuda in ("1", "ON", "TRUE") and shutil.which("nvidia-smi"):
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True,
+                                 text=True, timeout=60).stdout
+        gpus = sum(line.startswith("GPU ") for line in listing.splitlines())
+    except (OSError, subprocess.SubprocessError):
+        gpus = 0
+if gpus >= 1:
+    config.available_features.add("gpu")
+if gpus >= 2:
+    config.available_features.add("multi-gpu")
+else:
+    lit_config.note(f"{gpus} GPU(s): the tests of NCCL between GPUs are "
+                    "skipped (they need two)")
 # A KILN_SANITIZE build: the sanitizer settings ctest uses too
 # (CMakeLists.txt), unless the environment sets them.
 # (Feature `sanitizer`: tests of release artefacts, such as the GPU bundle's

@@ -808,6 +808,9 @@ bool applyRecordedSettings() {
     weightDecay = *recorded.weightDecay;
   if (recorded.gradClip && !maxGradNorm.getNumOccurrences())
     maxGradNorm = *recorded.gradClip;
+  // (Another --zero, or another number of ranks, re-shards the moments.)
+  if (!zeroStage.getNumOccurrences())
+    zeroStage = recorded.zero;
   return true;
 }
 
@@ -827,10 +830,6 @@ int runTrain(MLIRContext &context) {
         "(mpirun -np {0})",
         dataParallelFlag.getValue(), launch.size,
         launch.launcher.empty() ? "" : " (by " + launch.launcher + ")"));
-  if (zeroStage == 1 && launch.size > 1 && backendChoice == "cuda")
-    return fail("--zero 1 runs on the host backend only so far (the CUDA "
-                "optimizer kernels update whole tensors): use --backend host, "
-                "or --zero 0 on GPUs");
   if (launch.rank == 0)
     for (const std::string &note : config->notes)
       llvm::WithColor::note(llvm::errs(), "kiln") << note << "\n";

@@ -69,9 +69,13 @@ private:
   void runLinearCrossEntropy(const Step &step,
                              const LinearCrossEntropyStep &op);
   void launchOne(const CudaLaunch &launch);
-  /// Queues an all_reduce on the collectives' stream, after the work queued
-  /// so far on the compute stream.
-  void runAllReduce(const Step &step);
+  /// Queues a collective (all_reduce, reduce_scatter, all_gather) on the
+  /// collectives' stream, after the work queued so far on the compute
+  /// stream.
+  void runCollective(const Step &step);
+  /// ZeRO-1's global_norm: the rank's sum of squares (every launch but the
+  /// last), summed over the ranks, then its square root (the last launch).
+  void runShardedNorm(const Step &step);
   /// Makes the compute stream wait for the collectives in flight if `step`
   /// reads or writes a buffer they reduce.
   void awaitCollectives(const Step &step);
@@ -99,17 +103,13 @@ private:
   CUstream commStream = nullptr;
   CUevent computed = nullptr, reduced = nullptr;
   std::vector<std::pair<int64_t, int64_t>> inFlight;
+  /// This process's data-parallel rank: the `rank` launch argument.
+  int rank = 0;
 };
 
 CudaBackend::CudaBackend(const Plan &plan, Communicator *comm) : planRef(plan) {
   requireRanks(plan.dataParallel, comm);
-  // (The generated AdamW and norm kernels update whole tensors.)
-  if (plan.optimizerShards() > 1)
-    throw Error(fmt::format("--backend cuda: the plan shards the optimizer "
-                            "over {} ranks (ZeRO-1, --zero 1), which only "
-                            "the host backend runs so far; train with --zero "
-                            "0 on GPUs",
-                            plan.optimizerShards()));
+  rank = comm ? comm->rank() : 0;
   std::string why;
   std::optional<DeviceInfo> info = probeDevice(&why);
   if (!info)
@@ -147,7 +147,7 @@ CudaBackend::CudaBackend(const Plan &plan, Communicator *comm) : planRef(plan) {
   loadKernels();
   bool collectives = false;
   for (const Step &step : plan.steps)
-    collectives |= step.kind() == plan::StepKind::AllReduce;
+    collectives |= step.cuda.library == plan::kNccl;
   if (collectives) {
     // (One rank with collectives, --force-collectives: NCCL over a world
     // of one, each reduction the identity.)
@@ -326,12 +326,12 @@ void CudaBackend::runStep(std::size_t, const Step &step) {
   std::visit(
       [&](const auto &op) {
         using T = std::decay_t<decltype(op)>;
-        if constexpr (std::is_same_v<T, AllReduceStep>)
-          runAllReduce(step);
-        else if constexpr (std::is_same_v<T, ReduceScatterStep> ||
-                           std::is_same_v<T, AllGatherStep>)
-          throw Error(fmt::format("{}: ZeRO-1 runs on the host backend only",
-                                  step.kernel()));
+        if constexpr (std::is_same_v<T, AllReduceStep> ||
+                      std::is_same_v<T, ReduceScatterStep> ||
+                      std::is_same_v<T, AllGatherStep>)
+          runCollective(step);
+        else if constexpr (std::is_same_v<T, GlobalNormStep>)
+          op.shards > 1 ? runShardedNorm(step) : launchKernels(step);
         else if constexpr (std::is_same_v<T, GemmStep>)
           runGemm(step, op);
         else if constexpr (std::is_same_v<T, LinearCrossEntropyStep>)
@@ -342,22 +342,84 @@ void CudaBackend::runStep(std::size_t, const Step &step) {
       step.op);
 }
 
-void CudaBackend::runAllReduce(const Step &step) {
-  // (Plan::parse checked: f32 tensors reduced in place, over the plan's
-  // ranks, which the constructor checked this run has.)
+void CudaBackend::runCollective(const Step &step) {
+  // (Plan::parse checked: tensors gathered or reduced in place, f32 but for
+  // the BF16 compute copies an all_gather fills, over the plan's ranks,
+  // which the constructor checked this run has.)
   const DriverApi &cu = driver();
   KILN_CUDA_CHECK(cu.cuEventRecord(computed, stream));
   KILN_CUDA_CHECK(cu.cuStreamWaitEvent(commStream, computed, 0));
-  std::vector<std::pair<CUdeviceptr, std::size_t>> buffers;
-  for (int64_t id : step.inputs) {
-    const ValueInfo &value = planRef.values.at(id);
-    buffers.emplace_back(address(id),
-                         static_cast<std::size_t>(value.numElements()));
-    inFlight.emplace_back(value.offset, value.offset + value.bytes());
+  // The compute stream must not touch what the collective reads or writes
+  // until it is done (awaitCollectives).
+  for (const auto *ids : {&step.inputs, &step.outputs})
+    for (int64_t id : *ids) {
+      const ValueInfo &value = planRef.values.at(id);
+      inFlight.emplace_back(value.offset, value.offset + value.bytes());
+    }
+  // The buffers, in place: the outputs, at their inputs' or (N shards into
+  // N destinations) their destinations' offsets.
+  auto buffersOf = [&](std::optional<ElemType> dtype) {
+    std::vector<std::pair<CUdeviceptr, std::size_t>> buffers;
+    for (int64_t id : step.outputs) {
+      const ValueInfo &value = planRef.values.at(id);
+      if (!dtype || value.dtype == *dtype)
+        buffers.emplace_back(address(id),
+                             static_cast<std::size_t>(value.numElements()));
+    }
+    return buffers;
+  };
+  const char *call = "ncclAllReduce";
+  if (step.kind() == plan::StepKind::AllReduce) {
+    group->allReduceSum(commStream, buffersOf(std::nullopt));
+  } else if (step.kind() == plan::StepKind::ReduceScatter) {
+    call = "ncclReduce (reduce_scatter)";
+    group->reduceScatterSum(commStream, buffersOf(std::nullopt));
+  } else {
+    call = "ncclBroadcast (all_gather)";
+    std::size_t n = step.outputs.size();
+    if (step.inputs.size() == 2 * n) {
+      // This rank's shard into its place in each destination first.
+      for (std::size_t i = 0; i < n; ++i) {
+        const ValueInfo &dest = planRef.values.at(step.inputs[n + i]);
+        std::size_t bytes = plan::dtypeBytes(dest.dtype);
+        plan::Shard shard =
+            plan::shardOf(dest.numElements(), planRef.dataParallel, rank);
+        if (shard.count > 0)
+          KILN_CUDA_CHECK(cu.cuMemcpyDtoDAsync(
+              address(step.inputs[n + i]) + shard.offset * bytes,
+              address(step.inputs[i]), shard.count * bytes, commStream));
+      }
+    }
+    // One group per element type, in the same order on every rank.
+    for (ElemType dtype : {ElemType::F32, ElemType::BF16})
+      if (auto buffers = buffersOf(dtype); !buffers.empty())
+        group->allGatherShards(commStream, buffers,
+                               dtype == ElemType::BF16 ? ncclBfloat16
+                                                       : ncclFloat32);
   }
-  group->allReduceSum(commStream, buffers);
   KILN_CUDA_CHECK(cu.cuEventRecord(reduced, commStream));
-  checkLaunch("ncclAllReduce");
+  checkLaunch(call);
+}
+
+void CudaBackend::runShardedNorm(const Step &step) {
+  const std::vector<CudaLaunch> &launches = step.cuda.launches;
+  if (launches.size() < 2 || !group)
+    throw Error("a sharded global_norm needs its partial, sum and square-root "
+                "launches and the job's collectives");
+  for (std::size_t i = 0; i + 1 < launches.size(); ++i)
+    launchOne(launches[i]);
+  // The ranks' sums of squares, summed; the compute stream waits for it
+  // (and with it for every collective queued before).
+  const DriverApi &cu = driver();
+  KILN_CUDA_CHECK(cu.cuEventRecord(computed, stream));
+  KILN_CUDA_CHECK(cu.cuStreamWaitEvent(commStream, computed, 0));
+  std::pair<CUdeviceptr, std::size_t> sum{address(step.outputs[0]), 1};
+  group->allReduceSum(commStream, std::span(&sum, 1));
+  KILN_CUDA_CHECK(cu.cuEventRecord(reduced, commStream));
+  KILN_CUDA_CHECK(cu.cuStreamWaitEvent(stream, reduced, 0));
+  inFlight.clear();
+  checkLaunch("ncclAllReduce (global_norm)");
+  launchOne(launches.back());
 }
 
 void CudaBackend::awaitCollectives(const Step &step) {
@@ -496,6 +558,9 @@ void CudaBackend::launchOne(const CudaLaunch &launch) {
       continue;
     case CudaArg::Kind::Double:
       std::memcpy(&words[i], &arg.number, sizeof(double));
+      break;
+    case CudaArg::Kind::Rank:
+      words[i] = static_cast<uint64_t>(rank);
       break;
     }
     params[i] = &words[i];

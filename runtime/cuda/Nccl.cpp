@@ -4,9 +4,11 @@
 
 #include "runtime/Error.h"
 #include "runtime/cuda/CudaApi.h"
+#include "runtime/plan/Schema.h"
 
 #include <fmt/format.h>
 
+#include <functional>
 #include <thread>
 
 namespace kiln::rt::cuda {
@@ -84,14 +86,15 @@ NcclGroup::~NcclGroup() {
     nccl().ncclCommDestroy(handle);
 }
 
+void NcclGroup::check(ncclResult_t result, const char *call) {
+  if (result != ncclSuccess)
+    fail(fmt::format("{} failed: {}", call, ncclText(result)));
+}
+
 void NcclGroup::allReduceSum(
     CUstream stream,
     std::span<const std::pair<CUdeviceptr, std::size_t>> buffers) {
   const NcclApi &api = nccl();
-  auto check = [&](ncclResult_t r, const char *call) {
-    if (r != ncclSuccess)
-      fail(fmt::format("{} failed: {}", call, ncclText(r)));
-  };
   check(api.ncclGroupStart(), "ncclGroupStart");
   for (auto [address, elements] : buffers) {
     void *data = reinterpret_cast<void *>(address);
@@ -100,6 +103,47 @@ void NcclGroup::allReduceSum(
           "ncclAllReduce");
   }
   check(api.ncclGroupEnd(), "ncclGroupEnd");
+}
+
+void NcclGroup::forEachShard(
+    std::span<const std::pair<CUdeviceptr, std::size_t>> buffers,
+    std::size_t elementBytes,
+    const std::function<void(void *data, std::size_t count, int root)> &call) {
+  check(nccl().ncclGroupStart(), "ncclGroupStart");
+  for (auto [address, elements] : buffers)
+    for (int root = 0; root < comm.size(); ++root) {
+      plan::Shard shard =
+          plan::shardOf(static_cast<int64_t>(elements), comm.size(), root);
+      if (shard.count > 0)
+        call(reinterpret_cast<std::byte *>(address) +
+                 shard.offset * elementBytes,
+             static_cast<std::size_t>(shard.count), root);
+    }
+  check(nccl().ncclGroupEnd(), "ncclGroupEnd");
+}
+
+void NcclGroup::reduceScatterSum(
+    CUstream stream,
+    std::span<const std::pair<CUdeviceptr, std::size_t>> buffers) {
+  forEachShard(
+      buffers, sizeof(float), [&](void *data, std::size_t count, int root) {
+        check(nccl().ncclReduce(data, data, count, ncclFloat32, ncclSum, root,
+                                handle, reinterpret_cast<cudaStream_t>(stream)),
+              "ncclReduce");
+      });
+}
+
+void NcclGroup::allGatherShards(
+    CUstream stream,
+    std::span<const std::pair<CUdeviceptr, std::size_t>> buffers,
+    ncclDataType_t type) {
+  forEachShard(
+      buffers, type == ncclBfloat16 ? 2 : 4,
+      [&](void *data, std::size_t count, int root) {
+        check(nccl().ncclBroadcast(data, data, count, type, root, handle,
+                                   reinterpret_cast<cudaStream_t>(stream)),
+              "ncclBroadcast");
+      });
 }
 
 void NcclGroup::synchronize(CUstream stream, const char *what) {

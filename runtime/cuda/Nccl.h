@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <span>
 #include <string>
 #include <utility>
@@ -35,6 +36,8 @@ namespace kiln::rt::cuda {
   X(ncclCommAbort)                                                             \
   X(ncclCommGetAsyncError)                                                     \
   X(ncclAllReduce)                                                             \
+  X(ncclReduce)                                                                \
+  X(ncclBroadcast)                                                             \
   X(ncclGroupStart)                                                            \
   X(ncclGroupEnd)
 
@@ -65,6 +68,20 @@ public:
   allReduceSum(CUstream stream,
                std::span<const std::pair<CUdeviceptr, std::size_t>> buffers);
 
+  /// ZeRO-1's reduction, in place: in each FP32 buffer (device address,
+  /// elements), shard r (plan::shardOf over the ranks) becomes the sum on
+  /// rank r; one NCCL group of one reduce per shard, as the host's MPI
+  /// (ncclReduceScatter would need every buffer padded to whole shards).
+  void reduceScatterSum(
+      CUstream stream,
+      std::span<const std::pair<CUdeviceptr, std::size_t>> buffers);
+  /// ZeRO-1's gather, in place: shard r of each buffer (device address,
+  /// elements of `type`) from rank r; one NCCL group of broadcasts.
+  void
+  allGatherShards(CUstream stream,
+                  std::span<const std::pair<CUdeviceptr, std::size_t>> buffers,
+                  ncclDataType_t type);
+
   /// Waits for `stream`, checking NCCL's asynchronous error and the
   /// timeout; on either aborts the communicator and throws Error naming
   /// `what`.
@@ -75,6 +92,14 @@ public:
 
 private:
   [[noreturn]] void fail(const std::string &why);
+  /// Fails naming `call` unless `result` is ncclSuccess.
+  void check(ncclResult_t result, const char *call);
+  /// Calls `call` for shard r (plan::shardOf) of each buffer (elements of
+  /// `elementBytes`) with root r, inside one NCCL group.
+  void forEachShard(
+      std::span<const std::pair<CUdeviceptr, std::size_t>> buffers,
+      std::size_t elementBytes,
+      const std::function<void(void *data, std::size_t count, int root)> &call);
 
   Communicator &comm;
   ncclComm_t handle = nullptr;

@@ -531,6 +531,8 @@ parseCuda(const Reader &reader, const json &cuda, const std::string &where,
         c.number = arg.begin()->get<double>();
       } else if (name == plan::launchArgKey(Kind::Null)) {
         c.kind = Kind::Null;
+      } else if (name == plan::launchArgKey(Kind::Rank)) {
+        c.kind = Kind::Rank;
       } else {
         reader.fail(at, "unknown launch argument " + arg.dump());
       }

@@ -378,10 +378,13 @@ enum class LaunchArgKind {
   ErrorFlag,
   Int,
   Float,
-  Double
+  Double,
+  /// The process's rank in the data-parallel group, a long long: ZeRO-1's
+  /// kernels find their shard by it (one plan serves every rank).
+  Rank
 };
-inline constexpr std::array<std::string_view, 7> kLaunchArgKeys = {
-    "value", "null", "scratch", "error_flag", "i64", "f32", "f64"};
+inline constexpr std::array<std::string_view, 8> kLaunchArgKeys = {
+    "value", "null", "scratch", "error_flag", "i64", "f32", "f64", "rank"};
 
 constexpr std::string_view launchArgKey(LaunchArgKind kind) {
   return kLaunchArgKeys[static_cast<std::size_t>(kind)];

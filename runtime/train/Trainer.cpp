@@ -1116,6 +1116,9 @@ CompiledSettings compiledSettingsOf(const std::string &resumeDir) {
       micro != state.model.end() && micro->is_number_integer())
     compiled.microBatches = micro->get<int64_t>();
   compiled.seqLen = state.seqLen;
+  if (auto zero = state.model.find(plan::model::kZero);
+      zero != state.model.end() && zero->is_number_integer())
+    compiled.zero = zero->get<int64_t>();
   if (state.settings) {
     compiled.precision = state.settings->precision;
     compiled.weightDecay = state.settings->weightDecay;

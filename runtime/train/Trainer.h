@@ -63,6 +63,8 @@ struct CompiledSettings {
   int64_t microBatches = 1;
   std::optional<std::string> precision;
   std::optional<double> weightDecay, gradClip;
+  /// The ZeRO stage (the plan's model.zero; older runs: 0).
+  int64_t zero = 0;
 };
 
 /// Reads them from the checkpoint `resumeDir` names (as --resume does);

@@ -2,7 +2,7 @@
 
 usage: compare_zero.py KILN CONFIG WORKDIR --ranks N --batch B [--seq-len T]
                        [--steps S] --resume-at K [--reshard RANKS:TOL ...]
-                       [--tolerance REL]
+                       [--tolerance REL] [--backend host|cuda]
 
 From the same seed and token shard, in FP32 (--precision), every process with one OpenMP
 thread (the host kernels' sums depend on the thread count):
@@ -16,7 +16,8 @@ Checks, each printed:
   - step 1's loss and gradients (--save-grads: gathered on rank 0), the
     model and the moments after S steps (the ranks' shards joined) equal
     zero0's within --tolerance (0: bitwise);
-  - zero1 resumed at K on N ranks equals the straight run bitwise;
+  - zero1 resumed at K on N ranks (no --zero: the checkpoint's) equals the
+    straight run bitwise;
   - zero0's checkpoint at K resumed with --zero 1 equals zero1 straight
     within --tolerance (the full moments cut into shards);
   - for each --reshard M:TOL, zero1's checkpoint at K resumed on M ranks
@@ -66,7 +67,7 @@ def train(args, shard, label, ranks, extra):
         str(args.steps), "--batch", str(args.batch), "--seq-len",
         str(args.seq_len), "--precision", args.precision, "--seed", "11",
         "--save-every", str(args.resume_at), "--save-grads", grads,
-        "--overwrite", "--out", out] + extra)
+        "--overwrite", "--backend", args.backend, "--out", out] + extra)
     return out, grads
 
 
@@ -74,7 +75,8 @@ def resume(args, checkpoint, label, ranks, extra):
     out = os.path.join(args.workdir, label)
     shutil.rmtree(out, ignore_errors=True)
     run(launch(ranks) + [args.kiln, "train", args.config, "--resume",
-                         checkpoint, "--out", out] + extra)
+                         checkpoint, "--backend", args.backend, "--out", out]
+        + extra)
     return out
 
 
@@ -163,6 +165,8 @@ def main():
     parser.add_argument("--tolerance", type=float, default=0.0)
     parser.add_argument("--reshard", action="append", default=[])
     parser.add_argument("--precision", default="fp32")
+    # (cuda: one GPU per rank, NCCL between them.)
+    parser.add_argument("--backend", default="host")
     args = parser.parse_args()
 
     shard = write_random_shard(args)
@@ -214,7 +218,14 @@ def main():
                            args.tolerance)
 
     middle = checkpoint(zero1, args.resume_at)
-    again = resume(args, middle, "resumed", args.ranks, ["--zero", "1"])
+    # (Without --zero: the checkpoint's stage is a recorded setting.)
+    again = resume(args, middle, "resumed", args.ranks, [])
+    resumed_zero = json.load(open(os.path.join(again, "plan.json")))[
+        "model"].get("zero")
+    if resumed_zero != 1:
+        print(f"FAIL zero1 resumed without --zero: the plan has zero "
+              f"{resumed_zero}, not the checkpoint's 1")
+        ok = False
     ok &= same_checkpoints(f"zero1 resumed at step {args.resume_at}",
                            checkpoint(again, args.steps), straight, args, 0.0)
     from0 = resume(args, checkpoint(zero0, args.resume_at), "from-zero0",

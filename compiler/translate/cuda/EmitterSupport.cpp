@@ -69,6 +69,12 @@ std::string LaunchBuilder::integer(StringRef name, int64_t v) {
   return name.str();
 }
 
+std::string LaunchBuilder::rank(StringRef name) {
+  params.push_back(formatv("long long {0}", name).str());
+  args.push_back(json::Object{{argKey(plan::LaunchArgKind::Rank), true}});
+  return name.str();
+}
+
 std::string LaunchBuilder::number(StringRef name, double v) {
   params.push_back(formatv("float {0}", name).str());
   args.push_back(json::Object{{argKey(plan::LaunchArgKind::Float), v}});

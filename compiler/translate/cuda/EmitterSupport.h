@@ -91,6 +91,9 @@ public:
   /// The device flag a kernel sets on bad data (an out-of-range id).
   std::string errorFlag();
   std::string integer(llvm::StringRef name, int64_t v);
+  /// The process's data-parallel rank (a `long long`, set at launch): how
+  /// ZeRO-1's kernels find their shard.
+  std::string rank(llvm::StringRef name);
   std::string number(llvm::StringRef name, double v);
   /// A double, for constants FP32 cannot hold well enough (AdamW's betas:
   /// 1 - 0.999f is off by 1e-5 relative).

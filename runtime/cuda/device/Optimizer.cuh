@@ -47,8 +47,10 @@ __device__ __forceinline__ void squaredNormPartial(const T *x, long long n,
 }
 
 /// *out = sqrt(sum of partials[0 .. count)): the global gradient norm.
-/// Single block, deterministic.
-template <int kThreads>
+/// Single block, deterministic. Without kSqrt, *out = the sum: ZeRO-1's
+/// rank-local sum of squares, which the runtime sums over the ranks before
+/// sqrtInPlace.
+template <int kThreads, bool kSqrt = true>
 __device__ __forceinline__ void finishNorm(const float *partials, int count,
                                            float *out) {
   __shared__ float scratch[kThreads / 32];
@@ -59,7 +61,27 @@ __device__ __forceinline__ void finishNorm(const float *partials, int count,
     sum += partials[i];
   const float total = blockSum<kThreads>(sum, scratch);
   if (threadIdx.x == 0)
-    *out = sqrtf(total);
+    *out = kSqrt ? sqrtf(total) : total;
+}
+
+/// *x = sqrt(*x): the norm from the sum of squares over the ranks.
+__device__ __forceinline__ void sqrtInPlace(float *x) {
+  if (blockIdx.x == 0 && threadIdx.x == 0)
+    *x = sqrtf(*x);
+}
+
+/// ZeRO-1's split of n elements among `shards` ranks (plan::shardOf): rank
+/// `rank` owns the `count` elements from `offset`, shards of ceil(n /
+/// shards) elements, the last ones shorter or empty.
+struct Shard {
+  long long offset, count;
+};
+__device__ __forceinline__ Shard shardOf(long long n, long long shards,
+                                         long long rank) {
+  const long long stride = (n + shards - 1) / shards;
+  const long long offset = stride * rank < n ? stride * rank : n;
+  const long long end = offset + stride < n ? offset + stride : n;
+  return Shard{offset, end - offset};
 }
 
 /// What torch.nn.utils.clip_grad_norm_ adds to the norm before dividing.
@@ -119,6 +141,22 @@ adamw(float *param, const float *grad, float *expAvg, float *expAvgSq,
     if (copy)
       copy[i] = __float2bfloat16_rn(p);
   }
+}
+
+/// ZeRO-1's AdamW on this rank's shard of a parameter of n elements: the
+/// gradient whole (reduce-scattered: only the shard holds the sum), the
+/// moments of the shard, the master whole or (`paramIsShard`, BF16
+/// training's sharded masters) the shard alone.
+__device__ __forceinline__ void
+adamwShard(float *param, const float *grad, float *expAvg, float *expAvgSq,
+           long long n, long long shards, long long rank, bool paramIsShard,
+           const float *lr, const float *step, const float *gradNorm,
+           double beta1, double beta2, double eps, double weightDecay,
+           double maxGradNorm) {
+  const Shard shard = shardOf(n, shards, rank);
+  adamw(param + (paramIsShard ? 0 : shard.offset), grad + shard.offset, expAvg,
+        expAvgSq, shard.count, lr, step, gradNorm, beta1, beta2, eps,
+        weightDecay, maxGradNorm);
 }
 
 /// acc = (first ? 0 : acc) + grad over n FP32 elements, in place: the

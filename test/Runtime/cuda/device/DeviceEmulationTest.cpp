@@ -17,6 +17,7 @@
 
 #include "runtime/cuda/FlashAttention.h"
 #include "runtime/host/Kernels.h"
+#include "runtime/plan/Schema.h"
 
 #include <gtest/gtest.h>
 
@@ -1064,6 +1065,111 @@ TYPED_TEST(DeviceEmulationTest, GradientNorm) {
                    std::vector<double>{
                        std::sqrt(host::sumOfSquares<double>(x.data(), n))},
                    kFloatTolerance);
+    }
+}
+
+// ZeRO-1: each of N ranks sums the squares of its shard of every gradient
+// (finishNorm without the root); the sum over the ranks, rooted, is the
+// whole norm.
+TYPED_TEST(DeviceEmulationTest, ShardedGradientNorm) {
+  using T = TypeParam;
+  const std::int64_t sizes[] = {1, 1001, 70000};
+  std::vector<std::vector<double>> grads;
+  double whole = 0;
+  for (std::int64_t n : sizes) {
+    grads.push_back(randomValues<T>(n));
+    whole += host::sumOfSquares<double>(grads.back().data(), n);
+  }
+  for (long long shards : {2, 3, 5}) {
+    SCOPED_TRACE("shards " + std::to_string(shards));
+    std::vector<float> total = poisonedFloats(1);
+    total[0] = 0;
+    for (long long rank = 0; rank < shards; ++rank) {
+      std::vector<float> partials = poisonedFloats(16 * 3),
+                         sum = poisonedFloats(1);
+      for (std::size_t i = 0; i < grads.size(); ++i) {
+        Buffer<T> dX(grads[i], 0);
+        emulateKernel({16}, 64, [&] {
+          const dev::Shard s = dev::shardOf(sizes[i], shards, rank);
+          dev::squaredNormPartial<T, 64>(dX.data() + s.offset, s.count,
+                                         partials.data() + 16 * i);
+        });
+      }
+      emulateKernel({1}, 64, [&] {
+        dev::finishNorm<64, false>(partials.data(), 16 * 3, sum.data());
+      });
+      total[0] += sum[0]; // what the runtime's all-reduce does
+    }
+    emulateKernel({1}, 32, [&] { dev::sqrtInPlace(total.data()); });
+    EXPECT_CLOSE(widen(total), std::vector<double>{std::sqrt(whole)},
+                 kFloatTolerance);
+  }
+}
+
+// The device's shard of a tensor is the plan's (the host's, the
+// checkpoints').
+TEST(DeviceEmulationShardTest, MatchesThePlan) {
+  for (long long n : {0, 1, 2, 7, 8, 9, 1000, 1001})
+    for (long long shards : {1, 2, 3, 4, 8})
+      for (long long rank = 0; rank < shards; ++rank) {
+        kiln::plan::Shard expected = kiln::plan::shardOf(n, shards, rank);
+        dev::Shard shard = dev::shardOf(n, shards, rank);
+        EXPECT_EQ(shard.offset, expected.offset) << n << " " << shards;
+        EXPECT_EQ(shard.count, expected.count) << n << " " << shards;
+      }
+}
+
+// ZeRO-1's AdamW: the ranks' updates of their shards (the master whole, or
+// only the shard as BF16 training keeps it) are, put together, bitwise the
+// update of the whole tensor.
+TEST(DeviceEmulationAdamWTest, ShardsAreTheWholeUpdate) {
+  kiln::rt::host::testing::seedFromTestName();
+  const std::int64_t n = 3001;
+  const float lr = 0.05f, step = 3, gradNorm = 2.5f;
+  std::vector<double> param = randomValues<float>(n),
+                      grad = randomValues<float>(n),
+                      m = randomValues<float>(n, -0.1, 0.1),
+                      v = randomValues<float>(n, 0, 0.01);
+  std::vector<float> p(param.begin(), param.end()), g(grad.begin(), grad.end()),
+      m32(m.begin(), m.end()), v32(v.begin(), v.end());
+  emulateKernel({3}, 64, [&] {
+    dev::adamw(p.data(), g.data(), m32.data(), v32.data(), n, &lr, &step,
+               &gradNorm, 0.9, 0.95, 1e-8, 0.1, 1.0);
+  });
+  for (long long shards : {2, 3, 7})
+    for (bool paramIsShard : {false, true}) {
+      SCOPED_TRACE("shards " + std::to_string(shards) +
+                   (paramIsShard ? ", sharded master" : ""));
+      std::vector<float> gathered(n), mGathered(n), vGathered(n);
+      for (long long rank = 0; rank < shards; ++rank) {
+        kiln::plan::Shard s = kiln::plan::shardOf(n, shards, rank);
+        // The rank's state: moments of `stride` elements (the tail unused),
+        // the master whole or its shard.
+        std::vector<float> master(param.begin(), param.end());
+        if (paramIsShard)
+          master.assign(param.begin() + s.offset,
+                        param.begin() + s.offset + s.count);
+        std::vector<float> ms(s.stride, 0.0f), vs(s.stride, 0.0f);
+        for (std::int64_t i = 0; i < s.count; ++i) {
+          ms[i] = static_cast<float>(m[s.offset + i]);
+          vs[i] = static_cast<float>(v[s.offset + i]);
+        }
+        emulateKernel({2}, 64, [&] {
+          dev::adamwShard(master.data(), g.data(), ms.data(), vs.data(), n,
+                          shards, rank, paramIsShard, &lr, &step, &gradNorm,
+                          0.9, 0.95, 1e-8, 0.1, 1.0);
+        });
+        for (std::int64_t i = 0; i < s.count; ++i) {
+          gathered[s.offset + i] = master[(paramIsShard ? 0 : s.offset) + i];
+          mGathered[s.offset + i] = ms[i];
+          vGathered[s.offset + i] = vs[i];
+        }
+        for (std::int64_t i = s.count; i < s.stride; ++i)
+          EXPECT_EQ(ms[i], 0.0f) << "the moments' unused tail, rank " << rank;
+      }
+      EXPECT_EQ(gathered, p);
+      EXPECT_EQ(mGathered, m32);
+      EXPECT_EQ(vGathered, v32);
     }
 }
 
