@@ -114,9 +114,12 @@ private:
                               arg);
   }
 
-  Value input(StringRef name) {
-    auto type = RankedTensorType::get({shape.batch, shape.seqLen},
-                                      IntegerType::get(&context, 32));
+  /// An int32 input of the step, [batch, seqLen] unless `dims` says.
+  Value input(StringRef name, ArrayRef<int64_t> dims = {}) {
+    SmallVector<int64_t> shapeOf(dims);
+    if (dims.empty())
+      shapeOf = {shape.batch, shape.seqLen};
+    auto type = RankedTensorType::get(shapeOf, IntegerType::get(&context, 32));
     BlockArgument arg = body->addArgument(type, moduleLoc(name));
     argAttrs.push_back(b.getDictionaryAttr(
         {b.getNamedAttr(attrs::kInput, b.getStringAttr(name))}));
@@ -166,7 +169,7 @@ private:
                           ? b.getF64FloatAttr(config.attentionScale)
                           : FloatAttr();
     return nn::AttentionOp::create(
-        b, loc, q.getType(), q, k, v, /*cu_seqlens=*/Value(), /*rope=*/Value(),
+        b, loc, q.getType(), q, k, v, cuSeqlens, /*rope=*/Value(),
         b.getI64IntegerAttr(config.numHeads),
         b.getI64IntegerAttr(config.numKvHeads), b.getUnitAttr(), scale);
   }
@@ -185,7 +188,7 @@ private:
   Location loc;
   Type computeType;
   Block *body = nullptr;
-  Value positions;
+  Value positions, cuSeqlens;
   SmallVector<Attribute> argAttrs;
 };
 
@@ -274,6 +277,8 @@ OwningOpRef<ModuleOp> ModelBuilder::build() {
   Value tokens = input("tokens");
   positions = input("positions");
   Value targets = input("targets");
+  if (shape.packing == Packing::Documents)
+    cuSeqlens = input("cu_seqlens", {shape.batch * shape.seqLen + 1});
   int64_t hidden = config.hiddenSize;
   double std = config.initializerRange;
   bool gpt2 = config.architecture == Architecture::GPT2;
@@ -316,25 +321,33 @@ OwningOpRef<ModuleOp> ModelBuilder::build() {
   auto integer = [&](StringRef name, int64_t value) {
     return b.getNamedAttr(name, b.getI64IntegerAttr(value));
   };
-  (*module)->setAttr(
-      attrs::kModel,
-      b.getDictionaryAttr(
-          {b.getNamedAttr("architecture", b.getStringAttr(architectureName(
-                                              config.architecture))),
-           integer("vocab_size", config.vocabSize),
-           integer("hidden_size", config.hiddenSize),
-           integer("intermediate_size", config.intermediateSize),
-           integer("num_layers", config.numLayers),
-           integer("num_heads", config.numHeads),
-           integer("num_kv_heads", config.numKvHeads),
-           integer("head_dim", config.headDim), integer("batch", shape.batch),
-           integer("seq_len", shape.seqLen),
-           b.getNamedAttr("precision",
-                          b.getStringAttr(shape.precision == Precision::BF16
-                                              ? "bf16"
-                                              : "fp32")),
-           b.getNamedAttr("tie_word_embeddings",
-                          b.getBoolAttr(config.tieEmbeddings))}));
+  SmallVector<NamedAttribute> model = {
+      b.getNamedAttr("architecture",
+                     b.getStringAttr(architectureName(config.architecture))),
+      integer("vocab_size", config.vocabSize),
+      integer("hidden_size", config.hiddenSize),
+      integer("intermediate_size", config.intermediateSize),
+      integer("num_layers", config.numLayers),
+      integer("num_heads", config.numHeads),
+      integer("num_kv_heads", config.numKvHeads),
+      integer("head_dim", config.headDim),
+      integer("batch", shape.batch),
+      integer("seq_len", shape.seqLen),
+      b.getNamedAttr("precision",
+                     b.getStringAttr(
+                         shape.precision == Precision::BF16 ? "bf16" : "fp32")),
+      b.getNamedAttr("tie_word_embeddings",
+                     b.getBoolAttr(config.tieEmbeddings)),
+      b.getNamedAttr(
+          "packing",
+          b.getStringAttr(shape.packing == Packing::Documents ? "documents"
+                          : shape.packing == Packing::Pad     ? "pad"
+                                                              : "stream"))};
+  if (shape.endOfText)
+    model.push_back(integer("eot", *shape.endOfText));
+  if (config.eosTokenId)
+    model.push_back(integer("eos_token_id", *config.eosTokenId));
+  (*module)->setAttr(attrs::kModel, b.getDictionaryAttr(model));
   return module;
 }
 

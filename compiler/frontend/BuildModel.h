@@ -20,10 +20,22 @@ namespace kiln {
 /// BF16 (reductions accumulate in FP32 inside each op).
 enum class Precision { BF16, FP32 };
 
+/// How the data fills the batch rows (--packing): contiguous windows across
+/// documents, whole documents packed into rows, or one padded document per
+/// row.
+enum class Packing { Stream, Documents, Pad };
+
 struct BatchShape {
   int64_t batch = 1;
   int64_t seqLen = 1024;
   Precision precision = Precision::BF16;
+  /// Packing::Documents: the step takes `cu_seqlens` (int32, batch * seqLen
+  /// + 1 cumulative offsets over the flattened batch, the unused tail
+  /// repeating the last) and attention stays within each document. The
+  /// plan's model records the packing and the end-of-document token (`eot`
+  /// when given, the config's `eos_token_id`) for the runtime's packer.
+  Packing packing = Packing::Stream;
+  std::optional<int64_t> endOfText;
 };
 
 /// The most bytes of activations a training step may compute (10^15, a

@@ -530,9 +530,23 @@ Expected<ModelConfig> kiln::parseModelConfig(StringRef text, StringRef path) {
                       "Qwen2ForCausalLM and GPT2LMHeadModel)",
                       path, name)
             .str());
-  if (*arch == Architecture::GPT2)
-    return parseGPT2(reader);
-  return parseLlamaFamily(reader, *arch);
+  Expected<ModelConfig> config = *arch == Architecture::GPT2
+                                     ? parseGPT2(reader)
+                                     : parseLlamaFamily(reader, *arch);
+  if (!config)
+    return config;
+  // The token that ends a document, for sequence packing: eos_token_id, or
+  // the first of a list of them (Llama 3.1). Anything else is ignored: only
+  // --packing reads it, and --eot replaces it.
+  if (const Value *eos = object->get("eos_token_id")) {
+    const Value *first = eos;
+    if (const llvm::json::Array *list = eos->getAsArray())
+      first = list->empty() ? nullptr : &list->front();
+    if (first)
+      if (std::optional<int64_t> id = first->getAsInteger(); id && *id >= 0)
+        config->eosTokenId = *id;
+  }
+  return config;
 }
 
 Expected<ModelConfig> kiln::readModelConfig(StringRef path) {

@@ -14,6 +14,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ struct ModelConfig {
   bool geluTanh = true;
   /// Standard deviation of the normal initialisation of weight matrices.
   double initializerRange = 0.02;
+  /// The config's end-of-document token (eos_token_id, or the first of a
+  /// list), if it names one.
+  std::optional<int64_t> eosTokenId;
   /// Sliding-window attention width, 0 when the model attends globally.
   int64_t slidingWindow = 0;
   /// Things the config asks for that Kiln does not do but that need not

@@ -124,6 +124,21 @@ cl::opt<std::string> precision(
     cl::init("bf16"), cl::sub(compileCommand), cl::sub(trainCommand),
     cl::sub(inspectCommand));
 
+cl::opt<std::string> packing(
+    "packing",
+    cl::desc("How the data fills the batch rows: stream (default: contiguous "
+             "windows across documents), documents (whole documents packed "
+             "into rows, attention and positions per document) or pad (one "
+             "document per row, padded)"),
+    cl::init("stream"), cl::sub(compileCommand), cl::sub(trainCommand),
+    cl::sub(inspectCommand));
+cl::opt<int64_t> endOfText(
+    "eot",
+    cl::desc("The token that ends each document, for --packing documents "
+             "and pad (default: 256 for text Kiln tokenizes, else the "
+             "config's eos_token_id)"),
+    cl::init(-1), cl::sub(compileCommand), cl::sub(trainCommand));
+
 enum class Fusion { On, Off };
 cl::opt<Fusion> fusion(
     "fusion",
@@ -672,8 +687,24 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   FailureOr<MicroBatching> split = microBatching();
   if (failed(split))
     return failure();
+  if (packing != "stream" && packing != "documents" && packing != "pad") {
+    fail("--packing must be stream, documents or pad, got '" + packing + "'");
+    return failure();
+  }
   BatchShape shape{split->size, seqLen,
                    precision == "fp32" ? Precision::FP32 : Precision::BF16};
+  shape.packing = packing == "documents" ? Packing::Documents
+                  : packing == "pad"     ? Packing::Pad
+                                         : Packing::Stream;
+  if (endOfText.getNumOccurrences() || endOfText >= 0) {
+    if (endOfText < 0 || endOfText >= config.vocabSize) {
+      fail(llvm::formatv("--eot {0} is not a token of the model's vocabulary "
+                         "(vocab_size {1})",
+                         endOfText.getValue(), config.vocabSize));
+      return failure();
+    }
+    shape.endOfText = endOfText;
+  }
   auto module = buildForward(context, config, shape);
   if (!module) {
     fail(module.takeError());
@@ -811,6 +842,10 @@ bool applyRecordedSettings() {
   // (Another --zero, or another number of ranks, re-shards the moments.)
   if (!zeroStage.getNumOccurrences())
     zeroStage = recorded.zero;
+  if (!packing.getNumOccurrences())
+    packing = recorded.packing;
+  if (recorded.eot && !endOfText.getNumOccurrences())
+    endOfText = *recorded.eot;
   return true;
 }
 

@@ -268,6 +268,46 @@ void TokenStream::nextBatch(int batch, int seqLen,
   position_ = next;
 }
 
+TokenStream::Piece TokenStream::nextPiece(std::uint32_t endOfText,
+                                          std::uint64_t maxTokens) {
+  if (totalTokens_ == 0)
+    throw Error(fmt::format("TokenStream: the token shards {} hold no tokens",
+                            describePaths(paths_)));
+  maxTokens = std::max<std::uint64_t>(maxTokens, 1);
+  while (position_.offset >= shardTokens_[position_.shard]) {
+    position_.offset = 0;
+    if (++position_.shard == paths_.size())
+      position_ = Position{0, 0, position_.epoch + 1};
+  }
+  load(position_.shard);
+  Piece piece{position_.shard, position_.offset, 0, true};
+  const std::uint64_t end =
+      std::min(shardTokens_[piece.shard], piece.offset + maxTokens);
+  auto begin = loadedTokens_.begin() + piece.offset;
+  auto found = std::find(begin, loadedTokens_.begin() + end, endOfText);
+  if (found != loadedTokens_.begin() + end)
+    piece.length = static_cast<std::uint64_t>(found - begin) + 1;
+  else
+    piece.length = end - piece.offset;
+  // (A piece cut at maxTokens before its document's end continues it.)
+  piece.last =
+      found != loadedTokens_.begin() + end || end == shardTokens_[piece.shard];
+  position_.offset += piece.length;
+  return piece;
+}
+
+std::span<const std::uint32_t> TokenStream::tokens(std::size_t shard,
+                                                   std::uint64_t offset,
+                                                   std::uint64_t count) {
+  if (shard >= paths_.size() || offset > shardTokens_[shard] ||
+      count > shardTokens_[shard] - offset)
+    throw Error(fmt::format("TokenStream: tokens {}..{} of shard {} are "
+                            "outside the data ({} shards)",
+                            offset, offset + count, shard, paths_.size()));
+  load(shard);
+  return std::span(loadedTokens_).subspan(offset, count);
+}
+
 void TokenStream::seek(Position position) {
   if (position.shard >= paths_.size())
     throw Error(fmt::format("TokenStream: cannot seek to shard {}: there are "

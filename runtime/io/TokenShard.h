@@ -70,6 +70,26 @@ public:
   void nextBatch(int batch, int seqLen, std::vector<std::int32_t> &inputs,
                  std::vector<std::int32_t> &targets);
 
+  /// A run of one document's tokens in one shard: the whole document, or
+  /// (`last` false) a piece of one longer than the row it must fit.
+  struct Piece {
+    std::size_t shard = 0;
+    std::uint64_t offset = 0, length = 0;
+    bool last = true; ///< ends its document (the end-of-text or the shard's)
+    bool operator==(const Piece &) const = default;
+  };
+
+  /// The next document, or its next `maxTokens` (at least 1) when it is
+  /// longer: documents end after each `endOfText` token and at the end of
+  /// a shard. Wraps to the first shard (the next epoch) after the last.
+  Piece nextPiece(std::uint32_t endOfText, std::uint64_t maxTokens);
+
+  /// The `count` tokens of shard `shard` from `offset`, checked to lie in
+  /// it (a piece, or a piece and the token after it); valid until the next
+  /// call that loads another shard.
+  std::span<const std::uint32_t> tokens(std::size_t shard, std::uint64_t offset,
+                                        std::uint64_t count);
+
   /// Where the next window starts.
   Position position() const { return position_; }
 

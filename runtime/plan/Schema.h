@@ -240,6 +240,14 @@ inline constexpr const char *kMicroBatches = "micro_batches";
 inline constexpr const char *kDataParallel = "data_parallel";
 /// ZeRO stage (0 when absent): 1 shards the optimizer over data_parallel.
 inline constexpr const char *kZero = "zero";
+/// How the data fills the rows (stream when absent): stream, documents (the
+/// step then takes cu_seqlens) or pad.
+inline constexpr const char *kPacking = "packing";
+/// The end-of-text token --eot gave, and the config's eos_token_id: the
+/// packer's document delimiter (--eot, else 256 for text Kiln tokenized,
+/// else eos_token_id).
+inline constexpr const char *kEot = "eot";
+inline constexpr const char *kEosTokenId = "eos_token_id";
 } // namespace model
 
 /// The step's inputs that the runtime sets (`inputs`).
@@ -247,6 +255,10 @@ namespace input {
 inline constexpr const char *kTokens = "tokens";
 inline constexpr const char *kPositions = "positions";
 inline constexpr const char *kTargets = "targets";
+/// Sequence packing by documents (--packing documents): int32 cumulative
+/// document offsets over the flattened [batch, seq] tokens, batch * seq + 1
+/// of them (the unused tail repeating the last, batch * seq).
+inline constexpr const char *kCuSeqlens = "cu_seqlens";
 inline constexpr const char *kLr = "lr";
 inline constexpr const char *kStep = "step";
 /// The gradient the backward starts from: the micro-batch's counted tokens

@@ -216,7 +216,28 @@ TrainerState readTrainerState(const fs::path &path) {
   StateReader position = r.object_("data_position");
   state.position = {position.unsignedInteger("shard"),
                     position.unsignedInteger("offset"),
-                    position.unsignedInteger("epoch")};
+                    position.unsignedInteger("epoch"),
+                    {}};
+  if (position.has("pending")) {
+    const json &pending = position.get("pending");
+    if (!pending.is_array())
+      position.fail("pending", "must be an array, got " + describe(pending));
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      const json &piece = pending[i];
+      bool ok = piece.is_array() && piece.size() == 4;
+      for (std::size_t j = 0; ok && j < 4; ++j)
+        ok = piece[j].is_number_unsigned() ||
+             (piece[j].is_number_integer() && piece[j].get<int64_t>() >= 0);
+      if (!ok || piece[3].get<uint64_t>() > 1 || piece[2].get<uint64_t>() == 0)
+        position.fail("pending",
+                      fmt::format("[{}] must be [shard, offset, length >= 1, "
+                                  "last 0 or 1], got {}",
+                                  i, piece.dump()));
+      state.position.pending.push_back(
+          {piece[0].get<uint64_t>(), piece[1].get<uint64_t>(),
+           piece[2].get<uint64_t>(), piece[3].get<uint64_t>() == 1});
+    }
+  }
   if (state.format >= 2) {
     state.runId = r.string("run_id");
     if (state.runId.empty())
@@ -274,6 +295,13 @@ std::string trainerStateJson(const TrainerState &state) {
                  {"epoch", state.position.epoch}}},
                {"model", state.model},
                {"files", files}};
+  if (!state.position.pending.empty()) {
+    json pending = json::array();
+    for (const DataPosition::Piece &piece : state.position.pending)
+      pending.push_back(
+          {piece.shard, piece.offset, piece.length, piece.last ? 1 : 0});
+    root["data_position"]["pending"] = std::move(pending);
+  }
   if (state.settings)
     root["settings"] = settingsJson(*state.settings);
   return root.dump(2) + "\n";

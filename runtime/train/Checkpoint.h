@@ -92,6 +92,14 @@ struct DataPosition {
   uint64_t shard = 0;
   uint64_t offset = 0;
   uint64_t epoch = 0;
+  /// Sequence packing: the document pieces read but not yet placed in a
+  /// row (TokenStream::Piece), in order; `pending` in the JSON, each
+  /// [shard, offset, length, last].
+  struct Piece {
+    uint64_t shard = 0, offset = 0, length = 0;
+    bool last = true;
+  };
+  std::vector<Piece> pending;
 };
 
 struct TrainerState {

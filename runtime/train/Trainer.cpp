@@ -7,6 +7,7 @@
 #include "runtime/dist/Communicator.h"
 #include "runtime/io/AtomicFile.h"
 #include "runtime/io/ByteTokenizer.h"
+#include "runtime/io/DocumentPacker.h"
 #include "runtime/io/InputFile.h"
 #include "runtime/io/SafeTensors.h"
 #include "runtime/io/Sha256.h"
@@ -162,6 +163,17 @@ std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
   return shards;
 }
 
+/// The targets a loss ignores (the plan's cross-entropy ignore_index).
+int64_t ignoreIndexOf(const Plan &plan) {
+  for (const Step &step : plan.steps) {
+    if (const auto *ce = std::get_if<CrossEntropyStep>(&step.op))
+      return ce->ignoreIndex;
+    if (const auto *lce = std::get_if<LinearCrossEntropyStep>(&step.op))
+      return lce->ignoreIndex;
+  }
+  return -100;
+}
+
 /// Throws Error naming `flag` unless `value` >= `min` (0 or 1).
 void checkAtLeast(const char *flag, int64_t value, int64_t min) {
   if (value < min)
@@ -289,6 +301,24 @@ private:
   fs::path checkpoint;   ///< when resuming: the checkpoint
   std::optional<TrainerState> resumeState;
   std::vector<int32_t> inputs, targets, positions;
+  /// Sequence packing (the plan's model.packing): the packer and its last
+  /// batch (whose positions and documents the step reads), and the share of
+  /// the rows' tokens that were data so far.
+  Packing packing = Packing::Stream;
+  std::optional<DocumentPacker> packer;
+  PackedRows packed;
+  int64_t packedData = 0, packedCapacity = 0;
+  /// Sets up `packer` for the plan's packing, its end-of-text token
+  /// resolved; `textData` says the data is text Kiln tokenized.
+  void preparePacking(bool textData);
+  /// ", 93.1% of the rows data" for the log when packing, else empty.
+  std::string packingText() const {
+    if (!packer || packedCapacity == 0)
+      return {};
+    return fmt::format(", {:.1f}% of the rows data",
+                       100.0 * static_cast<double>(packedData) /
+                           static_cast<double>(packedCapacity));
+  }
   /// Some rank was interrupted during the last step: all stop after it.
   bool stopAll = false;
   std::string metricsPath, svgPath;
@@ -353,11 +383,57 @@ Trainer::Trainer(const TrainOptions &options, Communicator &comm)
   comm.barrier();
   backend = createBackend(plan, options.backend, &comm);
   stream.emplace(shards, static_cast<uint32_t>(vocab));
+  preparePacking(std::all_of(settings.data.begin(), settings.data.end(),
+                             [&](const std::string &input) {
+                               return std::find(shards.begin(), shards.end(),
+                                                input) == shards.end() &&
+                                      !fs::is_directory(input);
+                             }));
   int64_t microBatch = plan.modelInt(plan::model::kBatch);
   positions.resize(microBatch * settings.seqLen);
   for (int64_t b = 0; b < microBatch; ++b)
     for (int64_t s = 0; s < settings.seqLen; ++s)
       positions[b * settings.seqLen + s] = static_cast<int32_t>(s);
+}
+
+void Trainer::preparePacking(bool textData) {
+  std::string name = plan.model.value(plan::model::kPacking, "stream");
+  std::optional<Packing> mode = parsePacking(name);
+  if (!mode)
+    throw Error(fmt::format("{}: model.packing is '{}'; expected stream, "
+                            "documents or pad",
+                            options.planSource, name));
+  packing = *mode;
+  bool hasCuSeqlens = plan.inputs.count(plan::input::kCuSeqlens) > 0;
+  if (hasCuSeqlens != (packing == Packing::Documents))
+    throw Error(fmt::format("{}: model.packing is '{}' but the step {} "
+                            "cu_seqlens input",
+                            options.planSource, name,
+                            hasCuSeqlens ? "has a" : "has no"));
+  if (packing == Packing::Stream)
+    return;
+  // The end-of-text token: --eot, else the byte tokenizer's for text Kiln
+  // tokenized, else the config's eos_token_id.
+  int64_t eot = -1;
+  if (auto given = plan.model.find(plan::model::kEot);
+      given != plan.model.end())
+    eot = given->get<int64_t>();
+  else if (textData)
+    eot = kEndOfText;
+  else if (auto eos = plan.model.find(plan::model::kEosTokenId);
+           eos != plan.model.end())
+    eot = eos->get<int64_t>();
+  else
+    throw Error(fmt::format("--packing {} needs the token that ends each "
+                            "document: the config has no eos_token_id; give "
+                            "--eot",
+                            name));
+  if (eot < 0 || eot >= vocab)
+    throw Error(fmt::format("the end-of-text token {} is outside the model's "
+                            "vocabulary (vocab_size {})",
+                            eot, vocab));
+  packer.emplace(*stream, static_cast<uint32_t>(eot),
+                 static_cast<int32_t>(ignoreIndexOf(plan)), packing);
 }
 
 /// Rank 0's output directory: a fresh run's checked or taken over, a
@@ -438,9 +514,11 @@ void Trainer::checkModel(const TrainerState &state) {
     json ours = plan.model, theirs = state.model;
     // (Nor how the batch is split among micro-batches and ranks, and
     // where the optimizer state lives: the moments are re-sharded.)
-    for (const char *key : {plan::model::kBatch, plan::model::kSeqLen,
-                            "precision", plan::model::kMicroBatches,
-                            plan::model::kDataParallel, plan::model::kZero}) {
+    for (const char *key :
+         {plan::model::kBatch, plan::model::kSeqLen, "precision",
+          plan::model::kMicroBatches, plan::model::kDataParallel,
+          plan::model::kZero, plan::model::kPacking, plan::model::kEot,
+          plan::model::kEosTokenId}) {
       ours.erase(key);
       theirs.erase(key);
     }
@@ -711,6 +789,19 @@ void Trainer::resume() {
   const DataPosition &position = resumeState->position;
   stream->seek(
       TokenStream::Position{position.shard, position.offset, position.epoch});
+  if (!position.pending.empty()) {
+    if (!packer)
+      throw Error(fmt::format("{}: the checkpoint has documents waiting to be "
+                              "packed, but this run does not pack (model."
+                              "packing '{}'); resume with --packing documents",
+                              checkpoint.string(),
+                              plan.model.value(plan::model::kPacking, "")));
+    std::vector<TokenStream::Piece> pieces;
+    for (const DataPosition::Piece &piece : position.pending)
+      pieces.push_back({static_cast<std::size_t>(piece.shard), piece.offset,
+                        piece.length, piece.last});
+    packer->restore(std::move(pieces));
+  }
   lastSaved = resumeState->step;
   log(fmt::format("resuming from {} at step {}", checkpoint.string(),
                   firstStep));
@@ -864,7 +955,11 @@ void Trainer::saveCheckpoint(int64_t step) {
   state.batch = settings.batch;
   state.seqLen = settings.seqLen;
   state.seed = settings.seed;
-  state.position = {position.shard, position.offset, position.epoch};
+  state.position = {position.shard, position.offset, position.epoch, {}};
+  if (packer)
+    for (const TokenStream::Piece &piece : packer->pending())
+      state.position.pending.push_back(
+          {piece.shard, piece.offset, piece.length, piece.last});
   state.settings = settings;
   state.model = plan.model;
   fs::path dir = writer.commit(std::move(state));
@@ -881,6 +976,18 @@ void Trainer::saveGradients(int64_t step, double loss,
       int32Tensor("input_ids", {settings.batch, settings.seqLen}, inputs));
   tensors.push_back(
       int32Tensor("targets", {settings.batch, settings.seqLen}, targets));
+  if (packer) {
+    // The packed batch as an independent reference needs it: positions per
+    // document and the documents over the flattened batch.
+    tensors.push_back(int32Tensor(
+        "position_ids", {settings.batch, settings.seqLen}, packed.positions));
+    std::size_t documents = 0;
+    for (const auto &row : packed.documents)
+      documents += row.size();
+    tensors.push_back(int32Tensor(
+        "cu_seqlens", {static_cast<int64_t>(documents) + 1},
+        cuSeqlensOf(packed, 0, packed.documents.size(), documents + 1)));
+  }
   tensors.push_back(floatTensor("loss", {}, {static_cast<float>(loss)}));
   for (std::size_t i = 0; i < plan.parameters.size(); ++i)
     tensors.push_back(floatTensor(plan.parameters[i].name,
@@ -890,17 +997,6 @@ void Trainer::saveGradients(int64_t step, double loss,
                    {{"step", std::to_string(step)},
                     {"content", "input ids, targets, loss and the gradient "
                                 "of the loss for every parameter"}});
-}
-
-/// The targets a loss ignores (the plan's cross-entropy ignore_index).
-int64_t ignoreIndexOf(const Plan &plan) {
-  for (const Step &step : plan.steps) {
-    if (const auto *ce = std::get_if<CrossEntropyStep>(&step.op))
-      return ce->ignoreIndex;
-    if (const auto *lce = std::get_if<LinearCrossEntropyStep>(&step.op))
-      return lce->ignoreIndex;
-  }
-  return -100;
 }
 
 double Trainer::runStep(int64_t step, bool saveGrads) {
@@ -931,7 +1027,20 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
                         std::span(inputs).subspan(begin, microTokens));
     backend->writeInt32(plan.input(plan::input::kTargets),
                         std::span(targets).subspan(begin, microTokens));
-    backend->writeInt32(plan.input(plan::input::kPositions), positions);
+    if (packer) {
+      backend->writeInt32(
+          plan.input(plan::input::kPositions),
+          std::span(packed.positions).subspan(begin, microTokens));
+      if (packing == Packing::Documents) {
+        auto rows = static_cast<std::size_t>(settings.seqLen);
+        int64_t cu = plan.input(plan::input::kCuSeqlens);
+        backend->writeInt32(cu, cuSeqlensOf(packed, begin / rows,
+                                            microTokens / rows,
+                                            plan.values[cu].numElements()));
+      }
+    } else {
+      backend->writeInt32(plan.input(plan::input::kPositions), positions);
+    }
     backend->write(plan.input(plan::input::kLossScale),
                    std::vector<float>{static_cast<float>(share)});
     bool last = m + 1 == microBatches;
@@ -1012,8 +1121,18 @@ int Trainer::run() {
     if (comm.size() == 1 ? InterruptGuard::pending() != 0 : stopAll)
       break;
     auto stepStart = std::chrono::steady_clock::now();
-    stream->nextBatch(static_cast<int>(batch), static_cast<int>(seqLen), inputs,
-                      targets);
+    int64_t dataTokens = batch * seqLen;
+    if (packer) {
+      packer->next(batch, seqLen, packed);
+      inputs = packed.inputs;
+      targets = packed.targets;
+      dataTokens = packed.dataTokens;
+      packedData += dataTokens;
+      packedCapacity += batch * seqLen;
+    } else {
+      stream->nextBatch(static_cast<int>(batch), static_cast<int>(seqLen),
+                        inputs, targets);
+    }
     double lr = schedule.at(step);
     backend->write(plan.input(plan::input::kLr), std::vector<float>{float(lr)});
     backend->write(plan.input(plan::input::kStep),
@@ -1023,7 +1142,8 @@ int Trainer::run() {
     double seconds = std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - stepStart)
                          .count();
-    double tokensPerSecond = batch * seqLen / std::max(seconds, 1e-9);
+    // (Packed: the data tokens, not the padding.)
+    double tokensPerSecond = dataTokens / std::max(seconds, 1e-9);
     if (!std::isfinite(loss))
       throw Error(fmt::format("the loss is {} at step {}; lower --lr or "
                               "check the data",
@@ -1037,8 +1157,9 @@ int Trainer::run() {
         progress->update(step, loss, tokensPerSecond);
       else if (step == firstStep || step % logEvery == 0 ||
                step == settings.steps)
-        log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s", step,
-                        settings.steps, loss, lr, formatRate(tokensPerSecond)));
+        log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s{}", step,
+                        settings.steps, loss, lr, formatRate(tokensPerSecond),
+                        packingText()));
     }
     if (save && (writer() || plan.optimizerShards() > 1))
       saveCheckpoint(step);
@@ -1099,6 +1220,15 @@ int Trainer::run() {
                static_cast<long long>(settings.steps),
                formatDuration(elapsed).c_str(), saved.c_str(), svgPath.c_str(),
                metricsPath.c_str());
+  if (packer && packedCapacity > 0)
+    std::fprintf(stderr,
+                 "  packing:    %s, %.1f%% of the rows' tokens were data "
+                 "(%lld of %lld)\n",
+                 plan.model.value(plan::model::kPacking, "").c_str(),
+                 100.0 * static_cast<double>(packedData) /
+                     static_cast<double>(packedCapacity),
+                 static_cast<long long>(packedData),
+                 static_cast<long long>(packedCapacity));
   // A signal during the last step or the final save: the run is complete.
   if (int signal = InterruptGuard::pending())
     return 128 + signal;
@@ -1119,6 +1249,12 @@ CompiledSettings compiledSettingsOf(const std::string &resumeDir) {
   if (auto zero = state.model.find(plan::model::kZero);
       zero != state.model.end() && zero->is_number_integer())
     compiled.zero = zero->get<int64_t>();
+  if (auto packing = state.model.find(plan::model::kPacking);
+      packing != state.model.end() && packing->is_string())
+    compiled.packing = packing->get<std::string>();
+  if (auto eot = state.model.find(plan::model::kEot);
+      eot != state.model.end() && eot->is_number_integer())
+    compiled.eot = eot->get<int64_t>();
   if (state.settings) {
     compiled.precision = state.settings->precision;
     compiled.weightDecay = state.settings->weightDecay;

@@ -65,6 +65,9 @@ struct CompiledSettings {
   std::optional<double> weightDecay, gradClip;
   /// The ZeRO stage (the plan's model.zero; older runs: 0).
   int64_t zero = 0;
+  /// The packing (model.packing; older runs: stream) and the --eot given.
+  std::string packing = "stream";
+  std::optional<int64_t> eot;
 };
 
 /// Reads them from the checkpoint `resumeDir` names (as --resume does);

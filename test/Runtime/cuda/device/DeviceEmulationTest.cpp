@@ -15,8 +15,11 @@
 
 #include "DeviceEmulationTestSupport.h"
 
+#include "../../io/IoTestSupport.h"
+
 #include "runtime/cuda/FlashAttention.h"
 #include "runtime/host/Kernels.h"
+#include "runtime/io/DocumentPacker.h"
 #include "runtime/plan/Schema.h"
 
 #include <gtest/gtest.h>
@@ -855,6 +858,40 @@ TEST(DeviceEmulationFlashTest, FlashAttention) {
     checkFlashAttention<16, Small>(1, 24, 2, 1, causal);
     checkFlashAttention<64, Warps>(2, 20, 2, 1, causal, {0, 7, 7, 29, 40});
     checkFlashAttention<64, Small>(2, 19, 4, 2, causal, {0, 5, 38}, false);
+  }
+}
+
+/// The cu_seqlens of 2 rows of 40 tokens packed from documents of 3, 9,
+/// 20, 1, 14 and 30 tokens (--packing documents): documents within rows,
+/// each row's padding a document of its own, the plan's static tail of 81
+/// entries repeating the last offset.
+std::vector<std::int32_t> packedCuSeqlens() {
+  kiln::rt::testing::TempDir dir;
+  std::string shard = dir.file("documents.bin");
+  constexpr std::uint32_t kEnd = 7;
+  std::vector<std::uint32_t> tokens;
+  for (int n : {3, 9, 20, 1, 14, 30}) {
+    tokens.insert(tokens.end(), n - 1, 1);
+    tokens.push_back(kEnd);
+  }
+  kiln::rt::writeTokenShard(shard, tokens);
+  kiln::rt::TokenStream stream({shard});
+  kiln::rt::DocumentPacker packer(stream, kEnd, -100,
+                                  kiln::rt::Packing::Documents);
+  kiln::rt::PackedRows rows;
+  packer.next(2, 40, rows);
+  return kiln::rt::cuSeqlensOf(rows, 0, 2, 2 * 40 + 1);
+}
+
+// The packer's output (the attention of a packed step) on the exact and
+// the tensor-core kernels.
+TEST(DeviceEmulationFlashTest, AttentionOnPackedRows) {
+  std::vector<std::int32_t> cu = packedCuSeqlens();
+  ASSERT_GT(std::count(cu.begin(), cu.end(), 80), 40) << "the static tail";
+  using Warps = FlashTiles<32, 16, 1, 16, 32>;
+  for (bool causal : {false, true}) {
+    checkAttention<float, 64, 64>(2, 40, 2, 1, causal, cu);
+    checkFlashAttention<64, Warps>(2, 40, 2, 1, causal, cu);
   }
 }
 
