@@ -1032,10 +1032,11 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
           plan.input(plan::input::kPositions),
           std::span(packed.positions).subspan(begin, microTokens));
       if (packing == Packing::Documents) {
-        auto rows = static_cast<std::size_t>(settings.seqLen);
+        // The micro-batch's rows, its offsets counted from its first token.
+        auto rowLength = static_cast<std::size_t>(settings.seqLen);
         int64_t cu = plan.input(plan::input::kCuSeqlens);
-        backend->writeInt32(cu, cuSeqlensOf(packed, begin / rows,
-                                            microTokens / rows,
+        backend->writeInt32(cu, cuSeqlensOf(packed, begin / rowLength,
+                                            microTokens / rowLength,
                                             plan.values[cu].numElements()));
       }
     } else {
