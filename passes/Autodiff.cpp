@@ -293,10 +293,12 @@ LogicalResult NNAutodiffPass::buildTrainStep(func::FuncOp forward) {
     newExpAvgSq.push_back(update.getNewExpAvgSq());
   }
 
-  // Results: the loss, then every updated tensor marked like its argument.
-  SmallVector<Value> results{loss};
+  // Results: the loss and the gradient norm (for the metrics), then every
+  // updated tensor marked like its argument.
+  SmallVector<Value> results{loss, norm};
   SmallVector<DictionaryAttr> resultAttrs{
-      argDict(kOutputAttr, StringAttr::get(ctx, "loss"))};
+      argDict(kOutputAttr, StringAttr::get(ctx, "loss")),
+      argDict(kOutputAttr, StringAttr::get(ctx, "grad_norm"))};
   for (auto [key, values] :
        {std::pair<StringRef, SmallVector<Value> *>{kParamAttr, &newParams},
         {kExpAvgAttr, &newExpAvg},

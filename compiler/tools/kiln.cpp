@@ -203,6 +203,14 @@ cl::opt<double> maxGradNorm("grad-clip",
                                      "(0: off)"),
                             cl::init(1.0), cl::sub(compileCommand),
                             cl::sub(trainCommand));
+cl::opt<double> adamBeta1("beta1", cl::desc("AdamW's first-moment decay"),
+                          cl::init(0.9), cl::sub(compileCommand),
+                          cl::sub(trainCommand));
+cl::opt<double> adamBeta2("beta2", cl::desc("AdamW's second-moment decay"),
+                          cl::init(0.95), cl::sub(compileCommand),
+                          cl::sub(trainCommand));
+cl::opt<double> adamEps("eps", cl::desc("AdamW's epsilon"), cl::init(1e-8),
+                        cl::sub(compileCommand), cl::sub(trainCommand));
 
 // Training.
 cl::list<std::string> dataPaths("data",
@@ -217,6 +225,20 @@ cl::opt<int64_t> warmup("warmup",
                         cl::desc("Warmup steps (default: a tenth of the "
                                  "steps, at most 100)"),
                         cl::init(-1), cl::sub(trainCommand));
+cl::opt<std::string> lrSchedule(
+    "lr-schedule",
+    cl::desc("The decay after the warmup: cosine (default), linear, "
+             "constant, or wsd (warmup-stable-decay: the peak until the last "
+             "--decay-fraction of the steps, then linear)"),
+    cl::sub(trainCommand));
+cl::opt<double> decayFraction(
+    "decay-fraction",
+    cl::desc("wsd: the share of the steps, at the end, that decay (0.2)"),
+    cl::sub(trainCommand));
+cl::opt<double> minLr("min-lr",
+                      cl::desc("The rate the decay ends at (default: a tenth "
+                               "of --lr)"),
+                      cl::sub(trainCommand));
 cl::opt<uint64_t> seed("seed", cl::desc("Seed of the initialisation"),
                        cl::init(0), cl::sub(trainCommand));
 cl::opt<std::string> outDir("out",
@@ -726,6 +748,9 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
   NNAutodiffPassOptions autodiff;
   autodiff.weightDecay = weightDecay;
   autodiff.maxGradNorm = maxGradNorm;
+  autodiff.beta1 = adamBeta1;
+  autodiff.beta2 = adamBeta2;
+  autodiff.epsilon = adamEps;
   pm.addPass(createNNAutodiffPass(autodiff));
   NNAccumulateGradientsPassOptions accumulate;
   accumulate.microBatches = split->count;
@@ -839,6 +864,11 @@ bool applyRecordedSettings() {
     weightDecay = *recorded.weightDecay;
   if (recorded.gradClip && !maxGradNorm.getNumOccurrences())
     maxGradNorm = *recorded.gradClip;
+  for (auto [option, value] : {std::pair{&adamBeta1, recorded.beta1},
+                               std::pair{&adamBeta2, recorded.beta2},
+                               std::pair{&adamEps, recorded.eps}})
+    if (value && !option->getNumOccurrences())
+      *option = *value;
   // (Another --zero, or another number of ranks, re-shards the moments.)
   if (!zeroStage.getNumOccurrences())
     zeroStage = recorded.zero;
@@ -887,6 +917,10 @@ int runTrain(MLIRContext &context) {
   options.steps = given(steps);
   options.lr = given(learningRate);
   options.warmupSteps = given(warmup);
+  if (lrSchedule.getNumOccurrences())
+    options.lrSchedule = lrSchedule.getValue();
+  options.decayFraction = given(decayFraction);
+  options.minLr = given(minLr);
   options.seed = given(seed);
   options.initPath = initPath;
   options.saveGradsPath = saveGrads;
@@ -921,6 +955,14 @@ bool checkNumericFlags() {
     return bad(llvm::formatv("--grad-clip must be a finite number >= 0 (0: "
                              "off), got {0}",
                              llvm::format("%g", maxGradNorm.getValue())));
+  for (auto [flag, beta] : {std::pair{"--beta1", adamBeta1.getValue()},
+                            std::pair{"--beta2", adamBeta2.getValue()}})
+    if (!(beta >= 0 && beta < 1))
+      return bad(llvm::formatv("{0} must be in [0, 1), got {1}", flag,
+                               llvm::format("%g", beta)));
+  if (!(adamEps > 0) || !std::isfinite(adamEps))
+    return bad(llvm::formatv("--eps must be a finite number > 0, got {0}",
+                             llvm::format("%g", adamEps.getValue())));
   return true;
 }
 

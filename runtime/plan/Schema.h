@@ -268,6 +268,14 @@ inline constexpr const char *kLossScale = "loss_scale";
 inline constexpr const char *kMicroStep = "micro_step";
 } // namespace input
 
+/// The step's outputs the runtime reads (`outputs`).
+namespace output {
+inline constexpr const char *kLoss = "loss";
+/// The global gradient norm before clipping (plans since the metrics
+/// record it).
+inline constexpr const char *kGradNorm = "grad_norm";
+} // namespace output
+
 /// Kernel and body-op attributes (`attrs`). Every attribute a kernel reads
 /// is required: the compiler writes flags as false and fills in defaults.
 namespace attr {

@@ -23,7 +23,9 @@ namespace {
 
 constexpr const char *kUsage =
     "usage: kiln-run <plan.json> --data <files,...> [--steps N] [--lr X]\n"
-    "                [--warmup N] [--seed N] [--out DIR] [--init FILE]\n"
+    "                [--warmup N] [--lr-schedule cosine|linear|constant|wsd]\n"
+    "                [--decay-fraction F] [--min-lr X]\n"
+    "                [--seed N] [--out DIR] [--init FILE]\n"
     "                [--save-grads FILE] [--resume DIR] [--save-every N]\n"
     "                [--keep N] [--no-checkpoint] [--overwrite]\n"
     "                [--backend auto|host|cuda] [--config config.json]\n"
@@ -127,6 +129,12 @@ int main(int argc, char **argv) {
       } else if (arg == "--warmup") {
         kind = "an integer";
         options.warmupSteps = parseNumber<int64_t>(value);
+      } else if (arg == "--lr-schedule") {
+        options.lrSchedule = value;
+      } else if (arg == "--decay-fraction") {
+        options.decayFraction = parseNumber<double>(value);
+      } else if (arg == "--min-lr") {
+        options.minLr = parseNumber<double>(value);
       } else if (arg == "--seed") {
         kind = "a non-negative integer";
         options.seed = parseNumber<uint64_t>(value);

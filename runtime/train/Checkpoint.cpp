@@ -1,6 +1,7 @@
 //===- Checkpoint.cpp - Checkpoints of a training run ---------------------===//
 
 #include "runtime/train/Checkpoint.h"
+#include "runtime/train/Schedule.h"
 
 #include "runtime/Error.h"
 #include "runtime/io/AtomicFile.h"
@@ -135,6 +136,8 @@ json settingsJson(const RunSettings &s) {
           {"lr", s.lr},
           {"warmup_steps", s.warmupSteps},
           {"min_lr_ratio", s.minLrRatio},
+          {"lr_schedule", s.lrSchedule},
+          {"decay_fraction", s.decayFraction},
           {"seed", s.seed},
           {"save_every", s.saveEvery},
           {"keep", s.keep},
@@ -143,7 +146,10 @@ json settingsJson(const RunSettings &s) {
           {"seq_len", s.seqLen},
           {"precision", s.precision},
           {"weight_decay", s.weightDecay},
-          {"grad_clip", s.gradClip}};
+          {"grad_clip", s.gradClip},
+          {"beta1", s.beta1},
+          {"beta2", s.beta2},
+          {"eps", s.eps}};
 }
 
 RunSettings readSettings(const StateReader &r) {
@@ -156,6 +162,20 @@ RunSettings readSettings(const StateReader &r) {
   if (s.minLrRatio > 1)
     r.fail("min_lr_ratio",
            fmt::format("must be at most 1, got {}", s.minLrRatio));
+  // (Recorded since the schedules and AdamW's betas became settings.)
+  if (r.has("lr_schedule")) {
+    s.lrSchedule = r.string("lr_schedule");
+    if (!parseLrDecay(s.lrSchedule))
+      r.fail("lr_schedule",
+             fmt::format("must be cosine, linear, constant or wsd, got \"{}\"",
+                         s.lrSchedule));
+  }
+  if (r.has("decay_fraction")) {
+    s.decayFraction = r.number("decay_fraction", 0);
+    if (!(s.decayFraction > 0 && s.decayFraction <= 1))
+      r.fail("decay_fraction",
+             fmt::format("must be in (0, 1], got {}", s.decayFraction));
+  }
   s.seed = r.unsignedInteger("seed");
   s.saveEvery = r.integer("save_every", 0, kMax);
   s.keep = r.integer("keep", 0, kMax);
@@ -174,6 +194,11 @@ RunSettings readSettings(const StateReader &r) {
                                     s.precision));
   s.weightDecay = r.number("weight_decay", 0);
   s.gradClip = r.number("grad_clip", 0);
+  for (auto [key, field] : {std::pair{"beta1", &RunSettings::beta1},
+                            std::pair{"beta2", &RunSettings::beta2},
+                            std::pair{"eps", &RunSettings::eps}})
+    if (r.has(key))
+      s.*field = r.number(key, 0);
   return s;
 }
 

@@ -73,6 +73,8 @@ struct RunSettings {
   double lr = 0;
   int64_t warmupSteps = 0; ///< resolved: never the -1 "default" marker
   double minLrRatio = 0;
+  std::string lrSchedule = "cosine"; ///< LrDecay's name (older runs: cosine)
+  double decayFraction = 0.2;        ///< WSD's decay share of the steps
   uint64_t seed = 0;
   int64_t saveEvery = 0;
   int64_t keep = 0;
@@ -83,6 +85,8 @@ struct RunSettings {
   std::string precision;
   double weightDecay = 0;
   double gradClip = 0;
+  /// AdamW's (older runs: the defaults then, 0.9, 0.95, 1e-8).
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
 
   bool operator==(const RunSettings &) const = default;
 };

@@ -124,6 +124,19 @@ std::string parseRecord(std::string_view text, MetricRecord &record) {
                       Field{"tokens_per_s", record.tokensPerSecond}})
     if (!numberField(object, field.key, field.value))
       return fmt::format("field '{}' is missing or not a number", field.key);
+  // (Newer fields: absent in older runs' lines.)
+  for (Field field : {Field{"grad_norm", record.gradNorm},
+                      Field{"elapsed_s", record.elapsedSeconds}})
+    if (!object.contains(field.key))
+      field.value = std::numeric_limits<double>::quiet_NaN();
+    else if (!numberField(object, field.key, field.value))
+      return fmt::format("field '{}' is not a number", field.key);
+  record.tokensSeen = -1;
+  if (auto seen = object.find("tokens_seen"); seen != object.end()) {
+    if (!seen->is_number_integer())
+      return "field 'tokens_seen' is not an integer";
+    record.tokensSeen = seen->get<std::int64_t>();
+  }
   return "";
 }
 
@@ -162,9 +175,12 @@ std::string readText(const std::string &path) {
 } // namespace
 
 std::string metricsLine(const MetricRecord &record) {
-  return fmt::format(R"({{"step":{},"loss":{},"lr":{},"tokens_per_s":{}}})",
-                     record.step, jsonNumber(record.loss),
-                     jsonNumber(record.lr), jsonNumber(record.tokensPerSecond));
+  return fmt::format(
+      R"({{"step":{},"loss":{},"lr":{},"tokens_per_s":{},"grad_norm":{},)"
+      R"("elapsed_s":{},"tokens_seen":{}}})",
+      record.step, jsonNumber(record.loss), jsonNumber(record.lr),
+      jsonNumber(record.tokensPerSecond), jsonNumber(record.gradNorm),
+      jsonNumber(record.elapsedSeconds), record.tokensSeen);
 }
 
 MetricsLog::MetricsLog(const std::string &path, bool append) : path_(path) {
@@ -191,11 +207,10 @@ MetricsLog::~MetricsLog() {
     ::close(fd_);
 }
 
-void MetricsLog::write(std::int64_t step, double loss, double lr,
-                       double tokensPerSecond) {
+void MetricsLog::write(const MetricRecord &record) {
   // One write() per line: a reader never sees half a line unless the run
   // dies inside the call.
-  writeAll(fd_, metricsLine({step, loss, lr, tokensPerSecond}) + "\n", path_);
+  writeAll(fd_, metricsLine(record) + "\n", path_);
 }
 
 std::vector<MetricRecord> MetricsLog::read(const std::string &path) {

@@ -3,7 +3,11 @@
 // One JSON line per step, read back on resume. JSON has no NaN or
 // infinity, so a non-finite value is written as null and read back as NaN.
 //
-//   {"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6}
+//   {"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6,
+//    "grad_norm":1.9,"elapsed_s":0.41,"tokens_seen":4096}
+//
+// (grad_norm, elapsed_s and tokens_seen are newer: a line without them
+// reads as NaN, NaN and -1.)
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,13 +26,20 @@ struct MetricRecord {
   double loss = 0;
   double lr = 0;
   double tokensPerSecond = 0;
+  /// The global gradient norm before clipping (NaN: not known).
+  double gradNorm = 0;
+  /// Wall seconds since the run began, resumed parts included.
+  double elapsedSeconds = 0;
+  /// Data tokens trained on so far (padding not counted; -1: not known).
+  std::int64_t tokensSeen = 0;
 
   bool operator==(const MetricRecord &) const = default;
 };
 
 /// The JSON line for `record`, without the newline: keys step, loss, lr,
-/// tokens_per_s in that order, each number in the shortest form that reads
-/// back as the same double, null for a non-finite one.
+/// tokens_per_s, grad_norm, elapsed_s, tokens_seen in that order, each number
+/// in the shortest form that reads back as the same double, null for a
+/// non-finite one.
 std::string metricsLine(const MetricRecord &record);
 
 /// A metrics file being written, one JSON line per step.
@@ -46,7 +57,7 @@ public:
   /// Appends one line and hands it to the system at once, so that the file
   /// is complete up to the last step even if the run dies. Throws Error on a
   /// failed write.
-  void write(std::int64_t step, double loss, double lr, double tokensPerSecond);
+  void write(const MetricRecord &record);
 
   const std::string &path() const { return path_; }
 

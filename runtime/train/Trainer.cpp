@@ -224,6 +224,9 @@ RunSettings compiledSettings(const Plan &plan) {
       continue;
     s.weightDecay = std::max(s.weightDecay, adamw->weightDecay);
     s.gradClip = adamw->maxGradNorm;
+    s.beta1 = adamw->beta1;
+    s.beta2 = adamw->beta2;
+    s.eps = adamw->epsilon;
   }
   return s;
 }
@@ -308,6 +311,10 @@ private:
   std::optional<DocumentPacker> packer;
   PackedRows packed;
   int64_t packedData = 0, packedCapacity = 0;
+  /// The metrics' running totals: seconds and data tokens, continued from
+  /// the run's last record when resuming.
+  double elapsedBefore = 0;
+  int64_t tokensSeen = 0;
   /// Sets up `packer` for the plan's packing, its end-of-text token
   /// resolved; `textData` says the data is text Kiln tokenized.
   void preparePacking(bool textData);
@@ -578,7 +585,22 @@ void Trainer::settle(const std::optional<TrainerState> &state) {
       pick("--save-every", options.saveEvery, 0, &RunSettings::saveEvery);
   settings.keep =
       pick("--keep", options.keep, kDefaultKeep, &RunSettings::keep);
+  settings.lrSchedule = pick("--lr-schedule", options.lrSchedule,
+                             std::string("cosine"), &RunSettings::lrSchedule);
+  std::optional<LrDecay> decay = parseLrDecay(settings.lrSchedule);
+  if (!decay)
+    throw Error(fmt::format("--lr-schedule must be cosine, linear, constant "
+                            "or wsd, got '{}'",
+                            settings.lrSchedule));
+  settings.decayFraction = pick("--decay-fraction", options.decayFraction, 0.2,
+                                &RunSettings::decayFraction);
   settings.minLrRatio = recorded ? recorded->minLrRatio : options.minLrRatio;
+  if (options.minLr) {
+    if (!(*options.minLr >= 0 && *options.minLr <= settings.lr))
+      throw Error(fmt::format("--min-lr {} must be in [0, --lr {}]",
+                              *options.minLr, settings.lr));
+    settings.minLrRatio = *options.minLr / settings.lr;
+  }
   if (!options.data.empty()) {
     for (const std::string &path : options.data)
       settings.data.push_back(absolutePath(path));
@@ -600,6 +622,9 @@ void Trainer::settle(const std::optional<TrainerState> &state) {
   settings.precision = compiled.precision;
   settings.weightDecay = compiled.weightDecay;
   settings.gradClip = compiled.gradClip;
+  settings.beta1 = compiled.beta1;
+  settings.beta2 = compiled.beta2;
+  settings.eps = compiled.eps;
   if (state &&
       (state->batch != settings.batch || state->seqLen != settings.seqLen))
     throw Error(fmt::format(
@@ -617,6 +642,9 @@ void Trainer::settle(const std::optional<TrainerState> &state) {
     compare("--precision", &RunSettings::precision);
     compare("--weight-decay", &RunSettings::weightDecay);
     compare("--grad-clip", &RunSettings::gradClip);
+    compare("--beta1", &RunSettings::beta1);
+    compare("--beta2", &RunSettings::beta2);
+    compare("--eps", &RunSettings::eps);
   }
 
   if (state) {
@@ -637,8 +665,9 @@ void Trainer::settle(const std::optional<TrainerState> &state) {
         options.warmupSteps ? ""
         : recorded          ? "; the warmup is the run's own: give --warmup N"
                             : ""));
-  schedule = LrSchedule{settings.lr, settings.warmupSteps, settings.steps,
-                        settings.minLrRatio};
+  schedule = LrSchedule{settings.lr,    settings.warmupSteps,
+                        settings.steps, settings.minLrRatio,
+                        *decay,         settings.decayFraction};
   schedule.validate();
 }
 
@@ -1088,8 +1117,17 @@ void Trainer::writeLossCurve() {
 int Trainer::run() {
   if (resumeState) {
     resume();
-    if (writer() && fs::exists(metricsPath))
+    if (writer() && fs::exists(metricsPath)) {
       MetricsLog::truncateAfter(metricsPath, firstStep - 1);
+      // The run's time and tokens so far continue from its last record.
+      std::vector<MetricRecord> before = MetricsLog::read(metricsPath);
+      if (!before.empty() && before.back().step == firstStep - 1) {
+        if (std::isfinite(before.back().elapsedSeconds))
+          elapsedBefore = before.back().elapsedSeconds;
+        if (before.back().tokensSeen >= 0)
+          tokensSeen = before.back().tokensSeen;
+      }
+    }
   } else {
     initialise();
   }
@@ -1153,14 +1191,24 @@ int Trainer::run() {
     bool save = settings.saveEvery > 0 && step % settings.saveEvery == 0 &&
                 step != settings.steps && !options.noCheckpoint;
     if (writer()) {
-      metrics->write(step, loss, lr, tokensPerSecond);
+      tokensSeen += dataTokens;
+      double gradNorm = std::numeric_limits<double>::quiet_NaN();
+      if (plan.outputs.count(plan::output::kGradNorm))
+        gradNorm = backend->read(plan.output(plan::output::kGradNorm))[0];
+      metrics->write(
+          {step, loss, lr, tokensPerSecond, gradNorm,
+           elapsedBefore + std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() - start)
+                               .count(),
+           tokensSeen});
       if (options.progressBar)
         progress->update(step, loss, tokensPerSecond);
       else if (step == firstStep || step % logEvery == 0 ||
                step == settings.steps)
-        log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} {} tok/s{}", step,
-                        settings.steps, loss, lr, formatRate(tokensPerSecond),
-                        packingText()));
+        log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} norm {:.3g} {} "
+                        "tok/s{}",
+                        step, settings.steps, loss, lr, gradNorm,
+                        formatRate(tokensPerSecond), packingText()));
     }
     if (save && (writer() || plan.optimizerShards() > 1))
       saveCheckpoint(step);
@@ -1260,6 +1308,9 @@ CompiledSettings compiledSettingsOf(const std::string &resumeDir) {
     compiled.precision = state.settings->precision;
     compiled.weightDecay = state.settings->weightDecay;
     compiled.gradClip = state.settings->gradClip;
+    compiled.beta1 = state.settings->beta1;
+    compiled.beta2 = state.settings->beta2;
+    compiled.eps = state.settings->eps;
   }
   return compiled;
 }

@@ -38,6 +38,12 @@ struct TrainOptions {
   std::optional<double> lr;
   std::optional<int64_t> warmupSteps; ///< default: a tenth, at most 100
   double minLrRatio = 0.1;
+  /// The schedule's decay (LrDecay's name), WSD's decay share of the steps,
+  /// and the final rate (else minLrRatio of the peak); the run's own when
+  /// resuming unless given.
+  std::optional<std::string> lrSchedule;
+  std::optional<double> decayFraction;
+  std::optional<double> minLr;
   std::optional<uint64_t> seed;
   std::string initPath;      ///< initial weights by Hugging Face name
   std::string saveGradsPath; ///< first step's tokens, loss and gradients
@@ -63,6 +69,7 @@ struct CompiledSettings {
   int64_t microBatches = 1;
   std::optional<std::string> precision;
   std::optional<double> weightDecay, gradClip;
+  std::optional<double> beta1, beta2, eps;
   /// The ZeRO stage (the plan's model.zero; older runs: 0).
   int64_t zero = 0;
   /// The packing (model.packing; older runs: stream) and the --eot given.

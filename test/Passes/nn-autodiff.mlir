@@ -15,7 +15,7 @@
 // CHECK-SAME: %[[M0:[^:]+]]: tensor<16x8xf32> {kiln.exp_avg = "wte"}
 // CHECK-SAME: %[[V0:[^:]+]]: tensor<16x8xf32> {kiln.exp_avg_sq = "wte"}
 // CHECK-SAME: %[[LR:[^:]+]]: tensor<f32> {kiln.input = "lr"}, %[[STEP:[^:]+]]: tensor<f32> {kiln.input = "step"}, %[[SCALE:[^:]+]]: tensor<f32> {kiln.input = "loss_scale"}
-// CHECK-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<16x8xf32> {kiln.param = "wte"}
+// CHECK-SAME: -> (tensor<f32> {kiln.output = "loss"}, tensor<f32> {kiln.output = "grad_norm"}, tensor<16x8xf32> {kiln.param = "wte"}
 // CHECK-SAME: tensor<8x8xf32> {kiln.exp_avg_sq = "proj"})
 // CHECK: %[[WTE16:.+]] = nn.cast %[[WTE]] {kiln.chunk = "F"}
 // CHECK: %[[H:.+]] = nn.embedding %[[WTE16]], %[[TOK]] {kiln.chunk = "F"}
@@ -42,7 +42,7 @@
 // Weight decay for matrices, none for the norm's vector.
 // CHECK: %[[P0:.+]], %[[M0N:.+]], %[[V0N:.+]] = nn.adamw_update %[[WTE]], %[[DWTE]], %[[M0]], %[[V0]], %[[LR]], %[[STEP]], %[[NORM]] {{{.*}}kiln.chunk = "O", max_grad_norm = 1.000000e+00 : f64, weight_decay = 1.000000e-01 : f64}
 // CHECK: nn.adamw_update %[[G]], {{.*}}weight_decay = 0.000000e+00 : f64}
-// CHECK: return %[[LOSS]], %[[P0]], {{.*}}, %[[M0N]], {{.*}}, %[[V0N]],
+// CHECK: return %[[LOSS]], %[[NORM]], %[[P0]], {{.*}}, %[[M0N]], {{.*}}, %[[V0N]],
 
 // OPTS-LABEL: func.func @train_step(
 // OPTS: nn.adamw_update {{.*}}beta2 = 0.99899999999999999 : f64{{.*}}max_grad_norm = 5.000000e-01 : f64, weight_decay = 1.000000e-02 : f64}

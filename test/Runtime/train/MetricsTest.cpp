@@ -53,20 +53,23 @@ std::vector<std::int64_t> stepsOf(const std::vector<MetricRecord> &records) {
 //===----------------------------------------------------------------------===//
 
 TEST(MetricsLogTest, WritesExactJsonLines) {
-  EXPECT_EQ(metricsLine({1, 5.6, 0.0003, 12345.6}),
-            R"({"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6})");
+  EXPECT_EQ(metricsLine({1, 5.6, 0.0003, 12345.6, 1.25, 0.5, 4096}),
+            R"({"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6,)"
+            R"("grad_norm":1.25,"elapsed_s":0.5,"tokens_seen":4096})");
   TempDir dir;
   std::string path = dir.file("metrics.jsonl");
   MetricsLog log(path, /*append=*/false);
-  log.write(1, 5.6, 0.0003, 12345.6);
+  log.write({1, 5.6, 0.0003, 12345.6});
   // Each line is in the file as soon as write() returns.
-  EXPECT_EQ(
-      readText(path),
-      "{\"step\":1,\"loss\":5.6,\"lr\":0.0003,\"tokens_per_s\":12345.6}\n");
-  log.write(2, 5.25, 3e-5, 100);
   EXPECT_EQ(readText(path),
-            "{\"step\":1,\"loss\":5.6,\"lr\":0.0003,\"tokens_per_s\":12345.6}\n"
-            "{\"step\":2,\"loss\":5.25,\"lr\":3e-05,\"tokens_per_s\":100}\n");
+            "{\"step\":1,\"loss\":5.6,\"lr\":0.0003,\"tokens_per_s\":12345.6,"
+            "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n");
+  log.write({2, 5.25, 3e-5, 100});
+  EXPECT_EQ(readText(path),
+            "{\"step\":1,\"loss\":5.6,\"lr\":0.0003,\"tokens_per_s\":12345.6,"
+            "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n"
+            "{\"step\":2,\"loss\":5.25,\"lr\":3e-05,\"tokens_per_s\":100,"
+            "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n");
 }
 
 TEST(MetricsLogTest, ReadRoundTripsEveryDouble) {
@@ -81,7 +84,7 @@ TEST(MetricsLogTest, ReadRoundTripsEveryDouble) {
   {
     MetricsLog log(path, false);
     for (const MetricRecord &r : written)
-      log.write(r.step, r.loss, r.lr, r.tokensPerSecond);
+      log.write({r.step, r.loss, r.lr, r.tokensPerSecond});
   }
   EXPECT_EQ(MetricsLog::read(path), written);
 }
@@ -91,10 +94,11 @@ TEST(MetricsLogTest, NonFiniteValuesAreNull) {
   std::string path = dir.file("metrics.jsonl");
   {
     MetricsLog log(path, false);
-    log.write(7, NAN, INFINITY, -INFINITY);
+    log.write({7, NAN, INFINITY, -INFINITY});
   }
   EXPECT_EQ(readText(path),
-            "{\"step\":7,\"loss\":null,\"lr\":null,\"tokens_per_s\":null}\n");
+            "{\"step\":7,\"loss\":null,\"lr\":null,\"tokens_per_s\":null,"
+            "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n");
   std::vector<MetricRecord> records = MetricsLog::read(path);
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].step, 7);
@@ -108,20 +112,20 @@ TEST(MetricsLogTest, AppendKeepsEarlierLines) {
   std::string path = dir.file("metrics.jsonl");
   {
     MetricsLog log(path, false);
-    log.write(1, 3.0, 1e-3, 10);
-    log.write(2, 2.5, 1e-3, 10);
+    log.write({1, 3.0, 1e-3, 10});
+    log.write({2, 2.5, 1e-3, 10});
   }
   {
     MetricsLog log(path, /*append=*/true);
-    log.write(3, 2.0, 1e-3, 10);
+    log.write({3, 2.0, 1e-3, 10});
   }
   EXPECT_EQ(stepsOf(MetricsLog::read(path)),
             (std::vector<std::int64_t>{1, 2, 3}));
   // Append creates a missing file; a fresh log empties an existing one.
   std::string other = dir.file("new.jsonl");
-  MetricsLog(other, true).write(1, 1, 1, 1);
+  MetricsLog(other, true).write({1, 1, 1, 1});
   EXPECT_EQ(MetricsLog::read(other).size(), 1u);
-  MetricsLog(path, false).write(9, 1, 1, 1);
+  MetricsLog(path, false).write({9, 1, 1, 1});
   EXPECT_EQ(stepsOf(MetricsLog::read(path)), (std::vector<std::int64_t>{9}));
 }
 
@@ -136,14 +140,30 @@ TEST(MetricsLogTest, AppendDropsATornLastLine) {
   // ...and appending cuts it, so that the next line starts on its own.
   {
     MetricsLog log(path, true);
-    log.write(3, 2.0, 1e-3, 10);
+    log.write({3, 2.0, 1e-3, 10});
   }
   EXPECT_EQ(readText(path), whole + metricsLine({3, 2.0, 1e-3, 10}) + "\n");
 
   // A file that is only a torn line is emptied.
   writeText(path, R"({"step":1)");
-  MetricsLog(path, true).write(1, 1, 1, 1);
+  MetricsLog(path, true).write({1, 1, 1, 1});
   EXPECT_EQ(readText(path), metricsLine({1, 1, 1, 1}) + "\n");
+}
+
+// A line of an older Kiln (before grad_norm, elapsed_s and tokens_seen)
+// reads with those unknown.
+TEST(MetricsLogTest, ReadsOlderLines) {
+  TempDir dir;
+  std::string path = dir.file("metrics.jsonl");
+  writeText(path, R"({"step":3,"loss":2,"lr":0.001,"tokens_per_s":10})"
+                  "\n");
+  std::vector<MetricRecord> records = MetricsLog::read(path);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].step, 3);
+  EXPECT_EQ(records[0].loss, 2);
+  EXPECT_TRUE(std::isnan(records[0].gradNorm));
+  EXPECT_TRUE(std::isnan(records[0].elapsedSeconds));
+  EXPECT_EQ(records[0].tokensSeen, -1);
 }
 
 TEST(MetricsLogTest, ReadRejectsMalformedLines) {
@@ -164,6 +184,10 @@ TEST(MetricsLogTest, ReadRejectsMalformedLines) {
        "field 'loss' is missing or not a number"},
       {R"({"step":2,"loss":1,"tokens_per_s":1})",
        "field 'lr' is missing or not a number"},
+      {R"({"step":2,"loss":1,"lr":1,"tokens_per_s":1,"grad_norm":"big"})",
+       "field 'grad_norm' is not a number"},
+      {R"({"step":2,"loss":1,"lr":1,"tokens_per_s":1,"tokens_seen":1.5})",
+       "field 'tokens_seen' is not an integer"},
   };
   for (const Case &c : cases) {
     // Line 3: the blank line 2 is skipped but counted.
@@ -182,7 +206,7 @@ TEST(MetricsLogTest, TruncateAfterKeepsEarlierLinesByteForByte) {
   {
     MetricsLog log(path, false);
     for (int step = 1; step <= 10; ++step) {
-      log.write(step, 10.0 / step, 1e-4 * step, 1000.5 * step);
+      log.write({step, 10.0 / step, 1e-4 * step, 1000.5 * step});
       if (step <= 6)
         kept +=
             metricsLine({step, 10.0 / step, 1e-4 * step, 1000.5 * step}) + "\n";

@@ -1,4 +1,4 @@
-//===- ScheduleTest.cpp - Warmup and cosine decay -------------------------===//
+//===- ScheduleTest.cpp - Warmup and the decays ---------------------------===//
 
 #include "runtime/train/Schedule.h"
 
@@ -61,6 +61,40 @@ TEST(ScheduleTest, EdgeShapes) {
   EXPECT_DOUBLE_EQ(constant.at(10), 1.0);
 }
 
+TEST(ScheduleTest, DecaysLinearly) {
+  LrSchedule schedule{1.0, 10, 110, 0.1, LrDecay::Linear};
+  EXPECT_DOUBLE_EQ(schedule.at(10), 1.0);
+  EXPECT_DOUBLE_EQ(schedule.at(60), 0.1 + 0.9 * 0.5);
+  EXPECT_DOUBLE_EQ(schedule.at(85), 0.1 + 0.9 * 0.25);
+  EXPECT_DOUBLE_EQ(schedule.at(110), 0.1);
+}
+
+TEST(ScheduleTest, ConstantKeepsThePeak) {
+  LrSchedule schedule{2.0, 4, 100, 0.1, LrDecay::Constant};
+  EXPECT_DOUBLE_EQ(schedule.at(2), 1.0); // still warms up
+  EXPECT_DOUBLE_EQ(schedule.at(5), 2.0);
+  EXPECT_DOUBLE_EQ(schedule.at(100), 2.0);
+}
+
+TEST(ScheduleTest, WarmupStableDecay) {
+  // 100 steps, warmup 10, the last 20% decaying: the peak through step 80,
+  // then linearly to the floor at 100.
+  LrSchedule schedule{1.0, 10, 100, 0.0, LrDecay::Wsd, 0.2};
+  EXPECT_DOUBLE_EQ(schedule.at(5), 0.5);
+  EXPECT_DOUBLE_EQ(schedule.at(11), 1.0);
+  EXPECT_DOUBLE_EQ(schedule.at(80), 1.0);
+  EXPECT_DOUBLE_EQ(schedule.at(90), 0.5);
+  EXPECT_DOUBLE_EQ(schedule.at(100), 0.0);
+  // A decay longer than the steps after the warmup starts at the warmup's
+  // end.
+  LrSchedule early{1.0, 50, 100, 0.0, LrDecay::Wsd, 0.9};
+  EXPECT_DOUBLE_EQ(early.at(50), 1.0);
+  EXPECT_DOUBLE_EQ(early.at(75), 0.5);
+  for (std::string_view name : {"cosine", "linear", "constant", "wsd"})
+    EXPECT_EQ(lrDecayName(*parseLrDecay(name)), name);
+  EXPECT_FALSE(parseLrDecay("step"));
+}
+
 TEST(ScheduleTest, ValidationNamesTheProblem) {
   struct Case {
     LrSchedule schedule;
@@ -77,6 +111,10 @@ TEST(ScheduleTest, ValidationNamesTheProblem) {
       {{1e-3, 10, 100, -0.1}, "minimum ratio must be in [0, 1], got -0.1"},
       {{1e-3, 10, 100, 1.5}, "minimum ratio must be in [0, 1], got 1.5"},
       {{1e-3, 10, 100, NAN}, "minimum ratio must be in [0, 1], got nan"},
+      {{1e-3, 10, 100, 0.1, LrDecay::Wsd, 0.0},
+       "decay fraction must be in (0, 1], got 0"},
+      {{1e-3, 10, 100, 0.1, LrDecay::Wsd, 1.5},
+       "decay fraction must be in (0, 1], got 1.5"},
   };
   for (const Case &c : cases) {
     EXPECT_THAT(errorMessage([&] { c.schedule.validate(); }),
