@@ -421,15 +421,22 @@ void Trainer::preparePacking(bool textData) {
     return;
   // The end-of-text token: --eot, else the byte tokenizer's for text Kiln
   // tokenized, else the config's eos_token_id.
+  auto integer = [&](const char *key) -> std::optional<int64_t> {
+    auto it = plan.model.find(key);
+    if (it == plan.model.end())
+      return std::nullopt;
+    if (!it->is_number_integer())
+      throw Error(fmt::format("{}: model.{} must be a token id, got {}",
+                              options.planSource, key, it->dump()));
+    return it->get<int64_t>();
+  };
   int64_t eot = -1;
-  if (auto given = plan.model.find(plan::model::kEot);
-      given != plan.model.end())
-    eot = given->get<int64_t>();
+  if (std::optional<int64_t> given = integer(plan::model::kEot))
+    eot = *given;
   else if (textData)
     eot = kEndOfText;
-  else if (auto eos = plan.model.find(plan::model::kEosTokenId);
-           eos != plan.model.end())
-    eot = eos->get<int64_t>();
+  else if (std::optional<int64_t> eos = integer(plan::model::kEosTokenId))
+    eot = *eos;
   else
     throw Error(fmt::format("--packing {} needs the token that ends each "
                             "document: the config has no eos_token_id; give "
