@@ -76,6 +76,9 @@ private:
   /// ZeRO-1's global_norm: the rank's sum of squares (every launch but the
   /// last), summed over the ranks, then its square root (the last launch).
   void runShardedNorm(const Step &step);
+  /// Orders the collectives' stream after the work queued so far on the
+  /// compute stream.
+  void afterCompute();
   /// Makes the compute stream wait for the collectives in flight if `step`
   /// reads or writes a buffer they reduce.
   void awaitCollectives(const Step &step);
@@ -342,13 +345,18 @@ void CudaBackend::runStep(std::size_t, const Step &step) {
       step.op);
 }
 
+void CudaBackend::afterCompute() {
+  const DriverApi &cu = driver();
+  KILN_CUDA_CHECK(cu.cuEventRecord(computed, stream));
+  KILN_CUDA_CHECK(cu.cuStreamWaitEvent(commStream, computed, 0));
+}
+
 void CudaBackend::runCollective(const Step &step) {
   // (Plan::parse checked: tensors gathered or reduced in place, f32 but for
   // the BF16 compute copies an all_gather fills, over the plan's ranks,
   // which the constructor checked this run has.)
   const DriverApi &cu = driver();
-  KILN_CUDA_CHECK(cu.cuEventRecord(computed, stream));
-  KILN_CUDA_CHECK(cu.cuStreamWaitEvent(commStream, computed, 0));
+  afterCompute();
   // The compute stream must not touch what the collective reads or writes
   // until it is done (awaitCollectives).
   for (const auto *ids : {&step.inputs, &step.outputs})
@@ -411,8 +419,7 @@ void CudaBackend::runShardedNorm(const Step &step) {
   // The ranks' sums of squares, summed; the compute stream waits for it
   // (and with it for every collective queued before).
   const DriverApi &cu = driver();
-  KILN_CUDA_CHECK(cu.cuEventRecord(computed, stream));
-  KILN_CUDA_CHECK(cu.cuStreamWaitEvent(commStream, computed, 0));
+  afterCompute();
   std::pair<CUdeviceptr, std::size_t> sum{address(step.outputs[0]), 1};
   group->allReduceSum(commStream, std::span(&sum, 1));
   KILN_CUDA_CHECK(cu.cuEventRecord(reduced, commStream));

@@ -318,13 +318,16 @@ private:
   /// Sets up `packer` for the plan's packing, its end-of-text token
   /// resolved; `textData` says the data is text Kiln tokenized.
   void preparePacking(bool textData);
+  /// The percentage of the rows' tokens that were data so far.
+  double packedPercent() const {
+    return 100.0 * static_cast<double>(packedData) /
+           static_cast<double>(packedCapacity);
+  }
   /// ", 93.1% of the rows data" for the log when packing, else empty.
   std::string packingText() const {
     if (!packer || packedCapacity == 0)
       return {};
-    return fmt::format(", {:.1f}% of the rows data",
-                       100.0 * static_cast<double>(packedData) /
-                           static_cast<double>(packedCapacity));
+    return fmt::format(", {:.1f}% of the rows data", packedPercent());
   }
   /// Some rank was interrupted during the last step: all stop after it.
   bool stopAll = false;
@@ -1170,8 +1173,9 @@ int Trainer::run() {
     int64_t dataTokens = batch * seqLen;
     if (packer) {
       packer->next(batch, seqLen, packed);
-      inputs = packed.inputs;
-      targets = packed.targets;
+      // (The packer fills every row afresh: its copies are not needed.)
+      inputs = std::move(packed.inputs);
+      targets = std::move(packed.targets);
       dataTokens = packed.dataTokens;
       packedData += dataTokens;
       packedCapacity += batch * seqLen;
@@ -1281,9 +1285,7 @@ int Trainer::run() {
                  "  packing:    %s, %.1f%% of the rows' tokens were data "
                  "(%lld of %lld)\n",
                  plan.model.value(plan::model::kPacking, "").c_str(),
-                 100.0 * static_cast<double>(packedData) /
-                     static_cast<double>(packedCapacity),
-                 static_cast<long long>(packedData),
+                 packedPercent(), static_cast<long long>(packedData),
                  static_cast<long long>(packedCapacity));
   // A signal during the last step or the final save: the run is complete.
   if (int signal = InterruptGuard::pending())
