@@ -38,8 +38,10 @@ public:
   /// for gradient accumulation, those of one micro-batch (chunks F, B, W;
   /// the last micro-batch's also the steps marked to run only then, as the
   /// data-parallel reduction of the sums) and the optimizer's (O, which
-  /// Plan::load checked come last).
-  enum class Steps { All, MicroStep, LastMicroStep, Optimizer };
+  /// Plan::load checked come last); or, for evaluation, the forward alone:
+  /// the F steps and the step that computes the `loss` output, which then
+  /// computes the loss only (no gradient).
+  enum class Steps { All, MicroStep, LastMicroStep, Optimizer, Evaluate };
 
   /// Runs the `which` steps in order; `beforeChunk` is called before each
   /// run of steps of one chunk kind ('F', 'B', 'W', 'O'), e.g. to read
@@ -52,11 +54,17 @@ public:
   virtual const std::map<std::string, double> &kernelSeconds() const = 0;
 
 protected:
+  /// Whether the steps being run are an evaluation's (Steps::Evaluate):
+  /// the loss step then skips its gradient.
+  bool evaluating() const { return evaluating_; }
   /// Runs (or, on a GPU, queues) step `index` of the plan.
   virtual void runStep(std::size_t index, const Step &step) = 0;
   /// After the last step of a run: waits for queued work, reports what it
   /// found wrong.
   virtual void finishRun() {}
+
+private:
+  bool evaluating_ = false;
 };
 
 } // namespace kiln::rt

@@ -32,6 +32,7 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
@@ -43,7 +44,9 @@
 #include <cmath>
 #include <memory>
 #include <optional>
+#include <string>
 #include <unistd.h>
+#include <vector>
 
 using namespace mlir;
 using namespace kiln;
@@ -215,8 +218,25 @@ cl::opt<double> adamEps("eps", cl::desc("AdamW's epsilon"), cl::init(1e-8),
 // Training.
 cl::list<std::string> dataPaths("data",
                                 cl::desc("Token shards (.bin), directories "
-                                         "of them, or text files"),
+                                         "of them or of .txt files, text "
+                                         "files, or glob patterns; several "
+                                         "after one --data, or "
+                                         "comma-separated"),
                                 cl::CommaSeparated, cl::sub(trainCommand));
+cl::list<std::string> valDataPaths(
+    "val-data",
+    cl::desc("Held-out data to evaluate on, as --data takes it (default: "
+             "the *_val* shards of an llm.c directory given to --data)"),
+    cl::CommaSeparated, cl::sub(trainCommand));
+cl::opt<int64_t> evalEvery("eval-every",
+                           cl::desc("Steps between evaluations (default: a "
+                                    "tenth of the run's; 0: none)"),
+                           cl::sub(trainCommand));
+cl::opt<int64_t> evalTokens("eval-tokens",
+                            cl::desc("Validation tokens per evaluation "
+                                     "(default: 20 batches', at most the "
+                                     "data's)"),
+                            cl::sub(trainCommand));
 cl::opt<int64_t> steps("steps", cl::desc("Optimizer steps"),
                        cl::init(rt::kDefaultSteps), cl::sub(trainCommand));
 cl::opt<double> learningRate("lr", cl::desc("Peak learning rate"),
@@ -912,6 +932,9 @@ int runTrain(MLIRContext &context) {
     options.configText = (*configText)->getBuffer().str();
   options.configSource = configPath;
   options.data.assign(dataPaths.begin(), dataPaths.end());
+  options.valData.assign(valDataPaths.begin(), valDataPaths.end());
+  options.evalEvery = given(evalEvery);
+  options.evalTokens = given(evalTokens);
   if (outDir.getNumOccurrences())
     options.outDir = outDir;
   options.steps = given(steps);
@@ -1067,6 +1090,43 @@ void printVersion(llvm::raw_ostream &os) {
 /// Parses the command line. On an error, prints LLVM's diagnostics in
 /// Kiln's words and names the help of the subcommand at fault:
 ///   kiln train: unknown option '--foo'; see 'kiln train --help'
+/// Whether `arg` names a model config (a .json file, or a directory that
+/// holds a config.json) rather than data.
+bool namesConfig(llvm::StringRef arg) {
+  return arg.ends_with(".json") ||
+         llvm::sys::fs::exists(arg + llvm::Twine("/config.json"));
+}
+
+/// `kiln train`'s arguments with the files after --data or --val-data
+/// (`--data a.bin b.bin`, as a shell expands `--data shards/*.bin`) made
+/// one occurrence each (`--data=a.bin --data=b.bin`), up to the next option
+/// or the config.
+std::vector<std::string> spreadFileLists(int argc, char **argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  if (args.size() < 2 || args[1] != "train")
+    return args;
+  std::vector<std::string> spread;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    spread.push_back(args[i]);
+    llvm::StringRef arg = args[i];
+    if (arg != "--data" && arg != "--val-data" && arg != "-data" &&
+        arg != "-val-data")
+      continue;
+    std::string flag = arg.ltrim('-').str();
+    spread.pop_back();
+    bool first = true;
+    while (i + 1 < args.size() &&
+           !llvm::StringRef(args[i + 1]).starts_with("-") &&
+           !(namesConfig(args[i + 1]) && !first)) {
+      spread.push_back("--" + flag + "=" + args[++i]);
+      first = false;
+    }
+    if (first) // no value: LLVM says so
+      spread.push_back(args[i]);
+  }
+  return spread;
+}
+
 bool parseCommandLine(int argc, char **argv) {
   std::string errors;
   llvm::raw_string_ostream errorStream(errors);
@@ -1142,7 +1202,12 @@ int main(int argc, char **argv) {
                    maxGradNorm, steps, learningRate, seed, saveEvery,
                    keepCheckpoints, backendChoice);
   cl::SetVersionPrinter(printVersion);
-  if (!parseCommandLine(argc, argv))
+  std::vector<std::string> args = spreadFileLists(argc, argv);
+  std::vector<char *> spread;
+  for (std::string &arg : args)
+    spread.push_back(arg.data());
+  spread.push_back(nullptr);
+  if (!parseCommandLine(static_cast<int>(args.size()), spread.data()))
     return 1;
   MLIRContext context;
   context.loadDialect<kiln::dist::DistDialect, kiln::nn::NNDialect,

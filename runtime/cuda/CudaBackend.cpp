@@ -482,7 +482,8 @@ void CudaBackend::runGemm(const Step &step, const GemmStep &g) {
 /// and the weight-gradient GEMM added to the FP32 accumulator; around
 /// them launch 0 (count the valid targets) and launch 2 (the mean loss).
 /// The gradient the GEMMs read: the scratch value (FP32) or the step's
-/// scratch at plan::linearCrossEntropyScratch's offset (BF16).
+/// scratch at plan::linearCrossEntropyScratch's offset (BF16). An
+/// evaluation skips the two gradient GEMMs.
 void CudaBackend::runLinearCrossEntropy(const Step &step,
                                         const LinearCrossEntropyStep &op) {
   const auto &values = planRef.values;
@@ -511,6 +512,8 @@ void CudaBackend::runLinearCrossEntropy(const Step &step,
     checkLaunch("cublasLtMatmul (linear_cross_entropy logits)");
     rowKernel.args.back().integer = chunk;
     launchOne(rowKernel);
+    if (evaluating())
+      continue; // the loss alone: no gradient GEMMs
     gemm->run(stream, x.dtype, x.dtype, 1, n, hidden, vocab, false, false,
               reinterpret_cast<const void *>(dlogits),
               reinterpret_cast<const void *>(address(step.inputs[1])),

@@ -172,6 +172,8 @@ linearCrossEntropy(const T *x, const T *w, const std::int32_t *targets,
       }
       losses[r] = rowCrossEntropyGrad(row, targets[r], scale, row, vocab);
     }
+    if (!dx && !dw)
+      continue; // the loss alone
     if (roundGrad)
       roundGrad(scratch, n * vocab);
     timed([&] {

@@ -460,7 +460,6 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
         int64_t hidden = lastDim(input), vocab = values[in[1]].shape[0];
         FloatView x = view(in[0]), w = view(in[1]);
         double dloss = view(in[3]).data[0];
-        OutputView dx = output(out[1]), dw = output(out[2]);
         // BF16 operands: the logits (unless fp32_logits) and their gradient
         // rounded to BF16, as the unfused step stores them.
         auto roundBf16 = [](float *data, int64_t n) {
@@ -469,13 +468,22 @@ void HostBackend::execute(const Step &step, double &gemmSeconds) {
             data[i] = roundToBf16(data[i]);
         };
         bool bf16 = input.dtype == ElemType::BF16;
+        // (An evaluation wants the loss alone: no gradient is computed.)
+        std::optional<OutputView> dx, dw;
+        if (!evaluating()) {
+          dx = output(out[1]);
+          dw = output(out[2]);
+        }
         double loss = host::linearCrossEntropy<float>(
-            x.data, w.data, ids(in[2]), dloss, f32(out[3]), dx.data, dw.data,
+            x.data, w.data, ids(in[2]), dloss, f32(out[3]),
+            dx ? dx->data : nullptr, dw ? dw->data : nullptr,
             input.numElements() / hidden, hidden, vocab, l.chunkRows,
             l.ignoreIndex, bf16 && !l.fp32Logits ? +roundBf16 : nullptr,
             bf16 ? +roundBf16 : nullptr, &gemmSeconds);
-        finish(dx);
-        finish(dw);
+        if (dx) {
+          finish(*dx);
+          finish(*dw);
+        }
         store(out[0], {static_cast<float>(loss)});
       }};
   std::visit(kernels, step.op);

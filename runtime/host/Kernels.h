@@ -237,7 +237,8 @@ void crossEntropyGrad(double dloss, const T *logits,
 /// rounds the stored dlogits), dx_chunk = dlogits w, and dw += dlogits^T
 /// x_chunk. Returns the mean loss (the row losses summed in row order, as
 /// crossEntropy does). dx and dw are overwritten; scratch holds chunkRows x
-/// vocab elements. Throws like crossEntropy, before any output is written.
+/// vocab elements; dx and dw both null: the loss alone (an evaluation).
+/// Throws like crossEntropy, before any output is written.
 /// `gemmSeconds`, when not null, accumulates the wall time of its GEMMs
 /// (KILN_PROFILE's GEMM share).
 template <typename T>

@@ -16,14 +16,18 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
 constexpr const char *kUsage =
-    "usage: kiln-run <plan.json> --data <files,...> [--steps N] [--lr X]\n"
-    "                [--warmup N] [--lr-schedule cosine|linear|constant|wsd]\n"
+    "usage: kiln-run <plan.json> --data <files...> [--steps N] [--lr X]\n"
+    "                [--val-data <files...>] [--eval-every N]\n"
+    "                [--eval-tokens N] [--warmup N]\n"
+    "                [--lr-schedule cosine|linear|constant|wsd]\n"
     "                [--decay-fraction F] [--min-lr X]\n"
     "                [--seed N] [--out DIR] [--init FILE]\n"
     "                [--save-grads FILE] [--resume DIR] [--save-every N]\n"
@@ -117,10 +121,23 @@ int main(int argc, char **argv) {
     std::string value = argv[++i];
     const char *kind = "a number";
     try {
-      if (arg == "--data") {
+      if (arg == "--data" || arg == "--val-data") {
+        // Comma-separated, and the files after it up to the next option
+        // (as a shell expands --data shards/*.bin).
+        std::vector<std::string> &files =
+            arg == "--data" ? options.data : options.valData;
         std::stringstream list(value);
         for (std::string item; std::getline(list, item, ',');)
-          options.data.push_back(item);
+          files.push_back(item);
+        while (i + 1 < argc && argv[i + 1][0] != '-' &&
+               !std::string_view(argv[i + 1]).ends_with(".json"))
+          files.push_back(argv[++i]);
+      } else if (arg == "--eval-every") {
+        kind = "an integer";
+        options.evalEvery = parseNumber<int64_t>(value);
+      } else if (arg == "--eval-tokens") {
+        kind = "an integer";
+        options.evalTokens = parseNumber<int64_t>(value);
       } else if (arg == "--steps") {
         kind = "an integer";
         options.steps = parseNumber<int64_t>(value);

@@ -132,24 +132,31 @@ std::optional<fs::path> latestNamed(const fs::path &outDir) {
 }
 
 json settingsJson(const RunSettings &s) {
-  return {{"steps", s.steps},
-          {"lr", s.lr},
-          {"warmup_steps", s.warmupSteps},
-          {"min_lr_ratio", s.minLrRatio},
-          {"lr_schedule", s.lrSchedule},
-          {"decay_fraction", s.decayFraction},
-          {"seed", s.seed},
-          {"save_every", s.saveEvery},
-          {"keep", s.keep},
-          {"data", s.data},
-          {"batch", s.batch},
-          {"seq_len", s.seqLen},
-          {"precision", s.precision},
-          {"weight_decay", s.weightDecay},
-          {"grad_clip", s.gradClip},
-          {"beta1", s.beta1},
-          {"beta2", s.beta2},
-          {"eps", s.eps}};
+  json settings = {{"steps", s.steps},
+                   {"lr", s.lr},
+                   {"warmup_steps", s.warmupSteps},
+                   {"min_lr_ratio", s.minLrRatio},
+                   {"lr_schedule", s.lrSchedule},
+                   {"decay_fraction", s.decayFraction},
+                   {"seed", s.seed},
+                   {"save_every", s.saveEvery},
+                   {"keep", s.keep},
+                   {"data", s.data},
+                   {"val_data", s.valData},
+                   {"batch", s.batch},
+                   {"seq_len", s.seqLen},
+                   {"precision", s.precision},
+                   {"weight_decay", s.weightDecay},
+                   {"grad_clip", s.gradClip},
+                   {"beta1", s.beta1},
+                   {"beta2", s.beta2},
+                   {"eps", s.eps}};
+  // (Unset, -1, in settings read from an older run.)
+  if (s.evalEvery >= 0)
+    settings["eval_every"] = s.evalEvery;
+  if (s.evalTokens >= 0)
+    settings["eval_tokens"] = s.evalTokens;
+  return settings;
 }
 
 RunSettings readSettings(const StateReader &r) {
@@ -186,6 +193,20 @@ RunSettings readSettings(const StateReader &r) {
     r.fail("data",
            "must be a non-empty array of file names, got " + describe(data));
   s.data = data.get<std::vector<std::string>>();
+  // (Recorded since runs evaluate.)
+  if (r.has("val_data")) {
+    const json &val = r.get("val_data");
+    if (!val.is_array() ||
+        !std::all_of(val.begin(), val.end(),
+                     [](const json &item) { return item.is_string(); }))
+      r.fail("val_data",
+             "must be an array of file names, got " + describe(val));
+    s.valData = val.get<std::vector<std::string>>();
+  }
+  if (r.has("eval_every"))
+    s.evalEvery = r.integer("eval_every", 0, kMax);
+  if (r.has("eval_tokens"))
+    s.evalTokens = r.integer("eval_tokens", 1, kMax);
   s.batch = r.integer("batch", 1, kMax);
   s.seqLen = r.integer("seq_len", 1, kMax);
   s.precision = r.string("precision");

@@ -79,6 +79,12 @@ struct RunSettings {
   int64_t saveEvery = 0;
   int64_t keep = 0;
   std::vector<std::string> data; ///< absolute paths, as given
+  /// Evaluation: the validation data given (absolute paths; empty: none
+  /// or a directory's llm.c *_val* shards), the steps between evaluations
+  /// (0: none) and the tokens each reads; -1 in older runs' settings.
+  std::vector<std::string> valData;
+  int64_t evalEvery = -1;
+  int64_t evalTokens = -1;
   // Compiled into the step (kiln train recompiles with them on resume).
   int64_t batch = 0;
   int64_t seqLen = 0;

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <span>
+#include <tuple>
 
 namespace kiln::rt {
 
@@ -37,11 +38,12 @@ constexpr std::size_t kMaxMarkedPoints = 30;
 
 /// The moving average's span (the inverse of its weight) as a fraction of
 /// the points.
-constexpr double kSmoothingSpan = 1.0 / 100;
+constexpr double kSmoothingSpan = 0.05;
 
 // Colours: the loss in blue, its average in orange (matplotlib's first two).
 constexpr std::string_view kLossColour = "#1f77b4";
 constexpr std::string_view kSmoothedColour = "#ff7f0e";
+constexpr std::string_view kValidationColour = "#2ca02c";
 
 /// A "nice" number near `x` (1, 2 or 5 times a power of ten): the nearest
 /// one if `round`, else the next one up.
@@ -192,14 +194,20 @@ std::vector<Point> smoothed(const std::vector<Point> &points) {
 } // namespace
 
 std::string lossCurveSvg(const std::vector<Point> &points,
-                         const std::string &title) {
-  std::vector<Point> finite;
-  for (const Point &point : points)
-    if (std::isfinite(point.second))
-      finite.push_back(point);
-  std::stable_sort(
-      finite.begin(), finite.end(),
-      [](const Point &a, const Point &b) { return a.first < b.first; });
+                         const std::string &title,
+                         const std::vector<Point> &validation) {
+  auto finiteOf = [](const std::vector<Point> &all) {
+    std::vector<Point> kept;
+    for (const Point &point : all)
+      if (std::isfinite(point.second))
+        kept.push_back(point);
+    std::stable_sort(
+        kept.begin(), kept.end(),
+        [](const Point &a, const Point &b) { return a.first < b.first; });
+    return kept;
+  };
+  std::vector<Point> finite = finiteOf(points);
+  std::vector<Point> val = finiteOf(validation);
   std::size_t skipped = points.size() - finite.size();
   std::string heading = title.empty() ? "loss" : title;
   if (skipped > 0)
@@ -228,11 +236,17 @@ std::string lossCurveSvg(const std::vector<Point> &points,
     return svg + "</svg>\n";
   }
 
+  // (The axes cover the validation points too.)
+  std::vector<Point> all = finite;
+  all.insert(all.end(), val.begin(), val.end());
   auto [lowest, highest] = std::minmax_element(
-      finite.begin(), finite.end(),
+      all.begin(), all.end(),
       [](const Point &a, const Point &b) { return a.second < b.second; });
-  Axis steps = niceAxis(static_cast<double>(finite.front().first),
-                        static_cast<double>(finite.back().first), kMaxStepTicks,
+  auto [first, last] = std::minmax_element(
+      all.begin(), all.end(),
+      [](const Point &a, const Point &b) { return a.first < b.first; });
+  Axis steps = niceAxis(static_cast<double>(first->first),
+                        static_cast<double>(last->first), kMaxStepTicks,
                         /*integral=*/true);
   Axis losses = niceAxis(lowest->second, highest->second, kMaxLossTicks,
                          /*integral=*/false);
@@ -298,33 +312,53 @@ std::string lossCurveSvg(const std::vector<Point> &points,
                          x(static_cast<double>(point.first)), y(point.second));
     svg += "</g>\n";
   }
+  // The legend's entries: (label, colour, stroke width).
+  std::vector<std::tuple<std::string_view, std::string_view, double>> legend{
+      {"loss", kLossColour, 1.5}};
   if (finite.size() >= kMinSmoothedPoints) {
     svg += polyline(smoothed(finite),
                     fmt::format("class=\"smoothed\" stroke=\"{}\" "
                                 "stroke-width=\"2\" stroke-opacity=\"0.8\"",
                                 kSmoothedColour));
+    legend.emplace_back("moving average", kSmoothedColour, 2);
+  }
+  if (!val.empty()) {
+    svg += polyline(val, fmt::format("class=\"validation\" stroke=\"{}\" "
+                                     "stroke-width=\"2\"",
+                                     kValidationColour));
+    svg += fmt::format("<g fill=\"{}\">\n", kValidationColour);
+    for (const Point &point : val)
+      svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3.5\"/>\n",
+                         x(static_cast<double>(point.first)), y(point.second));
+    svg += "</g>\n";
+    legend.emplace_back("validation loss", kValidationColour, 2);
+  }
+  if (legend.size() > 1) {
     double legendX = kPlotRight - 160;
     double legendY = kPlotTop + 10;
-    svg += fmt::format(
-        "<rect x=\"{0}\" y=\"{1}\" width=\"150\" height=\"42\" fill=\"white\" "
-        "fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n"
-        "<line x1=\"{2}\" y1=\"{3}\" x2=\"{4}\" y2=\"{3}\" stroke=\"{6}\" "
-        "stroke-width=\"1.5\"/>\n"
-        "<text x=\"{5}\" y=\"{3}\" dominant-baseline=\"middle\">loss</text>\n"
-        "<line x1=\"{2}\" y1=\"{8}\" x2=\"{4}\" y2=\"{8}\" stroke=\"{7}\" "
-        "stroke-width=\"2\"/>\n"
-        "<text x=\"{5}\" y=\"{8}\" dominant-baseline=\"middle\">moving "
-        "average</text>\n",
-        legendX, legendY, legendX + 8, legendY + 13, legendX + 32, legendX + 40,
-        kLossColour, kSmoothedColour, legendY + 29);
+    svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"150\" height=\"{}\" "
+                       "fill=\"white\" fill-opacity=\"0.85\" "
+                       "stroke=\"#ccc\"/>\n",
+                       legendX, legendY, 16 * legend.size() + 10);
+    for (std::size_t i = 0; i < legend.size(); ++i) {
+      auto [label, colour, width] = legend[i];
+      double rowY = legendY + 13 + 16 * static_cast<double>(i);
+      svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" "
+                         "y2=\"{1}\" stroke=\"{3}\" stroke-width=\"{4}\"/>\n"
+                         "<text x=\"{5}\" y=\"{1}\" "
+                         "dominant-baseline=\"middle\">{6}</text>\n",
+                         legendX + 8, rowY, legendX + 32, colour, width,
+                         legendX + 40, label);
+    }
   }
   return svg + "</svg>\n";
 }
 
 void writeLossCurveSvg(const std::string &path,
                        const std::vector<Point> &points,
-                       const std::string &title) {
-  std::string svg = lossCurveSvg(points, title);
+                       const std::string &title,
+                       const std::vector<Point> &validation) {
+  std::string svg = lossCurveSvg(points, title, validation);
   writeFileAtomic(path, std::as_bytes(std::span(svg.data(), svg.size())));
 }
 

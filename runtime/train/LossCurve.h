@@ -23,18 +23,22 @@ constexpr std::size_t kMaxPlottedPoints = 2000;
 
 /// A self-contained 800x400 SVG of (step, loss) points: axes with rounded
 /// tick values, the loss as a polyline (class "loss"), an exponential moving
-/// average (class "smoothed") when there are enough points to need one, and
+/// average (class "smoothed", its span 5% of the points) when there are
+/// enough points to need one, the `validation` losses (class "validation",
+/// with a dot each), a legend when there is more than one curve, and
 /// `title`. Non-finite losses are skipped and counted in the title; points
 /// are drawn in step order.
-std::string
-lossCurveSvg(const std::vector<std::pair<std::int64_t, double>> &points,
-             const std::string &title);
+std::string lossCurveSvg(
+    const std::vector<std::pair<std::int64_t, double>> &points,
+    const std::string &title,
+    const std::vector<std::pair<std::int64_t, double>> &validation = {});
 
-/// Writes lossCurveSvg(points, title) to `path`, atomically.
+/// Writes lossCurveSvg(points, title, validation) to `path`, atomically.
 void writeLossCurveSvg(
     const std::string &path,
     const std::vector<std::pair<std::int64_t, double>> &points,
-    const std::string &title);
+    const std::string &title,
+    const std::vector<std::pair<std::int64_t, double>> &validation = {});
 
 } // namespace kiln::rt
 

@@ -126,7 +126,8 @@ std::string parseRecord(std::string_view text, MetricRecord &record) {
       return fmt::format("field '{}' is missing or not a number", field.key);
   // (Newer fields: absent in older runs' lines.)
   for (Field field : {Field{"grad_norm", record.gradNorm},
-                      Field{"elapsed_s", record.elapsedSeconds}})
+                      Field{"elapsed_s", record.elapsedSeconds},
+                      Field{"val_loss", record.valLoss}})
     if (!object.contains(field.key))
       field.value = std::numeric_limits<double>::quiet_NaN();
     else if (!numberField(object, field.key, field.value))
@@ -175,12 +176,17 @@ std::string readText(const std::string &path) {
 } // namespace
 
 std::string metricsLine(const MetricRecord &record) {
+  std::string validation;
+  if (!std::isnan(record.valLoss))
+    validation = fmt::format(R"(,"val_loss":{},"val_perplexity":{})",
+                             jsonNumber(record.valLoss),
+                             jsonNumber(std::exp(record.valLoss)));
   return fmt::format(
       R"({{"step":{},"loss":{},"lr":{},"tokens_per_s":{},"grad_norm":{},)"
-      R"("elapsed_s":{},"tokens_seen":{}}})",
+      R"("elapsed_s":{},"tokens_seen":{}{}}})",
       record.step, jsonNumber(record.loss), jsonNumber(record.lr),
       jsonNumber(record.tokensPerSecond), jsonNumber(record.gradNorm),
-      jsonNumber(record.elapsedSeconds), record.tokensSeen);
+      jsonNumber(record.elapsedSeconds), record.tokensSeen, validation);
 }
 
 MetricsLog::MetricsLog(const std::string &path, bool append) : path_(path) {

@@ -6,15 +6,19 @@
 //   {"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6,
 //    "grad_norm":1.9,"elapsed_s":0.41,"tokens_seen":4096}
 //
+// A step that evaluated the model on the validation data also has
+// "val_loss" and "val_perplexity" (exp of the loss) at the end.
 // (grad_norm, elapsed_s and tokens_seen are newer: a line without them
-// reads as NaN, NaN and -1.)
+// reads as NaN, NaN and -1; one without val_loss as NaN.)
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef KILN_RUNTIME_TRAIN_METRICSLOG_H
 #define KILN_RUNTIME_TRAIN_METRICSLOG_H
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -32,13 +36,26 @@ struct MetricRecord {
   double elapsedSeconds = 0;
   /// Data tokens trained on so far (padding not counted; -1: not known).
   std::int64_t tokensSeen = 0;
+  /// The mean loss over the validation tokens after this step (NaN: this
+  /// step did not evaluate).
+  double valLoss = std::numeric_limits<double>::quiet_NaN();
 
-  bool operator==(const MetricRecord &) const = default;
+  bool operator==(const MetricRecord &other) const {
+    auto same = [](double a, double b) {
+      return a == b || (std::isnan(a) && std::isnan(b));
+    };
+    return step == other.step && same(loss, other.loss) && same(lr, other.lr) &&
+           same(tokensPerSecond, other.tokensPerSecond) &&
+           same(gradNorm, other.gradNorm) &&
+           same(elapsedSeconds, other.elapsedSeconds) &&
+           tokensSeen == other.tokensSeen && same(valLoss, other.valLoss);
+  }
 };
 
 /// The JSON line for `record`, without the newline: keys step, loss, lr,
-/// tokens_per_s, grad_norm, elapsed_s, tokens_seen in that order, each number
-/// in the shortest form that reads back as the same double, null for a
+/// tokens_per_s, grad_norm, elapsed_s, tokens_seen (and val_loss,
+/// val_perplexity when valLoss is not NaN) in that order, each number in
+/// the shortest form that reads back as the same double, null for a
 /// non-finite one.
 std::string metricsLine(const MetricRecord &record);
 

@@ -74,13 +74,14 @@ std::string formatRate(double perSecond) {
 
 std::string progressLine(std::int64_t step, std::int64_t totalSteps,
                          double loss, double tokensPerSecond, double etaSeconds,
-                         int columns) {
+                         int columns, std::string_view details) {
   std::size_t stepDigits = fmt::formatted_size("{}", totalSteps);
   std::string counter =
       fmt::format("step {:>{}}/{}", step, stepDigits, totalSteps);
   std::string numbers =
-      fmt::format("loss {:.3f} | {} tok/s | ETA {}", loss,
-                  formatRate(tokensPerSecond), formatDuration(etaSeconds));
+      fmt::format("loss {:.3f} | {}{}{} tok/s | ETA {}", loss, details,
+                  details.empty() ? "" : " | ", formatRate(tokensPerSecond),
+                  formatDuration(etaSeconds));
   std::int64_t room = std::max(columns - 1, 0);
   // " [" + bar + "] " surround the bar.
   std::int64_t barWidth = std::min<std::int64_t>(
@@ -113,8 +114,8 @@ ProgressBar::~ProgressBar() {
   }
 }
 
-void ProgressBar::update(std::int64_t step, double loss,
-                         double tokensPerSecond) {
+void ProgressBar::update(std::int64_t step, double loss, double tokensPerSecond,
+                         std::string details) {
   if (!enabled_ || finished_)
     return;
   Clock::time_point now = Clock::now();
@@ -124,6 +125,7 @@ void ProgressBar::update(std::int64_t step, double loss,
   step_ = step;
   loss_ = loss;
   tokensPerSecond_ = tokensPerSecond;
+  details_ = std::move(details);
   etaSeconds_ =
       done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(left)
                : std::numeric_limits<double>::quiet_NaN();
@@ -163,7 +165,7 @@ void ProgressBar::finish() {
 
 void ProgressBar::redraw() {
   std::string line = progressLine(step_, totalSteps_, loss_, tokensPerSecond_,
-                                  etaSeconds_, terminalColumns(out_));
+                                  etaSeconds_, terminalColumns(out_), details_);
   // Blanks cover what is left of a longer line drawn before.
   std::size_t width = std::max(line.size(), drawnWidth_);
   fmt::print(out_, "\r{:<{}}", line, width);

@@ -30,12 +30,13 @@ std::string formatRate(double perSecond);
 ///
 ///   step  120/1000 [##.................] loss 3.214 | 45.2k tok/s | ETA 1m23s
 ///
+/// with `details` ("lr 3e-04 | norm 1.2"), when given, after the loss.
 /// The step is padded to the width of totalSteps and the bar fills the room
 /// the rest leaves, so the bar stays put as the numbers change; a terminal
 /// too narrow for a bar gets the line without one.
 std::string progressLine(std::int64_t step, std::int64_t totalSteps,
                          double loss, double tokensPerSecond, double etaSeconds,
-                         int columns = 80);
+                         int columns = 80, std::string_view details = {});
 
 /// A progress line redrawn in place with '\r' on a terminal. The ETA is the
 /// average time per step since the bar was made times the steps left.
@@ -52,8 +53,9 @@ public:
   ProgressBar &operator=(const ProgressBar &) = delete;
 
   /// Records that `step` is done. Redraws at most ten times a second, and
-  /// always for the last step.
-  void update(std::int64_t step, double loss, double tokensPerSecond);
+  /// always for the last step. `details` as progressLine takes them.
+  void update(std::int64_t step, double loss, double tokensPerSecond,
+              std::string details = {});
 
   /// Prints `text` and a newline on the bar's stream (enabled or not); an
   /// enabled bar is cleared first and redrawn below it.
@@ -82,6 +84,7 @@ private:
   double loss_ = 0;
   double tokensPerSecond_ = 0;
   double etaSeconds_ = 0;
+  std::string details_;
 };
 
 } // namespace kiln::rt

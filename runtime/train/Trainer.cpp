@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <glob.h>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -106,32 +107,99 @@ std::vector<float> readTensor(const SafeTensors &file, const std::string &name,
   return data;
 }
 
-/// The `.bin` token shards in `dir`, sorted.
-std::vector<std::string> shardsIn(const fs::path &dir) {
-  std::vector<std::string> shards;
+/// The files in `dir` whose extension is `extension`, sorted.
+std::vector<std::string> filesIn(const fs::path &dir,
+                                 std::string_view extension) {
+  std::vector<std::string> files;
   for (const auto &entry : fs::directory_iterator(dir))
-    if (entry.path().extension() == ".bin")
-      shards.push_back(entry.path().string());
-  std::sort(shards.begin(), shards.end());
-  return shards;
+    if (entry.path().extension() == extension && !entry.is_directory())
+      files.push_back(entry.path().string());
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
-/// Token data: llm.c shards as given; text files are tokenized byte by byte
-/// into a shard in the output directory first.
-std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
-                                     const fs::path &outDir, int64_t vocab,
-                                     bool writer) {
+/// The `.bin` token shards in `dir`, sorted.
+std::vector<std::string> shardsIn(const fs::path &dir) {
+  return filesIn(dir, ".bin");
+}
+
+/// Whether `path` names one of llm.c's validation shards
+/// (`fineweb_val_000000.bin`, `tiny_shakespeare_val.bin`).
+bool isValidationShard(const fs::path &path) {
+  return path.filename().string().find("_val") != std::string::npos;
+}
+
+/// The inputs with each glob pattern (`shards/*.bin`) that names no file
+/// itself replaced by the files it matches, sorted; a pattern that matches
+/// nothing is an error naming `flag`.
+std::vector<std::string> expandGlobs(const std::vector<std::string> &inputs,
+                                     const char *flag) {
+  std::vector<std::string> expanded;
+  for (const std::string &input : inputs) {
+    std::error_code ec;
+    if (input.find_first_of("*?[") == std::string::npos ||
+        fs::exists(input, ec)) {
+      expanded.push_back(input);
+      continue;
+    }
+    glob_t matches{};
+    int status = ::glob(input.c_str(), 0, nullptr, &matches);
+    std::vector<std::string> found(matches.gl_pathv,
+                                   matches.gl_pathv + matches.gl_pathc);
+    ::globfree(&matches);
+    if (status == GLOB_NOMATCH)
+      throw Error(
+          fmt::format("{} {}: no file matches this pattern", flag, input));
+    if (status != 0)
+      throw Error(fmt::format("{} {}: cannot expand the pattern (a directory "
+                              "on its way cannot be read)",
+                              flag, input));
+    expanded.insert(expanded.end(), found.begin(), found.end());
+  }
+  return expanded;
+}
+
+/// Token data as the run reads it: the shards, and the validation shards a
+/// directory of llm.c shards held beside its training shards.
+struct ResolvedData {
+  std::vector<std::string> shards, valShards;
+  bool text = false; ///< all of it text Kiln tokenized
+};
+
+/// Token data: llm.c shards as given; a directory's shards (its *_train*
+/// shards when it also holds *_val* ones, which go to valShards), or its
+/// .txt files when it has no shards; text files are tokenized byte by byte
+/// into `<outDir>/tokens/<name>_000.bin` first. `flag` names the inputs in
+/// errors.
+ResolvedData resolveData(const std::vector<std::string> &inputs,
+                         const fs::path &outDir, int64_t vocab, bool writer,
+                         const char *flag, const std::string &name) {
   if (inputs.empty())
     throw Error("no training data: pass --data <token shards, a directory "
                 "of them, or text files>");
-  std::vector<std::string> shards, texts;
+  ResolvedData resolved;
+  std::vector<std::string> texts;
   for (const std::string &input : inputs) {
     if (fs::is_directory(input)) {
       std::vector<std::string> found = shardsIn(input);
-      if (found.empty())
-        throw Error(
-            fmt::format("{}: no .bin token shards in this directory", input));
-      shards.insert(shards.end(), found.begin(), found.end());
+      if (found.empty()) {
+        std::vector<std::string> text = filesIn(input, ".txt");
+        if (text.empty())
+          throw Error(fmt::format("{} {}: this directory holds no .bin token "
+                                  "shards and no .txt files",
+                                  flag, input));
+        texts.insert(texts.end(), text.begin(), text.end());
+        continue;
+      }
+      auto val = std::stable_partition(
+          found.begin(), found.end(),
+          [](const std::string &path) { return !isValidationShard(path); });
+      // (A directory of validation shards alone trains on them.)
+      if (val != found.begin() && val != found.end()) {
+        resolved.valShards.insert(resolved.valShards.end(), val, found.end());
+        found.erase(val, found.end());
+      }
+      resolved.shards.insert(resolved.shards.end(), found.begin(), found.end());
       continue;
     }
     // `.bin` files are token shards, and so is any file that starts with
@@ -142,7 +210,7 @@ std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
       file.readAt(0, std::as_writable_bytes(std::span(&magic, 1)));
     bool shard =
         fs::path(input).extension() == ".bin" || magic == kTokenShardMagic;
-    (shard ? shards : texts).push_back(input);
+    (shard ? resolved.shards : texts).push_back(input);
   }
   if (!texts.empty()) {
     if (vocab < static_cast<int64_t>(kByteVocabSize))
@@ -152,15 +220,16 @@ std::vector<std::string> resolveData(const std::vector<std::string> &inputs,
           "model's tokenizer instead",
           texts.front(), kByteVocabSize, vocab));
     // (Under data parallelism rank 0 writes the shard; the others read it.)
-    std::string shard = (outDir / "tokens" / "train_000.bin").string();
+    std::string shard = (outDir / "tokens" / (name + "_000.bin")).string();
     if (writer) {
       std::vector<uint32_t> tokens = tokenizeFiles(texts);
       fs::create_directories(outDir / "tokens");
       writeTokenShard(shard, tokens, /*version=*/1);
     }
-    shards.push_back(shard);
+    resolved.text = resolved.shards.empty();
+    resolved.shards.push_back(shard);
   }
-  return shards;
+  return resolved;
 }
 
 /// The targets a loss ignores (the plan's cross-entropy ignore_index).
@@ -285,6 +354,16 @@ private:
   /// each micro-batch's forward and backward, then the optimizer; returns
   /// the mean loss over the batch's counted tokens.
   double runStep(int64_t step, bool saveGrads);
+  /// Writes micro-batch `begin / microTokens` of the global batch in
+  /// `batchInputs`/`batchTargets` (and, packed, `rows`' positions and
+  /// documents) into the step's inputs.
+  void feedMicroBatch(std::size_t begin, std::span<const int32_t> batchInputs,
+                      std::span<const int32_t> batchTargets,
+                      const PackedRows *rows);
+  /// The mean loss over the counted targets of the first `evalBatches`
+  /// global batches of the validation data (each rank its slice of each),
+  /// computed by the forward steps alone.
+  double evaluate();
   void writeLossCurve();
   void log(const std::string &line);
   void note(const std::string &line) { log("note: " + line); }
@@ -310,6 +389,10 @@ private:
   Packing packing = Packing::Stream;
   std::optional<DocumentPacker> packer;
   PackedRows packed;
+  uint32_t endOfText = 0; ///< the packer's
+  /// Evaluation: the validation data, and the global batches it reads.
+  std::optional<TokenStream> valStream;
+  int64_t evalBatches = 0;
   int64_t packedData = 0, packedCapacity = 0;
   /// The metrics' running totals: seconds and data tokens, continued from
   /// the run's last record when resuming.
@@ -318,6 +401,10 @@ private:
   /// Sets up `packer` for the plan's packing, its end-of-text token
   /// resolved; `textData` says the data is text Kiln tokenized.
   void preparePacking(bool textData);
+  /// This run's evaluation settings (settle's part for them).
+  void settleEvaluation(const RunSettings *recorded, int64_t done);
+  /// Sets up the evaluation on `valShards` (none: no evaluation).
+  void prepareEvaluation(const std::vector<std::string> &valShards);
   /// The percentage of the rows' tokens that were data so far.
   double packedPercent() const {
     return 100.0 * static_cast<double>(packedData) /
@@ -388,17 +475,22 @@ Trainer::Trainer(const TrainOptions &options, Communicator &comm)
   // others wait for it (the tokenized text is rank 0's).
   if (writer())
     prepareOutput();
-  std::vector<std::string> shards =
-      resolveData(settings.data, outDir, vocab, writer());
+  ResolvedData data =
+      resolveData(settings.data, outDir, vocab, writer(), "--data", "train");
+  std::vector<std::string> valShards = data.valShards;
+  if (!settings.valData.empty())
+    valShards = resolveData(settings.valData, outDir, vocab, writer(),
+                            "--val-data", "val")
+                    .shards;
+  else if (!valShards.empty())
+    note(fmt::format("--data: training on the *_train* shards, evaluating on "
+                     "the *_val* ones ({})",
+                     fmt::join(valShards, ", ")));
   comm.barrier();
   backend = createBackend(plan, options.backend, &comm);
-  stream.emplace(shards, static_cast<uint32_t>(vocab));
-  preparePacking(std::all_of(settings.data.begin(), settings.data.end(),
-                             [&](const std::string &input) {
-                               return std::find(shards.begin(), shards.end(),
-                                                input) == shards.end() &&
-                                      !fs::is_directory(input);
-                             }));
+  stream.emplace(data.shards, static_cast<uint32_t>(vocab));
+  preparePacking(data.text);
+  prepareEvaluation(valShards);
   int64_t microBatch = plan.modelInt(plan::model::kBatch);
   positions.resize(microBatch * settings.seqLen);
   for (int64_t b = 0; b < microBatch; ++b)
@@ -449,8 +541,9 @@ void Trainer::preparePacking(bool textData) {
     throw Error(fmt::format("the end-of-text token {} is outside the model's "
                             "vocabulary (vocab_size {})",
                             eot, vocab));
-  packer.emplace(*stream, static_cast<uint32_t>(eot),
-                 static_cast<int32_t>(ignoreIndexOf(plan)), packing);
+  endOfText = static_cast<uint32_t>(eot);
+  packer.emplace(*stream, endOfText, static_cast<int32_t>(ignoreIndexOf(plan)),
+                 packing);
 }
 
 /// Rank 0's output directory: a fresh run's checked or taken over, a
@@ -612,7 +705,7 @@ void Trainer::settle(const std::optional<TrainerState> &state) {
     settings.minLrRatio = *options.minLr / settings.lr;
   }
   if (!options.data.empty()) {
-    for (const std::string &path : options.data)
+    for (const std::string &path : expandGlobs(options.data, "--data"))
       settings.data.push_back(absolutePath(path));
     if (recorded && recorded->data != settings.data)
       note(fmt::format("--data differs from the data the run was started "
@@ -635,6 +728,7 @@ void Trainer::settle(const std::optional<TrainerState> &state) {
   settings.beta1 = compiled.beta1;
   settings.beta2 = compiled.beta2;
   settings.eps = compiled.eps;
+  settleEvaluation(recorded, state ? state->step : 0);
   if (state &&
       (state->batch != settings.batch || state->seqLen != settings.seqLen))
     throw Error(fmt::format(
@@ -679,6 +773,68 @@ void Trainer::settle(const std::optional<TrainerState> &state) {
                         settings.steps, settings.minLrRatio,
                         *decay,         settings.decayFraction};
   schedule.validate();
+}
+
+/// The evaluation settings: each flag given, else the run's own (when it
+/// recorded them), else the defaults: a tenth of the steps and 20 batches.
+void Trainer::settleEvaluation(const RunSettings *recorded, int64_t done) {
+  if (options.evalEvery)
+    checkAtLeast("--eval-every", *options.evalEvery, 0);
+  if (options.evalTokens)
+    checkAtLeast("--eval-tokens", *options.evalTokens, 1);
+  if (!options.valData.empty()) {
+    for (const std::string &path : expandGlobs(options.valData, "--val-data"))
+      settings.valData.push_back(absolutePath(path));
+  } else if (recorded) {
+    settings.valData = recorded->valData;
+  }
+  auto pick = [&](const char *flag, const std::optional<int64_t> &given,
+                  int64_t fallback, int64_t RunSettings::*field) {
+    int64_t own = recorded ? recorded->*field : -1;
+    if (!given)
+      return own >= 0 ? own : fallback;
+    if (own >= 0 && own != *given)
+      note(fmt::format("{} {} given: the run was started with {} {}; this "
+                       "changes the run from step {} on",
+                       flag, *given, flag, own, done + 1));
+    return *given;
+  };
+  settings.evalEvery =
+      pick("--eval-every", options.evalEvery,
+           std::max<int64_t>(1, settings.steps / 10), &RunSettings::evalEvery);
+  settings.evalTokens =
+      pick("--eval-tokens", options.evalTokens,
+           20 * settings.batch * settings.seqLen, &RunSettings::evalTokens);
+}
+
+void Trainer::prepareEvaluation(const std::vector<std::string> &valShards) {
+  if (valShards.empty()) {
+    if (options.evalEvery || options.evalTokens)
+      throw Error("--eval-every and --eval-tokens need validation data: give "
+                  "--val-data FILES, or --data a directory of llm.c shards "
+                  "with *_val* ones");
+    return;
+  }
+  if (settings.evalEvery == 0)
+    return;
+  valStream.emplace(valShards, static_cast<uint32_t>(vocab));
+  // Whole global batches from the start of the data, at most as many as
+  // it holds (a window reads one token past its row).
+  const int64_t batchTokens = settings.batch * settings.seqLen;
+  const auto held = static_cast<int64_t>(valStream->numTokens());
+  const int64_t available = held > 0 ? (held - 1) / batchTokens : 0;
+  if (available < 1)
+    throw Error(fmt::format("the validation data ({}) holds {} tokens, fewer "
+                            "than one batch of {} x {} reads ({})",
+                            fmt::join(valShards, ", "), held, settings.batch,
+                            settings.seqLen, batchTokens + 1));
+  evalBatches = std::max<int64_t>(1, settings.evalTokens / batchTokens);
+  if (evalBatches > available) {
+    note(fmt::format("--eval-tokens {}: the validation data holds {} tokens; "
+                     "each evaluation reads all of it ({} batches)",
+                     settings.evalTokens, held, available));
+    evalBatches = available;
+  }
 }
 
 /// A fresh run never takes over another run's output silently: a directory
@@ -1038,6 +1194,76 @@ void Trainer::saveGradients(int64_t step, double loss,
                                 "of the loss for every parameter"}});
 }
 
+void Trainer::feedMicroBatch(std::size_t begin,
+                             std::span<const int32_t> batchInputs,
+                             std::span<const int32_t> batchTargets,
+                             const PackedRows *rows) {
+  const std::size_t microTokens = positions.size();
+  backend->writeInt32(plan.input(plan::input::kTokens),
+                      batchInputs.subspan(begin, microTokens));
+  backend->writeInt32(plan.input(plan::input::kTargets),
+                      batchTargets.subspan(begin, microTokens));
+  if (!rows) {
+    backend->writeInt32(plan.input(plan::input::kPositions), positions);
+    return;
+  }
+  backend->writeInt32(plan.input(plan::input::kPositions),
+                      std::span(rows->positions).subspan(begin, microTokens));
+  if (packing == Packing::Documents) {
+    // The micro-batch's rows, its offsets counted from its first token.
+    auto rowLength = static_cast<std::size_t>(settings.seqLen);
+    int64_t cu = plan.input(plan::input::kCuSeqlens);
+    backend->writeInt32(cu, cuSeqlensOf(*rows, begin / rowLength,
+                                        microTokens / rowLength,
+                                        plan.values[cu].numElements()));
+  }
+}
+
+double Trainer::evaluate() {
+  // The same tokens every time, from the start of the data: the curve
+  // compares like with like.
+  valStream->seek({});
+  std::optional<DocumentPacker> valPacker;
+  if (packer)
+    valPacker.emplace(*valStream, endOfText,
+                      static_cast<int32_t>(ignoreIndexOf(plan)), packing);
+  const std::size_t microTokens = positions.size();
+  const std::size_t first = microTokens * plan.microBatches * comm.rank();
+  const int64_t ignore = ignoreIndexOf(plan);
+  const int64_t lossValue = plan.output(plan::output::kLoss);
+  std::vector<int32_t> batchInputs, batchTargets;
+  PackedRows rows;
+  // The loss summed over the counted targets, and their number.
+  std::array<double, 2> sums{0, 0};
+  for (int64_t b = 0; b < evalBatches; ++b) {
+    if (valPacker) {
+      valPacker->next(settings.batch, settings.seqLen, rows);
+      batchInputs = std::move(rows.inputs);
+      batchTargets = std::move(rows.targets);
+    } else {
+      valStream->nextBatch(static_cast<int>(settings.batch),
+                           static_cast<int>(settings.seqLen), batchInputs,
+                           batchTargets);
+    }
+    for (int64_t m = 0; m < plan.microBatches; ++m) {
+      std::size_t begin = first + m * microTokens;
+      auto count = std::count_if(batchTargets.begin() + begin,
+                                 batchTargets.begin() + begin + microTokens,
+                                 [&](int32_t t) { return t != ignore; });
+      if (count == 0)
+        continue;
+      feedMicroBatch(begin, batchInputs, batchTargets,
+                     valPacker ? &rows : nullptr);
+      backend->run(nullptr, Backend::Steps::Evaluate);
+      sums[0] += static_cast<double>(count) * backend->read(lossValue)[0];
+      sums[1] += static_cast<double>(count);
+    }
+  }
+  comm.allReduceSum(sums);
+  return sums[1] > 0 ? sums[0] / sums[1]
+                     : std::numeric_limits<double>::quiet_NaN();
+}
+
 double Trainer::runStep(int64_t step, bool saveGrads) {
   const int64_t microBatches = plan.microBatches;
   const std::size_t microTokens = positions.size();
@@ -1062,25 +1288,7 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
     double share = total > 0
                        ? static_cast<double>(count) / static_cast<double>(total)
                        : 1.0 / static_cast<double>(microBatches * comm.size());
-    backend->writeInt32(plan.input(plan::input::kTokens),
-                        std::span(inputs).subspan(begin, microTokens));
-    backend->writeInt32(plan.input(plan::input::kTargets),
-                        std::span(targets).subspan(begin, microTokens));
-    if (packer) {
-      backend->writeInt32(
-          plan.input(plan::input::kPositions),
-          std::span(packed.positions).subspan(begin, microTokens));
-      if (packing == Packing::Documents) {
-        // The micro-batch's rows, its offsets counted from its first token.
-        auto rowLength = static_cast<std::size_t>(settings.seqLen);
-        int64_t cu = plan.input(plan::input::kCuSeqlens);
-        backend->writeInt32(cu, cuSeqlensOf(packed, begin / rowLength,
-                                            microTokens / rowLength,
-                                            plan.values[cu].numElements()));
-      }
-    } else {
-      backend->writeInt32(plan.input(plan::input::kPositions), positions);
-    }
+    feedMicroBatch(begin, inputs, targets, packer ? &packed : nullptr);
     backend->write(plan.input(plan::input::kLossScale),
                    std::vector<float>{static_cast<float>(share)});
     bool last = m + 1 == microBatches;
@@ -1116,12 +1324,21 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
 }
 
 void Trainer::writeLossCurve() {
-  std::vector<std::pair<int64_t, double>> curve;
-  for (const MetricRecord &record : MetricsLog::read(metricsPath))
+  std::vector<std::pair<int64_t, double>> curve, validation;
+  for (const MetricRecord &record : MetricsLog::read(metricsPath)) {
     curve.emplace_back(record.step, record.loss);
+    if (!std::isnan(record.valLoss))
+      validation.emplace_back(record.step, record.valLoss);
+  }
+  // (Named by the run's directory.)
+  fs::path run = fs::absolute(outDir).lexically_normal();
+  if (!run.has_filename())
+    run = run.parent_path();
   writeLossCurveSvg(svgPath, curve,
-                    fmt::format("{} training loss",
-                                plan.model.value("architecture", "model")));
+                    fmt::format("{} loss: {}",
+                                plan.model.value("architecture", "model"),
+                                run.filename().string()),
+                    validation);
 }
 
 int Trainer::run() {
@@ -1201,25 +1418,54 @@ int Trainer::run() {
     lastStep = step;
     bool save = settings.saveEvery > 0 && step % settings.saveEvery == 0 &&
                 step != settings.steps && !options.noCheckpoint;
+    double gradNorm = std::numeric_limits<double>::quiet_NaN();
+    if (plan.outputs.count(plan::output::kGradNorm))
+      gradNorm = backend->read(plan.output(plan::output::kGradNorm))[0];
+    // (Read before the evaluation, whose forward reuses the step's memory.)
+    double valLoss = std::numeric_limits<double>::quiet_NaN();
+    bool evaluated =
+        valStream && (step % settings.evalEvery == 0 || step == settings.steps);
+    if (evaluated)
+      valLoss = evaluate();
     if (writer()) {
       tokensSeen += dataTokens;
-      double gradNorm = std::numeric_limits<double>::quiet_NaN();
-      if (plan.outputs.count(plan::output::kGradNorm))
-        gradNorm = backend->read(plan.output(plan::output::kGradNorm))[0];
-      metrics->write(
-          {step, loss, lr, tokensPerSecond, gradNorm,
-           elapsedBefore + std::chrono::duration<double>(
-                               std::chrono::steady_clock::now() - start)
-                               .count(),
-           tokensSeen});
-      if (options.progressBar)
-        progress->update(step, loss, tokensPerSecond);
-      else if (step == firstStep || step % logEvery == 0 ||
-               step == settings.steps)
-        log(fmt::format("step {}/{} loss {:.4f} lr {:.3g} norm {:.3g} {} "
-                        "tok/s{}",
-                        step, settings.steps, loss, lr, gradNorm,
-                        formatRate(tokensPerSecond), packingText()));
+      MetricRecord record{step,
+                          loss,
+                          lr,
+                          tokensPerSecond,
+                          gradNorm,
+                          elapsedBefore +
+                              std::chrono::duration<double>(
+                                  std::chrono::steady_clock::now() - start)
+                                  .count(),
+                          tokensSeen,
+                          valLoss};
+      metrics->write(record);
+      std::string validation =
+          evaluated ? fmt::format(" | val loss {:.4f} ppl {:.4g}", valLoss,
+                                  std::exp(valLoss))
+                    : std::string();
+      uint64_t epoch = stream->position().epoch;
+      std::string epochText =
+          epoch > 0 ? fmt::format(" (epoch {})", epoch + 1) : std::string();
+      if (options.progressBar) {
+        progress->update(
+            step, loss, tokensPerSecond,
+            fmt::format("lr {:.3g} | norm {:.3g}{}{}", lr, gradNorm, epochText,
+                        packer && packedCapacity > 0
+                            ? fmt::format(" | {:.0f}% packed", packedPercent())
+                            : std::string()));
+        if (evaluated)
+          log(fmt::format("step {}/{}{}", step, settings.steps,
+                          validation.substr(2)));
+      } else if (evaluated || step == firstStep || step % logEvery == 0 ||
+                 step == settings.steps) {
+        log(fmt::format("step {}/{}{} loss {:.4f} lr {:.3g} norm {:.3g} {} "
+                        "tok/s{}{}",
+                        step, settings.steps, epochText, loss, lr, gradNorm,
+                        formatRate(tokensPerSecond), packingText(),
+                        validation));
+      }
     }
     if (save && (writer() || plan.optimizerShards() > 1))
       saveCheckpoint(step);

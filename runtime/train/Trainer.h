@@ -31,7 +31,16 @@ struct TrainOptions {
   std::string planSource = "compiled plan"; ///< names the plan in errors
   std::string configText; ///< the model's config.json, copied to checkpoints
   std::string configSource = "the given config"; ///< names it in errors
-  std::vector<std::string> data; ///< token shards, directories or text files
+  /// Token shards, directories of them or of text files, text files, or
+  /// glob patterns of those.
+  std::vector<std::string> data;
+  /// Held-out data to evaluate on, as `data` (empty: a directory of llm.c
+  /// shards in `data` gives its *_val* shards, else no evaluation); the
+  /// steps between evaluations (default: a tenth of the run's) and the
+  /// tokens each reads (default: 20 batches', at most the data's).
+  std::vector<std::string> valData;
+  std::optional<int64_t> evalEvery;
+  std::optional<int64_t> evalTokens;
   /// Empty: a fresh run writes to "out", a resumed one to its own directory.
   std::string outDir;
   std::optional<int64_t> steps;

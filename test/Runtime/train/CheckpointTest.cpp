@@ -91,6 +91,32 @@ TEST(TrainerStateTest, RoundTrips) {
   EXPECT_NO_THROW(verifyCheckpoint(ckpt, state));
 }
 
+// The evaluation settings round-trip; a state written before runs
+// evaluated (without them) reads as unset (-1), which is written back
+// unset.
+TEST(TrainerStateTest, EvaluationSettingsRoundTrip) {
+  TempDir dir;
+  TrainerState given = sampleState(4, "abc");
+  given.settings->valData = {"/data/val.bin"};
+  given.settings->evalEvery = 25;
+  given.settings->evalTokens = 4096;
+  CheckpointWriter writer(dir.path(), 4);
+  writeBytes(writer.pathOf(kModelFile), bytesOf("model"));
+  writeBytes(writer.pathOf(kOptimizerFile), bytesOf("optimizer"));
+  fs::path ckpt = writer.commit(given);
+  TrainerState state = readTrainerState(ckpt / kTrainerStateFile);
+  ASSERT_TRUE(state.settings.has_value());
+  EXPECT_EQ(state.settings->valData, given.settings->valData);
+  EXPECT_EQ(state.settings->evalEvery, 25);
+  EXPECT_EQ(state.settings->evalTokens, 4096);
+
+  TrainerState old = readTrainerState(writeCheckpoint(dir.path(), 8, "abc") /
+                                      kTrainerStateFile);
+  EXPECT_TRUE(old.settings->valData.empty());
+  EXPECT_EQ(old.settings->evalEvery, -1);
+  EXPECT_EQ(old.settings->evalTokens, -1);
+}
+
 // Every field of the state is checked, and the error names the file and
 // the field with the value found.
 TEST(TrainerStateTest, RefusesBadFields) {
@@ -128,6 +154,12 @@ TEST(TrainerStateTest, RefusesBadFields) {
       {"/settings/precision", "fp16",
        "field 'settings.precision' must be \"bf16\" or \"fp32\""},
       {"/settings/batch", 8, "field 'settings' say batch 8 x 64 tokens"},
+      {"/settings/val_data", "val.bin",
+       "field 'settings.val_data' must be an array of file names"},
+      {"/settings/eval_every", -1,
+       "field 'settings.eval_every' must be an integer >= 0"},
+      {"/settings/eval_tokens", 0,
+       "field 'settings.eval_tokens' must be an integer >= 1"},
       {"/files/model.safetensors", "abc",
        "field 'files.model.safetensors' must be a SHA-256"},
       {"/files", json::object(), "field 'files' must list"},

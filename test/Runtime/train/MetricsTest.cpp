@@ -72,6 +72,32 @@ TEST(MetricsLogTest, WritesExactJsonLines) {
             "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n");
 }
 
+// An evaluated step's line ends with the validation loss and its
+// perplexity; reading it back gives the loss, a line without it NaN.
+TEST(MetricsLogTest, ValidationLossEndsTheLine) {
+  MetricRecord record{4, 5.5, 0.001, 100, 2, 1.5, 512, std::log(2.0)};
+  std::string line = metricsLine(record);
+  EXPECT_THAT(line, HasSubstr(R"("tokens_seen":512,"val_loss":)"));
+  EXPECT_THAT(line, HasSubstr(R"(,"val_perplexity":2})"));
+  EXPECT_EQ(line.back(), '}');
+  TempDir dir;
+  std::string path = dir.file("metrics.jsonl");
+  {
+    MetricsLog log(path, /*append=*/false);
+    log.write({3, 5.6, 0.001, 100, 2, 1, 384});
+    log.write(record);
+  }
+  std::vector<MetricRecord> records = MetricsLog::read(path);
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_TRUE(std::isnan(records[0].valLoss));
+  EXPECT_EQ(records[1], record);
+  writeText(path, R"({"step":1,"loss":2,"lr":0.1,"tokens_per_s":1,)"
+                  R"("val_loss":"low"})"
+                  "\n");
+  EXPECT_THAT(errorMessage([&] { MetricsLog::read(path); }),
+              HasSubstr("field 'val_loss' is not a number"));
+}
+
 TEST(MetricsLogTest, ReadRoundTripsEveryDouble) {
   TempDir dir;
   std::string path = dir.file("metrics.jsonl");
@@ -312,6 +338,27 @@ TEST(LossCurveTest, PlotsEveryPointOfASmallRun) {
     EXPECT_THAT(svg, HasSubstr(label));
 }
 
+// The validation losses are a curve of their own with a dot each, inside
+// the axes (which cover them) and named in the legend.
+TEST(LossCurveTest, PlotsTheValidationLoss) {
+  std::vector<std::pair<std::int64_t, double>> points = {
+      {1, 10.9}, {2, 8.1}, {3, 6.5}, {4, 5.0}, {5, 4.2}};
+  std::string svg = lossCurveSvg(points, "run", {{2, 9.0}, {5, 3.1}});
+  expectWellFormed(svg);
+  auto val = polylinePoints(svg, "validation");
+  ASSERT_EQ(val.size(), 2u);
+  auto loss = polylinePoints(svg, "loss");
+  EXPECT_DOUBLE_EQ(val[1].first, loss[4].first);
+  // 3.1 is below every training loss: lower in the picture, still inside.
+  EXPECT_GT(val[1].second, loss[4].second);
+  EXPECT_LE(val[1].second, 348);
+  EXPECT_THAT(svg, HasSubstr(">validation loss</text>"));
+  EXPECT_THAT(svg, HasSubstr(">2</text>")); // the axis reaches down to 3.1
+  // Without validation points there is no such curve.
+  EXPECT_THAT(lossCurveSvg(points, "run"),
+              Not(HasSubstr("class=\"validation\"")));
+}
+
 TEST(LossCurveTest, PlotsASinglePoint) {
   std::string svg = lossCurveSvg({{500, 3.25}}, "one step");
   expectWellFormed(svg);
@@ -427,6 +474,12 @@ TEST(ProgressTest, FormatsTheLine) {
             "| ETA 0s");
   EXPECT_EQ(progressLine(3, 10, NAN, 12, NAN, 60),
             "step  3/10 [#.....] loss nan | 12 tok/s | ETA --");
+}
+
+TEST(ProgressTest, ShowsTheDetailsAfterTheLoss) {
+  EXPECT_EQ(progressLine(3, 10, 2.5, 12, 4, 200, "lr 0.001 | norm 1.5"),
+            "step  3/10 [###############..................................."
+            "] loss 2.500 | lr 0.001 | norm 1.5 | 12 tok/s | ETA 4s");
 }
 
 TEST(ProgressTest, LineFitsTheTerminal) {
