@@ -22,6 +22,7 @@
 #include "runtime/cuda/Precompile.h"
 #include "runtime/dist/Communicator.h"
 #include "runtime/io/Tokenize.h"
+#include "runtime/plan/Schema.h"
 #include "runtime/train/Trainer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -489,6 +490,41 @@ double predictedFlops(Operation &op) {
   return 0;
 }
 
+/// Records in kiln.model what the runtime's MFU needs: the cost model's
+/// FLOPs of one optimizer step on one rank (`flops_per_step`: the GEMMs,
+/// attention and the fused LM head, each micro-batch's; the memory-bound
+/// kernels count none) and the peak rate of the target the tiles are sized
+/// for (`peak_flops`, `peak_target`).
+LogicalResult recordStepFlops(ModuleOp module) {
+  auto step = module.lookupSymbol<func::FuncOp>("train_step");
+  if (!step)
+    return success();
+  int64_t microBatches = 1;
+  if (DictionaryAttr model = attrs::kModel.get(module))
+    if (auto count = model.getAs<IntegerAttr>("micro_batches"))
+      microBatches = count.getInt();
+  double flops = 0;
+  for (Operation &op : step.getBody().front().without_terminator()) {
+    auto chunk = op.getAttrOfType<StringAttr>(attrs::kChunk);
+    bool once =
+        (chunk && chunk.getValue() == "O") || op.hasAttr("last_micro_step");
+    flops += (once ? 1.0 : double(microBatches)) * predictedFlops(op);
+  }
+  llvm::Expected<Target> target = lookupTarget(tileTarget());
+  if (!target) {
+    fail(target.takeError());
+    return failure();
+  }
+  Builder builder(module.getContext());
+  attrs::setModelEntry(module, plan::model::kFlopsPerStep,
+                       builder.getF64FloatAttr(flops));
+  attrs::setModelEntry(module, plan::model::kPeakFlops,
+                       builder.getF64FloatAttr(target->peakFlops));
+  attrs::setModelEntry(module, plan::model::kPeakTarget,
+                       builder.getStringAttr(target->name));
+  return success();
+}
+
 FailureOr<StepSummary> summarizeStep(MLIRContext &context,
                                      const ModelConfig &config) {
   auto module = compileModel(context, config, Stage::Tile);
@@ -813,6 +849,9 @@ compileModel(MLIRContext &context, const ModelConfig &config, Stage stage) {
     fail("compilation failed (see the diagnostics above)");
     return failure();
   }
+  if (stage == Stage::Tile || stage == Stage::Plan)
+    if (failed(recordStepFlops(**module)))
+      return failure();
   return std::move(*module);
 }
 

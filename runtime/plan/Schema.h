@@ -248,6 +248,12 @@ inline constexpr const char *kPacking = "packing";
 /// else eos_token_id).
 inline constexpr const char *kEot = "eot";
 inline constexpr const char *kEosTokenId = "eos_token_id";
+/// The compiler's cost model: the FLOPs of one optimizer step on one rank
+/// (GEMMs, attention, the LM head) and the peak rate of the target it sized
+/// the tiles for, and that target's name: the metrics' MFU (absent: none).
+inline constexpr const char *kFlopsPerStep = "flops_per_step";
+inline constexpr const char *kPeakFlops = "peak_flops";
+inline constexpr const char *kPeakTarget = "peak_target";
 } // namespace model
 
 /// The step's inputs that the runtime sets (`inputs`).

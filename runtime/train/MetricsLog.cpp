@@ -125,9 +125,10 @@ std::string parseRecord(std::string_view text, MetricRecord &record) {
     if (!numberField(object, field.key, field.value))
       return fmt::format("field '{}' is missing or not a number", field.key);
   // (Newer fields: absent in older runs' lines.)
-  for (Field field : {Field{"grad_norm", record.gradNorm},
-                      Field{"elapsed_s", record.elapsedSeconds},
-                      Field{"val_loss", record.valLoss}})
+  for (Field field :
+       {Field{"grad_norm", record.gradNorm},
+        Field{"elapsed_s", record.elapsedSeconds}, Field{"mfu", record.mfu},
+        Field{"val_loss", record.valLoss}})
     if (!object.contains(field.key))
       field.value = std::numeric_limits<double>::quiet_NaN();
     else if (!numberField(object, field.key, field.value))
@@ -183,10 +184,26 @@ std::string metricsLine(const MetricRecord &record) {
                              jsonNumber(std::exp(record.valLoss)));
   return fmt::format(
       R"({{"step":{},"loss":{},"lr":{},"tokens_per_s":{},"grad_norm":{},)"
-      R"("elapsed_s":{},"tokens_seen":{}{}}})",
+      R"("elapsed_s":{},"tokens_seen":{},"mfu":{}{}}})",
       record.step, jsonNumber(record.loss), jsonNumber(record.lr),
       jsonNumber(record.tokensPerSecond), jsonNumber(record.gradNorm),
-      jsonNumber(record.elapsedSeconds), record.tokensSeen, validation);
+      jsonNumber(record.elapsedSeconds), record.tokensSeen,
+      jsonNumber(record.mfu), validation);
+}
+
+std::string metricsCsv(const std::vector<MetricRecord> &records) {
+  auto number = [](double value) {
+    return std::isfinite(value) ? fmt::format("{}", value) : std::string();
+  };
+  std::string csv = "step,loss,lr,tokens_per_s,grad_norm,elapsed_s,"
+                    "tokens_seen,mfu,val_loss,val_perplexity\n";
+  for (const MetricRecord &r : records)
+    csv += fmt::format(
+        "{},{},{},{},{},{},{},{},{},{}\n", r.step, number(r.loss), number(r.lr),
+        number(r.tokensPerSecond), number(r.gradNorm), number(r.elapsedSeconds),
+        r.tokensSeen >= 0 ? std::to_string(r.tokensSeen) : std::string(),
+        number(r.mfu), number(r.valLoss), number(std::exp(r.valLoss)));
+  return csv;
 }
 
 MetricsLog::MetricsLog(const std::string &path, bool append) : path_(path) {

@@ -4,8 +4,10 @@
 // infinity, so a non-finite value is written as null and read back as NaN.
 //
 //   {"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6,
-//    "grad_norm":1.9,"elapsed_s":0.41,"tokens_seen":4096}
+//    "grad_norm":1.9,"elapsed_s":0.41,"tokens_seen":4096,"mfu":0.012}
 //
+// mfu is a prediction's ratio: the cost model's FLOPs of the step over its
+// seconds and the target's peak rate (null where the plan has neither).
 // A step that evaluated the model on the validation data also has
 // "val_loss" and "val_perplexity" (exp of the loss) at the end.
 // (grad_norm, elapsed_s and tokens_seen are newer: a line without them
@@ -36,6 +38,10 @@ struct MetricRecord {
   double elapsedSeconds = 0;
   /// Data tokens trained on so far (padding not counted; -1: not known).
   std::int64_t tokensSeen = 0;
+  /// Model FLOPs utilisation: the compiler's cost-model FLOPs of the step
+  /// per second over the peak rate of the target it compiled for (NaN: not
+  /// known; a line without it reads as NaN).
+  double mfu = std::numeric_limits<double>::quiet_NaN();
   /// The mean loss over the validation tokens after this step (NaN: this
   /// step did not evaluate).
   double valLoss = std::numeric_limits<double>::quiet_NaN();
@@ -48,16 +54,23 @@ struct MetricRecord {
            same(tokensPerSecond, other.tokensPerSecond) &&
            same(gradNorm, other.gradNorm) &&
            same(elapsedSeconds, other.elapsedSeconds) &&
-           tokensSeen == other.tokensSeen && same(valLoss, other.valLoss);
+           tokensSeen == other.tokensSeen && same(mfu, other.mfu) &&
+           same(valLoss, other.valLoss);
   }
 };
 
 /// The JSON line for `record`, without the newline: keys step, loss, lr,
-/// tokens_per_s, grad_norm, elapsed_s, tokens_seen (and val_loss,
+/// tokens_per_s, grad_norm, elapsed_s, tokens_seen, mfu (and val_loss,
 /// val_perplexity when valLoss is not NaN) in that order, each number in
 /// the shortest form that reads back as the same double, null for a
 /// non-finite one.
 std::string metricsLine(const MetricRecord &record);
+
+/// The records as CSV: a header (step, loss, lr, tokens_per_s, grad_norm,
+/// elapsed_s, tokens_seen, mfu, val_loss, val_perplexity), then a row per
+/// record, each number as in metricsLine and an empty field where it is
+/// not known.
+std::string metricsCsv(const std::vector<MetricRecord> &records);
 
 /// A metrics file being written, one JSON line per step.
 class MetricsLog {

@@ -398,6 +398,18 @@ private:
   /// the run's last record when resuming.
   double elapsedBefore = 0;
   int64_t tokensSeen = 0;
+  /// The cost model's FLOPs of a step on this rank and the peak of the
+  /// target it was compiled for (the plan's; NaN without), and the
+  /// seconds this process spent in steps.
+  double flopsPerStep = std::numeric_limits<double>::quiet_NaN();
+  double peakFlops = std::numeric_limits<double>::quiet_NaN();
+  std::string peakTarget;
+  double stepSeconds = 0;
+  /// Model FLOPs utilisation of a step of `seconds` (a prediction's
+  /// ratio: NaN where the plan records no FLOPs or peak).
+  double mfuOf(double seconds) const {
+    return flopsPerStep / std::max(seconds, 1e-9) / peakFlops;
+  }
   /// Sets up `packer` for the plan's packing, its end-of-text token
   /// resolved; `textData` says the data is text Kiln tokenized.
   void preparePacking(bool textData);
@@ -450,6 +462,13 @@ Trainer::Trainer(const TrainOptions &options, Communicator &comm)
         options.planSource, plan.dataParallel, comm.size(), comm.describe(),
         plan.dataParallel, comm.size()));
   vocab = plan.modelInt("vocab_size");
+  for (auto [key, field] :
+       {std::pair{plan::model::kFlopsPerStep, &flopsPerStep},
+        std::pair{plan::model::kPeakFlops, &peakFlops}})
+    if (auto it = plan.model.find(key);
+        it != plan.model.end() && it->is_number() && it->get<double>() > 0)
+      *field = it->get<double>();
+  peakTarget = plan.model.value(plan::model::kPeakTarget, "");
   outDir = options.outDir.empty() ? fs::path("out") : fs::path(options.outDir);
   if (!options.resumeDir.empty()) {
     std::vector<std::string> notes;
@@ -628,7 +647,8 @@ void Trainer::checkModel(const TrainerState &state) {
          {plan::model::kBatch, plan::model::kSeqLen, "precision",
           plan::model::kMicroBatches, plan::model::kDataParallel,
           plan::model::kZero, plan::model::kPacking, plan::model::kEot,
-          plan::model::kEosTokenId}) {
+          plan::model::kEosTokenId, plan::model::kFlopsPerStep,
+          plan::model::kPeakFlops, plan::model::kPeakTarget}) {
       ours.erase(key);
       theirs.erase(key);
     }
@@ -847,7 +867,8 @@ void Trainer::prepareFreshOutput() {
     for (const auto &entry : fs::directory_iterator(outDir, ec)) {
       std::string name = entry.path().filename().string();
       if (name.starts_with("checkpoint-") || name == kLatestFile ||
-          name == "metrics.jsonl" || name == "loss.svg")
+          name == "metrics.jsonl" || name == "metrics.csv" ||
+          name == "loss.svg")
         old.push_back(entry.path());
     }
   if (old.empty())
@@ -1325,7 +1346,12 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
 
 void Trainer::writeLossCurve() {
   std::vector<std::pair<int64_t, double>> curve, validation;
-  for (const MetricRecord &record : MetricsLog::read(metricsPath)) {
+  std::vector<MetricRecord> records = MetricsLog::read(metricsPath);
+  // (metrics.csv: the same records for spreadsheets, rewritten whole.)
+  std::string csv = metricsCsv(records);
+  writeFileAtomic((outDir / "metrics.csv").string(),
+                  std::as_bytes(std::span(csv.data(), csv.size())));
+  for (const MetricRecord &record : records) {
     curve.emplace_back(record.step, record.loss);
     if (!std::isnan(record.valLoss))
       validation.emplace_back(record.step, record.valLoss);
@@ -1411,6 +1437,7 @@ int Trainer::run() {
                          .count();
     // (Packed: the data tokens, not the padding.)
     double tokensPerSecond = dataTokens / std::max(seconds, 1e-9);
+    stepSeconds += seconds;
     if (!std::isfinite(loss))
       throw Error(fmt::format("the loss is {} at step {}; lower --lr or "
                               "check the data",
@@ -1439,6 +1466,7 @@ int Trainer::run() {
                                   std::chrono::steady_clock::now() - start)
                                   .count(),
                           tokensSeen,
+                          mfuOf(seconds),
                           valLoss};
       metrics->write(record);
       std::string validation =
@@ -1526,6 +1554,15 @@ int Trainer::run() {
                static_cast<long long>(settings.steps),
                formatDuration(elapsed).c_str(), saved.c_str(), svgPath.c_str(),
                metricsPath.c_str());
+  if (std::isfinite(mfuOf(1)) && stepSeconds > 0) {
+    int64_t ran = lastStep - firstStep + 1;
+    std::fprintf(stderr,
+                 "  mfu:        %.2f%% (cost-model FLOPs, %.3g a step, over "
+                 "%s's peak of %.3g FLOP/s; %.3g model FLOP/s)\n",
+                 100 * mfuOf(stepSeconds / static_cast<double>(ran)),
+                 flopsPerStep, peakTarget.c_str(), peakFlops,
+                 flopsPerStep * static_cast<double>(ran) / stepSeconds);
+  }
   if (packer && packedCapacity > 0)
     std::fprintf(stderr,
                  "  packing:    %s, %.1f%% of the rows' tokens were data "

@@ -53,31 +53,34 @@ std::vector<std::int64_t> stepsOf(const std::vector<MetricRecord> &records) {
 //===----------------------------------------------------------------------===//
 
 TEST(MetricsLogTest, WritesExactJsonLines) {
-  EXPECT_EQ(metricsLine({1, 5.6, 0.0003, 12345.6, 1.25, 0.5, 4096}),
-            R"({"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6,)"
-            R"("grad_norm":1.25,"elapsed_s":0.5,"tokens_seen":4096})");
+  EXPECT_EQ(
+      metricsLine({1, 5.6, 0.0003, 12345.6, 1.25, 0.5, 4096}),
+      R"({"step":1,"loss":5.6,"lr":0.0003,"tokens_per_s":12345.6,)"
+      R"("grad_norm":1.25,"elapsed_s":0.5,"tokens_seen":4096,"mfu":null})");
   TempDir dir;
   std::string path = dir.file("metrics.jsonl");
   MetricsLog log(path, /*append=*/false);
   log.write({1, 5.6, 0.0003, 12345.6});
   // Each line is in the file as soon as write() returns.
-  EXPECT_EQ(readText(path),
-            "{\"step\":1,\"loss\":5.6,\"lr\":0.0003,\"tokens_per_s\":12345.6,"
-            "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n");
+  EXPECT_EQ(
+      readText(path),
+      "{\"step\":1,\"loss\":5.6,\"lr\":0.0003,\"tokens_per_s\":12345.6,"
+      "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0,\"mfu\":null}\n");
   log.write({2, 5.25, 3e-5, 100});
-  EXPECT_EQ(readText(path),
-            "{\"step\":1,\"loss\":5.6,\"lr\":0.0003,\"tokens_per_s\":12345.6,"
-            "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n"
-            "{\"step\":2,\"loss\":5.25,\"lr\":3e-05,\"tokens_per_s\":100,"
-            "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n");
+  EXPECT_EQ(
+      readText(path),
+      "{\"step\":1,\"loss\":5.6,\"lr\":0.0003,\"tokens_per_s\":12345.6,"
+      "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0,\"mfu\":null}\n"
+      "{\"step\":2,\"loss\":5.25,\"lr\":3e-05,\"tokens_per_s\":100,"
+      "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0,\"mfu\":null}\n");
 }
 
 // An evaluated step's line ends with the validation loss and its
 // perplexity; reading it back gives the loss, a line without it NaN.
 TEST(MetricsLogTest, ValidationLossEndsTheLine) {
-  MetricRecord record{4, 5.5, 0.001, 100, 2, 1.5, 512, std::log(2.0)};
+  MetricRecord record{4, 5.5, 0.001, 100, 2, 1.5, 512, 0.25, std::log(2.0)};
   std::string line = metricsLine(record);
-  EXPECT_THAT(line, HasSubstr(R"("tokens_seen":512,"val_loss":)"));
+  EXPECT_THAT(line, HasSubstr(R"("tokens_seen":512,"mfu":0.25,"val_loss":)"));
   EXPECT_THAT(line, HasSubstr(R"(,"val_perplexity":2})"));
   EXPECT_EQ(line.back(), '}');
   TempDir dir;
@@ -96,6 +99,18 @@ TEST(MetricsLogTest, ValidationLossEndsTheLine) {
                   "\n");
   EXPECT_THAT(errorMessage([&] { MetricsLog::read(path); }),
               HasSubstr("field 'val_loss' is not a number"));
+}
+
+// metrics.csv: a header and a row per record, unknown values empty.
+TEST(MetricsLogTest, WritesCsv) {
+  std::vector<MetricRecord> records = {
+      {1, 5.5, 0.001, 100, 2, 1.5, 512},
+      {2, 5.25, 0.002, 200, NAN, 3, -1, 0.125, std::log(4.0)}};
+  EXPECT_EQ(metricsCsv(records),
+            "step,loss,lr,tokens_per_s,grad_norm,elapsed_s,tokens_seen,mfu,"
+            "val_loss,val_perplexity\n"
+            "1,5.5,0.001,100,2,1.5,512,,,\n"
+            "2,5.25,0.002,200,,3,,0.125,1.3862943611198906,4\n");
 }
 
 TEST(MetricsLogTest, ReadRoundTripsEveryDouble) {
@@ -122,9 +137,10 @@ TEST(MetricsLogTest, NonFiniteValuesAreNull) {
     MetricsLog log(path, false);
     log.write({7, NAN, INFINITY, -INFINITY});
   }
-  EXPECT_EQ(readText(path),
-            "{\"step\":7,\"loss\":null,\"lr\":null,\"tokens_per_s\":null,"
-            "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0}\n");
+  EXPECT_EQ(
+      readText(path),
+      "{\"step\":7,\"loss\":null,\"lr\":null,\"tokens_per_s\":null,"
+      "\"grad_norm\":0,\"elapsed_s\":0,\"tokens_seen\":0,\"mfu\":null}\n");
   std::vector<MetricRecord> records = MetricsLog::read(path);
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].step, 7);
@@ -190,6 +206,7 @@ TEST(MetricsLogTest, ReadsOlderLines) {
   EXPECT_TRUE(std::isnan(records[0].gradNorm));
   EXPECT_TRUE(std::isnan(records[0].elapsedSeconds));
   EXPECT_EQ(records[0].tokensSeen, -1);
+  EXPECT_TRUE(std::isnan(records[0].mfu));
 }
 
 TEST(MetricsLogTest, ReadRejectsMalformedLines) {
