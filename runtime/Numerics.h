@@ -21,6 +21,10 @@ std::uint16_t floatToBf16(float value);
 /// Widens a BF16 bit pattern to FP32 (exact).
 float bf16ToFloat(std::uint16_t bits);
 
+/// Widens an IEEE half (FP16) bit pattern to FP32 (exact: subnormals,
+/// infinities and NaN included).
+float halfToFloat(std::uint16_t bits);
+
 /// Rounds through BF16 and back: the value a BF16 tensor would hold.
 inline float roundToBf16(float value) {
   return bf16ToFloat(floatToBf16(value));

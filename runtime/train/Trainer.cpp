@@ -4,6 +4,7 @@
 
 #include "runtime/BackendFactory.h"
 #include "runtime/Error.h"
+#include "runtime/Numerics.h"
 #include "runtime/dist/Communicator.h"
 #include "runtime/io/AtomicFile.h"
 #include "runtime/io/ByteTokenizer.h"
@@ -87,15 +88,14 @@ std::vector<float> readTensor(const SafeTensors &file, const std::string &name,
   std::vector<float> data(tensor->numElements());
   if (tensor->dtype == DType::F32) {
     std::memcpy(data.data(), tensor->data.data(), tensor->data.size());
-  } else if (tensor->dtype == DType::BF16) {
+  } else if (tensor->dtype == DType::BF16 || tensor->dtype == DType::F16) {
     const auto *bits = reinterpret_cast<const uint16_t *>(tensor->data.data());
-    for (std::size_t i = 0; i < data.size(); ++i) {
-      uint32_t word = static_cast<uint32_t>(bits[i]) << 16;
-      std::memcpy(&data[i], &word, sizeof(float));
-    }
+    bool bf16 = tensor->dtype == DType::BF16;
+    for (std::size_t i = 0; i < data.size(); ++i)
+      data[i] = bf16 ? bf16ToFloat(bits[i]) : halfToFloat(bits[i]);
   } else {
-    throw Error(fmt::format("{}: tensor '{}' is {}; expected F32 or BF16", path,
-                            name, dtypeName(tensor->dtype)));
+    throw Error(fmt::format("{}: tensor '{}' is {}; expected F32, BF16 or F16",
+                            path, name, dtypeName(tensor->dtype)));
   }
   auto bad = std::find_if(data.begin(), data.end(),
                           [](float x) { return !std::isfinite(x); });
@@ -105,6 +105,60 @@ std::vector<float> readTensor(const SafeTensors &file, const std::string &name,
                             "diverged",
                             path, name, *bad, bad - data.begin()));
   return data;
+}
+
+/// The weights --init names: a safetensors file, a sharded checkpoint's
+/// index (`model.safetensors.index.json`, whose weight_map names each
+/// tensor's file), or a Hugging Face model directory holding either; the
+/// tensors of every shard together.
+SafeTensors readInitWeights(const std::string &path) {
+  fs::path file = path;
+  std::error_code ec;
+  if (fs::is_directory(file, ec)) {
+    if (fs::exists(file / "model.safetensors.index.json", ec))
+      file /= "model.safetensors.index.json";
+    else if (fs::exists(file / "model.safetensors", ec))
+      file /= "model.safetensors";
+    else
+      throw Error(fmt::format("--init {}: the directory holds neither "
+                              "model.safetensors nor "
+                              "model.safetensors.index.json",
+                              path));
+  }
+  if (!file.string().ends_with(".index.json"))
+    return readSafeTensors(file.string());
+  std::vector<std::byte> bytes = InputFile(file.string()).readAll();
+  json index = json::parse(bytes.begin(), bytes.end(), nullptr, false);
+  auto map = index.is_object() ? index.find("weight_map") : index.end();
+  if (index.is_discarded() || !index.is_object() || map == index.end() ||
+      !map->is_object())
+    throw Error(fmt::format("{}: not a safetensors index (expected a JSON "
+                            "object with a weight_map object)",
+                            file.string()));
+  std::map<std::string, std::vector<std::string>> byShard;
+  for (const auto &[name, shard] : map->items()) {
+    if (!shard.is_string() || shard.get<std::string>().empty() ||
+        shard.get<std::string>().find('/') != std::string::npos)
+      throw Error(fmt::format("{}: weight_map['{}'] must name a file beside "
+                              "the index, got {}",
+                              file.string(), name, shard.dump()));
+    byShard[shard.get<std::string>()].push_back(name);
+  }
+  SafeTensors merged;
+  for (const auto &[shard, names] : byShard) {
+    fs::path shardPath = file.parent_path() / shard;
+    SafeTensors part = readSafeTensors(shardPath.string());
+    for (const std::string &name : names) {
+      auto it = std::find_if(part.tensors.begin(), part.tensors.end(),
+                             [&](const Tensor &t) { return t.name == name; });
+      if (it == part.tensors.end())
+        throw Error(fmt::format("{}: the index puts '{}' in {}, which has no "
+                                "such tensor",
+                                file.string(), name, shardPath.string()));
+      merged.tensors.push_back(std::move(*it));
+    }
+  }
+  return merged;
 }
 
 /// The files in `dir` whose extension is `extension`, sorted.
@@ -365,6 +419,9 @@ private:
   /// computed by the forward steps alone.
   double evaluate();
   void writeLossCurve();
+  /// The config.json a checkpoint holds: the run's, its torch_dtype saying
+  /// what the weights are (float32).
+  std::string checkpointConfig() const;
   void log(const std::string &line);
   void note(const std::string &line) { log("note: " + line); }
 
@@ -921,27 +978,37 @@ void Trainer::initialise() {
   Rng rng(settings.seed);
   std::optional<SafeTensors> init;
   if (!options.initPath.empty())
-    init = readSafeTensors(options.initPath);
+    init = readInitWeights(options.initPath);
+  // Each parameter's tensor in the file: its name, or (OpenAI's GPT-2
+  // files) the name without `transformer.`.
+  std::map<std::string, std::string> source;
   if (init) {
+    for (const Parameter &param : plan.parameters) {
+      std::string name = param.name;
+      if (!init->find(name) && name.starts_with("transformer.") &&
+          init->find(name.substr(12)))
+        name = name.substr(12);
+      source[param.name] = name;
+    }
     std::set<std::string> wanted;
-    for (const Parameter &param : plan.parameters)
-      wanted.insert(param.name);
+    for (const auto &[param, name] : source)
+      wanted.insert(name);
     std::vector<std::string> unused;
     for (const Tensor &tensor : init->tensors)
       if (!wanted.count(tensor.name))
         unused.push_back(tensor.name);
     if (!unused.empty())
-      note(fmt::format("{}: the model has no parameter for {} of its "
-                       "tensors, which are not used: {}",
-                       options.initPath, unused.size(),
-                       fmt::join(unused, ", ")));
+      log(fmt::format("warning: {}: the model has no parameter for {} of its "
+                      "tensors, which are not used: {}",
+                      options.initPath, unused.size(),
+                      fmt::join(unused, ", ")));
   }
   // (Every rank draws every parameter whole, in the same order, and keeps
   // its shard where the masters are sharded.)
   for (const Parameter &param : plan.parameters) {
     if (init) {
-      writeMaster(param, readTensor(*init, param.name, options.initPath,
-                                    shapeOf(param)));
+      writeMaster(param, readTensor(*init, source.at(param.name),
+                                    options.initPath, shapeOf(param)));
     } else {
       std::vector<float> data(plan.values[param.grad].numElements(), 0.0f);
       if (param.init == "ones") {
@@ -1163,7 +1230,7 @@ void Trainer::saveCheckpoint(int64_t step) {
     writeSafeTensors(writer.pathOf(kOptimizerFile), optimizer);
   }
   if (!options.configText.empty())
-    writeFileAtomic(writer.pathOf(kConfigFile), toBytes(options.configText));
+    writeFileAtomic(writer.pathOf(kConfigFile), toBytes(checkpointConfig()));
   TokenStream::Position position = stream->position();
   TrainerState state;
   state.step = step;
@@ -1342,6 +1409,14 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
   }
   backend->run(nullptr, Backend::Steps::Optimizer);
   return loss;
+}
+
+std::string Trainer::checkpointConfig() const {
+  json config = json::parse(options.configText, nullptr, false);
+  if (config.is_discarded() || !config.is_object())
+    return options.configText;
+  config["torch_dtype"] = "float32";
+  return config.dump(2) + "\n";
 }
 
 void Trainer::writeLossCurve() {

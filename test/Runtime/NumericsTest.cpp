@@ -108,6 +108,31 @@ TEST(Bf16, OverflowAndNaN) {
 
 class Fp8 : public ::testing::TestWithParam<Fp8Format> {};
 
+// Every FP16 bit pattern widens as the compiler's own _Float16 does (its
+// conversion is the hardware's or libgcc's, not Kiln's); known values by
+// hand where the compiler has no _Float16.
+TEST(Half, EveryValueWidensExactly) {
+  EXPECT_EQ(halfToFloat(0x3c00), 1.0f);
+  EXPECT_EQ(halfToFloat(0xc000), -2.0f);
+  EXPECT_EQ(halfToFloat(0x7bff), 65504.0f);
+  EXPECT_EQ(halfToFloat(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(halfToFloat(0x7c00), std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(halfToFloat(0x7e00)));
+  EXPECT_TRUE(std::signbit(halfToFloat(0x8000)));
+#ifdef __FLT16_MAX__
+  for (uint32_t bits = 0; bits <= 0xffff; ++bits) {
+    float expected = static_cast<float>(
+        std::bit_cast<_Float16>(static_cast<uint16_t>(bits)));
+    float got = halfToFloat(static_cast<uint16_t>(bits));
+    if (std::isnan(expected))
+      EXPECT_TRUE(std::isnan(got)) << bits;
+    else
+      EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(expected))
+          << bits;
+  }
+#endif
+}
+
 TEST_P(Fp8, KnownValues) {
   Fp8Format f = GetParam();
   if (f == Fp8Format::E4M3) {
