@@ -292,6 +292,9 @@ cl::opt<bool> noCheckpoint("no-checkpoint",
                                     "(benchmarks; metrics and the loss curve "
                                     "are still written)"),
                            cl::sub(trainCommand));
+cl::opt<bool> logScale("log-scale",
+                       cl::desc("loss.svg's loss axis logarithmic"),
+                       cl::sub(trainCommand));
 cl::opt<bool> overwrite("overwrite",
                         cl::desc("Start a new run in an --out directory that "
                                  "holds an earlier run, deleting its "
@@ -990,6 +993,7 @@ int runTrain(MLIRContext &context) {
   options.saveEvery = given(saveEvery);
   options.keep = given(keepCheckpoints);
   options.noCheckpoint = noCheckpoint;
+  options.logScale = logScale;
   options.overwrite = overwrite;
   options.progressBar = isatty(STDERR_FILENO);
   options.backend = backendChoice;

@@ -31,7 +31,7 @@ constexpr const char *kUsage =
     "                [--decay-fraction F] [--min-lr X]\n"
     "                [--seed N] [--out DIR] [--init FILE]\n"
     "                [--save-grads FILE] [--resume DIR] [--save-every N]\n"
-    "                [--keep N] [--no-checkpoint] [--overwrite]\n"
+    "                [--keep N] [--no-checkpoint] [--overwrite] [--log-scale]\n"
     "                [--backend auto|host|cuda] [--config config.json]\n"
     "       kiln-run --cuda-info\n"
     "Trains with a plan compiled by `kiln compile --emit=plan` (the batch,\n"
@@ -107,6 +107,10 @@ int main(int argc, char **argv) {
     }
     if (arg == "--overwrite") {
       options.overwrite = true;
+      continue;
+    }
+    if (arg == "--log-scale") {
+      options.logScale = true;
       continue;
     }
     if (arg == "--no-checkpoint") {

@@ -23,7 +23,7 @@ using Point = std::pair<std::int64_t, double>;
 constexpr double kSvgWidth = 800;
 constexpr double kSvgHeight = 400;
 constexpr double kPlotLeft = 72;
-constexpr double kPlotRight = 776;
+constexpr double kPlotRight = 728; // (the rate's axis to its right)
 constexpr double kPlotTop = 44;
 constexpr double kPlotBottom = 348;
 
@@ -44,6 +44,7 @@ constexpr double kSmoothingSpan = 0.05;
 constexpr std::string_view kLossColour = "#1f77b4";
 constexpr std::string_view kSmoothedColour = "#ff7f0e";
 constexpr std::string_view kValidationColour = "#2ca02c";
+constexpr std::string_view kRateColour = "#7f7f7f";
 
 /// A "nice" number near `x` (1, 2 or 5 times a power of ten): the nearest
 /// one if `round`, else the next one up.
@@ -195,11 +196,12 @@ std::vector<Point> smoothed(const std::vector<Point> &points) {
 
 std::string lossCurveSvg(const std::vector<Point> &points,
                          const std::string &title,
-                         const std::vector<Point> &validation) {
-  auto finiteOf = [](const std::vector<Point> &all) {
+                         const LossCurveOptions &options) {
+  const bool logScale = options.logScale;
+  auto finiteOf = [&](const std::vector<Point> &all) {
     std::vector<Point> kept;
     for (const Point &point : all)
-      if (std::isfinite(point.second))
+      if (std::isfinite(point.second) && (!logScale || point.second > 0))
         kept.push_back(point);
     std::stable_sort(
         kept.begin(), kept.end(),
@@ -207,12 +209,18 @@ std::string lossCurveSvg(const std::vector<Point> &points,
     return kept;
   };
   std::vector<Point> finite = finiteOf(points);
-  std::vector<Point> val = finiteOf(validation);
+  std::vector<Point> val = finiteOf(options.validation);
+  std::vector<Point> rates;
+  for (const Point &point : options.learningRate)
+    if (std::isfinite(point.second))
+      rates.push_back(point);
   std::size_t skipped = points.size() - finite.size();
   std::string heading = title.empty() ? "loss" : title;
   if (skipped > 0)
-    heading += fmt::format(" ({} non-finite loss{} skipped)", skipped,
-                           skipped == 1 ? "" : "es");
+    heading +=
+        fmt::format(" ({} {}loss{} skipped)", skipped,
+                    logScale ? "non-positive or non-finite " : "non-finite ",
+                    skipped == 1 ? "" : "es");
 
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" "
@@ -248,13 +256,35 @@ std::string lossCurveSvg(const std::vector<Point> &points,
   Axis steps = niceAxis(static_cast<double>(first->first),
                         static_cast<double>(last->first), kMaxStepTicks,
                         /*integral=*/true);
+  // A logarithmic axis runs over log10 of the losses, its ticks at 1, 2
+  // and 5 times powers of ten (every integer multiple within one decade).
+  auto scaled = [&](double loss) { return logScale ? std::log10(loss) : loss; };
   Axis losses = niceAxis(lowest->second, highest->second, kMaxLossTicks,
                          /*integral=*/false);
+  std::vector<std::pair<double, std::string>> lossTicks;
+  if (logScale) {
+    double low = std::log10(lowest->second), high = std::log10(highest->second);
+    double pad = std::max(0.02 * (high - low), 0.01);
+    losses = {low - pad, high + pad, 0};
+    bool narrow = high - low < 1;
+    for (double decade = std::floor(losses.low); decade <= losses.high;
+         ++decade)
+      for (int m = 1; m <= 9; ++m) {
+        if (!narrow && m != 1 && m != 2 && m != 5)
+          continue;
+        double value = m * std::pow(10.0, decade);
+        if (std::log10(value) >= losses.low && std::log10(value) <= losses.high)
+          lossTicks.emplace_back(value, fmt::format("{:g}", value));
+      }
+  } else {
+    lossTicks = tickLabels(losses);
+  }
   auto x = [&](double step) {
     return kPlotLeft + steps.fraction(step) * (kPlotRight - kPlotLeft);
   };
   auto y = [&](double loss) {
-    return kPlotBottom - losses.fraction(loss) * (kPlotBottom - kPlotTop);
+    return kPlotBottom -
+           losses.fraction(scaled(loss)) * (kPlotBottom - kPlotTop);
   };
   auto polyline = [&](const std::vector<Point> &curve,
                       std::string_view attributes) {
@@ -280,7 +310,7 @@ std::string lossCurveSvg(const std::vector<Point> &points,
                           "text-anchor=\"middle\">{}</text>\n",
                           x(value), kPlotBottom + 16, label);
   }
-  for (const auto &[value, label] : tickLabels(losses)) {
+  for (const auto &[value, label] : lossTicks) {
     grid += fmt::format("<line x1=\"{1}\" y1=\"{0:.1f}\" x2=\"{2}\" "
                         "y2=\"{0:.1f}\"/>\n",
                         y(value), kPlotLeft, kPlotRight);
@@ -293,9 +323,10 @@ std::string lossCurveSvg(const std::vector<Point> &points,
                      "fill=\"#222\">step</text>\n",
                      (kPlotLeft + kPlotRight) / 2, kSvgHeight - 14);
   svg += fmt::format("<text x=\"18\" y=\"{0}\" text-anchor=\"middle\" "
-                     "transform=\"rotate(-90 18 {0})\" fill=\"#222\">loss"
+                     "transform=\"rotate(-90 18 {0})\" fill=\"#222\">{1}"
                      "</text>\n",
-                     (kPlotTop + kPlotBottom) / 2);
+                     (kPlotTop + kPlotBottom) / 2,
+                     logScale ? "loss (log scale)" : "loss");
 
   // The curves, then a legend if there are two of them.
   // A curve with more points than the plot has pixels across is a band of
@@ -333,6 +364,38 @@ std::string lossCurveSvg(const std::vector<Point> &points,
     svg += "</g>\n";
     legend.emplace_back("validation loss", kValidationColour, 2);
   }
+  if (!rates.empty()) {
+    // The rate on its own axis at the right, from 0.
+    double top = std::max_element(rates.begin(), rates.end(),
+                                  [](const Point &a, const Point &b) {
+                                    return a.second < b.second;
+                                  })
+                     ->second;
+    Axis axis = niceAxis(0, top > 0 ? top : 1, 5, /*integral=*/false);
+    auto yRate = [&](double rate) {
+      return kPlotBottom - axis.fraction(rate) * (kPlotBottom - kPlotTop);
+    };
+    std::string line =
+        fmt::format("<polyline class=\"lr\" stroke=\"{}\" stroke-width=\"1.2\" "
+                    "stroke-dasharray=\"4 3\" fill=\"none\" points=\"",
+                    kRateColour);
+    std::vector<Point> drawn = decimate(rates, kMaxPlottedPoints);
+    for (std::size_t i = 0; i < drawn.size(); ++i)
+      line += fmt::format("{}{:.1f},{:.1f}", i ? " " : "",
+                          x(static_cast<double>(drawn[i].first)),
+                          yRate(drawn[i].second));
+    svg += line + "\"/>\n";
+    svg += fmt::format("<g fill=\"{}\">\n", kRateColour);
+    for (const auto &[value, label] : tickLabels(axis))
+      svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" "
+                         "dominant-baseline=\"middle\">{}</text>\n",
+                         kPlotRight + 6, yRate(value), label);
+    svg += fmt::format("<text x=\"{0}\" y=\"{1}\" text-anchor=\"middle\" "
+                       "transform=\"rotate(90 {0} {1})\">learning rate</text>\n"
+                       "</g>\n",
+                       kSvgWidth - 12, (kPlotTop + kPlotBottom) / 2);
+    legend.emplace_back("learning rate", kRateColour, 1.2);
+  }
   if (legend.size() > 1) {
     double legendX = kPlotRight - 160;
     double legendY = kPlotTop + 10;
@@ -357,8 +420,8 @@ std::string lossCurveSvg(const std::vector<Point> &points,
 void writeLossCurveSvg(const std::string &path,
                        const std::vector<Point> &points,
                        const std::string &title,
-                       const std::vector<Point> &validation) {
-  std::string svg = lossCurveSvg(points, title, validation);
+                       const LossCurveOptions &options) {
+  std::string svg = lossCurveSvg(points, title, options);
   writeFileAtomic(path, std::as_bytes(std::span(svg.data(), svg.size())));
 }
 

@@ -1420,7 +1420,9 @@ std::string Trainer::checkpointConfig() const {
 }
 
 void Trainer::writeLossCurve() {
-  std::vector<std::pair<int64_t, double>> curve, validation;
+  std::vector<std::pair<int64_t, double>> curve;
+  LossCurveOptions plot;
+  plot.logScale = options.logScale;
   std::vector<MetricRecord> records = MetricsLog::read(metricsPath);
   // (metrics.csv: the same records for spreadsheets, rewritten whole.)
   std::string csv = metricsCsv(records);
@@ -1428,8 +1430,9 @@ void Trainer::writeLossCurve() {
                   std::as_bytes(std::span(csv.data(), csv.size())));
   for (const MetricRecord &record : records) {
     curve.emplace_back(record.step, record.loss);
+    plot.learningRate.emplace_back(record.step, record.lr);
     if (!std::isnan(record.valLoss))
-      validation.emplace_back(record.step, record.valLoss);
+      plot.validation.emplace_back(record.step, record.valLoss);
   }
   // (Named by the run's directory.)
   fs::path run = fs::absolute(outDir).lexically_normal();
@@ -1439,7 +1442,7 @@ void Trainer::writeLossCurve() {
                     fmt::format("{} loss: {}",
                                 plan.model.value("architecture", "model"),
                                 run.filename().string()),
-                    validation);
+                    plot);
 }
 
 int Trainer::run() {

@@ -64,6 +64,7 @@ struct TrainOptions {
   bool noCheckpoint = false;
   bool overwrite = false;   ///< a fresh run may replace an earlier run's files
   bool progressBar = false; ///< redraw a bar (a terminal); else log lines
+  bool logScale = false;    ///< loss.svg's loss axis logarithmic
   std::string backend = "auto"; ///< auto, host or cuda
   /// How the user started this run ("kiln train config.json"), for the
   /// resume command printed after an interrupt.

@@ -376,6 +376,47 @@ TEST(LossCurveTest, PlotsTheValidationLoss) {
               Not(HasSubstr("class=\"validation\"")));
 }
 
+// The learning rate on its own axis: a dashed curve, labelled at the right.
+TEST(LossCurveTest, PlotsTheLearningRateOnASecondAxis) {
+  std::vector<std::pair<std::int64_t, double>> points = {
+      {1, 6.0}, {2, 5.0}, {3, 4.5}, {4, 4.2}};
+  LossCurveOptions options;
+  options.learningRate = {{1, 5e-4}, {2, 1e-3}, {3, 7e-4}, {4, 1e-4}};
+  std::string svg = lossCurveSvg(points, "run", options);
+  expectWellFormed(svg);
+  auto rate = polylinePoints(svg, "lr");
+  ASSERT_EQ(rate.size(), 4u);
+  // The peak rate is highest in the picture; the axis starts at 0.
+  EXPECT_LT(rate[1].second, rate[0].second);
+  EXPECT_GT(rate[3].second, rate[2].second);
+  EXPECT_THAT(svg, HasSubstr(">learning rate</text>"));
+  EXPECT_THAT(svg, HasSubstr(">0.0010</text>"));
+}
+
+// --log-scale: the loss axis is logarithmic, ticked at 1, 2, 5 x 10^k; a
+// loss that is not positive cannot be drawn and is counted.
+TEST(LossCurveTest, LogScaleTicksPowersOfTen) {
+  std::vector<std::pair<std::int64_t, double>> points = {
+      {1, 80}, {2, 9}, {3, 1.5}, {4, 0.3}, {5, 0}};
+  LossCurveOptions options;
+  options.logScale = true;
+  std::string svg = lossCurveSvg(points, "run", options);
+  expectWellFormed(svg);
+  for (const char *label :
+       {">0.5</text>", ">1</text>", ">10</text>", ">50</text>"})
+    EXPECT_THAT(svg, HasSubstr(label));
+  EXPECT_THAT(svg, HasSubstr("1 non-positive or non-finite loss skipped"));
+  EXPECT_THAT(svg, HasSubstr(">loss (log scale)</text>"));
+  // Equal ratios are equal distances: 80 -> 9 and 9 -> ~1.01 nearly match,
+  // 9 -> 1.5 is log10(6) of a decade.
+  auto plotted = polylinePoints(svg, "loss");
+  ASSERT_EQ(plotted.size(), 4u);
+  double decade =
+      (plotted[1].second - plotted[0].second) / std::log10(80.0 / 9);
+  EXPECT_NEAR(plotted[2].second - plotted[1].second,
+              decade * std::log10(9 / 1.5), 0.2);
+}
+
 TEST(LossCurveTest, PlotsASinglePoint) {
   std::string svg = lossCurveSvg({{500, 3.25}}, "one step");
   expectWellFormed(svg);
