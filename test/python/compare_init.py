@@ -21,35 +21,13 @@ Prints the loss comparison and Kiln's log lines that mention the file.
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_reference as ref  # noqa: E402
-
-
-def write_safetensors(path, tensors):
-    """As hf_reference.write_safetensors, with F16 too."""
-    header, blobs, offset = {}, [], 0
-    for name, tensor in tensors.items():
-        array = tensor.detach().cpu().contiguous().numpy()
-        dtype = {np.float32: "F32", np.float16: "F16"}[array.dtype.type]
-        blob = array.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    text = json.dumps(header).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
 
 
 def main():
@@ -69,17 +47,17 @@ def main():
         json.dump(dict(config, torch_dtype="bfloat16"), f)
 
     if args.layout == "single":
-        write_safetensors(os.path.join(model_dir, "model.safetensors"),
+        ref.write_safetensors(os.path.join(model_dir, "model.safetensors"),
                           params)
     elif args.layout == "sharded":
         names = list(params)
         first, second = names[:len(names) // 2], names[len(names) // 2:]
         for name in second:
             params[name] = params[name].half().float()
-        write_safetensors(
+        ref.write_safetensors(
             os.path.join(model_dir, "model-00001-of-00002.safetensors"),
             {n: params[n] for n in first})
-        write_safetensors(
+        ref.write_safetensors(
             os.path.join(model_dir, "model-00002-of-00002.safetensors"),
             {n: params[n].half() for n in second})
         weight_map = {n: "model-00001-of-00002.safetensors" for n in first}
@@ -95,7 +73,7 @@ def main():
         n = config.get("n_positions", 1024)
         for i in range(config["n_layer"]):
             openai[f"h.{i}.attn.bias"] = torch.ones(1, 1, n, n).tril()
-        write_safetensors(os.path.join(model_dir, "model.safetensors"),
+        ref.write_safetensors(os.path.join(model_dir, "model.safetensors"),
                           openai)
 
     generator = torch.Generator().manual_seed(5)

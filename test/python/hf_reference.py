@@ -19,7 +19,8 @@ import torch.nn.functional as F
 # --- length, a JSON header and raw little-endian data) ----------------------
 
 _DTYPES = {"F32": (np.float32, 4), "I32": (np.int32, 4), "I64": (np.int64, 8),
-           "BF16": (np.uint16, 2), "U16": (np.uint16, 2)}
+           "BF16": (np.uint16, 2), "U16": (np.uint16, 2),
+           "F16": (np.float16, 2)}
 
 
 def read_safetensors(path):
@@ -45,7 +46,7 @@ def write_safetensors(path, tensors):
     header, blobs, offset = {}, [], 0
     for name, tensor in tensors.items():
         array = tensor.detach().cpu().contiguous().numpy()
-        dtype = {np.float32: "F32", np.int32: "I32",
+        dtype = {np.float32: "F32", np.float16: "F16", np.int32: "I32",
                  np.int64: "I64"}[array.dtype.type]
         blob = array.tobytes()
         header[name] = {"dtype": dtype, "shape": list(array.shape),
