@@ -659,12 +659,17 @@ void Trainer::checkRanksAgree() {
   const RunSettings &r = settings;
   std::string runSettings = fmt::format(
       "steps {} lr {} warmup {} min_lr_ratio {} seed {} save_every {} keep "
-      "{} resume {} init {} backend {} no_checkpoint {}",
+      "{} resume {} init {} backend {} no_checkpoint {} eval_every {} "
+      "eval_tokens {} lr_schedule {} decay_fraction {}",
       r.steps, r.lr, r.warmupSteps, r.minLrRatio, r.seed, r.saveEvery, r.keep,
       resumeState ? resumeState->step : 0, options.initPath, options.backend,
-      options.noCheckpoint);
+      options.noCheckpoint, r.evalEvery, r.evalTokens, r.lrSchedule,
+      r.decayFraction);
+  // (The validation data too: every rank evaluates its slice of it.)
+  std::vector<std::string> inputs = settings.data;
+  inputs.insert(inputs.end(), settings.valData.begin(), settings.valData.end());
   RunIdentity mine{Sha256::of(options.planText), Sha256::of(options.configText),
-                   dataDigest(settings.data), Sha256::of(runSettings)};
+                   dataDigest(inputs), Sha256::of(runSettings)};
   std::vector<std::vector<std::byte>> all =
       comm.allGather(std::as_bytes(std::span<const RunIdentity>(&mine, 1)));
   std::vector<std::string> differences;
