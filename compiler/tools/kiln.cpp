@@ -493,6 +493,25 @@ double predictedFlops(Operation &op) {
   return 0;
 }
 
+/// Micro-batches per optimizer step the passes chose (kiln.model's
+/// micro_batches; 1 when absent).
+int64_t microBatchesOf(ModuleOp module) {
+  if (DictionaryAttr model = attrs::kModel.get(module))
+    if (auto count = model.getAs<IntegerAttr>("micro_batches"))
+      return count.getInt();
+  return 1;
+}
+
+/// How often `op` runs in an optimizer step of `microBatches`: once for the
+/// optimizer (chunk O) and the ops of the last micro-batch only, else once
+/// per micro-batch.
+double runsPerStep(Operation &op, int64_t microBatches) {
+  auto chunk = op.getAttrOfType<StringAttr>(attrs::kChunk);
+  bool once =
+      (chunk && chunk.getValue() == "O") || op.hasAttr("last_micro_step");
+  return once ? 1.0 : double(microBatches);
+}
+
 /// Records in kiln.model what the runtime's MFU needs: the cost model's
 /// FLOPs of one optimizer step on one rank (`flops_per_step`: the GEMMs,
 /// attention and the fused LM head, each micro-batch's; the memory-bound
@@ -502,17 +521,10 @@ LogicalResult recordStepFlops(ModuleOp module) {
   auto step = module.lookupSymbol<func::FuncOp>("train_step");
   if (!step)
     return success();
-  int64_t microBatches = 1;
-  if (DictionaryAttr model = attrs::kModel.get(module))
-    if (auto count = model.getAs<IntegerAttr>("micro_batches"))
-      microBatches = count.getInt();
+  int64_t microBatches = microBatchesOf(module);
   double flops = 0;
-  for (Operation &op : step.getBody().front().without_terminator()) {
-    auto chunk = op.getAttrOfType<StringAttr>(attrs::kChunk);
-    bool once =
-        (chunk && chunk.getValue() == "O") || op.hasAttr("last_micro_step");
-    flops += (once ? 1.0 : double(microBatches)) * predictedFlops(op);
-  }
+  for (Operation &op : step.getBody().front().without_terminator())
+    flops += runsPerStep(op, microBatches) * predictedFlops(op);
   llvm::Expected<Target> target = lookupTarget(tileTarget());
   if (!target) {
     fail(target.takeError());
@@ -566,18 +578,12 @@ FailureOr<StepSummary> summarizeStep(MLIRContext &context,
     return failure();
   }
   summary.target = target->name;
-  int64_t microBatches = 1;
-  if (DictionaryAttr model = attrs::kModel.get(**module))
-    if (auto count = model.getAs<IntegerAttr>("micro_batches"))
-      microBatches = count.getInt();
+  int64_t microBatches = microBatchesOf(**module);
   for (Operation &op : step.getBody().front().without_terminator()) {
     // Views and in-place concatenations launch nothing and move nothing.
     if (isa<tile::ViewOp, tile::ConcatOp>(op))
       continue;
-    auto chunkTag = op.getAttrOfType<StringAttr>(attrs::kChunk);
-    bool once = (chunkTag && chunkTag.getValue() == "O") ||
-                op.hasAttr("last_micro_step");
-    double repeats = once ? 1.0 : double(microBatches);
+    double repeats = runsPerStep(op, microBatches);
     if (isa<dist::AllReduceOp, dist::ReduceScatterOp, dist::AllGatherOp,
             dist::AllGatherIntoOp>(op)) {
       // (Each rank's whole tensors: a gather into destinations moves theirs.)
@@ -1130,9 +1136,6 @@ void printVersion(llvm::raw_ostream &os) {
         "\n";
 }
 
-/// Parses the command line. On an error, prints LLVM's diagnostics in
-/// Kiln's words and names the help of the subcommand at fault:
-///   kiln train: unknown option '--foo'; see 'kiln train --help'
 /// Whether `arg` names a model config (a .json file, or a directory that
 /// holds a config.json) rather than data.
 bool namesConfig(llvm::StringRef arg) {
@@ -1170,6 +1173,9 @@ std::vector<std::string> spreadFileLists(int argc, char **argv) {
   return spread;
 }
 
+/// Parses the command line. On an error, prints LLVM's diagnostics in
+/// Kiln's words and names the help of the subcommand at fault:
+///   kiln train: unknown option '--foo'; see 'kiln train --help'
 bool parseCommandLine(int argc, char **argv) {
   std::string errors;
   llvm::raw_string_ostream errorStream(errors);

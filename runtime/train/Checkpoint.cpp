@@ -186,19 +186,21 @@ RunSettings readSettings(const StateReader &r) {
   s.seed = r.unsignedInteger("seed");
   s.saveEvery = r.integer("save_every", 0, kMax);
   s.keep = r.integer("keep", 0, kMax);
+  // (An array of strings: the files a run reads.)
+  auto fileList = [](const json &files) {
+    return files.is_array() &&
+           std::all_of(files.begin(), files.end(),
+                       [](const json &item) { return item.is_string(); });
+  };
   const json &data = r.get("data");
-  if (!data.is_array() || data.empty() ||
-      !std::all_of(data.begin(), data.end(),
-                   [](const json &item) { return item.is_string(); }))
+  if (!fileList(data) || data.empty())
     r.fail("data",
            "must be a non-empty array of file names, got " + describe(data));
   s.data = data.get<std::vector<std::string>>();
   // (Recorded since runs evaluate.)
   if (r.has("val_data")) {
     const json &val = r.get("val_data");
-    if (!val.is_array() ||
-        !std::all_of(val.begin(), val.end(),
-                     [](const json &item) { return item.is_string(); }))
+    if (!fileList(val))
       r.fail("val_data",
              "must be an array of file names, got " + describe(val));
     s.valData = val.get<std::vector<std::string>>();

@@ -286,8 +286,10 @@ std::string lossCurveSvg(const std::vector<Point> &points,
     return kPlotBottom -
            losses.fraction(scaled(loss)) * (kPlotBottom - kPlotTop);
   };
-  auto polyline = [&](const std::vector<Point> &curve,
-                      std::string_view attributes) {
+  // A curve's points, its values placed by `yOf` (the loss axis's, or the
+  // rate's).
+  auto polylineOn = [&](const auto &yOf, const std::vector<Point> &curve,
+                        std::string_view attributes) {
     std::string text =
         fmt::format("<polyline {} fill=\"none\" stroke-linejoin=\"round\" "
                     "points=\"",
@@ -295,8 +297,12 @@ std::string lossCurveSvg(const std::vector<Point> &points,
     for (std::size_t i = 0; i < curve.size(); ++i)
       text += fmt::format("{}{:.1f},{:.1f}", i ? " " : "",
                           x(static_cast<double>(curve[i].first)),
-                          y(curve[i].second));
+                          yOf(curve[i].second));
     return text + "\"/>\n";
+  };
+  auto polyline = [&](const std::vector<Point> &curve,
+                      std::string_view attributes) {
+    return polylineOn(y, curve, attributes);
   };
 
   // Grid lines and tick labels.
@@ -375,16 +381,11 @@ std::string lossCurveSvg(const std::vector<Point> &points,
     auto yRate = [&](double rate) {
       return kPlotBottom - axis.fraction(rate) * (kPlotBottom - kPlotTop);
     };
-    std::string line =
-        fmt::format("<polyline class=\"lr\" stroke=\"{}\" stroke-width=\"1.2\" "
-                    "stroke-dasharray=\"4 3\" fill=\"none\" points=\"",
-                    kRateColour);
-    std::vector<Point> drawn = decimate(rates, kMaxPlottedPoints);
-    for (std::size_t i = 0; i < drawn.size(); ++i)
-      line += fmt::format("{}{:.1f},{:.1f}", i ? " " : "",
-                          x(static_cast<double>(drawn[i].first)),
-                          yRate(drawn[i].second));
-    svg += line + "\"/>\n";
+    svg += polylineOn(yRate, decimate(rates, kMaxPlottedPoints),
+                      fmt::format("class=\"lr\" stroke=\"{}\" "
+                                  "stroke-width=\"1.2\" "
+                                  "stroke-dasharray=\"4 3\"",
+                                  kRateColour));
     svg += fmt::format("<g fill=\"{}\">\n", kRateColour);
     for (const auto &[value, label] : tickLabels(axis))
       svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" "

@@ -297,6 +297,12 @@ int64_t ignoreIndexOf(const Plan &plan) {
   return -100;
 }
 
+/// The targets of `targets` that the loss counts (not `ignoreIndex`).
+int64_t countedTargets(std::span<const int32_t> targets, int64_t ignoreIndex) {
+  return std::count_if(targets.begin(), targets.end(),
+                       [&](int32_t t) { return t != ignoreIndex; });
+}
+
 /// Throws Error naming `flag` unless `value` >= `min` (0 or 1).
 void checkAtLeast(const char *flag, int64_t value, int64_t min) {
   if (value < min)
@@ -1316,13 +1322,13 @@ double Trainer::evaluate() {
   // The same tokens every time, from the start of the data: the curve
   // compares like with like.
   valStream->seek({});
+  const int64_t ignore = ignoreIndexOf(plan);
   std::optional<DocumentPacker> valPacker;
   if (packer)
-    valPacker.emplace(*valStream, endOfText,
-                      static_cast<int32_t>(ignoreIndexOf(plan)), packing);
+    valPacker.emplace(*valStream, endOfText, static_cast<int32_t>(ignore),
+                      packing);
   const std::size_t microTokens = positions.size();
   const std::size_t first = microTokens * plan.microBatches * comm.rank();
-  const int64_t ignore = ignoreIndexOf(plan);
   const int64_t lossValue = plan.output(plan::output::kLoss);
   std::vector<int32_t> batchInputs, batchTargets;
   PackedRows rows;
@@ -1340,9 +1346,8 @@ double Trainer::evaluate() {
     }
     for (int64_t m = 0; m < plan.microBatches; ++m) {
       std::size_t begin = first + m * microTokens;
-      auto count = std::count_if(batchTargets.begin() + begin,
-                                 batchTargets.begin() + begin + microTokens,
-                                 [&](int32_t t) { return t != ignore; });
+      int64_t count = countedTargets(
+          std::span(batchTargets).subspan(begin, microTokens), ignore);
       if (count == 0)
         continue;
       feedMicroBatch(begin, batchInputs, batchTargets,
@@ -1362,8 +1367,8 @@ double Trainer::runStep(int64_t step, bool saveGrads) {
   const std::size_t microTokens = positions.size();
   const int64_t ignore = ignoreIndexOf(plan);
   auto counted = [&](std::size_t begin, std::size_t end) {
-    return std::count_if(targets.begin() + begin, targets.begin() + end,
-                         [&](int32_t t) { return t != ignore; });
+    return countedTargets(std::span(targets).subspan(begin, end - begin),
+                          ignore);
   };
   // Each micro-batch's loss is the mean over its own counted tokens; its
   // gradient is scaled by its share of the global batch's, so that the sum
@@ -1528,10 +1533,11 @@ int Trainer::run() {
     lastStep = step;
     bool save = settings.saveEvery > 0 && step % settings.saveEvery == 0 &&
                 step != settings.steps && !options.noCheckpoint;
+    // (Rank 0 logs it; read before the evaluation, whose forward reuses the
+    // step's memory.)
     double gradNorm = std::numeric_limits<double>::quiet_NaN();
-    if (plan.outputs.count(plan::output::kGradNorm))
+    if (writer() && plan.outputs.count(plan::output::kGradNorm))
       gradNorm = backend->read(plan.output(plan::output::kGradNorm))[0];
-    // (Read before the evaluation, whose forward reuses the step's memory.)
     double valLoss = std::numeric_limits<double>::quiet_NaN();
     bool evaluated =
         valStream && (step % settings.evalEvery == 0 || step == settings.steps);
@@ -1637,7 +1643,8 @@ int Trainer::run() {
                static_cast<long long>(settings.steps),
                formatDuration(elapsed).c_str(), saved.c_str(), svgPath.c_str(),
                metricsPath.c_str());
-  if (std::isfinite(mfuOf(1)) && stepSeconds > 0) {
+  if (std::isfinite(flopsPerStep) && std::isfinite(peakFlops) &&
+      stepSeconds > 0) {
     int64_t ran = lastStep - firstStep + 1;
     std::fprintf(stderr,
                  "  mfu:        %.2f%% (cost-model FLOPs, %.3g a step, over "

@@ -28,23 +28,14 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_reference as ref  # noqa: E402
-
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
-MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
-
-
-def run(command):
-    done = subprocess.run(command, capture_output=True, text=True, env=ENV)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
-    return done.stderr
+from compare_data_parallel import MPIRUN  # noqa: E402
+from compare_packing import run  # noqa: E402
 
 
 def metrics(out):
